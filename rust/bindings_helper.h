@@ -1,0 +1,17 @@
+/* SPDX-License-Identifier: GPL-2.0 */
+/*
+ * Input to bindgen for the C API that 6.12's `kernel` crate does not bind: PCI driver model,
+ * BAR mapping, interrupts, net_device/NAPI/sk_buff, ethtool. See gen-bindings.sh.
+ */
+#include <linux/etherdevice.h>
+#include <linux/ethtool.h>
+#include <linux/interrupt.h>
+#include <linux/io.h>
+#include <linux/jiffies.h>
+#include <linux/netdevice.h>
+#include <linux/pci.h>
+#include <linux/random.h>
+#include <linux/skbuff.h>
+#include <linux/timer.h>
+
+#include "helpers.h"

@@ -1,0 +1,437 @@
+// SPDX-License-Identifier: GPL-2.0
+
+//! Shared-memory layout of an ivshmem-net region, version 1.
+//!
+//! This file is compiled twice: into the kernel module (`ivshmem-net/ivshmem_net.rs` includes it
+//! by path) and into the `ivshmem-layout` userspace crate, where it is unit- and property-tested.
+//! It uses `core` only and never touches memory directly: every access goes through a
+//! [`Region`], a bounds-checked accessor implemented once over the kernel's mapping of BAR2
+//! (`rust/shm.rs`) and once over an `mmap` of the region file (userspace).
+//!
+//! # The region at a glance
+//!
+//! ```text
+//! 0x0000  header (4 KiB)            written by the initialising peer, then read-only,
+//!                                   except `state` (CAS by any peer) and the peer slots
+//! 0x1000  control block of peer 0   (CTRL_STRIDE bytes each, written only by its owner)
+//!   ...   control block of peer max_peers-1
+//! rings   one ring per ordered pair (i -> j), `ring_stride` bytes each, i != j
+//! ```
+//!
+//! # Header (all fields little-endian u32)
+//!
+//! | offset | field            | writer                                              |
+//! |--------|------------------|-----------------------------------------------------|
+//! | 0x00   | magic `IVNT`     | initialiser                                         |
+//! | 0x04   | state            | CAS by any peer: phase (low 2 bits) + attempt count |
+//! | 0x08   | layout version   | initialiser                                         |
+//! | 0x0c   | header length    | initialiser                                         |
+//! | 0x10   | region size, low | initialiser                                         |
+//! | 0x14   | region size, high| initialiser                                         |
+//! | 0x18   | max peers        | initialiser                                         |
+//! | 0x1c   | ring slots       | initialiser (descriptors per ring, power of two)    |
+//! | 0x20   | ring data length | initialiser (bytes of frame data per ring, 2^n)     |
+//! | 0x24   | ring stride      | initialiser                                         |
+//! | 0x28   | control offset   | initialiser                                         |
+//! | 0x2c   | control stride   | initialiser                                         |
+//! | 0x30   | rings offset     | initialiser                                         |
+//! | 0x38   | nonce, low       | initialiser: random, names this incarnation         |
+//! | 0x3c   | nonce, high      | initialiser                                         |
+//! | 0x100  | peer slot `i`    | CAS by the claimant, cleared by the owner (4 bytes each) |
+//!
+//! A peer never trusts the header: it reads each field once, checks it against what it computed
+//! itself from the region size and its `max_peers`, and refuses the region on any difference.
+
+/// `IVNT`, little-endian.
+pub const MAGIC: u32 = u32::from_le_bytes(*b"IVNT");
+/// The layout version this file describes.
+pub const VERSION: u32 = 1;
+
+/// Smallest region the layout accepts.
+pub const MIN_REGION_LEN: u64 = 4 << 20;
+/// Largest region the layout uses; the rest of a larger BAR is ignored.
+pub const MAX_REGION_LEN: u64 = 1 << 30;
+/// Fewest and most peers a region can be set up for.
+pub const MIN_PEERS: u32 = 2;
+/// See [`MIN_PEERS`].
+pub const MAX_PEERS: u32 = 64;
+/// Peers a region is set up for unless told otherwise.
+pub const DEFAULT_MAX_PEERS: u32 = 8;
+
+/// Length of the header.
+pub const HEADER_LEN: u32 = 4096;
+/// Bytes reserved for each peer's control block.
+pub const CTRL_STRIDE: u32 = 4096;
+/// Bytes of a ring's index area (producer and consumer cache lines) before its descriptors.
+pub const RING_HDR_LEN: u32 = 256;
+/// Bytes per descriptor.
+pub const DESC_LEN: u32 = 32;
+/// Bounds for a ring's data area.
+pub const MIN_RING_DATA: u32 = 64 << 10;
+/// See [`MIN_RING_DATA`].
+pub const MAX_RING_DATA: u32 = 16 << 20;
+
+/// Header field offsets.
+pub mod hdr {
+    /// See the table in the module documentation.
+    pub const MAGIC: usize = 0x00;
+    /// See the table in the module documentation.
+    pub const STATE: usize = 0x04;
+    /// See the table in the module documentation.
+    pub const VERSION: usize = 0x08;
+    /// See the table in the module documentation.
+    pub const HEADER_LEN: usize = 0x0c;
+    /// See the table in the module documentation.
+    pub const SIZE_LO: usize = 0x10;
+    /// See the table in the module documentation.
+    pub const SIZE_HI: usize = 0x14;
+    /// See the table in the module documentation.
+    pub const MAX_PEERS: usize = 0x18;
+    /// See the table in the module documentation.
+    pub const RING_SLOTS: usize = 0x1c;
+    /// See the table in the module documentation.
+    pub const RING_DATA: usize = 0x20;
+    /// See the table in the module documentation.
+    pub const RING_STRIDE: usize = 0x24;
+    /// See the table in the module documentation.
+    pub const CTRL_OFFSET: usize = 0x28;
+    /// See the table in the module documentation.
+    pub const CTRL_STRIDE: usize = 0x2c;
+    /// See the table in the module documentation.
+    pub const RINGS_OFFSET: usize = 0x30;
+    /// See the table in the module documentation.
+    pub const NONCE_LO: usize = 0x38;
+    /// See the table in the module documentation.
+    pub const NONCE_HI: usize = 0x3c;
+    /// First peer-slot word; slot `i` is at `PEER_SLOTS + 4 * i`.
+    pub const PEER_SLOTS: usize = 0x100;
+}
+
+/// Phases of the header's state word (its low two bits); the upper 30 bits count
+/// initialisation attempts so that a stalled initialiser can be taken over without ABA.
+pub mod phase {
+    /// All zero: nobody has touched the region.
+    pub const EMPTY: u32 = 0;
+    /// A peer is writing the header.
+    pub const INITIALISING: u32 = 1;
+    /// The header is valid.
+    pub const READY: u32 = 2;
+}
+
+/// What can go wrong with a region. Every variant is a value, never a panic.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Error {
+    /// An access fell outside the region or its section.
+    OutOfBounds,
+    /// An atomic access was not 4-byte aligned.
+    Misaligned,
+    /// The region is smaller than [`MIN_REGION_LEN`].
+    TooSmall {
+        /// The region's length in bytes.
+        len: u64,
+    },
+    /// `max_peers` outside `MIN_PEERS..=MAX_PEERS`.
+    BadMaxPeers(u32),
+    /// The header's magic is not [`MAGIC`] although its state says it is ready.
+    BadMagic(u32),
+    /// The region was set up by a peer with another layout version.
+    BadVersion(u32),
+    /// The region's geometry differs from the one this peer computed.
+    GeometryMismatch,
+    /// The state word holds a phase that does not exist.
+    BadState(u32),
+    /// Another peer has been initialising the region for longer than we wait, and taking
+    /// over failed too.
+    InitStalled,
+}
+
+/// Bounds-checked access to a shared region. Implementations check every offset and length
+/// against [`Region::len`] and return [`Error::OutOfBounds`] rather than touching memory outside.
+pub trait Region {
+    /// Length of the region in bytes.
+    fn len(&self) -> usize;
+    /// Atomic load of the u32 at `off` with acquire ordering.
+    fn load(&self, off: usize) -> Result<u32, Error>;
+    /// Atomic store of `val` at `off` with release ordering.
+    fn store(&self, off: usize, val: u32) -> Result<(), Error>;
+    /// Atomic compare-and-exchange (acquire-release) at `off`: `Ok(Ok(old))` when the word held
+    /// `current` and now holds `new`, `Ok(Err(actual))` when it held `actual` instead.
+    fn compare_exchange(
+        &self,
+        off: usize,
+        current: u32,
+        new: u32,
+    ) -> Result<Result<u32, u32>, Error>;
+    /// Copies `buf.len()` bytes starting at `off` out of the region.
+    fn read(&self, off: usize, buf: &mut [u8]) -> Result<(), Error>;
+    /// Copies `buf` into the region at `off`.
+    fn write(&self, off: usize, buf: &[u8]) -> Result<(), Error>;
+}
+
+/// Checks that `[off, off + len)` lies inside a region of `region_len` bytes, and for atomics
+/// that `off` is 4-aligned. Shared by every [`Region`] implementation so they cannot disagree.
+pub fn check_range(region_len: usize, off: usize, len: usize, atomic: bool) -> Result<(), Error> {
+    if atomic && off % 4 != 0 {
+        return Err(Error::Misaligned);
+    }
+    match off.checked_add(len) {
+        Some(end) if end <= region_len => Ok(()),
+        _ => Err(Error::OutOfBounds),
+    }
+}
+
+/// Where everything lives in a region: derived only from the region's length and `max_peers`,
+/// so every peer computes the same geometry and can check the header against it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Geometry {
+    /// Bytes of the region the layout uses.
+    pub region_len: u64,
+    /// Peer ids are `0..max_peers`.
+    pub max_peers: u32,
+    /// Descriptors per ring (power of two).
+    pub ring_slots: u32,
+    /// Bytes of frame data per ring (power of two).
+    pub ring_data: u32,
+    /// Bytes from one ring to the next.
+    pub ring_stride: u32,
+    /// Offset of peer 0's control block.
+    pub ctrl_offset: u32,
+    /// Bytes from one control block to the next.
+    pub ctrl_stride: u32,
+    /// Offset of the first ring.
+    pub rings_offset: u32,
+}
+
+const fn align_up(v: u64, a: u64) -> u64 {
+    (v + a - 1) & !(a - 1)
+}
+
+impl Geometry {
+    /// Computes the geometry for a region of `len` bytes shared by up to `max_peers` peers.
+    pub fn new(len: u64, max_peers: u32) -> Result<Self, Error> {
+        if len < MIN_REGION_LEN {
+            return Err(Error::TooSmall { len });
+        }
+        if !(MIN_PEERS..=MAX_PEERS).contains(&max_peers) {
+            return Err(Error::BadMaxPeers(max_peers));
+        }
+        let region_len = if len > MAX_REGION_LEN {
+            MAX_REGION_LEN
+        } else {
+            len
+        };
+        let ctrl_offset = HEADER_LEN as u64;
+        let rings_offset = align_up(ctrl_offset + max_peers as u64 * CTRL_STRIDE as u64, 4096);
+        let rings = max_peers as u64 * (max_peers as u64 - 1);
+        let per_ring = (region_len.saturating_sub(rings_offset)) / rings;
+        // The largest power-of-two data area whose ring still fits in `per_ring`.
+        let mut data = MAX_RING_DATA as u64;
+        while data >= MIN_RING_DATA as u64 {
+            if Self::stride_for(data) <= per_ring {
+                break;
+            }
+            data /= 2;
+        }
+        if data < MIN_RING_DATA as u64 {
+            return Err(Error::TooSmall { len });
+        }
+        Ok(Geometry {
+            region_len,
+            max_peers,
+            ring_slots: Self::slots_for(data) as u32,
+            ring_data: data as u32,
+            ring_stride: Self::stride_for(data) as u32,
+            ctrl_offset: ctrl_offset as u32,
+            ctrl_stride: CTRL_STRIDE,
+            rings_offset: rings_offset as u32,
+        })
+    }
+
+    /// One descriptor per 512 bytes of data, at least 64 and at most 8192.
+    const fn slots_for(data: u64) -> u64 {
+        let s = data / 512;
+        if s < 64 {
+            64
+        } else if s > 8192 {
+            8192
+        } else {
+            s
+        }
+    }
+
+    const fn stride_for(data: u64) -> u64 {
+        align_up(
+            RING_HDR_LEN as u64 + Self::slots_for(data) * DESC_LEN as u64 + data,
+            4096,
+        )
+    }
+
+    /// Number of rings: one per ordered pair of distinct peers.
+    pub fn rings(&self) -> u32 {
+        self.max_peers * (self.max_peers - 1)
+    }
+
+    /// Offset of the ring carrying frames from peer `from` to peer `to`.
+    pub fn ring_offset(&self, from: u32, to: u32) -> Result<usize, Error> {
+        if from >= self.max_peers || to >= self.max_peers || from == to {
+            return Err(Error::OutOfBounds);
+        }
+        let idx = from * (self.max_peers - 1) + if to < from { to } else { to - 1 };
+        Ok(self.rings_offset as usize + idx as usize * self.ring_stride as usize)
+    }
+
+    /// Offset of peer `id`'s control block.
+    pub fn ctrl_offset(&self, id: u32) -> Result<usize, Error> {
+        if id >= self.max_peers {
+            return Err(Error::OutOfBounds);
+        }
+        Ok(self.ctrl_offset as usize + id as usize * self.ctrl_stride as usize)
+    }
+
+    fn fields(&self) -> [(usize, u32); 10] {
+        [
+            (hdr::HEADER_LEN, HEADER_LEN),
+            (hdr::SIZE_LO, self.region_len as u32),
+            (hdr::SIZE_HI, (self.region_len >> 32) as u32),
+            (hdr::MAX_PEERS, self.max_peers),
+            (hdr::RING_SLOTS, self.ring_slots),
+            (hdr::RING_DATA, self.ring_data),
+            (hdr::RING_STRIDE, self.ring_stride),
+            (hdr::CTRL_OFFSET, self.ctrl_offset),
+            (hdr::CTRL_STRIDE, self.ctrl_stride),
+            (hdr::RINGS_OFFSET, self.rings_offset),
+        ]
+    }
+}
+
+/// How this peer came to use the region.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Attach {
+    /// We found it empty (or stalled) and wrote the header.
+    Initialised,
+    /// Another peer had set it up; we checked the header against our geometry.
+    Joined,
+}
+
+/// The result of [`attach`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Attached {
+    /// The geometry in force.
+    pub geometry: Geometry,
+    /// Random value the initialiser wrote; the same for every peer of this incarnation.
+    pub nonce: u64,
+    /// Whether we initialised or joined.
+    pub how: Attach,
+}
+
+/// Sets up or joins the region.
+///
+/// The first peer moves the state word from `EMPTY` to `INITIALISING` with a compare-and-swap,
+/// writes the header and publishes it by storing `READY` (release). Every other peer waits while
+/// the state is `INITIALISING`, calling `wait` between looks (it returns `false` once it has
+/// waited long enough; then the initialiser is presumed dead and the region is taken over by
+/// another compare-and-swap that bumps the attempt count). A `READY` header is checked field by
+/// field against `geometry`; any difference is an error and the region is left untouched.
+pub fn attach<R: Region + ?Sized>(
+    r: &R,
+    geometry: Geometry,
+    nonce: u64,
+    mut wait: impl FnMut() -> bool,
+) -> Result<Attached, Error> {
+    if (r.len() as u64) < geometry.region_len {
+        return Err(Error::OutOfBounds);
+    }
+    // Bounded: each pass either returns or waits; `wait` bounds the waiting.
+    let mut stalled = false;
+    loop {
+        let state = r.load(hdr::STATE)?;
+        let attempt = state >> 2;
+        match state & 3 {
+            phase::EMPTY | phase::INITIALISING if state & 3 == phase::EMPTY || stalled => {
+                let mine = ((attempt.wrapping_add(1)) << 2) | phase::INITIALISING;
+                if r.compare_exchange(hdr::STATE, state, mine)?.is_err() {
+                    stalled = false;
+                    continue;
+                }
+                initialise(r, &geometry, nonce)?;
+                return match r.compare_exchange(hdr::STATE, mine, (mine & !3) | phase::READY)? {
+                    Ok(_) => Ok(Attached {
+                        geometry,
+                        nonce,
+                        how: Attach::Initialised,
+                    }),
+                    // Someone presumed us dead and took over: let them finish.
+                    Err(_) => Err(Error::InitStalled),
+                };
+            }
+            phase::INITIALISING => {
+                if !wait() {
+                    stalled = true;
+                }
+            }
+            phase::READY => return join(r, geometry),
+            _ => return Err(Error::BadState(state)),
+        }
+    }
+}
+
+fn initialise<R: Region + ?Sized>(r: &R, g: &Geometry, nonce: u64) -> Result<(), Error> {
+    r.store(hdr::MAGIC, MAGIC)?;
+    r.store(hdr::VERSION, VERSION)?;
+    for (off, val) in g.fields() {
+        r.store(off, val)?;
+    }
+    r.store(hdr::NONCE_LO, nonce as u32)?;
+    r.store(hdr::NONCE_HI, (nonce >> 32) as u32)?;
+    for i in 0..MAX_PEERS as usize {
+        r.store(hdr::PEER_SLOTS + 4 * i, 0)?;
+    }
+    Ok(())
+}
+
+fn join<R: Region + ?Sized>(r: &R, geometry: Geometry) -> Result<Attached, Error> {
+    let magic = r.load(hdr::MAGIC)?;
+    if magic != MAGIC {
+        return Err(Error::BadMagic(magic));
+    }
+    let version = r.load(hdr::VERSION)?;
+    if version != VERSION {
+        return Err(Error::BadVersion(version));
+    }
+    for (off, val) in geometry.fields() {
+        if r.load(off)? != val {
+            return Err(Error::GeometryMismatch);
+        }
+    }
+    let nonce = r.load(hdr::NONCE_LO)? as u64 | (r.load(hdr::NONCE_HI)? as u64) << 32;
+    Ok(Attached {
+        geometry,
+        nonce,
+        how: Attach::Joined,
+    })
+}
+
+/// Reads the geometry another peer wrote into a `READY` header, checking that it is one this
+/// layout could have produced (used by tools that inspect a region without joining it).
+pub fn read_geometry<R: Region + ?Sized>(r: &R) -> Result<Geometry, Error> {
+    let state = r.load(hdr::STATE)?;
+    if state & 3 != phase::READY {
+        return Err(Error::BadState(state));
+    }
+    let magic = r.load(hdr::MAGIC)?;
+    if magic != MAGIC {
+        return Err(Error::BadMagic(magic));
+    }
+    let version = r.load(hdr::VERSION)?;
+    if version != VERSION {
+        return Err(Error::BadVersion(version));
+    }
+    let len = r.load(hdr::SIZE_LO)? as u64 | (r.load(hdr::SIZE_HI)? as u64) << 32;
+    let g = Geometry::new(len, r.load(hdr::MAX_PEERS)?)?;
+    for (off, val) in g.fields() {
+        if r.load(off)? != val {
+            return Err(Error::GeometryMismatch);
+        }
+    }
+    Ok(g)
+}

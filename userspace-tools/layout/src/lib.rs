@@ -1,0 +1,135 @@
+// SPDX-License-Identifier: GPL-2.0
+
+//! Userspace side of the ivshmem-net layout.
+//!
+//! [`layout`] is the very file the kernel module compiles (included by path from
+//! `ivshmem-net/ivshmem_net.rs`); this crate adds two [`layout::Region`] implementations:
+//! [`HeapRegion`], plain memory for tests, and [`MmapRegion`], a shared mapping of a region file
+//! such as `/dev/shm/ivshmem-net` or the server's shared memory.
+
+pub mod layout;
+
+use layout::{check_range, Error, Region};
+use std::fs::OpenOptions;
+use std::path::Path;
+use std::sync::atomic::{AtomicU32, Ordering};
+
+/// A region in ordinary memory, made of atomic words so that several threads may use it at
+/// once, as peers do.
+pub struct HeapRegion {
+    words: Vec<AtomicU32>,
+}
+
+impl HeapRegion {
+    /// A zeroed region of `len` bytes (rounded up to a multiple of 4).
+    pub fn new(len: usize) -> Self {
+        HeapRegion {
+            words: (0..len.div_ceil(4)).map(|_| AtomicU32::new(0)).collect(),
+        }
+    }
+
+    fn word(&self, off: usize) -> &AtomicU32 {
+        &self.words[off / 4]
+    }
+}
+
+impl Region for HeapRegion {
+    fn len(&self) -> usize {
+        self.words.len() * 4
+    }
+    fn load(&self, off: usize) -> Result<u32, Error> {
+        check_range(self.len(), off, 4, true)?;
+        Ok(self.word(off).load(Ordering::Acquire))
+    }
+    fn store(&self, off: usize, val: u32) -> Result<(), Error> {
+        check_range(self.len(), off, 4, true)?;
+        self.word(off).store(val, Ordering::Release);
+        Ok(())
+    }
+    fn compare_exchange(&self, off: usize, cur: u32, new: u32) -> Result<Result<u32, u32>, Error> {
+        check_range(self.len(), off, 4, true)?;
+        Ok(self
+            .word(off)
+            .compare_exchange(cur, new, Ordering::AcqRel, Ordering::Acquire))
+    }
+    fn read(&self, off: usize, buf: &mut [u8]) -> Result<(), Error> {
+        check_range(self.len(), off, buf.len(), false)?;
+        for (i, b) in buf.iter_mut().enumerate() {
+            let at = off + i;
+            *b = self.word(at & !3).load(Ordering::Acquire).to_le_bytes()[at & 3];
+        }
+        Ok(())
+    }
+    fn write(&self, off: usize, buf: &[u8]) -> Result<(), Error> {
+        check_range(self.len(), off, buf.len(), false)?;
+        for (i, &b) in buf.iter().enumerate() {
+            let at = off + i;
+            let shift = (at & 3) * 8;
+            let w = self.word(at & !3);
+            let _ = w.fetch_update(Ordering::AcqRel, Ordering::Acquire, |v| {
+                Some((v & !(0xff << shift)) | ((b as u32) << shift))
+            });
+        }
+        Ok(())
+    }
+}
+
+/// A shared, writable mapping of a region file.
+pub struct MmapRegion {
+    map: memmap2::MmapRaw,
+}
+
+impl MmapRegion {
+    /// Maps `path` (which must exist) read-write and shared.
+    pub fn open(path: &Path) -> std::io::Result<Self> {
+        let file = OpenOptions::new().read(true).write(true).open(path)?;
+        Ok(MmapRegion {
+            map: memmap2::MmapRaw::map_raw(&file)?,
+        })
+    }
+
+    fn word(&self, off: usize) -> &AtomicU32 {
+        // SAFETY: callers checked `off` with `check_range(.., atomic = true)`, so it is 4-aligned
+        // and `off + 4 <= len`; the mapping is page-aligned, lives as long as `self`, and is
+        // only ever accessed atomically or by byte copies, as peers in other VMs do.
+        unsafe { AtomicU32::from_ptr(self.map.as_mut_ptr().add(off).cast()) }
+    }
+}
+
+impl Region for MmapRegion {
+    fn len(&self) -> usize {
+        self.map.len()
+    }
+    fn load(&self, off: usize) -> Result<u32, Error> {
+        check_range(self.len(), off, 4, true)?;
+        Ok(self.word(off).load(Ordering::Acquire))
+    }
+    fn store(&self, off: usize, val: u32) -> Result<(), Error> {
+        check_range(self.len(), off, 4, true)?;
+        self.word(off).store(val, Ordering::Release);
+        Ok(())
+    }
+    fn compare_exchange(&self, off: usize, cur: u32, new: u32) -> Result<Result<u32, u32>, Error> {
+        check_range(self.len(), off, 4, true)?;
+        Ok(self
+            .word(off)
+            .compare_exchange(cur, new, Ordering::AcqRel, Ordering::Acquire))
+    }
+    fn read(&self, off: usize, buf: &mut [u8]) -> Result<(), Error> {
+        check_range(self.len(), off, buf.len(), false)?;
+        // SAFETY: the range is inside the mapping (checked above) and `buf` is a distinct,
+        // exclusive Rust buffer, so the two do not overlap.
+        unsafe {
+            std::ptr::copy_nonoverlapping(self.map.as_ptr().add(off), buf.as_mut_ptr(), buf.len())
+        };
+        Ok(())
+    }
+    fn write(&self, off: usize, buf: &[u8]) -> Result<(), Error> {
+        check_range(self.len(), off, buf.len(), false)?;
+        // SAFETY: as in `read`, with the copy going the other way.
+        unsafe {
+            std::ptr::copy_nonoverlapping(buf.as_ptr(), self.map.as_mut_ptr().add(off), buf.len())
+        };
+        Ok(())
+    }
+}

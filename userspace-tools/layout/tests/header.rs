@@ -1,0 +1,164 @@
+// SPDX-License-Identifier: GPL-2.0
+//! Tests of the region header: geometry, initialise/join, refusals, concurrent attach.
+
+use ivshmem_layout::layout::*;
+use ivshmem_layout::HeapRegion;
+use std::sync::{Arc, Barrier};
+
+const MIB: u64 = 1 << 20;
+
+#[test]
+fn geometry_fits_every_supported_size() {
+    for shift in 22..=30 {
+        for peers in [2, 3, 8, 16] {
+            let len = 1u64 << shift;
+            let g = match Geometry::new(len, peers) {
+                Ok(g) => g,
+                Err(Error::TooSmall { .. }) if peers > DEFAULT_MAX_PEERS => continue,
+                Err(e) => panic!("{len} bytes, {peers} peers: {e:?}"),
+            };
+            assert!(g.ring_slots.is_power_of_two() && g.ring_data.is_power_of_two());
+            assert!(g.ring_data >= MIN_RING_DATA);
+            let last = g.ring_offset(peers - 1, peers - 2).unwrap() + g.ring_stride as usize;
+            assert!(
+                last as u64 <= g.region_len,
+                "{len}/{peers}: rings end at {last}"
+            );
+            assert!(
+                g.ctrl_offset(peers - 1).unwrap() + CTRL_STRIDE as usize <= g.rings_offset as usize
+            );
+        }
+    }
+}
+
+#[test]
+fn ring_offsets_are_distinct_and_checked() {
+    let g = Geometry::new(16 * MIB, 4).unwrap();
+    let mut seen = std::collections::BTreeSet::new();
+    for i in 0..4 {
+        for j in 0..4 {
+            if i == j {
+                assert_eq!(g.ring_offset(i, j), Err(Error::OutOfBounds));
+            } else {
+                assert!(seen.insert(g.ring_offset(i, j).unwrap()));
+            }
+        }
+    }
+    assert_eq!(seen.len() as u32, g.rings());
+    assert_eq!(g.ring_offset(4, 0), Err(Error::OutOfBounds));
+    assert_eq!(g.ctrl_offset(4), Err(Error::OutOfBounds));
+}
+
+#[test]
+fn refuses_small_regions_and_bad_peer_counts() {
+    assert_eq!(Geometry::new(4096, 8), Err(Error::TooSmall { len: 4096 }));
+    assert_eq!(Geometry::new(16 * MIB, 1), Err(Error::BadMaxPeers(1)));
+    assert_eq!(Geometry::new(16 * MIB, 65), Err(Error::BadMaxPeers(65)));
+    // Larger than the maximum: only the first GiB is used.
+    assert_eq!(
+        Geometry::new(4 << 30, 8).unwrap().region_len,
+        MAX_REGION_LEN
+    );
+}
+
+#[test]
+fn first_initialises_second_joins_with_same_nonce() {
+    let r = HeapRegion::new(4 * MIB as usize);
+    let g = Geometry::new(4 * MIB, 8).unwrap();
+    let a = attach(&r, g, 0x1234_5678_9abc_def0, || panic!("no wait expected")).unwrap();
+    assert_eq!(a.how, Attach::Initialised);
+    let b = attach(&r, g, 42, || panic!("no wait expected")).unwrap();
+    assert_eq!(b.how, Attach::Joined);
+    assert_eq!(b.nonce, 0x1234_5678_9abc_def0);
+    assert_eq!(read_geometry(&r), Ok(g));
+}
+
+#[test]
+fn refuses_other_version_and_geometry_and_leaves_region_alone() {
+    let r = HeapRegion::new(16 * MIB as usize);
+    let g = Geometry::new(16 * MIB, 8).unwrap();
+    attach(&r, g, 7, || true).unwrap();
+    let mut before = vec![0u8; 4096];
+    r.read(0, &mut before).unwrap();
+
+    let other = Geometry::new(16 * MIB, 4).unwrap();
+    assert_eq!(attach(&r, other, 1, || true), Err(Error::GeometryMismatch));
+    r.store(hdr::VERSION, 2).unwrap();
+    assert_eq!(attach(&r, g, 1, || true), Err(Error::BadVersion(2)));
+    r.store(hdr::VERSION, VERSION).unwrap();
+    r.store(hdr::MAGIC, 0xdead_beef).unwrap();
+    assert_eq!(attach(&r, g, 1, || true), Err(Error::BadMagic(0xdead_beef)));
+    r.store(hdr::MAGIC, MAGIC).unwrap();
+
+    let mut after = vec![0u8; 4096];
+    r.read(0, &mut after).unwrap();
+    assert_eq!(before, after);
+}
+
+#[test]
+fn garbage_state_is_an_error_not_a_panic() {
+    let r = HeapRegion::new(4 * MIB as usize);
+    let g = Geometry::new(4 * MIB, 8).unwrap();
+    r.store(hdr::STATE, 0xffff_ffff).unwrap();
+    assert_eq!(attach(&r, g, 1, || true), Err(Error::BadState(0xffff_ffff)));
+}
+
+#[test]
+fn stalled_initialiser_is_taken_over() {
+    let r = HeapRegion::new(4 * MIB as usize);
+    let g = Geometry::new(4 * MIB, 8).unwrap();
+    // A peer began initialising and died.
+    r.store(hdr::STATE, (5 << 2) | phase::INITIALISING).unwrap();
+    let mut waits = 0;
+    let a = attach(&r, g, 99, || {
+        waits += 1;
+        waits < 3
+    })
+    .unwrap();
+    assert_eq!(a.how, Attach::Initialised);
+    assert_eq!(waits, 3);
+    assert_eq!(r.load(hdr::STATE).unwrap(), (6 << 2) | phase::READY);
+}
+
+#[test]
+fn concurrent_attach_has_exactly_one_initialiser() {
+    for _ in 0..50 {
+        let r = Arc::new(HeapRegion::new(4 * MIB as usize));
+        let g = Geometry::new(4 * MIB, 8).unwrap();
+        let barrier = Arc::new(Barrier::new(4));
+        let handles: Vec<_> = (0..4u64)
+            .map(|i| {
+                let (r, barrier) = (r.clone(), barrier.clone());
+                std::thread::spawn(move || {
+                    barrier.wait();
+                    attach(&*r, g, 100 + i, || {
+                        std::thread::yield_now();
+                        true
+                    })
+                    .unwrap()
+                })
+            })
+            .collect();
+        let res: Vec<Attached> = handles.into_iter().map(|h| h.join().unwrap()).collect();
+        let inits: Vec<_> = res
+            .iter()
+            .filter(|a| a.how == Attach::Initialised)
+            .collect();
+        assert_eq!(inits.len(), 1);
+        assert!(res.iter().all(|a| a.nonce == inits[0].nonce));
+    }
+}
+
+#[test]
+fn accessor_rejects_out_of_bounds_and_misaligned() {
+    let r = HeapRegion::new(4096);
+    assert_eq!(r.load(4096), Err(Error::OutOfBounds));
+    assert_eq!(r.load(2), Err(Error::Misaligned));
+    assert_eq!(r.store(usize::MAX - 3, 1), Err(Error::OutOfBounds));
+    let mut buf = [0u8; 8];
+    assert_eq!(r.read(4090, &mut buf), Err(Error::OutOfBounds));
+    assert_eq!(r.write(usize::MAX, &buf), Err(Error::OutOfBounds));
+    r.write(4088, &[1, 2, 3, 4, 5, 6, 7, 8]).unwrap();
+    r.read(4088, &mut buf).unwrap();
+    assert_eq!(buf, [1, 2, 3, 4, 5, 6, 7, 8]);
+}
