@@ -30,5 +30,5 @@ cd "$kdir"  # the kernel's flags use paths relative to its build directory
 eval "\"\$BINDGEN\" \"$here/bindings_helper.h\" $bgopts \
     --experimental --wrap-static-fns --wrap-static-fns-path \"\${wrap%.c}\" \
     --allowlist-function \"\$allow_fn\" --allowlist-type \"\$allow_ty\" --allowlist-var \"\$allow_var\" \
-    -o \"\$out.tmp\" -- $cflags -I\"$here\" -DKBUILD_MODNAME=ivshmem_net"
+    -o \"\$out.tmp\" -- $cflags -I\"$here\" '-DKBUILD_MODNAME=\"ivshmem_net\"'"
 mv "$out.tmp" "$out"

@@ -1,0 +1,148 @@
+// SPDX-License-Identifier: GPL-2.0
+
+//! The PCI side: bind an ivshmem device, map its registers (BAR0) and shared memory (BAR2),
+//! and join the region described in [`crate::layout`].
+
+use crate::ext::{
+    errno::eproto,
+    io::IoMem,
+    pci::{self, BarRegion, Enabled},
+    random,
+    shm::SharedMem,
+    time,
+};
+use crate::layout::{self, Attach, Geometry, Region};
+use crate::{dev_err, dev_info};
+use kernel::{c_str, prelude::*};
+
+/// BAR0 registers (QEMU docs/specs/ivshmem-spec.rst).
+mod reg {
+    /// This peer's id; valid with ivshmem-doorbell only.
+    pub(super) const IVPOSITION: usize = 0x08;
+}
+
+/// BAR numbers.
+const BAR_REGS: u32 = 0;
+const BAR_MSIX: u32 = 1;
+const BAR_SHM: u32 = 2;
+
+/// How long a joining peer waits for another peer that is initialising the header before
+/// presuming it dead: 200 waits of 10 ms.
+const INIT_WAITS: u32 = 200;
+const INIT_WAIT_MS: u32 = 10;
+
+crate::pci_device_table!(IVSHMEM_IDS, "ivshmem_net", [(0x1af4, 0x1110)]);
+
+/// One bound ivshmem device.
+///
+/// Fields drop in declaration order, which undoes probe in reverse: unmap, release the BARs,
+/// disable the device.
+pub(crate) struct IvshmemNet {
+    shm: SharedMem,
+    _regs: IoMem,
+    _shm_region: BarRegion,
+    _regs_region: BarRegion,
+    _enabled: Enabled,
+    dev: ARef<pci::Device>,
+}
+
+use kernel::types::ARef;
+
+/// Why a region could not be used, in words for the one log line probe prints.
+fn describe(e: layout::Error) -> (&'static str, Error) {
+    use layout::Error as E;
+    match e {
+        E::TooSmall { .. } => ("region too small for the layout", EINVAL),
+        E::BadMaxPeers(_) => ("max_peers out of range", EINVAL),
+        E::BadMagic(_) => ("header is ready but its magic is wrong", eproto()),
+        E::BadVersion(_) => ("region uses another layout version", eproto()),
+        E::GeometryMismatch => ("region set up with another geometry (size or max_peers)", eproto()),
+        E::BadState(_) => ("header state word holds garbage", eproto()),
+        E::InitStalled => ("another peer took over initialising the region", EBUSY),
+        E::OutOfBounds | E::Misaligned => ("access outside the mapped region", EINVAL),
+    }
+}
+
+impl pci::Driver for IvshmemNet {
+    const NAME: &'static CStr = c_str!("ivshmem_net");
+    const ID_TABLE: &'static [pci::DeviceId] = &IVSHMEM_IDS;
+
+    fn probe(dev: &pci::Device, _id: &pci::DeviceId) -> Result<Pin<KBox<Self>>> {
+        let enabled = dev.enable()?;
+
+        let shm_len = dev.resource_len(BAR_SHM);
+        if shm_len == 0 || !dev.resource_is_mem(BAR_SHM) {
+            dev_err!(dev, "no shared-memory BAR2: not an ivshmem device this driver can use");
+            return Err(ENODEV);
+        }
+        if shm_len < layout::MIN_REGION_LEN {
+            dev_err!(
+                dev,
+                "BAR2 is {} KiB; the layout needs at least {} MiB of shared memory",
+                shm_len >> 10,
+                layout::MIN_REGION_LEN >> 20
+            );
+            return Err(EINVAL);
+        }
+        let max_peers = layout::DEFAULT_MAX_PEERS;
+        let geometry = Geometry::new(shm_len, max_peers).map_err(|e| {
+            let (why, err) = describe(e);
+            dev_err!(dev, "cannot lay out {} MiB for {} peers: {}", shm_len >> 20, max_peers, why);
+            err
+        })?;
+
+        let regs_region = dev.request_region(BAR_REGS, c_str!("ivshmem_net regs"))?;
+        let shm_region = dev.request_region(BAR_SHM, c_str!("ivshmem_net shm"))?;
+        let regs = dev.iomap(BAR_REGS)?;
+        let shm = dev.memremap(BAR_SHM)?;
+        let doorbell = dev.resource_len(BAR_MSIX) != 0;
+        let ivposition = regs.read32(reg::IVPOSITION)?;
+
+        let mut waits = 0;
+        let attached = layout::attach(&shm, geometry, random::u64(), || {
+            waits += 1;
+            time::msleep(INIT_WAIT_MS);
+            waits < INIT_WAITS
+        })
+        .map_err(|e| {
+            let (why, err) = describe(e);
+            dev_err!(dev, "refusing the shared region: {} ({:?}); left untouched", why, e);
+            err
+        })?;
+
+        dev_info!(
+            dev,
+            "bound: {} mode, IVPosition {}, BAR2 {} MiB mapped write-back; layout v{} {} \
+             (nonce {:#018x}, {} peers, {} KiB ring data)",
+            if doorbell { "doorbell" } else { "plain" },
+            ivposition,
+            shm.len() >> 20,
+            layout::VERSION,
+            match attached.how {
+                Attach::Initialised => "initialised",
+                Attach::Joined => "joined",
+            },
+            attached.nonce,
+            geometry.max_peers,
+            geometry.ring_data >> 10,
+        );
+
+        Ok(KBox::pin(
+            IvshmemNet {
+                shm,
+                _regs: regs,
+                _shm_region: shm_region,
+                _regs_region: regs_region,
+                _enabled: enabled,
+                dev: dev.into(),
+            },
+            GFP_KERNEL,
+        )?)
+    }
+}
+
+impl Drop for IvshmemNet {
+    fn drop(&mut self) {
+        dev_info!(&self.dev, "unbound ({} MiB region released)", self.shm.len() >> 20);
+    }
+}

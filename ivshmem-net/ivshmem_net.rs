@@ -1,0 +1,39 @@
+// SPDX-License-Identifier: GPL-2.0
+
+//! ivshmem-net: a network driver for QEMU's ivshmem device (PCI 1af4:1110).
+//!
+//! Guests on one host that share an ivshmem region exchange Ethernet frames through lock-free
+//! rings in that memory instead of a virtual NIC and a host bridge.
+//!
+//! - [`driver`]: binding the PCI device, mapping its BARs, joining the shared region.
+//! - [`layout`]: the shared-memory layout, the same source file the userspace tools and tests
+//!   compile (`userspace-tools/layout/src/layout.rs`).
+//! - [`ext`]: the kernel support layer in `rust/`, the only code with `unsafe`.
+
+#[path = "../rust/lib.rs"]
+pub mod ext;
+
+#[path = "../userspace-tools/layout/src/layout.rs"]
+pub mod layout;
+
+mod driver;
+
+use kernel::prelude::*;
+
+module! {
+    type: IvshmemNetModule,
+    name: "ivshmem_net",
+    author: "ivshmem-net developers",
+    description: "Network driver over QEMU ivshmem shared memory",
+    license: "GPL",
+}
+
+struct IvshmemNetModule {
+    _pci: ext::pci::Registration<driver::IvshmemNet>,
+}
+
+impl kernel::Module for IvshmemNetModule {
+    fn init(module: &'static ThisModule) -> Result<Self> {
+        Ok(IvshmemNetModule { _pci: ext::pci::Registration::new(module)? })
+    }
+}

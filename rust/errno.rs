@@ -1,0 +1,11 @@
+// SPDX-License-Identifier: GPL-2.0
+
+//! Error codes that 6.12's `kernel::error::code` does not name.
+
+use super::bindings;
+use kernel::error::Error;
+
+/// `EPROTO`: the peer speaks another protocol (layout version or geometry).
+pub fn eproto() -> Error {
+    Error::from_errno(-(bindings::EPROTO as i32))
+}

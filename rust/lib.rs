@@ -1,0 +1,16 @@
+// SPDX-License-Identifier: GPL-2.0
+
+//! Kernel support layer: what 6.12's `kernel` crate lacks and ivshmem-net needs.
+//!
+//! Safe, RfL-style wrappers over bindings generated at build time from `bindings_helper.h`
+//! (see `gen-bindings.sh`). This directory is the only place in the module with `unsafe`; the
+//! driver in `ivshmem-net/` is written against these types.
+
+pub mod bindings;
+pub mod errno;
+pub mod io;
+pub mod pci;
+pub mod print;
+pub mod random;
+pub mod shm;
+pub mod time;
