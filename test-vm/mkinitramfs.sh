@@ -1,0 +1,47 @@
+#!/usr/bin/env bash
+# SPDX-License-Identifier: GPL-2.0
+# Build the guest initramfs: busybox-static, the real ip/ethtool/iperf3 with their shared
+# libraries, /init and the test agent, and the module.
+#
+#   mkinitramfs.sh OUT.cpio.gz MODULE.ko [EXTRA_BINARY...]
+set -euo pipefail
+out=$(realpath -m "$1"); ko=$(realpath "$2"); shift 2
+here=$(cd "$(dirname "$0")" && pwd)
+root=$(mktemp -d)
+trap 'rm -rf "$root"' EXIT
+
+mkdir -p "$root"/{bin,sbin,usr/bin,usr/sbin,usr/local/bin,etc,proc,sys,dev,tmp,run,root,lib/modules}
+cp /bin/busybox "$root/bin/busybox"
+for applet in $("$root/bin/busybox" --list); do
+    [ -e "$root/bin/$applet" ] || ln -s busybox "$root/bin/$applet"
+done
+
+# Real tools (busybox has an `ip`, but not with `-d`/`-j` or ethtool's netlink features).
+copy_with_libs() {
+    local bin=$1
+    cp -L "$bin" "$root/usr/local/bin/"
+    for lib in $(ldd "$bin" | awk '/=> \// {print $3} /^\s*\/lib/ {print $1}'); do
+        mkdir -p "$root$(dirname "$lib")"
+        cp -Ln "$lib" "$root$lib" 2>/dev/null || true
+    done
+}
+for tool in ip ethtool iperf3 "$@"; do
+    path=$(command -v "$tool" || true)
+    [ -n "$path" ] || { echo "mkinitramfs: $tool not found: run 'make deps'" >&2; exit 1; }
+    copy_with_libs "$path"
+done
+# The dynamic loader is named by absolute path inside each binary.
+mkdir -p "$root/lib64"
+cp -L /lib64/ld-linux-x86-64.so.2 "$root/lib64/"
+
+cp "$ko" "$root/lib/modules/ivshmem_net.ko"
+install -m 755 "$here/guest/init" "$root/init"
+install -m 755 "$here/guest/agent" "$root/bin/ivnet-agent"
+echo "root:x:0:0:root:/root:/bin/sh" > "$root/etc/passwd"
+echo "root:x:0:" > "$root/etc/group"
+printf '127.0.0.1 localhost\n::1 localhost\n' > "$root/etc/hosts"
+
+mkdir -p "$(dirname "$out")"
+(cd "$root" && find . -print0 | sort -z | cpio --null -o -H newc --quiet | gzip -1 > "$out.tmp")
+mv "$out.tmp" "$out"
+echo "initramfs: $out ($(( $(stat -c %s "$out") / 1024 )) KiB)"

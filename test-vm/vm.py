@@ -1,0 +1,390 @@
+# SPDX-License-Identifier: GPL-2.0
+"""QEMU guests for ivshmem-net tests and demos.
+
+A `Cluster` boots N guests that share one ivshmem region (a file under /dev/shm), each with a
+serial console logged to build/vm/<name>.log and a second serial port on which the guest's
+agent (test-vm/guest/agent) runs scripts the host sends and returns exit code and output.
+
+Everything has a deadline: booting, each script, shutdown. QEMU processes die with this
+process (PR_SET_PDEATHSIG) and run under `timeout` as a last resort; `Cluster.close()` (also
+run from atexit and on SIGINT/SIGTERM) kills them and removes the region files and sockets.
+"""
+
+import atexit
+import base64
+import ctypes
+import hashlib
+import os
+import re
+import secrets
+import signal
+import socket
+import struct
+import subprocess
+import threading
+import time
+from pathlib import Path
+
+TOP = Path(__file__).resolve().parent.parent
+BUILD = TOP / "build"
+VMDIR = BUILD / "vm"
+CACHE = Path(os.environ.get("IVNET_CACHE", "/var/cache/ivshmem-net"))
+
+# Longest a QEMU process may live, whatever happens to this process.
+QEMU_HARD_LIMIT_S = int(os.environ.get("IVNET_QEMU_LIMIT", "1800"))
+# Kernel log lines that fail a test whenever they appear in a guest's console.
+SPLAT = re.compile(
+    r"(Oops|BUG:|WARNING:|Kernel panic|KASAN|kmemleak: .* new suspected|"
+    r"possible recursive locking|circular locking|general protection fault|"
+    r"Call Trace:|rust_panic|panicked at)"
+)
+
+_live = set()
+_live_lock = threading.Lock()
+
+
+def _cleanup_all():
+    with _live_lock:
+        items = list(_live)
+    for c in items:
+        c.close()
+
+
+atexit.register(_cleanup_all)
+
+
+def _on_signal(signum, _frame):
+    _cleanup_all()
+    raise SystemExit(128 + signum)
+
+
+for _sig in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP):
+    signal.signal(_sig, _on_signal)
+
+
+def _die_with_parent():
+    # PR_SET_PDEATHSIG = 1: QEMU gets SIGKILL if this harness dies.
+    try:
+        ctypes.CDLL("libc.so.6", use_errno=True).prctl(1, signal.SIGKILL)
+    except OSError:
+        pass
+    os.setsid()
+
+
+def choose_accel(kernel, initrd):
+    """TCG unless a real KVM boot of our own kernel reaches /init within 20 s.
+
+    The result is cached per host kernel and guest kernel, so the probe costs its time once per
+    machine. IVNET_ACCEL=tcg|kvm overrides it. Returns (accel, reason).
+    """
+    forced = os.environ.get("IVNET_ACCEL")
+    if forced in ("tcg", "kvm"):
+        return forced, "IVNET_ACCEL=%s" % forced
+    if not os.access("/dev/kvm", os.R_OK | os.W_OK):
+        return "tcg", "no usable /dev/kvm"
+    key = hashlib.sha256(
+        (os.uname().release + Path(kernel).read_bytes().hex()[:4096]).encode()
+    ).hexdigest()[:16]
+    memo = CACHE / "accel-probe" / key
+    if memo.exists():
+        accel, reason = memo.read_text().split("\n", 1)
+        return accel, reason.strip() + " (cached probe)"
+    VMDIR.mkdir(parents=True, exist_ok=True)
+    log = VMDIR / "kvm-probe.log"
+    cmd = ["timeout", "-s", "KILL", "20", "qemu-system-x86_64", "-accel", "kvm", "-m", "256",
+           "-nodefaults", "-no-user-config", "-display", "none", "-no-reboot",
+           "-kernel", str(kernel), "-initrd", str(initrd),
+           "-append", "console=ttyS0 ivnet.name=kvmprobe panic=-1",
+           "-serial", "file:%s" % log]
+    start = time.time()
+    subprocess.run(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+                   preexec_fn=_die_with_parent)
+    text = log.read_text(errors="replace") if log.exists() else ""
+    if "init: kvmprobe up" in text:
+        accel, reason = "kvm", "KVM booted the guest kernel to /init in %.1f s" % (time.time() - start)
+    else:
+        last = [l for l in text.splitlines() if l.strip()][-1:] or ["no console output"]
+        accel, reason = "tcg", "KVM probe did not reach /init in 20 s (last line: %s)" % last[0][:80]
+    memo.parent.mkdir(parents=True, exist_ok=True)
+    memo.write_text("%s\n%s" % (accel, reason))
+    return accel, reason
+
+
+class AgentError(Exception):
+    pass
+
+
+class Result:
+    def __init__(self, rc, out):
+        self.rc = rc
+        self.out = out
+
+    def __repr__(self):
+        return "Result(rc=%d, out=%r)" % (self.rc, self.out[-500:])
+
+
+class Guest:
+    """One QEMU guest. Built by `Cluster`; use `run()` to execute shell scripts inside."""
+
+    def __init__(self, cluster, name, ivshmem, mem_mb, extra_args):
+        self.cluster = cluster
+        self.name = name
+        self.ivshmem = ivshmem  # None, or (path, size_bytes)
+        self.mem_mb = mem_mb
+        self.extra_args = extra_args
+        self.log = VMDIR / ("%s.log" % name)
+        self.sock_path = VMDIR / ("%s.agent" % name)
+        self.proc = None
+        self.sock = None
+        self.buf = b""
+        self.seq = 0
+        self.lock = threading.Lock()
+
+    def qemu_cmd(self):
+        c = self.cluster
+        cmd = ["timeout", "-s", "KILL", str(QEMU_HARD_LIMIT_S),
+               "qemu-system-x86_64", "-accel", c.accel, "-m", str(self.mem_mb), "-smp", "1",
+               "-nodefaults", "-no-user-config", "-display", "none", "-no-reboot",
+               "-kernel", str(c.kernel), "-initrd", str(c.initrd),
+               "-append", "console=ttyS0 ivnet.name=%s panic=-1 quiet loglevel=6" % self.name,
+               "-chardev", "file,id=con,path=%s" % self.log, "-serial", "chardev:con",
+               "-chardev", "socket,id=agent,path=%s,server=on,wait=off" % self.sock_path,
+               "-serial", "chardev:agent"]
+        if c.accel == "tcg":
+            cmd[cmd.index("-accel") + 1] = "tcg,thread=single"
+        if self.ivshmem is not None:
+            path, size = self.ivshmem
+            cmd += ["-object", "memory-backend-file,id=shm,mem-path=%s,size=%d,share=on" % (path, size),
+                    "-device", "ivshmem-plain,memdev=shm"]
+        return cmd + list(self.extra_args)
+
+    def start(self):
+        VMDIR.mkdir(parents=True, exist_ok=True)
+        for p in (self.log, self.sock_path):
+            if p.exists():
+                p.unlink()
+        self.log.touch()
+        self.proc = subprocess.Popen(self.qemu_cmd(), stdin=subprocess.DEVNULL,
+                                     stdout=subprocess.DEVNULL,
+                                     stderr=open(VMDIR / ("%s.qemu.err" % self.name), "wb"),
+                                     preexec_fn=_die_with_parent)
+
+    def _connect(self, deadline):
+        while time.time() < deadline:
+            if self.proc.poll() is not None:
+                raise AgentError("%s: QEMU exited with %s: %s" % (
+                    self.name, self.proc.returncode, self.qemu_stderr()))
+            try:
+                s = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+                s.connect(str(self.sock_path))
+                self.sock = s
+                return
+            except OSError:
+                s.close()
+                time.sleep(0.05)
+        raise AgentError("%s: agent socket never appeared" % self.name)
+
+    def qemu_stderr(self):
+        p = VMDIR / ("%s.qemu.err" % self.name)
+        return p.read_text(errors="replace").strip()[-500:] if p.exists() else ""
+
+    def _readline(self, deadline):
+        while b"\n" not in self.buf:
+            left = deadline - time.time()
+            if left <= 0:
+                raise AgentError("%s: timed out waiting for the agent" % self.name)
+            self.sock.settimeout(min(left, 1.0))
+            try:
+                chunk = self.sock.recv(65536)
+            except socket.timeout:
+                if self.proc.poll() is not None:
+                    raise AgentError("%s: QEMU exited (%s)" % (self.name, self.proc.returncode))
+                continue
+            if not chunk:
+                raise AgentError("%s: agent connection closed (guest died?)" % self.name)
+            self.buf += chunk
+        line, self.buf = self.buf.split(b"\n", 1)
+        return line.decode(errors="replace").strip("\r")
+
+    def wait_ready(self, timeout=60):
+        deadline = time.time() + timeout
+        self._connect(deadline)
+        # Bytes sent to the port before the host connected are lost, so ask until answered.
+        while True:
+            self.sock.sendall(b"@@HELLO\n")
+            try:
+                line = self._readline(min(deadline, time.time() + 0.5))
+            except AgentError:
+                if time.time() >= deadline:
+                    raise
+                continue
+            if line.startswith("@@READY"):
+                # Drain the answers to earlier hellos.
+                self.buf = b""
+                return
+
+    def run(self, script, timeout=60, check=False):
+        """Runs `script` with /bin/sh in the guest; returns Result(rc, output)."""
+        with self.lock:
+            self.seq += 1
+            job = "%s-%d" % (self.name, self.seq)
+            body = base64.encodebytes(script.encode()).decode()
+            self.sock.sendall(("@@RUN %s\n%s@@END\n" % (job, body)).encode())
+            deadline = time.time() + timeout
+            while True:
+                line = self._readline(deadline)
+                m = re.match(r"@@OUT (\S+) (\d+)$", line)
+                if m and m.group(1) == job:
+                    rc = int(m.group(2))
+                    break
+            out = []
+            while True:
+                line = self._readline(deadline)
+                if line == "@@DONE %s" % job:
+                    break
+                out.append(line)
+            text = base64.b64decode("".join(out)).decode(errors="replace")
+        res = Result(rc, text)
+        if check and rc != 0:
+            raise AgentError("%s: script failed (rc=%d): %s\n--- output ---\n%s" % (
+                self.name, rc, script.strip()[:200], text[-2000:]))
+        return res
+
+    def console(self):
+        return self.log.read_text(errors="replace") if self.log.exists() else ""
+
+    def splats(self):
+        return [l for l in self.console().splitlines() if SPLAT.search(l)]
+
+    def poweroff(self, timeout=20):
+        if self.proc is None or self.proc.poll() is not None:
+            return
+        try:
+            if self.sock:
+                self.sock.sendall(b"@@POWEROFF\n")
+            self.proc.wait(timeout=timeout)
+        except (OSError, subprocess.TimeoutExpired):
+            self.kill()
+
+    def kill(self):
+        if self.proc is not None and self.proc.poll() is None:
+            try:
+                os.killpg(self.proc.pid, signal.SIGKILL)
+            except OSError:
+                pass
+            try:
+                self.proc.wait(timeout=10)
+            except subprocess.TimeoutExpired:
+                pass
+        if self.sock:
+            self.sock.close()
+            self.sock = None
+
+
+class Cluster:
+    """N guests sharing one ivshmem-plain region.
+
+    `guests` is a list of names, or of dicts {"name", "ivshmem": "shared"|None|size_bytes,
+    "mem_mb", "args"}; a size gives that guest a private region of its own.
+    """
+
+    def __init__(self, guests=("gA", "gB"), shm_size=32 << 20, kernel=None, initrd=None,
+                 boot_timeout=90):
+        self.kernel = Path(kernel or BUILD / "guest" / "bzImage")
+        self.initrd = Path(initrd or BUILD / "initramfs.cpio.gz")
+        for p in (self.kernel, self.initrd):
+            if not p.exists():
+                raise FileNotFoundError("%s missing: run 'make kernel initramfs'" % p)
+        self.accel, self.accel_reason = choose_accel(self.kernel, self.initrd)
+        self.tag = "ivnet-%d-%s" % (os.getpid(), secrets.token_hex(3))
+        self.shm_path = Path("/dev/shm") / self.tag
+        self.shm_size = shm_size
+        self.boot_timeout = boot_timeout
+        self.files = [self.shm_path]
+        self.guests = []
+        for g in guests:
+            spec = {"name": g} if isinstance(g, str) else dict(g)
+            iv = spec.get("ivshmem", "shared")
+            if iv == "shared":
+                iv = (self.shm_path, shm_size)
+            elif isinstance(iv, int):
+                private = Path("/dev/shm") / ("%s-%s" % (self.tag, spec["name"]))
+                self.files.append(private)
+                iv = (private, iv)
+            self.guests.append(Guest(self, spec["name"], iv, spec.get("mem_mb", 256),
+                                     spec.get("args", [])))
+        self.closed = False
+        with _live_lock:
+            _live.add(self)
+
+    def __enter__(self):
+        self.start()
+        return self
+
+    def __exit__(self, *exc):
+        self.close()
+
+    def __getitem__(self, i):
+        if isinstance(i, str):
+            return next(g for g in self.guests if g.name == i)
+        return self.guests[i]
+
+    def start(self):
+        for g in self.guests:
+            g.start()
+        for g in self.guests:
+            g.wait_ready(self.boot_timeout)
+
+    def parallel(self, fn, guests=None):
+        """Runs fn(guest) for each guest in its own thread; returns the results in order."""
+        guests = self.guests if guests is None else guests
+        results = [None] * len(guests)
+        errors = []
+
+        def work(i, g):
+            try:
+                results[i] = fn(g)
+            except Exception as e:  # re-raised below, in the caller's thread
+                errors.append(e)
+
+        threads = [threading.Thread(target=work, args=(i, g)) for i, g in enumerate(guests)]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join()
+        if errors:
+            raise errors[0]
+        return results
+
+    def region_header(self):
+        """The first 4 KiB of the shared region file, as the host sees it."""
+        with open(self.shm_path, "rb") as f:
+            return f.read(4096)
+
+    def region_nonce(self):
+        lo, hi = struct.unpack_from("<II", self.region_header(), 0x38)
+        return lo | hi << 32
+
+    def splats(self):
+        return {g.name: g.splats() for g in self.guests if g.splats()}
+
+    def close(self):
+        if self.closed:
+            return
+        self.closed = True
+        for g in self.guests:
+            g.poweroff(timeout=5)
+        for g in self.guests:
+            g.kill()
+        for p in self.files:
+            try:
+                p.unlink()
+            except FileNotFoundError:
+                pass
+        for g in self.guests:
+            try:
+                g.sock_path.unlink()
+            except FileNotFoundError:
+                pass
+        with _live_lock:
+            _live.discard(self)
