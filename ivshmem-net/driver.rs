@@ -56,10 +56,15 @@ fn describe(e: layout::Error) -> (&'static str, Error) {
         E::BadMaxPeers(_) => ("max_peers out of range", EINVAL),
         E::BadMagic(_) => ("header is ready but its magic is wrong", eproto()),
         E::BadVersion(_) => ("region uses another layout version", eproto()),
-        E::GeometryMismatch => ("region set up with another geometry (size or max_peers)", eproto()),
+        E::GeometryMismatch => (
+            "region set up with another geometry (size or max_peers)",
+            eproto(),
+        ),
         E::BadState(_) => ("header state word holds garbage", eproto()),
         E::InitStalled => ("another peer took over initialising the region", EBUSY),
         E::OutOfBounds | E::Misaligned => ("access outside the mapped region", EINVAL),
+        E::Corrupt(_) => ("ring corrupted by peer", EINVAL),
+        E::BadFrameLen(_) | E::NotReserved => ("ring used wrongly", EINVAL),
     }
 }
 
@@ -72,7 +77,10 @@ impl pci::Driver for IvshmemNet {
 
         let shm_len = dev.resource_len(BAR_SHM);
         if shm_len == 0 || !dev.resource_is_mem(BAR_SHM) {
-            dev_err!(dev, "no shared-memory BAR2: not an ivshmem device this driver can use");
+            dev_err!(
+                dev,
+                "no shared-memory BAR2: not an ivshmem device this driver can use"
+            );
             return Err(ENODEV);
         }
         if shm_len < layout::MIN_REGION_LEN {
@@ -87,7 +95,13 @@ impl pci::Driver for IvshmemNet {
         let max_peers = layout::DEFAULT_MAX_PEERS;
         let geometry = Geometry::new(shm_len, max_peers).map_err(|e| {
             let (why, err) = describe(e);
-            dev_err!(dev, "cannot lay out {} MiB for {} peers: {}", shm_len >> 20, max_peers, why);
+            dev_err!(
+                dev,
+                "cannot lay out {} MiB for {} peers: {}",
+                shm_len >> 20,
+                max_peers,
+                why
+            );
             err
         })?;
 
@@ -106,7 +120,12 @@ impl pci::Driver for IvshmemNet {
         })
         .map_err(|e| {
             let (why, err) = describe(e);
-            dev_err!(dev, "refusing the shared region: {} ({:?}); left untouched", why, e);
+            dev_err!(
+                dev,
+                "refusing the shared region: {} ({:?}); left untouched",
+                why,
+                e
+            );
             err
         })?;
 
@@ -143,6 +162,10 @@ impl pci::Driver for IvshmemNet {
 
 impl Drop for IvshmemNet {
     fn drop(&mut self) {
-        dev_info!(&self.dev, "unbound ({} MiB region released)", self.shm.len() >> 20);
+        dev_info!(
+            &self.dev,
+            "unbound ({} MiB region released)",
+            self.shm.len() >> 20
+        );
     }
 }

@@ -34,6 +34,8 @@ struct IvshmemNetModule {
 
 impl kernel::Module for IvshmemNetModule {
     fn init(module: &'static ThisModule) -> Result<Self> {
-        Ok(IvshmemNetModule { _pci: ext::pci::Registration::new(module)? })
+        Ok(IvshmemNetModule {
+            _pci: ext::pci::Registration::new(module)?,
+        })
     }
 }

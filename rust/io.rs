@@ -19,7 +19,11 @@ pub struct IoMem {
 
 impl IoMem {
     /// Wraps a mapping made by `pci_iomap` (see [`pci::Device::iomap`]).
-    pub(crate) fn new(dev: ARef<pci::Device>, addr: NonNull<core::ffi::c_void>, len: usize) -> Self {
+    pub(crate) fn new(
+        dev: ARef<pci::Device>,
+        addr: NonNull<core::ffi::c_void>,
+        len: usize,
+    ) -> Self {
         IoMem { dev, addr, len }
     }
 

@@ -111,8 +111,13 @@ impl Device {
             return Err(ENODEV);
         }
         // SAFETY: valid by the type invariant; `name` is 'static as the resource keeps it.
-        to_result(unsafe { bindings::pci_request_region(self.as_raw(), bar as i32, name.as_char_ptr()) })?;
-        Ok(BarRegion { dev: self.into(), bar })
+        to_result(unsafe {
+            bindings::pci_request_region(self.as_raw(), bar as i32, name.as_char_ptr())
+        })?;
+        Ok(BarRegion {
+            dev: self.into(),
+            bar,
+        })
     }
 
     /// Maps memory BAR `bar` uncached for register access (`pci_iomap`).
@@ -322,7 +327,10 @@ impl<T: Driver> Registration<T> {
             bindings::__pci_register_driver(raw, module.as_ptr().cast(), T::NAME.as_char_ptr())
         })?;
         // INVARIANT: registered above.
-        Ok(Registration { drv, _t: PhantomData })
+        Ok(Registration {
+            drv,
+            _t: PhantomData,
+        })
     }
 }
 

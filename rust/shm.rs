@@ -60,21 +60,30 @@ impl Region for SharedMem {
     fn compare_exchange(&self, off: usize, cur: u32, new: u32) -> Result<Result<u32, u32>, Error> {
         check_range(self.len, off, 4, true)?;
         // SAFETY: checked above.
-        Ok(unsafe { self.word(off) }.compare_exchange(cur, new, Ordering::AcqRel, Ordering::Acquire))
+        Ok(unsafe { self.word(off) }.compare_exchange(
+            cur,
+            new,
+            Ordering::AcqRel,
+            Ordering::Acquire,
+        ))
     }
 
     fn read(&self, off: usize, buf: &mut [u8]) -> Result<(), Error> {
         check_range(self.len, off, buf.len(), false)?;
         // SAFETY: the source range is inside the mapping (checked); `buf` is a distinct local
         // buffer. A peer writing the source concurrently can only change the bytes we copy.
-        unsafe { core::ptr::copy_nonoverlapping(self.addr.as_ptr().add(off), buf.as_mut_ptr(), buf.len()) };
+        unsafe {
+            core::ptr::copy_nonoverlapping(self.addr.as_ptr().add(off), buf.as_mut_ptr(), buf.len())
+        };
         Ok(())
     }
 
     fn write(&self, off: usize, buf: &[u8]) -> Result<(), Error> {
         check_range(self.len, off, buf.len(), false)?;
         // SAFETY: as in `read`, with the copy going the other way.
-        unsafe { core::ptr::copy_nonoverlapping(buf.as_ptr(), self.addr.as_ptr().add(off), buf.len()) };
+        unsafe {
+            core::ptr::copy_nonoverlapping(buf.as_ptr(), self.addr.as_ptr().add(off), buf.len())
+        };
         Ok(())
     }
 }

@@ -28,7 +28,7 @@ key=$( {
     echo "bindgen=$("$BINDGEN" --version)"
     echo "clang=$(clang --version | head -1)"
     echo "kmake=$KMAKE_FLAGS"
-    cat "$0"
+    echo "recipe=1"  # bump when the steps below change what gets built
 } | sha256sum | cut -c1-16)
 
 cache=$IVNET_CACHE/kernel
@@ -39,7 +39,8 @@ mkdir -p "$cache" "$out"
 link_outputs() {
     ln -sfn "$kb/obj" "$out/kdir"
     cp -f "$kb/obj/arch/x86/boot/bzImage" "$out/bzImage"
-    echo "$key" > "$out/key"
+    # Rewritten only when it changes: the module's generated bindings depend on its mtime.
+    [ "$(cat "$out/key" 2>/dev/null)" = "$key" ] || echo "$key" > "$out/key"
 }
 
 if [ -f "$kb/done" ]; then
@@ -49,8 +50,7 @@ if [ -f "$kb/done" ]; then
 fi
 
 exec 9>"$cache/.lock"
-echo "kernel[$name]: waiting for the cache lock" >&2
-flock 9
+flock -n 9 || { echo "kernel[$name]: waiting for another build's lock" >&2; flock 9; }
 if [ -f "$kb/done" ]; then link_outputs; exit 0; fi
 
 srcdir=$IVNET_CACHE/src/linux-$src_ver
@@ -87,3 +87,7 @@ $K -j"$(nproc)" bzImage modules > "$kb/build.log" 2>&1 || { tail -40 "$kb/build.
 echo "kernel[$name]: built in $(( $(date +%s) - start )) s"
 touch "$kb/done"
 link_outputs
+# Keep the two newest builds of this name; older ones are stale keys.
+ls -dt "$cache/$name"-* 2>/dev/null | tail -n +3 | while read -r old; do
+    echo "kernel[$name]: pruning old build $(basename "$old")"; rm -rf "$old"
+done

@@ -114,6 +114,15 @@ class AgentError(Exception):
     pass
 
 
+class Failed(Exception):
+    """A test's assertion failed; the message says what the guest really did."""
+
+
+def check(cond, msg):
+    if not cond:
+        raise Failed(msg)
+
+
 class Result:
     def __init__(self, rc, out):
         self.rc = rc

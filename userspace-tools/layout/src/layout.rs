@@ -143,6 +143,33 @@ pub enum Error {
     /// Another peer has been initialising the region for longer than we wait, and taking
     /// over failed too.
     InitStalled,
+    /// The peer on the other side of a ring published something the ring protocol cannot
+    /// produce; what exactly is in the [`Corrupt`].
+    Corrupt(Corrupt),
+    /// A frame length of zero, or longer than the ring's largest frame (half its data area).
+    BadFrameLen(u32),
+    /// A frame was committed to a ring without a successful reservation first.
+    NotReserved,
+}
+
+/// What a peer got wrong in a ring (see `ring.rs`). Every case is detected from values read
+/// once out of shared memory and is reported, never trusted.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Corrupt {
+    /// The producer's descriptor index is behind ours or more than a ring ahead of it.
+    ProdIdx,
+    /// The producer's byte position is behind ours or more than the data area ahead of it.
+    ProdBytes,
+    /// A descriptor's length is zero or longer than the ring's largest frame.
+    DescLen,
+    /// A descriptor's frame does not start where the next frame must, runs past the end of the
+    /// data area, or past the bytes the producer published.
+    DescPos,
+    /// The consumer's descriptor index is ahead of what we published or more than a ring behind.
+    ConsIdx,
+    /// The consumer's byte position is ahead of what we published or more than the data area
+    /// behind.
+    ConsBytes,
 }
 
 /// Bounds-checked access to a shared region. Implementations check every offset and length
@@ -150,6 +177,10 @@ pub enum Error {
 pub trait Region {
     /// Length of the region in bytes.
     fn len(&self) -> usize;
+    /// Whether the region has no bytes at all.
+    fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
     /// Atomic load of the u32 at `off` with acquire ordering.
     fn load(&self, off: usize) -> Result<u32, Error>;
     /// Atomic store of `val` at `off` with release ordering.
@@ -166,12 +197,20 @@ pub trait Region {
     fn read(&self, off: usize, buf: &mut [u8]) -> Result<(), Error>;
     /// Copies `buf` into the region at `off`.
     fn write(&self, off: usize, buf: &[u8]) -> Result<(), Error>;
+    /// Full memory barrier: every access before it is ordered before every access after it,
+    /// stores before loads included, which acquire and release alone do not give. The event
+    /// index handshake of the rings needs it (a store of our event followed by a load of the
+    /// peer's index must not be reordered). The default is a sequentially consistent fence of
+    /// the CPU, the same for the kernel's mapping and an `mmap`; model checkers override it.
+    fn fence(&self) {
+        core::sync::atomic::fence(core::sync::atomic::Ordering::SeqCst);
+    }
 }
 
 /// Checks that `[off, off + len)` lies inside a region of `region_len` bytes, and for atomics
 /// that `off` is 4-aligned. Shared by every [`Region`] implementation so they cannot disagree.
 pub fn check_range(region_len: usize, off: usize, len: usize, atomic: bool) -> Result<(), Error> {
-    if atomic && off % 4 != 0 {
+    if atomic && !off.is_multiple_of(4) {
         return Err(Error::Misaligned);
     }
     match off.checked_add(len) {

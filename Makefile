@@ -1,0 +1,105 @@
+# SPDX-License-Identifier: GPL-2.0
+# ivshmem-net: top-level build. See README.md.
+#
+#   make deps     install what the build needs (Debian packages + bindgen-cli), idempotent
+#   make kernel   guest kernel (cached outside the clone, in $(IVNET_CACHE))
+#   make module   build/ivshmem_net.ko, out of tree against the guest kernel
+#   make tools    userspace-tools/ workspace, binaries in build/bin/
+#   make test     everything above, then the userspace and in-guest tests
+#   make demo     two guests with the driver bound, one reading what the other wrote
+#   make clean    remove build products (the kernel cache stays)
+#
+# The kernel's own Makefile reads `Kbuild` in this directory for `make -C <kdir> M=$(CURDIR)`.
+
+SHELL := /bin/bash
+.SHELLFLAGS := -eo pipefail -c
+TOP := $(CURDIR)
+IVNET_CACHE ?= /var/cache/ivshmem-net
+BINDGEN_VERSION := 0.69.5
+BINDGEN ?= $(IVNET_CACHE)/tools/bindgen-$(BINDGEN_VERSION)/bin/bindgen
+export IVNET_CACHE BINDGEN BINDGEN_VERSION
+
+KDIR := $(TOP)/build/guest/kdir
+# Same toolchain the kernel was built with (scripts/toolchain.sh says why it is explicit).
+KMAKE = . scripts/toolchain.sh && $(MAKE) -C $(KDIR) M=$(TOP) $$KMAKE_FLAGS
+
+PYTHON ?= python3
+CARGO ?= cargo
+
+DEBIAN_PACKAGES := linux-source-6.12 rustc-web rust-web-src clang lld llvm libclang-dev \
+	flex bison bc libelf-dev libssl-dev cpio kmod gzip xz-utils make \
+	qemu-system-x86 busybox-static iproute2 ethtool iperf3 pciutils python3
+
+.PHONY: all deps kernel module module-build tools initramfs test test-host test-vm demo clean
+
+all: module tools
+
+deps:
+	@missing=$$(for p in $(DEBIAN_PACKAGES); do \
+	    dpkg-query -W -f '$${Status}\n' $$p 2>/dev/null | grep -q '^install ok installed' || echo $$p; done); \
+	if [ -n "$$missing" ]; then \
+	    echo "deps: installing Debian packages:" $$missing; \
+	    apt-get update -qq; \
+	    DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends $$missing >/dev/null; \
+	else echo "deps: Debian packages present ($(words $(DEBIAN_PACKAGES)) checked)"; fi
+	@if [ -x $(BINDGEN) ] && $(BINDGEN) --version | grep -q ' $(BINDGEN_VERSION)$$'; then \
+	    echo "deps: bindgen-cli $(BINDGEN_VERSION) present ($(BINDGEN))"; \
+	else \
+	    echo "deps: installing bindgen-cli $(BINDGEN_VERSION) (--locked) into $(IVNET_CACHE)/tools (~75 s)"; \
+	    mkdir -p $(IVNET_CACHE)/tools; \
+	    $(CARGO) install -q bindgen-cli --version $(BINDGEN_VERSION) --locked \
+	        --root $(IVNET_CACHE)/tools/bindgen-$(BINDGEN_VERSION); \
+	fi
+	@/usr/bin/rustc --version | grep -q '^rustc 1\.' || { echo "deps: /usr/bin/rustc missing" >&2; exit 1; }
+
+kernel:
+	@test-vm/build-kernel.sh guest test-vm/kernel.config
+
+# Bindings are generated, never checked in; regenerated when their inputs or the kernel change.
+rust/generated/bindings.rs: rust/bindings_helper.h rust/helpers.h rust/bindings.allowlist \
+		rust/gen-bindings.sh build/guest/key
+	@echo "module: generating bindings (bindgen $(BINDGEN_VERSION), the kernel's clang flags)"
+	@. scripts/toolchain.sh && rust/gen-bindings.sh $(KDIR) $@ rust/generated/wrappers.c
+
+module: kernel
+	@$(MAKE) --no-print-directory module-build
+
+module-build: rust/generated/bindings.rs
+	@echo "module: building ivshmem_net.ko against $$(readlink $(KDIR))"
+	@$(KMAKE) modules 2>&1 | tee build/module.log | grep -v '^make\[\?[0-9]*\]\?: \(Entering\|Leaving\)' || true
+	@if grep -iE '(^|[^a-z_])(warning|error)[: \[]' build/module.log; then \
+	    echo "module: the build printed warnings or errors (zero allowed)" >&2; exit 1; fi
+	@test -f ivshmem_net.ko
+	@cp ivshmem_net.ko build/ivshmem_net.ko
+	@echo "module: build/ivshmem_net.ko ($$(stat -c %s build/ivshmem_net.ko) bytes)"
+
+tools:
+	@cd userspace-tools && $(CARGO) build --release -q --workspace
+	@mkdir -p build/bin
+	@for f in userspace-tools/target/release/*; do \
+	    [ -f "$$f" ] && [ -x "$$f" ] && cp "$$f" build/bin/ || true; done
+	@echo "tools: built userspace-tools ($$(ls build/bin | wc -l) binaries in build/bin)"
+
+initramfs: module
+	@test-vm/mkinitramfs.sh build/initramfs.cpio.gz build/ivshmem_net.ko
+
+# The in-guest suite and host-side checks. Prints one 'N passed, N failed' line per part and
+# a final one for everything.
+test: deps
+	@$(MAKE) --no-print-directory module tools initramfs
+	@$(PYTHON) test-vm/run-tests.py --suite all
+
+# Individual parts, for iterating.
+test-host: module tools
+	@$(PYTHON) test-vm/run-tests.py --suite host
+
+test-vm: initramfs
+	@$(PYTHON) test-vm/run-tests.py --suite vm
+
+demo: deps
+	@$(MAKE) --no-print-directory module tools initramfs
+	@$(PYTHON) test-vm/demo.py
+
+clean:
+	-@[ -e $(KDIR)/Makefile ] && $(KMAKE) clean >/dev/null 2>&1 || true
+	rm -rf build rust/generated userspace-tools/target ivshmem_net.ko

@@ -1,0 +1,187 @@
+#!/usr/bin/env python3
+# SPDX-License-Identifier: GPL-2.0
+"""ivshmem-net test runner: host-side checks, the userspace crates' tests, and the in-guest
+suites. Prints PASS/FAIL per test, a summary line per part, and a final
+'N passed, N failed' line; exits non-zero if anything failed.
+
+    run-tests.py [--suite host|cargo|vm|all] [-k SUBSTRING] [--list]
+"""
+
+import argparse
+import json
+import re
+import subprocess
+import sys
+import time
+import traceback
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+import vm  # noqa: E402
+import tests_foundation  # noqa: E402
+
+TOP = vm.TOP
+
+
+def run_host(cmd, timeout=600, cwd=TOP):
+    p = subprocess.run(cmd, shell=True, cwd=cwd, capture_output=True, text=True, timeout=timeout)
+    return p.returncode, p.stdout + p.stderr
+
+
+Failed = vm.Failed
+check = vm.check
+
+
+# ---------------------------------------------------------------- host-side checks
+
+def test_modinfo_pci_alias():
+    rc, out = run_host("modinfo build/ivshmem_net.ko")
+    check(rc == 0, "modinfo failed: %s" % out)
+    check(re.search(r"^alias:\s+pci:v00001AF4d00001110sv\*sd\*bc\*sc\*i\*$", out, re.M),
+          "no PCI alias for 1af4:1110 in modinfo:\n%s" % out)
+    check(re.search(r"^license:\s+GPL$", out, re.M), "no GPL license in modinfo")
+
+
+def test_module_built_without_warnings():
+    log = (TOP / "build" / "module.log").read_text()
+    bad = [l for l in log.splitlines() if re.search(r"\b(warning|error)\b", l, re.I)]
+    check(not bad, "module build printed:\n" + "\n".join(bad[:20]))
+    check("RUSTC [M]" in log or "LD [M]" in log or "MODPOST" in log or log.strip() == "",
+          "module.log does not look like a kbuild log")
+
+
+def test_unsafe_only_in_rust_dir():
+    """The driver and the shared layout code are safe Rust; `unsafe` lives in rust/ only."""
+    offenders = []
+    for f in list((TOP / "ivshmem-net").glob("*.rs")) + [
+            TOP / "userspace-tools" / "layout" / "src" / "layout.rs"]:
+        for n, line in enumerate(f.read_text().splitlines(), 1):
+            code = line.split("//")[0]
+            if re.search(r"\bunsafe\b|\bbindings::|extern \"C\"", code):
+                offenders.append("%s:%d: %s" % (f.relative_to(TOP), n, line.strip()))
+    check(not offenders, "unsafe/bindings outside rust/:\n" + "\n".join(offenders))
+
+
+def test_unsafe_blocks_have_safety_comments():
+    missing = []
+    for f in sorted((TOP / "rust").glob("*.rs")):
+        if f.name == "bindings.rs":
+            continue
+        lines = f.read_text().splitlines()
+        for n, line in enumerate(lines):
+            code = line.split("//")[0]
+            if re.search(r"\bunsafe\s*\{", code):
+                window = "\n".join(lines[max(0, n - 8):n + 1])
+                if "SAFETY:" not in window:
+                    missing.append("%s:%d" % (f.relative_to(TOP), n + 1))
+            if re.search(r"\bunsafe\s+(fn|extern)", code):
+                window = "\n".join(lines[max(0, n - 12):n])
+                # A method of an `unsafe impl` is documented by its trait.
+                impl = next((l for l in reversed(lines[:n]) if re.match(r"^(unsafe )?impl\b", l)), "")
+                if "# Safety" not in window and not impl.startswith("unsafe impl"):
+                    missing.append("%s:%d (unsafe fn without # Safety)" % (f.relative_to(TOP), n + 1))
+            if re.search(r"\bunsafe\s+impl", code):
+                if "SAFETY:" not in "\n".join(lines[max(0, n - 3):n]):
+                    missing.append("%s:%d (unsafe impl)" % (f.relative_to(TOP), n + 1))
+    check(not missing, "unsafe without SAFETY comment:\n" + "\n".join(missing))
+
+
+def test_rustfmt_clean():
+    files = [str(p) for p in list((TOP / "ivshmem-net").glob("*.rs")) + list((TOP / "rust").glob("*.rs"))]
+    rc, out = run_host("rustfmt --edition 2021 --check --config max_width=100 %s" % " ".join(files))
+    check(rc == 0, "rustfmt would change the kernel-side sources:\n%s" % out[-3000:])
+    rc, out = run_host("cargo fmt --all -- --check", cwd=TOP / "userspace-tools")
+    check(rc == 0, "cargo fmt would change userspace-tools:\n%s" % out[-3000:])
+
+
+def test_clippy_userspace_tools():
+    rc, out = run_host("cargo clippy -q --workspace --all-targets -- -D warnings",
+                       cwd=TOP / "userspace-tools", timeout=900)
+    check(rc == 0, "clippy:\n%s" % out[-4000:])
+
+
+HOST_TESTS = [test_modinfo_pci_alias, test_module_built_without_warnings,
+              test_unsafe_only_in_rust_dir, test_unsafe_blocks_have_safety_comments,
+              test_rustfmt_clean, test_clippy_userspace_tools]
+
+
+# ---------------------------------------------------------------- cargo tests
+
+def run_cargo_tests():
+    """Runs the workspace's tests; returns (passed, failed, failures)."""
+    start = time.time()
+    p = subprocess.run("cargo test --workspace --release 2>&1", shell=True,
+                       cwd=TOP / "userspace-tools", capture_output=True, text=True, timeout=1800)
+    out = p.stdout
+    passed = sum(int(m) for m in re.findall(r"test result: \w+\. (\d+) passed", out))
+    failed = sum(int(m) for m in re.findall(r"(\d+) failed;", out))
+    failures = re.findall(r"^test (\S+) \.\.\. FAILED$", out, re.M)
+    if p.returncode != 0 and failed == 0:
+        failed = 1
+        failures = ["cargo test exited %d:\n%s" % (p.returncode, out[-3000:])]
+    print("cargo: %d passed, %d failed (%.1f s)" % (passed, failed, time.time() - start))
+    for f in failures:
+        print("FAIL cargo %s" % f)
+    return passed, failed
+
+
+# ---------------------------------------------------------------- runner
+
+def run_tests(tests, label, pattern):
+    passed = failed = 0
+    results = []
+    for t in tests:
+        name = t.__name__
+        if pattern and pattern not in name:
+            continue
+        start = time.time()
+        try:
+            t()
+            status, detail = "PASS", ""
+            passed += 1
+        except Exception as e:  # a test's failure, whatever raised it
+            status = "FAIL"
+            detail = str(e) if isinstance(e, (Failed, vm.AgentError)) else traceback.format_exc()
+            failed += 1
+        dt = time.time() - start
+        print("%s %s (%.1f s)%s" % (status, name, dt, ("\n    " + detail.replace("\n", "\n    ")) if detail else ""),
+              flush=True)
+        results.append({"name": name, "status": status, "seconds": round(dt, 2), "detail": detail})
+    print("%s: %d passed, %d failed" % (label, passed, failed), flush=True)
+    return passed, failed, results
+
+
+def main():
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--suite", default="all", choices=["host", "cargo", "vm", "all"])
+    ap.add_argument("-k", dest="pattern", default=None)
+    ap.add_argument("--list", action="store_true")
+    args = ap.parse_args()
+
+    vm_tests = tests_foundation.TESTS
+    if args.list:
+        for t in HOST_TESTS + vm_tests:
+            print(t.__name__)
+        return 0
+
+    total_p = total_f = 0
+    report = []
+    if args.suite in ("host", "all"):
+        p, f, r = run_tests(HOST_TESTS, "host", args.pattern)
+        total_p, total_f, report = total_p + p, total_f + f, report + r
+    if args.suite in ("cargo", "all") and not args.pattern:
+        p, f = run_cargo_tests()
+        total_p, total_f = total_p + p, total_f + f
+    if args.suite in ("vm", "all"):
+        accel, why = vm.choose_accel(vm.BUILD / "guest" / "bzImage", vm.BUILD / "initramfs.cpio.gz")
+        print("vm: accelerator %s (%s)" % (accel, why), flush=True)
+        p, f, r = run_tests(vm_tests, "vm", args.pattern)
+        total_p, total_f, report = total_p + p, total_f + f, report + r
+
+    (vm.BUILD / "test-results.json").write_text(json.dumps(report, indent=1))
+    print("%d passed, %d failed" % (total_p, total_f), flush=True)
+    return 1 if total_f else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
