@@ -40,7 +40,7 @@ deps:
 	if [ -n "$$missing" ]; then \
 	    echo "deps: installing Debian packages:" $$missing; \
 	    apt-get update -qq; \
-	    DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends $$missing >/dev/null; \
+	    DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $$missing >/dev/null; \
 	else echo "deps: Debian packages present ($(words $(DEBIAN_PACKAGES)) checked)"; fi
 	@if [ -x $(BINDGEN) ] && $(BINDGEN) --version | grep -q ' $(BINDGEN_VERSION)$$'; then \
 	    echo "deps: bindgen-cli $(BINDGEN_VERSION) present ($(BINDGEN))"; \

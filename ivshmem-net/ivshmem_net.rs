@@ -8,6 +8,7 @@
 //! - [`driver`]: binding the PCI device, mapping its BARs, joining the shared region.
 //! - [`layout`]: the shared-memory layout, the same source file the userspace tools and tests
 //!   compile (`userspace-tools/layout/src/layout.rs`).
+//! - [`link`]: control blocks and the link handshake, shared the same way.
 //! - [`ext`]: the kernel support layer in `rust/`, the only code with `unsafe`.
 
 #[path = "../rust/lib.rs"]
@@ -15,6 +16,9 @@ pub mod ext;
 
 #[path = "../userspace-tools/layout/src/layout.rs"]
 pub mod layout;
+
+#[path = "../userspace-tools/layout/src/link.rs"]
+pub mod link;
 
 mod driver;
 

@@ -7,11 +7,28 @@
 #ifndef IVNET_HELPERS_H
 #define IVNET_HELPERS_H
 
+#include <linux/netdevice.h>
 #include <linux/pci.h>
+#include <linux/skbuff.h>
+#include <linux/timer.h>
 
 resource_size_t ivnet_pci_resource_start(struct pci_dev *pdev, int bar);
 resource_size_t ivnet_pci_resource_len(struct pci_dev *pdev, int bar);
 unsigned long ivnet_pci_resource_flags(struct pci_dev *pdev, int bar);
 const char *ivnet_pci_name(const struct pci_dev *pdev);
+
+void ivnet_netdev_setup(struct net_device *dev, struct device *parent,
+			const struct net_device_ops *ops, const struct ethtool_ops *ethtool_ops,
+			unsigned int min_mtu, unsigned int max_mtu, unsigned int mtu);
+unsigned int ivnet_netdev_mtu(const struct net_device *dev);
+void ivnet_netdev_set_mtu(struct net_device *dev, unsigned int mtu);
+const unsigned char *ivnet_netdev_addr(const struct net_device *dev);
+const char *ivnet_netdev_name(const struct net_device *dev);
+
+unsigned int ivnet_skb_len(const struct sk_buff *skb);
+unsigned char *ivnet_skb_data(const struct sk_buff *skb);
+void ivnet_skb_set_eth_protocol(struct sk_buff *skb, struct net_device *dev);
+
+void ivnet_timer_setup(struct timer_list *timer, void (*fn)(struct timer_list *));
 
 #endif

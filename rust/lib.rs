@@ -9,6 +9,7 @@
 pub mod bindings;
 pub mod errno;
 pub mod io;
+pub mod net;
 pub mod pci;
 pub mod print;
 pub mod random;

@@ -1,0 +1,699 @@
+// SPDX-License-Identifier: GPL-2.0
+
+//! Network devices: a `net_device` with its ops and ethtool ops, NAPI, socket buffers, and a
+//! timer for polling mode.
+//!
+//! A driver implements [`Driver`]; [`Registration::new`] allocates the `net_device`, sets up
+//! NAPI and the timer in its private area, registers it, and undoes all of that on drop. The
+//! driver's data lives in the registration and is handed to every callback as `&T`.
+
+use super::{bindings, pci};
+use core::{marker::PhantomData, mem::offset_of, ptr::NonNull};
+use kernel::{error::from_result, prelude::*, types::Opaque};
+
+/// A network device.
+///
+/// # Invariants
+///
+/// The wrapped `struct net_device` is allocated and valid while this reference exists (it is
+/// only handed out by [`Registration`] and its callbacks).
+#[repr(transparent)]
+pub struct Device(Opaque<bindings::net_device>);
+
+impl Device {
+    /// # Safety
+    ///
+    /// `ptr` must point to a valid `struct net_device` for `'a`.
+    unsafe fn from_raw<'a>(ptr: *mut bindings::net_device) -> &'a Self {
+        // CAST: `Device` is `repr(transparent)` over `Opaque<net_device>`.
+        // SAFETY: valid for `'a` by the caller's guarantee.
+        unsafe { &*ptr.cast() }
+    }
+
+    fn as_raw(&self) -> *mut bindings::net_device {
+        self.0.get()
+    }
+
+    fn private<T>(&self) -> *mut Private<T> {
+        // SAFETY: valid by the type invariant; every device handed out was allocated by
+        // `Registration::<T>::new` with a `Private<T>` as its private area.
+        unsafe { bindings::netdev_priv(self.as_raw()) }.cast()
+    }
+
+    /// Turns the carrier on (link up).
+    pub fn carrier_on(&self) {
+        // SAFETY: valid by the type invariant; callable from any context.
+        unsafe { bindings::netif_carrier_on(self.as_raw()) }
+    }
+
+    /// Turns the carrier off (link down).
+    pub fn carrier_off(&self) {
+        // SAFETY: as in `carrier_on`.
+        unsafe { bindings::netif_carrier_off(self.as_raw()) }
+    }
+
+    /// Whether the carrier is on.
+    pub fn carrier_ok(&self) -> bool {
+        // SAFETY: as in `carrier_on`.
+        unsafe { bindings::netif_carrier_ok(self.as_raw()) }
+    }
+
+    /// Allows the stack to call `start_xmit`.
+    pub fn start_queue(&self) {
+        // SAFETY: as in `carrier_on`.
+        unsafe { bindings::netif_start_queue(self.as_raw()) }
+    }
+
+    /// Stops the stack from calling `start_xmit` (ring full).
+    pub fn stop_queue(&self) {
+        // SAFETY: as in `carrier_on`.
+        unsafe { bindings::netif_stop_queue(self.as_raw()) }
+    }
+
+    /// Lets a stopped queue transmit again (and schedules it).
+    pub fn wake_queue(&self) {
+        // SAFETY: as in `carrier_on`.
+        unsafe { bindings::netif_wake_queue(self.as_raw()) }
+    }
+
+    /// Whether the queue is stopped.
+    pub fn queue_stopped(&self) -> bool {
+        // SAFETY: as in `carrier_on`.
+        unsafe { bindings::netif_queue_stopped(self.as_raw()) }
+    }
+
+    /// The current MTU.
+    pub fn mtu(&self) -> u32 {
+        // SAFETY: valid by the type invariant; a `READ_ONCE` of the field.
+        unsafe { bindings::ivnet_netdev_mtu(self.as_raw()) }
+    }
+
+    /// Sets the MTU (from `Driver::change_mtu`, under RTNL).
+    pub fn set_mtu(&self, mtu: u32) {
+        // SAFETY: valid by the type invariant; a `WRITE_ONCE` of the field.
+        unsafe { bindings::ivnet_netdev_set_mtu(self.as_raw(), mtu) }
+    }
+
+    /// The device's MAC address.
+    pub fn mac(&self) -> [u8; 6] {
+        let mut mac = [0u8; 6];
+        // SAFETY: `dev_addr` of an Ethernet device points to at least 6 valid bytes.
+        let p = unsafe { bindings::ivnet_netdev_addr(self.as_raw()) };
+        // SAFETY: as above; `mac` is a distinct local.
+        unsafe { core::ptr::copy_nonoverlapping(p, mac.as_mut_ptr(), 6) };
+        mac
+    }
+
+    /// The interface name (`ivshm0`).
+    pub fn name(&self) -> &CStr {
+        // SAFETY: `name` is a NUL-terminated array inside the device.
+        unsafe { CStr::from_char_ptr(bindings::ivnet_netdev_name(self.as_raw())) }
+    }
+
+    fn napi(&self) -> *mut bindings::napi_struct {
+        // SAFETY: the private area is a `Private<T>` for some `T`, whose first field, at the
+        // same offset for every `T` (`repr(C)`), is the NAPI context.
+        unsafe { core::ptr::addr_of_mut!((*self.private::<()>()).napi) }
+    }
+
+    /// Schedules the NAPI poll (from a timer, an interrupt, or `open`).
+    pub fn napi_schedule(&self) {
+        // SAFETY: the NAPI context was added in `Registration::new` and lives with the device.
+        unsafe { bindings::napi_schedule(self.napi()) };
+    }
+
+    /// Enables NAPI (in `open`).
+    pub fn napi_enable(&self) {
+        // SAFETY: as in `napi_schedule`; called from `open`, where NAPI is disabled.
+        unsafe { bindings::napi_enable(self.napi()) }
+    }
+
+    /// Disables NAPI and waits for a running poll to finish (in `stop`). May sleep.
+    pub fn napi_disable(&self) {
+        // SAFETY: as in `napi_schedule`; called from `stop`, where NAPI is enabled.
+        unsafe { bindings::napi_disable(self.napi()) }
+    }
+
+    fn timer(&self) -> *mut bindings::timer_list {
+        // SAFETY: as in `napi`; the timer is the second field of the `repr(C)` private area
+        // and its offset does not depend on `T`.
+        unsafe { core::ptr::addr_of_mut!((*self.private::<()>()).timer) }
+    }
+
+    /// Arms the device's timer to fire `Driver::timer` after `delay` jiffies.
+    pub fn timer_arm(&self, delay: usize) {
+        // SAFETY: `jiffies` is a kernel variable read without locks by design.
+        let now = unsafe { core::ptr::read_volatile(core::ptr::addr_of!(bindings::jiffies)) };
+        // SAFETY: the timer was set up in `Registration::new` and lives with the device.
+        unsafe { bindings::mod_timer(self.timer(), now.wrapping_add(delay.max(1))) };
+    }
+
+    /// Cancels the timer and waits for a running callback to finish. May sleep.
+    pub fn timer_cancel_sync(&self) {
+        // SAFETY: as in `timer_arm`.
+        unsafe { bindings::timer_delete_sync(self.timer()) };
+    }
+}
+
+/// The private area of every device: NAPI context, timer, and a pointer to the driver's data.
+/// `repr(C)`, with the fields that do not depend on `T` first, so `Device` can reach them
+/// without knowing `T`.
+#[repr(C)]
+struct Private<T> {
+    napi: bindings::napi_struct,
+    timer: bindings::timer_list,
+    data: *const T,
+}
+
+/// A socket buffer owned by the driver; freed on drop unless handed on.
+///
+/// # Invariants
+///
+/// `ptr` is a valid `sk_buff` that this value owns.
+pub struct SkBuff(NonNull<bindings::sk_buff>);
+
+impl SkBuff {
+    /// Total length of the frame in bytes.
+    pub fn len(&self) -> u32 {
+        // SAFETY: valid by the type invariant.
+        unsafe { bindings::ivnet_skb_len(self.0.as_ptr()) }
+    }
+
+    /// Whether the frame is empty.
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    /// Makes the whole frame linear (one contiguous buffer). Fails with `ENOMEM`.
+    pub fn linearize(&mut self) -> Result {
+        // SAFETY: valid and owned by the type invariant.
+        kernel::error::to_result(unsafe { bindings::skb_linearize(self.0.as_ptr()) })
+    }
+
+    /// The linear part of the frame (all of it after [`SkBuff::linearize`]).
+    pub fn head(&self) -> &[u8] {
+        // SAFETY: valid by the type invariant; `data` points to `skb_headlen` bytes that do
+        // not change while we own the buffer.
+        unsafe {
+            let len = bindings::skb_headlen(self.0.as_ptr()) as usize;
+            core::slice::from_raw_parts(bindings::ivnet_skb_data(self.0.as_ptr()), len)
+        }
+    }
+
+    /// Appends `len` bytes to the frame's linear part and returns them to be filled in. The
+    /// buffer must have been allocated with room for them ([`Napi::alloc_skb`]).
+    pub fn put(&mut self, len: u32) -> &mut [u8] {
+        // SAFETY: valid and owned by the type invariant; `skb_put` checks the room (it
+        // reports an overflow rather than writing past the end) and returns `len` fresh bytes.
+        unsafe {
+            let p = bindings::skb_put(self.0.as_ptr(), len).cast::<u8>();
+            core::slice::from_raw_parts_mut(p, len as usize)
+        }
+    }
+
+    /// Sets the protocol and packet type from the Ethernet header (`eth_type_trans`).
+    pub fn eth_type_trans(&mut self, dev: &Device) {
+        // SAFETY: valid and owned; `dev` is valid; the frame holds an Ethernet header (the
+        // caller checked its length is at least 14).
+        unsafe { bindings::ivnet_skb_set_eth_protocol(self.0.as_ptr(), dev.as_raw()) }
+    }
+
+    /// Frees the frame as successfully transmitted (`dev_consume_skb_any`).
+    pub fn consume(self) {
+        let p = self.0.as_ptr();
+        core::mem::forget(self);
+        // SAFETY: we owned `p` and give it up here.
+        unsafe { bindings::dev_consume_skb_any(p) }
+    }
+
+    fn into_raw(self) -> *mut bindings::sk_buff {
+        let p = self.0.as_ptr();
+        core::mem::forget(self);
+        p
+    }
+}
+
+impl Drop for SkBuff {
+    fn drop(&mut self) {
+        // SAFETY: owned by the type invariant; dropped means discarded (counted as a drop).
+        unsafe { bindings::dev_kfree_skb_any(self.0.as_ptr()) }
+    }
+}
+
+/// A NAPI context, inside a poll.
+#[repr(transparent)]
+pub struct Napi(Opaque<bindings::napi_struct>);
+
+impl Napi {
+    fn as_raw(&self) -> *mut bindings::napi_struct {
+        self.0.get()
+    }
+
+    /// A socket buffer with room for `len` bytes, from the NAPI cache; `None` if out of memory.
+    pub fn alloc_skb(&self, len: u32) -> Option<SkBuff> {
+        // SAFETY: called inside this NAPI context's poll.
+        let p = unsafe { bindings::napi_alloc_skb(self.as_raw(), len) };
+        // INVARIANT: a fresh buffer that we own.
+        NonNull::new(p).map(SkBuff)
+    }
+
+    /// Hands a received frame to the stack through GRO.
+    pub fn gro_receive(&self, skb: SkBuff) {
+        // SAFETY: called inside this NAPI context's poll; ownership of the buffer passes on.
+        unsafe { bindings::napi_gro_receive(self.as_raw(), skb.into_raw()) };
+    }
+
+    /// Ends a poll that did `work` (< budget) units of work; `false` if NAPI will poll again
+    /// anyway (do not re-arm interrupts or timers then).
+    pub fn complete_done(&self, work: u32) -> bool {
+        // SAFETY: called inside this NAPI context's poll.
+        unsafe { bindings::napi_complete_done(self.as_raw(), work as i32) }
+    }
+}
+
+/// Counters for `ndo_get_stats64` (a subset of `struct rtnl_link_stats64`).
+#[derive(Default, Clone, Copy)]
+pub struct Stats64 {
+    /// Frames received.
+    pub rx_packets: u64,
+    /// Bytes received.
+    pub rx_bytes: u64,
+    /// Frames transmitted.
+    pub tx_packets: u64,
+    /// Bytes transmitted.
+    pub tx_bytes: u64,
+    /// Received frames dropped.
+    pub rx_dropped: u64,
+    /// Frames to transmit dropped.
+    pub tx_dropped: u64,
+    /// Receive errors (bad descriptors).
+    pub rx_errors: u64,
+}
+
+/// What `start_xmit` did with a frame.
+pub enum Xmit {
+    /// Taken (sent, queued, or dropped and counted).
+    Done,
+    /// Not taken: the queue is stopped and the stack retries the frame later.
+    Busy(SkBuff),
+}
+
+/// Ring sizes for `ethtool -g`.
+#[derive(Default, Clone, Copy)]
+pub struct RingParam {
+    /// Largest and current receive ring, in descriptors.
+    pub rx_max: u32,
+    /// See `rx_max`.
+    pub rx: u32,
+    /// Largest and current transmit ring, in descriptors.
+    pub tx_max: u32,
+    /// See `tx_max`.
+    pub tx: u32,
+}
+
+/// A network driver's callbacks. All take the driver's data as `&self`.
+pub trait Driver: Send + Sync + Sized + 'static {
+    /// `ndo_open`: the interface goes up.
+    fn open(&self, dev: &Device) -> Result;
+    /// `ndo_stop`: the interface goes down.
+    fn stop(&self, dev: &Device) -> Result;
+    /// `ndo_start_xmit`.
+    fn start_xmit(&self, dev: &Device, skb: SkBuff) -> Xmit;
+    /// The NAPI poll: receive up to `budget` frames; call `napi.complete_done` if fewer.
+    fn poll(&self, dev: &Device, napi: &Napi, budget: u32) -> u32;
+    /// The device's timer fired (softirq context).
+    fn timer(&self, dev: &Device);
+    /// `ndo_change_mtu` (the core already checked `min_mtu..=max_mtu`).
+    fn change_mtu(&self, dev: &Device, mtu: u32) -> Result;
+    /// `ndo_get_stats64`.
+    fn stats(&self, dev: &Device) -> Stats64;
+    /// `ethtool -i`: driver name, version, bus address.
+    fn drvinfo(&self) -> (&CStr, &CStr, &CStr);
+    /// `ethtool -S`: the number of counters.
+    fn stats_count(&self) -> usize;
+    /// `ethtool -S`: the name of counter `i`, written into `name` (NUL-padded).
+    fn stat_name(&self, i: usize, name: &mut [u8]);
+    /// `ethtool -S`: all counter values, in name order.
+    fn stat_values(&self, values: &mut [u64]);
+    /// `ethtool -g`.
+    fn ringparam(&self) -> RingParam;
+}
+
+struct Adapter<T: Driver>(PhantomData<T>);
+
+impl<T: Driver> Adapter<T> {
+    /// # Safety
+    ///
+    /// `dev` must be a device registered by `Registration<T>`.
+    unsafe fn data<'a>(dev: *mut bindings::net_device) -> (&'a Device, &'a T) {
+        // SAFETY: the caller guarantees `dev` is ours and valid during the callback.
+        let dev = unsafe { Device::from_raw(dev) };
+        // SAFETY: `data` was set before registration and outlives the registration.
+        let data = unsafe { &*(*dev.private::<T>()).data };
+        (dev, data)
+    }
+
+    /// # Safety
+    ///
+    /// Called by the networking core for a device of ours.
+    unsafe extern "C" fn open(dev: *mut bindings::net_device) -> i32 {
+        // SAFETY: by the function's safety requirement.
+        let (dev, data) = unsafe { Self::data(dev) };
+        from_result(|| data.open(dev).map(|()| 0))
+    }
+
+    /// # Safety
+    ///
+    /// As `open`.
+    unsafe extern "C" fn stop(dev: *mut bindings::net_device) -> i32 {
+        // SAFETY: by the function's safety requirement.
+        let (dev, data) = unsafe { Self::data(dev) };
+        from_result(|| data.stop(dev).map(|()| 0))
+    }
+
+    /// # Safety
+    ///
+    /// As `open`; `skb` is a valid buffer whose ownership passes to us.
+    unsafe extern "C" fn start_xmit(
+        skb: *mut bindings::sk_buff,
+        dev: *mut bindings::net_device,
+    ) -> bindings::netdev_tx_t {
+        // SAFETY: by the function's safety requirement.
+        let (dev, data) = unsafe { Self::data(dev) };
+        let Some(skb) = NonNull::new(skb) else {
+            return bindings::netdev_tx_NETDEV_TX_OK;
+        };
+        // INVARIANT: the stack gave us this buffer.
+        match data.start_xmit(dev, SkBuff(skb)) {
+            Xmit::Done => bindings::netdev_tx_NETDEV_TX_OK,
+            Xmit::Busy(skb) => {
+                // The stack keeps ownership of a frame it gets back as busy.
+                let _ = skb.into_raw();
+                bindings::netdev_tx_NETDEV_TX_BUSY
+            }
+        }
+    }
+
+    /// # Safety
+    ///
+    /// As `open`; `stats` is valid for writes.
+    unsafe extern "C" fn get_stats64(
+        dev: *mut bindings::net_device,
+        stats: *mut bindings::rtnl_link_stats64,
+    ) {
+        // SAFETY: by the function's safety requirement.
+        let (dev, data) = unsafe { Self::data(dev) };
+        let s = data.stats(dev);
+        // SAFETY: `stats` is valid for writes (caller).
+        unsafe {
+            (*stats).rx_packets = s.rx_packets;
+            (*stats).rx_bytes = s.rx_bytes;
+            (*stats).tx_packets = s.tx_packets;
+            (*stats).tx_bytes = s.tx_bytes;
+            (*stats).rx_dropped = s.rx_dropped;
+            (*stats).tx_dropped = s.tx_dropped;
+            (*stats).rx_errors = s.rx_errors;
+        }
+    }
+
+    /// # Safety
+    ///
+    /// As `open`; called under RTNL.
+    unsafe extern "C" fn change_mtu(dev: *mut bindings::net_device, mtu: i32) -> i32 {
+        // SAFETY: by the function's safety requirement.
+        let (dev, data) = unsafe { Self::data(dev) };
+        from_result(|| {
+            let mtu = u32::try_from(mtu).map_err(|_| EINVAL)?;
+            data.change_mtu(dev, mtu)?;
+            Ok(0)
+        })
+    }
+
+    /// # Safety
+    ///
+    /// As `open`; `info` is valid for writes.
+    unsafe extern "C" fn get_drvinfo(
+        dev: *mut bindings::net_device,
+        info: *mut bindings::ethtool_drvinfo,
+    ) {
+        // SAFETY: by the function's safety requirement.
+        let (_, data) = unsafe { Self::data(dev) };
+        let (driver, version, bus) = data.drvinfo();
+        // SAFETY: `info` is valid for writes (caller); each field is a fixed-size array.
+        unsafe {
+            copy_cstr(&mut (*info).driver, driver);
+            copy_cstr(&mut (*info).version, version);
+            copy_cstr(&mut (*info).bus_info, bus);
+        }
+    }
+
+    /// # Safety
+    ///
+    /// As `open`.
+    unsafe extern "C" fn get_sset_count(dev: *mut bindings::net_device, sset: i32) -> i32 {
+        // SAFETY: by the function's safety requirement.
+        let (_, data) = unsafe { Self::data(dev) };
+        if sset == ETH_SS_STATS as i32 {
+            data.stats_count() as i32
+        } else {
+            -(bindings::EOPNOTSUPP as i32)
+        }
+    }
+
+    /// # Safety
+    ///
+    /// As `open`; `buf` holds `get_sset_count` strings of `ETH_GSTRING_LEN` bytes.
+    unsafe extern "C" fn get_strings(dev: *mut bindings::net_device, sset: u32, buf: *mut u8) {
+        // SAFETY: by the function's safety requirement.
+        let (_, data) = unsafe { Self::data(dev) };
+        if sset != ETH_SS_STATS {
+            return;
+        }
+        let len = bindings::ETH_GSTRING_LEN as usize;
+        let n = data.stats_count();
+        // SAFETY: the core sized `buf` as `n * ETH_GSTRING_LEN` from `get_sset_count`.
+        let all = unsafe { core::slice::from_raw_parts_mut(buf, n * len) };
+        for (i, name) in all.chunks_exact_mut(len).enumerate() {
+            name.fill(0);
+            data.stat_name(i, &mut name[..len - 1]);
+        }
+    }
+
+    /// # Safety
+    ///
+    /// As `open`; `values` holds `get_sset_count` u64s.
+    unsafe extern "C" fn get_ethtool_stats(
+        dev: *mut bindings::net_device,
+        _stats: *mut bindings::ethtool_stats,
+        values: *mut u64,
+    ) {
+        // SAFETY: by the function's safety requirement.
+        let (_, data) = unsafe { Self::data(dev) };
+        let n = data.stats_count();
+        // SAFETY: sized by the core from `get_sset_count`.
+        let values = unsafe { core::slice::from_raw_parts_mut(values, n) };
+        data.stat_values(values);
+    }
+
+    /// # Safety
+    ///
+    /// As `open`; `ring` is valid for writes.
+    unsafe extern "C" fn get_ringparam(
+        dev: *mut bindings::net_device,
+        ring: *mut bindings::ethtool_ringparam,
+        _kring: *mut bindings::kernel_ethtool_ringparam,
+        _extack: *mut bindings::netlink_ext_ack,
+    ) {
+        // SAFETY: by the function's safety requirement.
+        let (_, data) = unsafe { Self::data(dev) };
+        let p = data.ringparam();
+        // SAFETY: `ring` is valid for writes (caller).
+        unsafe {
+            (*ring).rx_max_pending = p.rx_max;
+            (*ring).rx_pending = p.rx;
+            (*ring).tx_max_pending = p.tx_max;
+            (*ring).tx_pending = p.tx;
+        }
+    }
+
+    /// # Safety
+    ///
+    /// Called by NAPI for the context added in `Registration::new`.
+    unsafe extern "C" fn poll(napi: *mut bindings::napi_struct, budget: i32) -> i32 {
+        // CAST: the NAPI context is the first field of the `repr(C)` `Private<T>`.
+        let private = napi.cast::<Private<T>>();
+        // SAFETY: `napi` is inside the private area of one of our devices, whose `dev`
+        // field NAPI set when it was added.
+        let (dev, data) = unsafe { Self::data((*napi).dev) };
+        // CAST: `Napi` is `repr(transparent)` over `Opaque<napi_struct>`.
+        // SAFETY: valid during the poll.
+        let napi = unsafe { &*private.cast::<Napi>() };
+        data.poll(dev, napi, budget.max(0) as u32) as i32
+    }
+
+    /// # Safety
+    ///
+    /// Called by the timer core for the timer set up in `Registration::new`.
+    unsafe extern "C" fn timer(timer: *mut bindings::timer_list) {
+        // SAFETY: the timer lives at this offset in a `Private<T>` (container_of).
+        let private = unsafe {
+            timer
+                .cast::<u8>()
+                .sub(offset_of!(Private<T>, timer))
+                .cast::<Private<T>>()
+        };
+        // SAFETY: the private area belongs to a live device (the timer is cancelled before
+        // the device is freed), and `napi.dev` points back to it.
+        let (dev, data) = unsafe { Self::data((*private).napi.dev) };
+        data.timer(dev);
+    }
+
+    const NETDEV_OPS: bindings::net_device_ops = {
+        // SAFETY: all-zero is a valid `net_device_ops` (no callbacks).
+        let mut ops: bindings::net_device_ops = unsafe { core::mem::zeroed() };
+        ops.ndo_open = Some(Self::open);
+        ops.ndo_stop = Some(Self::stop);
+        ops.ndo_start_xmit = Some(Self::start_xmit);
+        ops.ndo_get_stats64 = Some(Self::get_stats64);
+        ops.ndo_change_mtu = Some(Self::change_mtu);
+        ops
+    };
+
+    const ETHTOOL_OPS: bindings::ethtool_ops = {
+        // SAFETY: all-zero is a valid `ethtool_ops` (no callbacks, no capabilities).
+        let mut ops: bindings::ethtool_ops = unsafe { core::mem::zeroed() };
+        ops.get_drvinfo = Some(Self::get_drvinfo);
+        ops.get_link = Some(bindings::ethtool_op_get_link);
+        ops.get_sset_count = Some(Self::get_sset_count);
+        ops.get_strings = Some(Self::get_strings);
+        ops.get_ethtool_stats = Some(Self::get_ethtool_stats);
+        ops.get_ringparam = Some(Self::get_ringparam);
+        ops
+    };
+}
+
+/// `ETH_SS_STATS` from `enum ethtool_stringset` (uapi, stable).
+const ETH_SS_STATS: u32 = 1;
+
+/// Copies `src` into the fixed C string `dst`, truncating, always NUL-terminated.
+fn copy_cstr(dst: &mut [u8], src: &CStr) {
+    let n = src.len().min(dst.len().saturating_sub(1));
+    dst[..n].copy_from_slice(&src.as_bytes()[..n]);
+    if let Some(end) = dst.get_mut(n) {
+        *end = 0;
+    }
+}
+
+/// How to set up the device.
+pub struct Config {
+    /// MAC address.
+    pub mac: [u8; 6],
+    /// MTU range and initial MTU.
+    pub min_mtu: u32,
+    /// See `min_mtu`.
+    pub max_mtu: u32,
+    /// See `min_mtu`.
+    pub mtu: u32,
+}
+
+/// A registered network device and the driver data its callbacks see; unregistered and freed
+/// on drop.
+///
+/// # Invariants
+///
+/// `dev` was allocated by `alloc_etherdev_mqs` with a `Private<T>` pointing at `*data`, and is
+/// registered.
+pub struct Registration<T: Driver> {
+    dev: NonNull<bindings::net_device>,
+    data: Pin<KBox<T>>,
+}
+
+impl<T: Driver> Registration<T> {
+    /// Allocates `ivshm%d`, attaches `data`, and registers it. The device starts with its
+    /// carrier off.
+    pub fn new(parent: &pci::Device, data: T, cfg: &Config) -> Result<Self> {
+        let data = KBox::pin(data, GFP_KERNEL)?;
+        // SAFETY: plain allocation; one TX and one RX queue.
+        let dev = unsafe { bindings::alloc_etherdev_mqs(size_of::<Private<T>>() as i32, 1, 1) };
+        let dev = NonNull::new(dev).ok_or(ENOMEM)?;
+        let raw = dev.as_ptr();
+        // SAFETY: `raw` is a fresh, unregistered device; its private area is zeroed and sized
+        // for `Private<T>`; the ops tables are 'static consts; `parent` is a live device.
+        unsafe {
+            let private = bindings::netdev_priv(raw).cast::<Private<T>>();
+            (*private).data = &*data;
+            bindings::ivnet_timer_setup(
+                core::ptr::addr_of_mut!((*private).timer),
+                Some(Adapter::<T>::timer),
+            );
+            bindings::netif_napi_add_weight(
+                raw,
+                core::ptr::addr_of_mut!((*private).napi),
+                Some(Adapter::<T>::poll),
+                64,
+            );
+            let name = b"ivshm%d\0";
+            core::ptr::copy_nonoverlapping(
+                name.as_ptr().cast(),
+                (*raw).name.as_mut_ptr(),
+                name.len(),
+            );
+            bindings::ivnet_netdev_setup(
+                raw,
+                parent.as_device_ptr(),
+                &Adapter::<T>::NETDEV_OPS,
+                &Adapter::<T>::ETHTOOL_OPS,
+                cfg.min_mtu,
+                cfg.max_mtu,
+                cfg.mtu,
+            );
+            bindings::dev_addr_set(raw, cfg.mac.as_ptr());
+            bindings::netif_carrier_off(raw);
+        }
+        // SAFETY: fully set up above.
+        let ret = unsafe { bindings::register_netdev(raw) };
+        if ret != 0 {
+            // SAFETY: never registered; undo the NAPI add and free it.
+            unsafe {
+                let private = bindings::netdev_priv(raw).cast::<Private<T>>();
+                bindings::netif_napi_del(core::ptr::addr_of_mut!((*private).napi));
+                bindings::free_netdev(raw);
+            }
+            return Err(Error::from_errno(ret));
+        }
+        // INVARIANT: allocated, pointing at `data`, registered.
+        Ok(Registration { dev, data })
+    }
+
+    /// The device.
+    pub fn device(&self) -> &Device {
+        // SAFETY: valid by the type invariant for as long as `self`.
+        unsafe { Device::from_raw(self.dev.as_ptr()) }
+    }
+
+    /// The driver data.
+    pub fn data(&self) -> &T {
+        &self.data
+    }
+}
+
+impl<T: Driver> Drop for Registration<T> {
+    fn drop(&mut self) {
+        let raw = self.dev.as_ptr();
+        // SAFETY: registered by the type invariant. `unregister_netdev` closes the device
+        // (calling `stop`, which stops NAPI and the timer); afterwards no callback runs, so
+        // the timer and NAPI context can be torn down and the device freed before `data`.
+        unsafe {
+            bindings::unregister_netdev(raw);
+            let private = bindings::netdev_priv(raw).cast::<Private<T>>();
+            bindings::timer_delete_sync(core::ptr::addr_of_mut!((*private).timer));
+            bindings::netif_napi_del(core::ptr::addr_of_mut!((*private).napi));
+            bindings::free_netdev(raw);
+        }
+    }
+}
+
+// SAFETY: the device may be used from any thread; `T` is `Send + Sync`.
+unsafe impl<T: Driver> Send for Registration<T> {}
+// SAFETY: as above.
+unsafe impl<T: Driver> Sync for Registration<T> {}
