@@ -5,9 +5,12 @@
 //! [`layout`] is the very file the kernel module compiles (included by path from
 //! `ivshmem-net/ivshmem_net.rs`); this crate adds two [`layout::Region`] implementations:
 //! [`HeapRegion`], plain memory for tests, and [`MmapRegion`], a shared mapping of a region file
-//! such as `/dev/shm/ivshmem-net` or the server's shared memory.
+//! such as `/dev/shm/ivshmem-net` or the server's shared memory. [`ring`] is the frame ring,
+//! also shared with the kernel module.
 
 pub mod layout;
+pub mod link;
+pub mod ring;
 
 use layout::{check_range, Error, Region};
 use std::fs::OpenOptions;

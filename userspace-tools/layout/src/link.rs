@@ -1,0 +1,328 @@
+// SPDX-License-Identifier: GPL-2.0
+
+//! Per-peer control blocks and the link handshake between two peers.
+//!
+//! Like `layout.rs` and `ring.rs`, this file is compiled into the kernel module and into the
+//! userspace crate, uses `core` only, and reaches shared memory only through [`Region`].
+//!
+//! # Control block of peer `i` (at `Geometry::ctrl_offset(i)`; every byte written by `i` only)
+//!
+//! | offset        | field                                                              |
+//! |---------------|--------------------------------------------------------------------|
+//! | 0x00          | state: [`PeerState`]                                               |
+//! | 0x04          | heartbeat: incremented by the owner at least every 100 ms          |
+//! | 0x08          | MTU                                                                |
+//! | 0x0c          | feature bits                                                       |
+//! | 0x10, 0x14    | MAC address, bytes 0-3 and 4-5 (little-endian)                     |
+//! | 0x40 + 4 * j  | `epoch[j]`: the owner's epoch of its link with peer `j`            |
+//! | 0x140 + 4 * j | `ack[j]`: the epoch of `j`'s side of the link the owner has synced |
+//!
+//! # The handshake
+//!
+//! The link between `i` and `j` uses two rings, `i -> j` and `j -> i`; `i` owns the producer
+//! half of the first and the consumer half of the second. Before `i` touches them it resets
+//! its halves, and only then acknowledges `j`'s current epoch by writing `ack[j]`. The link is
+//! up on `i`'s side exactly when `j` is in [`PeerState::Run`], `i.ack[j] == j.epoch[i]`, and
+//! `j.ack[i] == i.epoch[j]`: both sides have reset their halves for the current pair of
+//! epochs, so both rings start empty and neither side can see the other's stale indices.
+//!
+//! Either side restarts the link by bumping its own `epoch[j]` (after resetting its halves):
+//! the other side's acknowledgement no longer matches, so it takes the link down, resets its
+//! halves and acknowledges the new epoch. A peer that loads, unloads, is killed, or stops
+//! beating for [`HEARTBEAT_TIMEOUT_MS`] ends up here too, so recovery needs no action from
+//! anybody else.
+
+use crate::layout::{Error, Geometry, Region, MAX_PEERS};
+
+/// Byte offsets inside a control block.
+pub mod ctrl {
+    /// See the table in the module documentation.
+    pub const STATE: usize = 0x00;
+    /// See the table in the module documentation.
+    pub const HEARTBEAT: usize = 0x04;
+    /// See the table in the module documentation.
+    pub const MTU: usize = 0x08;
+    /// See the table in the module documentation.
+    pub const FEATURES: usize = 0x0c;
+    /// See the table in the module documentation.
+    pub const MAC_LO: usize = 0x10;
+    /// See the table in the module documentation.
+    pub const MAC_HI: usize = 0x14;
+    /// `epoch[j]` is at `EPOCH + 4 * j`.
+    pub const EPOCH: usize = 0x40;
+    /// `ack[j]` is at `ACK + 4 * j`.
+    pub const ACK: usize = 0x140;
+}
+
+/// A peer that has not changed its heartbeat for this long is treated as gone.
+pub const HEARTBEAT_TIMEOUT_MS: u64 = 1000;
+
+/// A peer's state as published in its control block.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum PeerState {
+    /// Not attached (never was, or detached cleanly).
+    Reset = 0,
+    /// Attaching: control block being filled in.
+    Init = 1,
+    /// Attached, interface down: keeps beating, carries no traffic.
+    Ready = 2,
+    /// Interface up: carries traffic.
+    Run = 3,
+}
+
+impl TryFrom<u32> for PeerState {
+    type Error = Error;
+
+    fn try_from(v: u32) -> Result<Self, Error> {
+        match v {
+            0 => Ok(PeerState::Reset),
+            1 => Ok(PeerState::Init),
+            2 => Ok(PeerState::Ready),
+            3 => Ok(PeerState::Run),
+            _ => Err(Error::BadState(v)),
+        }
+    }
+}
+
+/// What this peer read of peer `j`'s control block, once, for one decision.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct PeerView {
+    /// The peer's state; `None` if the word held garbage.
+    pub state: Option<PeerState>,
+    /// The peer's heartbeat counter.
+    pub heartbeat: u32,
+    /// `j.epoch[me]`.
+    pub epoch: u32,
+    /// `j.ack[me]`.
+    pub ack: u32,
+    /// The peer's MAC address.
+    pub mac: [u8; 6],
+    /// The peer's MTU.
+    pub mtu: u32,
+}
+
+/// This peer's own control block, written only through this type.
+#[derive(Debug, Clone, Copy)]
+pub struct Own {
+    base: usize,
+    id: u32,
+    max_peers: u32,
+    heartbeat: u32,
+}
+
+impl Own {
+    /// The control block of peer `id` in a region of geometry `g`.
+    pub fn new(g: &Geometry, id: u32) -> Result<Self, Error> {
+        if g.max_peers > MAX_PEERS {
+            return Err(Error::BadMaxPeers(g.max_peers));
+        }
+        Ok(Own {
+            base: g.ctrl_offset(id)?,
+            id,
+            max_peers: g.max_peers,
+            heartbeat: 0,
+        })
+    }
+
+    /// This peer's id.
+    pub fn id(&self) -> u32 {
+        self.id
+    }
+
+    /// Fills in the block for a fresh attach: state `Init`, epochs bumped past whatever a
+    /// previous incarnation left (so every peer renegotiates), acknowledgements cleared.
+    pub fn attach<R: Region + ?Sized>(
+        &mut self,
+        r: &R,
+        mac: [u8; 6],
+        mtu: u32,
+    ) -> Result<(), Error> {
+        r.store(self.base + ctrl::STATE, PeerState::Init as u32)?;
+        for j in 0..self.max_peers as usize {
+            let old = r.load(self.base + ctrl::EPOCH + 4 * j)?;
+            r.store(self.base + ctrl::EPOCH + 4 * j, next_epoch(old))?;
+            r.store(self.base + ctrl::ACK + 4 * j, 0)?;
+        }
+        r.store(
+            self.base + ctrl::MAC_LO,
+            u32::from_le_bytes([mac[0], mac[1], mac[2], mac[3]]),
+        )?;
+        r.store(
+            self.base + ctrl::MAC_HI,
+            u32::from_le_bytes([mac[4], mac[5], 0, 0]),
+        )?;
+        r.store(self.base + ctrl::MTU, mtu)?;
+        r.store(self.base + ctrl::FEATURES, 0)?;
+        self.heartbeat = r.load(self.base + ctrl::HEARTBEAT)?;
+        self.beat(r)
+    }
+
+    /// Publishes `state`.
+    pub fn set_state<R: Region + ?Sized>(&self, r: &R, state: PeerState) -> Result<(), Error> {
+        r.store(self.base + ctrl::STATE, state as u32)
+    }
+
+    /// Publishes a new MTU.
+    pub fn set_mtu<R: Region + ?Sized>(&self, r: &R, mtu: u32) -> Result<(), Error> {
+        r.store(self.base + ctrl::MTU, mtu)
+    }
+
+    /// Advances the heartbeat.
+    pub fn beat<R: Region + ?Sized>(&mut self, r: &R) -> Result<(), Error> {
+        self.heartbeat = self.heartbeat.wrapping_add(1);
+        r.store(self.base + ctrl::HEARTBEAT, self.heartbeat)
+    }
+
+    /// Our epoch of the link with `j`.
+    pub fn epoch<R: Region + ?Sized>(&self, r: &R, j: u32) -> Result<u32, Error> {
+        r.load(self.base + ctrl::EPOCH + 4 * self.peer_index(j)?)
+    }
+
+    /// Restarts our side of the link with `j`: call after resetting our halves of its rings.
+    pub fn bump_epoch<R: Region + ?Sized>(&self, r: &R, j: u32) -> Result<(), Error> {
+        let off = self.base + ctrl::EPOCH + 4 * self.peer_index(j)?;
+        let e = r.load(off)?;
+        r.store(off, next_epoch(e))
+    }
+
+    /// Acknowledges `j`'s epoch `epoch`: call after resetting our halves of its rings.
+    pub fn ack<R: Region + ?Sized>(&self, r: &R, j: u32, epoch: u32) -> Result<(), Error> {
+        r.store(self.base + ctrl::ACK + 4 * self.peer_index(j)?, epoch)
+    }
+
+    /// What we acknowledged of `j`.
+    pub fn acked<R: Region + ?Sized>(&self, r: &R, j: u32) -> Result<u32, Error> {
+        r.load(self.base + ctrl::ACK + 4 * self.peer_index(j)?)
+    }
+
+    /// Detaches: state `Reset`. The epochs stay, so a later attach bumps them again.
+    pub fn detach<R: Region + ?Sized>(&self, r: &R) -> Result<(), Error> {
+        r.store(self.base + ctrl::STATE, PeerState::Reset as u32)
+    }
+
+    fn peer_index(&self, j: u32) -> Result<usize, Error> {
+        if j >= self.max_peers || j == self.id {
+            return Err(Error::OutOfBounds);
+        }
+        Ok(j as usize)
+    }
+}
+
+/// The epoch after `e`; never 0, which means "nothing acknowledged yet".
+pub fn next_epoch(e: u32) -> u32 {
+    match e.wrapping_add(1) {
+        0 => 1,
+        n => n,
+    }
+}
+
+/// Reads what peer `j`'s control block says to peer `me`, each word once.
+pub fn read_peer<R: Region + ?Sized>(
+    r: &R,
+    g: &Geometry,
+    j: u32,
+    me: u32,
+) -> Result<PeerView, Error> {
+    if j == me || me >= g.max_peers {
+        return Err(Error::OutOfBounds);
+    }
+    let base = g.ctrl_offset(j)?;
+    let lo = r.load(base + ctrl::MAC_LO)?.to_le_bytes();
+    let hi = r.load(base + ctrl::MAC_HI)?.to_le_bytes();
+    Ok(PeerView {
+        state: PeerState::try_from(r.load(base + ctrl::STATE)?).ok(),
+        heartbeat: r.load(base + ctrl::HEARTBEAT)?,
+        epoch: r.load(base + ctrl::EPOCH + 4 * me as usize)?,
+        ack: r.load(base + ctrl::ACK + 4 * me as usize)?,
+        mac: [lo[0], lo[1], lo[2], lo[3], hi[0], hi[1]],
+        mtu: r.load(base + ctrl::MTU)?,
+    })
+}
+
+/// What this peer remembers about its link with one other peer (local memory, not shared).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct Link {
+    /// Whether the link is up (traffic flows).
+    pub up: bool,
+    /// The peer's heartbeat when we last saw it change.
+    pub last_heartbeat: u32,
+    /// When (in ms, caller's clock) we last saw the heartbeat change.
+    pub last_change_ms: u64,
+    /// Whether we have ever seen the peer's heartbeat.
+    pub seen: bool,
+}
+
+/// The one decision the link logic takes about a peer, given what it read.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Action {
+    /// Nothing changes.
+    Stay,
+    /// Reset our halves of the pair's rings, then acknowledge the peer's epoch (the value in
+    /// the variant). The link stays or goes down until the peer acknowledges us.
+    Resync(u32),
+    /// Both sides are synced: start traffic.
+    Up,
+    /// Stop traffic: the peer left, stopped beating, or restarted the link. `Resync` follows
+    /// on a later decision if the peer is still there.
+    Down(DownReason),
+}
+
+/// Why a link went down (counted per peer).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum DownReason {
+    /// The peer's state is not `Run`.
+    Left,
+    /// The peer's heartbeat did not change for [`HEARTBEAT_TIMEOUT_MS`].
+    Silent,
+    /// The peer changed its epoch (it restarted the link).
+    Restarted,
+    /// The peer's state word holds garbage.
+    Garbage,
+}
+
+/// The link state machine: a pure function of what we remember (`link`), what we published
+/// (`our_epoch`, `our_ack`), what the peer published (`peer`), and the time `now_ms`.
+/// Updates the heartbeat bookkeeping in `link` and returns the action; the caller performs it
+/// and records `up` accordingly.
+pub fn decide(
+    link: &mut Link,
+    our_epoch: u32,
+    our_ack: u32,
+    peer: &PeerView,
+    now_ms: u64,
+) -> Action {
+    if !link.seen || peer.heartbeat != link.last_heartbeat {
+        link.seen = true;
+        link.last_heartbeat = peer.heartbeat;
+        link.last_change_ms = now_ms;
+    }
+    let silent = now_ms.saturating_sub(link.last_change_ms) > HEARTBEAT_TIMEOUT_MS;
+    let reason = match peer.state {
+        None => Some(DownReason::Garbage),
+        Some(PeerState::Run) if silent => Some(DownReason::Silent),
+        Some(PeerState::Run) => None,
+        Some(_) => Some(DownReason::Left),
+    };
+    if let Some(reason) = reason {
+        return if link.up {
+            Action::Down(reason)
+        } else {
+            Action::Stay
+        };
+    }
+    if our_ack != peer.epoch {
+        // The peer (re)started its side: whatever we had is stale.
+        return if link.up {
+            Action::Down(DownReason::Restarted)
+        } else {
+            Action::Resync(peer.epoch)
+        };
+    }
+    let synced = peer.ack == our_epoch;
+    match (link.up, synced) {
+        (false, true) => Action::Up,
+        // We restarted our side (bumped our epoch) and the peer has not caught up yet.
+        (true, false) => Action::Down(DownReason::Restarted),
+        _ => Action::Stay,
+    }
+}

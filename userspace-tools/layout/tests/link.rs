@@ -1,0 +1,217 @@
+// SPDX-License-Identifier: GPL-2.0
+//! The link handshake: two (or three) simulated peers sharing one region, stepping the pure
+//! state machine in `link.rs` the way the driver does.
+
+use ivshmem_layout::layout::*;
+use ivshmem_layout::link::*;
+use ivshmem_layout::HeapRegion;
+
+const MIB: u64 = 1 << 20;
+
+/// One simulated peer: its control block and its view of each other peer's link.
+struct Peer {
+    own: Own,
+    links: Vec<Link>,
+    resyncs: Vec<u32>,
+    downs: Vec<DownReason>,
+    beating: bool,
+}
+
+impl Peer {
+    fn new(r: &HeapRegion, g: &Geometry, id: u32, mac: u8) -> Peer {
+        let mut own = Own::new(g, id).unwrap();
+        own.attach(r, [2, 0, 0, 0, 0, mac], 1500).unwrap();
+        own.set_state(r, PeerState::Run).unwrap();
+        Peer {
+            own,
+            links: vec![Link::default(); g.max_peers as usize],
+            resyncs: vec![0; g.max_peers as usize],
+            downs: vec![],
+            beating: true,
+        }
+    }
+
+    fn step(&mut self, r: &HeapRegion, g: &Geometry, now: u64) {
+        if self.beating {
+            self.own.beat(r).unwrap();
+        }
+        let me = self.own.id();
+        for j in 0..g.max_peers {
+            if j == me {
+                continue;
+            }
+            let view = read_peer(r, g, j, me).unwrap();
+            let our_epoch = self.own.epoch(r, j).unwrap();
+            let our_ack = self.own.acked(r, j).unwrap();
+            let link = &mut self.links[j as usize];
+            match decide(link, our_epoch, our_ack, &view, now) {
+                Action::Stay => {}
+                Action::Resync(e) => {
+                    self.resyncs[j as usize] += 1;
+                    self.own.ack(r, j, e).unwrap();
+                }
+                Action::Up => link.up = true,
+                Action::Down(why) => {
+                    link.up = false;
+                    self.downs.push(why);
+                }
+            }
+        }
+    }
+
+    fn up(&self, j: u32) -> bool {
+        self.links[j as usize].up
+    }
+}
+
+fn setup(peers: u32) -> (HeapRegion, Geometry) {
+    let r = HeapRegion::new(16 * MIB as usize);
+    let g = Geometry::new(16 * MIB, 8).unwrap();
+    attach(&r, g, 1, || true).unwrap();
+    assert!(peers <= 8);
+    (r, g)
+}
+
+#[test]
+fn two_peers_come_up_in_either_order() {
+    for a_first in [true, false] {
+        let (r, g) = setup(2);
+        let mut a = Peer::new(&r, &g, 0, 1);
+        let mut b = Peer::new(&r, &g, 1, 2);
+        for t in 0..4 {
+            if a_first {
+                a.step(&r, &g, t * 10);
+                b.step(&r, &g, t * 10);
+            } else {
+                b.step(&r, &g, t * 10);
+                a.step(&r, &g, t * 10);
+            }
+        }
+        assert!(a.up(1) && b.up(0));
+        assert_eq!((a.resyncs[1], b.resyncs[0]), (1, 1));
+    }
+}
+
+#[test]
+fn never_up_before_the_other_side_synced() {
+    let (r, g) = setup(2);
+    let mut a = Peer::new(&r, &g, 0, 1);
+    let mut b = Peer::new(&r, &g, 1, 2);
+    // a steps alone: it acknowledges b, but b has not acknowledged a, so a stays down.
+    for t in 0..5 {
+        a.step(&r, &g, t);
+    }
+    assert!(!a.up(1));
+    b.step(&r, &g, 5);
+    assert!(!b.up(0), "b only now acknowledged a: it resyncs first");
+    b.step(&r, &g, 6);
+    assert!(b.up(0), "a had acked b already, and b has acked a");
+    a.step(&r, &g, 7);
+    assert!(a.up(1));
+}
+
+#[test]
+fn restart_takes_link_down_then_up_again() {
+    let (r, g) = setup(2);
+    let mut a = Peer::new(&r, &g, 0, 1);
+    let mut b = Peer::new(&r, &g, 1, 2);
+    for t in 0..3 {
+        a.step(&r, &g, t);
+        b.step(&r, &g, t);
+    }
+    assert!(a.up(1) && b.up(0));
+    // b's module is reloaded: fresh control block state, epochs bumped.
+    b = Peer::new(&r, &g, 1, 2);
+    a.step(&r, &g, 10);
+    assert!(!a.up(1));
+    assert_eq!(a.downs, vec![DownReason::Restarted]);
+    for t in 11..14 {
+        a.step(&r, &g, t);
+        b.step(&r, &g, t);
+    }
+    assert!(a.up(1) && b.up(0));
+}
+
+#[test]
+fn unload_and_silence_take_link_down() {
+    let (r, g) = setup(2);
+    let mut a = Peer::new(&r, &g, 0, 1);
+    let mut b = Peer::new(&r, &g, 1, 2);
+    for t in 0..3 {
+        a.step(&r, &g, t);
+        b.step(&r, &g, t);
+    }
+    // b stops beating (VM killed): a notices after the timeout, not before.
+    b.beating = false;
+    a.step(&r, &g, 500);
+    assert!(a.up(1));
+    // The last beat a saw change was at t=500 (b beat once more after a's step at t=2).
+    a.step(&r, &g, 500 + HEARTBEAT_TIMEOUT_MS);
+    assert!(a.up(1), "not before the timeout");
+    a.step(&r, &g, 501 + HEARTBEAT_TIMEOUT_MS);
+    assert!(!a.up(1));
+    assert_eq!(a.downs, vec![DownReason::Silent]);
+    // b detaches cleanly: stays down; b reattaches: comes back.
+    b.own.detach(&r).unwrap();
+    a.step(&r, &g, 2000);
+    assert!(!a.up(1));
+    a.step(&r, &g, 2000);
+    assert!(!a.up(1));
+    b = Peer::new(&r, &g, 1, 2);
+    for t in 2001..2005 {
+        a.step(&r, &g, t);
+        b.step(&r, &g, t);
+    }
+    assert!(
+        a.up(1) && b.up(0),
+        "a {:?} b {:?} a.downs {:?}",
+        a.links[1],
+        b.links[0],
+        a.downs
+    );
+}
+
+#[test]
+fn garbage_state_is_down_not_panic() {
+    let (r, g) = setup(2);
+    let mut a = Peer::new(&r, &g, 0, 1);
+    let mut b = Peer::new(&r, &g, 1, 2);
+    for t in 0..3 {
+        a.step(&r, &g, t);
+        b.step(&r, &g, t);
+    }
+    r.store(g.ctrl_offset(1).unwrap() + ctrl::STATE, 0xdead_beef)
+        .unwrap();
+    a.step(&r, &g, 4);
+    assert!(!a.up(1));
+    assert_eq!(a.downs, vec![DownReason::Garbage]);
+    assert_eq!(PeerState::try_from(7), Err(Error::BadState(7)));
+}
+
+#[test]
+fn three_peers_all_pairs_up() {
+    let (r, g) = setup(3);
+    let mut p: Vec<Peer> = (0..3).map(|i| Peer::new(&r, &g, i, i as u8 + 1)).collect();
+    for t in 0..4 {
+        for x in p.iter_mut() {
+            x.step(&r, &g, t);
+        }
+    }
+    for i in 0..3u32 {
+        for j in 0..3u32 {
+            if i != j {
+                assert!(p[i as usize].up(j), "{i} -> {j}");
+            }
+        }
+    }
+    let view = read_peer(&r, &g, 2, 0).unwrap();
+    assert_eq!(view.mac, [2, 0, 0, 0, 0, 3]);
+    assert_eq!(view.mtu, 1500);
+}
+
+#[test]
+fn epoch_never_zero() {
+    assert_eq!(next_epoch(u32::MAX), 1);
+    assert_eq!(next_epoch(0), 1);
+    assert_eq!(next_epoch(41), 42);
+}

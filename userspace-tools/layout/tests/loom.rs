@@ -1,0 +1,289 @@
+// SPDX-License-Identifier: GPL-2.0
+//! Loom models of the ring: a producer and a consumer thread on a tiny ring, every
+//! interleaving (up to two preemptions) and every value the memory model lets a load see.
+//!
+//! Run with `RUSTFLAGS="--cfg loom" cargo test --release --test loom`.
+//!
+//! Two regions stand in for shared memory. [`Mode::Words`] keeps frame and descriptor bytes in
+//! relaxed atomic words, as `HeapRegion` does, and checks that the consumer sees exactly the
+//! bytes written: any ordering the ring leaves out shows up as a stale byte. [`Mode::Cells`]
+//! keeps them in loom's `UnsafeCell`s, which makes every frame and descriptor access a tracked
+//! plain access: loom fails the model on any pair of accesses not ordered by the ring's
+//! acquire and release, i.e. on any data race, torn descriptor or early reuse.
+
+#![cfg(loom)]
+
+use ivshmem_layout::layout::{check_range, Error, Geometry, Region, DESC_LEN, RING_HDR_LEN};
+use ivshmem_layout::ring::{Consumer, Desc, Producer};
+use loom::cell::UnsafeCell;
+use loom::sync::atomic::{fence, AtomicU32, Ordering};
+use loom::sync::{Arc, Notify};
+
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Mode {
+    Words,
+    Cells,
+}
+
+/// `UnsafeCell`s shared between loom threads.
+struct Cells(Vec<UnsafeCell<u8>>);
+
+// SAFETY: only used under loom, which checks every access to the cells for races and fails the
+// model on one instead of letting it happen unobserved.
+unsafe impl Sync for Cells {}
+
+/// A region whose header words are loom atomics; the rest is bytes as `mode` says.
+struct LoomRegion {
+    words: Vec<AtomicU32>,
+    cells: Cells,
+    mode: Mode,
+    /// With `false`, `fence` does nothing: for checking that the model catches the lost
+    /// wake-up the fence prevents.
+    fence: bool,
+}
+
+impl LoomRegion {
+    fn new(len: usize, mode: Mode, fence: bool) -> Self {
+        LoomRegion {
+            words: (0..len.div_ceil(4)).map(|_| AtomicU32::new(0)).collect(),
+            cells: Cells((0..len).map(|_| UnsafeCell::new(0)).collect()),
+            mode,
+            fence,
+        }
+    }
+}
+
+impl Region for LoomRegion {
+    fn len(&self) -> usize {
+        self.words.len() * 4
+    }
+    fn load(&self, off: usize) -> Result<u32, Error> {
+        check_range(self.len(), off, 4, true)?;
+        Ok(self.words[off / 4].load(Ordering::Acquire))
+    }
+    fn store(&self, off: usize, val: u32) -> Result<(), Error> {
+        check_range(self.len(), off, 4, true)?;
+        self.words[off / 4].store(val, Ordering::Release);
+        Ok(())
+    }
+    fn compare_exchange(&self, off: usize, cur: u32, new: u32) -> Result<Result<u32, u32>, Error> {
+        check_range(self.len(), off, 4, true)?;
+        Ok(self.words[off / 4].compare_exchange(cur, new, Ordering::AcqRel, Ordering::Acquire))
+    }
+    fn read(&self, off: usize, buf: &mut [u8]) -> Result<(), Error> {
+        check_range(self.len(), off, buf.len(), false)?;
+        match self.mode {
+            Mode::Words => {
+                // One relaxed load per word touched: a plain copy, as the kernel's memcpy.
+                let mut at = off;
+                for chunk in buf.chunks_mut(4) {
+                    let w = self.words[at / 4].load(Ordering::Relaxed).to_le_bytes();
+                    let from = at % 4;
+                    let n = chunk.len().min(4 - from);
+                    chunk[..n].copy_from_slice(&w[from..from + n]);
+                    at += n;
+                    if n < chunk.len() {
+                        let w = self.words[at / 4].load(Ordering::Relaxed).to_le_bytes();
+                        let rest = chunk.len() - n;
+                        chunk[n..].copy_from_slice(&w[..rest]);
+                        at += rest;
+                    }
+                }
+            }
+            Mode::Cells => {
+                for (b, cell) in buf.iter_mut().zip(&self.cells.0[off..]) {
+                    // SAFETY: loom checks this read against every other access of the cell.
+                    *b = cell.with(|p| unsafe { *p });
+                }
+            }
+        }
+        Ok(())
+    }
+    fn write(&self, off: usize, buf: &[u8]) -> Result<(), Error> {
+        check_range(self.len(), off, buf.len(), false)?;
+        match self.mode {
+            Mode::Words => {
+                for (i, &b) in buf.iter().enumerate() {
+                    let at = off + i;
+                    let w = &self.words[at / 4];
+                    let shift = (at % 4) * 8;
+                    if at % 4 == 0 && i + 4 <= buf.len() {
+                        continue; // Written whole below.
+                    }
+                    let _ = w.fetch_update(Ordering::Relaxed, Ordering::Relaxed, |v| {
+                        Some((v & !(0xff << shift)) | ((b as u32) << shift))
+                    });
+                }
+                for (i, chunk) in buf.chunks(4).enumerate() {
+                    let at = off + 4 * i;
+                    if at % 4 == 0 && chunk.len() == 4 {
+                        let v = u32::from_le_bytes([chunk[0], chunk[1], chunk[2], chunk[3]]);
+                        self.words[at / 4].store(v, Ordering::Relaxed);
+                    }
+                }
+            }
+            Mode::Cells => {
+                for (&b, cell) in buf.iter().zip(&self.cells.0[off..]) {
+                    // SAFETY: loom checks this write against every other access of the cell.
+                    cell.with_mut(|p| unsafe { *p = b });
+                }
+            }
+        }
+        Ok(())
+    }
+    fn fence(&self) {
+        if self.fence {
+            fence(Ordering::SeqCst);
+        }
+    }
+}
+
+/// One ring at offset 0 with four slots and a 256-byte data area.
+fn tiny() -> Geometry {
+    let stride = RING_HDR_LEN + 4 * DESC_LEN + 256;
+    Geometry {
+        region_len: stride as u64,
+        max_peers: 2,
+        ring_slots: 4,
+        ring_data: 256,
+        ring_stride: stride,
+        ctrl_offset: 0,
+        ctrl_stride: 0,
+        rings_offset: 0,
+    }
+}
+
+fn frame(seq: u8, len: u32) -> Vec<u8> {
+    (0..len as u8).map(|i| seq.wrapping_mul(37) ^ i).collect()
+}
+
+fn builder() -> loom::model::Builder {
+    let mut b = loom::model::Builder::new();
+    b.preemption_bound = Some(2);
+    b
+}
+
+/// Frames of 40, 40 and 100 bytes, the first two published together: the third does not fit
+/// before the end of the data area, so it skips to the next lap and needs the space of the
+/// first frame back, which the producer waits for.
+const LENS: [u32; 3] = [40, 40, 100];
+
+fn stream(mode: Mode) {
+    builder().check(move || {
+        let g = tiny();
+        let r = Arc::new(LoomRegion::new(g.region_len as usize, mode, true));
+        let mut p = Producer::new(&g, 0, 1).unwrap();
+        let mut c = Consumer::new(&g, 0, 1).unwrap();
+        p.reset(&*r).unwrap();
+        c.reset(&*r).unwrap();
+
+        let pr = r.clone();
+        let producer = loom::thread::spawn(move || {
+            for (seq, &len) in LENS.iter().enumerate() {
+                let at = loop {
+                    match p.reserve(&*pr, len).unwrap() {
+                        Some(at) => break at,
+                        None => loom::thread::yield_now(),
+                    }
+                };
+                pr.write(at, &frame(seq as u8, len)).unwrap();
+                p.commit(&*pr, &Desc { flags: seq as u16, ..Desc::default() }).unwrap();
+                if seq != 0 {
+                    p.publish(&*pr).unwrap();
+                }
+            }
+        });
+
+        for (seq, &len) in LENS.iter().enumerate() {
+            let d = loop {
+                match c.peek(&*r).unwrap() {
+                    Some(d) => break d,
+                    None => loom::thread::yield_now(),
+                }
+            };
+            assert_eq!((d.len, d.flags), (len, seq as u16));
+            let mut buf = vec![0; len as usize];
+            c.read_frame(&*r, &d, &mut buf).unwrap();
+            assert_eq!(buf, frame(seq as u8, len));
+            c.pop(&d);
+            c.publish(&*r).unwrap();
+        }
+        producer.join().unwrap();
+        assert_eq!(c.peek(&*r).unwrap(), None);
+    });
+}
+
+#[test]
+fn stream_bytes_in_atomic_words() {
+    stream(Mode::Words);
+}
+
+#[test]
+fn stream_without_data_races() {
+    stream(Mode::Cells);
+}
+
+/// The event-index handshake: the consumer sleeps only after asking for a kick and looking
+/// again, the producer kicks only when its publish crossed the consumer's event. A lost
+/// wake-up leaves the consumer waiting forever, which loom reports as a deadlock.
+fn wakeups(fence: bool) {
+    builder().check(move || {
+        let g = tiny();
+        let r = Arc::new(LoomRegion::new(g.region_len as usize, Mode::Cells, fence));
+        let irq = Arc::new(Notify::new());
+        let mut p = Producer::new(&g, 0, 1).unwrap();
+        let mut c = Consumer::new(&g, 0, 1).unwrap();
+        p.reset(&*r).unwrap();
+        c.reset(&*r).unwrap();
+        // The consumer starts asleep, having asked for a kick on the first frame.
+        c.set_event(&*r, 0).unwrap();
+
+        let (pr, pirq) = (r.clone(), irq.clone());
+        let producer = loom::thread::spawn(move || {
+            for seq in 0..2u8 {
+                let at = p.reserve(&*pr, 8).unwrap().unwrap();
+                pr.write(at, &frame(seq, 8)).unwrap();
+                p.commit(&*pr, &Desc::default()).unwrap();
+                let old = p.publish(&*pr).unwrap();
+                if p.kick_needed(&*pr, old).unwrap() {
+                    pirq.notify();
+                }
+            }
+        });
+
+        let mut got = 0u8;
+        while got < 2 {
+            irq.wait();
+            loop {
+                while let Some(d) = c.peek(&*r).unwrap() {
+                    let mut buf = [0; 8];
+                    c.read_frame(&*r, &d, &mut buf).unwrap();
+                    assert_eq!(buf[..], frame(got, 8)[..]);
+                    c.pop(&d);
+                    got += 1;
+                }
+                c.publish(&*r).unwrap();
+                if got == 2 {
+                    break;
+                }
+                c.set_event(&*r, c.index()).unwrap();
+                if c.pending(&*r).unwrap() == 0 {
+                    break;
+                }
+            }
+        }
+        producer.join().unwrap();
+    });
+}
+
+#[test]
+fn no_lost_wakeups() {
+    wakeups(true);
+}
+
+/// Shows the model is strong enough to matter: without the fences the wake-up can be lost.
+#[test]
+#[should_panic]
+fn lost_wakeup_without_fence() {
+    wakeups(false);
+}
