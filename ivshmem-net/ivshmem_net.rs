@@ -8,6 +8,7 @@
 //! - [`driver`]: binding the PCI device, mapping its BARs, joining the shared region.
 //! - [`layout`]: the shared-memory layout, the same source file the userspace tools and tests
 //!   compile (`userspace-tools/layout/src/layout.rs`).
+//! - [`ring`]: the single-producer/single-consumer frame ring, shared the same way.
 //! - [`link`]: control blocks and the link handshake, shared the same way.
 //! - [`ext`]: the kernel support layer in `rust/`, the only code with `unsafe`.
 
@@ -19,6 +20,9 @@ pub mod layout;
 
 #[path = "../userspace-tools/layout/src/link.rs"]
 pub mod link;
+
+#[path = "../userspace-tools/layout/src/ring.rs"]
+pub mod ring;
 
 mod driver;
 

@@ -108,9 +108,12 @@ HOST_TESTS = [test_modinfo_pci_alias, test_module_built_without_warnings,
 # ---------------------------------------------------------------- cargo tests
 
 def run_cargo_tests():
-    """Runs the workspace's tests; returns (passed, failed, failures)."""
+    """Runs the workspace's tests, then the loom models of the ring (their own cfg and target
+    directory); returns (passed, failed)."""
     start = time.time()
-    p = subprocess.run("cargo test --workspace --release 2>&1", shell=True,
+    p = subprocess.run("cargo test --workspace --release 2>&1 && "
+                       "cd layout && CARGO_TARGET_DIR=../target/loom RUSTFLAGS='--cfg loom' "
+                       "cargo test --release --test loom 2>&1", shell=True,
                        cwd=TOP / "userspace-tools", capture_output=True, text=True, timeout=1800)
     out = p.stdout
     passed = sum(int(m) for m in re.findall(r"test result: \w+\. (\d+) passed", out))

@@ -11,12 +11,11 @@ use ivshmem_layout::layout::{Corrupt, Error, Region, DESC_LEN, RING_HDR_LEN};
 use ivshmem_layout::ring::{off, Desc};
 use ivshmem_layout::HeapRegion;
 use proptest::prelude::*;
-use std::ops::Range;
 
-/// A view of a region through which only `allowed` may be written.
+/// A view of a region through which only the `allowed` ranges (start, end) may be written.
 struct Guard<'a> {
     inner: &'a HeapRegion,
-    allowed: Vec<Range<usize>>,
+    allowed: Vec<(usize, usize)>,
 }
 
 impl Guard<'_> {
@@ -24,7 +23,7 @@ impl Guard<'_> {
         assert!(
             self.allowed
                 .iter()
-                .any(|a| a.start <= off && off + len <= a.end),
+                .any(|&(start, end)| start <= off && off + len <= end),
             "write of {len} bytes at {off:#x} outside {:x?}",
             self.allowed
         );
@@ -158,7 +157,7 @@ proptest! {
         let words = |w: usize| ring.base() + w;
         let mine = Guard {
             inner: &r,
-            allowed: vec![words(off::CONS_IDX)..words(off::CONS_EVENT) + 4],
+            allowed: vec![(words(off::CONS_IDX), words(off::CONS_EVENT) + 4)],
         };
         let desc = |slot: u32| ring.base() + (RING_HDR_LEN + slot * DESC_LEN) as usize;
         let mut seq = 0;
@@ -231,8 +230,8 @@ proptest! {
         let mine = Guard {
             inner: &r,
             allowed: vec![
-                words(off::PROD_IDX)..words(off::PROD_EVENT) + 4,
-                ring.base() + RING_HDR_LEN as usize..data.end,
+                (words(off::PROD_IDX), words(off::PROD_EVENT) + 4),
+                (ring.base() + RING_HDR_LEN as usize, data.end),
             ],
         };
         for (seq, op) in ops.into_iter().enumerate() {

@@ -111,6 +111,11 @@ fn check(slots: u32, data: u32, (idx, bytes): (u32, u32), ops: Vec<Op>) {
                     (Some(d), Some((start, end))) => {
                         assert_eq!(d.pos, at(start));
                         assert_eq!(d.len, len);
+                        let footprint = p.ring().max_footprint(len) as u64;
+                        assert!(
+                            end - m.prod_bytes <= footprint,
+                            "{len} took more than {footprint}"
+                        );
                         m.committed.push_back((end, frame));
                         m.prod_idx += 1;
                         m.prod_bytes = end;
