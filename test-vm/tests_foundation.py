@@ -105,5 +105,44 @@ def test_no_device_and_bar2_too_small():
         no_splats(c)
 
 
+def test_interrupted_harness_leaves_nothing_behind():
+    """^C (SIGINT) in the middle of a run kills every QEMU process of that run and removes its
+    region files and sockets."""
+    import os
+    import signal
+    import subprocess
+    import sys
+    import time
+    script = (
+        "import sys, time; sys.path.insert(0, %r); import vm\n"
+        "c = vm.Cluster(['gX', 'gY']); c.start()\n"
+        "print(c.tag, flush=True)\n"
+        "time.sleep(600)\n" % str(vm.TOP / "test-vm"))
+    p = subprocess.Popen([sys.executable, "-c", script], stdout=subprocess.PIPE, text=True)
+    try:
+        tag = p.stdout.readline().strip()
+        check(tag.startswith("ivnet-"), "harness child did not start its guests: %r" % tag)
+        qemus = subprocess.run(["pgrep", "-f", "mem-path=/dev/shm/%s" % tag],
+                               capture_output=True, text=True).stdout.split()
+        check(len(qemus) >= 2, "expected the child's QEMU processes to run, found %s" % qemus)
+        p.send_signal(signal.SIGINT)
+        p.wait(timeout=30)
+    finally:
+        if p.poll() is None:
+            p.kill()
+    deadline = time.time() + 10
+    while time.time() < deadline:
+        left = subprocess.run(["pgrep", "-f", "mem-path=/dev/shm/%s" % tag],
+                              capture_output=True, text=True).stdout.split()
+        if not left:
+            break
+        time.sleep(0.2)
+    check(not left, "QEMU processes survived ^C: %s" % left)
+    files = [f for f in os.listdir("/dev/shm") if f.startswith(tag)]
+    check(not files, "region files survived ^C: %s" % files)
+    socks = [f for f in os.listdir(vm.VMDIR) if f in ("gX.agent", "gY.agent")]
+    check(not socks, "agent sockets survived ^C: %s" % socks)
+
+
 TESTS = [test_two_guests_share_one_region, test_rmmod_insmod_twice,
-         test_no_device_and_bar2_too_small]
+         test_no_device_and_bar2_too_small, test_interrupted_harness_leaves_nothing_behind]

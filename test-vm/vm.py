@@ -161,7 +161,12 @@ class Guest:
                "-serial", "chardev:agent"]
         if c.accel == "tcg":
             cmd[cmd.index("-accel") + 1] = "tcg,thread=single"
-        if self.ivshmem is not None:
+        if c.doorbell is not None and self.ivshmem is not None:
+            # ivshmem-doorbell: memory and eventfds come from an ivshmem-server on a socket.
+            sock, vectors = c.doorbell
+            cmd += ["-chardev", "socket,path=%s,id=ivs" % sock,
+                    "-device", "ivshmem-doorbell,chardev=ivs,vectors=%d" % vectors]
+        elif self.ivshmem is not None:
             path, size = self.ivshmem
             cmd += ["-object", "memory-backend-file,id=shm,mem-path=%s,size=%d,share=on" % (path, size),
                     "-device", "ivshmem-plain,memdev=shm"]
@@ -294,11 +299,14 @@ class Cluster:
     """N guests sharing one ivshmem-plain region.
 
     `guests` is a list of names, or of dicts {"name", "ivshmem": "shared"|None|size_bytes,
-    "mem_mb", "args"}; a size gives that guest a private region of its own.
+    "mem_mb", "args"}; a size gives that guest a private region of its own. With
+    `doorbell=(socket_path, vectors)` the shared guests use ivshmem-doorbell through an
+    ivshmem-server listening on that socket instead of ivshmem-plain.
     """
 
     def __init__(self, guests=("gA", "gB"), shm_size=32 << 20, kernel=None, initrd=None,
-                 boot_timeout=90):
+                 boot_timeout=90, doorbell=None):
+        self.doorbell = doorbell
         self.kernel = Path(kernel or BUILD / "guest" / "bzImage")
         self.initrd = Path(initrd or BUILD / "initramfs.cpio.gz")
         for p in (self.kernel, self.initrd):
