@@ -17,6 +17,32 @@ use std::fs::OpenOptions;
 use std::path::Path;
 use std::sync::atomic::{AtomicU32, Ordering};
 
+/// Word access shared by the two regions below: both keep the shared words as `AtomicU32`s, so
+/// their atomic operations are one implementation, checked once.
+trait Words {
+    fn byte_len(&self) -> usize;
+    /// The word at `off`; callers checked `off` with `check_range(.., atomic = true)`.
+    fn word_at(&self, off: usize) -> &AtomicU32;
+
+    fn load_word(&self, off: usize) -> Result<u32, Error> {
+        check_range(self.byte_len(), off, 4, true)?;
+        Ok(self.word_at(off).load(Ordering::Acquire))
+    }
+
+    fn store_word(&self, off: usize, val: u32) -> Result<(), Error> {
+        check_range(self.byte_len(), off, 4, true)?;
+        self.word_at(off).store(val, Ordering::Release);
+        Ok(())
+    }
+
+    fn cas_word(&self, off: usize, cur: u32, new: u32) -> Result<Result<u32, u32>, Error> {
+        check_range(self.byte_len(), off, 4, true)?;
+        Ok(self
+            .word_at(off)
+            .compare_exchange(cur, new, Ordering::AcqRel, Ordering::Acquire))
+    }
+}
+
 /// A region in ordinary memory, made of atomic words so that several threads may use it at
 /// once, as peers do.
 pub struct HeapRegion {
@@ -36,24 +62,27 @@ impl HeapRegion {
     }
 }
 
+impl Words for HeapRegion {
+    fn byte_len(&self) -> usize {
+        self.words.len() * 4
+    }
+    fn word_at(&self, off: usize) -> &AtomicU32 {
+        self.word(off)
+    }
+}
+
 impl Region for HeapRegion {
     fn len(&self) -> usize {
         self.words.len() * 4
     }
     fn load(&self, off: usize) -> Result<u32, Error> {
-        check_range(self.len(), off, 4, true)?;
-        Ok(self.word(off).load(Ordering::Acquire))
+        self.load_word(off)
     }
     fn store(&self, off: usize, val: u32) -> Result<(), Error> {
-        check_range(self.len(), off, 4, true)?;
-        self.word(off).store(val, Ordering::Release);
-        Ok(())
+        self.store_word(off, val)
     }
     fn compare_exchange(&self, off: usize, cur: u32, new: u32) -> Result<Result<u32, u32>, Error> {
-        check_range(self.len(), off, 4, true)?;
-        Ok(self
-            .word(off)
-            .compare_exchange(cur, new, Ordering::AcqRel, Ordering::Acquire))
+        self.cas_word(off, cur, new)
     }
     fn read(&self, off: usize, buf: &mut [u8]) -> Result<(), Error> {
         check_range(self.len(), off, buf.len(), false)?;
@@ -99,24 +128,27 @@ impl MmapRegion {
     }
 }
 
+impl Words for MmapRegion {
+    fn byte_len(&self) -> usize {
+        self.map.len()
+    }
+    fn word_at(&self, off: usize) -> &AtomicU32 {
+        self.word(off)
+    }
+}
+
 impl Region for MmapRegion {
     fn len(&self) -> usize {
         self.map.len()
     }
     fn load(&self, off: usize) -> Result<u32, Error> {
-        check_range(self.len(), off, 4, true)?;
-        Ok(self.word(off).load(Ordering::Acquire))
+        self.load_word(off)
     }
     fn store(&self, off: usize, val: u32) -> Result<(), Error> {
-        check_range(self.len(), off, 4, true)?;
-        self.word(off).store(val, Ordering::Release);
-        Ok(())
+        self.store_word(off, val)
     }
     fn compare_exchange(&self, off: usize, cur: u32, new: u32) -> Result<Result<u32, u32>, Error> {
-        check_range(self.len(), off, 4, true)?;
-        Ok(self
-            .word(off)
-            .compare_exchange(cur, new, Ordering::AcqRel, Ordering::Acquire))
+        self.cas_word(off, cur, new)
     }
     fn read(&self, off: usize, buf: &mut [u8]) -> Result<(), Error> {
         check_range(self.len(), off, buf.len(), false)?;
