@@ -6,12 +6,15 @@
 use crate::ext::{
     errno::eproto,
     io::IoMem,
+    net,
     pci::{self, BarRegion, Enabled},
-    random,
-    shm::SharedMem,
-    time,
+    random, time,
 };
-use crate::layout::{self, Attach, Geometry, Region};
+use crate::layout::{self, Attach, Claim, Geometry, Region};
+use crate::link::{Own, PeerState};
+use crate::netdev::{self, Mac, Net};
+use crate::params::Params;
+use crate::ring::Ring;
 use crate::{dev_err, dev_info};
 use kernel::{c_str, prelude::*};
 
@@ -35,10 +38,11 @@ crate::pci_device_table!(IVSHMEM_IDS, "ivshmem_net", [(0x1af4, 0x1110)]);
 
 /// One bound ivshmem device.
 ///
-/// Fields drop in declaration order, which undoes probe in reverse: unmap, release the BARs,
-/// disable the device.
+/// Fields drop in declaration order, which undoes probe in reverse: unregister the network
+/// device (which detaches from the region and unmaps it), unmap the registers, release the
+/// BARs, disable the device.
 pub(crate) struct IvshmemNet {
-    shm: SharedMem,
+    _net: net::Registration<Net>,
     _regs: IoMem,
     _shm_region: BarRegion,
     _regs_region: BarRegion,
@@ -65,6 +69,11 @@ fn describe(e: layout::Error) -> (&'static str, Error) {
         E::OutOfBounds | E::Misaligned => ("access outside the mapped region", EINVAL),
         E::Corrupt(_) => ("ring corrupted by peer", EINVAL),
         E::BadFrameLen(_) | E::NotReserved => ("ring used wrongly", EINVAL),
+        E::BadPeerId(_) => ("peer id out of range for max_peers", EINVAL),
+        E::ZeroToken => ("internal: zero slot token", EINVAL),
+        E::SlotTaken(_) => ("that peer id is held by a live peer", EBUSY),
+        E::NoFreeSlot => ("every peer slot is held by a live peer", EBUSY),
+        E::SlotLost(_) => ("our peer slot was taken over by another peer", EBUSY),
     }
 }
 
@@ -92,7 +101,8 @@ impl pci::Driver for IvshmemNet {
             );
             return Err(EINVAL);
         }
-        let max_peers = layout::DEFAULT_MAX_PEERS;
+        let params = Params::get()?;
+        let max_peers = params.max_peers;
         let geometry = Geometry::new(shm_len, max_peers).map_err(|e| {
             let (why, err) = describe(e);
             dev_err!(
@@ -146,9 +156,67 @@ impl pci::Driver for IvshmemNet {
             geometry.ring_data >> 10,
         );
 
+        // Our peer id: IVPosition with a doorbell device (the server hands out unique ids),
+        // else `id=` or the first free slot.
+        let token = (random::u64() as u32) | 1;
+        let want = if doorbell {
+            Some(ivposition)
+        } else {
+            params.id
+        };
+        let (me, claim) = layout::claim_slot(&shm, &geometry, want, token, time::msleep)
+        .map_err(|e| {
+            let (why, err) = describe(e);
+            dev_err!(dev, "no peer id: {} ({:?})", why, e);
+            err
+        })?;
+        let how = match (claim, doorbell, params.id.is_some()) {
+            (Claim::Stale, _, _) => "took over a stale slot",
+            (_, true, _) => "IVPosition",
+            (_, false, true) => "id= parameter",
+            _ => "claimed a free slot",
+        };
+
+        let mut mac = [0u8; 6];
+        random::fill(&mut mac);
+        mac[0] = (mac[0] & 0xfe) | 0x02; // unicast, locally administered
+        let max_frame = Ring::new(&geometry, 0, 1).map_or(0, |r| r.max_frame());
+        let max_mtu = netdev::max_mtu(max_frame);
+        let mtu = netdev::DEFAULT_MTU.min(max_mtu);
+        let mut own = Own::new(&geometry, me).map_err(|_| EINVAL)?;
+        let attached = own
+            .attach(&shm, mac, mtu)
+            .and_then(|()| own.set_state(&shm, PeerState::Ready));
+        if let Err(e) = attached {
+            let _ = layout::release_slot(&shm, &geometry, me, token);
+            dev_err!(dev, "cannot write our control block: {:?}", e);
+            return Err(EINVAL);
+        }
+
+        // From here on, dropping `Net` detaches and releases the slot.
+        let data = Net::new(shm, geometry, own, token, params, dev.into())?;
+        let cfg = net::Config {
+            mac,
+            min_mtu: netdev::MIN_MTU,
+            max_mtu,
+            mtu,
+        };
+        let reg = net::Registration::new(dev, data, &cfg)?;
+        dev_info!(
+            dev,
+            "{}: peer id {} ({}), MAC {}, max MTU {}",
+            reg.device().name(),
+            reg.data().id(),
+            how,
+            Mac(mac),
+            max_mtu
+        );
+        // Heartbeats start now; traffic once the interface is up.
+        reg.device().timer_arm(1);
+
         Ok(KBox::pin(
             IvshmemNet {
-                shm,
+                _net: reg,
                 _regs: regs,
                 _shm_region: shm_region,
                 _regs_region: regs_region,
@@ -165,7 +233,7 @@ impl Drop for IvshmemNet {
         dev_info!(
             &self.dev,
             "unbound ({} MiB region released)",
-            self.shm.len() >> 20
+            self.dev.resource_len(BAR_SHM) >> 20
         );
     }
 }

@@ -6,6 +6,8 @@
 //! rings in that memory instead of a virtual NIC and a host bridge.
 //!
 //! - [`driver`]: binding the PCI device, mapping its BARs, joining the shared region.
+//! - [`netdev`]: the network device: transmit, NAPI receive, polling, links with peers.
+//! - [`stats`]: the counters behind `ethtool -S`; [`params`]: the module parameters.
 //! - [`layout`]: the shared-memory layout, the same source file the userspace tools and tests
 //!   compile (`userspace-tools/layout/src/layout.rs`).
 //! - [`ring`]: the single-producer/single-consumer frame ring, shared the same way.
@@ -25,6 +27,9 @@ pub mod link;
 pub mod ring;
 
 mod driver;
+mod netdev;
+mod params;
+mod stats;
 
 use kernel::prelude::*;
 
@@ -42,6 +47,8 @@ struct IvshmemNetModule {
 
 impl kernel::Module for IvshmemNetModule {
     fn init(module: &'static ThisModule) -> Result<Self> {
+        // Refuse bad parameters before binding anything.
+        params::Params::get()?;
         Ok(IvshmemNetModule {
             _pci: ext::pci::Registration::new(module)?,
         })

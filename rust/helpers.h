@@ -31,4 +31,10 @@ void ivnet_skb_set_eth_protocol(struct sk_buff *skb, struct net_device *dev);
 
 void ivnet_timer_setup(struct timer_list *timer, void (*fn)(struct timer_list *));
 
+/* params.c */
+int ivnet_param_id(void);
+unsigned int ivnet_param_max_peers(void);
+unsigned int ivnet_param_poll_ms(void);
+unsigned int ivnet_param_poll_idle_ms(void);
+
 #endif

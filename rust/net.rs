@@ -611,8 +611,8 @@ pub struct Registration<T: Driver> {
 impl<T: Driver> Registration<T> {
     /// Allocates `ivshm%d`, attaches `data`, and registers it. The device starts with its
     /// carrier off.
-    pub fn new(parent: &pci::Device, data: T, cfg: &Config) -> Result<Self> {
-        let data = KBox::pin(data, GFP_KERNEL)?;
+    pub fn new(parent: &pci::Device, data: impl PinInit<T, Error>, cfg: &Config) -> Result<Self> {
+        let data = KBox::pin_init(data, GFP_KERNEL)?;
         // SAFETY: plain allocation; one TX and one RX queue.
         let dev = unsafe { bindings::alloc_etherdev_mqs(size_of::<Private<T>>() as i32, 1, 1) };
         let dev = NonNull::new(dev).ok_or(ENOMEM)?;
@@ -680,13 +680,15 @@ impl<T: Driver> Registration<T> {
 impl<T: Driver> Drop for Registration<T> {
     fn drop(&mut self) {
         let raw = self.dev.as_ptr();
-        // SAFETY: registered by the type invariant. `unregister_netdev` closes the device
-        // (calling `stop`, which stops NAPI and the timer); afterwards no callback runs, so
-        // the timer and NAPI context can be torn down and the device freed before `data`.
+        // SAFETY: registered by the type invariant. `timer_shutdown_sync` waits for a running
+        // timer callback and keeps the timer from being armed again, so none runs while the
+        // device goes away. `unregister_netdev` then closes the device (calling `stop`, which
+        // disables NAPI); afterwards no callback runs, so the NAPI context can be removed and
+        // the device freed before `data`.
         unsafe {
-            bindings::unregister_netdev(raw);
             let private = bindings::netdev_priv(raw).cast::<Private<T>>();
-            bindings::timer_delete_sync(core::ptr::addr_of_mut!((*private).timer));
+            bindings::timer_shutdown_sync(core::ptr::addr_of_mut!((*private).timer));
+            bindings::unregister_netdev(raw);
             bindings::netif_napi_del(core::ptr::addr_of_mut!((*private).napi));
             bindings::free_netdev(raw);
         }

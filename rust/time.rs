@@ -10,3 +10,18 @@ pub fn msleep(ms: u32) {
     // this function (probe, remove, workqueues) provide.
     unsafe { bindings::msleep(ms) }
 }
+
+/// Milliseconds since boot, from the jiffies clock (monotonic, tick resolution).
+pub fn now_ms() -> u64 {
+    // SAFETY: `jiffies` is a kernel variable read without locks by design; on 64-bit it is
+    // the whole `jiffies_64`.
+    let j = unsafe { core::ptr::read_volatile(core::ptr::addr_of!(bindings::jiffies)) };
+    // SAFETY: a pure conversion.
+    unsafe { bindings::jiffies64_to_msecs(j as u64) }
+}
+
+/// `ms` milliseconds in jiffies, rounded up.
+pub fn ms_to_jiffies(ms: u32) -> usize {
+    // SAFETY: a pure conversion.
+    unsafe { bindings::__msecs_to_jiffies(ms) as usize }
+}

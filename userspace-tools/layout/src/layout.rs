@@ -37,10 +37,21 @@
 //! | 0x30   | rings offset     | initialiser                                         |
 //! | 0x38   | nonce, low       | initialiser: random, names this incarnation         |
 //! | 0x3c   | nonce, high      | initialiser                                         |
-//! | 0x100  | peer slot `i`    | CAS by the claimant, cleared by the owner (4 bytes each) |
+//! | 0x100  | peer slot `i`    | 0 = free, else owner's token: CAS by claimants, cleared by owner (4 bytes each, `i < MAX_PEERS`; see *Peer ids*) |
 //!
 //! A peer never trusts the header: it reads each field once, checks it against what it computed
 //! itself from the region size and its `max_peers`, and refuses the region on any difference.
+//!
+//! # Peer ids
+//!
+//! A peer's id `i` (which names its control block and its rings) is owned through slot word `i`
+//! of the header. Each claimant picks a nonzero random *token*; [`claim_slot`] moves a slot from
+//! 0 to the token with a compare-and-swap, and [`release_slot`] moves it back from the token to 0.
+//! A peer that dies without releasing leaves its token behind; its id is recovered by
+//! *staleness*: a claimant samples the slot word and the owner's control-block heartbeat and
+//! state, waits longer than [`crate::link::HEARTBEAT_TIMEOUT_MS`] ([`STALE_WAIT_MS`]), samples
+//! again, and if nothing changed takes the slot over with a compare-and-swap from the old token
+//! to its own. Any value in a slot word other than 0, garbage included, is an owner's token.
 
 /// `IVNT`, little-endian.
 pub const MAGIC: u32 = u32::from_le_bytes(*b"IVNT");
@@ -150,6 +161,20 @@ pub enum Error {
     BadFrameLen(u32),
     /// A frame was committed to a ring without a successful reservation first.
     NotReserved,
+    /// A peer id at or above the region's `max_peers` was asked for (the id is in the variant).
+    BadPeerId(u32),
+    /// A claim token of 0 was passed to [`claim_slot`] or [`release_slot`]; 0 marks a free slot.
+    ZeroToken,
+    /// The requested peer id (in the variant) is held by a peer that is still alive: its slot
+    /// word, heartbeat or state changed while we waited.
+    SlotTaken(u32),
+    /// Every peer id is held by a live peer: no slot was free, and none stayed unchanged
+    /// across the staleness wait.
+    NoFreeSlot,
+    /// [`release_slot`] found the slot of this peer id (in the variant) no longer holding our
+    /// token: another peer presumed us dead and took it over (or the region was reinitialised).
+    /// The slot was left untouched. Worth a warning, not a reason to fail an unload.
+    SlotLost(u32),
 }
 
 /// What a peer got wrong in a ring (see `ring.rs`). Every case is detected from values read
@@ -473,4 +498,193 @@ pub fn read_geometry<R: Region + ?Sized>(r: &R) -> Result<Geometry, Error> {
         }
     }
     Ok(g)
+}
+
+/// How long [`claim_slot`] waits between its two samples of the held slots: longer than a live
+/// peer may go without beating ([`crate::link::HEARTBEAT_TIMEOUT_MS`]), with margin.
+pub const STALE_WAIT_MS: u32 = crate::link::HEARTBEAT_TIMEOUT_MS as u32 + 500;
+
+/// Passes [`claim_slot`] makes over the slots looking for a free one; another pass only follows
+/// a pass in which a compare-and-swap on a free-looking slot lost a race.
+const SCAN_PASSES: u32 = 4;
+
+/// How a peer id was obtained by [`claim_slot`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Claim {
+    /// No id was requested; the slot was free (0) and we moved it to our token.
+    Free,
+    /// The slot was held by a peer that showed no sign of life across [`STALE_WAIT_MS`]; we
+    /// moved it from that peer's token to ours. Reported for requested ids as well.
+    Stale,
+    /// The requested id, whose slot was free (or freed while we waited).
+    Fixed,
+}
+
+/// Offset of peer `id`'s slot word; `id` must be below `g.max_peers`, which must be at most
+/// [`MAX_PEERS`] (the slot words reserved in the header).
+fn slot_offset(g: &Geometry, id: u32) -> Result<usize, Error> {
+    if g.max_peers > MAX_PEERS {
+        return Err(Error::BadMaxPeers(g.max_peers));
+    }
+    if id >= g.max_peers {
+        return Err(Error::BadPeerId(id));
+    }
+    Ok(hdr::PEER_SLOTS + 4 * id as usize)
+}
+
+/// One look at a held slot: its word and its owner's signs of life, each read once.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+struct Sample {
+    token: u32,
+    heartbeat: u32,
+    state: u32,
+}
+
+fn sample<R: Region + ?Sized>(r: &R, g: &Geometry, id: u32) -> Result<Sample, Error> {
+    let token = r.load(slot_offset(g, id)?)?;
+    let base = g.ctrl_offset(id)?;
+    Ok(Sample {
+        token,
+        heartbeat: r.load(base + crate::link::ctrl::HEARTBEAT)?,
+        state: r.load(base + crate::link::ctrl::STATE)?,
+    })
+}
+
+/// Claims a peer id: slot word `id` moves from 0 (or from a dead owner's token) to `token`.
+///
+/// `token` identifies this claimant and must be nonzero (pass a random value `| 1`); 0 is
+/// refused with [`Error::ZeroToken`]. Keep it: [`release_slot`] needs it.
+///
+/// With `want = Some(id)` only that id is tried: [`Error::BadPeerId`] if `id >= g.max_peers`;
+/// `(id, Claim::Fixed)` if its slot was free. If it is held, the slot is sampled, `wait_ms` is
+/// called once with [`STALE_WAIT_MS`] and the slot is sampled again: if it was freed meanwhile it
+/// is claimed (`Claim::Fixed`); if its word, heartbeat and state are all unchanged its owner is
+/// presumed dead and the slot is taken over (`Claim::Stale`); otherwise [`Error::SlotTaken`].
+///
+/// With `want = None` the lowest free id is claimed (`Claim::Free`), rescanning (a bounded number
+/// of times) when a compare-and-swap loses a race. If every slot is held, every slot word with
+/// its owner's control-block heartbeat and state is sampled, `wait_ms(STALE_WAIT_MS)` is called
+/// once, and everything is sampled again: a slot freed meanwhile is claimed (`Claim::Free`,
+/// preferred), otherwise the lowest id whose slot word, heartbeat and state are all unchanged is
+/// taken over (`Claim::Stale`); if none is, or every takeover loses its race, the result is
+/// [`Error::NoFreeSlot`].
+///
+/// `wait_ms` must sleep for about the given number of milliseconds; it is called at most once,
+/// and only when the id cannot be had at once. Every peer-written word is read once per sample
+/// and any value is accepted: a nonzero slot word is an owner's token whatever it holds. A peer
+/// stalled for longer than the wait (a paused VM) can lose its id; [`release_slot`] then reports
+/// [`Error::SlotLost`].
+pub fn claim_slot<R: Region + ?Sized>(
+    r: &R,
+    g: &Geometry,
+    want: Option<u32>,
+    token: u32,
+    mut wait_ms: impl FnMut(u32),
+) -> Result<(u32, Claim), Error> {
+    if token == 0 {
+        return Err(Error::ZeroToken);
+    }
+    if g.max_peers > MAX_PEERS {
+        return Err(Error::BadMaxPeers(g.max_peers));
+    }
+    if let Some(id) = want {
+        return claim_fixed(r, g, id, token, wait_ms);
+    }
+    if let Some(id) = claim_free(r, g, token)? {
+        return Ok((id, Claim::Free));
+    }
+
+    let mut before = [Sample::default(); MAX_PEERS as usize];
+    for (id, s) in (0..g.max_peers).zip(before.iter_mut()) {
+        *s = sample(r, g, id)?;
+    }
+    wait_ms(STALE_WAIT_MS);
+    // Bit `id` set: slot `id` looked dead in both samples. `id < MAX_PEERS` = 64.
+    let mut stale = 0u64;
+    for (id, was) in (0..g.max_peers).zip(before.iter()) {
+        let now = sample(r, g, id)?;
+        if now.token == 0 {
+            if r.compare_exchange(slot_offset(g, id)?, 0, token)?.is_ok() {
+                return Ok((id, Claim::Free));
+            }
+        } else if now == *was {
+            stale |= 1 << id;
+        }
+    }
+    for (id, was) in (0..g.max_peers).zip(before.iter()) {
+        if stale & (1 << id) != 0
+            && r.compare_exchange(slot_offset(g, id)?, was.token, token)?
+                .is_ok()
+        {
+            return Ok((id, Claim::Stale));
+        }
+    }
+    Err(Error::NoFreeSlot)
+}
+
+/// The lowest free slot moved to `token`, or `None` if every slot is held.
+fn claim_free<R: Region + ?Sized>(r: &R, g: &Geometry, token: u32) -> Result<Option<u32>, Error> {
+    for _ in 0..SCAN_PASSES {
+        let mut raced = false;
+        for id in 0..g.max_peers {
+            let off = slot_offset(g, id)?;
+            if r.load(off)? != 0 {
+                continue;
+            }
+            match r.compare_exchange(off, 0, token)? {
+                Ok(_) => return Ok(Some(id)),
+                Err(_) => raced = true,
+            }
+        }
+        if !raced {
+            break;
+        }
+    }
+    Ok(None)
+}
+
+fn claim_fixed<R: Region + ?Sized>(
+    r: &R,
+    g: &Geometry,
+    id: u32,
+    token: u32,
+    mut wait_ms: impl FnMut(u32),
+) -> Result<(u32, Claim), Error> {
+    let off = slot_offset(g, id)?;
+    if r.compare_exchange(off, 0, token)?.is_ok() {
+        return Ok((id, Claim::Fixed));
+    }
+    let was = sample(r, g, id)?;
+    wait_ms(STALE_WAIT_MS);
+    let now = sample(r, g, id)?;
+    if now.token == 0 {
+        if r.compare_exchange(off, 0, token)?.is_ok() {
+            return Ok((id, Claim::Fixed));
+        }
+    } else if now == was && r.compare_exchange(off, was.token, token)?.is_ok() {
+        return Ok((id, Claim::Stale));
+    }
+    Err(Error::SlotTaken(id))
+}
+
+/// Releases peer id `id`: its slot word moves from `token` (the one given to [`claim_slot`]) back
+/// to 0 with a compare-and-swap.
+///
+/// If the slot holds anything else, another peer has taken it over (it presumed us dead) or the
+/// region was reinitialised: the slot is left untouched, since it is no longer ours to clear,
+/// and [`Error::SlotLost`] is returned. Callers unloading should log that and carry on.
+/// [`Error::ZeroToken`] and [`Error::BadPeerId`] report bad arguments; the region is untouched.
+pub fn release_slot<R: Region + ?Sized>(
+    r: &R,
+    g: &Geometry,
+    id: u32,
+    token: u32,
+) -> Result<(), Error> {
+    if token == 0 {
+        return Err(Error::ZeroToken);
+    }
+    match r.compare_exchange(slot_offset(g, id)?, token, 0)? {
+        Ok(_) => Ok(()),
+        Err(_) => Err(Error::SlotLost(id)),
+    }
 }

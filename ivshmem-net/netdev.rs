@@ -1,0 +1,797 @@
+// SPDX-License-Identifier: GPL-2.0
+
+//! The network device `ivshm%d`: transmit into the ring of the destination peer, receive from
+//! every peer's ring through NAPI, and a timer that beats our heartbeat, runs the link
+//! handshake with each peer ([`crate::link`]) and, without interrupts, drives the polling.
+//!
+//! # Who touches what
+//!
+//! | state                      | lock  | used by                                            |
+//! |----------------------------|-------|----------------------------------------------------|
+//! | our control block, links   | `ctl` | timer (softirq), open/stop/change_mtu (process)    |
+//! | producers (us -> j), MACs  | `tx`  | `start_xmit`, TX wake (NAPI, timer), link changes  |
+//! | consumers (j -> us)        | `rx`  | NAPI poll, link changes                            |
+//! | counters, reset requests   | none  | atomics                                            |
+//!
+//! The locks are taken in the order `ctl`, `tx`, `rx` and never the other way round; the data
+//! path takes one of `tx` or `rx` at a time. All three disable bottom halves, since process
+//! context shares them with softirqs. A ring half is reset only while its link is down in the
+//! `tx`/`rx` masks, so the data path never sees a half-reset ring.
+//!
+//! Everything a peer wrote is read once and checked by the ring and link code. When it cannot
+//! be right, the data path stops using that peer's rings at once, counts it, logs at most once
+//! a second, and asks the timer to restart the link; the peer then has to go through the
+//! handshake again. Nothing a peer writes can make us loop, panic, or touch memory outside
+//! the ring in question.
+
+use crate::ext::{
+    net::{Device, Driver, Napi, RingParam, SkBuff, Stats64, Xmit},
+    pci,
+    shm::SharedMem,
+    sync::SpinLockBh,
+    time,
+};
+use crate::layout::{Error as LayoutError, Geometry, Region};
+use crate::link::{self, Action, DownReason, Link, Own, PeerState};
+use crate::params::Params;
+use crate::ring::{Consumer, Desc, Producer};
+use crate::stats::Stats;
+use crate::{dev_info, dev_warn, new_spinlock_bh};
+use core::fmt;
+use core::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use kernel::{c_str, prelude::*, types::ARef};
+
+/// Ethernet header length.
+pub(crate) const ETH_HLEN: u32 = 14;
+/// Room for one VLAN tag on top of the MTU.
+const VLAN_HLEN: u32 = 4;
+/// Smallest MTU (IPv4's minimum).
+pub(crate) const MIN_MTU: u32 = 68;
+/// Largest MTU when the ring allows it.
+const MAX_MTU: u32 = 65535;
+/// MTU a new device starts with.
+pub(crate) const DEFAULT_MTU: u32 = 1500;
+/// Received frames between two publications of the consumer index (gives space back early).
+const PUBLISH_EVERY: u32 = 16;
+/// Driver version reported by `ethtool -i`.
+const VERSION: &CStr = c_str!("0.1.0");
+
+/// The largest MTU a ring whose largest frame is `max_frame` bytes can carry.
+pub(crate) fn max_mtu(max_frame: u32) -> u32 {
+    max_frame
+        .saturating_sub(ETH_HLEN + VLAN_HLEN)
+        .min(MAX_MTU)
+}
+
+fn bit(j: u32) -> u64 {
+    1u64.checked_shl(j).unwrap_or(0)
+}
+
+/// A MAC address, printed as `xx:xx:xx:xx:xx:xx`.
+pub(crate) struct Mac(pub(crate) [u8; 6]);
+
+impl fmt::Display for Mac {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let m = &self.0;
+        write!(
+            f,
+            "{:02x}:{:02x}:{:02x}:{:02x}:{:02x}:{:02x}",
+            m[0], m[1], m[2], m[3], m[4], m[5]
+        )
+    }
+}
+
+/// Our producer of the ring to peer `j`, and what we know of `j` for transmitting.
+struct TxPeer {
+    prod: Producer,
+    /// The peer's MAC and MTU, copied from its control block (checked only by comparison).
+    mac: [u8; 6],
+    mtu: u32,
+    /// The peer's epoch we acknowledged: a ring error while the peer's epoch differs is the
+    /// peer restarting, not corruption.
+    ack: u32,
+}
+
+/// Transmit state, under the `tx` lock.
+struct Tx {
+    /// Indexed by peer id; `None` for our own id.
+    peers: KVec<Option<TxPeer>>,
+    /// Peers whose links carry traffic.
+    up: u64,
+    /// Peers whose full ring stopped the queue.
+    stopped_for: u64,
+}
+
+/// Our consumer of the ring from peer `j`.
+struct RxPeer {
+    cons: Consumer,
+    /// See [`TxPeer::ack`].
+    ack: u32,
+}
+
+/// Receive state, under the `rx` lock.
+struct Rx {
+    /// Indexed by peer id; `None` for our own id.
+    peers: KVec<Option<RxPeer>>,
+    /// Peers whose links carry traffic.
+    up: u64,
+    /// Where the next poll starts, so that one busy peer cannot starve the others.
+    next: u32,
+}
+
+/// Control state, under the `ctl` lock.
+struct Ctl {
+    own: Own,
+    /// Indexed by peer id.
+    links: KVec<Link>,
+    /// Whether the interface is up (we are in `Run`).
+    running: bool,
+    /// Current timer interval.
+    interval_ms: u32,
+}
+
+/// What happened to one frame sent to one peer.
+enum Sent {
+    Ok,
+    Full,
+    TooBig,
+    Broken,
+}
+
+/// The driver data of one `ivshm` device.
+#[pin_data(PinnedDrop)]
+pub(crate) struct Net {
+    shm: SharedMem,
+    geometry: Geometry,
+    me: u32,
+    token: u32,
+    params: Params,
+    pdev: ARef<pci::Device>,
+    stats: Stats,
+    /// The data path saw work since the last timer tick (poll fast).
+    busy: AtomicBool,
+    /// Peers whose link the data path wants restarted (set of ids).
+    reset_req: AtomicU64,
+    /// When the last rate-limited warning was printed, in ms.
+    last_warn_ms: AtomicU64,
+    #[pin]
+    ctl: SpinLockBh<Ctl>,
+    #[pin]
+    tx: SpinLockBh<Tx>,
+    #[pin]
+    rx: SpinLockBh<Rx>,
+}
+
+impl Net {
+    /// The device data for peer `me` (slot claimed with `token`, control block `own` attached
+    /// and `Ready`) in the region `shm`.
+    pub(crate) fn new(
+        shm: SharedMem,
+        geometry: Geometry,
+        own: Own,
+        token: u32,
+        params: Params,
+        pdev: ARef<pci::Device>,
+    ) -> Result<impl PinInit<Self, Error>> {
+        let me = own.id();
+        let n = geometry.max_peers;
+        let mut tx_peers = KVec::with_capacity(n as usize, GFP_KERNEL)?;
+        let mut rx_peers = KVec::with_capacity(n as usize, GFP_KERNEL)?;
+        let mut links = KVec::with_capacity(n as usize, GFP_KERNEL)?;
+        for j in 0..n {
+            links.push(Link::default(), GFP_KERNEL)?;
+            if j == me {
+                tx_peers.push(None, GFP_KERNEL)?;
+                rx_peers.push(None, GFP_KERNEL)?;
+                continue;
+            }
+            let prod = Producer::new(&geometry, me, j).map_err(|_| EINVAL)?;
+            let cons = Consumer::new(&geometry, j, me).map_err(|_| EINVAL)?;
+            tx_peers.push(
+                Some(TxPeer {
+                    prod,
+                    mac: [0; 6],
+                    mtu: 0,
+                    ack: 0,
+                }),
+                GFP_KERNEL,
+            )?;
+            rx_peers.push(Some(RxPeer { cons, ack: 0 }), GFP_KERNEL)?;
+        }
+        let stats = Stats::new(n, me)?;
+        Ok(try_pin_init!(Net {
+            shm,
+            geometry,
+            me,
+            token,
+            params,
+            pdev,
+            stats,
+            busy: AtomicBool::new(false),
+            reset_req: AtomicU64::new(0),
+            last_warn_ms: AtomicU64::new(0),
+            ctl <- new_spinlock_bh!(
+                Ctl {
+                    own,
+                    links,
+                    running: false,
+                    interval_ms: params.poll_ms,
+                },
+                "ivshmem_net::ctl"
+            ),
+            tx <- new_spinlock_bh!(
+                Tx {
+                    peers: tx_peers,
+                    up: 0,
+                    stopped_for: 0,
+                },
+                "ivshmem_net::tx"
+            ),
+            rx <- new_spinlock_bh!(
+                Rx {
+                    peers: rx_peers,
+                    up: 0,
+                    next: 0,
+                },
+                "ivshmem_net::rx"
+            ),
+        }? Error))
+    }
+
+    /// Our peer id.
+    pub(crate) fn id(&self) -> u32 {
+        self.me
+    }
+
+    /// Ids of the other peers.
+    fn others(&self) -> impl Iterator<Item = u32> {
+        let me = self.me;
+        (0..self.geometry.max_peers).filter(move |&j| j != me)
+    }
+
+    /// Largest frame we send or accept at the current MTU, capped at what the ring carries.
+    fn max_len(&self, dev: &Device) -> u32 {
+        (dev.mtu() + ETH_HLEN + VLAN_HLEN).min(self.geometry_max_frame())
+    }
+
+    fn geometry_max_frame(&self) -> u32 {
+        self.geometry.ring_data / 2
+    }
+
+    /// Whether a ring error on peer `j`'s link comes from the peer restarting the link (its
+    /// epoch moved past what we acknowledged) rather than from corruption.
+    fn peer_restarted(&self, j: u32, acked: u32) -> bool {
+        match link::read_peer(&self.shm, &self.geometry, j, self.me) {
+            Ok(view) => view.epoch != acked || view.state != Some(PeerState::Run),
+            Err(_) => false,
+        }
+    }
+
+    /// The data path found peer `j`'s ring unusable (`e`): it has already stopped using it;
+    /// count, warn (rate-limited) and have the timer restart the link, unless the peer is
+    /// restarting it anyway.
+    fn ring_broken(&self, dev: &Device, j: u32, acked: u32, e: LayoutError) {
+        if self.peer_restarted(j, acked) {
+            return;
+        }
+        self.stats.global.rx_bad_desc.inc();
+        self.stats.peer(j).bad_desc.inc();
+        self.reset_req.fetch_or(bit(j), Ordering::Relaxed);
+        let now = time::now_ms();
+        let last = self.last_warn_ms.load(Ordering::Relaxed);
+        if now.saturating_sub(last) >= 1000
+            && self
+                .last_warn_ms
+                .compare_exchange(last, now, Ordering::Relaxed, Ordering::Relaxed)
+                .is_ok()
+        {
+            dev_warn!(
+                &self.pdev,
+                "{}: peer {} broke the ring protocol ({:?}); resetting the link \
+                 (further reports within 1 s suppressed)",
+                dev.name(),
+                j,
+                e
+            );
+        }
+    }
+
+    /// Copies `frame` into the ring to peer `j` and publishes it.
+    fn send(&self, dev: &Device, tx: &mut Tx, j: u32, frame: &[u8]) -> Sent {
+        let len = frame.len() as u32;
+        let Some(Some(p)) = tx.peers.get_mut(j as usize) else {
+            return Sent::Broken;
+        };
+        if len > p.mtu.saturating_add(ETH_HLEN + VLAN_HLEN) || len > p.prod.ring().max_frame() {
+            return Sent::TooBig;
+        }
+        let res = p.prod.reserve(&self.shm, len).and_then(|off| match off {
+            None => Ok(false),
+            Some(off) => {
+                self.shm.write(off, frame)?;
+                p.prod.commit(&self.shm, &Desc::default())?;
+                p.prod.publish(&self.shm)?;
+                Ok(true)
+            }
+        });
+        match res {
+            Ok(true) => {
+                let peer = self.stats.peer(j);
+                peer.tx_packets.inc();
+                peer.tx_bytes.add(len.into());
+                self.stats.global.tx_packets.inc();
+                self.stats.global.tx_bytes.add(len.into());
+                Sent::Ok
+            }
+            Ok(false) => Sent::Full,
+            Err(e) => {
+                let acked = p.ack;
+                tx.up &= !bit(j);
+                self.ring_broken(dev, j, acked, e);
+                Sent::Broken
+            }
+        }
+    }
+
+    /// Whether the ring to `j` has room for a frame of `len` bytes, or, with `wake`, for a
+    /// quarter of the ring and such a frame (the hysteresis for waking the queue).
+    fn room(&self, tx: &Tx, j: u32, len: u32, wake: bool) -> bool {
+        let Some(Some(p)) = tx.peers.get(j as usize) else {
+            return true;
+        };
+        let ring = p.prod.ring();
+        let bytes = ring.max_footprint(len);
+        let (slots, bytes) = if wake {
+            (
+                (ring.slots() / 4).max(1),
+                bytes.max(ring.data_len() / 4),
+            )
+        } else {
+            (1, bytes)
+        };
+        // A corrupt consumer index shows up on the next send; here it just means "no room".
+        p.prod.has_room(&self.shm, slots, bytes).unwrap_or(false)
+    }
+
+    /// Wakes the queue once every ring that stopped it has room again (or its link is gone).
+    fn tx_wake(&self, dev: &Device) {
+        if !dev.queue_stopped() {
+            return;
+        }
+        let len = self.max_len(dev);
+        let mut tx = self.tx.lock();
+        let mut still = 0;
+        for j in self.others() {
+            let b = bit(j);
+            if tx.stopped_for & b != 0 && tx.up & b != 0 && !self.room(&tx, j, len, true) {
+                still |= b;
+            }
+        }
+        tx.stopped_for = still;
+        if still == 0 {
+            dev.wake_queue();
+        }
+    }
+
+    /// Receives up to `budget` frames from peer `j`; returns how many it took off the ring.
+    fn receive(&self, dev: &Device, napi: &Napi, rx: &mut Rx, j: u32, budget: u32) -> u32 {
+        let Some(Some(p)) = rx.peers.get_mut(j as usize) else {
+            return 0;
+        };
+        let (global, peer) = (&self.stats.global, self.stats.peer(j));
+        let mut done = 0;
+        let mut unpublished = 0;
+        let mut broken = None;
+        while done < budget {
+            let d = match p.cons.peek(&self.shm) {
+                Ok(Some(d)) => d,
+                Ok(None) => break,
+                Err(e) => {
+                    broken = Some(e);
+                    break;
+                }
+            };
+            done += 1;
+            if d.len < ETH_HLEN {
+                // A well-formed descriptor of a runt frame: drop it, count it.
+                global.rx_bad_desc.inc();
+                peer.bad_desc.inc();
+            } else if let Some(mut skb) = napi.alloc_skb(d.len) {
+                let buf = skb.put(d.len);
+                if let Err(e) = p.cons.read_frame(&self.shm, &d, buf) {
+                    broken = Some(e);
+                    break;
+                }
+                skb.eth_type_trans(dev);
+                napi.gro_receive(skb);
+                global.rx_packets.inc();
+                global.rx_bytes.add(d.len.into());
+                peer.rx_packets.inc();
+                peer.rx_bytes.add(d.len.into());
+            } else {
+                global.rx_drop_nomem.inc();
+            }
+            p.cons.pop(&d);
+            unpublished += 1;
+            if unpublished == PUBLISH_EVERY {
+                let _ = p.cons.publish(&self.shm);
+                unpublished = 0;
+            }
+        }
+        if unpublished > 0 {
+            let _ = p.cons.publish(&self.shm);
+        }
+        if let Some(e) = broken {
+            let acked = p.ack;
+            rx.up &= !bit(j);
+            self.ring_broken(dev, j, acked, e);
+        }
+        done
+    }
+
+    /// Resets our halves of the rings with `j` (producer to it, consumer from it). The link
+    /// must be down in both masks.
+    fn reset_halves(&self, j: u32) {
+        let mut tx = self.tx.lock();
+        tx.up &= !bit(j);
+        tx.stopped_for &= !bit(j);
+        if let Some(Some(p)) = tx.peers.get_mut(j as usize) {
+            let _ = p.prod.reset(&self.shm);
+        }
+        drop(tx);
+        let mut rx = self.rx.lock();
+        rx.up &= !bit(j);
+        if let Some(Some(p)) = rx.peers.get_mut(j as usize) {
+            let _ = p.cons.reset(&self.shm);
+        }
+    }
+
+    /// Stops traffic with `j` in both directions.
+    fn link_down(&self, j: u32) {
+        let mut tx = self.tx.lock();
+        tx.up &= !bit(j);
+        tx.stopped_for &= !bit(j);
+        drop(tx);
+        self.rx.lock().up &= !bit(j);
+    }
+
+    /// Restarts our side of the link with `j`: reset our halves, then bump our epoch so the
+    /// peer resets its halves too before traffic resumes.
+    fn restart(&self, ctl: &mut Ctl, dev: &Device, j: u32, why: &str) {
+        self.reset_halves(j);
+        let _ = ctl.own.bump_epoch(&self.shm, j);
+        if let Some(link) = ctl.links.get_mut(j as usize) {
+            if link.up {
+                link.up = false;
+                dev_info!(&self.pdev, "{}: link to peer {} down ({})", dev.name(), j, why);
+            }
+        }
+        self.stats.global.peer_resets.inc();
+        self.stats.peer(j).resets.inc();
+    }
+
+    /// One step of the handshake with `j` (see [`crate::link`]).
+    fn manage(&self, ctl: &mut Ctl, dev: &Device, j: u32, now: u64) {
+        let Ok(view) = link::read_peer(&self.shm, &self.geometry, j, self.me) else {
+            return;
+        };
+        let (Ok(our_epoch), Ok(our_ack)) = (
+            ctl.own.epoch(&self.shm, j),
+            ctl.own.acked(&self.shm, j),
+        ) else {
+            return;
+        };
+        let Some(link) = ctl.links.get_mut(j as usize) else {
+            return;
+        };
+        match link::decide(link, our_epoch, our_ack, &view, now) {
+            Action::Stay => {
+                if link.up {
+                    // The peer may change its MTU while up.
+                    if let Some(Some(p)) = self.tx.lock().peers.get_mut(j as usize) {
+                        p.mtu = view.mtu;
+                    }
+                }
+            }
+            Action::Resync(epoch) => {
+                self.reset_halves(j);
+                if let Some(Some(p)) = self.tx.lock().peers.get_mut(j as usize) {
+                    p.ack = epoch;
+                }
+                if let Some(Some(p)) = self.rx.lock().peers.get_mut(j as usize) {
+                    p.ack = epoch;
+                }
+                let _ = ctl.own.ack(&self.shm, j, epoch);
+            }
+            Action::Up => {
+                link.up = true;
+                let mut tx = self.tx.lock();
+                if let Some(Some(p)) = tx.peers.get_mut(j as usize) {
+                    p.mac = view.mac;
+                    p.mtu = view.mtu;
+                }
+                tx.up |= bit(j);
+                drop(tx);
+                self.rx.lock().up |= bit(j);
+                dev_info!(
+                    &self.pdev,
+                    "{}: link to peer {} ({}) up",
+                    dev.name(),
+                    j,
+                    Mac(view.mac)
+                );
+            }
+            Action::Down(reason) => {
+                link.up = false;
+                self.link_down(j);
+                let (why, counter, global) = match reason {
+                    DownReason::Left => (
+                        "left",
+                        &self.stats.peer(j).resets,
+                        &self.stats.global.peer_resets,
+                    ),
+                    DownReason::Restarted => (
+                        "restarted",
+                        &self.stats.peer(j).resets,
+                        &self.stats.global.peer_resets,
+                    ),
+                    DownReason::Garbage => (
+                        "garbage",
+                        &self.stats.peer(j).resets,
+                        &self.stats.global.peer_resets,
+                    ),
+                    DownReason::Silent => (
+                        "silent",
+                        &self.stats.peer(j).heartbeat_losses,
+                        &self.stats.global.heartbeat_losses,
+                    ),
+                };
+                counter.inc();
+                global.inc();
+                dev_info!(&self.pdev, "{}: link to peer {} down ({})", dev.name(), j, why);
+            }
+        }
+    }
+}
+
+#[pinned_drop]
+impl PinnedDrop for Net {
+    fn drop(self: Pin<&mut Self>) {
+        // The device is unregistered and its timer shut down: say goodbye in the region.
+        let ctl = self.ctl.lock();
+        let _ = ctl.own.detach(&self.shm);
+        drop(ctl);
+        let _ = crate::layout::release_slot(&self.shm, &self.geometry, self.me, self.token);
+    }
+}
+
+impl Driver for Net {
+    fn open(&self, dev: &Device) -> Result {
+        // Fresh rings with every peer: reset our halves and bump our epochs, so every peer
+        // resets its halves before traffic flows again.
+        dev.napi_enable();
+        let mut ctl = self.ctl.lock();
+        for j in self.others() {
+            self.reset_halves(j);
+            let _ = ctl.own.bump_epoch(&self.shm, j);
+            if let Some(link) = ctl.links.get_mut(j as usize) {
+                *link = Link::default();
+            }
+        }
+        ctl.own
+            .set_state(&self.shm, PeerState::Run)
+            .map_err(|_| EIO)?;
+        ctl.running = true;
+        ctl.interval_ms = self.params.poll_ms;
+        drop(ctl);
+        dev.start_queue();
+        dev.timer_arm(1);
+        Ok(())
+    }
+
+    fn stop(&self, dev: &Device) -> Result {
+        let mut ctl = self.ctl.lock();
+        ctl.running = false;
+        let _ = ctl.own.set_state(&self.shm, PeerState::Ready);
+        for j in self.others() {
+            if let Some(link) = ctl.links.get_mut(j as usize) {
+                link.up = false;
+            }
+            self.link_down(j);
+        }
+        drop(ctl);
+        dev.carrier_off();
+        dev.napi_disable();
+        dev.stop_queue();
+        Ok(())
+    }
+
+    fn start_xmit(&self, dev: &Device, mut skb: SkBuff) -> Xmit {
+        let global = &self.stats.global;
+        if skb.linearize().is_err() || skb.len() < ETH_HLEN {
+            global.tx_drop_error.inc();
+            return Xmit::Done;
+        }
+        let frame = skb.head();
+        let mut dst = [0u8; 6];
+        dst.copy_from_slice(frame.get(..6).unwrap_or(&[0; 6]));
+        let mut tx = self.tx.lock();
+
+        if dst[0] & 1 != 0 {
+            // Broadcast and multicast: a copy to every peer whose link is up. A full ring
+            // loses its copy rather than stopping everybody's traffic.
+            let mut sent = false;
+            for j in self.others() {
+                if tx.up & bit(j) == 0 {
+                    continue;
+                }
+                match self.send(dev, &mut tx, j, frame) {
+                    Sent::Ok => sent = true,
+                    Sent::Full => {
+                        global.tx_ring_full.inc();
+                        self.stats.peer(j).tx_ring_full.inc();
+                    }
+                    Sent::TooBig => global.tx_drop_too_big.inc(),
+                    Sent::Broken => {}
+                }
+            }
+            drop(tx);
+            if sent {
+                skb.consume();
+            } else {
+                global.tx_drop_no_peer.inc();
+            }
+            return Xmit::Done;
+        }
+
+        let owner = self.others().find(|&j| {
+            tx.up & bit(j) != 0
+                && matches!(tx.peers.get(j as usize), Some(Some(p)) if p.mac == dst)
+        });
+        let Some(j) = owner else {
+            global.tx_drop_no_peer.inc();
+            return Xmit::Done;
+        };
+        match self.send(dev, &mut tx, j, frame) {
+            Sent::Ok => {
+                // Stop before the next frame can find the ring full.
+                if !self.room(&tx, j, self.max_len(dev), false) {
+                    tx.stopped_for |= bit(j);
+                    dev.stop_queue();
+                }
+                drop(tx);
+                skb.consume();
+                Xmit::Done
+            }
+            Sent::Full => {
+                tx.stopped_for |= bit(j);
+                dev.stop_queue();
+                global.tx_ring_full.inc();
+                self.stats.peer(j).tx_ring_full.inc();
+                drop(tx);
+                Xmit::Busy(skb)
+            }
+            Sent::TooBig => {
+                global.tx_drop_too_big.inc();
+                Xmit::Done
+            }
+            Sent::Broken => {
+                global.tx_drop_error.inc();
+                Xmit::Done
+            }
+        }
+    }
+
+    fn poll(&self, dev: &Device, napi: &Napi, budget: u32) -> u32 {
+        self.stats.global.rx_polls.inc();
+        let n = self.geometry.max_peers;
+        let mut done = 0;
+        let mut rx = self.rx.lock();
+        let start = rx.next % n;
+        for k in 0..n {
+            let j = (start + k) % n;
+            if rx.up & bit(j) == 0 {
+                continue;
+            }
+            done += self.receive(dev, napi, &mut rx, j, budget - done);
+            if done >= budget {
+                rx.next = (j + 1) % n;
+                break;
+            }
+        }
+        drop(rx);
+        if done > 0 {
+            self.busy.store(true, Ordering::Relaxed);
+        }
+        self.tx_wake(dev);
+        if done < budget {
+            napi.complete_done(done);
+        }
+        done
+    }
+
+    fn timer(&self, dev: &Device) {
+        let now = time::now_ms();
+        let mut ctl = self.ctl.lock();
+        let _ = ctl.own.beat(&self.shm);
+        let running = ctl.running;
+        if running {
+            let reset = self.reset_req.swap(0, Ordering::Relaxed);
+            for j in self.others() {
+                if reset & bit(j) != 0 {
+                    self.restart(&mut ctl, dev, j, "reset");
+                }
+                self.manage(&mut ctl, dev, j, now);
+            }
+            let any_up = ctl.links.iter().any(|l| l.up);
+            if any_up && !dev.carrier_ok() {
+                dev.carrier_on();
+            } else if !any_up && dev.carrier_ok() {
+                dev.carrier_off();
+            }
+        }
+        let busy = self.busy.swap(false, Ordering::Relaxed) || dev.queue_stopped();
+        ctl.interval_ms = if busy {
+            self.params.poll_ms
+        } else {
+            ctl.interval_ms
+                .saturating_mul(2)
+                .min(self.params.poll_idle_ms)
+        };
+        let next = ctl.interval_ms;
+        drop(ctl);
+        if running {
+            self.tx_wake(dev);
+            dev.napi_schedule();
+        }
+        dev.timer_arm(time::ms_to_jiffies(next));
+    }
+
+    fn change_mtu(&self, dev: &Device, mtu: u32) -> Result {
+        if mtu > max_mtu(self.geometry_max_frame()) {
+            return Err(EINVAL);
+        }
+        dev.set_mtu(mtu);
+        let ctl = self.ctl.lock();
+        ctl.own.set_mtu(&self.shm, mtu).map_err(|_| EIO)
+    }
+
+    fn stats(&self, _dev: &Device) -> Stats64 {
+        let g = &self.stats.global;
+        Stats64 {
+            rx_packets: g.rx_packets.get(),
+            rx_bytes: g.rx_bytes.get(),
+            tx_packets: g.tx_packets.get(),
+            tx_bytes: g.tx_bytes.get(),
+            rx_dropped: g.rx_drop_nomem.get(),
+            tx_dropped: g.tx_drop_no_peer.get() + g.tx_drop_too_big.get() + g.tx_drop_error.get(),
+            rx_errors: g.rx_bad_desc.get(),
+        }
+    }
+
+    fn drvinfo(&self) -> (&CStr, &CStr, &CStr) {
+        (c_str!("ivshmem_net"), VERSION, self.pdev.name())
+    }
+
+    fn stats_count(&self) -> usize {
+        self.stats.count()
+    }
+
+    fn stat_name(&self, i: usize, name: &mut [u8]) {
+        self.stats.name(i, name)
+    }
+
+    fn stat_values(&self, values: &mut [u64]) {
+        self.stats.values(values)
+    }
+
+    fn ringparam(&self) -> RingParam {
+        let slots = self.geometry.ring_slots;
+        RingParam {
+            rx_max: slots,
+            rx: slots,
+            tx_max: slots,
+            tx: slots,
+        }
+    }
+}

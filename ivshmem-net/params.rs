@@ -1,0 +1,75 @@
+// SPDX-License-Identifier: GPL-2.0
+
+//! The module parameters (declared in `rust/params.c`), checked once at load time.
+
+use crate::ext::params as raw;
+use crate::layout::{MAX_PEERS, MIN_PEERS};
+use kernel::prelude::*;
+
+/// Longest timer interval: the heartbeat must advance at least every 100 ms.
+const MAX_POLL_MS: u32 = 100;
+
+/// Validated module parameters.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct Params {
+    /// `id=`: a fixed peer id, or `None` to pick one.
+    pub(crate) id: Option<u32>,
+    /// `max_peers=`.
+    pub(crate) max_peers: u32,
+    /// `poll_ms=`: timer interval while traffic flows.
+    pub(crate) poll_ms: u32,
+    /// `poll_idle_ms=`: longest timer interval when idle.
+    pub(crate) poll_idle_ms: u32,
+}
+
+impl Params {
+    /// Reads and checks the parameters; a bad one is named in the log and refused with
+    /// `EINVAL`, so `insmod` fails before anything is bound.
+    pub(crate) fn get() -> Result<Self> {
+        let max_peers = raw::max_peers();
+        if !(MIN_PEERS..=MAX_PEERS).contains(&max_peers) {
+            pr_err!(
+                "max_peers={} is out of range {}..={}\n",
+                max_peers,
+                MIN_PEERS,
+                MAX_PEERS
+            );
+            return Err(EINVAL);
+        }
+        let id = match raw::id() {
+            -1 => None,
+            id if id >= 0 && (id as u32) < max_peers => Some(id as u32),
+            id => {
+                pr_err!(
+                    "id={} is out of range: -1 (automatic) or 0..={} (max_peers={})\n",
+                    id,
+                    max_peers - 1,
+                    max_peers
+                );
+                return Err(EINVAL);
+            }
+        };
+        let poll_ms = raw::poll_ms();
+        if !(1..=MAX_POLL_MS).contains(&poll_ms) {
+            pr_err!("poll_ms={} is out of range 1..={}\n", poll_ms, MAX_POLL_MS);
+            return Err(EINVAL);
+        }
+        let poll_idle_ms = raw::poll_idle_ms();
+        if !(poll_ms..=MAX_POLL_MS).contains(&poll_idle_ms) {
+            pr_err!(
+                "poll_idle_ms={} is out of range poll_ms..={} ({}..={})\n",
+                poll_idle_ms,
+                MAX_POLL_MS,
+                poll_ms,
+                MAX_POLL_MS
+            );
+            return Err(EINVAL);
+        }
+        Ok(Params {
+            id,
+            max_peers,
+            poll_ms,
+            poll_idle_ms,
+        })
+    }
+}

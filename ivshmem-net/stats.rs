@@ -1,0 +1,189 @@
+// SPDX-License-Identifier: GPL-2.0
+
+//! Counters: monotonic, never cleared, updated without locks. One table per kind drives both
+//! the `ethtool -S` names and values, so they cannot drift apart.
+
+use core::fmt::Write;
+use core::sync::atomic::{AtomicU64, Ordering};
+use kernel::prelude::*;
+
+/// A monotonic event or byte counter.
+#[derive(Default)]
+pub(crate) struct Counter(AtomicU64);
+
+impl Counter {
+    /// Adds `n`.
+    pub(crate) fn add(&self, n: u64) {
+        self.0.fetch_add(n, Ordering::Relaxed);
+    }
+
+    /// Adds one.
+    pub(crate) fn inc(&self) {
+        self.add(1);
+    }
+
+    /// The current value.
+    pub(crate) fn get(&self) -> u64 {
+        self.0.load(Ordering::Relaxed)
+    }
+}
+
+/// Device-wide counters.
+#[derive(Default)]
+pub(crate) struct Global {
+    pub(crate) tx_packets: Counter,
+    pub(crate) tx_bytes: Counter,
+    pub(crate) rx_packets: Counter,
+    pub(crate) rx_bytes: Counter,
+    /// Transmit found the destination ring full (queue stopped, or a broadcast copy dropped).
+    pub(crate) tx_ring_full: Counter,
+    /// Unicast to a MAC no peer with a running link owns, or nobody to broadcast to.
+    pub(crate) tx_drop_no_peer: Counter,
+    /// Frame longer than the destination peer's MTU allows.
+    pub(crate) tx_drop_too_big: Counter,
+    /// Frame that could not be linearised or is shorter than an Ethernet header.
+    pub(crate) tx_drop_error: Counter,
+    /// Received frame dropped for lack of a socket buffer.
+    pub(crate) rx_drop_nomem: Counter,
+    /// NAPI polls.
+    pub(crate) rx_polls: Counter,
+    /// Impossible ring indices or descriptors written by a peer, or runt frames.
+    pub(crate) rx_bad_desc: Counter,
+    /// Links taken down because the peer left, restarted, or broke the protocol.
+    pub(crate) peer_resets: Counter,
+    /// Links taken down because the peer's heartbeat stopped.
+    pub(crate) heartbeat_losses: Counter,
+}
+
+/// Counters of the link with one peer.
+#[derive(Default)]
+pub(crate) struct Peer {
+    pub(crate) tx_packets: Counter,
+    pub(crate) tx_bytes: Counter,
+    pub(crate) rx_packets: Counter,
+    pub(crate) rx_bytes: Counter,
+    pub(crate) tx_ring_full: Counter,
+    pub(crate) bad_desc: Counter,
+    pub(crate) resets: Counter,
+    pub(crate) heartbeat_losses: Counter,
+}
+
+type Field<S> = (&'static str, fn(&S) -> &Counter);
+
+/// `ethtool -S` names and values of the device-wide counters, in order.
+const GLOBAL: &[Field<Global>] = &[
+    ("tx_packets", |s| &s.tx_packets),
+    ("tx_bytes", |s| &s.tx_bytes),
+    ("rx_packets", |s| &s.rx_packets),
+    ("rx_bytes", |s| &s.rx_bytes),
+    ("tx_ring_full", |s| &s.tx_ring_full),
+    ("tx_drop_no_peer", |s| &s.tx_drop_no_peer),
+    ("tx_drop_too_big", |s| &s.tx_drop_too_big),
+    ("tx_drop_error", |s| &s.tx_drop_error),
+    ("rx_drop_nomem", |s| &s.rx_drop_nomem),
+    ("rx_polls", |s| &s.rx_polls),
+    ("rx_bad_desc", |s| &s.rx_bad_desc),
+    ("peer_resets", |s| &s.peer_resets),
+    ("heartbeat_losses", |s| &s.heartbeat_losses),
+];
+
+/// `ethtool -S` name suffixes (after `peer<j>_`) and values of each peer's counters.
+const PEER: &[Field<Peer>] = &[
+    ("tx_packets", |s| &s.tx_packets),
+    ("tx_bytes", |s| &s.tx_bytes),
+    ("rx_packets", |s| &s.rx_packets),
+    ("rx_bytes", |s| &s.rx_bytes),
+    ("tx_ring_full", |s| &s.tx_ring_full),
+    ("bad_desc", |s| &s.bad_desc),
+    ("resets", |s| &s.resets),
+    ("heartbeat_losses", |s| &s.heartbeat_losses),
+];
+
+/// All counters of one device: the global ones, then one set per other peer.
+pub(crate) struct Stats {
+    pub(crate) global: Global,
+    /// Indexed by peer id; our own id's entry exists but is never reported.
+    peers: KVec<Peer>,
+    spare: Peer,
+    me: u32,
+}
+
+impl Stats {
+    /// Counters for a device that is peer `me` of `max_peers`.
+    pub(crate) fn new(max_peers: u32, me: u32) -> Result<Self> {
+        let mut peers = KVec::with_capacity(max_peers as usize, GFP_KERNEL)?;
+        for _ in 0..max_peers {
+            peers.push(Peer::default(), GFP_KERNEL)?;
+        }
+        Ok(Stats {
+            global: Global::default(),
+            peers,
+            spare: Peer::default(),
+            me,
+        })
+    }
+
+    /// The counters of the link with peer `j` (our own id and unknown ids get a spare set
+    /// that is never reported, so callers need no special case).
+    pub(crate) fn peer(&self, j: u32) -> &Peer {
+        self.peers
+            .get(j as usize)
+            .filter(|_| j != self.me)
+            .unwrap_or(&self.spare)
+    }
+
+    /// The peers that are reported, in order.
+    fn reported(&self) -> impl Iterator<Item = (u32, &Peer)> {
+        let me = self.me;
+        self.peers
+            .iter()
+            .enumerate()
+            .filter(move |(j, _)| *j as u32 != me)
+            .map(|(j, p)| (j as u32, p))
+    }
+
+    /// Number of `ethtool -S` counters.
+    pub(crate) fn count(&self) -> usize {
+        GLOBAL.len() + (self.peers.len() - 1) * PEER.len()
+    }
+
+    /// Writes the name of counter `i` into `out` (truncated; the caller NUL-pads).
+    pub(crate) fn name(&self, i: usize, out: &mut [u8]) {
+        let mut w = ByteWriter { buf: out, len: 0 };
+        if let Some((name, _)) = GLOBAL.get(i) {
+            let _ = w.write_str(name);
+            return;
+        }
+        let k = i - GLOBAL.len();
+        if let Some((j, _)) = self.reported().nth(k / PEER.len()) {
+            let _ = write!(w, "peer{}_{}", j, PEER[k % PEER.len()].0);
+        }
+    }
+
+    /// All values, in name order; `out` has room for [`Stats::count`].
+    pub(crate) fn values(&self, out: &mut [u64]) {
+        let global = GLOBAL.iter().map(|(_, f)| f(&self.global).get());
+        let peers = self
+            .reported()
+            .flat_map(|(_, p)| PEER.iter().map(move |(_, f)| f(p).get()));
+        for (slot, v) in out.iter_mut().zip(Iterator::chain(global, peers)) {
+            *slot = v;
+        }
+    }
+}
+
+/// Formats into a fixed byte buffer, dropping what does not fit.
+struct ByteWriter<'a> {
+    buf: &'a mut [u8],
+    len: usize,
+}
+
+impl Write for ByteWriter<'_> {
+    fn write_str(&mut self, s: &str) -> core::fmt::Result {
+        let room = self.buf.len() - self.len;
+        let n = s.len().min(room);
+        self.buf[self.len..self.len + n].copy_from_slice(&s.as_bytes()[..n]);
+        self.len += n;
+        Ok(())
+    }
+}

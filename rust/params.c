@@ -1,0 +1,49 @@
+// SPDX-License-Identifier: GPL-2.0
+/*
+ * Module parameters. 6.12's Rust `module!` macro cannot declare any, so they are declared here
+ * and read through the getters below; the driver validates every value (ivshmem-net/params.rs)
+ * and refuses to load with a clear message when one is out of range.
+ */
+#include <linux/moduleparam.h>
+
+#include "helpers.h"
+
+static int id = -1;
+module_param(id, int, 0444);
+MODULE_PARM_DESC(id, "Peer id (slot) to use, 0..max_peers-1; -1 (default): IVPosition with "
+		     "ivshmem-doorbell, else the first free slot in the region");
+
+static unsigned int max_peers = 8;
+module_param(max_peers, uint, 0444);
+MODULE_PARM_DESC(max_peers, "Peers the region is laid out for, 2..64 (default 8); every guest "
+			    "sharing a region must use the same value");
+
+static unsigned int poll_ms = 1;
+module_param(poll_ms, uint, 0444);
+MODULE_PARM_DESC(poll_ms, "Polling mode: timer interval while traffic flows, in ms, 1..100 "
+			  "(default 1)");
+
+static unsigned int poll_idle_ms = 16;
+module_param(poll_idle_ms, uint, 0444);
+MODULE_PARM_DESC(poll_idle_ms, "Polling mode: longest interval when idle, in ms, poll_ms..100 "
+			       "(default 16); the interval doubles per idle tick up to this");
+
+int ivnet_param_id(void)
+{
+	return id;
+}
+
+unsigned int ivnet_param_max_peers(void)
+{
+	return max_peers;
+}
+
+unsigned int ivnet_param_poll_ms(void)
+{
+	return poll_ms;
+}
+
+unsigned int ivnet_param_poll_idle_ms(void)
+{
+	return poll_idle_ms;
+}

@@ -1,0 +1,414 @@
+// SPDX-License-Identifier: GPL-2.0
+//! Peer-id claiming: free slots, requested ids, stale takeover, release, garbage, and races
+//! between threads sharing one region.
+
+use ivshmem_layout::layout::*;
+use ivshmem_layout::link::ctrl;
+use ivshmem_layout::HeapRegion;
+use std::sync::atomic::{AtomicU32, Ordering};
+use std::sync::{Arc, Barrier};
+
+const MIB: u64 = 1 << 20;
+
+/// An initialised region of 4 MiB set up for `peers` peers.
+fn region(peers: u32) -> (HeapRegion, Geometry) {
+    let g = Geometry::new(4 * MIB, peers).unwrap();
+    let r = HeapRegion::new(g.region_len as usize);
+    attach(&r, g, 1, || true).unwrap();
+    (r, g)
+}
+
+/// A token for simulated peer `i`: nonzero, distinct, not small.
+fn tok(i: u32) -> u32 {
+    0x5100_0001 + 2 * i
+}
+
+fn slot(r: &HeapRegion, id: u32) -> u32 {
+    r.load(hdr::PEER_SLOTS + 4 * id as usize).unwrap()
+}
+
+fn set_slot(r: &HeapRegion, id: u32, val: u32) {
+    r.store(hdr::PEER_SLOTS + 4 * id as usize, val).unwrap();
+}
+
+/// Advances peer `id`'s heartbeat by one, atomically (several threads may beat at once, and a
+/// lost update could make a live peer look dead).
+fn beat(r: &HeapRegion, g: &Geometry, id: u32) {
+    let off = g.ctrl_offset(id).unwrap() + ctrl::HEARTBEAT;
+    loop {
+        let v = r.load(off).unwrap();
+        if r.compare_exchange(off, v, v.wrapping_add(1))
+            .unwrap()
+            .is_ok()
+        {
+            return;
+        }
+    }
+}
+
+/// Fills every slot with `tok(i)` and gives each owner a nonzero heartbeat and a Run state.
+fn fill(r: &HeapRegion, g: &Geometry) {
+    for i in 0..g.max_peers {
+        assert_eq!(
+            claim_slot(r, g, None, tok(i), |_| panic!("no wait expected")),
+            Ok((i, Claim::Free))
+        );
+        let base = g.ctrl_offset(i).unwrap();
+        r.store(base + ctrl::STATE, 3).unwrap();
+        r.store(base + ctrl::HEARTBEAT, 100 + i).unwrap();
+    }
+}
+
+fn slots(r: &HeapRegion, g: &Geometry) -> Vec<u32> {
+    (0..g.max_peers).map(|i| slot(r, i)).collect()
+}
+
+#[test]
+fn sequential_claims_count_up_from_zero() {
+    let (r, g) = region(8);
+    for i in 0..8 {
+        assert_eq!(
+            claim_slot(&r, &g, None, tok(i), |_| panic!("no wait expected")),
+            Ok((i, Claim::Free))
+        );
+        assert_eq!(slot(&r, i), tok(i));
+    }
+    // Slots past max_peers (reserved up to MAX_PEERS) are never touched.
+    assert_eq!(slot(&r, 8), 0);
+}
+
+#[test]
+fn all_live_is_no_free_slot_after_one_wait() {
+    let (r, g) = region(8);
+    fill(&r, &g);
+    let before = slots(&r, &g);
+    let mut waits = vec![];
+    let res = claim_slot(&r, &g, None, tok(99), |ms| {
+        waits.push(ms);
+        for i in 0..8 {
+            beat(&r, &g, i);
+        }
+    });
+    assert_eq!(res, Err(Error::NoFreeSlot));
+    assert_eq!(waits, [STALE_WAIT_MS]);
+    assert_eq!(
+        STALE_WAIT_MS as u64,
+        ivshmem_layout::link::HEARTBEAT_TIMEOUT_MS + 500
+    );
+    assert_eq!(slots(&r, &g), before);
+}
+
+#[test]
+fn stale_takeover_takes_lowest_dead_id() {
+    let (r, g) = region(8);
+    fill(&r, &g);
+    let mut waits = 0;
+    let res = claim_slot(&r, &g, None, tok(99), |_| {
+        waits += 1;
+        for i in 0..8 {
+            match i {
+                // Heartbeat frozen, but the slot changed hands: the new owner is alive.
+                1 => set_slot(&r, 1, tok(50)),
+                // Heartbeat frozen, but the state changed: alive.
+                2 => r.store(g.ctrl_offset(2).unwrap() + ctrl::STATE, 2).unwrap(),
+                // Dead: nothing changes.
+                3 | 5 => {}
+                _ => beat(&r, &g, i),
+            }
+        }
+    });
+    assert_eq!(res, Ok((3, Claim::Stale)));
+    assert_eq!(waits, 1);
+    assert_eq!(slot(&r, 3), tok(99));
+    assert_eq!(slot(&r, 1), tok(50));
+    assert_eq!(slot(&r, 5), tok(5));
+
+    // The next claimant finds 5 dead too (3 is ours now, and we do not beat in this test:
+    // make it look alive).
+    let res = claim_slot(&r, &g, None, tok(98), |_| {
+        for i in (0..8).filter(|&i| i != 5) {
+            beat(&r, &g, i);
+        }
+    });
+    assert_eq!(res, Ok((5, Claim::Stale)));
+    assert_eq!(slot(&r, 5), tok(98));
+}
+
+#[test]
+fn slot_freed_during_the_wait_is_claimed_as_free() {
+    let (r, g) = region(8);
+    fill(&r, &g);
+    let res = claim_slot(&r, &g, None, tok(99), |_| {
+        // 2 is dead but 6 is released: the free slot wins over the stale one.
+        release_slot(&r, &g, 6, tok(6)).unwrap();
+        for i in (0..8).filter(|&i| i != 2) {
+            beat(&r, &g, i);
+        }
+    });
+    assert_eq!(res, Ok((6, Claim::Free)));
+    assert_eq!(slot(&r, 6), tok(99));
+    assert_eq!(slot(&r, 2), tok(2));
+}
+
+#[test]
+fn requested_id_free_live_dead_and_out_of_range() {
+    let (r, g) = region(8);
+    assert_eq!(
+        claim_slot(&r, &g, Some(4), tok(4), |_| panic!("no wait expected")),
+        Ok((4, Claim::Fixed))
+    );
+    assert_eq!(slot(&r, 4), tok(4));
+    // Lower free ids do not matter.
+    assert_eq!(slot(&r, 0), 0);
+
+    // Held by a live peer.
+    let mut waits = vec![];
+    let res = claim_slot(&r, &g, Some(4), tok(40), |ms| {
+        waits.push(ms);
+        beat(&r, &g, 4);
+    });
+    assert_eq!(res, Err(Error::SlotTaken(4)));
+    assert_eq!(waits, [STALE_WAIT_MS]);
+    assert_eq!(slot(&r, 4), tok(4));
+
+    // Other peers' liveness is irrelevant; 4 itself is dead.
+    let res = claim_slot(&r, &g, Some(4), tok(41), |_| {
+        for i in (0..8).filter(|&i| i != 4) {
+            beat(&r, &g, i);
+        }
+    });
+    assert_eq!(res, Ok((4, Claim::Stale)));
+    assert_eq!(slot(&r, 4), tok(41));
+
+    // Freed while we waited.
+    let res = claim_slot(&r, &g, Some(4), tok(42), |_| {
+        release_slot(&r, &g, 4, tok(41)).unwrap();
+    });
+    assert_eq!(res, Ok((4, Claim::Fixed)));
+    assert_eq!(slot(&r, 4), tok(42));
+
+    for id in [8, 63, 64, u32::MAX] {
+        assert_eq!(
+            claim_slot(&r, &g, Some(id), tok(1), |_| panic!("no wait expected")),
+            Err(Error::BadPeerId(id))
+        );
+    }
+    assert_eq!(slots(&r, &g), [0, 0, 0, 0, tok(42), 0, 0, 0]);
+}
+
+#[test]
+fn release_then_reclaim() {
+    let (r, g) = region(8);
+    for i in 0..3 {
+        claim_slot(&r, &g, None, tok(i), |_| panic!()).unwrap();
+    }
+    assert_eq!(release_slot(&r, &g, 1, tok(1)), Ok(()));
+    assert_eq!(slot(&r, 1), 0);
+    assert_eq!(
+        claim_slot(&r, &g, None, tok(7), |_| panic!()),
+        Ok((1, Claim::Free))
+    );
+    assert_eq!(
+        claim_slot(&r, &g, None, tok(8), |_| panic!()),
+        Ok((3, Claim::Free))
+    );
+    assert_eq!(release_slot(&r, &g, 8, tok(8)), Err(Error::BadPeerId(8)));
+}
+
+#[test]
+fn release_by_non_owner_leaves_slot_alone() {
+    let (r, g) = region(8);
+    claim_slot(&r, &g, Some(2), tok(2), |_| panic!()).unwrap();
+    // The slot was taken over: the old owner's release must not free the new owner's id.
+    assert_eq!(release_slot(&r, &g, 2, tok(9)), Err(Error::SlotLost(2)));
+    assert_eq!(slot(&r, 2), tok(2));
+    // A free slot is not ours either.
+    assert_eq!(release_slot(&r, &g, 3, tok(3)), Err(Error::SlotLost(3)));
+    assert_eq!(slot(&r, 3), 0);
+    assert_eq!(release_slot(&r, &g, 2, tok(2)), Ok(()));
+    assert_eq!(slot(&r, 2), 0);
+}
+
+#[test]
+fn token_zero_is_refused() {
+    let (r, g) = region(8);
+    assert_eq!(
+        claim_slot(&r, &g, None, 0, |_| panic!()),
+        Err(Error::ZeroToken)
+    );
+    assert_eq!(
+        claim_slot(&r, &g, Some(1), 0, |_| panic!()),
+        Err(Error::ZeroToken)
+    );
+    assert_eq!(release_slot(&r, &g, 0, 0), Err(Error::ZeroToken));
+    assert_eq!(slots(&r, &g), [0; 8]);
+}
+
+#[test]
+fn garbage_slot_words_are_owner_tokens() {
+    let (r, g) = region(4);
+    for i in 0..4 {
+        set_slot(&r, i, u32::MAX);
+        let base = g.ctrl_offset(i).unwrap();
+        r.store(base + ctrl::STATE, u32::MAX).unwrap();
+        r.store(base + ctrl::HEARTBEAT, u32::MAX).unwrap();
+    }
+    // Owners that beat are live, garbage or not.
+    let res = claim_slot(&r, &g, None, tok(0), |_| {
+        for i in 0..4 {
+            beat(&r, &g, i);
+        }
+    });
+    assert_eq!(res, Err(Error::NoFreeSlot));
+    let res = claim_slot(&r, &g, Some(3), tok(0), |_| beat(&r, &g, 3));
+    assert_eq!(res, Err(Error::SlotTaken(3)));
+    // Silent owners are dead: the lowest is taken over.
+    assert_eq!(
+        claim_slot(&r, &g, None, tok(0), |_| {}),
+        Ok((0, Claim::Stale))
+    );
+    assert_eq!(slots(&r, &g), [tok(0), u32::MAX, u32::MAX, u32::MAX]);
+    // The garbage is released like any token.
+    assert_eq!(release_slot(&r, &g, 1, u32::MAX), Ok(()));
+    assert_eq!(slot(&r, 1), 0);
+}
+
+#[test]
+fn hand_made_geometry_beyond_max_peers_is_refused() {
+    let (r, g) = region(8);
+    let bad = Geometry {
+        max_peers: MAX_PEERS + 1,
+        ..g
+    };
+    assert_eq!(
+        claim_slot(&r, &bad, None, tok(0), |_| panic!()),
+        Err(Error::BadMaxPeers(MAX_PEERS + 1))
+    );
+    assert_eq!(
+        release_slot(&r, &bad, 0, tok(0)),
+        Err(Error::BadMaxPeers(MAX_PEERS + 1))
+    );
+    // An unset-up region is refused by bounds, not a panic.
+    let tiny = HeapRegion::new(64);
+    assert_eq!(
+        claim_slot(&tiny, &g, None, tok(0), |_| panic!()),
+        Err(Error::OutOfBounds)
+    );
+}
+
+#[test]
+fn concurrent_claims_hand_out_distinct_ids() {
+    for _ in 0..50 {
+        let (r, g) = region(8);
+        let r = Arc::new(r);
+        let barrier = Arc::new(Barrier::new(8));
+        let handles: Vec<_> = (0..8)
+            .map(|i| {
+                let (r, barrier) = (r.clone(), barrier.clone());
+                std::thread::spawn(move || {
+                    barrier.wait();
+                    claim_slot(&*r, &g, None, tok(i), |_| panic!("no wait expected")).unwrap()
+                })
+            })
+            .collect();
+        let mut ids: Vec<u32> = handles
+            .into_iter()
+            .map(|h| {
+                let (id, how) = h.join().unwrap();
+                assert_eq!(how, Claim::Free);
+                id
+            })
+            .collect();
+        ids.sort();
+        assert_eq!(ids, (0..8).collect::<Vec<_>>());
+    }
+}
+
+#[test]
+fn more_claimants_than_slots_with_live_owners() {
+    for _ in 0..20 {
+        let (r, g) = region(4);
+        let r = Arc::new(r);
+        let barrier = Arc::new(Barrier::new(10));
+        let handles: Vec<_> = (0..10)
+            .map(|i| {
+                let (r, barrier) = (r.clone(), barrier.clone());
+                std::thread::spawn(move || {
+                    barrier.wait();
+                    // Every owner is alive: whoever waits sees all heartbeats move.
+                    let res = claim_slot(&*r, &g, None, tok(i), |_| {
+                        for j in 0..4 {
+                            beat(&r, &g, j);
+                        }
+                    });
+                    (i, res)
+                })
+            })
+            .collect();
+        let res: Vec<_> = handles.into_iter().map(|h| h.join().unwrap()).collect();
+        let mut won: Vec<(u32, u32)> = res
+            .iter()
+            .filter_map(|(i, r)| match r {
+                Ok((id, Claim::Free)) => Some((*id, *i)),
+                Ok(other) => panic!("{other:?}"),
+                Err(Error::NoFreeSlot) => None,
+                Err(e) => panic!("{e:?}"),
+            })
+            .collect();
+        won.sort();
+        assert_eq!(won.iter().map(|w| w.0).collect::<Vec<_>>(), [0, 1, 2, 3]);
+        for (id, i) in won {
+            assert_eq!(slot(&r, id), tok(i));
+        }
+    }
+}
+
+#[test]
+fn concurrent_claim_release_churn_never_shares_an_id() {
+    const PEERS: u32 = 3;
+    const THREADS: u32 = 6;
+    let (r, g) = region(PEERS);
+    let r = Arc::new(r);
+    let holders: Arc<Vec<AtomicU32>> = Arc::new((0..PEERS).map(|_| AtomicU32::new(0)).collect());
+    let waits = Arc::new(AtomicU32::new(0));
+    let barrier = Arc::new(Barrier::new(THREADS as usize));
+    let handles: Vec<_> = (0..THREADS)
+        .map(|t| {
+            let (r, holders, barrier, waits) =
+                (r.clone(), holders.clone(), barrier.clone(), waits.clone());
+            std::thread::spawn(move || {
+                barrier.wait();
+                let mut claims = 0;
+                for round in 0..300u32 {
+                    let token = tok(t * 1000 + round);
+                    let res = claim_slot(&*r, &g, None, token, |_| {
+                        waits.fetch_add(1, Ordering::Relaxed);
+                        for j in 0..PEERS {
+                            beat(&r, &g, j);
+                        }
+                        std::thread::yield_now();
+                    });
+                    match res {
+                        Ok((id, Claim::Free)) => {
+                            let h = &holders[id as usize];
+                            assert_eq!(h.fetch_add(1, Ordering::SeqCst), 0, "id {id} shared");
+                            // Hold the id long enough for the others to find every slot full.
+                            std::thread::sleep(std::time::Duration::from_micros(100));
+                            assert_eq!(h.fetch_sub(1, Ordering::SeqCst), 1, "id {id} shared");
+                            release_slot(&*r, &g, id, token).unwrap();
+                            claims += 1;
+                        }
+                        Err(Error::NoFreeSlot) => {}
+                        other => panic!("{other:?}"),
+                    }
+                }
+                claims
+            })
+        })
+        .collect();
+    let total: u32 = handles.into_iter().map(|h| h.join().unwrap()).sum();
+    assert!(total > 0);
+    // The full-region path (sample, wait, sample, claim what was freed) was exercised.
+    assert!(waits.load(Ordering::Relaxed) > 0);
+    assert_eq!(slots(&r, &g), [0; PEERS as usize]);
+}
