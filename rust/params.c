@@ -23,10 +23,10 @@ module_param(poll_ms, uint, 0444);
 MODULE_PARM_DESC(poll_ms, "Polling mode: timer interval while traffic flows, in ms, 1..100 "
 			  "(default 1)");
 
-static unsigned int poll_idle_ms = 16;
+static unsigned int poll_idle_ms = 4;
 module_param(poll_idle_ms, uint, 0444);
 MODULE_PARM_DESC(poll_idle_ms, "Polling mode: longest interval when idle, in ms, poll_ms..100 "
-			       "(default 16); the interval doubles per idle tick up to this");
+			       "(default 4); the interval doubles per idle tick up to this");
 
 int ivnet_param_id(void)
 {
