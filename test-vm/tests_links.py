@@ -1,0 +1,143 @@
+# SPDX-License-Identifier: GPL-2.0
+"""In-guest tests of peer ids and link life cycles: module parameters, peers that leave by
+`ip link set down`, peers killed without a word (heartbeat loss), a replacement taking over a
+dead peer's slot. Every assertion is on what the guests printed, counted and carried."""
+
+import re
+import time
+
+import vm
+from vm import check
+
+KO = "/lib/modules/ivshmem_net.ko"
+PEER_ID = re.compile(r"ivshm0: peer id (\d+) \(([^)]*)\)")
+
+
+def no_splats(cluster):
+    s = cluster.splats()
+    check(not s, "kernel warnings/oopses in guest consoles: %s" % s)
+
+
+def up(guest, ip, params=""):
+    """insmod with `params`, address and up; returns (peer id, how it was obtained)."""
+    out = guest.run("insmod %s %s && ip addr add %s/24 dev ivshm0 && ip link set ivshm0 up "
+                    "&& dmesg | grep 'ivshm0: peer id' | tail -1" % (KO, params, ip),
+                    timeout=30, check=True).out
+    m = PEER_ID.search(out)
+    check(m, "%s: no 'peer id' line: %r" % (guest.name, out))
+    return int(m.group(1)), m.group(2)
+
+
+def wait_carrier(guest, want, timeout_s=10):
+    """Polls the carrier inside the guest every 20 ms; returns the ms it took to reach `want`."""
+    r = guest.run("i=0; while [ $i -lt %d ]; do "
+                  "[ \"$(cat /sys/class/net/ivshm0/carrier 2>/dev/null)\" = %d ] && "
+                  "{ echo ok $((i * 20)); exit 0; }; sleep 0.02; i=$((i + 1)); done; "
+                  "echo timeout" % (timeout_s * 50, want), timeout=timeout_s + 30)
+    check(r.out.startswith("ok"), "%s: carrier never became %d in %d s"
+          % (guest.name, want, timeout_s))
+    return int(r.out.split()[1])
+
+
+def counter(guest, name):
+    out = guest.run("ethtool -S ivshm0", check=True).out
+    m = re.search(r"^\s*%s: (\d+)$" % re.escape(name), out, re.M)
+    check(m, "%s: no counter %s in ethtool -S" % (guest.name, name))
+    return int(m.group(1))
+
+
+def ping(guest, ip, count=3):
+    r = guest.run("ping -c %d -W 3 %s" % (count, ip), timeout=40)
+    check(r.rc == 0 and " 0% packet loss" in r.out,
+          "%s: ping %s failed: %s" % (guest.name, ip, r.out))
+
+
+def test_bad_module_parameters_refused():
+    """Each out-of-range parameter makes insmod fail with a line naming it, binding nothing;
+    a valid `id=` is used as given."""
+    with vm.Cluster(["gA"]) as c:
+        a = c["gA"]
+        for params, text in [("max_peers=1", "max_peers=1 is out of range 2..=64"),
+                             ("max_peers=65", "max_peers=65 is out of range 2..=64"),
+                             ("id=8", "id=8 is out of range"),
+                             ("id=-2", "id=-2 is out of range"),
+                             ("poll_ms=0", "poll_ms=0 is out of range 1..=100"),
+                             ("poll_ms=5 poll_idle_ms=2", "poll_idle_ms=2 is out of range")]:
+            r = a.run("dmesg -c >/dev/null; insmod %s %s; echo rc=$?; dmesg; "
+                      "echo mods=$(lsmod | grep -c ivshmem_net) "
+                      "ifs=$(ls /sys/class/net | grep -c ivshm)" % (KO, params), timeout=30)
+            check("rc=0" not in r.out, "insmod %s succeeded: %s" % (params, r.out))
+            check(text in r.out, "insmod %s: expected %r in the log: %s" % (params, text, r.out))
+            check("mods=0 ifs=0" in r.out,
+                  "insmod %s left the module or an interface behind: %s" % (params, r.out))
+        me, how = up(a, "10.78.0.1", "id=5")
+        check((me, how) == (5, "id= parameter"), "id=5 gave peer id %d (%s)" % (me, how))
+        no_splats(c)
+
+
+def test_peer_ifdown_ifup_and_kill():
+    """`ip link set down` on B takes A's link down (left) and carrier off; up brings it back.
+    Killing B's VM outright is noticed by the heartbeat within ~1 s (counted once as a
+    heartbeat loss); a fresh B joins with a new slot and traffic flows again."""
+    with vm.Cluster(["gA", "gB"]) as c:
+        a, b = c["gA"], c["gB"]
+        up(a, "10.78.0.1")
+        b_id, _ = up(b, "10.78.0.2")
+        wait_carrier(a, 1)
+        ping(a, "10.78.0.2")
+
+        resets = counter(a, "peer%d_resets" % b_id)
+        b.run("ip link set ivshm0 down", check=True)
+        ms = wait_carrier(a, 0, timeout_s=5)
+        check(ms <= 2000, "A's carrier went off %d ms after B's ifdown (limit 2000)" % ms)
+        check(counter(a, "peer%d_resets" % b_id) == resets + 1, "B leaving not counted once")
+        b.run("ip link set ivshm0 up", check=True)
+        wait_carrier(a, 1)
+        ping(a, "10.78.0.2")
+        ping(b, "10.78.0.1")
+
+        losses = counter(a, "heartbeat_losses")
+        t0 = time.time()
+        b.kill()
+        ms = wait_carrier(a, 0, timeout_s=10)
+        took = time.time() - t0
+        check(took <= 4.0, "A noticed B's death only after %.1f s" % took)
+        out = a.run("dmesg | grep 'link to peer %d down' | tail -1" % b_id, check=True).out
+        check("(silent)" in out, "expected a 'down (silent)' line, got %r" % out)
+        check(counter(a, "heartbeat_losses") == losses + 1,
+              "B's death should count one heartbeat loss")
+
+        b.start()
+        b.wait_ready(c.boot_timeout)
+        new_id, how = up(b, "10.78.0.2")
+        check(new_id != b_id and how == "claimed a free slot",
+              "fresh B should take a free slot, not the dead one's: %d (%s)" % (new_id, how))
+        wait_carrier(a, 1)
+        ping(a, "10.78.0.2")
+        no_splats(c)
+
+
+def test_stale_slot_taken_over():
+    """With max_peers=2 both slots are held; when B dies, C finds no free slot, waits, sees
+    B's heartbeat frozen and takes over B's slot, and A talks to C."""
+    with vm.Cluster(["gA", "gB", "gC"]) as c:
+        a, b, cc = c["gA"], c["gB"], c["gC"]
+        up(a, "10.79.0.1", "max_peers=2")
+        b_id, _ = up(b, "10.79.0.2", "max_peers=2")
+        wait_carrier(a, 1)
+        b.kill()
+        wait_carrier(a, 0)
+        c_id, how = up(cc, "10.79.0.3", "max_peers=2")
+        check((c_id, how) == (b_id, "took over a stale slot"),
+              "C should take over B's slot %d: got %d (%s)" % (b_id, c_id, how))
+        wait_carrier(a, 1)
+        ping(a, "10.79.0.3")
+        ping(cc, "10.79.0.1")
+        no_splats(c)
+
+
+TESTS = [
+    test_bad_module_parameters_refused,
+    test_peer_ifdown_ifup_and_kill,
+    test_stale_slot_taken_over,
+]
