@@ -164,12 +164,12 @@ impl pci::Driver for IvshmemNet {
         } else {
             params.id
         };
-        let (me, claim) = layout::claim_slot(&shm, &geometry, want, token, time::msleep)
-        .map_err(|e| {
-            let (why, err) = describe(e);
-            dev_err!(dev, "no peer id: {} ({:?})", why, e);
-            err
-        })?;
+        let (me, claim) =
+            layout::claim_slot(&shm, &geometry, want, token, time::msleep).map_err(|e| {
+                let (why, err) = describe(e);
+                dev_err!(dev, "no peer id: {} ({:?})", why, e);
+                err
+            })?;
         let how = match (claim, doorbell, params.id.is_some()) {
             (Claim::Stale, _, _) => "took over a stale slot",
             (_, true, _) => "IVPosition",

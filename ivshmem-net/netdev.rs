@@ -58,9 +58,7 @@ const VERSION: &CStr = c_str!("0.1.0");
 
 /// The largest MTU a ring whose largest frame is `max_frame` bytes can carry.
 pub(crate) fn max_mtu(max_frame: u32) -> u32 {
-    max_frame
-        .saturating_sub(ETH_HLEN + VLAN_HLEN)
-        .min(MAX_MTU)
+    max_frame.saturating_sub(ETH_HLEN + VLAN_HLEN).min(MAX_MTU)
 }
 
 fn bit(j: u32) -> u64 {
@@ -342,10 +340,7 @@ impl Net {
         let ring = p.prod.ring();
         let bytes = ring.max_footprint(len);
         let (slots, bytes) = if wake {
-            (
-                (ring.slots() / 4).max(1),
-                bytes.max(ring.data_len() / 4),
-            )
+            ((ring.slots() / 4).max(1), bytes.max(ring.data_len() / 4))
         } else {
             (1, bytes)
         };
@@ -463,7 +458,13 @@ impl Net {
         if let Some(link) = ctl.links.get_mut(j as usize) {
             if link.up {
                 link.up = false;
-                dev_info!(&self.pdev, "{}: link to peer {} down ({})", dev.name(), j, why);
+                dev_info!(
+                    &self.pdev,
+                    "{}: link to peer {} down ({})",
+                    dev.name(),
+                    j,
+                    why
+                );
             }
         }
         self.stats.global.peer_resets.inc();
@@ -475,10 +476,9 @@ impl Net {
         let Ok(view) = link::read_peer(&self.shm, &self.geometry, j, self.me) else {
             return;
         };
-        let (Ok(our_epoch), Ok(our_ack)) = (
-            ctl.own.epoch(&self.shm, j),
-            ctl.own.acked(&self.shm, j),
-        ) else {
+        let (Ok(our_epoch), Ok(our_ack)) =
+            (ctl.own.epoch(&self.shm, j), ctl.own.acked(&self.shm, j))
+        else {
             return;
         };
         let Some(link) = ctl.links.get_mut(j as usize) else {
@@ -548,7 +548,13 @@ impl Net {
                 };
                 counter.inc();
                 global.inc();
-                dev_info!(&self.pdev, "{}: link to peer {} down ({})", dev.name(), j, why);
+                dev_info!(
+                    &self.pdev,
+                    "{}: link to peer {} down ({})",
+                    dev.name(),
+                    j,
+                    why
+                );
             }
         }
     }
@@ -645,8 +651,7 @@ impl Driver for Net {
         }
 
         let owner = self.others().find(|&j| {
-            tx.up & bit(j) != 0
-                && matches!(tx.peers.get(j as usize), Some(Some(p)) if p.mac == dst)
+            tx.up & bit(j) != 0 && matches!(tx.peers.get(j as usize), Some(Some(p)) if p.mac == dst)
         });
         let Some(j) = owner else {
             global.tx_drop_no_peer.inc();

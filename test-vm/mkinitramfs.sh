@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # SPDX-License-Identifier: GPL-2.0
 # Build the guest initramfs: busybox-static, the real ip/ethtool/iperf3 with their shared
-# libraries, /init and the test agent, and the module.
+# libraries, /init and the test agent, the ivnet-udp test tool, and the module.
 #
 #   mkinitramfs.sh OUT.cpio.gz MODULE.ko [EXTRA_BINARY...]
 set -euo pipefail
@@ -33,6 +33,12 @@ done
 # The dynamic loader is named by absolute path inside each binary.
 mkdir -p "$root/lib64"
 cp -L /lib64/ld-linux-x86-64.so.2 "$root/lib64/"
+
+# ivnet-udp: content-checked UDP datagrams for the data-path tests (busybox nc has no UDP);
+# static, so it needs no libraries in the image.
+cc=${CC:-$(command -v cc || command -v clang || true)}
+[ -n "$cc" ] || { echo "mkinitramfs: no C compiler (cc or clang) for guest/ivnet-udp.c" >&2; exit 1; }
+"$cc" -static -O2 -Wall -Werror -o "$root/usr/local/bin/ivnet-udp" "$here/guest/ivnet-udp.c"
 
 cp "$ko" "$root/lib/modules/ivshmem_net.ko"
 install -m 755 "$here/guest/init" "$root/init"

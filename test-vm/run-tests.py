@@ -19,6 +19,8 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 import vm  # noqa: E402
 import tests_foundation  # noqa: E402
+import tests_datapath  # noqa: E402
+import tests_links  # noqa: E402
 
 TOP = vm.TOP
 
@@ -161,7 +163,7 @@ def main():
     ap.add_argument("--list", action="store_true")
     args = ap.parse_args()
 
-    vm_tests = tests_foundation.TESTS
+    vm_tests = tests_foundation.TESTS + tests_datapath.TESTS + tests_links.TESTS
     if args.list:
         for t in HOST_TESTS + vm_tests:
             print(t.__name__)

@@ -178,6 +178,7 @@ class Guest:
             if p.exists():
                 p.unlink()
         self.log.touch()
+        self.buf = b""
         self.proc = subprocess.Popen(self.qemu_cmd(), stdin=subprocess.DEVNULL,
                                      stdout=subprocess.DEVNULL,
                                      stderr=open(VMDIR / ("%s.qemu.err" % self.name), "wb"),
@@ -302,11 +303,14 @@ class Cluster:
     "mem_mb", "args"}; a size gives that guest a private region of its own. With
     `doorbell=(socket_path, vectors)` the shared guests use ivshmem-doorbell through an
     ivshmem-server listening on that socket instead of ivshmem-plain.
+    `region_init` (bytes) is written at the start of the shared region file before the guests
+    boot (the file is then sized to `shm_size`), e.g. a header some other peer left there.
     """
 
     def __init__(self, guests=("gA", "gB"), shm_size=32 << 20, kernel=None, initrd=None,
-                 boot_timeout=90, doorbell=None):
+                 boot_timeout=90, doorbell=None, region_init=None):
         self.doorbell = doorbell
+        self.region_init = region_init
         self.kernel = Path(kernel or BUILD / "guest" / "bzImage")
         self.initrd = Path(initrd or BUILD / "initramfs.cpio.gz")
         for p in (self.kernel, self.initrd):
@@ -347,6 +351,10 @@ class Cluster:
         return self.guests[i]
 
     def start(self):
+        if self.region_init is not None:
+            with open(self.shm_path, "wb") as f:
+                f.write(self.region_init)
+                f.truncate(self.shm_size)
         for g in self.guests:
             g.start()
         for g in self.guests:
@@ -377,6 +385,11 @@ class Cluster:
         """The first 4 KiB of the shared region file, as the host sees it."""
         with open(self.shm_path, "rb") as f:
             return f.read(4096)
+
+    def region_bytes(self):
+        """The whole shared region file, as the host sees it."""
+        with open(self.shm_path, "rb") as f:
+            return f.read()
 
     def region_nonce(self):
         lo, hi = struct.unpack_from("<II", self.region_header(), 0x38)

@@ -1,0 +1,819 @@
+# SPDX-License-Identifier: GPL-2.0
+"""In-guest tests of the data path: the `ivshm0` netdev carrying IPv4/IPv6, TCP and UDP between
+guests, its MTU range, its ethtool interface and counters, a peer leaving and coming back,
+three guests, and a region of another layout version.
+
+Every check asserts on what the guests really did (dmesg, sysfs, ethtool, checksums computed
+in the guests, the region file as the host sees it); every wait has a deadline.
+
+The two-guest tests share one booted pair (`pair()`): each leaves it as it found it (links up,
+addresses set, MTU 1500), and a test that fails throws the pair away so the next one boots a
+fresh one. Tests with other clusters drop the pair first, so idle guests do not steal CPU.
+"""
+
+import contextlib
+import itertools
+import json
+import re
+import secrets
+import struct
+import time
+
+import vm
+from vm import Failed, check
+
+KO = "/lib/modules/ivshmem_net.ko"
+# busybox's sh runs its own `ip` applet before PATH; the real iproute2 is needed for -j/-d.
+IP = "/usr/local/bin/ip"
+ETHTOOL = "/usr/local/bin/ethtool"
+IFACE = "ivshm0"
+SYS = "/sys/class/net/%s" % IFACE
+MAX_PEERS = 8
+MAX_MTU = 65535  # with the 32 MiB region of these tests
+
+PEER_LINE = re.compile(
+    r"ivshmem_net (\S+): ivshm0: peer id (\d+) \((claimed a free slot|took over a stale slot|"
+    r"id= parameter|IVPosition)\), MAC ([0-9a-fA-F:]{17}), max MTU (\d+)")
+LINK_LINE = re.compile(
+    r"ivshmem_net (\S+): ivshm0: link to peer (\d+) (?:\(([0-9a-fA-F:]{17})\) (up)|"
+    r"(down) \((left|silent|restarted|garbage|reset)\))")
+
+GLOBAL_STATS = ["tx_packets", "tx_bytes", "rx_packets", "rx_bytes", "tx_ring_full",
+                "tx_drop_no_peer", "tx_drop_too_big", "tx_drop_error", "rx_drop_nomem",
+                "rx_polls", "rx_bad_desc", "peer_resets", "heartbeat_losses"]
+PEER_STATS = ["tx_packets", "tx_bytes", "rx_packets", "rx_bytes", "tx_ring_full", "bad_desc",
+              "resets", "heartbeat_losses"]
+
+ETH_HDR = 14
+IPV4_HDR = 20
+UDP_HDR = 8
+ICMP_HDR = 8
+
+_ports = itertools.count(5001)
+
+# Shell helper: NOW = milliseconds of guest uptime, without forking (busybox date has no %N).
+NOW_MS = 'now_ms() { read up _ < /proc/uptime; NOW=$(( ${up%.*} * 1000 + 1${up#*.} * 10 - 1000 )); }\n'
+
+
+def no_splats(cluster):
+    s = cluster.splats()
+    check(not s, "kernel warnings/oopses in guest consoles: %s" % s)
+
+
+# ---------------------------------------------------------------- one guest's side
+
+class Node:
+    """A guest with the driver loaded: its addresses and what its dmesg said about it."""
+
+    def __init__(self, guest, n):
+        self.g = guest
+        self.name = guest.name
+        self.n = n
+        self.ip4 = "10.77.0.%d" % n
+        self.ip6 = "fd77::%d" % n
+        self.kmsg = ""      # everything read with `dmesg -c` so far
+        self.mark = 0       # offset in kmsg where the current netdev's lines start
+        self.pci = self.id = self.mac = self.how = None
+        self.max_mtu = None
+
+    def run(self, script, timeout=60, check=False):
+        return self.g.run(script, timeout=timeout, check=check)
+
+    def read_kmsg(self):
+        out = self.run("dmesg -c", timeout=30, check=True).out
+        self.kmsg += out
+        return out
+
+    def current_kmsg(self):
+        return self.kmsg[self.mark:]
+
+    def load(self):
+        """insmod, parse the `peer id` line, bring ivshm0 up with its addresses."""
+        self.read_kmsg()
+        self.mark = len(self.kmsg)
+        r = self.run("insmod %s; echo insmod_rc=$?; [ -d %s ] && echo has_netdev" % (KO, SYS),
+                     timeout=60)
+        self.read_kmsg()
+        check("insmod_rc=0" in r.out, "%s: insmod failed: %s" % (self.name, r.out))
+        check("has_netdev" in r.out, "%s: no %s netdev after insmod; dmesg:\n%s"
+              % (self.name, IFACE, self.current_kmsg()[-2000:]))
+        peers = PEER_LINE.findall(self.current_kmsg())
+        check(len(peers) == 1, "%s: expected one 'ivshm0: peer id' line after insmod, got %d:\n%s"
+              % (self.name, len(peers), self.current_kmsg()[-2000:]))
+        pci, pid, how, mac, max_mtu = peers[0]
+        self.pci, self.id, self.how, self.mac = pci, int(pid), how, mac.lower()
+        self.max_mtu = int(max_mtu)
+        self.up()
+
+    def up(self):
+        self.run("set -e; {ip} link set {i} up; {ip} addr add {a4}/24 dev {i}; "
+                 "{ip} -6 addr add {a6}/64 dev {i} nodad"
+                 .format(ip=IP, i=IFACE, a4=self.ip4, a6=self.ip6), timeout=30, check=True)
+
+    def link_info(self):
+        r = self.run("%s -d -j link show %s" % (IP, IFACE), timeout=30, check=True)
+        return json.loads(r.out)[0]
+
+    def links(self):
+        """{peer id: (state, mac or reason)} from this netdev's dmesg lines, latest wins."""
+        state = {}
+        for _pci, peer, mac, up, down, why in LINK_LINE.findall(self.current_kmsg()):
+            state[int(peer)] = ("up", mac.lower()) if up else ("down", why)
+        return state
+
+    def wait_carrier(self, want, timeout=15):
+        """Polls the carrier in the guest every 50 ms; returns the ms it took."""
+        r = self.run(NOW_MS + """
+now_ms; t0=$NOW; c=none
+while :; do
+    read c < {sys}/carrier 2>/dev/null
+    now_ms
+    [ "$c" = "{want}" ] && {{ echo "carrier=$c after $((NOW - t0)) ms"; exit 0; }}
+    [ $((NOW - t0)) -gt {ms} ] && {{ echo "carrier=$c after $((NOW - t0)) ms"; exit 1; }}
+    usleep 50000
+done""".format(sys=SYS, want=want, ms=timeout * 1000), timeout=timeout + 30)
+        check(r.rc == 0, "%s: carrier did not become %s within %d s: %s"
+              % (self.name, want, timeout, r.out.strip()))
+        return int(re.search(r"after (\d+) ms", r.out).group(1))
+
+    def stats(self):
+        """ethtool -S as an ordered list of (name, value)."""
+        r = self.run("%s -S %s" % (ETHTOOL, IFACE), timeout=30)
+        check(r.rc == 0, "%s: ethtool -S failed: %s" % (self.name, r.out))
+        rows = []
+        for line in r.out.splitlines():
+            if not line.strip() or line.startswith("NIC statistics"):
+                continue
+            m = re.match(r"^\s+(\S+): (\d+)$", line)
+            check(m, "%s: ethtool -S line not 'name: number': %r" % (self.name, line))
+            rows.append((m.group(1), int(m.group(2))))
+        return rows
+
+    def stat_dict(self):
+        return dict(self.stats())
+
+    def ndo_stats(self):
+        """The netdev's own counters (ndo_get_stats64) two ways: sysfs and `ip -s -j link`."""
+        r = self.run("for f in tx_packets tx_bytes rx_packets rx_bytes; do "
+                     "echo $f $(cat %s/statistics/$f); done; %s -s -j link show %s"
+                     % (SYS, IP, IFACE), timeout=30, check=True)
+        lines = r.out.splitlines()
+        sysfs = {k: int(v) for k, v in (l.split() for l in lines[:4])}
+        s64 = json.loads("\n".join(lines[4:]))[0]["stats64"]
+        ipj = {"tx_packets": s64["tx"]["packets"], "tx_bytes": s64["tx"]["bytes"],
+               "rx_packets": s64["rx"]["packets"], "rx_bytes": s64["rx"]["bytes"]}
+        return sysfs, ipj
+
+    def snmp_ip(self):
+        r = self.run("grep '^Ip:' /proc/net/snmp", timeout=30, check=True)
+        names, values = [l.split()[1:] for l in r.out.splitlines()[:2]]
+        return dict(zip(names, map(int, values)))
+
+
+def bring_up(nodes, timeout=20):
+    """Loads the driver in every node (in parallel), waits for carrier on each and for every
+    node to report its link to every other one up, with the MAC that node has."""
+    cl = nodes[0].g.cluster
+    cl.parallel(lambda g: next(n for n in nodes if n.g is g).load(), [n.g for n in nodes])
+    ids = [n.id for n in nodes]
+    check(len(set(ids)) == len(ids), "peer ids not distinct: %s" %
+          {n.name: n.id for n in nodes})
+    for n in nodes:
+        check(0 <= n.id < MAX_PEERS, "%s: peer id %d outside 0..%d" % (n.name, n.id, MAX_PEERS))
+    wait_links(nodes, timeout)
+    cl.parallel(lambda g: next(n for n in nodes if n.g is g).wait_carrier(1, timeout),
+                [n.g for n in nodes])
+
+
+def wait_links(nodes, timeout=20):
+    deadline = time.time() + timeout
+    while True:
+        missing = []
+        for n in nodes:
+            n.read_kmsg()
+            links = n.links()
+            for o in nodes:
+                if o is not n and links.get(o.id) != ("up", o.mac):
+                    missing.append("%s sees peer %d (%s) as %s" % (n.name, o.id, o.mac,
+                                                                   links.get(o.id)))
+        if not missing:
+            return
+        if time.time() > deadline:
+            raise Failed("links not all up after %d s (expected 'link to peer J (MAC) up' "
+                         "lines): %s" % (timeout, "; ".join(missing)))
+        time.sleep(0.5)
+
+
+def ping(src, addr, count=3, size=None, deadline=30, need=None):
+    """busybox ping from src; checks that `need` (default: all) replies came back."""
+    need = count if need is None else need
+    r = src.run("ping -c %d %s -w %d %s" % (count, "-s %d" % size if size else "", deadline, addr),
+                timeout=deadline + 30)
+    m = re.search(r"(\d+) packets transmitted, (\d+) packets received", r.out)
+    got = int(m.group(2)) if m else 0
+    check(m and got >= need, "%s: ping %s%s: %d of %d replies (needed %d):\n%s"
+          % (src.name, addr, " -s %d" % size if size else "", got, count, need, r.out[-1500:]))
+    return got
+
+
+def ping_until(src, addr, size=None, timeout=20):
+    """One reply within `timeout` s, for after a change that may bounce the link."""
+    deadline = time.time() + timeout
+    while True:
+        r = src.run("ping -c 1 -w 2 %s %s" % ("-s %d" % size if size else "", addr), timeout=40)
+        if r.rc == 0 and " 1 packets received" in r.out:
+            return
+        if time.time() > deadline:
+            raise Failed("%s: no reply from %s%s within %d s:\n%s" % (
+                src.name, addr, " (-s %d)" % size if size else "", timeout, r.out[-800:]))
+
+
+# ---------------------------------------------------------------- counters
+
+def traffic(stats):
+    """The counters that move only with frames (rx_polls, for one, ticks with the timer)."""
+    return {k: v for k, v in stats.items() if k.endswith(("_packets", "_bytes"))}
+
+
+def quiet_stats(nodes, timeout=30):
+    """ethtool -S of every node, taken when no frames move: two consecutive rounds 0.5 s apart
+    agree on every packet and byte counter of every node. Also checks that no counter went
+    backwards."""
+    deadline = time.time() + timeout
+    prev = None
+    while True:
+        cur = [n.stat_dict() for n in nodes]
+        if prev is not None:
+            for n, p, c in zip(nodes, prev, cur):
+                back = [k for k in p if k in c and c[k] < p[k]]
+                check(not back, "%s: counters went backwards: %s" % (
+                    n.name, {k: (p[k], c[k]) for k in back}))
+            if [traffic(x) for x in cur] == [traffic(x) for x in prev]:
+                return cur
+        if time.time() > deadline:
+            raise Failed("counters never settled within %d s (traffic kept flowing?)" % timeout)
+        prev = cur
+        time.sleep(0.5)
+
+
+def delta(before, after, name):
+    check(name in before and name in after, "ethtool -S has no %s" % name)
+    d = after[name] - before[name]
+    check(d >= 0, "%s decreased: %d -> %d" % (name, before[name], after[name]))
+    return d
+
+
+def check_ndo_matches_ethtool(node, tries=5):
+    """sysfs and `ip -s link` (ndo_get_stats64) equal the ethtool globals; read between two
+    equal ethtool readings so that no frame moved in between."""
+    for _ in range(tries):
+        e1 = node.stat_dict()
+        sysfs, ipj = node.ndo_stats()
+        e2 = node.stat_dict()
+        if traffic(e1) != traffic(e2):
+            time.sleep(0.5)
+            continue
+        for k in ("tx_packets", "tx_bytes", "rx_packets", "rx_bytes"):
+            check(sysfs[k] == e1[k] == ipj[k],
+                  "%s: %s: sysfs %d, ip -s link %d, ethtool -S %d" % (
+                      node.name, k, sysfs[k], ipj[k], e1[k]))
+        return
+    raise Failed("%s: counters kept moving; could not compare ndo stats with ethtool" % node.name)
+
+
+# ---------------------------------------------------------------- transfers
+
+def tcp_transfer(src, dst, nbytes, timeout):
+    """Streams nbytes from /dev/urandom on src through `tee` into sha256sum and busybox nc to
+    dst, where nc's output goes into sha256sum and wc -c. Checks both sums and the byte count;
+    returns the sender's elapsed seconds. Nothing is stored: both sides run in pipes."""
+    port = next(_ports)
+    p = "/tmp/tcprx%d" % port
+    dst.run("""
+rm -f {p}.*; mkfifo {p}.hold {p}.cnt
+(
+    exec 7<>{p}.hold   # nc's stdin: never readable, never EOF, so nc never half-closes early
+    wc -c < {p}.cnt > {p}.bytes &
+    timeout {t} nc -l -p {port} <&7 | tee {p}.cnt | sha256sum > {p}.sum
+    wait
+    echo done > {p}.done
+) </dev/null >{p}.log 2>&1 &
+i=0
+while [ $i -lt 200 ]; do
+    netstat -ltn 2>/dev/null | grep -q ':{port} ' && exit 0
+    usleep 50000; i=$((i + 1))
+done
+echo "receiver never listened on {port}"; cat {p}.log; exit 1
+""".format(p=p, port=port, t=timeout + 60), timeout=60, check=True)
+
+    p = "/tmp/tcptx%d" % port
+    r = src.run(NOW_MS + """
+rm -f {p}.*; mkfifo {p}.f
+sha256sum < {p}.f > {p}.sum &
+now_ms; t0=$NOW
+head -c {n} /dev/urandom | tee {p}.f | timeout {t} nc {addr} {port}
+rc=$?
+now_ms; t1=$NOW
+wait
+echo "nc_rc=$rc ms=$((t1 - t0)) sum=$(cut -d' ' -f1 {p}.sum)"
+""".format(p=p, n=nbytes, t=timeout, addr=dst.ip4, port=port), timeout=timeout + 60)
+    p = "/tmp/tcprx%d" % port
+    m = re.search(r"nc_rc=(\d+) ms=(\d+) sum=([0-9a-f]*)", r.out)
+    check(m, "%s: sender script failed (rc=%d):\n%s" % (src.name, r.rc, r.out[-1500:]))
+    nc_rc, ms, tx_sum = int(m.group(1)), int(m.group(2)), m.group(3)
+
+    rr = dst.run("""
+i=0
+while [ ! -e {p}.done ] && [ $i -lt 600 ]; do usleep 100000; i=$((i + 1)); done
+echo "done=$(cat {p}.done 2>/dev/null) bytes=$(cat {p}.bytes 2>/dev/null) sum=$(cut -d' ' -f1 {p}.sum 2>/dev/null)"
+cat {p}.log
+""".format(p=p), timeout=120)
+    m2 = re.search(r"done=(\w*) bytes=(\d*) sum=([0-9a-f]*)", rr.out)
+    what = "TCP %s -> %s, %d MiB" % (src.name, dst.name, nbytes >> 20)
+    check(m2 and m2.group(1) == "done",
+          "%s: receiver did not finish within 60 s of the sender:\n%s\nsender: %s"
+          % (what, rr.out[-1500:], r.out[-500:]))
+    rx_bytes, rx_sum = int(m2.group(2) or -1), m2.group(3)
+    check(nc_rc == 0, "%s: sender's nc exited %d after %d ms (timeout %d s):\n%s"
+          % (what, nc_rc, ms, timeout, r.out[-1500:]))
+    check(rx_bytes == nbytes, "%s: receiver got %d bytes of %d" % (what, rx_bytes, nbytes))
+    check(len(tx_sum) == 64 and tx_sum == rx_sum,
+          "%s: sha256 differs: sent %s, received %s" % (what, tx_sum, rx_sum))
+    secs = ms / 1000.0
+    print("    info: %s in %.1f s: %.2f MB/s (sha256 %s...)"
+          % (what, secs, nbytes / 1e6 / max(secs, 0.001), tx_sum[:16]), flush=True)
+    return secs
+
+
+def udp_exchange(src, dst, sizes, repeat, ack_timeout=10):
+    """ivnet-udp: `repeat` datagrams of each size src -> dst, each acknowledged before the next;
+    the receiver checks every byte. Checks that each datagram arrived intact exactly once and
+    that both sides' digests agree. Returns the sizes sent."""
+    port = next(_ports)
+    n = len(sizes) * repeat
+    lim = n * ack_timeout + 60
+    dst.run("""
+rm -f /tmp/udp{port}.*
+( timeout {lim} ivnet-udp recv {port} {n} {lim} > /tmp/udp{port}.log 2>&1
+  echo $? > /tmp/udp{port}.rc ) </dev/null >/dev/null 2>&1 &
+i=0
+while ! grep -q listening /tmp/udp{port}.log 2>/dev/null; do
+    [ $i -gt 200 ] && {{ echo "receiver did not start"; cat /tmp/udp{port}.log; exit 1; }}
+    usleep 50000; i=$((i + 1))
+done
+""".format(port=port, n=n, lim=lim), timeout=60, check=True)
+    s = src.run("ivnet-udp send %s %d %s %d %d" % (dst.ip4, port, ",".join(map(str, sizes)),
+                                                   repeat, ack_timeout), timeout=lim + 30)
+    r = dst.run("""
+i=0
+while [ ! -e /tmp/udp{port}.rc ] && [ $i -lt 300 ]; do usleep 100000; i=$((i + 1)); done
+echo "rc=$(cat /tmp/udp{port}.rc 2>/dev/null)"; cat /tmp/udp{port}.log
+""".format(port=port), timeout=90)
+    what = "UDP %s -> %s" % (src.name, dst.name)
+    sent = re.findall(r"^tx (\d+) (\d+) (\S+)(?: ([0-9a-f]{16}))?$", s.out, re.M)
+    got = re.findall(r"^rx (\d+) (\d+) (ok|bad) (\S+)$", r.out, re.M)
+    bad = [g for g in got if g[2] != "ok"]
+    check(not bad, "%s: datagrams arrived damaged: %s\nreceiver:\n%s" % (what, bad, r.out[-2000:]))
+    unacked = [x for x in sent if x[2] != "acked"]
+    check(s.rc == 0 and not unacked and len(sent) == n,
+          "%s: sender rc=%d, %d of %d sent, not acknowledged: %s\nsender:\n%s\nreceiver:\n%s"
+          % (what, s.rc, len(sent), n, unacked, s.out[-1500:], r.out[-1500:]))
+    check([(a, b, d) for a, b, _, d in sent] == [(a, b, d) for a, b, _, d in got],
+          "%s: receiver's list of datagrams differs from the sender's:\nsent %s\ngot  %s"
+          % (what, sent, got))
+    check("rc=0" in r.out, "%s: receiver exited unhappy:\n%s" % (what, r.out[-1500:]))
+    return [int(a) for a, _, _, _ in sent]
+
+
+def udp_frames(payload, mtu=1500):
+    """(frames, bytes) an IPv4 UDP datagram takes on the wire (Ethernet header, no FCS)."""
+    ip_payload = payload + UDP_HDR
+    per = (mtu - IPV4_HDR) // 8 * 8
+    frags = 1 if ip_payload + IPV4_HDR <= mtu else -(-ip_payload // per)
+    return frags, ip_payload + frags * (IPV4_HDR + ETH_HDR)
+
+
+# ---------------------------------------------------------------- the shared pair
+
+class _Pair:
+    def __init__(self):
+        self.cluster = vm.Cluster(["gA", "gB"])
+        self.born = time.time()
+        try:
+            self.cluster.start()
+            self.nodes = [Node(self.cluster["gA"], 1), Node(self.cluster["gB"], 2)]
+            bring_up(self.nodes)
+        except BaseException:
+            self.cluster.close()
+            raise
+
+    def healthy(self):
+        # Reboot well before QEMU's hard time limit could cut a long test short.
+        young = time.time() - self.born < vm.QEMU_HARD_LIMIT_S / 3
+        return young and all(g.proc.poll() is None for g in self.cluster.guests)
+
+
+_pair = None
+
+
+def _drop_pair():
+    global _pair
+    if _pair is not None:
+        p, _pair = _pair, None
+        p.cluster.close()
+
+
+@contextlib.contextmanager
+def pair():
+    """Two guests (gA = 10.77.0.1, gB = 10.77.0.2) with ivshm0 up and linked. Reused by the
+    next test if this one passes; thrown away if it fails."""
+    global _pair
+    if _pair is not None and not _pair.healthy():
+        _drop_pair()
+    if _pair is None:
+        _pair = _Pair()
+    ok = False
+    try:
+        yield _pair.nodes
+        no_splats(_pair.cluster)
+        ok = True
+    finally:
+        if not ok:
+            _drop_pair()
+
+
+# ---------------------------------------------------------------- two guests
+
+def test_pair_ping_ipv4_ipv6_and_ethtool():
+    """Both guests get distinct peer ids and locally administered MACs, each reports its link to
+    the other up with the other's MAC; IPv4 and IPv6 (ULA, and link-local with %ivshm0: ND over
+    multicast) ping both ways; ethtool -i/-g/-S have the promised shape."""
+    with pair() as (a, b):
+        hdr = a.g.cluster.region_header()
+        ring_slots = struct.unpack_from("<I", hdr, 0x1c)[0]
+        for n, o in ((a, b), (b, a)):
+            info = n.link_info()
+            first = int(n.mac.split(":")[0], 16)
+            check(first & 2 and not first & 1,
+                  "%s: MAC %s is not a locally administered unicast address" % (n.name, n.mac))
+            check(info["address"].lower() == n.mac,
+                  "%s: dmesg says MAC %s, the netdev has %s" % (n.name, n.mac, info["address"]))
+            check(n.max_mtu == MAX_MTU and info.get("max_mtu") == MAX_MTU
+                  and info.get("min_mtu") == 68,
+                  "%s: expected MTU range 68..%d: dmesg max %s, netdev %s..%s" % (
+                      n.name, MAX_MTU, n.max_mtu, info.get("min_mtu"), info.get("max_mtu")))
+            check(info["mtu"] == 1500, "%s: default MTU %s, expected 1500" % (n.name, info["mtu"]))
+            check(n.links().get(o.id) == ("up", o.mac),
+                  "%s: no 'link to peer %d (%s) up' line" % (n.name, o.id, o.mac))
+
+        ping(a, b.ip4)
+        ping(b, a.ip4)
+        ping(a, b.ip6)
+        ping(b, a.ip6)
+        # Link-local addresses: wait until DAD is over (no longer tentative), then ping with a
+        # scope; neighbour discovery runs over multicast.
+        lladdr = {}
+        for n in (a, b):
+            r = n.run("""
+i=0
+while [ $i -lt 100 ]; do
+    {ip} -6 -o addr show dev {i} scope link | grep -v tentative | grep -o 'fe80::[0-9a-f:]*' && exit 0
+    usleep 100000; i=$((i + 1))
+done
+{ip} -6 addr show dev {i}; exit 1""".format(ip=IP, i=IFACE), timeout=60)
+            check(r.rc == 0, "%s: no usable link-local address within 10 s:\n%s" % (n.name, r.out))
+            lladdr[n.name] = r.out.split()[0]
+        ping(a, "%s%%%s" % (lladdr[b.name], IFACE))
+        ping(b, "%s%%%s" % (lladdr[a.name], IFACE))
+
+        for n in (a, b):
+            r = n.run("%s -i %s" % (ETHTOOL, IFACE), timeout=30, check=True)
+            kv = dict(re.findall(r"^([\w-]+): ?(.*)$", r.out, re.M))
+            check(kv.get("driver") == "ivshmem_net" and kv.get("version") == "0.1.0"
+                  and kv.get("bus-info") == n.pci,
+                  "%s: ethtool -i: expected driver ivshmem_net, version 0.1.0, bus-info %s:\n%s"
+                  % (n.name, n.pci, r.out))
+
+            r = n.run("%s -g %s" % (ETHTOOL, IFACE), timeout=30, check=True)
+            sect = {}
+            cur = None
+            for line in r.out.splitlines():
+                if line.startswith("Pre-set maximums"):
+                    cur = sect.setdefault("max", {})
+                elif line.startswith("Current hardware settings"):
+                    cur = sect.setdefault("cur", {})
+                elif cur is not None and ":" in line:
+                    k, v = line.split(":", 1)
+                    cur[k.strip()] = v.strip()
+            vals = [sect.get(s, {}).get(k) for s in ("max", "cur") for k in ("RX", "TX")]
+            check(vals == [str(ring_slots)] * 4,
+                  "%s: ethtool -g: RX/TX maximum and current should all be the region's %d "
+                  "descriptor slots per ring, got %s:\n%s" % (n.name, ring_slots, vals, r.out))
+            check(ring_slots and ring_slots & (ring_slots - 1) == 0,
+                  "ring slots %d not a power of two" % ring_slots)
+
+            rows = n.stats()
+            names = [k for k, _ in rows]
+            peer_names = ["peer%d_%s" % (j, s) for j in range(MAX_PEERS) if j != n.id
+                          for s in PEER_STATS]
+            check(names[:len(GLOBAL_STATS)] == GLOBAL_STATS,
+                  "%s: ethtool -S should start with the global counters %s, got %s"
+                  % (n.name, GLOBAL_STATS, names[:len(GLOBAL_STATS)]))
+            rest = names[len(GLOBAL_STATS):]
+            check(sorted(rest) == sorted(peer_names) and len(rest) == len(set(rest)),
+                  "%s (peer id %d): per-peer counters wrong: missing %s, unexpected %s" % (
+                      n.name, n.id, sorted(set(peer_names) - set(rest)),
+                      sorted(set(rest) - set(peer_names))))
+            s = dict(rows)
+            check(s["peer%d_rx_packets" % (b.id if n is a else a.id)] > 0
+                  and s["peer%d_tx_packets" % (b.id if n is a else a.id)] > 0,
+                  "%s: after the pings the counters of the peer show no traffic: %s" % (n.name, s))
+            check_ndo_matches_ethtool(n)
+
+
+def test_pair_tcp_256mib_sha256():
+    """256 MiB over TCP gA -> gB: the sha256 the sender computed of what it sent equals the one
+    the receiver computed of what it got, and the byte count matches."""
+    with pair() as (a, b):
+        tcp_transfer(a, b, 256 << 20, timeout=1200)
+
+
+UDP_SIZES = [64, 512, 1400, 1472, 1500, 4000, 9000, 32000, 64000]
+
+
+def test_pair_udp_sizes_and_counters():
+    """UDP datagrams of 64 B..64000 B (fragmented at MTU 1500) arrive intact both ways; then,
+    with traffic quiet, what each side counts as sent to the other equals what the other counts
+    as received from it, is at least the frames and bytes those datagrams take on the wire (and
+    not much more), and the netdev's own stats equal the ethtool globals."""
+    repeat = 2
+    with pair() as (a, b):
+        before = quiet_stats([a, b])
+        sent_ab = udp_exchange(a, b, UDP_SIZES, repeat)
+        sent_ba = udp_exchange(b, a, UDP_SIZES, repeat)
+        after = quiet_stats([a, b])
+        ack = udp_frames(12)
+        for (src, dst, si, di, sent_fwd, sent_back) in (
+                (a, b, 0, 1, sent_ab, sent_ba), (b, a, 1, 0, sent_ba, sent_ab)):
+            # src -> dst carries src's datagrams and its acks of dst's.
+            frames = sum(udp_frames(x)[0] for x in sent_fwd) + len(sent_back) * ack[0]
+            nbytes = sum(udp_frames(x)[1] for x in sent_fwd) + len(sent_back) * ack[1]
+            tx_p = delta(before[si], after[si], "peer%d_tx_packets" % dst.id)
+            tx_b = delta(before[si], after[si], "peer%d_tx_bytes" % dst.id)
+            rx_p = delta(before[di], after[di], "peer%d_rx_packets" % src.id)
+            rx_b = delta(before[di], after[di], "peer%d_rx_bytes" % src.id)
+            what = "%s -> %s" % (src.name, dst.name)
+            check(tx_p == rx_p and tx_b == rx_b,
+                  "%s: sender counted %d frames/%d bytes to the peer, receiver %d/%d from it"
+                  % (what, tx_p, tx_b, rx_p, rx_b))
+            check(frames <= tx_p <= frames + 100 and nbytes <= tx_b <= nbytes + (64 << 10),
+                  "%s: %d frames/%d bytes counted; the datagrams and acks alone take %d/%d "
+                  "(allowing 100 frames / 64 KiB of ARP, ND, MLD)" % (what, tx_p, tx_b, frames,
+                                                                     nbytes))
+        for i, n in enumerate((a, b)):
+            # One peer only: the globals are that peer's counters.
+            o = b if n is a else a
+            for k in ("tx_packets", "tx_bytes", "rx_packets", "rx_bytes"):
+                g = delta(before[i], after[i], k)
+                p = delta(before[i], after[i], "peer%d_%s" % (o.id, k))
+                check(g == p, "%s: global %s grew by %d, peer%d_%s by %d (only one peer)"
+                      % (n.name, k, g, o.id, k, p))
+            # (Heartbeat losses and resets are left alone: a host busy enough can stall a
+            # TCG guest for longer than the heartbeat timeout.)
+            for k in ("rx_bad_desc", "peer%d_bad_desc" % o.id, "tx_drop_error"):
+                check(delta(before[i], after[i], k) == 0,
+                      "%s: %s grew during clean traffic" % (n.name, k))
+            check_ndo_matches_ethtool(n)
+
+
+def _set_mtu(nodes, mtu):
+    for n in nodes:
+        r = n.run("{ip} link set {i} mtu {m}; echo rc=$?; cat {s}/mtu"
+                  .format(ip=IP, i=IFACE, m=mtu, s=SYS), timeout=30)
+        check(r.out.split() == ["rc=0", str(mtu)],
+              "%s: setting MTU %d while up: %s" % (n.name, mtu, r.out))
+        check("UP" in n.link_info()["flags"], "%s: interface not up after MTU %d"
+              % (n.name, mtu))
+    for n in nodes:
+        n.wait_carrier(1)
+
+
+def _ping_unfragmented(src, dst, size, count=3):
+    """`size`-byte pings src -> dst that neither side fragments or reassembles (frames larger
+    than 1500 on the wire), counted in the peer counters at their full length."""
+    ping_until(src, dst.ip4, size)
+    s0, d0 = src.snmp_ip(), dst.snmp_ip()
+    e0 = src.stat_dict()
+    ping(src, dst.ip4, count=count, size=size)
+    s1, d1 = src.snmp_ip(), dst.snmp_ip()
+    e1 = src.stat_dict()
+    for who, x0, x1 in ((src, s0, s1), (dst, d0, d1)):
+        for k in ("FragCreates", "ReasmReqds"):
+            check(x1[k] == x0[k], "%s: %s grew by %d during %d-byte pings at MTU >= %d"
+                  % (who.name, k, x1[k] - x0[k], size, size + 28))
+    frame = size + ICMP_HDR + IPV4_HDR + ETH_HDR
+    tx_b = delta(e0, e1, "peer%d_tx_bytes" % dst.id)
+    check(tx_b >= count * frame,
+          "%s: %d-byte pings: peer%d_tx_bytes grew by %d, at least %d expected"
+          % (src.name, size, dst.id, tx_b, count * frame))
+
+
+def test_pair_mtu_9000_65535_tcp_and_ping():
+    """MTU changes while up: out-of-range values are refused; at 9000 and at 65535 both ways,
+    pings larger than 1500 travel unfragmented and 64 MiB over TCP keep their sha256. At 1500
+    the same 8000-byte ping is fragmented, which shows the fragmentation check can see it."""
+    with pair() as (a, b):
+        for bad in (67, MAX_MTU + 1):
+            r = a.run("%s link set %s mtu %d; echo rc=$?; cat %s/mtu" % (IP, IFACE, bad, SYS),
+                      timeout=30)
+            check("rc=0" not in r.out and r.out.split()[-1] == "1500",
+                  "gA: MTU %d should be refused and leave 1500: %s" % (bad, r.out))
+
+        s0 = a.snmp_ip()
+        ping(a, b.ip4, count=2, size=8000)
+        check(a.snmp_ip()["FragCreates"] > s0["FragCreates"],
+              "at MTU 1500 an 8000-byte ping should be fragmented (FragCreates unchanged)")
+
+        _set_mtu([a, b], 9000)
+        _ping_unfragmented(a, b, 8000)
+        _ping_unfragmented(b, a, 8000)
+        tcp_transfer(a, b, 64 << 20, timeout=900)
+
+        _set_mtu([a, b], MAX_MTU)
+        _ping_unfragmented(a, b, 65000)
+        _ping_unfragmented(b, a, 65000)
+        tcp_transfer(b, a, 64 << 20, timeout=900)
+
+        _set_mtu([a, b], 1500)
+        ping_until(a, b.ip4, 8000)
+        ping(a, b.ip4)
+
+
+def test_pair_rmmod_drops_carrier_reload_restores():
+    """rmmod in gA: gB's carrier goes to 0 within 2 s of the rmmod command (measured in gB
+    every 50 ms against gB's clock, mapped to the host's), and gB logs the link down as 'left'.
+    insmod + up + addresses in gA alone bring the link and pings both ways back."""
+    with pair() as (a, b):
+        old_id = a.id
+        b.read_kmsg()
+        r = b.run("""
+rm -f /tmp/car.log
+( i=0
+  while [ $i -lt 400 ]; do
+      read up _ < /proc/uptime; read c < {s}/carrier
+      echo "$up $c" >> /tmp/car.log
+      [ "$c" = 0 ] && break
+      usleep 50000; i=$((i + 1))
+  done
+  echo end >> /tmp/car.log ) </dev/null >/dev/null 2>&1 &
+usleep 300000; cat /tmp/car.log""".format(s=SYS), timeout=30)
+        check(r.out.split()[1:2] == ["1"], "gB: carrier logger did not start with carrier 1: %s"
+              % r.out)
+        t_cmd = time.time()
+        ra = a.run("rmmod ivshmem_net; echo rc=$?; [ -d %s ] && echo still_there" % SYS,
+                   timeout=60)
+        t_done = time.time()
+        check("rc=0" in ra.out and "still_there" not in ra.out,
+              "gA: rmmod failed or left ivshm0: %s" % ra.out)
+        # gB's clock at host time t_cmd is at least (its uptime now) - (host time since t_cmd).
+        rb = b.run("cat /proc/uptime", timeout=30)
+        t_read = time.time()
+        b_at_cmd = float(rb.out.split()[0]) - (t_read - t_cmd)
+        rl = b.run("""
+i=0
+while ! grep -q end /tmp/car.log && [ $i -lt 300 ]; do usleep 100000; i=$((i + 1)); done
+cat /tmp/car.log""", timeout=60)
+        samples = [l.split() for l in rl.out.splitlines() if len(l.split()) == 2]
+        zero = [float(t) for t, c in samples if c == "0"]
+        check(zero, "gB: carrier never went to 0 within 20 s of rmmod in gA (%d samples, "
+              "last %s)" % (len(samples), samples[-1:]))
+        latency = zero[0] - b_at_cmd  # an upper bound: includes the agent's round trips
+        print("    info: rmmod in gA took %.0f ms; gB carrier 0 at most %.0f ms after the "
+              "command" % ((t_done - t_cmd) * 1000, latency * 1000), flush=True)
+        check(latency <= 2.0, "gB: carrier went to 0 %.0f ms after rmmod in gA (limit 2000 ms)"
+              % (latency * 1000))
+        b.read_kmsg()
+        check(b.links().get(old_id) == ("down", "left"),
+              "gB: expected 'link to peer %d down (left)', last state %s" % (
+                  old_id, b.links().get(old_id)))
+
+        a.load()
+        wait_links([a, b])
+        a.wait_carrier(1)
+        b.wait_carrier(1)
+        # gA (new MAC) asks first: its ARP broadcast also updates gB's entry for it.
+        ping(a, b.ip4)
+        ping(b, a.ip4)
+        print("    info: gA came back as peer %d (%s), was %d" % (a.id, a.how, old_id), flush=True)
+
+
+# ---------------------------------------------------------------- three guests
+
+def test_three_guests_all_pairs_and_isolation():
+    """Three guests: every ordered pair pings (ARP by broadcast reaches every peer); then 8 MiB
+    of TCP from gA to gB shows up in gA's and gB's counters for each other and not in gC's
+    (each of gC's counters for gA and gB, and its global rx_bytes, grow by < 64 KiB)."""
+    _drop_pair()
+    with vm.Cluster(["gA", "gB", "gC"]) as c:
+        nodes = [Node(c[name], i + 1) for i, name in enumerate(["gA", "gB", "gC"])]
+        a, b, cc = nodes
+        bring_up(nodes)
+        for s in nodes:
+            for d in nodes:
+                if s is not d:
+                    ping(s, d.ip4, count=2)
+        before = quiet_stats(nodes)
+        tcp_transfer(a, b, 8 << 20, timeout=600)
+        after = quiet_stats(nodes)
+        moved = delta(before[0], after[0], "peer%d_tx_bytes" % b.id)
+        got = delta(before[1], after[1], "peer%d_rx_bytes" % a.id)
+        check(moved >= 8 << 20 and got >= 8 << 20,
+              "gA counted %d bytes sent to gB, gB %d received from gA; 8 MiB moved" % (moved, got))
+        check(moved == got, "gA sent %d bytes to gB, gB received %d" % (moved, got))
+        limit = 64 << 10
+        small = {
+            "gC rx_bytes": delta(before[2], after[2], "rx_bytes"),
+            "gC tx_bytes": delta(before[2], after[2], "tx_bytes"),
+        }
+        for o in (a, b):
+            for k in ("rx_bytes", "tx_bytes"):
+                small["gC peer%d_%s" % (o.id, k)] = delta(before[2], after[2],
+                                                           "peer%d_%s" % (o.id, k))
+        for i, o in ((0, a), (1, b)):
+            for k in ("rx_bytes", "tx_bytes"):
+                small["%s peer%d_%s" % (o.name, cc.id, k)] = delta(before[i], after[i],
+                                                                  "peer%d_%s" % (cc.id, k))
+        big = {k: v for k, v in small.items() if v >= limit}
+        check(not big, "traffic between gA and gB leaked to/from gC (>= 64 KiB): %s" % big)
+        for n in nodes:
+            check_ndo_matches_ethtool(n)
+        no_splats(c)
+
+
+# ---------------------------------------------------------------- refusal
+
+def layout_header(size, version, max_peers=MAX_PEERS):
+    """A READY header as layout.rs writes it (its geometry computed the same way), with the
+    given version."""
+    def align(v, a):
+        return (v + a - 1) & ~(a - 1)
+
+    def slots(data):
+        return min(max(data // 512, 64), 8192)
+
+    def stride(data):
+        return align(256 + slots(data) * 32 + data, 4096)
+
+    region = min(size, 1 << 30)
+    ctrl_off = 4096
+    rings_off = align(ctrl_off + max_peers * 4096, 4096)
+    per_ring = (region - rings_off) // (max_peers * (max_peers - 1))
+    data = 16 << 20
+    while data >= 64 << 10 and stride(data) > per_ring:
+        data //= 2
+    hdr = bytearray(4096)
+    struct.pack_into("<4sIIIIIIIIIIII", hdr, 0, b"IVNT", (1 << 2) | 2, version, 4096,
+                     region & 0xffffffff, region >> 32, max_peers, slots(data), data,
+                     stride(data), ctrl_off, 4096, rings_off)
+    struct.pack_into("<Q", hdr, 0x38, secrets.randbits(64))
+    return bytes(hdr)
+
+
+def test_layout_version_2_refused_untouched():
+    """A region whose READY header has layout version 2: both guests load the module, refuse
+    the region with the promised message, create no netdev, and leave every byte of the
+    region as it was; the module unloads."""
+    _drop_pair()
+    size = 32 << 20
+    hdr = layout_header(size, 2)
+    with vm.Cluster(["gA", "gB"], shm_size=size, region_init=hdr) as c:
+        before = hdr + bytes(size - len(hdr))
+        check(c.region_bytes() == before, "the region file does not hold the prepared header")
+        outs = c.parallel(lambda g: g.run(
+            "insmod %s; echo insmod_rc=$?; ls /sys/class/net; "
+            "echo bound=$(ls /sys/bus/pci/drivers/ivshmem_net/ | grep -c '^0000:'); dmesg"
+            % KO, timeout=60).out)
+        for g, out in zip(c.guests, outs):
+            check("insmod_rc=0" in out, "%s: insmod failed: %s" % (g.name, out[-1000:]))
+            refusals = re.findall(
+                r"ivshmem_net \S+: refusing the shared region: region uses another layout "
+                r"version \(BadVersion\(2\)\); left untouched", out)
+            check(len(refusals) == 1, "%s: expected one refusal line, got %d:\n%s"
+                  % (g.name, len(refusals), out[-2000:]))
+            check(not re.search(r"^ivshm", out, re.M), "%s: a netdev exists:\n%s" % (g.name, out))
+            check("bound=0" in out, "%s: driver bound a device anyway:\n%s" % (g.name, out))
+        after = c.region_bytes()
+        if after != before:
+            diff = [i for i in range(0, len(before), 4) if before[i:i + 4] != after[i:i + 4]]
+            raise Failed("the refused region changed: %d words differ, first at %#x"
+                         % (len(diff), diff[0]))
+        for g in c.guests:
+            r = g.run("rmmod ivshmem_net; echo rc=$?", timeout=30)
+            check("rc=0" in r.out, "%s: rmmod after refusal: %s" % (g.name, r.out))
+        no_splats(c)
+
+
+TESTS = [test_pair_ping_ipv4_ipv6_and_ethtool, test_pair_tcp_256mib_sha256,
+         test_pair_udp_sizes_and_counters, test_pair_mtu_9000_65535_tcp_and_ping,
+         test_pair_rmmod_drops_carrier_reload_restores, test_three_guests_all_pairs_and_isolation,
+         test_layout_version_2_refused_untouched]
