@@ -28,7 +28,7 @@ CARGO ?= cargo
 
 DEBIAN_PACKAGES := linux-source-6.12 rustc-web rust-web-src clang lld llvm libclang-dev \
 	flex bison bc libelf-dev libssl-dev cpio kmod gzip xz-utils make \
-	qemu-system-x86 busybox-static iproute2 ethtool iperf3 pciutils python3
+	qemu-system-x86 busybox-static iproute2 ethtool iperf3 pciutils python3 libc6-dev
 
 .PHONY: all deps kernel module module-build tools initramfs test test-host test-vm demo clean
 
