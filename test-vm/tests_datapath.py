@@ -535,7 +535,17 @@ def test_pair_tcp_256mib_sha256():
     """256 MiB over TCP gA -> gB: the sha256 the sender computed of what it sent equals the one
     the receiver computed of what it got, and the byte count matches."""
     with pair() as (a, b):
+        before = {n: n.stat_dict() for n in (a, b)}
         tcp_transfer(a, b, 256 << 20, timeout=1200)
+        after = {n: n.stat_dict() for n in (a, b)}
+        # Flow control, not loss: a full ring stops the queue; nothing may be dropped.
+        for n in (a, b):
+            for name in ("tx_drop_no_peer", "tx_drop_too_big", "tx_drop_error",
+                         "rx_drop_nomem", "rx_bad_desc"):
+                d = delta(before[n], after[n], name)
+                check(d == 0, "%s: %s grew by %d during the transfer" % (n.name, name, d))
+        print("    info: sender's ring was full %d times (queue stopped, no drops)"
+              % delta(before[a], after[a], "tx_ring_full"), flush=True)
 
 
 UDP_SIZES = [64, 512, 1400, 1472, 1500, 4000, 9000, 32000, 64000]

@@ -4,6 +4,7 @@
 dead peer's slot. Every assertion is on what the guests printed, counted and carried."""
 
 import re
+import struct
 import time
 
 import vm
@@ -136,8 +137,55 @@ def test_stale_slot_taken_over():
         no_splats(c)
 
 
+def ring_offset(header, src, dst):
+    """Region offset of the ring src -> dst, from the header the guests wrote (layout.rs)."""
+    max_peers, stride, rings = (struct.unpack_from("<I", header, o)[0] for o in (0x18, 0x24, 0x30))
+    idx = src * (max_peers - 1) + (dst if dst < src else dst - 1)
+    return rings + idx * stride
+
+
+def test_garbage_in_ring_resets_link():
+    """The host scribbles an impossible producer index into the ring A -> B. B must not
+    trust it: it counts one bad descriptor, says so in the log, restarts the link (A sees the
+    restart), and traffic flows again without anybody doing anything."""
+    with vm.Cluster(["gA", "gB"]) as c:
+        a, b = c["gA"], c["gB"]
+        a_id, _ = up(a, "10.80.0.1")
+        b_id, _ = up(b, "10.80.0.2")
+        wait_carrier(a, 1)
+        wait_carrier(b, 1)
+        ping(a, "10.80.0.2")
+        bad = counter(b, "peer%d_bad_desc" % a_id)
+        resets_a = counter(a, "peer%d_resets" % b_id)
+        off = ring_offset(c.region_header(), a_id, b_id)
+        # prod_idx far beyond what the ring can hold; A's own copy stays right, so only B's
+        # reading of it is wrong. A may overwrite it when it sends, so try a few times.
+        for _ in range(5):
+            with open(c.shm_path, "r+b") as f:
+                f.seek(off)
+                f.write(struct.pack("<I", 0x7fff0000))
+            time.sleep(0.5)
+            if counter(b, "peer%d_bad_desc" % a_id) > bad:
+                break
+        check(counter(b, "peer%d_bad_desc" % a_id) == bad + 1,
+              "B should count exactly one bad descriptor from A")
+        out = b.run("dmesg | grep 'ivshm0: peer %d broke the ring protocol'" % a_id).out
+        check("Corrupt(ProdIdx)" in out, "B did not log the corruption: %r" % out)
+        wait_carrier(a, 1)
+        wait_carrier(b, 1)
+        ping(a, "10.80.0.2")
+        ping(b, "10.80.0.1")
+        check(counter(b, "rx_bad_desc") == 1, "B's global rx_bad_desc should be 1")
+        check(counter(a, "peer%d_resets" % b_id) > resets_a,
+              "A should have seen B restart the link")
+        out = b.run("dmesg | grep -c 'link to peer %d (.*) up'" % a_id).out.strip()
+        check(out == "2", "B should have brought the link up twice (before and after): %s" % out)
+        no_splats(c)
+
+
 TESTS = [
     test_bad_module_parameters_refused,
     test_peer_ifdown_ifup_and_kill,
     test_stale_slot_taken_over,
+    test_garbage_in_ring_resets_link,
 ]
