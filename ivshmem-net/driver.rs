@@ -5,24 +5,17 @@
 
 use crate::ext::{
     errno::eproto,
-    io::IoMem,
     net,
-    pci::{self, BarRegion, Enabled},
+    pci::{self, BarRegion, Enabled, IrqVectors},
     random, time,
 };
 use crate::layout::{self, Attach, Claim, Geometry, Region};
-use crate::link::{Own, PeerState};
-use crate::netdev::{self, Mac, Net};
+use crate::link::{self, Own, PeerState};
+use crate::netdev::{self, reg, Irq, Mac, Net};
 use crate::params::Params;
 use crate::ring::Ring;
 use crate::{dev_err, dev_info};
 use kernel::{c_str, prelude::*};
-
-/// BAR0 registers (QEMU docs/specs/ivshmem-spec.rst).
-mod reg {
-    /// This peer's id; valid with ivshmem-doorbell only.
-    pub(super) const IVPOSITION: usize = 0x08;
-}
 
 /// BAR numbers.
 const BAR_REGS: u32 = 0;
@@ -43,7 +36,7 @@ crate::pci_device_table!(IVSHMEM_IDS, "ivshmem_net", [(0x1af4, 0x1110)]);
 /// BARs, disable the device.
 pub(crate) struct IvshmemNet {
     _net: net::Registration<Net>,
-    _regs: IoMem,
+    _vectors: Option<IrqVectors>,
     _shm_region: BarRegion,
     _regs_region: BarRegion,
     _enabled: Enabled,
@@ -183,9 +176,44 @@ impl pci::Driver for IvshmemNet {
         let max_frame = Ring::new(&geometry, 0, 1).map_or(0, |r| r.max_frame());
         let max_mtu = netdev::max_mtu(max_frame);
         let mtu = netdev::DEFAULT_MTU.min(max_mtu);
+        // Doorbell mode: one vector, MSI-X if the device has it, else INTx.
+        let vectors = if doorbell {
+            match dev.alloc_irq_vectors(1, 1) {
+                Ok(v) => Some(v),
+                Err(e) => {
+                    let _ = layout::release_slot(&shm, &geometry, me, token);
+                    dev_err!(dev, "no interrupt vector for doorbell mode: {:?}", e);
+                    return Err(e);
+                }
+            }
+        } else {
+            None
+        };
+        let irq = match &vectors {
+            None => Ok((Irq::None, None)),
+            Some(v) => {
+                let kind = if v.is_msix() { Irq::Msix } else { Irq::Intx };
+                // INTx is masked until enabled in IntrMask.
+                let unmasked = match kind {
+                    Irq::Intx => regs.write32(reg::INTR_MASK, 0xffff_ffff),
+                    _ => Ok(()),
+                };
+                unmasked.and_then(|()| v.irq(0)).map(|n| (kind, Some(n)))
+            }
+        };
+        let (irq, irq_num) = match irq {
+            Ok(i) => i,
+            Err(e) => {
+                let _ = layout::release_slot(&shm, &geometry, me, token);
+                return Err(e);
+            }
+        };
+        let features = if doorbell { link::feature::DOORBELL } else { 0 };
+
         let mut own = Own::new(&geometry, me).map_err(|_| EINVAL)?;
         let attached = own
             .attach(&shm, mac, mtu)
+            .and_then(|()| own.set_features(&shm, features))
             .and_then(|()| own.set_state(&shm, PeerState::Ready));
         if let Err(e) = attached {
             let _ = layout::release_slot(&shm, &geometry, me, token);
@@ -194,30 +222,36 @@ impl pci::Driver for IvshmemNet {
         }
 
         // From here on, dropping `Net` detaches and releases the slot.
-        let data = Net::new(shm, geometry, own, token, params, dev.into())?;
+        let data = Net::new(shm, regs, irq, geometry, own, token, params, dev.into())?;
         let cfg = net::Config {
             mac,
             min_mtu: netdev::MIN_MTU,
             max_mtu,
             mtu,
+            irq: irq_num,
         };
-        let reg = net::Registration::new(dev, data, &cfg)?;
+        let netreg = net::Registration::new(dev, data, &cfg)?;
         dev_info!(
             dev,
-            "{}: peer id {} ({}), MAC {}, max MTU {}",
-            reg.device().name(),
-            reg.data().id(),
+            "{}: peer id {} ({}), MAC {}, max MTU {}, {}",
+            netreg.device().name(),
+            netreg.data().id(),
             how,
             Mac(mac),
-            max_mtu
+            max_mtu,
+            match irq {
+                Irq::None => "polling",
+                Irq::Msix => "MSI-X doorbells",
+                Irq::Intx => "INTx doorbells",
+            }
         );
         // Heartbeats start now; traffic once the interface is up.
-        reg.device().timer_arm(1);
+        netreg.device().timer_arm(1);
 
         Ok(KBox::pin(
             IvshmemNet {
-                _net: reg,
-                _regs: regs,
+                _net: netreg,
+                _vectors: vectors,
                 _shm_region: shm_region,
                 _regs_region: regs_region,
                 _enabled: enabled,

@@ -25,14 +25,15 @@
 //! the ring in question.
 
 use crate::ext::{
-    net::{Device, Driver, Napi, RingParam, SkBuff, Stats64, Xmit},
+    io::IoMem,
+    net::{self, Device, Driver, Napi, RingParam, SkBuff, Stats64, Xmit},
     pci,
     shm::SharedMem,
     sync::SpinLockBh,
     time,
 };
 use crate::layout::{Error as LayoutError, Geometry, Region};
-use crate::link::{self, Action, DownReason, Link, Own, PeerState};
+use crate::link::{self, feature, Action, DownReason, Link, Liveness, Own, PeerState};
 use crate::params::Params;
 use crate::ring::{Consumer, Desc, Producer};
 use crate::stats::Stats;
@@ -53,12 +54,46 @@ const MAX_MTU: u32 = 65535;
 pub(crate) const DEFAULT_MTU: u32 = 1500;
 /// Received frames between two publications of the consumer index (gives space back early).
 const PUBLISH_EVERY: u32 = 16;
+/// In doorbell mode, how often the timer looks at links while something is pending (a
+/// handshake, frames in flight, a stopped queue); it is not armed at all when all is quiet.
+const WATCH_MS: u32 = 100;
 /// Driver version reported by `ethtool -i`.
 const VERSION: &CStr = c_str!("0.1.0");
 
 /// The largest MTU a ring whose largest frame is `max_frame` bytes can carry.
 pub(crate) fn max_mtu(max_frame: u32) -> u32 {
     max_frame.saturating_sub(ETH_HLEN + VLAN_HLEN).min(MAX_MTU)
+}
+
+/// BAR0 registers (QEMU docs/specs/ivshmem-spec.rst).
+pub(crate) mod reg {
+    /// INTx only: interrupt mask (bit 0 enables).
+    pub(crate) const INTR_MASK: usize = 0x00;
+    /// INTx only: interrupt status, cleared by reading.
+    pub(crate) const INTR_STATUS: usize = 0x04;
+    /// This peer's id; valid with ivshmem-doorbell only.
+    pub(crate) const IVPOSITION: usize = 0x08;
+    /// Write `(peer << 16) | vector` to interrupt `peer`.
+    pub(crate) const DOORBELL: usize = 0x0c;
+}
+
+/// How the device interrupts us.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Irq {
+    /// ivshmem-plain: no interrupts, a timer polls.
+    None,
+    /// ivshmem-doorbell with an MSI-X vector.
+    Msix,
+    /// ivshmem-doorbell on a (possibly shared) INTx line.
+    Intx,
+}
+
+fn mode_name(doorbell: bool) -> &'static str {
+    if doorbell {
+        "ivshmem-doorbell"
+    } else {
+        "ivshmem-plain"
+    }
 }
 
 fn bit(j: u32) -> u64 {
@@ -88,6 +123,9 @@ struct TxPeer {
     /// The peer's epoch we acknowledged: a ring error while the peer's epoch differs is the
     /// peer restarting, not corruption.
     ack: u32,
+    /// Doorbell mode liveness: the peer's consumer index when it last moved, and when.
+    last_cons: u32,
+    cons_change_ms: u64,
 }
 
 /// Transmit state, under the `tx` lock.
@@ -98,6 +136,8 @@ struct Tx {
     up: u64,
     /// Peers whose full ring stopped the queue.
     stopped_for: u64,
+    /// Peers with committed frames not yet published (batching with `xmit_more`).
+    unpublished: u64,
 }
 
 /// Our consumer of the ring from peer `j`.
@@ -126,6 +166,8 @@ struct Ctl {
     running: bool,
     /// Current timer interval.
     interval_ms: u32,
+    /// Peers in the other interrupt mode whom we told the log about.
+    mismatch_logged: u64,
 }
 
 /// What happened to one frame sent to one peer.
@@ -136,10 +178,24 @@ enum Sent {
     Broken,
 }
 
+/// What became of a frame handed to `start_xmit`.
+enum Verdict {
+    /// In a ring (or in every ring, for a broadcast).
+    Sent,
+    /// The destination ring is full: the queue is stopped, the stack keeps the frame.
+    Busy,
+    /// Dropped, counted by the given global counter (if any).
+    Dropped(Option<fn(&crate::stats::Global) -> &crate::stats::Counter>),
+}
+
 /// The driver data of one `ivshm` device.
 #[pin_data(PinnedDrop)]
 pub(crate) struct Net {
     shm: SharedMem,
+    regs: IoMem,
+    irq: Irq,
+    /// Our feature bits as published.
+    features: u32,
     geometry: Geometry,
     me: u32,
     token: u32,
@@ -152,6 +208,8 @@ pub(crate) struct Net {
     reset_req: AtomicU64,
     /// When the last rate-limited warning was printed, in ms.
     last_warn_ms: AtomicU64,
+    /// Doorbell mode: when the NAPI poll last looked at the links, in ms.
+    last_manage_ms: AtomicU64,
     #[pin]
     ctl: SpinLockBh<Ctl>,
     #[pin]
@@ -163,8 +221,11 @@ pub(crate) struct Net {
 impl Net {
     /// The device data for peer `me` (slot claimed with `token`, control block `own` attached
     /// and `Ready`) in the region `shm`.
+    #[allow(clippy::too_many_arguments)]
     pub(crate) fn new(
         shm: SharedMem,
+        regs: IoMem,
+        irq: Irq,
         geometry: Geometry,
         own: Own,
         token: u32,
@@ -191,14 +252,24 @@ impl Net {
                     mac: [0; 6],
                     mtu: 0,
                     ack: 0,
+                    last_cons: 0,
+                    cons_change_ms: 0,
                 }),
                 GFP_KERNEL,
             )?;
             rx_peers.push(Some(RxPeer { cons, ack: 0 }), GFP_KERNEL)?;
         }
         let stats = Stats::new(n, me)?;
+        let features = if irq == Irq::None {
+            0
+        } else {
+            feature::DOORBELL
+        };
         Ok(try_pin_init!(Net {
             shm,
+            regs,
+            irq,
+            features,
             geometry,
             me,
             token,
@@ -208,12 +279,14 @@ impl Net {
             busy: AtomicBool::new(false),
             reset_req: AtomicU64::new(0),
             last_warn_ms: AtomicU64::new(0),
+            last_manage_ms: AtomicU64::new(0),
             ctl <- new_spinlock_bh!(
                 Ctl {
                     own,
                     links,
                     running: false,
                     interval_ms: params.poll_ms,
+                    mismatch_logged: 0,
                 },
                 "ivshmem_net::ctl"
             ),
@@ -222,6 +295,7 @@ impl Net {
                     peers: tx_peers,
                     up: 0,
                     stopped_for: 0,
+                    unpublished: 0,
                 },
                 "ivshmem_net::tx"
             ),
@@ -239,6 +313,21 @@ impl Net {
     /// Our peer id.
     pub(crate) fn id(&self) -> u32 {
         self.me
+    }
+
+    /// Doorbell mode: interrupts peer `j` (dropped by the device if `j` is not connected).
+    fn kick(&self, j: u32) {
+        if self.irq != Irq::None && self.regs.write32(reg::DOORBELL, j << 16).is_ok() {
+            self.stats.global.doorbells_sent.inc();
+        }
+    }
+
+    /// Doorbell mode: tells every other peer to look at the control blocks (our state or an
+    /// epoch changed).
+    fn kick_all(&self) {
+        for j in self.others() {
+            self.kick(j);
+        }
     }
 
     /// Ids of the other peers.
@@ -308,12 +397,12 @@ impl Net {
             Some(off) => {
                 self.shm.write(off, frame)?;
                 p.prod.commit(&self.shm, &Desc::default())?;
-                p.prod.publish(&self.shm)?;
                 Ok(true)
             }
         });
         match res {
             Ok(true) => {
+                tx.unpublished |= bit(j);
                 let peer = self.stats.peer(j);
                 peer.tx_packets.inc();
                 peer.tx_bytes.add(len.into());
@@ -325,10 +414,118 @@ impl Net {
             Err(e) => {
                 let acked = p.ack;
                 tx.up &= !bit(j);
+                tx.unpublished &= !bit(j);
                 self.ring_broken(dev, j, acked, e);
                 Sent::Broken
             }
         }
+    }
+
+    /// Puts one frame into the ring(s) it is for; the caller publishes.
+    fn xmit_one(&self, dev: &Device, tx: &mut Tx, skb: &mut SkBuff) -> Verdict {
+        if skb.linearize().is_err() || skb.len() < ETH_HLEN {
+            return Verdict::Dropped(Some(|g| &g.tx_drop_error));
+        }
+        let global = &self.stats.global;
+        let frame = skb.head();
+        let mut dst = [0u8; 6];
+        dst.copy_from_slice(frame.get(..6).unwrap_or(&[0; 6]));
+
+        if dst[0] & 1 != 0 {
+            // Broadcast and multicast: a copy to every peer whose link is up. A full ring
+            // loses its copy rather than stopping everybody's traffic.
+            let mut sent = false;
+            for j in self.others() {
+                if tx.up & bit(j) == 0 {
+                    continue;
+                }
+                match self.send(dev, tx, j, frame) {
+                    Sent::Ok => sent = true,
+                    Sent::Full => {
+                        global.tx_ring_full.inc();
+                        self.stats.peer(j).tx_ring_full.inc();
+                    }
+                    Sent::TooBig => global.tx_drop_too_big.inc(),
+                    Sent::Broken => {}
+                }
+            }
+            return if sent {
+                Verdict::Sent
+            } else {
+                Verdict::Dropped(Some(|g| &g.tx_drop_no_peer))
+            };
+        }
+
+        let owner = self.others().find(|&j| {
+            tx.up & bit(j) != 0 && matches!(tx.peers.get(j as usize), Some(Some(p)) if p.mac == dst)
+        });
+        let Some(j) = owner else {
+            return Verdict::Dropped(Some(|g| &g.tx_drop_no_peer));
+        };
+        let len = self.max_len(dev);
+        match self.send(dev, tx, j, frame) {
+            Sent::Ok => {
+                // Stop before the next frame can find the ring full.
+                if !self.room(tx, j, len, false) {
+                    tx.stopped_for |= bit(j);
+                    dev.stop_queue();
+                    if self.arm_tx_event(tx, j, len) {
+                        tx.stopped_for &= !bit(j);
+                        dev.wake_queue();
+                    }
+                }
+                Verdict::Sent
+            }
+            Sent::Full => {
+                tx.stopped_for |= bit(j);
+                dev.stop_queue();
+                global.tx_ring_full.inc();
+                self.stats.peer(j).tx_ring_full.inc();
+                if self.arm_tx_event(tx, j, len) {
+                    // Room again already: let the stack retry at once.
+                    tx.stopped_for &= !bit(j);
+                    dev.wake_queue();
+                }
+                Verdict::Busy
+            }
+            Sent::TooBig => Verdict::Dropped(Some(|g| &g.tx_drop_too_big)),
+            Sent::Broken => Verdict::Dropped(Some(|g| &g.tx_drop_error)),
+        }
+    }
+
+    /// Publishes every committed frame, kicking each peer whose consumer asked for it.
+    fn flush(&self, tx: &mut Tx) {
+        let pending = core::mem::take(&mut tx.unpublished);
+        for j in self.others().filter(|&j| pending & bit(j) != 0) {
+            let Some(Some(p)) = tx.peers.get_mut(j as usize) else {
+                continue;
+            };
+            let Ok(old) = p.prod.publish(&self.shm) else {
+                continue;
+            };
+            if self.irq != Irq::None {
+                match p.prod.kick_needed(&self.shm, old) {
+                    Ok(true) => self.kick(j),
+                    Ok(false) => self.stats.global.kicks_suppressed.inc(),
+                    Err(_) => {}
+                }
+            }
+        }
+    }
+
+    /// Doorbell mode, queue stopped for `j`: asks `j` to kick us once it has consumed half of
+    /// what is in flight, then looks again (so a kick cannot be lost). Returns whether there
+    /// is room already.
+    fn arm_tx_event(&self, tx: &mut Tx, j: u32, len: u32) -> bool {
+        if self.irq != Irq::None {
+            if let Some(Some(p)) = tx.peers.get_mut(j as usize) {
+                if let Ok(n) = p.prod.in_flight(&self.shm) {
+                    let cons = p.prod.published().wrapping_sub(n);
+                    let _ = p.prod.set_event(&self.shm, cons.wrapping_add(n / 2));
+                }
+            }
+        }
+        self.room(tx, j, len, true)
     }
 
     /// Whether the ring to `j` has room for a frame of `len` bytes, or, with `wake`, for a
@@ -358,7 +555,7 @@ impl Net {
         let mut still = 0;
         for j in self.others() {
             let b = bit(j);
-            if tx.stopped_for & b != 0 && tx.up & b != 0 && !self.room(&tx, j, len, true) {
+            if tx.stopped_for & b != 0 && tx.up & b != 0 && !self.arm_tx_event(&mut tx, j, len) {
                 still |= b;
             }
         }
@@ -409,12 +606,12 @@ impl Net {
             p.cons.pop(&d);
             unpublished += 1;
             if unpublished == PUBLISH_EVERY {
-                let _ = p.cons.publish(&self.shm);
+                self.give_back(&mut p.cons, j);
                 unpublished = 0;
             }
         }
         if unpublished > 0 {
-            let _ = p.cons.publish(&self.shm);
+            self.give_back(&mut p.cons, j);
         }
         if let Some(e) = broken {
             let acked = p.ack;
@@ -422,6 +619,49 @@ impl Net {
             self.ring_broken(dev, j, acked, e);
         }
         done
+    }
+
+    /// Publishes our consumer index, kicking the producer if it waits for the space.
+    fn give_back(&self, cons: &mut Consumer, j: u32) {
+        let Ok(old) = cons.publish(&self.shm) else {
+            return;
+        };
+        if self.irq != Irq::None && cons.kick_needed(&self.shm, old) == Ok(true) {
+            self.kick(j);
+        }
+    }
+
+    /// Doorbell mode, before NAPI sleeps: asks every peer to kick us on its next frame, then
+    /// looks again. Returns whether a frame arrived meanwhile (poll again).
+    fn arm_rx_events(&self) -> bool {
+        let mut rx = self.rx.lock();
+        let up = rx.up;
+        let mut more = false;
+        for j in self.others().filter(|&j| up & bit(j) != 0) {
+            if let Some(Some(p)) = rx.peers.get_mut(j as usize) {
+                let idx = p.cons.index();
+                let _ = p.cons.set_event(&self.shm, idx);
+                more |= p.cons.pending(&self.shm).map_or(false, |n| n > 0);
+            }
+        }
+        more
+    }
+
+    /// Doorbell mode liveness of `j`: frames we sent it have waited unconsumed for longer
+    /// than the heartbeat timeout. Also says whether any are in flight (keep watching).
+    fn stalled(&self, j: u32, now: u64) -> (bool, bool) {
+        let mut tx = self.tx.lock();
+        let Some(Some(p)) = tx.peers.get_mut(j as usize) else {
+            return (false, false);
+        };
+        let n = p.prod.in_flight(&self.shm).unwrap_or(0);
+        let cons = p.prod.published().wrapping_sub(n);
+        if n == 0 || cons != p.last_cons {
+            p.last_cons = cons;
+            p.cons_change_ms = now;
+        }
+        let stalled = n > 0 && now.saturating_sub(p.cons_change_ms) > link::HEARTBEAT_TIMEOUT_MS;
+        (stalled, n > 0)
     }
 
     /// Resets our halves of the rings with `j` (producer to it, consumer from it). The link
@@ -455,6 +695,7 @@ impl Net {
     fn restart(&self, ctl: &mut Ctl, dev: &Device, j: u32, why: &str) {
         self.reset_halves(j);
         let _ = ctl.own.bump_epoch(&self.shm, j);
+        self.kick(j);
         if let Some(link) = ctl.links.get_mut(j as usize) {
             if link.up {
                 link.up = false;
@@ -471,20 +712,49 @@ impl Net {
         self.stats.peer(j).resets.inc();
     }
 
-    /// One step of the handshake with `j` (see [`crate::link`]).
-    fn manage(&self, ctl: &mut Ctl, dev: &Device, j: u32, now: u64) {
-        let Ok(view) = link::read_peer(&self.shm, &self.geometry, j, self.me) else {
-            return;
+    /// One step of the handshake with `j` (see [`crate::link`]). Returns whether the link
+    /// needs watching (a handshake under way, or frames in flight).
+    fn manage(&self, ctl: &mut Ctl, dev: &Device, j: u32, now: u64) -> bool {
+        let Ok(mut view) = link::read_peer(&self.shm, &self.geometry, j, self.me) else {
+            return false;
         };
+        if view.state == Some(PeerState::Run)
+            && (view.features ^ self.features) & feature::DOORBELL != 0
+        {
+            // A polling peer and a doorbell peer cannot serve each other: treat it as absent.
+            if ctl.mismatch_logged & bit(j) == 0 {
+                ctl.mismatch_logged |= bit(j);
+                dev_warn!(
+                    &self.pdev,
+                    "{}: peer {} uses {} and we use {}: not linking (give every guest on a \
+                     region the same ivshmem device type)",
+                    dev.name(),
+                    j,
+                    mode_name(view.features & feature::DOORBELL != 0),
+                    mode_name(self.irq != Irq::None),
+                );
+            }
+            view.state = Some(PeerState::Ready);
+        } else {
+            ctl.mismatch_logged &= !bit(j);
+        }
         let (Ok(our_epoch), Ok(our_ack)) =
             (ctl.own.epoch(&self.shm, j), ctl.own.acked(&self.shm, j))
         else {
-            return;
+            return false;
+        };
+        let (liveness, in_flight) = if self.irq == Irq::None {
+            (Liveness::Heartbeat, false)
+        } else {
+            let (stalled, in_flight) = self.stalled(j, now);
+            (Liveness::Progress { stalled }, in_flight)
         };
         let Some(link) = ctl.links.get_mut(j as usize) else {
-            return;
+            return false;
         };
-        match link::decide(link, our_epoch, our_ack, &view, now) {
+        let action = link::decide_with(link, our_epoch, our_ack, &view, now, liveness);
+        let watch = in_flight || (!link.up && view.state == Some(PeerState::Run));
+        match action {
             Action::Stay => {
                 if link.up {
                     // The peer may change its MTU while up.
@@ -502,6 +772,7 @@ impl Net {
                     p.ack = epoch;
                 }
                 let _ = ctl.own.ack(&self.shm, j, epoch);
+                self.kick(j);
             }
             Action::Up => {
                 link.up = true;
@@ -557,17 +828,49 @@ impl Net {
                 );
             }
         }
+        watch
+    }
+
+    /// Beats our heartbeat, restarts links the data path gave up on, runs the handshake with
+    /// every peer and sets the carrier. Returns whether the interface is running and whether
+    /// something needs watching.
+    fn housekeeping(&self, dev: &Device, now: u64) -> (bool, bool) {
+        let mut ctl = self.ctl.lock();
+        let _ = ctl.own.beat(&self.shm);
+        if !ctl.running {
+            return (false, false);
+        }
+        let reset = self.reset_req.swap(0, Ordering::Relaxed);
+        let mut watch = false;
+        for j in self.others() {
+            if reset & bit(j) != 0 {
+                self.restart(&mut ctl, dev, j, "reset");
+            }
+            watch |= self.manage(&mut ctl, dev, j, now);
+        }
+        let any_up = ctl.links.iter().any(|l| l.up);
+        if any_up && !dev.carrier_ok() {
+            dev.carrier_on();
+        } else if !any_up && dev.carrier_ok() {
+            dev.carrier_off();
+        }
+        (true, watch)
     }
 }
 
 #[pinned_drop]
 impl PinnedDrop for Net {
     fn drop(self: Pin<&mut Self>) {
-        // The device is unregistered and its timer shut down: say goodbye in the region.
+        // The device is unregistered, its interrupt freed and its timer shut down: say goodbye
+        // in the region.
         let ctl = self.ctl.lock();
         let _ = ctl.own.detach(&self.shm);
         drop(ctl);
-        let _ = crate::layout::release_slot(&self.shm, &self.geometry, self.me, self.token);
+        self.kick_all();
+        if let Err(e) = crate::layout::release_slot(&self.shm, &self.geometry, self.me, self.token)
+        {
+            dev_warn!(&self.pdev, "peer slot {} not released: {:?}", self.me, e);
+        }
     }
 }
 
@@ -590,6 +893,7 @@ impl Driver for Net {
         ctl.running = true;
         ctl.interval_ms = self.params.poll_ms;
         drop(ctl);
+        self.kick_all();
         dev.start_queue();
         dev.timer_arm(1);
         Ok(())
@@ -606,6 +910,7 @@ impl Driver for Net {
             self.link_down(j);
         }
         drop(ctl);
+        self.kick_all();
         dev.carrier_off();
         dev.napi_disable();
         dev.stop_queue();
@@ -614,74 +919,23 @@ impl Driver for Net {
 
     fn start_xmit(&self, dev: &Device, mut skb: SkBuff) -> Xmit {
         let global = &self.stats.global;
-        if skb.linearize().is_err() || skb.len() < ETH_HLEN {
-            global.tx_drop_error.inc();
-            return Xmit::Done;
-        }
-        let frame = skb.head();
-        let mut dst = [0u8; 6];
-        dst.copy_from_slice(frame.get(..6).unwrap_or(&[0; 6]));
         let mut tx = self.tx.lock();
-
-        if dst[0] & 1 != 0 {
-            // Broadcast and multicast: a copy to every peer whose link is up. A full ring
-            // loses its copy rather than stopping everybody's traffic.
-            let mut sent = false;
-            for j in self.others() {
-                if tx.up & bit(j) == 0 {
-                    continue;
-                }
-                match self.send(dev, &mut tx, j, frame) {
-                    Sent::Ok => sent = true,
-                    Sent::Full => {
-                        global.tx_ring_full.inc();
-                        self.stats.peer(j).tx_ring_full.inc();
-                    }
-                    Sent::TooBig => global.tx_drop_too_big.inc(),
-                    Sent::Broken => {}
-                }
-            }
-            drop(tx);
-            if sent {
-                skb.consume();
-            } else {
-                global.tx_drop_no_peer.inc();
-            }
-            return Xmit::Done;
+        let verdict = self.xmit_one(dev, &mut tx, &mut skb);
+        // Publish the batch unless the stack promises more frames right away.
+        if !net::xmit_more() || dev.queue_stopped() {
+            self.flush(&mut tx);
         }
-
-        let owner = self.others().find(|&j| {
-            tx.up & bit(j) != 0 && matches!(tx.peers.get(j as usize), Some(Some(p)) if p.mac == dst)
-        });
-        let Some(j) = owner else {
-            global.tx_drop_no_peer.inc();
-            return Xmit::Done;
-        };
-        match self.send(dev, &mut tx, j, frame) {
-            Sent::Ok => {
-                // Stop before the next frame can find the ring full.
-                if !self.room(&tx, j, self.max_len(dev), false) {
-                    tx.stopped_for |= bit(j);
-                    dev.stop_queue();
-                }
-                drop(tx);
+        drop(tx);
+        match verdict {
+            Verdict::Sent => {
                 skb.consume();
                 Xmit::Done
             }
-            Sent::Full => {
-                tx.stopped_for |= bit(j);
-                dev.stop_queue();
-                global.tx_ring_full.inc();
-                self.stats.peer(j).tx_ring_full.inc();
-                drop(tx);
-                Xmit::Busy(skb)
-            }
-            Sent::TooBig => {
-                global.tx_drop_too_big.inc();
-                Xmit::Done
-            }
-            Sent::Broken => {
-                global.tx_drop_error.inc();
+            Verdict::Busy => Xmit::Busy(skb),
+            Verdict::Dropped(counter) => {
+                if let Some(c) = counter {
+                    c(global).inc();
+                }
                 Xmit::Done
             }
         }
@@ -689,6 +943,13 @@ impl Driver for Net {
 
     fn poll(&self, dev: &Device, napi: &Napi, budget: u32) -> u32 {
         self.stats.global.rx_polls.inc();
+        if self.irq != Irq::None {
+            // Kicks also announce link changes: look at the links, at most once a ms.
+            let now = time::now_ms();
+            if self.last_manage_ms.swap(now, Ordering::Relaxed) != now {
+                self.housekeeping(dev, now);
+            }
+        }
         let n = self.geometry.max_peers;
         let mut done = 0;
         let mut rx = self.rx.lock();
@@ -709,47 +970,60 @@ impl Driver for Net {
             self.busy.store(true, Ordering::Relaxed);
         }
         self.tx_wake(dev);
-        if done < budget {
-            napi.complete_done(done);
+        if done < budget
+            && napi.complete_done(done)
+            && self.irq != Irq::None
+            && self.arm_rx_events()
+        {
+            // A frame slipped in before the peer could see our event: poll again.
+            dev.napi_schedule();
         }
         done
     }
 
     fn timer(&self, dev: &Device) {
         let now = time::now_ms();
-        let mut ctl = self.ctl.lock();
-        let _ = ctl.own.beat(&self.shm);
-        let running = ctl.running;
-        if running {
-            let reset = self.reset_req.swap(0, Ordering::Relaxed);
-            for j in self.others() {
-                if reset & bit(j) != 0 {
-                    self.restart(&mut ctl, dev, j, "reset");
-                }
-                self.manage(&mut ctl, dev, j, now);
-            }
-            let any_up = ctl.links.iter().any(|l| l.up);
-            if any_up && !dev.carrier_ok() {
-                dev.carrier_on();
-            } else if !any_up && dev.carrier_ok() {
-                dev.carrier_off();
-            }
-        }
-        let busy = self.busy.swap(false, Ordering::Relaxed) || dev.queue_stopped();
-        ctl.interval_ms = if busy {
-            self.params.poll_ms
+        let (running, watch) = self.housekeeping(dev, now);
+        let next = if self.irq == Irq::None {
+            let busy = self.busy.swap(false, Ordering::Relaxed) || dev.queue_stopped();
+            let mut ctl = self.ctl.lock();
+            ctl.interval_ms = if busy {
+                self.params.poll_ms
+            } else {
+                ctl.interval_ms
+                    .saturating_mul(2)
+                    .min(self.params.poll_idle_ms)
+            };
+            Some(ctl.interval_ms)
+        } else if running && (watch || dev.queue_stopped()) {
+            Some(WATCH_MS)
         } else {
-            ctl.interval_ms
-                .saturating_mul(2)
-                .min(self.params.poll_idle_ms)
+            // Doorbell mode and all quiet: sleep until a peer kicks us.
+            None
         };
-        let next = ctl.interval_ms;
-        drop(ctl);
         if running {
             self.tx_wake(dev);
             dev.napi_schedule();
         }
-        dev.timer_arm(time::ms_to_jiffies(next));
+        if let Some(ms) = next {
+            dev.timer_arm(time::ms_to_jiffies(ms));
+        }
+    }
+
+    fn interrupt(&self, dev: &Device) -> bool {
+        match self.irq {
+            Irq::None => return false,
+            // A shared line: ours only if the device says so (reading clears it).
+            Irq::Intx => {
+                if self.regs.read32(reg::INTR_STATUS).map_or(true, |s| s == 0) {
+                    return false;
+                }
+            }
+            Irq::Msix => {}
+        }
+        self.stats.global.doorbells_received.inc();
+        dev.napi_schedule();
+        true
     }
 
     fn change_mtu(&self, dev: &Device, mtu: u32) -> Result {

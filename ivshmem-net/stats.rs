@@ -53,6 +53,12 @@ pub(crate) struct Global {
     pub(crate) peer_resets: Counter,
     /// Links taken down because the peer's heartbeat stopped.
     pub(crate) heartbeat_losses: Counter,
+    /// Doorbell mode: interrupts sent to peers.
+    pub(crate) doorbells_sent: Counter,
+    /// Doorbell mode: interrupts received.
+    pub(crate) doorbells_received: Counter,
+    /// Doorbell mode: publications that needed no interrupt (the other side was awake).
+    pub(crate) kicks_suppressed: Counter,
 }
 
 /// Counters of the link with one peer.
@@ -85,6 +91,9 @@ const GLOBAL: &[Field<Global>] = &[
     ("rx_bad_desc", |s| &s.rx_bad_desc),
     ("peer_resets", |s| &s.peer_resets),
     ("heartbeat_losses", |s| &s.heartbeat_losses),
+    ("doorbells_sent", |s| &s.doorbells_sent),
+    ("doorbells_received", |s| &s.doorbells_received),
+    ("kicks_suppressed", |s| &s.kicks_suppressed),
 ];
 
 /// `ethtool -S` name suffixes (after `peer<j>_`) and values of each peer's counters.

@@ -77,3 +77,8 @@ void ivnet_timer_setup(struct timer_list *timer, void (*fn)(struct timer_list *)
 {
 	timer_setup(timer, fn, 0);
 }
+
+bool ivnet_pci_msix_enabled(const struct pci_dev *pdev)
+{
+	return pdev->msix_enabled;
+}

@@ -16,6 +16,7 @@ resource_size_t ivnet_pci_resource_start(struct pci_dev *pdev, int bar);
 resource_size_t ivnet_pci_resource_len(struct pci_dev *pdev, int bar);
 unsigned long ivnet_pci_resource_flags(struct pci_dev *pdev, int bar);
 const char *ivnet_pci_name(const struct pci_dev *pdev);
+bool ivnet_pci_msix_enabled(const struct pci_dev *pdev);
 
 void ivnet_netdev_setup(struct net_device *dev, struct device *parent,
 			const struct net_device_ops *ops, const struct ethtool_ops *ethtool_ops,

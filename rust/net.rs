@@ -337,6 +337,16 @@ pub trait Driver: Send + Sync + Sized + 'static {
     fn stat_values(&self, values: &mut [u64]);
     /// `ethtool -g`.
     fn ringparam(&self) -> RingParam;
+    /// The device's interrupt fired (hard interrupt context; only if [`Config::irq`] was
+    /// set). Returns whether it was ours (a shared INTx line may belong to others).
+    fn interrupt(&self, dev: &Device) -> bool;
+}
+
+/// Whether the stack is about to hand `start_xmit` more frames right away, so the driver may
+/// defer telling the peer (`netdev_xmit_more`). Only meaningful inside `start_xmit`.
+pub fn xmit_more() -> bool {
+    // SAFETY: reads a per-CPU flag; `start_xmit` runs with preemption and bottom halves off.
+    unsafe { bindings::netdev_xmit_more() }
 }
 
 struct Adapter<T: Driver>(PhantomData<T>);
@@ -548,6 +558,21 @@ impl<T: Driver> Adapter<T> {
         data.timer(dev);
     }
 
+    /// # Safety
+    ///
+    /// Called by the interrupt core for the interrupt requested in `Registration::new`, whose
+    /// `dev_id` is our `net_device`.
+    unsafe extern "C" fn irq(_irq: i32, dev_id: *mut core::ffi::c_void) -> bindings::irqreturn {
+        // SAFETY: `dev_id` is the device the interrupt was requested for; it is freed only
+        // after `free_irq` (see `Registration::drop`).
+        let (dev, data) = unsafe { Self::data(dev_id.cast()) };
+        if data.interrupt(dev) {
+            bindings::irqreturn_IRQ_HANDLED
+        } else {
+            bindings::irqreturn_IRQ_NONE
+        }
+    }
+
     const NETDEV_OPS: bindings::net_device_ops = {
         // SAFETY: all-zero is a valid `net_device_ops` (no callbacks).
         let mut ops: bindings::net_device_ops = unsafe { core::mem::zeroed() };
@@ -594,6 +619,9 @@ pub struct Config {
     pub max_mtu: u32,
     /// See `min_mtu`.
     pub mtu: u32,
+    /// An interrupt to request before registering (shared, named after the driver), calling
+    /// [`Driver::interrupt`]; freed before the device is unregistered.
+    pub irq: Option<u32>,
 }
 
 /// A registered network device and the driver data its callbacks see; unregistered and freed
@@ -605,6 +633,7 @@ pub struct Config {
 /// registered.
 pub struct Registration<T: Driver> {
     dev: NonNull<bindings::net_device>,
+    irq: Option<u32>,
     data: Pin<KBox<T>>,
 }
 
@@ -650,11 +679,37 @@ impl<T: Driver> Registration<T> {
             bindings::dev_addr_set(raw, cfg.mac.as_ptr());
             bindings::netif_carrier_off(raw);
         }
+        if let Some(irq) = cfg.irq {
+            // SAFETY: the device is fully set up, so the handler may run from now on (NAPI is
+            // not enabled yet, so scheduling it does nothing); the name is static.
+            let ret = unsafe {
+                bindings::request_irq(
+                    irq,
+                    Some(Adapter::<T>::irq),
+                    bindings::IRQF_SHARED as _,
+                    c"ivshmem_net".as_ptr().cast(),
+                    raw.cast(),
+                )
+            };
+            if ret != 0 {
+                // SAFETY: never registered; undo the NAPI add and free it.
+                unsafe {
+                    let private = bindings::netdev_priv(raw).cast::<Private<T>>();
+                    bindings::netif_napi_del(core::ptr::addr_of_mut!((*private).napi));
+                    bindings::free_netdev(raw);
+                }
+                return Err(Error::from_errno(ret));
+            }
+        }
         // SAFETY: fully set up above.
         let ret = unsafe { bindings::register_netdev(raw) };
         if ret != 0 {
-            // SAFETY: never registered; undo the NAPI add and free it.
+            // SAFETY: never registered; free the interrupt requested above, undo the NAPI add
+            // and free the device.
             unsafe {
+                if let Some(irq) = cfg.irq {
+                    bindings::free_irq(irq, raw.cast());
+                }
                 let private = bindings::netdev_priv(raw).cast::<Private<T>>();
                 bindings::netif_napi_del(core::ptr::addr_of_mut!((*private).napi));
                 bindings::free_netdev(raw);
@@ -662,7 +717,11 @@ impl<T: Driver> Registration<T> {
             return Err(Error::from_errno(ret));
         }
         // INVARIANT: allocated, pointing at `data`, registered.
-        Ok(Registration { dev, data })
+        Ok(Registration {
+            dev,
+            irq: cfg.irq,
+            data,
+        })
     }
 
     /// The device.
@@ -680,12 +739,16 @@ impl<T: Driver> Registration<T> {
 impl<T: Driver> Drop for Registration<T> {
     fn drop(&mut self) {
         let raw = self.dev.as_ptr();
-        // SAFETY: registered by the type invariant. `timer_shutdown_sync` waits for a running
+        // SAFETY: registered by the type invariant. `free_irq` waits for a running handler,
+        // after which none runs. `timer_shutdown_sync` waits for a running
         // timer callback and keeps the timer from being armed again, so none runs while the
         // device goes away. `unregister_netdev` then closes the device (calling `stop`, which
         // disables NAPI); afterwards no callback runs, so the NAPI context can be removed and
         // the device freed before `data`.
         unsafe {
+            if let Some(irq) = self.irq {
+                bindings::free_irq(irq, raw.cast());
+            }
             let private = bindings::netdev_priv(raw).cast::<Private<T>>();
             bindings::timer_shutdown_sync(core::ptr::addr_of_mut!((*private).timer));
             bindings::unregister_netdev(raw);

@@ -133,6 +133,22 @@ impl Device {
         Ok(IoMem::new(self.into(), addr, len as usize))
     }
 
+    /// Allocates between `min` and `max` interrupt vectors: MSI-X if the device has it, else
+    /// (with `min == 1`) its INTx line. Enables bus mastering, which MSI-X needs.
+    pub fn alloc_irq_vectors(&self, min: u32, max: u32) -> Result<IrqVectors> {
+        let flags = bindings::PCI_IRQ_MSIX | bindings::PCI_IRQ_INTX;
+        // SAFETY: valid by the type invariant; the device is enabled (probe).
+        let n = unsafe {
+            bindings::pci_set_master(self.as_raw());
+            bindings::pci_alloc_irq_vectors(self.as_raw(), min, max, flags)
+        };
+        let count = u32::try_from(n).map_err(|_| Error::from_errno(n))?;
+        Ok(IrqVectors {
+            dev: self.into(),
+            count,
+        })
+    }
+
     /// Maps memory BAR `bar` as ordinary write-back memory (`memremap(MEMREMAP_WB)`), as shared
     /// memory should be: it is RAM on the host, not device registers.
     pub fn memremap(&self, bar: u32) -> Result<SharedMem> {
@@ -176,6 +192,43 @@ impl Drop for Enabled {
     fn drop(&mut self) {
         // SAFETY: `pci_enable_device` succeeded when this guard was made.
         unsafe { bindings::pci_disable_device(self.0.as_raw()) }
+    }
+}
+
+/// Interrupt vectors allocated with `pci_alloc_irq_vectors`, freed on drop. Whoever requested
+/// an interrupt on one of them must free it first.
+pub struct IrqVectors {
+    dev: ARef<Device>,
+    count: u32,
+}
+
+impl IrqVectors {
+    /// How many vectors were allocated.
+    pub fn count(&self) -> u32 {
+        self.count
+    }
+
+    /// Whether they are MSI-X vectors (else a legacy INTx line, possibly shared).
+    pub fn is_msix(&self) -> bool {
+        // SAFETY: valid by `Device`'s type invariant; reads one bit field.
+        unsafe { bindings::ivnet_pci_msix_enabled(self.dev.as_raw()) }
+    }
+
+    /// The Linux interrupt number of vector `n`.
+    pub fn irq(&self, n: u32) -> Result<u32> {
+        if n >= self.count {
+            return Err(EINVAL);
+        }
+        // SAFETY: valid device with `count` vectors allocated; `n` is in range.
+        let irq = unsafe { bindings::pci_irq_vector(self.dev.as_raw(), n) };
+        u32::try_from(irq).map_err(|_| Error::from_errno(irq))
+    }
+}
+
+impl Drop for IrqVectors {
+    fn drop(&mut self) {
+        // SAFETY: allocated by `alloc_irq_vectors` on this device.
+        unsafe { bindings::pci_free_irq_vectors(self.dev.as_raw()) }
     }
 }
 

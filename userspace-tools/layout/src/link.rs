@@ -54,6 +54,14 @@ pub mod ctrl {
     pub const ACK: usize = 0x140;
 }
 
+/// Feature bits in a control block's `features` word.
+pub mod feature {
+    /// The peer uses ivshmem-doorbell: it sleeps until kicked and only beats its heartbeat
+    /// while busy. Peers of both kinds do not link (a polling peer would find the other
+    /// silent, and could not kick it).
+    pub const DOORBELL: u32 = 1 << 0;
+}
+
 /// A peer that has not changed its heartbeat for this long is treated as gone.
 pub const HEARTBEAT_TIMEOUT_MS: u64 = 1000;
 
@@ -99,6 +107,8 @@ pub struct PeerView {
     pub mac: [u8; 6],
     /// The peer's MTU.
     pub mtu: u32,
+    /// The peer's feature bits ([`feature`]).
+    pub features: u32,
 }
 
 /// This peer's own control block, written only through this type.
@@ -170,6 +180,11 @@ impl Own {
     /// Publishes `state`.
     pub fn set_state<R: Region + ?Sized>(&self, r: &R, state: PeerState) -> Result<(), Error> {
         r.store(self.base + ctrl::STATE, state as u32)
+    }
+
+    /// Publishes our feature bits ([`feature`]).
+    pub fn set_features<R: Region + ?Sized>(&self, r: &R, features: u32) -> Result<(), Error> {
+        r.store(self.base + ctrl::FEATURES, features)
     }
 
     /// Publishes a new MTU.
@@ -248,6 +263,7 @@ pub fn read_peer<R: Region + ?Sized>(
         ack: r.load(base + ctrl::ACK + 4 * me as usize)?,
         mac: [lo[0], lo[1], lo[2], lo[3], hi[0], hi[1]],
         mtu: r.load(base + ctrl::MTU)?,
+        features: r.load(base + ctrl::FEATURES)?,
     })
 }
 
@@ -303,12 +319,41 @@ pub fn decide(
     peer: &PeerView,
     now_ms: u64,
 ) -> Action {
+    decide_with(link, our_epoch, our_ack, peer, now_ms, Liveness::Heartbeat)
+}
+
+/// How [`decide_with`] tells a dead peer from a live one.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Liveness {
+    /// The peer beats its heartbeat all the time (polling mode): silent once it has not
+    /// changed for [`HEARTBEAT_TIMEOUT_MS`].
+    Heartbeat,
+    /// The peer sleeps while idle (doorbell mode): the caller says whether frames it sent the
+    /// peer have waited unconsumed for [`HEARTBEAT_TIMEOUT_MS`] (`stalled`).
+    Progress {
+        /// Frames are waiting and the peer has not consumed any for the timeout.
+        stalled: bool,
+    },
+}
+
+/// [`decide`], with the liveness rule of the peer's mode.
+pub fn decide_with(
+    link: &mut Link,
+    our_epoch: u32,
+    our_ack: u32,
+    peer: &PeerView,
+    now_ms: u64,
+    liveness: Liveness,
+) -> Action {
     if !link.seen || peer.heartbeat != link.last_heartbeat {
         link.seen = true;
         link.last_heartbeat = peer.heartbeat;
         link.last_change_ms = now_ms;
     }
-    let silent = now_ms.saturating_sub(link.last_change_ms) > HEARTBEAT_TIMEOUT_MS;
+    let silent = match liveness {
+        Liveness::Heartbeat => now_ms.saturating_sub(link.last_change_ms) > HEARTBEAT_TIMEOUT_MS,
+        Liveness::Progress { stalled } => stalled,
+    };
     let reason = match peer.state {
         None => Some(DownReason::Garbage),
         Some(PeerState::Run) if silent => Some(DownReason::Silent),

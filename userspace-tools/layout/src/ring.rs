@@ -421,6 +421,17 @@ impl Producer {
         })
     }
 
+    /// Frames published and not yet consumed: `prod_idx - cons_idx`, with the consumer's
+    /// `cons_idx` read once and checked like in [`Producer::reserve`].
+    pub fn in_flight<R: Region + ?Sized>(&self, r: &R) -> Result<u32, Error> {
+        let cons_idx = r.load(self.ring.word(off::CONS_IDX))?;
+        let n = self.published_idx.wrapping_sub(cons_idx);
+        if n > self.ring.slots {
+            return Err(Error::Corrupt(Corrupt::ConsIdx));
+        }
+        Ok(n)
+    }
+
     /// Descriptor slots free for new frames.
     pub fn free_slots<R: Region + ?Sized>(&self, r: &R) -> Result<u32, Error> {
         Ok(self.free(r)?.slots)
