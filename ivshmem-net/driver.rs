@@ -208,7 +208,9 @@ impl pci::Driver for IvshmemNet {
                 return Err(e);
             }
         };
-        let features = if doorbell { link::feature::DOORBELL } else { 0 };
+        let features = link::feature::CSUM
+            | link::feature::GSO
+            | if doorbell { link::feature::DOORBELL } else { 0 };
 
         let mut own = Own::new(&geometry, me).map_err(|_| EINVAL)?;
         let attached = own
@@ -228,6 +230,7 @@ impl pci::Driver for IvshmemNet {
             min_mtu: netdev::MIN_MTU,
             max_mtu,
             mtu,
+            tso_max: Some(netdev::tso_max(max_frame)),
             irq: irq_num,
         };
         let netreg = net::Registration::new(dev, data, &cfg)?;

@@ -26,13 +26,13 @@
 
 use crate::ext::{
     io::IoMem,
-    net::{self, Device, Driver, Napi, RingParam, SkBuff, Stats64, Xmit},
+    net::{self, Device, Driver, Napi, Offload, RingParam, SkBuff, Stats64, Xmit},
     pci,
     shm::SharedMem,
     sync::SpinLockBh,
     time,
 };
-use crate::layout::{Error as LayoutError, Geometry, Region};
+use crate::layout::{Error as LayoutError, Geometry};
 use crate::link::{self, feature, Action, DownReason, Link, Liveness, Own, PeerState};
 use crate::params::Params;
 use crate::ring::{Consumer, Desc, Producer};
@@ -57,6 +57,8 @@ const PUBLISH_EVERY: u32 = 16;
 /// In doorbell mode, how often the timer looks at links while something is pending (a
 /// handshake, frames in flight, a stopped queue); it is not armed at all when all is quiet.
 const WATCH_MS: u32 = 100;
+/// `VIRTIO_NET_HDR_F_NEEDS_CSUM`: the checksum at `csum_start + csum_offset` is to be filled.
+const VIRTIO_NET_HDR_F_NEEDS_CSUM: u16 = 1;
 /// Driver version reported by `ethtool -i`.
 const VERSION: &CStr = c_str!("0.1.0");
 
@@ -88,6 +90,14 @@ pub(crate) enum Irq {
     Intx,
 }
 
+/// The largest segmentation-offload frame (IP packet) to accept from the stack: 64 KiB, or
+/// less if the ring's largest frame is smaller.
+pub(crate) fn tso_max(max_frame: u32) -> u32 {
+    max_frame
+        .saturating_sub(ETH_HLEN + VLAN_HLEN + 1)
+        .min(65536)
+}
+
 fn mode_name(doorbell: bool) -> &'static str {
     if doorbell {
         "ivshmem-doorbell"
@@ -117,9 +127,11 @@ impl fmt::Display for Mac {
 /// Our producer of the ring to peer `j`, and what we know of `j` for transmitting.
 struct TxPeer {
     prod: Producer,
-    /// The peer's MAC and MTU, copied from its control block (checked only by comparison).
+    /// The peer's MAC, MTU and feature bits, copied from its control block (used only in
+    /// comparisons).
     mac: [u8; 6],
     mtu: u32,
+    features: u32,
     /// The peer's epoch we acknowledged: a ring error while the peer's epoch differs is the
     /// peer restarting, not corruption.
     ack: u32,
@@ -143,6 +155,8 @@ struct Tx {
 /// Our consumer of the ring from peer `j`.
 struct RxPeer {
     cons: Consumer,
+    /// The peer's feature bits when the link came up: offloads it may use.
+    features: u32,
     /// See [`TxPeer::ack`].
     ack: u32,
 }
@@ -175,6 +189,7 @@ enum Sent {
     Ok,
     Full,
     TooBig,
+    Unsupported,
     Broken,
 }
 
@@ -251,20 +266,30 @@ impl Net {
                     prod,
                     mac: [0; 6],
                     mtu: 0,
+                    features: 0,
                     ack: 0,
                     last_cons: 0,
                     cons_change_ms: 0,
                 }),
                 GFP_KERNEL,
             )?;
-            rx_peers.push(Some(RxPeer { cons, ack: 0 }), GFP_KERNEL)?;
+            rx_peers.push(
+                Some(RxPeer {
+                    cons,
+                    features: 0,
+                    ack: 0,
+                }),
+                GFP_KERNEL,
+            )?;
         }
         let stats = Stats::new(n, me)?;
-        let features = if irq == Irq::None {
-            0
-        } else {
-            feature::DOORBELL
-        };
+        let features = feature::CSUM
+            | feature::GSO
+            | if irq == Irq::None {
+                0
+            } else {
+                feature::DOORBELL
+            };
         Ok(try_pin_init!(Net {
             shm,
             regs,
@@ -383,20 +408,36 @@ impl Net {
         }
     }
 
-    /// Copies `frame` into the ring to peer `j` and publishes it.
-    fn send(&self, dev: &Device, tx: &mut Tx, j: u32, frame: &[u8]) -> Sent {
-        let len = frame.len() as u32;
+    /// Copies the frame of `skb` (described by `meta`) into the ring to peer `j`; the caller
+    /// publishes ([`Net::flush`]).
+    fn send(&self, dev: &Device, tx: &mut Tx, j: u32, skb: &SkBuff, meta: &Desc) -> Sent {
+        let len = skb.len();
         let Some(Some(p)) = tx.peers.get_mut(j as usize) else {
             return Sent::Broken;
         };
-        if len > p.mtu.saturating_add(ETH_HLEN + VLAN_HLEN) || len > p.prod.ring().max_frame() {
+        let needs_csum = meta.flags & VIRTIO_NET_HDR_F_NEEDS_CSUM != 0;
+        let fits_mtu = if meta.gso_type != 0 {
+            // A segmentation-offload frame: its segments must fit the peer's MTU.
+            u32::from(meta.gso_size) <= p.mtu
+        } else {
+            len <= p.mtu.saturating_add(ETH_HLEN + VLAN_HLEN)
+        };
+        if !fits_mtu || len > p.prod.ring().max_frame() {
             return Sent::TooBig;
+        }
+        if (needs_csum && p.features & feature::CSUM == 0)
+            || (meta.gso_type != 0 && p.features & feature::GSO == 0)
+        {
+            // `offloads_for` keeps such frames from us; only a race with a link change
+            // gets here.
+            return Sent::Unsupported;
         }
         let res = p.prod.reserve(&self.shm, len).and_then(|off| match off {
             None => Ok(false),
             Some(off) => {
-                self.shm.write(off, frame)?;
-                p.prod.commit(&self.shm, &Desc::default())?;
+                skb.copy_to(&self.shm, off)
+                    .map_err(|_| LayoutError::OutOfBounds)?;
+                p.prod.commit(&self.shm, meta)?;
                 Ok(true)
             }
         });
@@ -423,13 +464,27 @@ impl Net {
 
     /// Puts one frame into the ring(s) it is for; the caller publishes.
     fn xmit_one(&self, dev: &Device, tx: &mut Tx, skb: &mut SkBuff) -> Verdict {
-        if skb.linearize().is_err() || skb.len() < ETH_HLEN {
+        if skb.len() < ETH_HLEN
+            || (skb.head().len() < ETH_HLEN as usize && skb.linearize().is_err())
+        {
             return Verdict::Dropped(Some(|g| &g.tx_drop_error));
         }
+        let Ok(o) = skb.offload() else {
+            return Verdict::Dropped(Some(|g| &g.tx_drop_error));
+        };
+        let meta = Desc {
+            flags: o.flags.into(),
+            gso_type: o.gso_type,
+            gso_size: o.gso_size,
+            csum_start: o.csum_start,
+            csum_offset: o.csum_offset,
+            hdr_len: o.hdr_len,
+            ..Desc::default()
+        };
+        let skb = &*skb;
         let global = &self.stats.global;
-        let frame = skb.head();
         let mut dst = [0u8; 6];
-        dst.copy_from_slice(frame.get(..6).unwrap_or(&[0; 6]));
+        dst.copy_from_slice(skb.head().get(..6).unwrap_or(&[0; 6]));
 
         if dst[0] & 1 != 0 {
             // Broadcast and multicast: a copy to every peer whose link is up. A full ring
@@ -439,13 +494,14 @@ impl Net {
                 if tx.up & bit(j) == 0 {
                     continue;
                 }
-                match self.send(dev, tx, j, frame) {
+                match self.send(dev, tx, j, skb, &meta) {
                     Sent::Ok => sent = true,
                     Sent::Full => {
                         global.tx_ring_full.inc();
                         self.stats.peer(j).tx_ring_full.inc();
                     }
                     Sent::TooBig => global.tx_drop_too_big.inc(),
+                    Sent::Unsupported => global.tx_drop_error.inc(),
                     Sent::Broken => {}
                 }
             }
@@ -463,7 +519,7 @@ impl Net {
             return Verdict::Dropped(Some(|g| &g.tx_drop_no_peer));
         };
         let len = self.max_len(dev);
-        match self.send(dev, tx, j, frame) {
+        match self.send(dev, tx, j, skb, &meta) {
             Sent::Ok => {
                 // Stop before the next frame can find the ring full.
                 if !self.room(tx, j, len, false) {
@@ -489,7 +545,7 @@ impl Net {
                 Verdict::Busy
             }
             Sent::TooBig => Verdict::Dropped(Some(|g| &g.tx_drop_too_big)),
-            Sent::Broken => Verdict::Dropped(Some(|g| &g.tx_drop_error)),
+            Sent::Unsupported | Sent::Broken => Verdict::Dropped(Some(|g| &g.tx_drop_error)),
         }
     }
 
@@ -584,8 +640,22 @@ impl Net {
                 }
             };
             done += 1;
-            if d.len < ETH_HLEN {
-                // A well-formed descriptor of a runt frame: drop it, count it.
+            let offload = Offload {
+                flags: d.flags as u8,
+                gso_type: d.gso_type,
+                hdr_len: d.hdr_len,
+                gso_size: d.gso_size,
+                csum_start: d.csum_start,
+                csum_offset: d.csum_offset,
+            };
+            let claimed = (if offload.flags != 0 { feature::CSUM } else { 0 })
+                | (if offload.gso_type != 0 {
+                    feature::GSO
+                } else {
+                    0
+                });
+            if d.len < ETH_HLEN || d.flags > 0xff || claimed & !p.features != 0 {
+                // A runt frame, or an offload the peer did not announce: drop, count.
                 global.rx_bad_desc.inc();
                 peer.bad_desc.inc();
             } else if let Some(mut skb) = napi.alloc_skb(d.len) {
@@ -593,6 +663,14 @@ impl Net {
                 if let Err(e) = p.cons.read_frame(&self.shm, &d, buf) {
                     broken = Some(e);
                     break;
+                }
+                if offload != Offload::default() && skb.set_offload(&offload).is_err() {
+                    // Metadata that does not match the frame: never trusted.
+                    global.rx_bad_desc.inc();
+                    peer.bad_desc.inc();
+                    p.cons.pop(&d);
+                    unpublished += 1;
+                    continue;
                 }
                 skb.eth_type_trans(dev);
                 napi.gro_receive(skb);
@@ -780,10 +858,16 @@ impl Net {
                 if let Some(Some(p)) = tx.peers.get_mut(j as usize) {
                     p.mac = view.mac;
                     p.mtu = view.mtu;
+                    p.features = view.features;
                 }
                 tx.up |= bit(j);
                 drop(tx);
-                self.rx.lock().up |= bit(j);
+                let mut rx = self.rx.lock();
+                if let Some(Some(p)) = rx.peers.get_mut(j as usize) {
+                    p.features = view.features;
+                }
+                rx.up |= bit(j);
+                drop(rx);
                 dev_info!(
                     &self.pdev,
                     "{}: link to peer {} ({}) up",
@@ -1008,6 +1092,19 @@ impl Driver for Net {
         if let Some(ms) = next {
             dev.timer_arm(time::ms_to_jiffies(ms));
         }
+    }
+
+    fn offloads_for(&self, dst: &[u8; 6]) -> (bool, bool) {
+        let tx = self.tx.lock();
+        let mut all = feature::CSUM | feature::GSO;
+        for j in self.others().filter(|&j| tx.up & bit(j) != 0) {
+            if let Some(Some(p)) = tx.peers.get(j as usize) {
+                if dst[0] & 1 != 0 || p.mac == *dst {
+                    all &= p.features;
+                }
+            }
+        }
+        (all & feature::CSUM != 0, all & feature::GSO != 0)
     }
 
     fn interrupt(&self, dev: &Device) -> bool {

@@ -13,5 +13,6 @@
 #include <linux/random.h>
 #include <linux/skbuff.h>
 #include <linux/timer.h>
+#include <linux/virtio_net.h>
 
 #include "helpers.h"

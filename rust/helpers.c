@@ -3,6 +3,7 @@
  * C helpers for function-like macros used by the Rust support layer; see helpers.h.
  */
 #include <linux/etherdevice.h>
+#include <linux/virtio_net.h>
 
 #include "helpers.h"
 
@@ -81,4 +82,33 @@ void ivnet_timer_setup(struct timer_list *timer, void (*fn)(struct timer_list *)
 bool ivnet_pci_msix_enabled(const struct pci_dev *pdev)
 {
 	return pdev->msix_enabled;
+}
+
+void ivnet_netdev_set_offloads(struct net_device *dev, unsigned int tso_max)
+{
+	netdev_features_t f = NETIF_F_SG | NETIF_F_HW_CSUM | NETIF_F_TSO | NETIF_F_TSO6 |
+			      NETIF_F_TSO_ECN;
+
+	dev->hw_features |= f;
+	dev->features |= f;
+	netif_set_tso_max_size(dev, tso_max);
+}
+
+netdev_features_t ivnet_features_without(netdev_features_t f, bool csum, bool gso)
+{
+	if (csum)
+		f &= ~(NETIF_F_CSUM_MASK | NETIF_F_GSO_MASK);
+	if (gso)
+		f &= ~NETIF_F_GSO_MASK;
+	return f;
+}
+
+int ivnet_skb_get_offload(const struct sk_buff *skb, struct virtio_net_hdr *hdr)
+{
+	return virtio_net_hdr_from_skb(skb, hdr, true, false, 0);
+}
+
+int ivnet_skb_set_offload(struct sk_buff *skb, const struct virtio_net_hdr *hdr)
+{
+	return virtio_net_hdr_to_skb(skb, hdr, true);
 }

@@ -11,6 +11,7 @@
 #include <linux/pci.h>
 #include <linux/skbuff.h>
 #include <linux/timer.h>
+#include <linux/virtio_net.h>
 
 resource_size_t ivnet_pci_resource_start(struct pci_dev *pdev, int bar);
 resource_size_t ivnet_pci_resource_len(struct pci_dev *pdev, int bar);
@@ -29,6 +30,10 @@ const char *ivnet_netdev_name(const struct net_device *dev);
 unsigned int ivnet_skb_len(const struct sk_buff *skb);
 unsigned char *ivnet_skb_data(const struct sk_buff *skb);
 void ivnet_skb_set_eth_protocol(struct sk_buff *skb, struct net_device *dev);
+void ivnet_netdev_set_offloads(struct net_device *dev, unsigned int tso_max);
+netdev_features_t ivnet_features_without(netdev_features_t f, bool csum, bool gso);
+int ivnet_skb_get_offload(const struct sk_buff *skb, struct virtio_net_hdr *hdr);
+int ivnet_skb_set_offload(struct sk_buff *skb, const struct virtio_net_hdr *hdr);
 
 void ivnet_timer_setup(struct timer_list *timer, void (*fn)(struct timer_list *));
 

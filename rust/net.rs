@@ -218,6 +218,51 @@ impl SkBuff {
         unsafe { bindings::ivnet_skb_set_eth_protocol(self.0.as_ptr(), dev.as_raw()) }
     }
 
+    /// The frame's offload metadata (checksum to fill in, segmentation), in the form of a
+    /// `virtio_net_hdr` (`virtio_net_hdr_from_skb`). `EINVAL` for a segmentation type it cannot
+    /// express.
+    pub fn offload(&self) -> Result<Offload> {
+        // SAFETY: all-zero is a valid header.
+        let mut h: bindings::virtio_net_hdr = unsafe { core::mem::zeroed() };
+        // SAFETY: valid by the type invariant; `h` is a local.
+        let ret = unsafe { bindings::ivnet_skb_get_offload(self.0.as_ptr(), &mut h) };
+        kernel::error::to_result(ret)?;
+        Ok(Offload {
+            flags: h.flags,
+            gso_type: h.gso_type,
+            hdr_len: h.hdr_len,
+            gso_size: h.gso_size,
+            csum_start: h.csum_start,
+            csum_offset: h.csum_offset,
+        })
+    }
+
+    /// Applies offload metadata received with the frame (`virtio_net_hdr_to_skb`), which
+    /// checks it against the frame: `EINVAL` if it is inconsistent. Call before
+    /// [`SkBuff::eth_type_trans`], with the data starting at the Ethernet header.
+    pub fn set_offload(&mut self, o: &Offload) -> Result {
+        let h = bindings::virtio_net_hdr {
+            flags: o.flags,
+            gso_type: o.gso_type,
+            hdr_len: o.hdr_len,
+            gso_size: o.gso_size,
+            csum_start: o.csum_start,
+            csum_offset: o.csum_offset,
+        };
+        // SAFETY: valid and owned by the type invariant; `h` is a local.
+        kernel::error::to_result(unsafe { bindings::ivnet_skb_set_offload(self.0.as_ptr(), &h) })
+    }
+
+    /// Copies the whole frame, linear part and fragments, into `shm` at `off`.
+    pub fn copy_to(&self, shm: &super::shm::SharedMem, off: usize) -> Result {
+        let len = self.len() as usize;
+        let dst = shm.range_ptr(off, len).map_err(|_| EINVAL)?;
+        // SAFETY: `dst` points to `len` writable bytes of the mapping (checked by
+        // `range_ptr`); the frame is valid and owned; `skb_copy_bits` copies exactly `len`.
+        let ret = unsafe { bindings::skb_copy_bits(self.0.as_ptr(), 0, dst.cast(), len as i32) };
+        kernel::error::to_result(ret)
+    }
+
     /// Frees the frame as successfully transmitted (`dev_consume_skb_any`).
     pub fn consume(self) {
         let p = self.0.as_ptr();
@@ -238,6 +283,23 @@ impl Drop for SkBuff {
         // SAFETY: owned by the type invariant; dropped means discarded (counted as a drop).
         unsafe { bindings::dev_kfree_skb_any(self.0.as_ptr()) }
     }
+}
+
+/// Offload metadata of a frame, with the meaning of the fields of `struct virtio_net_hdr`.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Offload {
+    /// `VIRTIO_NET_HDR_F_*`.
+    pub flags: u8,
+    /// `VIRTIO_NET_HDR_GSO_*`.
+    pub gso_type: u8,
+    /// Length of the headers.
+    pub hdr_len: u16,
+    /// Segment size.
+    pub gso_size: u16,
+    /// Where checksumming starts, from the Ethernet header.
+    pub csum_start: u16,
+    /// Where the checksum goes, from `csum_start`.
+    pub csum_offset: u16,
 }
 
 /// A NAPI context, inside a poll.
@@ -340,6 +402,9 @@ pub trait Driver: Send + Sync + Sized + 'static {
     /// The device's interrupt fired (hard interrupt context; only if [`Config::irq`] was
     /// set). Returns whether it was ours (a shared INTx line may belong to others).
     fn interrupt(&self, dev: &Device) -> bool;
+    /// `ndo_features_check`: may the frame to `dst` keep its checksum offload and its
+    /// segmentation offload? What is refused is done in software by the stack first.
+    fn offloads_for(&self, dst: &[u8; 6]) -> (bool, bool);
 }
 
 /// Whether the stack is about to hand `start_xmit` more frames right away, so the driver may
@@ -573,6 +638,29 @@ impl<T: Driver> Adapter<T> {
         }
     }
 
+    /// # Safety
+    ///
+    /// As `open`; `skb` is a valid frame about to be transmitted (not ours yet).
+    unsafe extern "C" fn features_check(
+        skb: *mut bindings::sk_buff,
+        dev: *mut bindings::net_device,
+        features: bindings::netdev_features_t,
+    ) -> bindings::netdev_features_t {
+        // SAFETY: by the function's safety requirement.
+        let (_, data) = unsafe { Self::data(dev) };
+        let mut dst = [0xffu8; 6];
+        // SAFETY: `skb` is valid; an Ethernet frame being transmitted has its header in the
+        // linear part (checked: at least 6 bytes there).
+        unsafe {
+            if bindings::skb_headlen(skb) >= 6 {
+                core::ptr::copy_nonoverlapping(bindings::ivnet_skb_data(skb), dst.as_mut_ptr(), 6);
+            }
+        }
+        let (csum, gso) = data.offloads_for(&dst);
+        // SAFETY: a pure computation on the feature bits.
+        unsafe { bindings::ivnet_features_without(features, !csum, !gso) }
+    }
+
     const NETDEV_OPS: bindings::net_device_ops = {
         // SAFETY: all-zero is a valid `net_device_ops` (no callbacks).
         let mut ops: bindings::net_device_ops = unsafe { core::mem::zeroed() };
@@ -581,6 +669,7 @@ impl<T: Driver> Adapter<T> {
         ops.ndo_start_xmit = Some(Self::start_xmit);
         ops.ndo_get_stats64 = Some(Self::get_stats64);
         ops.ndo_change_mtu = Some(Self::change_mtu);
+        ops.ndo_features_check = Some(Self::features_check);
         ops
     };
 
@@ -619,6 +708,9 @@ pub struct Config {
     pub max_mtu: u32,
     /// See `min_mtu`.
     pub mtu: u32,
+    /// Offer checksum and segmentation offloads (SG, HW_CSUM, TSO, TSO6), with frames up to
+    /// this many bytes; `None` for none.
+    pub tso_max: Option<u32>,
     /// An interrupt to request before registering (shared, named after the driver), calling
     /// [`Driver::interrupt`]; freed before the device is unregistered.
     pub irq: Option<u32>,
@@ -677,6 +769,9 @@ impl<T: Driver> Registration<T> {
                 cfg.mtu,
             );
             bindings::dev_addr_set(raw, cfg.mac.as_ptr());
+            if let Some(max) = cfg.tso_max {
+                bindings::ivnet_netdev_set_offloads(raw, max);
+            }
             bindings::netif_carrier_off(raw);
         }
         if let Some(irq) = cfg.irq {

@@ -39,6 +39,16 @@ impl SharedMem {
     }
 }
 
+impl SharedMem {
+    /// A pointer to the `len` bytes at `off`, after checking they are inside the mapping, for
+    /// kernel functions that copy into or out of memory (see `net::SkBuff::copy_to`).
+    pub(crate) fn range_ptr(&self, off: usize, len: usize) -> Result<*mut u8, Error> {
+        check_range(self.len, off, len, false)?;
+        // SAFETY: `off + len <= self.len` (checked), inside the mapping.
+        Ok(unsafe { self.addr.as_ptr().add(off) })
+    }
+}
+
 impl Region for SharedMem {
     fn len(&self) -> usize {
         self.len

@@ -60,6 +60,12 @@ pub mod feature {
     /// while busy. Peers of both kinds do not link (a polling peer would find the other
     /// silent, and could not kick it).
     pub const DOORBELL: u32 = 1 << 0;
+    /// The peer accepts frames whose checksum is left to fill in (descriptor flag
+    /// `NEEDS_CSUM` with `csum_start`/`csum_offset`).
+    pub const CSUM: u32 = 1 << 1;
+    /// The peer accepts segmentation-offload frames (descriptor `gso_type`, `gso_size`,
+    /// `hdr_len`), up to 64 KiB.
+    pub const GSO: u32 = 1 << 2;
 }
 
 /// A peer that has not changed its heartbeat for this long is treated as gone.
