@@ -660,6 +660,68 @@ def test_pair_mtu_9000_65535_tcp_and_ping():
         ping(a, b.ip4)
 
 
+OFFLOADS = [("tx-checksumming", "tx"), ("scatter-gather", "sg"),
+            ("tcp-segmentation-offload", "tso")]
+
+
+def _offloads(node):
+    out = node.run("%s -k %s" % (ETHTOOL, IFACE), timeout=30, check=True).out
+    return {name: re.search(r"^%s: (on|off)" % re.escape(name), out, re.M).group(1)
+            for name, _ in OFFLOADS if re.search(r"^%s: " % re.escape(name), out, re.M)}
+
+
+def _set_offloads(nodes, **flags):
+    if not flags:
+        return
+    for n in nodes:
+        args = " ".join("%s %s" % (k, "on" if v else "off") for k, v in flags.items())
+        n.run("%s -K %s %s" % (ETHTOOL, IFACE, args), timeout=30, check=True)
+
+
+def test_pair_offloads_on_and_each_off():
+    """`ethtool -k` shows checksum, scatter-gather and TSO on; with TSO the sender hands the
+    ring frames far larger than the MTU (one copy of up to 64 KiB per frame); TCP keeps its
+    sha256 with all offloads on, with each turned off in turn, and with all off, when the
+    average frame is back to at most MTU + header."""
+    with pair() as (a, b):
+        for n in (a, b):
+            k = _offloads(n)
+            check(k == {name: "on" for name, _ in OFFLOADS},
+                  "%s: ethtool -k should show %s on: %s" % (n.name, [x for x, _ in OFFLOADS], k))
+        try:
+            runs = [("all on", {})] + [("%s off" % short, {short: False})
+                                       for _, short in OFFLOADS]
+            runs.append(("all off", {short: False for _, short in OFFLOADS}))
+            for label, flags in runs:
+                _set_offloads([a, b], **{short: True for _, short in OFFLOADS})
+                _set_offloads([a, b], **flags)
+                e0, b0 = a.stat_dict(), b.stat_dict()
+                tcp_transfer(a, b, 16 << 20, timeout=600)
+                em = a.stat_dict()
+                # Frame sizes from a sender that writes in big chunks (nc writes small ones,
+                # which TCP sends as they come): iperf3, 32 MiB.
+                b.run("iperf3 -s -D -1 -p 5299", timeout=30, check=True)
+                a.run("for i in $(seq 50); do iperf3 -c %s -p 5299 -n 32M >/dev/null && exit 0; "
+                      "usleep 100000; done; exit 1" % b.ip4, timeout=300, check=True)
+                e1, b1 = a.stat_dict(), b.stat_dict()
+                pkts = delta(em, e1, "peer%d_tx_packets" % b.id)
+                avg = delta(em, e1, "peer%d_tx_bytes" % b.id) / max(pkts, 1)
+                print("    info: %s: iperf3 32 MiB in %d frames, %.0f bytes per frame"
+                      % (label, pkts, avg), flush=True)
+                for name in ("tx_drop_error", "tx_drop_too_big"):
+                    check(delta(e0, e1, name) == 0, "%s: %s grew" % (label, name))
+                check(delta(b0, b1, "rx_bad_desc") == 0, "%s: gB's rx_bad_desc grew" % label)
+                if label == "all on":
+                    check(avg > 8000, "with TSO the average frame should be far above the MTU "
+                                      "(%.0f bytes)" % avg)
+                else:
+                    # Without checksum offload or SG the stack turns TSO off too.
+                    check(avg <= 1514, "%s: without TSO no frame may exceed MTU + 14 (%.0f)"
+                          % (label, avg))
+        finally:
+            _set_offloads([a, b], **{short: True for _, short in OFFLOADS})
+
+
 def test_pair_rmmod_drops_carrier_reload_restores():
     """rmmod in gA: gB's carrier goes to 0 within 2 s of the rmmod command (measured in gB
     every 50 ms against gB's clock, mapped to the host's), and gB logs the link down as 'left'.
@@ -826,5 +888,5 @@ def test_layout_version_2_refused_untouched():
 
 TESTS = [test_pair_ping_ipv4_ipv6_and_ethtool, test_pair_tcp_256mib_sha256,
          test_pair_udp_sizes_and_counters, test_pair_mtu_9000_65535_tcp_and_ping,
-         test_pair_rmmod_drops_carrier_reload_restores, test_three_guests_all_pairs_and_isolation,
-         test_layout_version_2_refused_untouched]
+         test_pair_offloads_on_and_each_off, test_pair_rmmod_drops_carrier_reload_restores,
+         test_three_guests_all_pairs_and_isolation, test_layout_version_2_refused_untouched]
