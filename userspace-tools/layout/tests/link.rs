@@ -215,3 +215,41 @@ fn epoch_never_zero() {
     assert_eq!(next_epoch(0), 1);
     assert_eq!(next_epoch(41), 42);
 }
+
+/// Doorbell mode: a peer that sleeps (no heartbeat) stays up while nothing waits for it, and
+/// goes down as silent only when the caller reports frames stalled.
+#[test]
+fn progress_liveness_ignores_a_quiet_heartbeat_until_frames_stall() {
+    let g = Geometry::new(4 * MIB, 2).unwrap();
+    let r = HeapRegion::new(g.region_len as usize);
+    attach(&r, g, 7, || true).unwrap();
+    let mut a = Peer::new(&r, &g, 0, 1);
+    let mut b = Peer::new(&r, &g, 1, 2);
+    for t in 0..4 {
+        a.step(&r, &g, t * 10);
+        b.step(&r, &g, t * 10);
+    }
+    assert!(a.links[1].up && b.links[0].up);
+    // B stops beating for 10 s; A judges by progress.
+    let view = read_peer(&r, &g, 1, 0).unwrap();
+    let (e, k) = (a.own.epoch(&r, 1).unwrap(), a.own.acked(&r, 1).unwrap());
+    let link = &mut a.links[1];
+    let quiet = Liveness::Progress { stalled: false };
+    assert_eq!(decide_with(link, e, k, &view, 10_000, quiet), Action::Stay);
+    assert_eq!(decide_with(link, e, k, &view, 20_000, quiet), Action::Stay);
+    let stalled = Liveness::Progress { stalled: true };
+    assert_eq!(
+        decide_with(link, e, k, &view, 20_001, stalled),
+        Action::Down(DownReason::Silent)
+    );
+    // With the heartbeat rule the same quiet peer is silent.
+    let mut fresh = Link {
+        up: true,
+        ..Link::default()
+    };
+    assert_eq!(decide(&mut fresh, e, k, &view, 0), Action::Stay);
+    assert_eq!(
+        decide(&mut fresh, e, k, &view, HEARTBEAT_TIMEOUT_MS + 1),
+        Action::Down(DownReason::Silent)
+    );
+}

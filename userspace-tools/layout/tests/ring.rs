@@ -565,3 +565,33 @@ fn two_threads_stream_frames() {
     producer.join().unwrap();
     assert_eq!(c.peek(&*r), Ok(None));
 }
+
+#[test]
+fn in_flight_counts_published_unconsumed_and_rejects_impossible_cons_idx() {
+    let g = common::small_geometry(8, 4096);
+    let (r, mut p, mut c) = common::setup(&g);
+    assert_eq!(p.in_flight(&r), Ok(0));
+    for seq in 0..3 {
+        let off = p.reserve(&r, 100).unwrap().unwrap();
+        r.write(off, &common::pattern(seq, 100)).unwrap();
+        p.commit(&r, &Desc::default()).unwrap();
+    }
+    // Committed but unpublished frames are not in flight yet.
+    assert_eq!(p.in_flight(&r), Ok(0));
+    p.publish(&r).unwrap();
+    assert_eq!(p.in_flight(&r), Ok(3));
+    let d = c.peek(&r).unwrap().unwrap();
+    c.pop(&d);
+    c.publish(&r).unwrap();
+    assert_eq!(p.in_flight(&r), Ok(2));
+    // A consumer index ahead of what was published, or further back than the ring holds.
+    let cons_idx = p.ring().base() + ivshmem_layout::ring::off::CONS_IDX;
+    for bad in [4u32, 3u32.wrapping_sub(9), 0x8000_0000] {
+        r.store(cons_idx, bad).unwrap();
+        assert_eq!(
+            p.in_flight(&r),
+            Err(Error::Corrupt(ivshmem_layout::layout::Corrupt::ConsIdx)),
+            "cons_idx {bad:#x}"
+        );
+    }
+}
