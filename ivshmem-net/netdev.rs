@@ -362,8 +362,12 @@ impl Net {
     }
 
     /// Largest frame we send or accept at the current MTU, capped at what the ring carries.
+    /// Largest frame the stack may hand us: MTU-sized, or a segmentation-offload frame of up
+    /// to [`tso_max`] bytes plus the Ethernet header; capped at what the ring carries.
     fn max_len(&self, dev: &Device) -> u32 {
-        (dev.mtu() + ETH_HLEN + VLAN_HLEN).min(self.geometry_max_frame())
+        let mtu_frame = dev.mtu() + ETH_HLEN + VLAN_HLEN;
+        let gso_frame = tso_max(self.geometry_max_frame()) + ETH_HLEN + VLAN_HLEN;
+        mtu_frame.max(gso_frame).min(self.geometry_max_frame())
     }
 
     fn geometry_max_frame(&self) -> u32 {
@@ -1005,8 +1009,10 @@ impl Driver for Net {
         let global = &self.stats.global;
         let mut tx = self.tx.lock();
         let verdict = self.xmit_one(dev, &mut tx, &mut skb);
-        // Publish the batch unless the stack promises more frames right away.
-        if !net::xmit_more() || dev.queue_stopped() {
+        // Publish the batch unless the stack promises more frames right away. A frame handed
+        // back as busy ends the batch: what is committed must reach the peer, or its space
+        // would never come back.
+        if matches!(verdict, Verdict::Busy) || !net::xmit_more() || dev.queue_stopped() {
             self.flush(&mut tx);
         }
         drop(tx);

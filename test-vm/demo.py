@@ -72,6 +72,13 @@ def main():
         show("gA -> gB: %d MiB file over TCP (busybox nc)" % FILE_MIB,
              "sent     sha256 %s\nreceived sha256 %s\n%s\n%.1f s wall clock (TCG guests)"
              % (sent, got, out.splitlines()[0], took))
+        inspect = vm.BUILD / "bin" / "ivshmem-inspect"
+        if inspect.exists():
+            import subprocess
+            r = subprocess.run([str(inspect), str(c.shm_path)], capture_output=True, text=True,
+                               timeout=30)
+            show("host: ivshmem-inspect %s (read-only view of the live region)" % c.shm_path,
+                 r.stdout + r.stderr)
         after = stats(a, ids["gB"])
         show("gA: ethtool -S ivshm0 (after)", after)
         show("gB: ethtool -S ivshm0 (after; peer%d = gA)" % ids["gA"], stats(b, ids["gA"]))

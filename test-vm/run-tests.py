@@ -132,11 +132,11 @@ def run_cargo_tests():
 
 # ---------------------------------------------------------------- runner
 
-def run_tests(tests, label, pattern):
+def run_tests(tests, label, pattern, suffix=""):
     passed = failed = 0
     results = []
     for t in tests:
-        name = t.__name__
+        name = t.__name__ + suffix
         if pattern and pattern not in name:
             continue
         start = time.time()
@@ -167,6 +167,9 @@ def main():
     if args.list:
         for t in HOST_TESTS + vm_tests:
             print(t.__name__)
+        for t in vm_tests:
+            if "doorbell" in getattr(t, "modes", ()):
+                print(t.__name__ + "[doorbell]")
         return 0
 
     total_p = total_f = 0
@@ -180,8 +183,18 @@ def main():
     if args.suite in ("vm", "all"):
         accel, why = vm.choose_accel(vm.BUILD / "guest" / "bzImage", vm.BUILD / "initramfs.cpio.gz")
         print("vm: accelerator %s (%s)" % (accel, why), flush=True)
-        p, f, r = run_tests(vm_tests, "vm", args.pattern)
+        # Every test in polling mode (ivshmem-plain); those that make sense there again in
+        # doorbell mode (ivshmem-doorbell through our ivshmem-server, MSI-X interrupts).
+        vm.DEFAULT_DOORBELL = None
+        p, f, r = run_tests(vm_tests, "vm (plain, polling)", args.pattern)
         total_p, total_f, report = total_p + p, total_f + f, report + r
+        tests_datapath.drop_pair()
+        vm.DEFAULT_DOORBELL = 1
+        both = [t for t in vm_tests if "doorbell" in getattr(t, "modes", ())]
+        p, f, r = run_tests(both, "vm (doorbell, interrupts)", args.pattern, "[doorbell]")
+        total_p, total_f, report = total_p + p, total_f + f, report + r
+        tests_datapath.drop_pair()
+        vm.DEFAULT_DOORBELL = None
 
     (vm.BUILD / "test-results.json").write_text(json.dumps(report, indent=1))
     print("%d passed, %d failed" % (total_p, total_f), flush=True)

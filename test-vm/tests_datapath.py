@@ -417,7 +417,7 @@ class _Pair:
 _pair = None
 
 
-def _drop_pair():
+def drop_pair():
     global _pair
     if _pair is not None:
         p, _pair = _pair, None
@@ -430,7 +430,7 @@ def pair():
     next test if this one passes; thrown away if it fails."""
     global _pair
     if _pair is not None and not _pair.healthy():
-        _drop_pair()
+        drop_pair()
     if _pair is None:
         _pair = _Pair()
     ok = False
@@ -440,7 +440,7 @@ def pair():
         ok = True
     finally:
         if not ok:
-            _drop_pair()
+            drop_pair()
 
 
 # ---------------------------------------------------------------- two guests
@@ -786,7 +786,7 @@ def test_three_guests_all_pairs_and_isolation():
     """Three guests: every ordered pair pings (ARP by broadcast reaches every peer); then 8 MiB
     of TCP from gA to gB shows up in gA's and gB's counters for each other and not in gC's
     (each of gC's counters for gA and gB, and its global rx_bytes, grow by < 64 KiB)."""
-    _drop_pair()
+    drop_pair()
     with vm.Cluster(["gA", "gB", "gC"]) as c:
         nodes = [Node(c[name], i + 1) for i, name in enumerate(["gA", "gB", "gC"])]
         a, b, cc = nodes
@@ -856,7 +856,7 @@ def test_layout_version_2_refused_untouched():
     """A region whose READY header has layout version 2: both guests load the module, refuse
     the region with the promised message, create no netdev, and leave every byte of the
     region as it was; the module unloads."""
-    _drop_pair()
+    drop_pair()
     size = 32 << 20
     hdr = layout_header(size, 2)
     with vm.Cluster(["gA", "gB"], shm_size=size, region_init=hdr) as c:
@@ -885,6 +885,13 @@ def test_layout_version_2_refused_untouched():
             check("rc=0" in r.out, "%s: rmmod after refusal: %s" % (g.name, r.out))
         no_splats(c)
 
+
+# These run in both modes (see run-tests.py).
+for _t in (test_pair_ping_ipv4_ipv6_and_ethtool, test_pair_tcp_256mib_sha256,
+           test_pair_udp_sizes_and_counters, test_pair_mtu_9000_65535_tcp_and_ping,
+           test_pair_offloads_on_and_each_off, test_pair_rmmod_drops_carrier_reload_restores,
+           test_three_guests_all_pairs_and_isolation, test_layout_version_2_refused_untouched):
+    _t.modes = ("plain", "doorbell")
 
 TESTS = [test_pair_ping_ipv4_ipv6_and_ethtool, test_pair_tcp_256mib_sha256,
          test_pair_udp_sizes_and_counters, test_pair_mtu_9000_65535_tcp_and_ping,

@@ -160,7 +160,13 @@ class Guest:
                "-chardev", "socket,id=agent,path=%s,server=on,wait=off" % self.sock_path,
                "-serial", "chardev:agent"]
         if c.accel == "tcg":
-            cmd[cmd.index("-accel") + 1] = "tcg,thread=single"
+            # Guests share memory with other QEMU processes, so TCG must emit the guest's
+            # memory barriers and atomic instructions as such. It does that only in parallel
+            # mode: multi-threaded TCG with more than one possible vCPU (maxcpus=2; one vCPU
+            # runs). Single-threaded TCG drops barriers and makes cmpxchg non-atomic, which
+            # loses wake-ups across VMs (the ring's event index relies on store-fence-load).
+            cmd[cmd.index("-accel") + 1] = "tcg,thread=multi"
+            cmd[cmd.index("-smp") + 1] = "1,maxcpus=2"
         if c.doorbell is not None and self.ivshmem is not None:
             # ivshmem-doorbell: memory and eventfds come from an ivshmem-server on a socket.
             sock, vectors = c.doorbell
@@ -296,19 +302,30 @@ class Guest:
             self.sock = None
 
 
+# What `Cluster(doorbell="default")` means: None for ivshmem-plain, N for ivshmem-doorbell with
+# N vectors. The test runner switches it to run the same tests in both modes.
+DEFAULT_DOORBELL = None
+
+
 class Cluster:
     """N guests sharing one ivshmem-plain region.
 
     `guests` is a list of names, or of dicts {"name", "ivshmem": "shared"|None|size_bytes,
     "mem_mb", "args"}; a size gives that guest a private region of its own. With
-    `doorbell=(socket_path, vectors)` the shared guests use ivshmem-doorbell through an
-    ivshmem-server listening on that socket instead of ivshmem-plain.
+    `doorbell=N` the shared guests use ivshmem-doorbell with N vectors instead of ivshmem-plain:
+    the cluster runs our ivshmem-server (build/bin) for them, whose shared memory is the same
+    /dev/shm file `shm_path` names; `doorbell=(socket_path, N)` uses a server already
+    listening there instead.
     `region_init` (bytes) is written at the start of the shared region file before the guests
     boot (the file is then sized to `shm_size`), e.g. a header some other peer left there.
     """
 
     def __init__(self, guests=("gA", "gB"), shm_size=32 << 20, kernel=None, initrd=None,
-                 boot_timeout=90, doorbell=None, region_init=None):
+                 boot_timeout=90, doorbell="default", region_init=None):
+        if doorbell == "default":
+            doorbell = DEFAULT_DOORBELL
+        self.server = None
+        self.server_log = None
         self.doorbell = doorbell
         self.region_init = region_init
         self.kernel = Path(kernel or BUILD / "guest" / "bzImage")
@@ -350,7 +367,39 @@ class Cluster:
             return next(g for g in self.guests if g.name == i)
         return self.guests[i]
 
+    def start_server(self):
+        """Starts build/bin/ivshmem-server for `doorbell=N` (foreground, dies with us)."""
+        vectors = self.doorbell
+        sock = VMDIR / ("%s.ivshmem.sock" % self.tag)
+        VMDIR.mkdir(parents=True, exist_ok=True)
+        self.server_log = VMDIR / ("%s.ivshmem-server.log" % self.tag)
+        cmd = ["timeout", "-s", "KILL", str(QEMU_HARD_LIMIT_S), str(BUILD / "bin" / "ivshmem-server"),
+               "-F", "-v", "-S", str(sock), "-M", self.tag, "-l", str(self.shm_size),
+               "-n", str(vectors), "--max-clients", "8"]
+        self.server = subprocess.Popen(cmd, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
+                                       stderr=open(self.server_log, "wb"),
+                                       preexec_fn=_die_with_parent)
+        deadline = time.time() + 10
+        while not sock.exists():
+            if self.server.poll() is not None or time.time() > deadline:
+                raise AgentError("ivshmem-server did not start: %s"
+                                 % self.server_log.read_text(errors="replace")[-500:])
+            time.sleep(0.02)
+        self.files.append(sock)
+        self.doorbell = (sock, vectors)
+
+    def stop_server(self):
+        """Stops the server (SIGTERM: it removes its socket and the memory it created)."""
+        if self.server is not None and self.server.poll() is None:
+            self.server.terminate()
+            try:
+                self.server.wait(timeout=10)
+            except subprocess.TimeoutExpired:
+                self.server.kill()
+
     def start(self):
+        if isinstance(self.doorbell, int):
+            self.start_server()
         if self.region_init is not None:
             with open(self.shm_path, "wb") as f:
                 f.write(self.region_init)
@@ -406,6 +455,7 @@ class Cluster:
             g.poweroff(timeout=5)
         for g in self.guests:
             g.kill()
+        self.stop_server()
         for p in self.files:
             try:
                 p.unlink()
