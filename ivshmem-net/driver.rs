@@ -149,24 +149,19 @@ impl pci::Driver for IvshmemNet {
             geometry.ring_data >> 10,
         );
 
-        // Our peer id: IVPosition with a doorbell device (the server hands out unique ids),
-        // else `id=` or the first free slot.
+        // Our peer id (slot): `id=`, or the first free slot. In doorbell mode the IVPosition
+        // the server gave us is published as our doorbell id instead (see `Net::kick`).
         let token = (random::u64() as u32) | 1;
-        let want = if doorbell {
-            Some(ivposition)
-        } else {
-            params.id
-        };
+        let want = params.id;
         let (me, claim) =
             layout::claim_slot(&shm, &geometry, want, token, time::msleep).map_err(|e| {
                 let (why, err) = describe(e);
                 dev_err!(dev, "no peer id: {} ({:?})", why, e);
                 err
             })?;
-        let how = match (claim, doorbell, params.id.is_some()) {
-            (Claim::Stale, _, _) => "took over a stale slot",
-            (_, true, _) => "IVPosition",
-            (_, false, true) => "id= parameter",
+        let how = match (claim, params.id.is_some()) {
+            (Claim::Stale, _) => "took over a stale slot",
+            (_, true) => "id= parameter",
             _ => "claimed a free slot",
         };
 
@@ -216,6 +211,7 @@ impl pci::Driver for IvshmemNet {
         let attached = own
             .attach(&shm, mac, mtu)
             .and_then(|()| own.set_features(&shm, features))
+            .and_then(|()| own.set_doorbell_id(&shm, if doorbell { ivposition } else { 0 }))
             .and_then(|()| own.set_state(&shm, PeerState::Ready));
         if let Err(e) = attached {
             let _ = layout::release_slot(&shm, &geometry, me, token);

@@ -225,6 +225,8 @@ pub(crate) struct Net {
     last_warn_ms: AtomicU64,
     /// Doorbell mode: when the NAPI poll last looked at the links, in ms.
     last_manage_ms: AtomicU64,
+    /// Doorbell mode: the watch timer is armed (frames in flight are being watched).
+    watching: AtomicBool,
     #[pin]
     ctl: SpinLockBh<Ctl>,
     #[pin]
@@ -305,6 +307,7 @@ impl Net {
             reset_req: AtomicU64::new(0),
             last_warn_ms: AtomicU64::new(0),
             last_manage_ms: AtomicU64::new(0),
+            watching: AtomicBool::new(false),
             ctl <- new_spinlock_bh!(
                 Ctl {
                     own,
@@ -340,9 +343,18 @@ impl Net {
         self.me
     }
 
-    /// Doorbell mode: interrupts peer `j` (dropped by the device if `j` is not connected).
+    /// Doorbell mode: interrupts peer `j` through the doorbell id it published (its
+    /// IVPosition; the device drops a doorbell to an id that is not connected). Slot ids and
+    /// IVPositions differ: QEMU's ivshmem cannot take an id back after a disconnect, so the
+    /// server never reuses one while slot ids are reused.
     fn kick(&self, j: u32) {
-        if self.irq != Irq::None && self.regs.write32(reg::DOORBELL, j << 16).is_ok() {
+        if self.irq == Irq::None {
+            return;
+        }
+        let Some(id) = link::peer_doorbell(&self.shm, &self.geometry, j) else {
+            return;
+        };
+        if self.regs.write32(reg::DOORBELL, id << 16).is_ok() {
             self.stats.global.doorbells_sent.inc();
         }
     }
@@ -553,8 +565,16 @@ impl Net {
         }
     }
 
-    /// Publishes every committed frame, kicking each peer whose consumer asked for it.
-    fn flush(&self, tx: &mut Tx) {
+    /// Publishes every committed frame, kicking each peer whose consumer asked for it. In
+    /// doorbell mode, makes sure the timer watches the frames (a dead peer never consumes
+    /// them, and nobody else would notice).
+    fn flush(&self, dev: &Device, tx: &mut Tx) {
+        if tx.unpublished != 0
+            && self.irq != Irq::None
+            && !self.watching.swap(true, Ordering::Relaxed)
+        {
+            dev.timer_arm(time::ms_to_jiffies(WATCH_MS));
+        }
         let pending = core::mem::take(&mut tx.unpublished);
         for j in self.others().filter(|&j| pending & bit(j) != 0) {
             let Some(Some(p)) = tx.peers.get_mut(j as usize) else {
@@ -1013,7 +1033,7 @@ impl Driver for Net {
         // back as busy ends the batch: what is committed must reach the peer, or its space
         // would never come back.
         if matches!(verdict, Verdict::Busy) || !net::xmit_more() || dev.queue_stopped() {
-            self.flush(&mut tx);
+            self.flush(dev, &mut tx);
         }
         drop(tx);
         match verdict {
@@ -1086,8 +1106,10 @@ impl Driver for Net {
             };
             Some(ctl.interval_ms)
         } else if running && (watch || dev.queue_stopped()) {
+            self.watching.store(true, Ordering::Relaxed);
             Some(WATCH_MS)
         } else {
+            self.watching.store(false, Ordering::Relaxed);
             // Doorbell mode and all quiet: sleep until a peer kicks us.
             None
         };
@@ -1135,7 +1157,11 @@ impl Driver for Net {
         }
         dev.set_mtu(mtu);
         let ctl = self.ctl.lock();
-        ctl.own.set_mtu(&self.shm, mtu).map_err(|_| EIO)
+        ctl.own.set_mtu(&self.shm, mtu).map_err(|_| EIO)?;
+        drop(ctl);
+        // Peers read our MTU when they look at the links: have them look now.
+        self.kick_all();
+        Ok(())
     }
 
     fn stats(&self, _dev: &Device) -> Stats64 {

@@ -10,8 +10,8 @@
 
 static int id = -1;
 module_param(id, int, 0444);
-MODULE_PARM_DESC(id, "Peer id (slot) to use, 0..max_peers-1; -1 (default): IVPosition with "
-		     "ivshmem-doorbell, else the first free slot in the region");
+MODULE_PARM_DESC(id, "Peer id (slot) to use, 0..max_peers-1; -1 (default): the first free "
+		     "slot in the region");
 
 static unsigned int max_peers = 8;
 module_param(max_peers, uint, 0444);

@@ -14,6 +14,7 @@
 //! | 0x08          | MTU                                                                |
 //! | 0x0c          | feature bits                                                       |
 //! | 0x10, 0x14    | MAC address, bytes 0-3 and 4-5 (little-endian)                     |
+//! | 0x18          | doorbell id: the owner's IVPosition (doorbell mode), for kicking it |
 //! | 0x40 + 4 * j  | `epoch[j]`: the owner's epoch of its link with peer `j`            |
 //! | 0x140 + 4 * j | `ack[j]`: the epoch of `j`'s side of the link the owner has synced |
 //!
@@ -48,6 +49,8 @@ pub mod ctrl {
     pub const MAC_LO: usize = 0x10;
     /// See the table in the module documentation.
     pub const MAC_HI: usize = 0x14;
+    /// See the table in the module documentation.
+    pub const DOORBELL_ID: usize = 0x18;
     /// `epoch[j]` is at `EPOCH + 4 * j`.
     pub const EPOCH: usize = 0x40;
     /// `ack[j]` is at `ACK + 4 * j`.
@@ -193,6 +196,11 @@ impl Own {
         r.store(self.base + ctrl::FEATURES, features)
     }
 
+    /// Publishes the id other peers ring our doorbell with (our IVPosition).
+    pub fn set_doorbell_id<R: Region + ?Sized>(&self, r: &R, id: u32) -> Result<(), Error> {
+        r.store(self.base + ctrl::DOORBELL_ID, id)
+    }
+
     /// Publishes a new MTU.
     pub fn set_mtu<R: Region + ?Sized>(&self, r: &R, mtu: u32) -> Result<(), Error> {
         r.store(self.base + ctrl::MTU, mtu)
@@ -239,6 +247,15 @@ impl Own {
         }
         Ok(j as usize)
     }
+}
+
+/// The doorbell id peer `j` published (its IVPosition), read once; `None` unless `j` says it
+/// is in doorbell mode and the id fits the doorbell register's 16-bit peer field.
+pub fn peer_doorbell<R: Region + ?Sized>(r: &R, g: &Geometry, j: u32) -> Option<u32> {
+    let base = g.ctrl_offset(j).ok()?;
+    let features = r.load(base + ctrl::FEATURES).ok()?;
+    let id = r.load(base + ctrl::DOORBELL_ID).ok()?;
+    (features & feature::DOORBELL != 0 && id <= 0xffff).then_some(id)
 }
 
 /// The epoch after `e`; never 0, which means "nothing acknowledged yet".
