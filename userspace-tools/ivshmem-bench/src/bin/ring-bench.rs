@@ -1,0 +1,1196 @@
+// SPDX-License-Identifier: GPL-2.0
+
+//! `ring-bench`: the ivshmem-net frame ring (the very `ring.rs` the driver compiles) measured on
+//! the host, next to a Unix-domain stream socket, TCP over loopback and plain `memcpy`.
+//!
+//! The parent process creates a region file in `/dev/shm`, sets it up with the layout's
+//! `attach` for two peers and runs itself again as the other peer (`--child`): a sink for the
+//! one-way runs, an echo for the ping-pong runs. Ring sides busy-poll; socket sides block in
+//! the kernel as ordinary programs do. Every frame carries its sequence number and length and
+//! is checked on receipt (see `ivshmem_bench::frame`); bad or missing frames are errors.
+
+use ivshmem_bench::frame;
+use ivshmem_bench::stats::{ns, Summary};
+use ivshmem_layout::layout::{attach, claim_slot, Geometry, Region};
+use ivshmem_layout::link::{Own, PeerState};
+use ivshmem_layout::ring::{Consumer, Desc, Producer};
+use ivshmem_layout::MmapRegion;
+use serde_json::{json, Value};
+use std::io::{BufRead, BufReader, Read, Write};
+use std::net::{TcpListener, TcpStream};
+use std::os::unix::net::{UnixListener, UnixStream};
+use std::path::{Path, PathBuf};
+use std::process::{Child, ChildStdout, Command, ExitCode, Stdio};
+use std::time::{Duration, Instant};
+
+const REGION_LEN: u64 = 32 << 20;
+const SIZES: [usize; 3] = [64, 1500, 64 << 10];
+const LAT_SIZE: usize = 64;
+/// Largest frame the receivers accept.
+const MAX_FRAME: usize = 1 << 20;
+/// A side that sees no progress for this long gives up.
+const STALL: Duration = Duration::from_secs(10);
+/// Spins before [`spin_until`] starts yielding the CPU now and then (some microseconds).
+const SPIN_ALONE: u32 = 4096;
+/// Round trips before the timed ones.
+const LAT_WARMUP: usize = 1000;
+
+const USAGE: &str = "\
+ring-bench: the ivshmem-net ring on the host, next to Unix sockets, TCP loopback and memcpy
+
+USAGE:
+    ring-bench [--quick] [--json]
+
+Two processes (this one and a copy of itself) exchange frames of 64 B, 1500 B and 64 KiB:
+  - through the ivshmem-net ring (Producer/Consumer of the layout crate) in a 32 MiB region
+    file in /dev/shm shared by both, set up for 2 peers, both sides busy-polling;
+  - through a Unix-domain stream socket pair, 4-byte length before each frame;
+  - through TCP over 127.0.0.1 (TCP_NODELAY), framed the same way.
+For each: one-way throughput (frames/s and GB/s of frame bytes, sender to drained receiver;
+the median of 3 interleaved trials) and 64-byte ping-pong latency (p50/p99 over at least 10,000 round trips). Also the host's
+memcpy bandwidth (a 64 MiB buffer copied repeatedly). Every frame is checked on receipt.
+
+OPTIONS:
+    --quick     short runs (about 5 s in all), for smoke tests; the default takes under 60 s
+    --json      print one JSON document instead of the table
+    -h, --help  print this help
+
+EXIT STATUS: 0 when every run finished without frame errors, 1 otherwise.
+";
+
+#[derive(Debug, Clone, Copy)]
+struct Plan {
+    quick: bool,
+    /// One-way trials per transport and size (interleaved); the median is reported.
+    trials: usize,
+    /// Timed part of each one-way trial.
+    throughput: Duration,
+    /// Untimed lead-in of each one-way run.
+    warmup: Duration,
+    /// Timed round trips: at least `lat_min`, then until `lat_time` or `lat_max`.
+    lat_min: usize,
+    lat_max: usize,
+    lat_time: Duration,
+    memcpy: Duration,
+}
+
+impl Plan {
+    fn new(quick: bool) -> Self {
+        if quick {
+            Plan {
+                quick,
+                trials: 1,
+                throughput: Duration::from_millis(200),
+                warmup: Duration::from_millis(30),
+                lat_min: 10_000,
+                lat_max: 10_000,
+                lat_time: Duration::ZERO,
+                memcpy: Duration::from_millis(200),
+            }
+        } else {
+            Plan {
+                quick,
+                trials: 3,
+                throughput: Duration::from_millis(500),
+                warmup: Duration::from_millis(100),
+                lat_min: 10_000,
+                lat_max: 200_000,
+                lat_time: Duration::from_secs(2),
+                memcpy: Duration::from_secs(1),
+            }
+        }
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Transport {
+    Ring,
+    Unix,
+    Tcp,
+}
+
+const TRANSPORTS: [Transport; 3] = [Transport::Ring, Transport::Unix, Transport::Tcp];
+
+impl Transport {
+    fn name(self) -> &'static str {
+        match self {
+            Transport::Ring => "ring",
+            Transport::Unix => "unix",
+            Transport::Tcp => "tcp",
+        }
+    }
+
+    fn from_name(s: &str) -> Option<Self> {
+        TRANSPORTS.into_iter().find(|t| t.name() == s)
+    }
+
+    fn title(self) -> &'static str {
+        match self {
+            Transport::Ring => "ring (shm, busy-poll)",
+            Transport::Unix => "unix stream socket",
+            Transport::Tcp => "tcp loopback",
+        }
+    }
+}
+
+type Res<T> = Result<T, String>;
+
+fn err<E: std::fmt::Debug>(what: &'static str) -> impl Fn(E) -> String {
+    move |e| format!("{what}: {e:?}")
+}
+
+/// Calls `f` until it yields a value, spinning in between; gives up after [`STALL`] without one.
+///
+/// After the first [`SPIN_ALONE`] spins it also yields the CPU every so often: with two CPUs
+/// and both processes busy-polling, anything else that becomes runnable (a VM, a build) would
+/// otherwise take a CPU from one side for a whole time slice while the other spins in vain.
+/// When nothing else wants the CPU the yield returns at once.
+fn spin_until<T>(what: &str, mut f: impl FnMut() -> Res<Option<T>>) -> Res<T> {
+    let mut spins = 0u32;
+    let mut since: Option<Instant> = None;
+    loop {
+        if let Some(v) = f()? {
+            return Ok(v);
+        }
+        spins = spins.wrapping_add(1);
+        if spins < SPIN_ALONE || !spins.is_multiple_of(64) {
+            std::hint::spin_loop();
+            continue;
+        }
+        std::thread::yield_now();
+        if spins.is_multiple_of(4096) && since.get_or_insert_with(Instant::now).elapsed() > STALL {
+            return Err(format!("{what}: no progress for {STALL:?}"));
+        }
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// The shared region.
+
+/// The region file and its mapping; the creating process removes the file when done.
+struct Shm {
+    r: MmapRegion,
+    g: Geometry,
+    path: PathBuf,
+    owner: bool,
+}
+
+impl Drop for Shm {
+    fn drop(&mut self) {
+        if self.owner {
+            let _ = std::fs::remove_file(&self.path);
+        }
+    }
+}
+
+fn geometry() -> Res<Geometry> {
+    Geometry::new(REGION_LEN, 2).map_err(err("geometry"))
+}
+
+impl Shm {
+    /// Creates the region file (pages allocated up front) and initialises it.
+    fn create() -> Res<Shm> {
+        let dir = if Path::new("/dev/shm").is_dir() {
+            PathBuf::from("/dev/shm")
+        } else {
+            std::env::temp_dir()
+        };
+        let path = dir.join(format!("ring-bench-{}", std::process::id()));
+        let mut f = std::fs::File::create(&path).map_err(err("create region file"))?;
+        let chunk = vec![0u8; 1 << 20];
+        for _ in 0..REGION_LEN / chunk.len() as u64 {
+            f.write_all(&chunk).map_err(err("fill region file"))?;
+        }
+        drop(f);
+        let mut shm = Shm {
+            r: MmapRegion::open(&path).map_err(err("map region"))?,
+            g: geometry()?,
+            path,
+            owner: true,
+        };
+        let nonce = u64::from(std::process::id()) << 32 | 0x5eed;
+        let a = attach(&shm.r, shm.g, nonce, || false).map_err(err("attach"))?;
+        shm.g = a.geometry;
+        shm.publish_peers()?;
+        Ok(shm)
+    }
+
+    /// Claims both peer ids and fills in both control blocks as two linked peers in RUN, so
+    /// that `ivshmem-inspect --shm ring-bench-PID` shows the benchmark's rings while it runs.
+    /// The benchmark itself needs none of it.
+    fn publish_peers(&self) -> Res<()> {
+        let mut own = Vec::new();
+        for id in 0..2 {
+            claim_slot(&self.r, &self.g, Some(id), 0x5242_0000 | id, |_| {})
+                .map_err(err("claim slot"))?;
+            let mut o = Own::new(&self.g, id).map_err(err("control block"))?;
+            o.attach(&self.r, [0x02, 0x52, 0x42, 0, 0, id as u8], 1500)
+                .map_err(err("control block"))?;
+            own.push(o);
+        }
+        for (i, j) in [(0, 1), (1, 0)] {
+            let e = own[j].epoch(&self.r, i as u32).map_err(err("epoch"))?;
+            own[i].ack(&self.r, j as u32, e).map_err(err("ack"))?;
+        }
+        for o in &own {
+            o.set_state(&self.r, PeerState::Run).map_err(err("state"))?;
+        }
+        Ok(())
+    }
+
+    /// Joins the region at `path` and touches every page of it.
+    fn join(path: &Path) -> Res<Shm> {
+        let r = MmapRegion::open(path).map_err(err("map region"))?;
+        let g = geometry()?;
+        attach(&r, g, 0, || false).map_err(err("join region"))?;
+        let mut buf = vec![0u8; 1 << 20];
+        let mut off = 0;
+        while off < r.len() {
+            let n = buf.len().min(r.len() - off);
+            r.read(off, &mut buf[..n]).map_err(err("touch region"))?;
+            off += n;
+        }
+        Ok(Shm {
+            r,
+            g,
+            path: path.to_owned(),
+            owner: false,
+        })
+    }
+
+    /// Zeroes both sides of both rings, before a child starts with fresh shadows.
+    fn reset_rings(&self) -> Res<()> {
+        for (a, b) in [(0, 1), (1, 0)] {
+            Producer::new(&self.g, a, b)
+                .and_then(|mut p| p.reset(&self.r))
+                .map_err(err("reset producer"))?;
+            Consumer::new(&self.g, a, b)
+                .and_then(|mut c| c.reset(&self.r))
+                .map_err(err("reset consumer"))?;
+        }
+        Ok(())
+    }
+}
+
+/// Reserves (spinning while the ring is full), copies, commits and publishes one frame.
+fn ring_send(r: &MmapRegion, p: &mut Producer, f: &[u8]) -> Res<()> {
+    let len = f.len() as u32;
+    let at = spin_until("ring full", || p.reserve(r, len).map_err(err("reserve")))?;
+    r.write(at, f).map_err(err("write frame"))?;
+    p.commit(r, &Desc::default()).map_err(err("commit"))?;
+    p.publish(r).map_err(err("publish"))?;
+    Ok(())
+}
+
+/// Copies the next frame, if any, into `buf` and pops it (not published); its length.
+fn ring_recv(r: &MmapRegion, c: &mut Consumer, buf: &mut [u8]) -> Res<Option<usize>> {
+    let Some(d) = c.peek(r).map_err(err("peek"))? else {
+        return Ok(None);
+    };
+    let n = c.read_frame(r, &d, buf).map_err(err("read frame"))?;
+    c.pop(&d);
+    Ok(Some(n))
+}
+
+// ---------------------------------------------------------------------------------------------
+// Sockets: a 4-byte little-endian length, then the frame; length 0 ends a one-way run.
+
+trait Stream: Read + Write + Sized + Send + 'static {
+    fn dup(&self) -> std::io::Result<Self>;
+}
+
+impl Stream for UnixStream {
+    fn dup(&self) -> std::io::Result<Self> {
+        self.try_clone()
+    }
+}
+
+impl Stream for TcpStream {
+    fn dup(&self) -> std::io::Result<Self> {
+        self.try_clone()
+    }
+}
+
+/// Reads one frame into `buf`; `None` at the end marker.
+fn stream_recv<R: Read>(rd: &mut R, buf: &mut [u8]) -> Res<Option<usize>> {
+    let mut hdr = [0u8; 4];
+    rd.read_exact(&mut hdr).map_err(err("read length"))?;
+    let len = u32::from_le_bytes(hdr) as usize;
+    if len == 0 {
+        return Ok(None);
+    }
+    let buf = buf
+        .get_mut(..len)
+        .ok_or_else(|| format!("frame length {len} too large"))?;
+    rd.read_exact(buf).map_err(err("read frame"))?;
+    Ok(Some(len))
+}
+
+/// A message buffer: 4-byte length then a frame template of `len` bytes.
+fn message(len: usize) -> Vec<u8> {
+    let mut m = (len as u32).to_le_bytes().to_vec();
+    m.extend(frame::template(len));
+    m
+}
+
+// ---------------------------------------------------------------------------------------------
+// Child side.
+
+/// What a receiving child counted.
+#[derive(Debug, Default, Clone, Copy)]
+struct Tally {
+    frames: u64,
+    errors: u64,
+    next: u64,
+}
+
+impl Tally {
+    /// Checks a received frame; `true` for the end marker.
+    fn take(&mut self, f: &[u8]) -> bool {
+        match frame::check(f) {
+            Some(frame::END) => return true,
+            Some(seq) if seq == self.next => {}
+            Some(seq) => {
+                self.errors += 1;
+                self.next = seq;
+            }
+            None => self.errors += 1,
+        }
+        self.next = self.next.wrapping_add(1);
+        self.frames += 1;
+        false
+    }
+}
+
+fn ready() {
+    println!("ready");
+    let _ = std::io::stdout().flush();
+}
+
+fn child_ring(mode: &str, path: &Path) -> Res<Tally> {
+    let shm = Shm::join(path)?;
+    let (r, g) = (&shm.r, &shm.g);
+    let mut c = Consumer::new(g, 0, 1).map_err(err("consumer"))?;
+    let mut p = Producer::new(g, 1, 0).map_err(err("producer"))?;
+    let mut buf = vec![0u8; MAX_FRAME];
+    let mut t = Tally::default();
+    ready();
+    match mode {
+        "sink" => {
+            let mut batch = 0;
+            loop {
+                let got = ring_recv(r, &mut c, &mut buf)?;
+                let Some(n) = got else {
+                    if batch > 0 {
+                        c.publish(r).map_err(err("publish"))?;
+                        batch = 0;
+                    }
+                    spin_until("sink", || {
+                        Ok((c.pending(r).map_err(err("pending"))? > 0).then_some(()))
+                    })?;
+                    continue;
+                };
+                let end = t.take(&buf[..n]);
+                batch += 1;
+                if end || batch >= 32 {
+                    c.publish(r).map_err(err("publish"))?;
+                    batch = 0;
+                }
+                if end {
+                    return Ok(t);
+                }
+            }
+        }
+        "echo" => loop {
+            let n = spin_until("echo", || ring_recv(r, &mut c, &mut buf))?;
+            c.publish(r).map_err(err("publish"))?;
+            let end = t.take(&buf[..n]);
+            ring_send(r, &mut p, &buf[..n])?;
+            if end {
+                return Ok(t);
+            }
+        },
+        m => Err(format!("unknown mode {m}")),
+    }
+}
+
+fn child_stream<S: Stream>(mode: &str, s: S) -> Res<Tally> {
+    let mut w = s.dup().map_err(err("dup socket"))?;
+    let mut rd = BufReader::with_capacity(256 << 10, s);
+    let mut buf = vec![0u8; 4 + MAX_FRAME];
+    let mut t = Tally::default();
+    ready();
+    loop {
+        let got = stream_recv(&mut rd, &mut buf[4..]);
+        match (mode, got) {
+            ("sink", Ok(Some(n))) => {
+                t.take(&buf[4..4 + n]);
+            }
+            ("sink", Ok(None)) => {
+                w.write_all(&[1]).map_err(err("ack"))?;
+                return Ok(t);
+            }
+            ("echo", Ok(Some(n))) => {
+                t.take(&buf[4..4 + n]);
+                buf[..4].copy_from_slice(&(n as u32).to_le_bytes());
+                w.write_all(&buf[..4 + n]).map_err(err("echo"))?;
+            }
+            ("echo", Ok(None)) => {
+                w.write_all(&[0; 4]).map_err(err("echo end"))?;
+                return Ok(t);
+            }
+            (_, Err(e)) => return Err(e),
+            (m, _) => return Err(format!("unknown mode {m}")),
+        }
+    }
+}
+
+fn child(args: &[String]) -> ExitCode {
+    let [kind, mode, addr] = args else {
+        eprintln!("ring-bench: --child KIND MODE ADDR");
+        return ExitCode::from(64);
+    };
+    let res = match Transport::from_name(kind) {
+        Some(Transport::Ring) => child_ring(mode, Path::new(addr)),
+        Some(Transport::Unix) => UnixStream::connect(addr)
+            .map_err(err("connect"))
+            .and_then(|s| child_stream(mode, s)),
+        Some(Transport::Tcp) => TcpStream::connect(("127.0.0.1", addr.parse().unwrap_or(0)))
+            .map_err(err("connect"))
+            .and_then(|s| {
+                s.set_nodelay(true).map_err(err("nodelay"))?;
+                child_stream(mode, s)
+            }),
+        None => Err(format!("unknown transport {kind}")),
+    };
+    match res {
+        Ok(t) => {
+            println!("done frames={} errors={}", t.frames, t.errors);
+            ExitCode::SUCCESS
+        }
+        Err(e) => {
+            eprintln!("ring-bench child ({kind} {mode}): {e}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// Parent side.
+
+/// A running child; killed if dropped before [`Peer::finish`].
+struct Peer {
+    child: Child,
+    out: BufReader<ChildStdout>,
+    done: bool,
+}
+
+impl Peer {
+    fn spawn(kind: Transport, mode: &str, addr: &str) -> Res<Peer> {
+        let exe = std::env::current_exe().map_err(err("current exe"))?;
+        let mut child = Command::new(exe)
+            .args(["--child", kind.name(), mode, addr])
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .spawn()
+            .map_err(err("spawn child"))?;
+        let out = BufReader::new(child.stdout.take().ok_or("no child stdout")?);
+        let mut peer = Peer {
+            child,
+            out,
+            done: false,
+        };
+        let line = peer.line()?;
+        if line != "ready" {
+            return Err(format!("child said {line:?} instead of ready"));
+        }
+        Ok(peer)
+    }
+
+    fn line(&mut self) -> Res<String> {
+        let mut l = String::new();
+        self.out.read_line(&mut l).map_err(err("read child"))?;
+        if l.is_empty() {
+            return Err("the child exited early (see its message above)".into());
+        }
+        Ok(l.trim().to_string())
+    }
+
+    /// Waits for the child's tally and its exit.
+    fn finish(mut self) -> Res<Tally> {
+        let line = self.line()?;
+        self.done = true;
+        let status = self.child.wait().map_err(err("wait child"))?;
+        if !status.success() {
+            return Err(format!("child failed: {status}"));
+        }
+        let field = |k: &str| -> Res<u64> {
+            line.split_whitespace()
+                .find_map(|w| w.strip_prefix(k))
+                .and_then(|v| v.parse().ok())
+                .ok_or_else(|| format!("bad child report {line:?}"))
+        };
+        Ok(Tally {
+            frames: field("frames=")?,
+            errors: field("errors=")?,
+            next: 0,
+        })
+    }
+}
+
+impl Drop for Peer {
+    fn drop(&mut self) {
+        if !self.done {
+            let _ = self.child.kill();
+            let _ = self.child.wait();
+        }
+    }
+}
+
+#[derive(Debug, Clone)]
+struct Throughput {
+    transport: Transport,
+    size: usize,
+    /// Timed frames and seconds of the median trial.
+    frames: u64,
+    seconds: f64,
+    /// Frames per second of every trial, in the order run.
+    trials: Vec<f64>,
+    /// Summed over the trials.
+    errors: u64,
+    /// The first trial's failure, if any.
+    failed: Option<String>,
+}
+
+impl Throughput {
+    fn frames_per_sec(&self) -> f64 {
+        if self.seconds > 0.0 {
+            self.frames as f64 / self.seconds
+        } else {
+            0.0
+        }
+    }
+    fn gb_per_sec(&self) -> f64 {
+        self.frames_per_sec() * self.size as f64 / 1e9
+    }
+}
+
+#[derive(Debug, Clone)]
+struct Latency {
+    transport: Transport,
+    summary: Option<Summary>,
+    errors: u64,
+    failed: Option<String>,
+}
+
+/// Times a one-way run: `send(Some(seq))` sends frame `seq`; `send(None)` sends the end
+/// marker and returns once the receiver has everything. Returns (frames sent, timed frames,
+/// seconds): the timed part starts after the warm-up and ends when the receiver is drained.
+fn one_way(plan: &Plan, mut send: impl FnMut(Option<u64>) -> Res<()>) -> Res<(u64, u64, f64)> {
+    let start = Instant::now();
+    let (warm_end, stop) = (start + plan.warmup, start + plan.warmup + plan.throughput);
+    let mut warm: Option<(u64, Instant)> = None;
+    let mut seq = 0u64;
+    loop {
+        send(Some(seq))?;
+        seq += 1;
+        if seq.is_multiple_of(16) {
+            let now = Instant::now();
+            if warm.is_none() && now >= warm_end {
+                warm = Some((seq, now));
+            }
+            if now >= stop {
+                break;
+            }
+        }
+    }
+    send(None)?;
+    let t_end = Instant::now();
+    let (warm_seq, warm_at) = warm.unwrap_or((0, start));
+    Ok((
+        seq,
+        seq - warm_seq,
+        t_end.duration_since(warm_at).as_secs_f64(),
+    ))
+}
+
+fn throughput_ring(plan: &Plan, shm: &Shm, size: usize) -> Res<(u64, u64, f64, Tally)> {
+    shm.reset_rings()?;
+    let peer = Peer::spawn(Transport::Ring, "sink", &shm.path.to_string_lossy())?;
+    let r = &shm.r;
+    let mut p = Producer::new(&shm.g, 0, 1).map_err(err("producer"))?;
+    let slots = p.ring().slots();
+    let mut f = frame::template(size);
+    let mut endf = frame::template(64);
+    frame::stamp(&mut endf, frame::END);
+    let (sent, timed, secs) = one_way(plan, |seq| match seq {
+        Some(seq) => {
+            frame::stamp(&mut f, seq);
+            ring_send(r, &mut p, &f)
+        }
+        None => {
+            ring_send(r, &mut p, &endf)?;
+            spin_until("drain", || {
+                Ok((p.free_slots(r).map_err(err("free"))? == slots).then_some(()))
+            })
+        }
+    })?;
+    let tally = peer.finish()?;
+    Ok((sent, timed, secs, tally))
+}
+
+fn throughput_stream<S: Stream>(
+    plan: &Plan,
+    s: S,
+    peer: Peer,
+    size: usize,
+) -> Res<(u64, u64, f64, Tally)> {
+    let mut ack = s.dup().map_err(err("dup socket"))?;
+    let mut w = s;
+    let mut m = message(size);
+    let (sent, timed, secs) = one_way(plan, |seq| match seq {
+        Some(seq) => {
+            frame::stamp(&mut m[4..], seq);
+            w.write_all(&m).map_err(err("send"))
+        }
+        None => {
+            w.write_all(&[0; 4]).map_err(err("send end"))?;
+            let mut b = [0u8; 1];
+            ack.read_exact(&mut b).map_err(err("read ack"))
+        }
+    })?;
+    let tally = peer.finish()?;
+    Ok((sent, timed, secs, tally))
+}
+
+/// A connected socket to a fresh child of `kind` in `mode`.
+enum Conn {
+    Unix(UnixStream, Peer),
+    Tcp(TcpStream, Peer),
+}
+
+fn connect(kind: Transport, mode: &str) -> Res<Conn> {
+    match kind {
+        Transport::Unix => {
+            let path = std::env::temp_dir().join(format!("ring-bench-{}.sock", std::process::id()));
+            let _ = std::fs::remove_file(&path);
+            let l = UnixListener::bind(&path).map_err(err("bind unix socket"))?;
+            let peer = Peer::spawn(kind, mode, &path.to_string_lossy());
+            let s = peer.and_then(|p| Ok((l.accept().map_err(err("accept"))?.0, p)));
+            let _ = std::fs::remove_file(&path);
+            let (s, p) = s?;
+            Ok(Conn::Unix(s, p))
+        }
+        Transport::Tcp => {
+            let l = TcpListener::bind("127.0.0.1:0").map_err(err("bind tcp"))?;
+            let port = l.local_addr().map_err(err("local addr"))?.port();
+            let peer = Peer::spawn(kind, mode, &port.to_string())?;
+            let s = l.accept().map_err(err("accept"))?.0;
+            s.set_nodelay(true).map_err(err("nodelay"))?;
+            Ok(Conn::Tcp(s, peer))
+        }
+        Transport::Ring => Err("not a socket".into()),
+    }
+}
+
+fn trial(plan: &Plan, shm: &Shm, kind: Transport, size: usize) -> Throughput {
+    let res = match kind {
+        Transport::Ring => throughput_ring(plan, shm, size),
+        _ => connect(kind, "sink").and_then(|c| match c {
+            Conn::Unix(s, p) => throughput_stream(plan, s, p, size),
+            Conn::Tcp(s, p) => throughput_stream(plan, s, p, size),
+        }),
+    };
+    match res {
+        Ok((sent, timed, seconds, tally)) => Throughput {
+            transport: kind,
+            size,
+            frames: timed,
+            seconds,
+            trials: Vec::new(),
+            errors: tally.errors + sent.abs_diff(tally.frames),
+            failed: None,
+        },
+        Err(e) => Throughput {
+            transport: kind,
+            size,
+            frames: 0,
+            seconds: 0.0,
+            trials: Vec::new(),
+            errors: 1,
+            failed: Some(e),
+        },
+    }
+}
+
+/// The median of `trials` (one transport and size), with every trial's rate and all errors.
+fn median(mut trials: Vec<Throughput>) -> Throughput {
+    let rates: Vec<f64> = trials.iter().map(Throughput::frames_per_sec).collect();
+    let errors = trials.iter().map(|t| t.errors).sum();
+    let failed = trials.iter().find_map(|t| t.failed.clone());
+    trials.sort_by(|a, b| a.frames_per_sec().total_cmp(&b.frames_per_sec()));
+    let mid = trials.swap_remove(trials.len() / 2);
+    Throughput {
+        trials: rates,
+        errors,
+        failed,
+        ..mid
+    }
+}
+
+/// Runs round trips: `rt(seq)` sends frame `seq` and returns what came back.
+fn ping_pong(plan: &Plan, mut rt: impl FnMut(u64) -> Res<bool>) -> Res<(Vec<u64>, u64)> {
+    let mut samples = Vec::with_capacity(plan.lat_max);
+    let mut errors = 0;
+    let mut seq = 0u64;
+    let mut started: Option<Instant> = None;
+    loop {
+        if seq as usize == LAT_WARMUP {
+            started = Some(Instant::now());
+        }
+        if let Some(t) = started {
+            let n = samples.len();
+            if n >= plan.lat_max || (n >= plan.lat_min && t.elapsed() >= plan.lat_time) {
+                break;
+            }
+        }
+        let t0 = Instant::now();
+        let ok = rt(seq)?;
+        let d = t0.elapsed();
+        if !ok {
+            errors += 1;
+        }
+        if started.is_some() {
+            samples.push(ns(d));
+        }
+        seq += 1;
+    }
+    Ok((samples, errors))
+}
+
+fn latency_ring(plan: &Plan, shm: &Shm) -> Res<(Vec<u64>, u64, Tally)> {
+    shm.reset_rings()?;
+    let peer = Peer::spawn(Transport::Ring, "echo", &shm.path.to_string_lossy())?;
+    let r = &shm.r;
+    let mut p = Producer::new(&shm.g, 0, 1).map_err(err("producer"))?;
+    let mut c = Consumer::new(&shm.g, 1, 0).map_err(err("consumer"))?;
+    let mut f = frame::template(LAT_SIZE);
+    let mut buf = vec![0u8; MAX_FRAME];
+    let mut rt = |seq: u64| -> Res<bool> {
+        frame::stamp(&mut f, seq);
+        ring_send(r, &mut p, &f)?;
+        let n = spin_until("echo", || ring_recv(r, &mut c, &mut buf))?;
+        c.publish(r).map_err(err("publish"))?;
+        Ok(frame::check(&buf[..n]) == Some(seq))
+    };
+    let (samples, errors) = ping_pong(plan, &mut rt)?;
+    if !rt(frame::END)? {
+        return Err("end marker not echoed".into());
+    }
+    Ok((samples, errors, peer.finish()?))
+}
+
+fn latency_stream<S: Stream>(plan: &Plan, s: S, peer: Peer) -> Res<(Vec<u64>, u64, Tally)> {
+    let mut rd = BufReader::with_capacity(64 << 10, s.dup().map_err(err("dup socket"))?);
+    let mut w = s;
+    let mut m = message(LAT_SIZE);
+    let mut buf = vec![0u8; MAX_FRAME];
+    let (samples, errors) = ping_pong(plan, |seq| {
+        frame::stamp(&mut m[4..], seq);
+        w.write_all(&m).map_err(err("send"))?;
+        let n = stream_recv(&mut rd, &mut buf)?.ok_or("unexpected end marker")?;
+        Ok(frame::check(&buf[..n]) == Some(seq))
+    })?;
+    w.write_all(&[0; 4]).map_err(err("send end"))?;
+    if stream_recv(&mut rd, &mut buf)?.is_some() {
+        return Err("end marker not echoed".into());
+    }
+    Ok((samples, errors, peer.finish()?))
+}
+
+fn latency(plan: &Plan, shm: &Shm, kind: Transport) -> Latency {
+    let res = match kind {
+        Transport::Ring => latency_ring(plan, shm),
+        _ => connect(kind, "echo").and_then(|c| match c {
+            Conn::Unix(s, p) => latency_stream(plan, s, p),
+            Conn::Tcp(s, p) => latency_stream(plan, s, p),
+        }),
+    };
+    match res {
+        Ok((mut samples, errors, tally)) => {
+            let sent = (LAT_WARMUP + samples.len()) as u64;
+            Latency {
+                transport: kind,
+                summary: Summary::of_ns(&mut samples),
+                errors: errors + tally.errors + sent.abs_diff(tally.frames),
+                failed: None,
+            }
+        }
+        Err(e) => Latency {
+            transport: kind,
+            summary: None,
+            errors: 1,
+            failed: Some(e),
+        },
+    }
+}
+
+#[derive(Debug, Clone, Copy)]
+struct Memcpy {
+    bytes: usize,
+    copies: u64,
+    seconds: f64,
+    errors: u64,
+}
+
+fn memcpy(plan: &Plan) -> Memcpy {
+    const LEN: usize = 64 << 20;
+    let src: Vec<u8> = (0..LEN).map(|i| (i % 251) as u8).collect();
+    let mut dst = vec![0u8; LEN];
+    dst.copy_from_slice(&src); // fault the pages in
+    let start = Instant::now();
+    let mut copies = 0u64;
+    while copies < 2 || start.elapsed() < plan.memcpy {
+        dst.copy_from_slice(std::hint::black_box(&src));
+        std::hint::black_box(&mut dst);
+        copies += 1;
+    }
+    let seconds = start.elapsed().as_secs_f64();
+    let errors = (0..LEN)
+        .step_by(4093)
+        .filter(|&i| dst[i] != (i % 251) as u8)
+        .count() as u64;
+    Memcpy {
+        bytes: LEN,
+        copies,
+        seconds,
+        errors,
+    }
+}
+
+impl Memcpy {
+    fn gb_per_sec(&self) -> f64 {
+        self.bytes as f64 * self.copies as f64 / self.seconds / 1e9
+    }
+}
+
+struct Report {
+    plan: Plan,
+    geometry: Geometry,
+    throughput: Vec<Throughput>,
+    latency: Vec<Latency>,
+    memcpy: Memcpy,
+}
+
+impl Report {
+    fn errors(&self) -> u64 {
+        self.throughput.iter().map(|t| t.errors).sum::<u64>()
+            + self.latency.iter().map(|l| l.errors).sum::<u64>()
+            + self.memcpy.errors
+    }
+
+    fn json(&self) -> Value {
+        let g = &self.geometry;
+        json!({
+            "mode": if self.plan.quick { "quick" } else { "full" },
+            "cpus": std::thread::available_parallelism().map(|n| n.get()).unwrap_or(0),
+            "region": {
+                "len": g.region_len,
+                "max_peers": g.max_peers,
+                "ring_slots": g.ring_slots,
+                "ring_data": g.ring_data,
+            },
+            "throughput": self.throughput.iter().map(|t| json!({
+                "transport": t.transport.name(),
+                "frame_bytes": t.size,
+                "frames": t.frames,
+                "seconds": t.seconds,
+                "frames_per_sec": t.frames_per_sec(),
+                "gb_per_sec": t.gb_per_sec(),
+                "trials_frames_per_sec": t.trials,
+                "errors": t.errors,
+                "failed": t.failed,
+            })).collect::<Vec<_>>(),
+            "latency": self.latency.iter().map(|l| {
+                let s = l.summary;
+                json!({
+                    "transport": l.transport.name(),
+                    "frame_bytes": LAT_SIZE,
+                    "round_trips": s.map_or(0, |s| s.count),
+                    "min_us": s.map(|s| s.min_us),
+                    "mean_us": s.map(|s| s.mean_us),
+                    "p50_us": s.map(|s| s.p50_us),
+                    "p90_us": s.map(|s| s.p90_us),
+                    "p99_us": s.map(|s| s.p99_us),
+                    "max_us": s.map(|s| s.max_us),
+                    "errors": l.errors,
+                    "failed": l.failed,
+                })
+            }).collect::<Vec<_>>(),
+            "memcpy": {
+                "buffer_bytes": self.memcpy.bytes,
+                "copies": self.memcpy.copies,
+                "seconds": self.memcpy.seconds,
+                "gb_per_sec": self.memcpy.gb_per_sec(),
+                "errors": self.memcpy.errors,
+            },
+            "errors": self.errors(),
+        })
+    }
+
+    fn table(&self) -> String {
+        use std::fmt::Write as _;
+        let g = &self.geometry;
+        let mut o = String::new();
+        let _ = writeln!(
+            o,
+            "ring-bench ({} run, {} CPUs; ring: {} MiB region, {} peers, {} slots, {} MiB data per ring)",
+            if self.plan.quick { "quick" } else { "full" },
+            std::thread::available_parallelism().map(|n| n.get()).unwrap_or(0),
+            g.region_len >> 20,
+            g.max_peers,
+            g.ring_slots,
+            g.ring_data >> 20
+        );
+        let _ = writeln!(o);
+        let head = match self.plan.trials {
+            1 => "one-way throughput".to_string(),
+            n => format!("one-way, median of {n}"),
+        };
+        let _ = write!(o, "{head:<22}");
+        for t in TRANSPORTS {
+            let _ = write!(o, "  {:<24}", t.title());
+        }
+        let _ = writeln!(o);
+        for size in SIZES {
+            let label = if size % 1024 == 0 {
+                format!("  {} KiB frames", size / 1024)
+            } else {
+                format!("  {size} B frames")
+            };
+            let _ = write!(o, "{label:<22}");
+            for t in TRANSPORTS {
+                let cell = match self
+                    .throughput
+                    .iter()
+                    .find(|x| x.transport == t && x.size == size)
+                {
+                    Some(x) if x.failed.is_none() => {
+                        format!(
+                            "{:>9}/s {:>6.2} GB/s",
+                            rate(x.frames_per_sec()),
+                            x.gb_per_sec()
+                        )
+                    }
+                    Some(_) => "FAILED".into(),
+                    None => "-".into(),
+                };
+                let _ = write!(o, "  {cell:<24}");
+            }
+            let _ = writeln!(o);
+        }
+        let _ = writeln!(o);
+        let _ = writeln!(o, "ping-pong latency, {LAT_SIZE} B frames (µs)");
+        for (name, pick) in [
+            ("  p50", (|s: &Summary| s.p50_us) as fn(&Summary) -> f64),
+            ("  p99", |s: &Summary| s.p99_us),
+            ("  max", |s: &Summary| s.max_us),
+        ] {
+            let _ = write!(o, "{name:<22}");
+            for t in TRANSPORTS {
+                let cell = match self.latency.iter().find(|x| x.transport == t) {
+                    Some(Latency {
+                        summary: Some(s), ..
+                    }) => format!("{:>9.2}", pick(s)),
+                    Some(_) => "FAILED".into(),
+                    None => "-".into(),
+                };
+                let _ = write!(o, "  {cell:<24}");
+            }
+            let _ = writeln!(o);
+        }
+        let _ = write!(o, "{:<22}", "  round trips");
+        for t in TRANSPORTS {
+            let n = self
+                .latency
+                .iter()
+                .find(|x| x.transport == t)
+                .and_then(|x| x.summary)
+                .map_or(0, |s| s.count);
+            let _ = write!(o, "  {n:>9}{:15}", "");
+        }
+        let _ = writeln!(o);
+        let _ = writeln!(o);
+        let _ = writeln!(
+            o,
+            "memcpy, 64 MiB buffer: {:.2} GB/s ({} copies in {:.2} s)",
+            self.memcpy.gb_per_sec(),
+            self.memcpy.copies,
+            self.memcpy.seconds
+        );
+        let _ = writeln!(o, "frame errors: {}", self.errors());
+        for t in &self.throughput {
+            if let Some(e) = &t.failed {
+                let _ = writeln!(
+                    o,
+                    "  {} {} B one-way failed: {e}",
+                    t.transport.name(),
+                    t.size
+                );
+            }
+        }
+        for l in &self.latency {
+            if let Some(e) = &l.failed {
+                let _ = writeln!(o, "  {} ping-pong failed: {e}", l.transport.name());
+            }
+        }
+        o
+    }
+}
+
+/// `12.3 M`, `456 k`, `789`.
+fn rate(v: f64) -> String {
+    if v >= 1e6 {
+        format!("{:.2} M", v / 1e6)
+    } else if v >= 1e3 {
+        format!("{:.1} k", v / 1e3)
+    } else {
+        format!("{v:.0}")
+    }
+}
+
+fn run(plan: Plan) -> Res<Report> {
+    let shm = Shm::create()?;
+    // Trials outermost, so that a burst of other load on the machine spoils one trial of
+    // several transports rather than every trial of one.
+    let cases: Vec<(usize, Transport)> = SIZES
+        .iter()
+        .flat_map(|&s| TRANSPORTS.map(|t| (s, t)))
+        .collect();
+    let mut runs: Vec<Vec<Throughput>> = vec![Vec::new(); cases.len()];
+    for _ in 0..plan.trials.max(1) {
+        for (&(size, t), runs) in cases.iter().zip(runs.iter_mut()) {
+            runs.push(trial(&plan, &shm, t, size));
+        }
+    }
+    let throughputs = runs.into_iter().map(median).collect();
+    let latencies = TRANSPORTS
+        .iter()
+        .map(|&t| latency(&plan, &shm, t))
+        .collect();
+    let memcpy = memcpy(&plan);
+    Ok(Report {
+        plan,
+        geometry: shm.g,
+        throughput: throughputs,
+        latency: latencies,
+        memcpy,
+    })
+}
+
+fn main() -> ExitCode {
+    let args: Vec<String> = std::env::args().skip(1).collect();
+    if args.first().map(String::as_str) == Some("--child") {
+        return child(&args[1..]);
+    }
+    let (mut quick, mut as_json) = (false, false);
+    for a in &args {
+        match a.as_str() {
+            "--quick" => quick = true,
+            "--json" => as_json = true,
+            "-h" | "--help" => {
+                print!("{USAGE}");
+                return ExitCode::SUCCESS;
+            }
+            s => {
+                eprintln!("ring-bench: unknown argument {s:?} (see --help)");
+                return ExitCode::from(64);
+            }
+        }
+    }
+    let report = match run(Plan::new(quick)) {
+        Ok(r) => r,
+        Err(e) => {
+            eprintln!("ring-bench: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    if as_json {
+        println!(
+            "{}",
+            serde_json::to_string_pretty(&report.json()).unwrap_or_default()
+        );
+    } else {
+        print!("{}", report.table());
+    }
+    if report.errors() == 0 {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::FAILURE
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn tally(seqs: &[u64], damage: Option<usize>) -> Tally {
+        let mut t = Tally::default();
+        for (i, &seq) in seqs.iter().enumerate() {
+            let mut f = frame::template(64);
+            frame::stamp(&mut f, seq);
+            if damage == Some(i) {
+                f[40] ^= 1;
+                f[63] ^= 1;
+            }
+            if t.take(&f) {
+                break;
+            }
+        }
+        t
+    }
+
+    #[test]
+    fn tally_counts_bad_frames() {
+        let t = tally(&[0, 1, 2, frame::END, 9], None);
+        assert_eq!((t.frames, t.errors), (3, 0));
+        // A gap, then in order again from the new number.
+        let t = tally(&[0, 1, 5, 6], None);
+        assert_eq!((t.frames, t.errors), (4, 1));
+        // A repeat.
+        let t = tally(&[0, 1, 1, 2], None);
+        assert_eq!((t.frames, t.errors), (4, 1));
+        // A damaged frame.
+        let t = tally(&[0, 1, 2, 3], Some(2));
+        assert_eq!((t.frames, t.errors), (4, 1));
+    }
+
+    #[test]
+    fn rates_are_readable() {
+        assert_eq!(rate(12_345_678.0), "12.35 M");
+        assert_eq!(rate(456_700.0), "456.7 k");
+        assert_eq!(rate(789.0), "789");
+    }
+
+    #[test]
+    fn ring_frames_round_trip_through_a_region_file() {
+        let shm = Shm::create().unwrap();
+        shm.reset_rings().unwrap();
+        let mut p = Producer::new(&shm.g, 0, 1).unwrap();
+        let mut c = Consumer::new(&shm.g, 0, 1).unwrap();
+        let mut buf = vec![0u8; MAX_FRAME];
+        let mut t = Tally::default();
+        for (seq, len) in [(0, 64), (1, 1500), (2, 65536)] {
+            let mut f = frame::template(len);
+            frame::stamp(&mut f, seq);
+            ring_send(&shm.r, &mut p, &f).unwrap();
+            let n = ring_recv(&shm.r, &mut c, &mut buf).unwrap().unwrap();
+            assert_eq!(n, len);
+            assert!(!t.take(&buf[..n]));
+        }
+        assert_eq!((t.frames, t.errors), (3, 0));
+        let path = shm.path.clone();
+        drop(shm);
+        assert!(!path.exists());
+    }
+}

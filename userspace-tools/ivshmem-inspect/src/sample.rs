@@ -1,0 +1,361 @@
+// SPDX-License-Identifier: GPL-2.0
+
+//! One look at a region: the header checked with [`read_geometry`], then every peer-written
+//! word read once and kept as read. Nothing here trusts those words; the analysis helpers turn
+//! impossible values into "garbage" flags, never into panics.
+
+use crate::region::ReadOnlyRegion;
+use ivshmem_layout::layout::{hdr, phase, read_geometry, Error, Geometry, Region, MAGIC, VERSION};
+use ivshmem_layout::link::{ctrl, PeerState};
+use ivshmem_layout::ring::{off, FRAME_ALIGN};
+use std::collections::HashMap;
+use std::fmt;
+use std::time::{Duration, Instant};
+
+/// Why a region is not inspected. Its `Display` is the one-line message.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Refusal {
+    /// Shorter than a header.
+    TooShort(u64),
+    /// The layout refused the header.
+    Layout(Error),
+    /// The header describes a region longer than the file.
+    Truncated { file: u64, header: u64 },
+}
+
+impl fmt::Display for Refusal {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Refusal::TooShort(len) => write!(
+                f,
+                "only {len} bytes, too short to hold an ivshmem-net header"
+            ),
+            Refusal::Truncated { file, header } => write!(
+                f,
+                "the header says the region is {header} bytes but the file has only {file}"
+            ),
+            Refusal::Layout(Error::BadState(s)) => match s & 3 {
+                phase::EMPTY => write!(
+                    f,
+                    "not initialised (state word {s:#010x}: EMPTY): no peer has set it up yet"
+                ),
+                phase::INITIALISING => write!(
+                    f,
+                    "being initialised (state word {s:#010x}: INITIALISING, attempt {})",
+                    s >> 2
+                ),
+                _ => write!(f, "unknown state word {s:#010x}: not an ivshmem-net region"),
+            },
+            Refusal::Layout(Error::BadMagic(m)) => write!(
+                f,
+                "bad magic {m:#010x} (want {MAGIC:#010x} \"IVNT\"): not an ivshmem-net region"
+            ),
+            Refusal::Layout(Error::BadVersion(v)) => write!(
+                f,
+                "layout version {v}, this tool understands version {VERSION} only"
+            ),
+            Refusal::Layout(Error::GeometryMismatch) => write!(
+                f,
+                "the header's ring geometry is not the one its size and peer count give"
+            ),
+            Refusal::Layout(Error::TooSmall { len }) => write!(
+                f,
+                "the header's region size {len} is below what the layout can use"
+            ),
+            Refusal::Layout(Error::BadMaxPeers(n)) => {
+                write!(f, "the header's max peers {n} is out of range")
+            }
+            Refusal::Layout(e) => write!(f, "cannot read the region: {e:?}"),
+        }
+    }
+}
+
+impl From<Error> for Refusal {
+    fn from(e: Error) -> Self {
+        Refusal::Layout(e)
+    }
+}
+
+/// The header's words, as read (after [`read_geometry`] accepted them).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Header {
+    pub magic: u32,
+    pub state: u32,
+    pub version: u32,
+    pub header_len: u32,
+    pub nonce: u64,
+}
+
+/// One peer's slot word and control block, each word read once.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Peer {
+    pub id: u32,
+    /// Slot word: 0 = free, anything else is an owner's token.
+    pub token: u32,
+    /// Raw state word; see [`Peer::state`].
+    pub state_raw: u32,
+    pub heartbeat: u32,
+    pub mtu: u32,
+    pub features: u32,
+    pub mac: [u8; 6],
+    /// `epoch[j]` for every `j < max_peers` (own entry included, meaningless).
+    pub epochs: Vec<u32>,
+    /// `ack[j]` likewise.
+    pub acks: Vec<u32>,
+}
+
+impl Peer {
+    /// The decoded state, `None` for garbage.
+    pub fn state(&self) -> Option<PeerState> {
+        PeerState::try_from(self.state_raw).ok()
+    }
+
+    /// Whether the peer is anything but cleanly detached (garbage counts as present).
+    pub fn present(&self) -> bool {
+        self.state_raw != PeerState::Reset as u32
+    }
+}
+
+/// Name of a state word's value.
+pub fn state_name(raw: u32) -> String {
+    match PeerState::try_from(raw) {
+        Ok(PeerState::Reset) => "RESET".into(),
+        Ok(PeerState::Init) => "INIT".into(),
+        Ok(PeerState::Ready) => "READY".into(),
+        Ok(PeerState::Run) => "RUN".into(),
+        Err(_) => format!("garbage({raw:#x})"),
+    }
+}
+
+/// One ring's index words, the consumer's read before the producer's so that a well-behaved
+/// pair never shows the consumer ahead.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RingSample {
+    pub from: u32,
+    pub to: u32,
+    pub offset: usize,
+    pub cons_idx: u32,
+    pub cons_bytes: u32,
+    pub cons_event: u32,
+    pub prod_idx: u32,
+    pub prod_bytes: u32,
+    pub prod_event: u32,
+}
+
+/// What a [`RingSample`] means, given the ring's dimensions.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RingReport {
+    /// Descriptors published and not consumed (`prod_idx - cons_idx`, mod 2^32).
+    pub fill: u32,
+    /// Data bytes published and not consumed (`prod_bytes - cons_bytes`, mod 2^32).
+    pub bytes: u32,
+    /// What is impossible about the words; empty for a sane ring.
+    pub problems: Vec<&'static str>,
+}
+
+impl RingSample {
+    /// Checks the sample against a ring of `slots` descriptors and `data` bytes.
+    pub fn report(&self, slots: u32, data: u32) -> RingReport {
+        let fill = self.prod_idx.wrapping_sub(self.cons_idx);
+        let bytes = self.prod_bytes.wrapping_sub(self.cons_bytes);
+        let mut problems = Vec::new();
+        if fill > slots {
+            problems.push("fill exceeds the ring's slots (prod_idx/cons_idx garbage)");
+        }
+        if bytes > data {
+            problems.push("bytes in flight exceed the data area (prod_bytes/cons_bytes garbage)");
+        }
+        if fill == 0 && bytes != 0 {
+            problems.push("no descriptors in flight but data bytes are");
+        }
+        if !self.prod_bytes.is_multiple_of(FRAME_ALIGN)
+            || !self.cons_bytes.is_multiple_of(FRAME_ALIGN)
+        {
+            problems.push("byte position not 64-byte aligned");
+        }
+        RingReport {
+            fill,
+            bytes,
+            problems,
+        }
+    }
+}
+
+/// Everything read in one look.
+#[derive(Debug, Clone)]
+pub struct Snapshot {
+    pub geometry: Geometry,
+    pub header: Header,
+    pub peers: Vec<Peer>,
+    /// Rings between every ordered pair of present peers.
+    pub rings: Vec<RingSample>,
+    pub at: Instant,
+}
+
+/// Checks the header and reads everything once.
+pub fn take(r: &ReadOnlyRegion) -> Result<Snapshot, Refusal> {
+    if (r.len() as u64) < ivshmem_layout::layout::HEADER_LEN as u64 {
+        return Err(Refusal::TooShort(r.file_len()));
+    }
+    let g = read_geometry(r)?;
+    if g.region_len > r.len() as u64 {
+        return Err(Refusal::Truncated {
+            file: r.file_len(),
+            header: g.region_len,
+        });
+    }
+    let header = Header {
+        magic: r.load(hdr::MAGIC)?,
+        state: r.load(hdr::STATE)?,
+        version: r.load(hdr::VERSION)?,
+        header_len: r.load(hdr::HEADER_LEN)?,
+        nonce: u64::from(r.load(hdr::NONCE_LO)?) | u64::from(r.load(hdr::NONCE_HI)?) << 32,
+    };
+    let mut peers = Vec::with_capacity(g.max_peers as usize);
+    for id in 0..g.max_peers {
+        let base = g.ctrl_offset(id)?;
+        let word = |o: usize| r.load(base + o);
+        let lo = word(ctrl::MAC_LO)?.to_le_bytes();
+        let hi = word(ctrl::MAC_HI)?.to_le_bytes();
+        let mut epochs = Vec::with_capacity(g.max_peers as usize);
+        let mut acks = Vec::with_capacity(g.max_peers as usize);
+        for j in 0..g.max_peers as usize {
+            epochs.push(word(ctrl::EPOCH + 4 * j)?);
+            acks.push(word(ctrl::ACK + 4 * j)?);
+        }
+        peers.push(Peer {
+            id,
+            token: r.load(hdr::PEER_SLOTS + 4 * id as usize)?,
+            state_raw: word(ctrl::STATE)?,
+            heartbeat: word(ctrl::HEARTBEAT)?,
+            mtu: word(ctrl::MTU)?,
+            features: word(ctrl::FEATURES)?,
+            mac: [lo[0], lo[1], lo[2], lo[3], hi[0], hi[1]],
+            epochs,
+            acks,
+        });
+    }
+    let mut rings = Vec::new();
+    for a in peers.iter().filter(|p| p.present()) {
+        for b in peers.iter().filter(|p| p.present() && p.id != a.id) {
+            let base = g.ring_offset(a.id, b.id)?;
+            let word = |o: usize| r.load(base + o);
+            rings.push(RingSample {
+                from: a.id,
+                to: b.id,
+                offset: base,
+                cons_idx: word(off::CONS_IDX)?,
+                cons_bytes: word(off::CONS_BYTES)?,
+                cons_event: word(off::CONS_EVENT)?,
+                prod_idx: word(off::PROD_IDX)?,
+                prod_bytes: word(off::PROD_BYTES)?,
+                prod_event: word(off::PROD_EVENT)?,
+            });
+        }
+    }
+    Ok(Snapshot {
+        geometry: g,
+        header,
+        peers,
+        rings,
+        at: Instant::now(),
+    })
+}
+
+/// The handshake as seen from outside, for a pair of present peers `a < b`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct LinkReport {
+    pub a: u32,
+    pub b: u32,
+    /// `a.ack[b] == b.epoch[a]`.
+    pub a_acked: bool,
+    /// `b.ack[a] == a.epoch[b]`.
+    pub b_acked: bool,
+    /// Both acknowledged and both in RUN: the link is (or is about to be) up on both sides,
+    /// heartbeats permitting.
+    pub up: bool,
+}
+
+/// The handshake of every pair of present peers.
+pub fn links(s: &Snapshot) -> Vec<LinkReport> {
+    let present: Vec<&Peer> = s.peers.iter().filter(|p| p.present()).collect();
+    let mut out = Vec::new();
+    for (i, a) in present.iter().enumerate() {
+        for b in &present[i + 1..] {
+            let (ai, bi) = (a.id as usize, b.id as usize);
+            let a_acked = a.acks[bi] == b.epochs[ai];
+            let b_acked = b.acks[ai] == a.epochs[bi];
+            let run = a.state() == Some(PeerState::Run) && b.state() == Some(PeerState::Run);
+            out.push(LinkReport {
+                a: a.id,
+                b: b.id,
+                a_acked,
+                b_acked,
+                up: a_acked && b_acked && run,
+            });
+        }
+    }
+    out
+}
+
+/// Whether a peer's heartbeat moved between samples.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Liveness {
+    /// It moved by `delta` over `over`.
+    Beating { delta: u32, over: Duration },
+    /// It has held its value for at least this long.
+    Stale { at_least: Duration },
+}
+
+/// Heartbeat history per peer id across samples (two for a one-shot look, one per refresh when
+/// watching).
+#[derive(Debug, Default)]
+pub struct Tracker {
+    /// Per peer id: last value, when it was first seen with that value, when last sampled.
+    seen: HashMap<u32, (u32, Instant, Instant)>,
+    nonce: Option<u64>,
+    /// Latest verdict per peer id.
+    verdicts: HashMap<u32, Liveness>,
+}
+
+impl Tracker {
+    /// Feeds one snapshot; a changed nonce (the region was set up again) forgets the history.
+    pub fn update(&mut self, s: &Snapshot) {
+        if self.nonce != Some(s.header.nonce) {
+            self.seen.clear();
+            self.verdicts.clear();
+            self.nonce = Some(s.header.nonce);
+        }
+        for p in &s.peers {
+            let verdict = match self.seen.get(&p.id).copied() {
+                None => {
+                    self.seen.insert(p.id, (p.heartbeat, s.at, s.at));
+                    Liveness::Stale {
+                        at_least: Duration::ZERO,
+                    }
+                }
+                Some((hb, _, last)) if hb != p.heartbeat => {
+                    self.seen.insert(p.id, (p.heartbeat, s.at, s.at));
+                    Liveness::Beating {
+                        delta: p.heartbeat.wrapping_sub(hb),
+                        over: s.at.saturating_duration_since(last),
+                    }
+                }
+                Some((hb, since, _)) => {
+                    self.seen.insert(p.id, (hb, since, s.at));
+                    Liveness::Stale {
+                        at_least: s.at.saturating_duration_since(since),
+                    }
+                }
+            };
+            self.verdicts.insert(p.id, verdict);
+        }
+    }
+
+    /// The latest verdict for peer `id`.
+    pub fn liveness(&self, id: u32) -> Liveness {
+        self.verdicts.get(&id).copied().unwrap_or(Liveness::Stale {
+            at_least: Duration::ZERO,
+        })
+    }
+}
