@@ -192,6 +192,53 @@ def test_garbage_in_ring_resets_link():
         no_splats(c)
 
 
+def heartbeats(c, ids):
+    """Each peer's heartbeat word as the host reads it from the region file."""
+    hdr = c.region_header()
+    ctrl, stride = struct.unpack_from("<II", hdr, 0x28)
+    with open(c.shm_path, "rb") as f:
+        out = []
+        for i in ids:
+            f.seek(ctrl + i * stride + 4)
+            out.append(struct.unpack("<I", f.read(4))[0])
+        return out
+
+
+def test_doorbell_idle_pair_is_quiet():
+    """Doorbell mode: once linked and idle, neither driver runs a timer or a poll of its own
+    (heartbeats frozen in the region, no polls, no interrupts for 3 s), and a ping wakes both
+    at once. IPv6 is off and the neighbour entries are static, so the stack sends nothing."""
+    with vm.Cluster(["gA", "gB"]) as c:
+        a, b = c["gA"], c["gB"]
+        ids, macs = [], []
+        for g, ip in ((a, "10.81.0.1"), (b, "10.81.0.2")):
+            out = g.run("insmod %s && sysctl -qw net.ipv6.conf.ivshm0.disable_ipv6=1 && "
+                        "ip addr add %s/24 dev ivshm0 && ip link set ivshm0 up && "
+                        "cat /sys/class/net/ivshm0/address && dmesg | grep 'ivshm0: peer id'"
+                        % (KO, ip), timeout=30, check=True).out
+            ids.append(int(PEER_ID.search(out).group(1)))
+            macs.append(out.split()[0])
+        a.run("/usr/local/bin/ip neigh replace 10.81.0.2 lladdr %s dev ivshm0 nud permanent" % macs[1], check=True)
+        b.run("/usr/local/bin/ip neigh replace 10.81.0.1 lladdr %s dev ivshm0 nud permanent" % macs[0], check=True)
+        wait_carrier(a, 1)
+        wait_carrier(b, 1)
+        ping(a, "10.81.0.2")
+        time.sleep(1.0)  # let the watch timer see the rings empty and stop
+        stats = "ethtool -S ivshm0 | grep -E '^ *(tx_packets|rx_packets|rx_polls|doorbells)'"
+        before = heartbeats(c, ids)
+        polls = [g.run(stats, check=True).out.split() for g in (a, b)]
+        time.sleep(3.0)
+        after = heartbeats(c, ids)
+        now = [g.run(stats, check=True).out.split() for g in (a, b)]
+        check(before == after and polls == now,
+              "idle doorbell peers were not quiet for 3 s: heartbeats %s -> %s, counters %s -> %s"
+              % (before, after, polls, now))
+        ping(a, "10.81.0.2")
+        ping(b, "10.81.0.1")
+        no_splats(c)
+
+
+test_doorbell_idle_pair_is_quiet.modes = ("doorbell",)
 test_peer_ifdown_ifup_and_kill.modes = ("plain", "doorbell")
 
 TESTS = [
@@ -199,4 +246,5 @@ TESTS = [
     test_peer_ifdown_ifup_and_kill,
     test_stale_slot_taken_over,
     test_garbage_in_ring_resets_link,
+    test_doorbell_idle_pair_is_quiet,
 ]
