@@ -239,6 +239,64 @@ def test_doorbell_idle_pair_is_quiet():
 
 
 test_doorbell_idle_pair_is_quiet.modes = ("doorbell",)
+
+
+def test_plain_and_doorbell_guests_refuse_to_link():
+    """A guest on ivshmem-plain and one on ivshmem-doorbell share a region: they cannot serve
+    each other (the polling one would find the other silent, and cannot ring its doorbell),
+    so each says so once in its log and keeps its carrier off; a second doorbell guest links
+    with the first as usual."""
+    with vm.Cluster(["gA", "gC", {"name": "gB", "ivshmem": "plain-shared"}], doorbell=1) as c:
+        a, b, cc = c["gA"], c["gB"], c["gC"]
+        up(a, "10.82.0.1")
+        up(b, "10.82.0.2")
+        time.sleep(2.0)
+
+        def refused(g, other):
+            out = g.run("cat /sys/class/net/ivshm0/carrier; dmesg | grep -c 'not linking'; "
+                        "dmesg | grep 'not linking'").out.split("\n")
+            check(out[0] == "0" and out[1] == "1" and ("uses %s" % other) in out[2],
+                  "%s: expected carrier 0 and one 'not linking' line naming %s: %r"
+                  % (g.name, other, out))
+
+        # The polling guest looks all the time; the doorbell guest looks when woken, which
+        # the polling guest cannot do: C joining wakes it.
+        refused(b, "ivshmem-doorbell")
+        up(cc, "10.82.0.3")
+        wait_carrier(a, 1)
+        ping(a, "10.82.0.3")
+        out = a.run("dmesg | grep 'not linking'").out
+        check(out.count("not linking") == 1 and "uses ivshmem-plain" in out,
+              "gA: expected one 'not linking' line naming ivshmem-plain: %r" % out)
+        r = b.run("cat /sys/class/net/ivshm0/carrier", check=True).out.strip()
+        check(r == "0", "the plain guest must stay unlinked")
+        no_splats(c)
+
+
+test_plain_and_doorbell_guests_refuse_to_link.modes = ("doorbell",)
+
+
+def test_server_gone_traffic_goes_on():
+    """Stopping the ivshmem-server while two doorbell guests run: QEMU keeps the eventfds it
+    has, so existing links keep their interrupts and traffic flows (new guests could not join
+    until a new server and new guests start: a limit of QEMU's protocol)."""
+    with vm.Cluster(["gA", "gB"]) as c:
+        a, b = c["gA"], c["gB"]
+        up(a, "10.83.0.1")
+        up(b, "10.83.0.2")
+        wait_carrier(a, 1)
+        ping(a, "10.83.0.2")
+        c.stop_server()
+        check(c.server.poll() is not None, "server still running")
+        before = counter(a, "doorbells_received")
+        ping(a, "10.83.0.2", count=5)
+        ping(b, "10.83.0.1", count=5)
+        check(counter(a, "doorbells_received") > before,
+              "no interrupts reached gA after the server stopped")
+        no_splats(c)
+
+
+test_server_gone_traffic_goes_on.modes = ("doorbell",)
 test_peer_ifdown_ifup_and_kill.modes = ("plain", "doorbell")
 
 TESTS = [
@@ -247,4 +305,6 @@ TESTS = [
     test_stale_slot_taken_over,
     test_garbage_in_ring_resets_link,
     test_doorbell_idle_pair_is_quiet,
+    test_plain_and_doorbell_guests_refuse_to_link,
+    test_server_gone_traffic_goes_on,
 ]

@@ -135,8 +135,9 @@ class Result:
 class Guest:
     """One QEMU guest. Built by `Cluster`; use `run()` to execute shell scripts inside."""
 
-    def __init__(self, cluster, name, ivshmem, mem_mb, extra_args):
+    def __init__(self, cluster, name, ivshmem, mem_mb, extra_args, plain=False):
         self.cluster = cluster
+        self.plain = plain  # ivshmem-plain on the shared region even in a doorbell cluster
         self.name = name
         self.ivshmem = ivshmem  # None, or (path, size_bytes)
         self.mem_mb = mem_mb
@@ -167,7 +168,7 @@ class Guest:
             # loses wake-ups across VMs (the ring's event index relies on store-fence-load).
             cmd[cmd.index("-accel") + 1] = "tcg,thread=multi"
             cmd[cmd.index("-smp") + 1] = "1,maxcpus=2"
-        if c.doorbell is not None and self.ivshmem is not None:
+        if c.doorbell is not None and self.ivshmem is not None and not self.plain:
             # ivshmem-doorbell: memory and eventfds come from an ivshmem-server on a socket.
             sock, vectors = c.doorbell
             cmd += ["-chardev", "socket,path=%s,id=ivs" % sock,
@@ -310,7 +311,8 @@ DEFAULT_DOORBELL = None
 class Cluster:
     """N guests sharing one ivshmem-plain region.
 
-    `guests` is a list of names, or of dicts {"name", "ivshmem": "shared"|None|size_bytes,
+    `guests` is a list of names, or of dicts {"name", "ivshmem": "shared"|"plain-shared"|None|
+    size_bytes ("plain-shared": ivshmem-plain on the shared region even with `doorbell`),
     "mem_mb", "args"}; a size gives that guest a private region of its own. With
     `doorbell=N` the shared guests use ivshmem-doorbell with N vectors instead of ivshmem-plain:
     the cluster runs our ivshmem-server (build/bin) for them, whose shared memory is the same
@@ -343,14 +345,15 @@ class Cluster:
         for g in guests:
             spec = {"name": g} if isinstance(g, str) else dict(g)
             iv = spec.get("ivshmem", "shared")
-            if iv == "shared":
+            plain = iv == "plain-shared"
+            if iv in ("shared", "plain-shared"):
                 iv = (self.shm_path, shm_size)
             elif isinstance(iv, int):
                 private = Path("/dev/shm") / ("%s-%s" % (self.tag, spec["name"]))
                 self.files.append(private)
                 iv = (private, iv)
             self.guests.append(Guest(self, spec["name"], iv, spec.get("mem_mb", 256),
-                                     spec.get("args", [])))
+                                     spec.get("args", []), plain))
         self.closed = False
         with _live_lock:
             _live.add(self)

@@ -13,7 +13,7 @@ pub const DEFAULT_VECTORS: u32 = 1;
 /// The example server's limit too; one eventfd per vector per client.
 pub const MAX_VECTORS: u32 = 64;
 pub const DEFAULT_MAX_CLIENTS: u32 = 16;
-/// The doorbell register has 16 bits for the peer id.
+/// There are only 65536 ids (the doorbell register has 16 bits for the peer id).
 pub const MAX_CLIENTS_LIMIT: u32 = 1 << 16;
 /// Smallest region: one page.
 pub const MIN_SIZE: u64 = 4096;
@@ -84,9 +84,11 @@ a peer id and one eventfd per interrupt vector for each peer (QEMU's ivshmem pro
                           suffixes K, M, G, T (powers of 1024) (default 4M)
   -n, --vectors N         interrupt vectors (eventfds) per client, 1..{MAX_VECTORS} (default {DEFAULT_VECTORS});
                           give QEMU the same number: -device ivshmem-doorbell,vectors=N
-      --max-clients N     clients at once, 1..{MAX_CLIENTS_LIMIT} (default {DEFAULT_MAX_CLIENTS}). Client ids are
-                          0..N-1; each new client gets the lowest free id, so ids are reused.
-                          A client connecting while all ids are taken is disconnected.
+      --max-clients N     clients connected at once, 1..{MAX_CLIENTS_LIMIT} (default {DEFAULT_MAX_CLIENTS}); one more
+                          is disconnected at once. This does not bound the ids: they run
+                          0..65535 in turn, skipping ids in use, so a departed client's id
+                          comes back only after all the others (QEMU's ivshmem device cannot
+                          take back the id of a peer that left).
   -F, --foreground        stay in the foreground (default: daemonize once listening)
   -p, --pidfile FILE      write the server's pid to FILE (either mode); removed on exit
   -v, --verbose           log more (descriptors, setup messages, backlogs, probes)

@@ -149,10 +149,10 @@ fn run(mut opts: Options, res: &mut Resources) -> Result<(), String> {
     let signals = sys::signalfd(&STOP_SIGNALS).map_err(|e| format!("signalfd: {e}"))?;
 
     log!(
-        "listening on {} ({} vector(s) per client, ids 0..{}, pid {})",
+        "listening on {} ({} vector(s) per client, at most {} client(s) at once, pid {})",
         opts.socket_path.display(),
         opts.vectors,
-        opts.max_clients - 1,
+        opts.max_clients,
         sys::getpid()
     );
     if let Some(w) = res.ready.take() {

@@ -9,6 +9,8 @@
 //! order, and one that stops reading never stalls the others: once its queue passes a bound it
 //! is disconnected. The protocol is one-way (server to client): a client that sends anything,
 //! hangs up or errors is disconnected, and the others get a disconnect notice.
+//!
+//! Ids are never handed out again soon after they were used: see [`next_free_id`].
 
 use crate::sys::{self, Peek};
 use crate::{log, vlog};
@@ -38,6 +40,7 @@ struct Peer {
 
 pub struct Config {
     pub vectors: u32,
+    /// Clients connected at once; not a bound on ids.
     pub max_clients: u32,
 }
 
@@ -47,6 +50,8 @@ pub struct Server {
     shm: Rc<OwnedFd>,
     signals: OwnedFd,
     peers: BTreeMap<u16, Peer>,
+    /// Where the search for the next client's id starts: one past the last id handed out.
+    next_id: u16,
     /// Held so that an accept failing with EMFILE can still take the connection off the
     /// backlog (close this, accept, close that, reopen) instead of spinning.
     spare: Option<OwnedFd>,
@@ -72,6 +77,7 @@ impl Server {
             shm: Rc::new(shm),
             signals,
             peers: BTreeMap::new(),
+            next_id: 0,
             spare: std::fs::File::open("/dev/null").ok().map(OwnedFd::from),
         }
     }
@@ -109,8 +115,8 @@ impl Server {
                 }
             }
 
-            // Clients first, so that an id freed now can be handed to a connection accepted in
-            // this same round.
+            // Clients first, so that a place freed now (--max-clients) can go to a connection
+            // accepted in this same round.
             let mut drops: Vec<(u16, String)> = Vec::new();
             for (pfd, &id) in pollfds[2..].iter().zip(&ids) {
                 let rev = pfd.revents;
@@ -189,14 +195,16 @@ impl Server {
             vlog!("connection ({who}) closed before setup: {reason}");
             return;
         }
-        let Some(id) = (0..self.cfg.max_clients)
-            .map(|i| i as u16)
-            .find(|i| !self.peers.contains_key(i))
-        else {
+        if self.peers.len() >= self.cfg.max_clients as usize {
             log!(
-                "refusing a connection ({who}): all {} ids are in use (see --max-clients)",
-                self.cfg.max_clients
+                "refusing a connection ({who}): {} clients connected, the limit (--max-clients)",
+                self.peers.len()
             );
+            return;
+        }
+        let Some(id) = next_free_id(self.next_id, &self.peers) else {
+            // Only if --max-clients allowed all 65536 ids at once, and they are.
+            log!("refusing a connection ({who}): all 65536 ids are in use");
             return;
         };
         let mut eventfds = Vec::with_capacity(self.cfg.vectors as usize);
@@ -253,6 +261,7 @@ impl Server {
             eventfds.iter().map(|f| f.as_raw_fd()).collect::<Vec<_>>(),
             queue.len()
         );
+        self.next_id = id.wrapping_add(1);
         self.peers.insert(
             id,
             Peer {
@@ -349,6 +358,40 @@ impl Server {
     }
 }
 
+/// The id for a new client: the first one at or after `cursor`, wrapping from 65535 to 0,
+/// that is not a key of `in_use`; `None` if all 65536 are. The caller moves the cursor past
+/// the id it hands out, so an id that was used comes back only after all the others have been
+/// handed out since (or were in use when their turn came).
+///
+/// Why not the lowest free id: QEMU's ivshmem device (7.2 at least) cannot take a peer id back.
+/// On a peer's disconnect notice it closes and frees that peer's array of eventfds but leaves
+/// the peer's entry pointing at the freed memory, and a later connect notice for the same id
+/// stores the new eventfds through that pointer: every QEMU that saw the peer go corrupts its
+/// heap when the id returns (seen as "malloc(): unaligned fastbin chunk detected" aborts when
+/// a killed guest was restarted and got its old id). QEMU's example server sidesteps this the
+/// same way, with a cursor that skips ids in use.
+pub fn next_free_id<V>(cursor: u16, in_use: &BTreeMap<u16, V>) -> Option<u16> {
+    // The first gap in the ids in use from `cursor` up, then from 0 up to `cursor`.
+    let mut want = u32::from(cursor);
+    for &id in in_use.range(cursor..).map(|(id, _)| id) {
+        if u32::from(id) != want {
+            break;
+        }
+        want += 1;
+    }
+    if want <= u32::from(u16::MAX) {
+        return Some(want as u16);
+    }
+    let mut want = 0u16;
+    for &id in in_use.range(..cursor).map(|(id, _)| id) {
+        if id != want {
+            break;
+        }
+        want += 1;
+    }
+    (want < cursor).then_some(want)
+}
+
 fn is_other_server(pid: libc::pid_t) -> bool {
     pid != sys::getpid()
         && std::fs::read_to_string(format!("/proc/{pid}/comm"))
@@ -375,5 +418,96 @@ fn hangup_reason(sock: BorrowedFd<'_>, revents: libc::c_short) -> Option<String>
             Some("socket error".into())
         }
         Peek::Nothing => None,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::next_free_id;
+    use std::collections::BTreeMap;
+
+    fn used(ids: &[u16]) -> BTreeMap<u16, ()> {
+        ids.iter().map(|&i| (i, ())).collect()
+    }
+
+    #[test]
+    fn the_cursor_itself_when_free() {
+        assert_eq!(next_free_id(0, &used(&[])), Some(0));
+        assert_eq!(next_free_id(7, &used(&[0, 1, 6, 8])), Some(7));
+        assert_eq!(next_free_id(65535, &used(&[0])), Some(65535));
+    }
+
+    #[test]
+    fn ids_in_use_at_the_cursor_are_skipped() {
+        assert_eq!(next_free_id(0, &used(&[0, 1, 2, 4])), Some(3));
+        assert_eq!(next_free_id(5, &used(&[5, 6, 9])), Some(7));
+    }
+
+    #[test]
+    fn a_departed_id_below_the_cursor_is_not_reused() {
+        // Ids 0, 1, 2 were handed out (cursor 3), then 1 left: the next is 3, not 1.
+        assert_eq!(next_free_id(3, &used(&[0, 2])), Some(3));
+        // All of them left: still 3.
+        assert_eq!(next_free_id(3, &used(&[])), Some(3));
+    }
+
+    #[test]
+    fn wraps_after_65535_skipping_ids_in_use() {
+        assert_eq!(next_free_id(65534, &used(&[65534, 65535])), Some(0));
+        assert_eq!(next_free_id(65535, &used(&[65535, 0, 1, 3])), Some(2));
+        assert_eq!(
+            next_free_id(
+                65530,
+                &used(&[0, 1, 65530, 65531, 65532, 65533, 65534, 65535])
+            ),
+            Some(2)
+        );
+        // The cursor's own range is searched up to 65535 before wrapping.
+        assert_eq!(next_free_id(65533, &used(&[0, 65533])), Some(65534));
+    }
+
+    #[test]
+    fn only_the_last_free_id_left() {
+        let mut all: BTreeMap<u16, ()> = (0..=u16::MAX).map(|i| (i, ())).collect();
+        all.remove(&12);
+        assert_eq!(next_free_id(13, &all), Some(12), "after wrapping");
+        assert_eq!(next_free_id(12, &all), Some(12));
+        assert_eq!(next_free_id(5, &all), Some(12));
+        all.remove(&65535);
+        all.insert(12, ());
+        assert_eq!(next_free_id(0, &all), Some(65535));
+        assert_eq!(next_free_id(65535, &all), Some(65535));
+    }
+
+    #[test]
+    fn none_when_all_65536_are_in_use() {
+        let all: BTreeMap<u16, ()> = (0..=u16::MAX).map(|i| (i, ())).collect();
+        for cursor in [0, 1, 12345, 65535] {
+            assert_eq!(next_free_id(cursor, &all), None);
+        }
+    }
+
+    /// The server's sequence: hand out, move the cursor past, let some leave.
+    #[test]
+    fn a_freed_id_returns_only_after_all_others() {
+        let mut in_use = used(&[]);
+        let mut cursor = 0u16;
+        let mut take = |in_use: &mut BTreeMap<u16, ()>| {
+            let id = next_free_id(cursor, in_use).unwrap();
+            cursor = id.wrapping_add(1);
+            in_use.insert(id, ());
+            id
+        };
+        assert_eq!(take(&mut in_use), 0);
+        assert_eq!(take(&mut in_use), 1);
+        in_use.remove(&0);
+        // 65534 clients come and go: ids 2..=65535; then 0 comes back, and 1 (still
+        // connected) is skipped.
+        for want in 2..=u16::MAX {
+            assert_eq!(take(&mut in_use), want);
+            in_use.remove(&want);
+        }
+        assert_eq!(take(&mut in_use), 0);
+        assert_eq!(take(&mut in_use), 2);
     }
 }

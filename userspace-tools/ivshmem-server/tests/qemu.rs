@@ -70,7 +70,7 @@ impl Drop for Qemu {
 
 #[test]
 #[ignore = "needs qemu-system-x86_64; run with --ignored"]
-fn two_qemus_connect_get_ids_0_and_1_and_a_killed_one_is_announced() {
+fn two_qemus_connect_get_ids_0_and_1_and_a_killed_one_is_announced_and_replaced_under_a_new_id() {
     let srv = Server::start(&["-n", "2", "-l", "1M"]);
     let mut q0 = Qemu::start(&srv.sock, 2);
     srv.log
@@ -106,7 +106,9 @@ fn two_qemus_connect_get_ids_0_and_1_and_a_killed_one_is_announced() {
         }
     }
 
-    // QEMU 0 is killed outright: everybody is told, and the next QEMU gets id 0 again.
+    // QEMU 0 is killed outright: everybody is told, and the next QEMU gets a new id (3, after
+    // our client's 2), not 0: QEMU 1, which saw 0 leave, would corrupt its heap on a connect
+    // notice for 0.
     q0.stop(libc::SIGKILL);
     srv.log.wait_for(&[
         "peer 0 disconnected",
@@ -116,13 +118,20 @@ fn two_qemus_connect_get_ids_0_and_1_and_a_killed_one_is_announced() {
     c.expect_disconnect(0);
     let mut q2 = Qemu::start(&srv.sock, 2);
     srv.log
-        .wait_for(&["peer 0 connected", &format!("pid {}", q2.pid())]);
-    c.expect_connect(0, 2);
+        .wait_for(&["peer 3 connected", &format!("pid {}", q2.pid())]);
+    c.expect_connect(3, 2);
+    // QEMU 1 took the connect notice and is still running.
+    std::thread::sleep(Duration::from_millis(300));
+    assert!(
+        q1.child.try_wait().unwrap().is_none(),
+        "QEMU 1 died: {}",
+        q1.log.text()
+    );
 
     q1.stop(libc::SIGTERM);
     c.expect_disconnect(1);
     q2.stop(libc::SIGTERM);
-    c.expect_disconnect(0);
+    c.expect_disconnect(3);
     for (name, q) in [("q0", &q0), ("q1", &q1), ("q2", &q2)] {
         let text = q.log.text();
         assert!(!text.contains("ivshmem"), "{name} complained: {text}");
