@@ -14,7 +14,7 @@ use crate::link::{self, Own, PeerState};
 use crate::netdev::{self, reg, Irq, Mac, Net};
 use crate::params::Params;
 use crate::ring::Ring;
-use crate::{dev_err, dev_info};
+use crate::{dev_err, dev_info, dev_warn};
 use kernel::{c_str, prelude::*};
 
 /// BAR numbers.
@@ -176,15 +176,20 @@ impl pci::Driver for IvshmemNet {
             match dev.alloc_irq_vectors(1, 1) {
                 Ok(v) => Some(v),
                 Err(e) => {
-                    let _ = layout::release_slot(&shm, &geometry, me, token);
-                    dev_err!(dev, "no interrupt vector for doorbell mode: {:?}", e);
-                    return Err(e);
+                    dev_warn!(
+                        dev,
+                        "no usable interrupt (no MSI-X, no INTx line: {:?}): polling, and still \
+                         ringing the peers' doorbells",
+                        e
+                    );
+                    None
                 }
             }
         } else {
             None
         };
         let irq = match &vectors {
+            None if doorbell => Ok((Irq::Polled, None)),
             None => Ok((Irq::None, None)),
             Some(v) => {
                 let kind = if v.is_msix() { Irq::Msix } else { Irq::Intx };
@@ -242,6 +247,7 @@ impl pci::Driver for IvshmemNet {
                 Irq::None => "polling",
                 Irq::Msix => "MSI-X doorbells",
                 Irq::Intx => "INTx doorbells",
+                Irq::Polled => "polling, ringing doorbells",
             }
         );
         // Heartbeats start now; traffic once the interface is up.

@@ -88,6 +88,9 @@ pub(crate) enum Irq {
     Msix,
     /// ivshmem-doorbell on a (possibly shared) INTx line.
     Intx,
+    /// ivshmem-doorbell without a usable interrupt (no MSI-X, no INTx line routed): we ring
+    /// the peers' doorbells like any doorbell peer, but poll from the timer ourselves.
+    Polled,
 }
 
 /// The largest segmentation-offload frame (IP packet) to accept from the stack: 64 KiB, or
@@ -338,6 +341,11 @@ impl Net {
         }? Error))
     }
 
+    /// Whether interrupts wake us (else the timer polls).
+    fn interrupts(&self) -> bool {
+        matches!(self.irq, Irq::Msix | Irq::Intx)
+    }
+
     /// Our peer id.
     pub(crate) fn id(&self) -> u32 {
         self.me
@@ -569,9 +577,7 @@ impl Net {
     /// doorbell mode, makes sure the timer watches the frames (a dead peer never consumes
     /// them, and nobody else would notice).
     fn flush(&self, dev: &Device, tx: &mut Tx) {
-        if tx.unpublished != 0
-            && self.irq != Irq::None
-            && !self.watching.swap(true, Ordering::Relaxed)
+        if tx.unpublished != 0 && self.interrupts() && !self.watching.swap(true, Ordering::Relaxed)
         {
             dev.timer_arm(time::ms_to_jiffies(WATCH_MS));
         }
@@ -1053,7 +1059,7 @@ impl Driver for Net {
 
     fn poll(&self, dev: &Device, napi: &Napi, budget: u32) -> u32 {
         self.stats.global.rx_polls.inc();
-        if self.irq != Irq::None {
+        if self.interrupts() {
             // Kicks also announce link changes: look at the links, at most once a ms.
             let now = time::now_ms();
             if self.last_manage_ms.swap(now, Ordering::Relaxed) != now {
@@ -1080,11 +1086,7 @@ impl Driver for Net {
             self.busy.store(true, Ordering::Relaxed);
         }
         self.tx_wake(dev);
-        if done < budget
-            && napi.complete_done(done)
-            && self.irq != Irq::None
-            && self.arm_rx_events()
-        {
+        if done < budget && napi.complete_done(done) && self.interrupts() && self.arm_rx_events() {
             // A frame slipped in before the peer could see our event: poll again.
             dev.napi_schedule();
         }
@@ -1094,7 +1096,7 @@ impl Driver for Net {
     fn timer(&self, dev: &Device) {
         let now = time::now_ms();
         let (running, watch) = self.housekeeping(dev, now);
-        let next = if self.irq == Irq::None {
+        let next = if !self.interrupts() {
             let busy = self.busy.swap(false, Ordering::Relaxed) || dev.queue_stopped();
             let mut ctl = self.ctl.lock();
             ctl.interval_ms = if busy {
@@ -1137,7 +1139,7 @@ impl Driver for Net {
 
     fn interrupt(&self, dev: &Device) -> bool {
         match self.irq {
-            Irq::None => return false,
+            Irq::None | Irq::Polled => return false,
             // A shared line: ours only if the device says so (reading clears it).
             Irq::Intx => {
                 if self.regs.read32(reg::INTR_STATUS).map_or(true, |s| s == 0) {

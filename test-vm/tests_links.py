@@ -292,6 +292,28 @@ def test_server_gone_traffic_goes_on():
 
 
 test_server_gone_traffic_goes_on.modes = ("doorbell",)
+
+
+def test_doorbell_without_interrupt_polls():
+    """A doorbell guest that gets no interrupt at all (`pci=nomsi`, and this guest kernel
+    routes no INTx line) says so, polls from its timer, still rings its peer's doorbell, and
+    both directions work."""
+    with vm.Cluster(["gA", {"name": "gB", "cmdline": "pci=nomsi"}]) as c:
+        a, b = c["gA"], c["gB"]
+        up(a, "10.84.0.1")
+        out = b.run("insmod %s && ip addr add 10.84.0.2/24 dev ivshm0 && ip link set ivshm0 up "
+                    "&& dmesg | grep ivshmem_net" % KO, timeout=30, check=True).out
+        check("no usable interrupt" in out and "polling, ringing doorbells" in out,
+              "gB should fall back to polling: %r" % out)
+        wait_carrier(a, 1)
+        wait_carrier(b, 1)
+        ping(a, "10.84.0.2", count=5)
+        ping(b, "10.84.0.1", count=5)
+        check(counter(a, "doorbells_received") > 0, "gB never rang gA's doorbell")
+        no_splats(c)
+
+
+test_doorbell_without_interrupt_polls.modes = ("doorbell",)
 test_peer_ifdown_ifup_and_kill.modes = ("plain", "doorbell")
 
 TESTS = [
@@ -302,4 +324,5 @@ TESTS = [
     test_doorbell_idle_pair_is_quiet,
     test_plain_and_doorbell_guests_refuse_to_link,
     test_server_gone_traffic_goes_on,
+    test_doorbell_without_interrupt_polls,
 ]

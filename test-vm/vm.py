@@ -135,8 +135,9 @@ class Result:
 class Guest:
     """One QEMU guest. Built by `Cluster`; use `run()` to execute shell scripts inside."""
 
-    def __init__(self, cluster, name, ivshmem, mem_mb, extra_args, plain=False):
+    def __init__(self, cluster, name, ivshmem, mem_mb, extra_args, plain=False, cmdline=""):
         self.cluster = cluster
+        self.cmdline = cmdline  # extra kernel command line
         self.plain = plain  # ivshmem-plain on the shared region even in a doorbell cluster
         self.name = name
         self.ivshmem = ivshmem  # None, or (path, size_bytes)
@@ -156,7 +157,8 @@ class Guest:
                "qemu-system-x86_64", "-accel", c.accel, "-m", str(self.mem_mb), "-smp", "1",
                "-nodefaults", "-no-user-config", "-display", "none", "-no-reboot",
                "-kernel", str(c.kernel), "-initrd", str(c.initrd),
-               "-append", "console=ttyS0 ivnet.name=%s panic=-1 quiet loglevel=6" % self.name,
+               "-append", "console=ttyS0 ivnet.name=%s panic=-1 quiet loglevel=6 %s"
+               % (self.name, self.cmdline),
                "-chardev", "file,id=con,path=%s" % self.log, "-serial", "chardev:con",
                "-chardev", "socket,id=agent,path=%s,server=on,wait=off" % self.sock_path,
                "-serial", "chardev:agent"]
@@ -313,6 +315,7 @@ class Cluster:
 
     `guests` is a list of names, or of dicts {"name", "ivshmem": "shared"|"plain-shared"|None|
     size_bytes ("plain-shared": ivshmem-plain on the shared region even with `doorbell`),
+    "cmdline": extra kernel command line,
     "mem_mb", "args"}; a size gives that guest a private region of its own. With
     `doorbell=N` the shared guests use ivshmem-doorbell with N vectors instead of ivshmem-plain:
     the cluster runs our ivshmem-server (build/bin) for them, whose shared memory is the same
@@ -353,7 +356,7 @@ class Cluster:
                 self.files.append(private)
                 iv = (private, iv)
             self.guests.append(Guest(self, spec["name"], iv, spec.get("mem_mb", 256),
-                                     spec.get("args", []), plain))
+                                     spec.get("args", []), plain, spec.get("cmdline", "")))
         self.closed = False
         with _live_lock:
             _live.add(self)
