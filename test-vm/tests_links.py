@@ -316,11 +316,71 @@ def test_doorbell_without_interrupt_polls():
 test_doorbell_without_interrupt_polls.modes = ("doorbell",)
 test_peer_ifdown_ifup_and_kill.modes = ("plain", "doorbell")
 
+def inject_frame(c, src, dst, frame, flags=0, gso_type=0, gso_size=0, csum_start=0,
+                 csum_offset=0, hdr_len=0):
+    """Plays peer `src`'s producer from the host: appends one frame with the given descriptor
+    metadata to the ring src -> dst (layout.rs/ring.rs offsets) and publishes it."""
+    hdr = c.region_header()
+    slots, data = struct.unpack_from("<II", hdr, 0x1c)
+    base = ring_offset(hdr, src, dst)
+    with open(c.shm_path, "r+b") as f:
+        f.seek(base)
+        prod_idx, prod_bytes = struct.unpack("<II", f.read(8))
+        pos = prod_bytes
+        if (pos % data) + len(frame) > data:
+            pos += data - pos % data
+        f.seek(base + 0x100 + slots * 32 + pos % data)
+        f.write(frame)
+        f.seek(base + 0x100 + (prod_idx % slots) * 32)
+        f.write(struct.pack("<IIHBBHHHH", pos, len(frame), flags, gso_type, 0, gso_size,
+                            csum_start, csum_offset, hdr_len).ljust(32, b"\0"))
+        f.flush()
+        f.seek(base + 4)
+        f.write(struct.pack("<I", (pos + len(frame) + 63) // 64 * 64))
+        f.flush()
+        f.seek(base)
+        f.write(struct.pack("<I", prod_idx + 1))
+
+
+def test_inconsistent_offload_metadata_is_a_bad_descriptor():
+    """The host, posing as A, publishes frames to B whose offload metadata cannot be right: a
+    segmentation type on a frame too short for one segment, and a checksum position beyond the
+    frame. B counts each as a bad descriptor and drops it (the frames never reach its stack),
+    then a well-formed frame injected the same way is delivered."""
+    with vm.Cluster(["gA", "gB"]) as c:
+        a, b = c["gA"], c["gB"]
+        a_id, _ = up(a, "10.85.0.1")
+        b_id, _ = up(b, "10.85.0.2")
+        wait_carrier(a, 1)
+        wait_carrier(b, 1)
+        # Quiet A, so that its producer does not publish while the host plays it.
+        a.run("ip link set ivshm0 arp off; sysctl -qw net.ipv6.conf.ivshm0.disable_ipv6=1")
+        b_mac = b.run("cat /sys/class/net/ivshm0/address", check=True).out.strip()
+        dst = bytes.fromhex(b_mac.replace(":", ""))
+        udp = dst + bytes.fromhex("020000000001") + b"\x08\x00" + bytes(20 + 8 + 64)
+        bad0 = counter(b, "peer%d_bad_desc" % a_id)
+        rx0 = counter(b, "peer%d_rx_packets" % a_id)
+        inject_frame(c, a_id, b_id, udp, gso_type=1, gso_size=0)        # TCPv4 GSO, size 0
+        time.sleep(0.5)
+        inject_frame(c, a_id, b_id, udp, flags=1, csum_start=4000, csum_offset=6)
+        time.sleep(0.5)
+        check(counter(b, "peer%d_bad_desc" % a_id) == bad0 + 2,
+              "B should count two bad descriptors from A")
+        check(counter(b, "peer%d_rx_packets" % a_id) == rx0,
+              "B must not deliver frames with impossible offload metadata")
+        inject_frame(c, a_id, b_id, udp)
+        time.sleep(0.5)
+        check(counter(b, "peer%d_rx_packets" % a_id) == rx0 + 1,
+              "a well-formed injected frame should be delivered")
+        no_splats(c)
+
+
 TESTS = [
     test_bad_module_parameters_refused,
     test_peer_ifdown_ifup_and_kill,
     test_stale_slot_taken_over,
     test_garbage_in_ring_resets_link,
+    test_inconsistent_offload_metadata_is_a_bad_descriptor,
     test_doorbell_idle_pair_is_quiet,
     test_plain_and_doorbell_guests_refuse_to_link,
     test_server_gone_traffic_goes_on,
