@@ -110,10 +110,12 @@ HOST_TESTS = [test_modinfo_pci_alias, test_module_built_without_warnings,
 # ---------------------------------------------------------------- cargo tests
 
 def run_cargo_tests():
-    """Runs the workspace's tests, then the loom models of the ring (their own cfg and target
-    directory); returns (passed, failed)."""
+    """Runs the workspace's tests, the ivshmem-server test against real QEMU processes, then
+    the loom models of the ring (their own cfg and target directory); returns (passed,
+    failed)."""
     start = time.time()
     p = subprocess.run("cargo test --workspace --release 2>&1 && "
+                       "cargo test --release -p ivshmem-server --test qemu -- --ignored 2>&1 && "
                        "cd layout && CARGO_TARGET_DIR=../target/loom RUSTFLAGS='--cfg loom' "
                        "cargo test --release --test loom 2>&1", shell=True,
                        cwd=TOP / "userspace-tools", capture_output=True, text=True, timeout=1800)
