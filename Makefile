@@ -7,6 +7,7 @@
 #   make tools    userspace-tools/ workspace, binaries in build/bin/
 #   make test     everything above, then the userspace and in-guest tests
 #   make demo     two guests with the driver bound, one reading what the other wrote
+#   make bench    ivshmem-net vs virtio-net vs loopback in guests, and ring-bench on the host
 #   make clean    remove build products (the kernel cache stays)
 #
 # The kernel's own Makefile reads `Kbuild` in this directory for `make -C <kdir> M=$(CURDIR)`.
@@ -30,7 +31,8 @@ DEBIAN_PACKAGES := linux-source-6.12 rustc-web rust-web-src clang lld llvm libcl
 	flex bison bc libelf-dev libssl-dev cpio kmod gzip xz-utils make \
 	qemu-system-x86 busybox-static iproute2 ethtool iperf3 pciutils python3 libc6-dev
 
-.PHONY: all deps kernel module module-build tools initramfs test test-host test-vm demo clean
+.PHONY: all deps kernel module module-build tools guest-tools initramfs test test-host test-vm \
+	demo bench bench-smoke clean
 
 all: module tools
 
@@ -80,8 +82,15 @@ tools:
 	    [ -f "$$f" ] && [ -x "$$f" ] && cp "$$f" build/bin/ || true; done
 	@echo "tools: built userspace-tools ($$(ls build/bin | wc -l) binaries in build/bin)"
 
-initramfs: module
-	@test-vm/mkinitramfs.sh build/initramfs.cpio.gz build/ivshmem_net.ko
+# ivnet-rr for the guest image: static (glibc's libc.a), see its doc comment. --target keeps
+# the flag away from build scripts and gives it its own target directory.
+GUEST_RR := userspace-tools/target/x86_64-unknown-linux-gnu/release/ivnet-rr
+guest-tools:
+	@cd userspace-tools && RUSTFLAGS='-C target-feature=+crt-static' $(CARGO) build --release -q \
+	    -p ivshmem-bench --bin ivnet-rr --target x86_64-unknown-linux-gnu
+
+initramfs: module guest-tools
+	@test-vm/mkinitramfs.sh build/initramfs.cpio.gz build/ivshmem_net.ko $(GUEST_RR)
 
 # The in-guest suite and host-side checks. Prints one 'N passed, N failed' line per part and
 # a final one for everything.
@@ -99,6 +108,14 @@ test-vm: initramfs
 demo: deps
 	@$(MAKE) --no-print-directory module tools initramfs
 	@$(PYTHON) test-vm/demo.py
+
+# Not part of `make test` (which runs only `bench.py --smoke`); results in bench/results/.
+bench: deps
+	@$(MAKE) --no-print-directory module tools initramfs
+	@$(PYTHON) test-vm/bench.py
+
+bench-smoke: module tools initramfs
+	@$(PYTHON) test-vm/bench.py --smoke
 
 clean:
 	-@[ -e $(KDIR)/Makefile ] && $(KMAKE) clean >/dev/null 2>&1 || true

@@ -4,6 +4,9 @@
 # libraries, /init and the test agent, the ivnet-udp test tool, and the module.
 #
 #   mkinitramfs.sh OUT.cpio.gz MODULE.ko [EXTRA_BINARY...]
+#
+# Extra binaries go to /usr/local/bin with their libraries (the Makefile passes the static
+# ivnet-rr, which `make bench` runs in guests; a static binary needs none).
 set -euo pipefail
 out=$(realpath -m "$1"); ko=$(realpath "$2"); shift 2
 here=$(cd "$(dirname "$0")" && pwd)

@@ -135,8 +135,11 @@ class Result:
 class Guest:
     """One QEMU guest. Built by `Cluster`; use `run()` to execute shell scripts inside."""
 
-    def __init__(self, cluster, name, ivshmem, mem_mb, extra_args, plain=False, cmdline=""):
+    def __init__(self, cluster, name, ivshmem, mem_mb, extra_args, plain=False, cmdline="",
+                 netns=None, taps=()):
         self.cluster = cluster
+        self.netns = netns  # run QEMU inside this network namespace (ip netns exec)
+        self.taps = list(taps)  # [(ifname, mac)]: a virtio-net NIC on each tap device
         self.cmdline = cmdline  # extra kernel command line
         self.plain = plain  # ivshmem-plain on the shared region even in a doorbell cluster
         self.name = name
@@ -179,6 +182,14 @@ class Guest:
             path, size = self.ivshmem
             cmd += ["-object", "memory-backend-file,id=shm,mem-path=%s,size=%d,share=on" % (path, size),
                     "-device", "ivshmem-plain,memdev=shm"]
+        for i, (ifname, mac) in enumerate(self.taps):
+            # QEMU's userspace virtio-net backend (vhost off) on a tap device that must exist
+            # (in `netns` if given); the guest sees it as eth<i>.
+            cmd += ["-netdev", "tap,id=n%d,ifname=%s,script=no,downscript=no,vhost=off"
+                    % (i, ifname),
+                    "-device", "virtio-net-pci,netdev=n%d,mac=%s" % (i, mac)]
+        if self.netns:
+            cmd = ["ip", "netns", "exec", self.netns] + cmd
         return cmd + list(self.extra_args)
 
     def start(self):
@@ -316,6 +327,7 @@ class Cluster:
     `guests` is a list of names, or of dicts {"name", "ivshmem": "shared"|"plain-shared"|None|
     size_bytes ("plain-shared": ivshmem-plain on the shared region even with `doorbell`),
     "cmdline": extra kernel command line,
+    "netns": run QEMU in that network namespace, "taps": [(tap ifname, MAC)] virtio-net NICs,
     "mem_mb", "args"}; a size gives that guest a private region of its own. With
     `doorbell=N` the shared guests use ivshmem-doorbell with N vectors instead of ivshmem-plain:
     the cluster runs our ivshmem-server (build/bin) for them, whose shared memory is the same
@@ -356,7 +368,8 @@ class Cluster:
                 self.files.append(private)
                 iv = (private, iv)
             self.guests.append(Guest(self, spec["name"], iv, spec.get("mem_mb", 256),
-                                     spec.get("args", []), plain, spec.get("cmdline", "")))
+                                     spec.get("args", []), plain, spec.get("cmdline", ""),
+                                     spec.get("netns"), spec.get("taps", ())))
         self.closed = False
         with _live_lock:
             _live.add(self)
