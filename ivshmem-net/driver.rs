@@ -153,12 +153,23 @@ impl pci::Driver for IvshmemNet {
         // the server gave us is published as our doorbell id instead (see `Net::kick`).
         let token = (random::u64() as u32) | 1;
         let want = params.id;
-        let (me, claim) =
-            layout::claim_slot(&shm, &geometry, want, token, time::msleep).map_err(|e| {
-                let (why, err) = describe(e);
-                dev_err!(dev, "no peer id: {} ({:?})", why, e);
-                err
-            })?;
+        // Before judging a slot stale by its frozen heartbeat, ring every doorbell peer: an
+        // idle doorbell peer does not beat on its own, but does when rung.
+        let probe = |ms| {
+            if doorbell {
+                for j in 0..geometry.max_peers {
+                    if let Some(id) = link::peer_doorbell(&shm, &geometry, j) {
+                        let _ = regs.write32(reg::DOORBELL, id << 16);
+                    }
+                }
+            }
+            time::msleep(ms)
+        };
+        let (me, claim) = layout::claim_slot(&shm, &geometry, want, token, probe).map_err(|e| {
+            let (why, err) = describe(e);
+            dev_err!(dev, "no peer id: {} ({:?})", why, e);
+            err
+        })?;
         let how = match (claim, params.id.is_some()) {
             (Claim::Stale, _) => "took over a stale slot",
             (_, true) => "id= parameter",

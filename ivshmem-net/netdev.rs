@@ -230,6 +230,8 @@ pub(crate) struct Net {
     last_manage_ms: AtomicU64,
     /// Doorbell mode: the watch timer is armed (frames in flight are being watched).
     watching: AtomicBool,
+    /// The interface is up (a copy of `Ctl::running` the interrupt handler can read).
+    running: AtomicBool,
     #[pin]
     ctl: SpinLockBh<Ctl>,
     #[pin]
@@ -311,6 +313,7 @@ impl Net {
             last_warn_ms: AtomicU64::new(0),
             last_manage_ms: AtomicU64::new(0),
             watching: AtomicBool::new(false),
+            running: AtomicBool::new(false),
             ctl <- new_spinlock_bh!(
                 Ctl {
                     own,
@@ -1005,6 +1008,7 @@ impl Driver for Net {
             .set_state(&self.shm, PeerState::Run)
             .map_err(|_| EIO)?;
         ctl.running = true;
+        self.running.store(true, Ordering::Relaxed);
         ctl.interval_ms = self.params.poll_ms;
         drop(ctl);
         self.kick_all();
@@ -1016,6 +1020,7 @@ impl Driver for Net {
     fn stop(&self, dev: &Device) -> Result {
         let mut ctl = self.ctl.lock();
         ctl.running = false;
+        self.running.store(false, Ordering::Relaxed);
         let _ = ctl.own.set_state(&self.shm, PeerState::Ready);
         for j in self.others() {
             if let Some(link) = ctl.links.get_mut(j as usize) {
@@ -1149,7 +1154,13 @@ impl Driver for Net {
             Irq::Msix => {}
         }
         self.stats.global.doorbells_received.inc();
-        dev.napi_schedule();
+        if self.running.load(Ordering::Relaxed) {
+            dev.napi_schedule();
+        } else {
+            // Interface down: no NAPI, but a peer may be asking whether we are alive (a
+            // joining guest probing slots): one timer tick beats the heartbeat.
+            dev.timer_arm(1);
+        }
         true
     }
 

@@ -98,8 +98,11 @@ def cpu_line(text):
 
 
 def cpu_pct(a, b):
+    """Busy share between two /proc/stat samples, clamped to 0..100: with NO_HZ the iowait
+    counter may step back a little between samples, which would read as over 100 %."""
     (t0, i0), (t1, i1) = cpu_line(a), cpu_line(b)
-    return 100.0 * (1 - (i1 - i0) / (t1 - t0)) if t1 > t0 else 0.0
+    busy = 100.0 * (1 - (i1 - i0) / (t1 - t0)) if t1 > t0 else 0.0
+    return max(0.0, min(100.0, busy))
 
 
 def qemu_pid(g):

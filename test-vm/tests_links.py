@@ -130,7 +130,16 @@ def test_stale_slot_taken_over():
         up(a, "10.79.0.1", "max_peers=2")
         b_id, _ = up(b, "10.79.0.2", "max_peers=2")
         wait_carrier(a, 1)
+        # Both holders alive (in doorbell mode idle, beating only because C rings them while
+        # it waits): C must not take a slot.
+        r = cc.run("insmod %s max_peers=2; dmesg | grep 'no peer id'; rmmod ivshmem_net" % KO,
+                   timeout=60)
+        check("every peer slot is held by a live peer" in r.out,
+              "C should find no free slot while A and B live: %r" % r.out)
+        ping(a, "10.79.0.2")
         b.kill()
+        if c.doorbell is not None:
+            a.run("(ping -c 20 -i 0.2 10.79.0.2 >/dev/null 2>&1 &)", timeout=10)
         wait_carrier(a, 0)
         c_id, how = up(cc, "10.79.0.3", "max_peers=2")
         check((c_id, how) == (b_id, "took over a stale slot"),
@@ -315,6 +324,7 @@ def test_doorbell_without_interrupt_polls():
 
 test_doorbell_without_interrupt_polls.modes = ("doorbell",)
 test_peer_ifdown_ifup_and_kill.modes = ("plain", "doorbell")
+test_stale_slot_taken_over.modes = ("plain", "doorbell")
 
 def inject_frame(c, src, dst, frame, flags=0, gso_type=0, gso_size=0, csum_start=0,
                  csum_offset=0, hdr_len=0):
