@@ -29,10 +29,10 @@ CARGO ?= cargo
 
 DEBIAN_PACKAGES := linux-source-6.12 rustc-web rust-web-src clang lld llvm libclang-dev \
 	flex bison bc libelf-dev libssl-dev cpio kmod gzip xz-utils make \
-	qemu-system-x86 busybox-static iproute2 ethtool iperf3 pciutils python3 libc6-dev
+	qemu-system-x86 busybox-static iproute2 ethtool iperf3 pciutils python3 libc6-dev rsync
 
 .PHONY: all deps kernel module module-build tools guest-tools initramfs test test-host test-vm \
-	demo bench bench-smoke clean
+	demo bench bench-smoke clean kernel-debug module-debug initramfs-debug test-reliability
 
 all: module tools
 
@@ -56,6 +56,29 @@ deps:
 
 kernel:
 	@test-vm/build-kernel.sh guest test-vm/kernel.config
+
+# The debug variant (KASAN, kmemleak, lockdep, atomic-sleep, list/object debugging) and the
+# module built against it, in a copy of the sources so the two builds never share generated
+# files: build/guest-debug/{bzImage,kdir}, build/debug/ivshmem_net.ko, build/debug/initramfs.
+kernel-debug:
+	@test-vm/build-kernel.sh guest-debug test-vm/kernel.config test-vm/kernel-debug.config
+
+module-debug: kernel-debug
+	@mkdir -p build/debug/src
+	@rsync -a --delete --exclude build --exclude target --exclude .git --exclude 'rust/generated' \
+	    --exclude '*.o' --exclude '*.ko' --exclude '*.cmd' ./ build/debug/src/
+	@mkdir -p build/debug/src/build/guest && cp build/guest-debug/key build/debug/src/build/guest/key
+	@$(MAKE) --no-print-directory -C build/debug/src module-build KDIR=$(TOP)/build/guest-debug/kdir
+	@cp build/debug/src/build/ivshmem_net.ko build/debug/ivshmem_net.ko
+
+# The VM tests on the debug kernel: any KASAN, lockdep, atomic-sleep or list/object report
+# in a guest console fails the test that was running.
+test-reliability: deps
+	@$(MAKE) --no-print-directory tools initramfs-debug
+	@$(PYTHON) test-vm/run-tests.py --suite vm --kernel debug
+
+initramfs-debug: module-debug guest-tools
+	@test-vm/mkinitramfs.sh build/debug/initramfs.cpio.gz build/debug/ivshmem_net.ko $(GUEST_RR)
 
 # Bindings are generated, never checked in; regenerated when their inputs or the kernel change.
 rust/generated/bindings.rs: rust/bindings_helper.h rust/helpers.h rust/bindings.allowlist \

@@ -197,7 +197,13 @@ def main():
     ap.add_argument("--suite", default="all", choices=["host", "cargo", "vm", "all"])
     ap.add_argument("-k", dest="pattern", default=None)
     ap.add_argument("--list", action="store_true")
+    ap.add_argument("--kernel", choices=["guest", "debug"], default="guest",
+                    help="debug: run the VM tests on the KASAN/lockdep/kmemleak kernel "
+                         "(make initramfs-debug)")
     args = ap.parse_args()
+    if args.kernel == "debug":
+        vm.DEFAULT_KERNEL = vm.BUILD / "guest-debug" / "bzImage"
+        vm.DEFAULT_INITRD = vm.BUILD / "debug" / "initramfs.cpio.gz"
 
     vm_tests = tests_foundation.TESTS + tests_datapath.TESTS + tests_links.TESTS
     if args.list:

@@ -319,6 +319,10 @@ class Guest:
 # What `Cluster(doorbell="default")` means: None for ivshmem-plain, N for ivshmem-doorbell with
 # N vectors. The test runner switches it to run the same tests in both modes.
 DEFAULT_DOORBELL = None
+# Kernel and initramfs for clusters that do not name theirs; the runner's `--kernel debug`
+# points them at the debug variant (`make initramfs-debug`).
+DEFAULT_KERNEL = None
+DEFAULT_INITRD = None
 
 
 class Cluster:
@@ -345,8 +349,8 @@ class Cluster:
         self.server_log = None
         self.doorbell = doorbell
         self.region_init = region_init
-        self.kernel = Path(kernel or BUILD / "guest" / "bzImage")
-        self.initrd = Path(initrd or BUILD / "initramfs.cpio.gz")
+        self.kernel = Path(kernel or DEFAULT_KERNEL or BUILD / "guest" / "bzImage")
+        self.initrd = Path(initrd or DEFAULT_INITRD or BUILD / "initramfs.cpio.gz")
         for p in (self.kernel, self.initrd):
             if not p.exists():
                 raise FileNotFoundError("%s missing: run 'make kernel initramfs'" % p)
