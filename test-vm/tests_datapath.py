@@ -20,7 +20,7 @@ import struct
 import time
 
 import vm
-from vm import Failed, check
+from vm import Failed, check, no_splats
 
 KO = "/lib/modules/ivshmem_net.ko"
 # busybox's sh runs its own `ip` applet before PATH; the real iproute2 is needed for -j/-d.
@@ -54,11 +54,6 @@ _ports = itertools.count(5001)
 
 # Shell helper: NOW = milliseconds of guest uptime, without forking (busybox date has no %N).
 NOW_MS = 'now_ms() { read up _ < /proc/uptime; NOW=$(( ${up%.*} * 1000 + 1${up#*.} * 10 - 1000 )); }\n'
-
-
-def no_splats(cluster):
-    s = cluster.splats()
-    check(not s, "kernel warnings/oopses in guest consoles: %s" % s)
 
 
 # ---------------------------------------------------------------- one guest's side

@@ -13,12 +13,7 @@ BOUND = re.compile(
     r"mapped write-back; layout v(\d+) (initialised|joined) \(nonce (0x[0-9a-f]+), (\d+) peers")
 
 
-from vm import check
-
-def no_splats(cluster):
-    s = cluster.splats()
-    check(not s, "kernel warnings/oopses in guest consoles: %s" % s)
-
+from vm import check, no_splats
 
 def bound_lines(text):
     return [m.groups() for m in BOUND.finditer(text)]

@@ -8,15 +8,10 @@ import struct
 import time
 
 import vm
-from vm import check
+from vm import check, no_splats
 
 KO = "/lib/modules/ivshmem_net.ko"
 PEER_ID = re.compile(r"ivshm0: peer id (\d+) \(([^)]*)\)")
-
-
-def no_splats(cluster):
-    s = cluster.splats()
-    check(not s, "kernel warnings/oopses in guest consoles: %s" % s)
 
 
 def up(guest, ip, params=""):

@@ -123,6 +123,13 @@ def check(cond, msg):
         raise Failed(msg)
 
 
+def no_splats(cluster):
+    """Fails the test if any guest console of `cluster` shows an oops, BUG, WARNING, KASAN,
+    lockdep or kmemleak report."""
+    s = cluster.splats()
+    check(not s, "kernel warnings/oopses in guest consoles: %s" % s)
+
+
 class Result:
     def __init__(self, rc, out):
         self.rc = rc
