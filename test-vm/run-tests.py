@@ -204,6 +204,7 @@ def main():
     if args.kernel == "debug":
         vm.DEFAULT_KERNEL = vm.BUILD / "guest-debug" / "bzImage"
         vm.DEFAULT_INITRD = vm.BUILD / "debug" / "initramfs.cpio.gz"
+        vm.DEFAULT_MEM_MB = 768
 
     vm_tests = tests_foundation.TESTS + tests_datapath.TESTS + tests_links.TESTS
     if args.list:

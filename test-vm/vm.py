@@ -330,6 +330,9 @@ DEFAULT_DOORBELL = None
 # points them at the debug variant (`make initramfs-debug`).
 DEFAULT_KERNEL = None
 DEFAULT_INITRD = None
+# Guest memory unless a guest spec names it; the debug kernel needs more (KASAN shadow,
+# kmemleak and lockdep tables).
+DEFAULT_MEM_MB = 256
 
 
 class Cluster:
@@ -378,7 +381,7 @@ class Cluster:
                 private = Path("/dev/shm") / ("%s-%s" % (self.tag, spec["name"]))
                 self.files.append(private)
                 iv = (private, iv)
-            self.guests.append(Guest(self, spec["name"], iv, spec.get("mem_mb", 256),
+            self.guests.append(Guest(self, spec["name"], iv, spec.get("mem_mb", DEFAULT_MEM_MB),
                                      spec.get("args", []), plain, spec.get("cmdline", ""),
                                      spec.get("netns"), spec.get("taps", ())))
         self.closed = False
