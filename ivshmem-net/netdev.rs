@@ -13,9 +13,11 @@
 //! | consumers (j -> us)        | `rx`  | NAPI poll, link changes                            |
 //! | counters, reset requests   | none  | atomics                                            |
 //!
-//! The locks are taken in the order `ctl`, `tx`, `rx` and never the other way round; the data
-//! path takes one of `tx` or `rx` at a time. All three disable bottom halves, since process
-//! context shares them with softirqs. A ring half is reset only while its link is down in the
+//! The locks nest only as `ctl` before `rx` or `tx`, and `rx` before `tx` (a frame handed to
+//! the stack under `rx` may make it transmit, e.g. a TCP ACK); nothing takes `ctl` or `rx`
+//! while holding `tx`, and the link code takes `tx` and `rx` one after the other, never
+//! nested. Lockdep checks this in `make test-reliability`. All three disable bottom halves,
+//! since process context shares them with softirqs. A ring half is reset only while its link is down in the
 //! `tx`/`rx` masks, so the data path never sees a half-reset ring.
 //!
 //! Everything a peer wrote is read once and checked by the ring and link code. When it cannot
