@@ -35,6 +35,16 @@ def wait_carrier(guest, want, timeout_s=10):
     return int(r.out.split()[1])
 
 
+def linked_pair(a, b, net):
+    """Loads the driver in `a` and `b` (addresses NET.1 and NET.2), waits until both carriers
+    are on; returns their peer ids."""
+    a_id, _ = up(a, net + ".1")
+    b_id, _ = up(b, net + ".2")
+    wait_carrier(a, 1)
+    wait_carrier(b, 1)
+    return a_id, b_id
+
+
 def counter(guest, name):
     out = guest.run("ethtool -S ivshm0", check=True).out
     m = re.search(r"^\s*%s: (\d+)$" % re.escape(name), out, re.M)
@@ -158,10 +168,7 @@ def test_garbage_in_ring_resets_link():
     restart), and traffic flows again without anybody doing anything."""
     with vm.Cluster(["gA", "gB"]) as c:
         a, b = c["gA"], c["gB"]
-        a_id, _ = up(a, "10.80.0.1")
-        b_id, _ = up(b, "10.80.0.2")
-        wait_carrier(a, 1)
-        wait_carrier(b, 1)
+        a_id, b_id = linked_pair(a, b, "10.80.0")
         ping(a, "10.80.0.2")
         bad = counter(b, "peer%d_bad_desc" % a_id)
         resets_a = counter(a, "peer%d_resets" % b_id)
@@ -354,10 +361,7 @@ def test_inconsistent_offload_metadata_is_a_bad_descriptor():
     then a well-formed frame injected the same way is delivered."""
     with vm.Cluster(["gA", "gB"]) as c:
         a, b = c["gA"], c["gB"]
-        a_id, _ = up(a, "10.85.0.1")
-        b_id, _ = up(b, "10.85.0.2")
-        wait_carrier(a, 1)
-        wait_carrier(b, 1)
+        a_id, b_id = linked_pair(a, b, "10.85.0")
         # Quiet A, so that its producer does not publish while the host plays it.
         a.run("ip link set ivshm0 arp off; sysctl -qw net.ipv6.conf.ivshm0.disable_ipv6=1")
         b_mac = b.run("cat /sys/class/net/ivshm0/address", check=True).out.strip()
