@@ -8,6 +8,8 @@
 #   make test     everything above, then the userspace and in-guest tests
 #   make demo     two guests with the driver bound, one reading what the other wrote
 #   make bench    ivshmem-net vs virtio-net vs loopback in guests, and ring-bench on the host
+#   make install  build/ivshmem_net.ko into $(DESTDIR)/lib/modules/<release>/updates, depmod
+#   make dkms-install   the sources into /usr/src/ivshmem-net-<version>, then `dkms install`
 #   make clean    remove build products (the kernel cache stays)
 #
 # The kernel's own Makefile reads `Kbuild` in this directory for `make -C <kdir> M=$(CURDIR)`.
@@ -17,10 +19,20 @@ SHELL := /bin/bash
 TOP := $(CURDIR)
 IVNET_CACHE ?= /var/cache/ivshmem-net
 BINDGEN_VERSION := 0.69.5
-BINDGEN ?= $(IVNET_CACHE)/tools/bindgen-$(BINDGEN_VERSION)/bin/bindgen
+BINDGEN_CACHED := $(IVNET_CACHE)/tools/bindgen-$(BINDGEN_VERSION)/bin/bindgen
+# The one `make deps` installs; without it (a DKMS build on another machine) `bindgen` on PATH.
+ifeq ($(origin BINDGEN),undefined)
+BINDGEN := $(or $(wildcard $(BINDGEN_CACHED)),$(shell command -v bindgen 2>/dev/null),$(BINDGEN_CACHED))
+endif
 export IVNET_CACHE BINDGEN BINDGEN_VERSION
 
+# The kernel build tree the module is built against: our guest kernel unless KDIR=... is given
+# (an installed kernel's /lib/modules/<release>/build, as DKMS does).
 KDIR := $(TOP)/build/guest/kdir
+# What says the kernel changed, for the generated bindings: a stamp naming the tree KDIR
+# resolves to (for our guest kernel that path holds its cache key) and hashing its .config and
+# release, rewritten only when one of them changes. So switching KDIR regenerates them too.
+KERNEL_KEY ?= rust/generated/kdir.id
 # Same toolchain the kernel was built with (scripts/toolchain.sh says why it is explicit).
 KMAKE = . scripts/toolchain.sh && $(MAKE) -C $(KDIR) M=$(TOP) $$KMAKE_FLAGS
 
@@ -29,10 +41,13 @@ CARGO ?= cargo
 
 DEBIAN_PACKAGES := linux-source-6.12 rustc-web rust-web-src clang lld llvm libclang-dev \
 	flex bison bc libelf-dev libssl-dev cpio kmod gzip xz-utils make \
-	qemu-system-x86 busybox-static iproute2 ethtool iperf3 pciutils python3 libc6-dev rsync
+	qemu-system-x86 busybox-static iproute2 ethtool iperf3 pciutils python3 libc6-dev rsync dkms
+# Installed without their Recommends: dkms's would pull in Debian's own 6.1 kernel headers.
+DEBIAN_NO_RECOMMENDS := dkms
 
 .PHONY: all deps kernel module module-build tools guest-tools initramfs test test-host test-vm \
-	demo bench bench-smoke clean kernel-debug module-debug initramfs-debug test-reliability
+	demo bench bench-smoke clean kernel-debug module-debug initramfs-debug test-reliability \
+	install dkms-source dkms-install FORCE
 
 all: module tools
 
@@ -42,7 +57,10 @@ deps:
 	if [ -n "$$missing" ]; then \
 	    echo "deps: installing Debian packages:" $$missing; \
 	    apt-get update -qq; \
-	    DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $$missing >/dev/null; \
+	    norec=$$(for p in $$missing; do case " $(DEBIAN_NO_RECOMMENDS) " in *" $$p "*) echo $$p;; esac; done); \
+	    rest=$$(for p in $$missing; do case " $(DEBIAN_NO_RECOMMENDS) " in *" $$p "*) ;; *) echo $$p;; esac; done); \
+	    [ -z "$$rest" ] || DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $$rest >/dev/null; \
+	    [ -z "$$norec" ] || DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends $$norec >/dev/null; \
 	else echo "deps: Debian packages present ($(words $(DEBIAN_PACKAGES)) checked)"; fi
 	@if [ -x $(BINDGEN) ] && $(BINDGEN) --version | grep -q ' $(BINDGEN_VERSION)$$'; then \
 	    echo "deps: bindgen-cli $(BINDGEN_VERSION) present ($(BINDGEN))"; \
@@ -75,23 +93,31 @@ module-debug: kernel-debug
 # in a guest console fails the test that was running.
 test-reliability: deps
 	@$(MAKE) --no-print-directory tools initramfs-debug
-	@$(PYTHON) test-vm/run-tests.py --suite vm --kernel debug
+	@IVNET_RELIABILITY=full $(PYTHON) test-vm/run-tests.py --suite vm --kernel debug
 
 initramfs-debug: module-debug guest-tools
 	@test-vm/mkinitramfs.sh build/debug/initramfs.cpio.gz build/debug/ivshmem_net.ko $(GUEST_RR)
 
 # Bindings are generated, never checked in; regenerated when their inputs or the kernel change.
 rust/generated/bindings.rs: rust/bindings_helper.h rust/helpers.h rust/bindings.allowlist \
-		rust/gen-bindings.sh build/guest/key
+		rust/gen-bindings.sh $(KERNEL_KEY)
 	@echo "module: generating bindings (bindgen $(BINDGEN_VERSION), the kernel's clang flags)"
 	@. scripts/toolchain.sh && rust/gen-bindings.sh $(KDIR) $@ rust/generated/wrappers.c
+
+rust/generated/kdir.id: FORCE
+	@mkdir -p $(@D)
+	@id="$$(readlink -f $(KDIR)) $$({ cat $(KDIR)/.config $(KDIR)/include/config/kernel.release || true; } 2>/dev/null | sha256sum | cut -c1-16)"; \
+	    [ "$$(cat $@ 2>/dev/null)" = "$$id" ] || echo "$$id" > $@
+
+FORCE:
 
 module: kernel
 	@$(MAKE) --no-print-directory module-build
 
 module-build: rust/generated/bindings.rs
-	@echo "module: building ivshmem_net.ko against $$(readlink $(KDIR))"
-	@$(KMAKE) modules 2>&1 | tee build/module.log | grep -v '^make\[\?[0-9]*\]\?: \(Entering\|Leaving\)' || true
+	@mkdir -p build
+	@echo "module: building ivshmem_net.ko against $$(readlink -f $(KDIR))"
+	@+$(KMAKE) modules 2>&1 | tee build/module.log | grep -v '^make\[\?[0-9]*\]\?: \(Entering\|Leaving\)' || true
 	@if grep -iE '(^|[^a-z_])(warning|error)[: \[]' build/module.log; then \
 	    echo "module: the build printed warnings or errors (zero allowed)" >&2; exit 1; fi
 	@test -f ivshmem_net.ko
@@ -139,6 +165,37 @@ bench: deps
 
 bench-smoke: module tools initramfs
 	@$(PYTHON) test-vm/bench.py --smoke
+
+# Installing. KDIR=... installs for that kernel (built against it first); KERNELRELEASE=...
+# overrides the release read from the kernel tree. With DESTDIR, depmod runs on that tree.
+DESTDIR ?=
+KERNELRELEASE ?= $(shell cat $(KDIR)/include/config/kernel.release 2>/dev/null)
+DEPMOD ?= $(or $(shell PATH="$$PATH:/usr/sbin:/sbin" command -v depmod),depmod)
+MODULE_DIR = $(DESTDIR)/lib/modules/$(KERNELRELEASE)/updates
+
+install: $(if $(filter command line,$(origin KDIR)),module-build,module)
+	@[ -n "$(KERNELRELEASE)" ] || { echo "install: no kernel release ($(KDIR)/include/config/kernel.release): give KERNELRELEASE=..." >&2; exit 1; }
+	install -D -m 0644 build/ivshmem_net.ko $(MODULE_DIR)/ivshmem_net.ko
+	install -D -m 0644 contrib/modprobe/ivshmem-net.conf $(DESTDIR)/etc/modprobe.d/ivshmem-net.conf.example
+	$(DEPMOD) $(if $(DESTDIR),-b $(DESTDIR)) $(KERNELRELEASE)
+
+# DKMS: the files the module build needs (the build runs `make module-build KDIR=...`, see
+# dkms.conf), copied clean into $(DESTDIR)/usr/src/ivshmem-net-<version>; then `dkms install`
+# builds and installs it for the running kernel (DKMS_FLAGS="-k <release>" for another).
+DKMS_VERSION := $(shell sed -n 's/^PACKAGE_VERSION="\(.*\)"/\1/p' dkms.conf 2>/dev/null)
+DKMS_SRC = $(DESTDIR)/usr/src/ivshmem-net-$(DKMS_VERSION)
+DKMS_FILES := dkms.conf Makefile Kbuild scripts/toolchain.sh rust ivshmem-net \
+	userspace-tools/layout/src contrib/modprobe
+DKMS_FLAGS ?=
+
+dkms-source:
+	@rm -rf $(DKMS_SRC) && mkdir -p $(DKMS_SRC)
+	@rsync -a --relative --exclude generated/ --exclude '*.o' --exclude '.*.cmd' --exclude '*.rmeta' \
+	    $(DKMS_FILES) $(DKMS_SRC)/
+	@echo "dkms: sources in $(DKMS_SRC)"
+
+dkms-install: dkms-source
+	dkms install -m ivshmem-net -v $(DKMS_VERSION) $(DKMS_FLAGS)
 
 clean:
 	-@[ -e $(KDIR)/Makefile ] && $(KMAKE) clean >/dev/null 2>&1 || true
