@@ -9,9 +9,11 @@ suites. Prints PASS/FAIL per test, a summary line per part, and a final
 
 import argparse
 import json
+import os
 import re
 import subprocess
 import sys
+import tempfile
 import time
 import traceback
 from pathlib import Path
@@ -21,6 +23,7 @@ import vm  # noqa: E402
 import tests_foundation  # noqa: E402
 import tests_datapath  # noqa: E402
 import tests_links  # noqa: E402
+import tests_reliability  # noqa: E402
 
 TOP = vm.TOP
 
@@ -102,9 +105,108 @@ def test_clippy_userspace_tools():
     check(rc == 0, "clippy:\n%s" % out[-4000:])
 
 
+PCI_ALIAS_RE = r"^alias:\s+pci:v00001AF4d00001110sv\*sd\*bc\*sc\*i\*$"
+# For makes run by a test: nothing inherited from a make that runs the tests (`make test`).
+FRESH_MAKE_ENV = "env -u MAKEFLAGS -u MFLAGS -u MAKELEVEL"
+
+
+def guest_kernel_release():
+    return (TOP / "build" / "guest" / "kdir" / "include" / "config" / "kernel.release").read_text().strip()
+
+
+def test_make_install():
+    """`make install DESTDIR=...`: the module in lib/modules/<release>/updates, found by name
+    through the modules.dep depmod wrote, and the modprobe.d example documenting every
+    parameter the module declares, in the module's own words."""
+    rel = guest_kernel_release()
+    with tempfile.TemporaryDirectory(prefix="ivnet-install-") as d:
+        dest = Path(d)
+        rc, out = run_host("%s make --no-print-directory install DESTDIR=%s" % (FRESH_MAKE_ENV, dest))
+        check(rc == 0, "make install failed (rc=%d):\n%s" % (rc, out[-3000:]))
+        ko = dest / "lib" / "modules" / rel / "updates" / "ivshmem_net.ko"
+        check(ko.is_file(), "no %s; installed:\n%s" % (ko, "\n".join(
+            str(p.relative_to(dest)) for p in sorted(dest.rglob("*")))))
+        check(ko.read_bytes() == (TOP / "build" / "ivshmem_net.ko").read_bytes(),
+              "the installed module differs from build/ivshmem_net.ko")
+        dep = (dest / "lib" / "modules" / rel / "modules.dep").read_text()
+        check("updates/ivshmem_net.ko:" in dep, "depmod did not list the module:\n%s" % dep)
+        # By name, as modprobe finds it: through the tree's modules.dep.
+        rc, info = run_host("modinfo -b %s -k %s ivshmem_net" % (dest, rel))
+        check(rc == 0, "modinfo by name in the installed tree failed:\n%s" % info)
+        check(re.search(r"^filename:\s+%s$" % re.escape(str(ko)), info, re.M),
+              "modinfo resolved another file:\n%s" % info)
+        check(re.search(PCI_ALIAS_RE, info, re.M), "no PCI alias in modinfo:\n%s" % info)
+        example = dest / "etc" / "modprobe.d" / "ivshmem-net.conf.example"
+        check(example.is_file(), "no %s" % example)
+        text = example.read_text()
+        prose = " ".join(l.lstrip("#").strip() for l in text.splitlines() if l.startswith("#"))
+        parms = re.findall(r"^parm:\s+(\w+):(.*) \((\w+)\)$", info, re.M)
+        check({p[0] for p in parms} == {"id", "max_peers", "poll_ms", "poll_idle_ms"},
+              "unexpected parameters: %r" % parms)
+        for name, desc, _ in parms:
+            check("%s: %s" % (name, desc) in prose,
+                  "the example does not document %s as the module does (%r)" % (name, desc))
+            default = re.search(r"\(default (-?\d+)\)|(-?\d+) \(default\)", desc)
+            value = next(g for g in default.groups() if g is not None)
+            check(re.search(r"^#options ivshmem_net %s=%s$" % (name, value), text, re.M),
+                  "no commented-out 'options ivshmem_net %s=%s' line" % (name, value))
+        # The file must change nothing while it is only an example.
+        check(not re.search(r"^\s*options\b", text, re.M), "uncommented options line:\n%s" % text)
+
+
+def test_dkms_build_install():
+    """DKMS builds the module from `make dkms-source` against the guest kernel's build tree and
+    installs it, all in a private tree (--dkmstree/--sourcetree/--installtree, no depmod), with
+    bindgen found on PATH instead of in $IVNET_CACHE."""
+    rel = guest_kernel_release()
+    kdir = (TOP / "build" / "guest" / "kdir").resolve()
+    version = re.search(r'^PACKAGE_VERSION="([^"]+)"$', (TOP / "dkms.conf").read_text(), re.M).group(1)
+    netdev = (TOP / "ivshmem-net" / "netdev.rs").read_text()
+    check('const VERSION: &CStr = c_str!("%s");' % version in netdev,
+          "dkms.conf's PACKAGE_VERSION %s is not the version the driver reports" % version)
+    with tempfile.TemporaryDirectory(prefix="ivnet-dkms-") as d:
+        t = Path(d)
+        rc, out = run_host("%s make --no-print-directory dkms-source DESTDIR=%s" % (FRESH_MAKE_ENV, t))
+        check(rc == 0, "make dkms-source failed:\n%s" % out[-3000:])
+        src = t / "usr" / "src" / ("ivshmem-net-%s" % version)
+        check((src / "dkms.conf").is_file(), "no dkms.conf in %s" % src)
+        check(not list(src.rglob("*.o")) and not (src / "rust" / "generated").exists(),
+              "build products copied into the DKMS sources")
+        (t / "var" / "lib" / "dkms").mkdir(parents=True)
+        (t / "lib" / "modules" / rel).mkdir(parents=True)
+        bindir = t / "bin"
+        bindir.mkdir()
+        (bindir / "bindgen").symlink_to(vm.CACHE / "tools" / "bindgen-0.69.5" / "bin" / "bindgen")
+        trees = ("-m ivshmem-net -v %s -k %s --dkmstree %s/var/lib/dkms --sourcetree %s/usr/src "
+                 "--installtree %s/lib/modules --kernelsourcedir %s" % (version, rel, t, t, t, kdir))
+        env = "%s -u BINDGEN IVNET_CACHE=%s/no-cache PATH=%s:$PATH" % (FRESH_MAKE_ENV, t, bindir)
+        rc, out = run_host("%s dkms build %s" % (env, trees), timeout=900)
+        log = t / "var" / "lib" / "dkms" / "ivshmem-net" / version / "build" / "make.log"
+        check(rc == 0, "dkms build failed (rc=%d):\n%s\n%s" % (
+            rc, out[-2000:], log.read_text()[-3000:] if log.exists() else ""))
+        built = t / "var" / "lib" / "dkms" / "ivshmem-net" / version / rel / os.uname().machine
+        check((built / "module" / "ivshmem_net.ko").is_file(), "dkms kept no module in %s" % built)
+        mlog = (built / "log" / "make.log").read_text()
+        check("generating bindings" in mlog and "module: build/ivshmem_net.ko" in mlog,
+              "the DKMS build did not run our module-build:\n%s" % mlog[-2000:])
+        rc, out = run_host("%s dkms install --no-depmod %s" % (env, trees))
+        check(rc == 0, "dkms install failed (rc=%d):\n%s" % (rc, out[-3000:]))
+        ko = t / "lib" / "modules" / rel / "updates" / "dkms" / "ivshmem_net.ko"
+        check(ko.is_file(), "dkms installed no %s:\n%s" % (ko, out[-2000:]))
+        rc, info = run_host("modinfo %s" % ko)
+        check(rc == 0 and re.search(PCI_ALIAS_RE, info, re.M), "no PCI alias in modinfo:\n%s" % info)
+        check(re.search(r"^vermagic:\s+%s " % re.escape(rel), info, re.M),
+              "vermagic is not %s:\n%s" % (rel, info))
+        rc, out = run_host("dkms status --dkmstree %s/var/lib/dkms --sourcetree %s/usr/src "
+                           "--installtree %s/lib/modules" % (t, t, t))
+        check("ivshmem-net/%s, %s, " % (version, rel) in out and out.rstrip().endswith("installed"),
+              "dkms status: %s" % out)
+
+
 HOST_TESTS = [test_modinfo_pci_alias, test_module_built_without_warnings,
               test_unsafe_only_in_rust_dir, test_unsafe_blocks_have_safety_comments,
-              test_rustfmt_clean, test_clippy_userspace_tools]
+              test_rustfmt_clean, test_clippy_userspace_tools, test_make_install,
+              test_dkms_build_install]
 
 
 def test_bench_smoke():
@@ -206,7 +308,8 @@ def main():
         vm.DEFAULT_INITRD = vm.BUILD / "debug" / "initramfs.cpio.gz"
         vm.DEFAULT_MEM_MB = 768
 
-    vm_tests = tests_foundation.TESTS + tests_datapath.TESTS + tests_links.TESTS
+    vm_tests = (tests_foundation.TESTS + tests_datapath.TESTS + tests_links.TESTS
+                + tests_reliability.TESTS)
     if args.list:
         for t in HOST_TESTS + [t for t in vm_tests if "plain" in getattr(t, "modes", ("plain",))] + [
                 test_bench_smoke]:
