@@ -77,14 +77,16 @@ kernel:
 
 # The debug variant (KASAN, kmemleak, lockdep, atomic-sleep, list/object debugging) and the
 # module built against it, in a copy of the sources so the two builds never share generated
-# files: build/guest-debug/{bzImage,kdir}, build/debug/ivshmem_net.ko, build/debug/initramfs.
+# files, kbuild's own lists included (a copied ivshmem_net.mod would link the other build's
+# objects): build/guest-debug/{bzImage,kdir}, build/debug/ivshmem_net.ko, build/debug/initramfs.
 kernel-debug:
 	@test-vm/build-kernel.sh guest-debug test-vm/kernel.config test-vm/kernel-debug.config
 
 module-debug: kernel-debug
 	@mkdir -p build/debug/src
 	@rsync -a --delete --exclude build --exclude target --exclude .git --exclude 'rust/generated' \
-	    --exclude '*.o' --exclude '*.ko' --exclude '*.cmd' ./ build/debug/src/
+	    --exclude '*.o' --exclude '*.ko' --exclude '*.cmd' --exclude '*.mod' --exclude '*.mod.c' \
+	    --exclude Module.symvers --exclude modules.order ./ build/debug/src/
 	@mkdir -p build/debug/src/build/guest && cp build/guest-debug/key build/debug/src/build/guest/key
 	@$(MAKE) --no-print-directory -C build/debug/src module-build KDIR=$(TOP)/build/guest-debug/kdir
 	@cp build/debug/src/build/ivshmem_net.ko build/debug/ivshmem_net.ko

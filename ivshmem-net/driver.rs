@@ -224,19 +224,19 @@ impl pci::Driver for IvshmemNet {
             | if doorbell { link::feature::DOORBELL } else { 0 };
 
         let mut own = Own::new(&geometry, me).map_err(|_| EINVAL)?;
-        let attached = own
+        let written = own
             .attach(&shm, mac, mtu)
             .and_then(|()| own.set_features(&shm, features))
             .and_then(|()| own.set_doorbell_id(&shm, if doorbell { ivposition } else { 0 }))
             .and_then(|()| own.set_state(&shm, PeerState::Ready));
-        if let Err(e) = attached {
+        if let Err(e) = written {
             let _ = layout::release_slot(&shm, &geometry, me, token);
             dev_err!(dev, "cannot write our control block: {:?}", e);
             return Err(EINVAL);
         }
 
         // From here on, dropping `Net` detaches and releases the slot.
-        let data = Net::new(shm, regs, irq, geometry, own, token, params, dev.into())?;
+        let data = Net::new(shm, regs, irq, attached, own, token, params, dev.into())?;
         let cfg = net::Config {
             mac,
             min_mtu: netdev::MIN_MTU,

@@ -14,6 +14,9 @@
 //! - [`link`]: control blocks and the link handshake, shared the same way.
 //! - [`ext`]: the kernel support layer in `rust/`, the only code with `unsafe`.
 
+// `pin_init!` for the device data (`netdev::Net`, many fields) nests deeper than the default.
+#![recursion_limit = "256"]
+
 #[path = "../rust/lib.rs"]
 pub mod ext;
 
@@ -29,6 +32,7 @@ pub mod ring;
 mod driver;
 mod netdev;
 mod params;
+mod ratelimit;
 mod stats;
 
 use kernel::prelude::*;

@@ -34,14 +34,15 @@ use crate::ext::{
     sync::SpinLockBh,
     time,
 };
-use crate::layout::{Error as LayoutError, Geometry};
+use crate::layout::{self, Attached, Error as LayoutError, Geometry, MAX_PEERS};
 use crate::link::{self, feature, Action, DownReason, Link, Liveness, Own, PeerState};
 use crate::params::Params;
+use crate::ratelimit::Ratelimit;
 use crate::ring::{Consumer, Desc, Producer};
 use crate::stats::Stats;
 use crate::{dev_info, dev_warn, new_spinlock_bh};
 use core::fmt;
-use core::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use core::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, Ordering};
 use kernel::{c_str, prelude::*, types::ARef};
 
 /// Ethernet header length.
@@ -59,6 +60,19 @@ const PUBLISH_EVERY: u32 = 16;
 /// In doorbell mode, how often the timer looks at links while something is pending (a
 /// handshake, frames in flight, a stopped queue); it is not armed at all when all is quiet.
 const WATCH_MS: u32 = 100;
+/// In doorbell mode, how often the timer audits the region while something is wrong but
+/// nothing needs watching closely (no carrier, or a peer whose control block is garbage or
+/// does not answer): it repairs what someone overwrote and wakes the peers concerned, which may
+/// be asleep with as little idea as we have that anything happened. A healthy idle pair is
+/// never woken.
+const AUDIT_MS: u32 = 1000;
+/// How often a peer that owes us an answer is kicked again while we wait, in ms: one whose
+/// control block is garbage or disagrees with ours about the interrupt mode (so that it repairs
+/// it), or one in `Run` that has not yet acknowledged our epoch (a kick may have been lost, or
+/// it slept through a restart).
+const REKICK_MS: u64 = 500;
+/// No doorbell id known for a peer.
+const NO_DOORBELL: u32 = u32::MAX;
 /// `VIRTIO_NET_HDR_F_NEEDS_CSUM`: the checksum at `csum_start + csum_offset` is to be filled.
 const VIRTIO_NET_HDR_F_NEEDS_CSUM: u16 = 1;
 /// Driver version reported by `ethtool -i`.
@@ -187,6 +201,11 @@ struct Ctl {
     interval_ms: u32,
     /// Peers in the other interrupt mode whom we told the log about.
     mismatch_logged: u64,
+    /// Peers whose control block turned to garbage while their link was up: kept watched and
+    /// kicked until it is valid again.
+    garbage: u64,
+    /// When each peer was last kicked for an answer ([`REKICK_MS`]), in ms.
+    rekick_ms: [u64; MAX_PEERS as usize],
 }
 
 /// What happened to one frame sent to one peer.
@@ -208,6 +227,16 @@ enum Verdict {
     Dropped(Option<fn(&crate::stats::Global) -> &crate::stats::Counter>),
 }
 
+/// Rate limits of the messages a peer can provoke at will.
+struct Logs {
+    /// Ring protocol violations (once a second).
+    ring: Ratelimit,
+    /// Link up/down (a burst of 10 per 5 s: a flapping link must not flood the log).
+    link: Ratelimit,
+    /// Repairs of our control block, the header or our slot (once a second).
+    repair: Ratelimit,
+}
+
 /// The driver data of one `ivshm` device.
 #[pin_data(PinnedDrop)]
 pub(crate) struct Net {
@@ -217,6 +246,8 @@ pub(crate) struct Net {
     /// Our feature bits as published.
     features: u32,
     geometry: Geometry,
+    /// The header as we attached to it, for repairing it.
+    attached: Attached,
     me: u32,
     token: u32,
     params: Params,
@@ -226,8 +257,11 @@ pub(crate) struct Net {
     busy: AtomicBool,
     /// Peers whose link the data path wants restarted (set of ids).
     reset_req: AtomicU64,
-    /// When the last rate-limited warning was printed, in ms.
-    last_warn_ms: AtomicU64,
+    /// Doorbell id of each peer as last read valid from its control block ([`NO_DOORBELL`]
+    /// if never), so that a peer whose block was scribbled on can still be woken to repair it.
+    doorbells: [AtomicU32; MAX_PEERS as usize],
+    /// Rate limits of the messages a peer can provoke.
+    logs: Logs,
     /// Doorbell mode: when the NAPI poll last looked at the links, in ms.
     last_manage_ms: AtomicU64,
     /// Doorbell mode: the watch timer is armed (frames in flight are being watched).
@@ -250,13 +284,14 @@ impl Net {
         shm: SharedMem,
         regs: IoMem,
         irq: Irq,
-        geometry: Geometry,
+        attached: Attached,
         own: Own,
         token: u32,
         params: Params,
         pdev: ARef<pci::Device>,
     ) -> Result<impl PinInit<Self, Error>> {
         let me = own.id();
+        let geometry = attached.geometry;
         let n = geometry.max_peers;
         let mut tx_peers = KVec::with_capacity(n as usize, GFP_KERNEL)?;
         let mut rx_peers = KVec::with_capacity(n as usize, GFP_KERNEL)?;
@@ -305,6 +340,7 @@ impl Net {
             irq,
             features,
             geometry,
+            attached,
             me,
             token,
             params,
@@ -312,7 +348,12 @@ impl Net {
             stats,
             busy: AtomicBool::new(false),
             reset_req: AtomicU64::new(0),
-            last_warn_ms: AtomicU64::new(0),
+            doorbells: [const { AtomicU32::new(NO_DOORBELL) }; MAX_PEERS as usize],
+            logs: Logs {
+                ring: Ratelimit::new(1000, 1),
+                link: Ratelimit::new(5000, 10),
+                repair: Ratelimit::new(1000, 1),
+            },
             last_manage_ms: AtomicU64::new(0),
             watching: AtomicBool::new(false),
             running: AtomicBool::new(false),
@@ -323,6 +364,8 @@ impl Net {
                     running: false,
                     interval_ms: params.poll_ms,
                     mismatch_logged: 0,
+                    garbage: 0,
+                    rekick_ms: [0; MAX_PEERS as usize],
                 },
                 "ivshmem_net::ctl"
             ),
@@ -364,8 +407,18 @@ impl Net {
         if self.irq == Irq::None {
             return;
         }
-        let Some(id) = link::peer_doorbell(&self.shm, &self.geometry, j) else {
+        let Some(cached) = self.doorbells.get(j as usize) else {
             return;
+        };
+        let id = match link::peer_doorbell(&self.shm, &self.geometry, j) {
+            Some(id) => {
+                cached.store(id, Ordering::Relaxed);
+                id
+            }
+            None => match cached.load(Ordering::Relaxed) {
+                NO_DOORBELL => return,
+                id => id,
+            },
         };
         if self.regs.write32(reg::DOORBELL, id << 16).is_ok() {
             self.stats.global.doorbells_sent.inc();
@@ -418,21 +471,16 @@ impl Net {
         self.stats.global.rx_bad_desc.inc();
         self.stats.peer(j).bad_desc.inc();
         self.reset_req.fetch_or(bit(j), Ordering::Relaxed);
-        let now = time::now_ms();
-        let last = self.last_warn_ms.load(Ordering::Relaxed);
-        if now.saturating_sub(last) >= 1000
-            && self
-                .last_warn_ms
-                .compare_exchange(last, now, Ordering::Relaxed, Ordering::Relaxed)
-                .is_ok()
-        {
+        // In doorbell mode the timer may be asleep: the restart must not wait for a kick.
+        dev.timer_arm(1);
+        if let Some(missed) = self.logs.ring.check(time::now_ms()) {
             dev_warn!(
                 &self.pdev,
-                "{}: peer {} broke the ring protocol ({:?}); resetting the link \
-                 (further reports within 1 s suppressed)",
+                "{}: peer {} broke the ring protocol ({:?}); resetting the link{}",
                 dev.name(),
                 j,
-                e
+                e,
+                missed
             );
         }
     }
@@ -812,40 +860,93 @@ impl Net {
         if let Some(link) = ctl.links.get_mut(j as usize) {
             if link.up {
                 link.up = false;
-                dev_info!(
-                    &self.pdev,
-                    "{}: link to peer {} down ({})",
-                    dev.name(),
-                    j,
-                    why
-                );
+                self.log_link(dev, j, None, why);
             }
         }
         self.stats.global.peer_resets.inc();
         self.stats.peer(j).resets.inc();
     }
 
-    /// One step of the handshake with `j` (see [`crate::link`]). Returns whether the link
-    /// needs watching (a handshake under way, or frames in flight).
-    fn manage(&self, ctl: &mut Ctl, dev: &Device, j: u32, now: u64) -> bool {
-        let Ok(mut view) = link::read_peer(&self.shm, &self.geometry, j, self.me) else {
-            return false;
+    /// Logs a link of ours to `j` going up (with the peer's MAC) or down (with the reason),
+    /// rate-limited: a hostile peer can make a link flap as fast as it likes.
+    fn log_link(&self, dev: &Device, j: u32, up: Option<[u8; 6]>, why: &str) {
+        let Some(missed) = self.logs.link.check(time::now_ms()) else {
+            return;
         };
-        if view.state == Some(PeerState::Run)
-            && (view.features ^ self.features) & feature::DOORBELL != 0
-        {
+        match up {
+            Some(mac) => dev_info!(
+                &self.pdev,
+                "{}: link to peer {} ({}) up{}",
+                dev.name(),
+                j,
+                Mac(mac),
+                missed
+            ),
+            None => dev_info!(
+                &self.pdev,
+                "{}: link to peer {} down ({}){}",
+                dev.name(),
+                j,
+                why,
+                missed
+            ),
+        }
+    }
+
+    /// Puts back what someone overwrote of our control block, of the region header, or of our
+    /// slot word (see [`Own::repair`], [`layout::repair_header`], [`layout::reclaim_slot`]).
+    /// While we are attached, nobody else may write those, so a difference is a peer
+    /// misbehaving; it is counted and logged (rate-limited).
+    fn repair(&self, ctl: &Ctl, dev: &Device) {
+        let own = ctl.own.repair(&self.shm).unwrap_or(0);
+        let header = layout::repair_header(&self.shm, &self.attached).unwrap_or(0);
+        let slot = layout::reclaim_slot(&self.shm, &self.geometry, self.me, self.token)
+            .map_or(0, u32::from);
+        let fixed = own + header + slot;
+        if fixed == 0 {
+            return;
+        }
+        self.stats.global.region_repairs.add(u64::from(fixed));
+        if let Some(missed) = self.logs.repair.check(time::now_ms()) {
+            dev_warn!(
+                &self.pdev,
+                "{}: someone overwrote {} words of our control block, {} of the region header \
+                 and {} of our slot; restored{}",
+                dev.name(),
+                own,
+                header,
+                slot,
+                missed
+            );
+        }
+    }
+
+    /// One step of the handshake with `j` (see [`crate::link`]). Returns whether the link
+    /// needs watching (a handshake under way, or frames in flight) and whether something is
+    /// wrong with the peer that needs an audit now and then ([`AUDIT_MS`]).
+    fn manage(&self, ctl: &mut Ctl, dev: &Device, j: u32, now: u64) -> (bool, bool) {
+        let Ok(mut view) = link::read_peer(&self.shm, &self.geometry, j, self.me) else {
+            return (false, false);
+        };
+        let mismatch = view.state == Some(PeerState::Run)
+            && (view.features ^ self.features) & feature::DOORBELL != 0;
+        if mismatch {
             // A polling peer and a doorbell peer cannot serve each other: treat it as absent.
             if ctl.mismatch_logged & bit(j) == 0 {
                 ctl.mismatch_logged |= bit(j);
-                dev_warn!(
-                    &self.pdev,
-                    "{}: peer {} uses {} and we use {}: not linking (give every guest on a \
-                     region the same ivshmem device type)",
-                    dev.name(),
-                    j,
-                    mode_name(view.features & feature::DOORBELL != 0),
-                    mode_name(self.irq != Irq::None),
-                );
+                // Rate-limited too: a scribbling peer can flip the bit at will.
+                if let Some(missed) = self.logs.link.check(now) {
+                    dev_warn!(
+                        &self.pdev,
+                        "{}: peer {} uses {} and we use {}: not linking (give every guest on \
+                         a region the same ivshmem device type){}",
+                        dev.name(),
+                        j,
+                        mode_name(view.features & feature::DOORBELL != 0),
+                        mode_name(self.irq != Irq::None),
+                        missed
+                    );
+                }
             }
             view.state = Some(PeerState::Ready);
         } else {
@@ -854,7 +955,7 @@ impl Net {
         let (Ok(our_epoch), Ok(our_ack)) =
             (ctl.own.epoch(&self.shm, j), ctl.own.acked(&self.shm, j))
         else {
-            return false;
+            return (false, false);
         };
         let (liveness, in_flight) = if self.irq == Irq::None {
             (Liveness::Heartbeat, false)
@@ -863,10 +964,13 @@ impl Net {
             (Liveness::Progress { stalled }, in_flight)
         };
         let Some(link) = ctl.links.get_mut(j as usize) else {
-            return false;
+            return (false, false);
         };
         let action = link::decide_with(link, our_epoch, our_ack, &view, now, liveness);
         let watch = in_flight || (!link.up && view.state == Some(PeerState::Run));
+        if view.state.is_some() {
+            ctl.garbage &= !bit(j);
+        }
         match action {
             Action::Stay => {
                 if link.up {
@@ -903,17 +1007,24 @@ impl Net {
                 }
                 rx.up |= bit(j);
                 drop(rx);
-                dev_info!(
-                    &self.pdev,
-                    "{}: link to peer {} ({}) up",
-                    dev.name(),
-                    j,
-                    Mac(view.mac)
-                );
+                self.log_link(dev, j, Some(view.mac), "");
             }
             Action::Down(reason) => {
                 link.up = false;
-                self.link_down(j);
+                if matches!(reason, DownReason::Garbage | DownReason::Silent) {
+                    // Nothing the peer published can be trusted, or it stopped answering:
+                    // start the link afresh (our halves reset, so nothing we sent counts as
+                    // waiting any more; a new epoch, so the peer resets its halves too) and
+                    // keep waking it until it answers.
+                    self.reset_halves(j);
+                    let _ = ctl.own.bump_epoch(&self.shm, j);
+                    if reason == DownReason::Garbage {
+                        ctl.garbage |= bit(j);
+                    }
+                    ctl.rekick_ms[j as usize] = 0;
+                } else {
+                    self.link_down(j);
+                }
                 let (why, counter, global) = match reason {
                     DownReason::Left => (
                         "left",
@@ -938,34 +1049,48 @@ impl Net {
                 };
                 counter.inc();
                 global.inc();
-                dev_info!(
-                    &self.pdev,
-                    "{}: link to peer {} down ({})",
-                    dev.name(),
-                    j,
-                    why
-                );
+                self.log_link(dev, j, None, why);
             }
         }
-        watch
+        // A peer that owes us an answer may be asleep (doorbell mode), and may not know that
+        // anything is wrong: kick it again now and then.
+        let up = ctl.links.get(j as usize).is_some_and(|l| l.up);
+        let unanswered = !up
+            && view.state == Some(PeerState::Run)
+            && ctl.own.epoch(&self.shm, j).is_ok_and(|e| e != view.ack);
+        let suspicious = unanswered || mismatch || ctl.garbage & bit(j) != 0;
+        if suspicious {
+            if let Some(last) = ctl.rekick_ms.get_mut(j as usize) {
+                if now.saturating_sub(*last) >= REKICK_MS {
+                    *last = now;
+                    self.kick(j);
+                }
+            }
+        }
+        (watch, suspicious)
     }
 
-    /// Beats our heartbeat, restarts links the data path gave up on, runs the handshake with
-    /// every peer and sets the carrier. Returns whether the interface is running and whether
-    /// something needs watching.
-    fn housekeeping(&self, dev: &Device, now: u64) -> (bool, bool) {
+    /// Beats our heartbeat, repairs what someone overwrote, restarts links the data path gave
+    /// up on, runs the handshake with every peer and sets the carrier. Returns when the timer
+    /// must look again in doorbell mode: [`WATCH_MS`] while something needs watching,
+    /// [`AUDIT_MS`] while something is wrong (see there), or never (`None`; also when the
+    /// interface is down).
+    fn housekeeping(&self, dev: &Device, now: u64) -> Option<u32> {
         let mut ctl = self.ctl.lock();
         let _ = ctl.own.beat(&self.shm);
+        self.repair(&ctl, dev);
         if !ctl.running {
-            return (false, false);
+            return None;
         }
         let reset = self.reset_req.swap(0, Ordering::Relaxed);
-        let mut watch = false;
+        let (mut watch, mut audit) = (false, false);
         for j in self.others() {
             if reset & bit(j) != 0 {
                 self.restart(&mut ctl, dev, j, "reset");
             }
-            watch |= self.manage(&mut ctl, dev, j, now);
+            let (w, a) = self.manage(&mut ctl, dev, j, now);
+            watch |= w;
+            audit |= a;
         }
         let any_up = ctl.links.iter().any(|l| l.up);
         if any_up && !dev.carrier_ok() {
@@ -973,7 +1098,13 @@ impl Net {
         } else if !any_up && dev.carrier_ok() {
             dev.carrier_off();
         }
-        (true, watch)
+        if watch || dev.queue_stopped() {
+            Some(WATCH_MS)
+        } else if audit || !any_up {
+            Some(AUDIT_MS)
+        } else {
+            None
+        }
     }
 }
 
@@ -982,7 +1113,7 @@ impl PinnedDrop for Net {
     fn drop(self: Pin<&mut Self>) {
         // The device is unregistered, its interrupt freed and its timer shut down: say goodbye
         // in the region.
-        let ctl = self.ctl.lock();
+        let mut ctl = self.ctl.lock();
         let _ = ctl.own.detach(&self.shm);
         drop(ctl);
         self.kick_all();
@@ -1070,7 +1201,12 @@ impl Driver for Net {
             // Kicks also announce link changes: look at the links, at most once a ms.
             let now = time::now_ms();
             if self.last_manage_ms.swap(now, Ordering::Relaxed) != now {
-                self.housekeeping(dev, now);
+                if let Some(ms) = self.housekeeping(dev, now) {
+                    // Something to look at later: make sure the timer will.
+                    if !self.watching.swap(true, Ordering::Relaxed) {
+                        dev.timer_arm(time::ms_to_jiffies(ms));
+                    }
+                }
             }
         }
         let n = self.geometry.max_peers;
@@ -1102,7 +1238,8 @@ impl Driver for Net {
 
     fn timer(&self, dev: &Device) {
         let now = time::now_ms();
-        let (running, watch) = self.housekeeping(dev, now);
+        let later = self.housekeeping(dev, now);
+        let running = self.running.load(Ordering::Relaxed);
         let next = if !self.interrupts() {
             let busy = self.busy.swap(false, Ordering::Relaxed) || dev.queue_stopped();
             let mut ctl = self.ctl.lock();
@@ -1114,13 +1251,10 @@ impl Driver for Net {
                     .min(self.params.poll_idle_ms)
             };
             Some(ctl.interval_ms)
-        } else if running && (watch || dev.queue_stopped()) {
-            self.watching.store(true, Ordering::Relaxed);
-            Some(WATCH_MS)
         } else {
-            self.watching.store(false, Ordering::Relaxed);
-            // Doorbell mode and all quiet: sleep until a peer kicks us.
-            None
+            // Doorbell mode: all quiet (`None`) sleeps until a peer kicks us.
+            self.watching.store(later.is_some(), Ordering::Relaxed);
+            later
         };
         if running {
             self.tx_wake(dev);
@@ -1171,7 +1305,7 @@ impl Driver for Net {
             return Err(EINVAL);
         }
         dev.set_mtu(mtu);
-        let ctl = self.ctl.lock();
+        let mut ctl = self.ctl.lock();
         ctl.own.set_mtu(&self.shm, mtu).map_err(|_| EIO)?;
         drop(ctl);
         // Peers read our MTU when they look at the links: have them look now.

@@ -59,6 +59,9 @@ pub(crate) struct Global {
     pub(crate) doorbells_received: Counter,
     /// Doorbell mode: publications that needed no interrupt (the other side was awake).
     pub(crate) kicks_suppressed: Counter,
+    /// Words of our control block, the region header or our slot that someone else
+    /// overwrote, restored by us.
+    pub(crate) region_repairs: Counter,
 }
 
 /// Counters of the link with one peer.
@@ -94,6 +97,7 @@ const GLOBAL: &[Field<Global>] = &[
     ("doorbells_sent", |s| &s.doorbells_sent),
     ("doorbells_received", |s| &s.doorbells_received),
     ("kicks_suppressed", |s| &s.kicks_suppressed),
+    ("region_repairs", |s| &s.region_repairs),
 ];
 
 /// `ethtool -S` name suffixes (after `peer<j>_`) and values of each peer's counters.

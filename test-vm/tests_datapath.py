@@ -41,7 +41,7 @@ LINK_LINE = re.compile(
 GLOBAL_STATS = ["tx_packets", "tx_bytes", "rx_packets", "rx_bytes", "tx_ring_full",
                 "tx_drop_no_peer", "tx_drop_too_big", "tx_drop_error", "rx_drop_nomem",
                 "rx_polls", "rx_bad_desc", "peer_resets", "heartbeat_losses", "doorbells_sent",
-                "doorbells_received", "kicks_suppressed"]
+                "doorbells_received", "kicks_suppressed", "region_repairs"]
 PEER_STATS = ["tx_packets", "tx_bytes", "rx_packets", "rx_bytes", "tx_ring_full", "bad_desc",
               "resets", "heartbeat_losses"]
 
@@ -283,7 +283,27 @@ def tcp_transfer(src, dst, nbytes, timeout):
     """Streams nbytes from /dev/urandom on src through `tee` into sha256sum and busybox nc to
     dst, where nc's output goes into sha256sum and wc -c. Checks both sums and the byte count;
     returns the sender's elapsed seconds. Nothing is stored: both sides run in pipes."""
-    port = next(_ports)
+    return tcp_transfers([(src, dst)], nbytes, timeout)[0]
+
+
+def tcp_transfers(pairs, nbytes, timeout):
+    """`tcp_transfer` for every (src, dst) in `pairs` at the same time (one sender per guest);
+    returns each sender's elapsed seconds."""
+    ports = [next(_ports) for _ in pairs]
+    for (_src, dst), port in zip(pairs, ports):
+        _tcp_receiver(dst, port, timeout)
+    results = {}
+
+    def send(g):
+        i = next(i for i, (src, _dst) in enumerate(pairs) if src.g is g)
+        results[i] = _tcp_sender(pairs[i][0], pairs[i][1], ports[i], nbytes, timeout)
+
+    pairs[0][0].g.cluster.parallel(send, [src.g for src, _dst in pairs])
+    return [_tcp_verify(src, dst, ports[i], nbytes, timeout, results[i])
+            for i, (src, dst) in enumerate(pairs)]
+
+
+def _tcp_receiver(dst, port, timeout):
     p = "/tmp/tcprx%d" % port
     dst.run("""
 rm -f {p}.*; mkfifo {p}.hold {p}.cnt
@@ -302,8 +322,10 @@ done
 echo "receiver never listened on {port}"; cat {p}.log; exit 1
 """.format(p=p, port=port, t=timeout + 60), timeout=60, check=True)
 
+
+def _tcp_sender(src, dst, port, nbytes, timeout):
     p = "/tmp/tcptx%d" % port
-    r = src.run(NOW_MS + """
+    return src.run(NOW_MS + """
 rm -f {p}.*; mkfifo {p}.f
 sha256sum < {p}.f > {p}.sum &
 now_ms; t0=$NOW
@@ -313,11 +335,13 @@ now_ms; t1=$NOW
 wait
 echo "nc_rc=$rc ms=$((t1 - t0)) sum=$(cut -d' ' -f1 {p}.sum)"
 """.format(p=p, n=nbytes, t=timeout, addr=dst.ip4, port=port), timeout=timeout + 60)
-    p = "/tmp/tcprx%d" % port
+
+
+def _tcp_verify(src, dst, port, nbytes, timeout, r):
     m = re.search(r"nc_rc=(\d+) ms=(\d+) sum=([0-9a-f]*)", r.out)
     check(m, "%s: sender script failed (rc=%d):\n%s" % (src.name, r.rc, r.out[-1500:]))
     nc_rc, ms, tx_sum = int(m.group(1)), int(m.group(2)), m.group(3)
-
+    p = "/tmp/tcprx%d" % port
     rr = dst.run("""
 i=0
 while [ ! -e {p}.done ] && [ $i -lt 600 ]; do usleep 100000; i=$((i + 1)); done

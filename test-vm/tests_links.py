@@ -327,6 +327,7 @@ def test_doorbell_without_interrupt_polls():
 test_doorbell_without_interrupt_polls.modes = ("doorbell",)
 test_peer_ifdown_ifup_and_kill.modes = ("plain", "doorbell")
 test_stale_slot_taken_over.modes = ("plain", "doorbell")
+test_garbage_in_ring_resets_link.modes = ("plain", "doorbell")
 
 def inject_frame(c, src, dst, frame, flags=0, gso_type=0, gso_size=0, csum_start=0,
                  csum_offset=0, hdr_len=0):

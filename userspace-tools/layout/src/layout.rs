@@ -386,6 +386,8 @@ pub struct Attached {
     pub nonce: u64,
     /// Whether we initialised or joined.
     pub how: Attach,
+    /// The header's state word as it stood once the header was ready.
+    pub state: u32,
 }
 
 /// Sets up or joins the region.
@@ -418,11 +420,13 @@ pub fn attach<R: Region + ?Sized>(
                     continue;
                 }
                 initialise(r, &geometry, nonce)?;
-                return match r.compare_exchange(hdr::STATE, mine, (mine & !3) | phase::READY)? {
+                let ready = (mine & !3) | phase::READY;
+                return match r.compare_exchange(hdr::STATE, mine, ready)? {
                     Ok(_) => Ok(Attached {
                         geometry,
                         nonce,
                         how: Attach::Initialised,
+                        state: ready,
                     }),
                     // Someone presumed us dead and took over: let them finish.
                     Err(_) => Err(Error::InitStalled),
@@ -433,7 +437,7 @@ pub fn attach<R: Region + ?Sized>(
                     stalled = true;
                 }
             }
-            phase::READY => return join(r, geometry),
+            phase::READY => return join(r, geometry, state),
             _ => return Err(Error::BadState(state)),
         }
     }
@@ -453,7 +457,7 @@ fn initialise<R: Region + ?Sized>(r: &R, g: &Geometry, nonce: u64) -> Result<(),
     Ok(())
 }
 
-fn join<R: Region + ?Sized>(r: &R, geometry: Geometry) -> Result<Attached, Error> {
+fn join<R: Region + ?Sized>(r: &R, geometry: Geometry, state: u32) -> Result<Attached, Error> {
     let magic = r.load(hdr::MAGIC)?;
     if magic != MAGIC {
         return Err(Error::BadMagic(magic));
@@ -472,7 +476,33 @@ fn join<R: Region + ?Sized>(r: &R, geometry: Geometry) -> Result<Attached, Error
         geometry,
         nonce,
         how: Attach::Joined,
+        state,
     })
+}
+
+/// Puts back every header word that no longer holds what it held when we attached (a peer
+/// scribbled on it) and returns how many did not. Only a peer attached to the region calls
+/// this: while any peer is attached the header never legitimately changes, so the copy in `a`
+/// is the truth. The peer slot words are not covered; see [`reclaim_slot`].
+pub fn repair_header<R: Region + ?Sized>(r: &R, a: &Attached) -> Result<u32, Error> {
+    let mut fixed = 0;
+    let mut check = |off: usize, val: u32| -> Result<(), Error> {
+        if r.load(off)? != val {
+            r.store(off, val)?;
+            fixed += 1;
+        }
+        Ok(())
+    };
+    check(hdr::MAGIC, MAGIC)?;
+    check(hdr::VERSION, VERSION)?;
+    for (off, val) in a.geometry.fields() {
+        check(off, val)?;
+    }
+    check(hdr::NONCE_LO, a.nonce as u32)?;
+    check(hdr::NONCE_HI, (a.nonce >> 32) as u32)?;
+    // Last: a joining peer reads the other words only once this says READY.
+    check(hdr::STATE, a.state)?;
+    Ok(fixed)
 }
 
 /// Reads the geometry another peer wrote into a `READY` header, checking that it is one this
@@ -665,6 +695,22 @@ fn claim_fixed<R: Region + ?Sized>(
         return Ok((id, Claim::Stale));
     }
     Err(Error::SlotTaken(id))
+}
+
+/// Takes peer id `id`'s slot back with `token` if its word reads 0: nobody frees a slot but its
+/// owner, so a zero there was written by someone scribbling on the region, and leaving it
+/// would let the next peer to load claim our id. Any other value is left alone: it may be a
+/// legitimate takeover (see [`claim_slot`]). Returns whether the slot was taken back.
+pub fn reclaim_slot<R: Region + ?Sized>(
+    r: &R,
+    g: &Geometry,
+    id: u32,
+    token: u32,
+) -> Result<bool, Error> {
+    if token == 0 {
+        return Err(Error::ZeroToken);
+    }
+    Ok(r.compare_exchange(slot_offset(g, id)?, 0, token)?.is_ok())
 }
 
 /// Releases peer id `id`: its slot word moves from `token` (the one given to [`claim_slot`]) back

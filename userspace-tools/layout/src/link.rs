@@ -72,7 +72,7 @@ pub mod feature {
 }
 
 /// A peer that has not changed its heartbeat for this long is treated as gone.
-pub const HEARTBEAT_TIMEOUT_MS: u64 = 1000;
+pub const HEARTBEAT_TIMEOUT_MS: u64 = 800;
 
 /// A peer's state as published in its control block.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -123,13 +123,19 @@ pub struct PeerView {
 /// This peer's own control block, written only through this type.
 ///
 /// Every peer can write the whole region, so this type never reads its own words back: it
-/// keeps what it wrote (heartbeat, epochs, acknowledgements) and works from those copies.
+/// keeps a copy of every word it wrote and works from those copies. [`Own::repair`] puts them
+/// back when something else overwrote them.
 #[derive(Debug, Clone, Copy)]
 pub struct Own {
     base: usize,
     id: u32,
     max_peers: u32,
+    state: u32,
     heartbeat: u32,
+    mtu: u32,
+    features: u32,
+    mac: [u32; 2],
+    doorbell_id: u32,
     epochs: [u32; MAX_PEERS as usize],
     acks: [u32; MAX_PEERS as usize],
 }
@@ -144,7 +150,12 @@ impl Own {
             base: g.ctrl_offset(id)?,
             id,
             max_peers: g.max_peers,
+            state: PeerState::Reset as u32,
             heartbeat: 0,
+            mtu: 0,
+            features: 0,
+            mac: [0; 2],
+            doorbell_id: 0,
             epochs: [0; MAX_PEERS as usize],
             acks: [0; MAX_PEERS as usize],
         })
@@ -164,7 +175,7 @@ impl Own {
         mac: [u8; 6],
         mtu: u32,
     ) -> Result<(), Error> {
-        r.store(self.base + ctrl::STATE, PeerState::Init as u32)?;
+        self.set_state(r, PeerState::Init)?;
         for j in 0..self.max_peers as usize {
             let old = r.load(self.base + ctrl::EPOCH + 4 * j)?;
             self.epochs[j] = next_epoch(old);
@@ -172,37 +183,39 @@ impl Own {
             r.store(self.base + ctrl::EPOCH + 4 * j, self.epochs[j])?;
             r.store(self.base + ctrl::ACK + 4 * j, 0)?;
         }
-        r.store(
-            self.base + ctrl::MAC_LO,
+        self.mac = [
             u32::from_le_bytes([mac[0], mac[1], mac[2], mac[3]]),
-        )?;
-        r.store(
-            self.base + ctrl::MAC_HI,
             u32::from_le_bytes([mac[4], mac[5], 0, 0]),
-        )?;
-        r.store(self.base + ctrl::MTU, mtu)?;
-        r.store(self.base + ctrl::FEATURES, 0)?;
+        ];
+        r.store(self.base + ctrl::MAC_LO, self.mac[0])?;
+        r.store(self.base + ctrl::MAC_HI, self.mac[1])?;
+        self.set_mtu(r, mtu)?;
+        self.set_features(r, 0)?;
         self.heartbeat = r.load(self.base + ctrl::HEARTBEAT)?;
         self.beat(r)
     }
 
     /// Publishes `state`.
-    pub fn set_state<R: Region + ?Sized>(&self, r: &R, state: PeerState) -> Result<(), Error> {
-        r.store(self.base + ctrl::STATE, state as u32)
+    pub fn set_state<R: Region + ?Sized>(&mut self, r: &R, state: PeerState) -> Result<(), Error> {
+        self.state = state as u32;
+        r.store(self.base + ctrl::STATE, self.state)
     }
 
     /// Publishes our feature bits ([`feature`]).
-    pub fn set_features<R: Region + ?Sized>(&self, r: &R, features: u32) -> Result<(), Error> {
+    pub fn set_features<R: Region + ?Sized>(&mut self, r: &R, features: u32) -> Result<(), Error> {
+        self.features = features;
         r.store(self.base + ctrl::FEATURES, features)
     }
 
     /// Publishes the id other peers ring our doorbell with (our IVPosition).
-    pub fn set_doorbell_id<R: Region + ?Sized>(&self, r: &R, id: u32) -> Result<(), Error> {
+    pub fn set_doorbell_id<R: Region + ?Sized>(&mut self, r: &R, id: u32) -> Result<(), Error> {
+        self.doorbell_id = id;
         r.store(self.base + ctrl::DOORBELL_ID, id)
     }
 
     /// Publishes a new MTU.
-    pub fn set_mtu<R: Region + ?Sized>(&self, r: &R, mtu: u32) -> Result<(), Error> {
+    pub fn set_mtu<R: Region + ?Sized>(&mut self, r: &R, mtu: u32) -> Result<(), Error> {
+        self.mtu = mtu;
         r.store(self.base + ctrl::MTU, mtu)
     }
 
@@ -237,8 +250,33 @@ impl Own {
     }
 
     /// Detaches: state `Reset`. The epochs stay, so a later attach bumps them again.
-    pub fn detach<R: Region + ?Sized>(&self, r: &R) -> Result<(), Error> {
-        r.store(self.base + ctrl::STATE, PeerState::Reset as u32)
+    pub fn detach<R: Region + ?Sized>(&mut self, r: &R) -> Result<(), Error> {
+        self.set_state(r, PeerState::Reset)
+    }
+
+    /// Puts back every word of the block that no longer holds what we last wrote there
+    /// (another peer scribbled on it) and returns how many did not. Each word is read once.
+    /// The heartbeat is left alone: peers only watch it move, and the next beat rewrites it.
+    pub fn repair<R: Region + ?Sized>(&self, r: &R) -> Result<u32, Error> {
+        let mut fixed = 0;
+        let mut check = |off: usize, val: u32| -> Result<(), Error> {
+            if r.load(self.base + off)? != val {
+                r.store(self.base + off, val)?;
+                fixed += 1;
+            }
+            Ok(())
+        };
+        check(ctrl::STATE, self.state)?;
+        check(ctrl::MTU, self.mtu)?;
+        check(ctrl::FEATURES, self.features)?;
+        check(ctrl::MAC_LO, self.mac[0])?;
+        check(ctrl::MAC_HI, self.mac[1])?;
+        check(ctrl::DOORBELL_ID, self.doorbell_id)?;
+        for j in 0..self.max_peers as usize {
+            check(ctrl::EPOCH + 4 * j, self.epochs[j])?;
+            check(ctrl::ACK + 4 * j, self.acks[j])?;
+        }
+        Ok(fixed)
     }
 
     fn peer_index(&self, j: u32) -> Result<usize, Error> {

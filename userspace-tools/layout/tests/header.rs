@@ -74,6 +74,31 @@ fn first_initialises_second_joins_with_same_nonce() {
 }
 
 #[test]
+fn scribbled_header_is_repaired_by_an_attached_peer() {
+    let r = HeapRegion::new(4 * MIB as usize);
+    let g = Geometry::new(4 * MIB, 8).unwrap();
+    let a = attach(&r, g, 0x1234_5678_9abc_def0, || true).unwrap();
+    let b = attach(&r, g, 1, || true).unwrap();
+    assert_eq!(repair_header(&r, &b).unwrap(), 0);
+    for (off, val) in [
+        (hdr::MAGIC, 0),
+        (hdr::VERSION, 2),
+        (hdr::MAX_PEERS, 1000),
+        (hdr::NONCE_HI, 5),
+        (hdr::STATE, 0),
+    ] {
+        r.store(off, val).unwrap();
+    }
+    assert!(read_geometry(&r).is_err());
+    // Either peer's copy restores the same header: they attached to the same one.
+    assert_eq!(repair_header(&r, &a).unwrap(), 5);
+    assert_eq!(repair_header(&r, &b).unwrap(), 0);
+    assert_eq!(read_geometry(&r), Ok(g));
+    let c = attach(&r, g, 9, || panic!("no wait expected")).unwrap();
+    assert_eq!((c.how, c.nonce), (Attach::Joined, a.nonce));
+}
+
+#[test]
 fn refuses_other_version_and_geometry_and_leaves_region_alone() {
     let r = HeapRegion::new(16 * MIB as usize);
     let g = Geometry::new(16 * MIB, 8).unwrap();

@@ -253,3 +253,41 @@ fn progress_liveness_ignores_a_quiet_heartbeat_until_frames_stall() {
         Action::Down(DownReason::Silent)
     );
 }
+
+#[test]
+fn scribbled_control_block_is_repaired_and_the_link_recovers() {
+    let (r, g) = setup(2);
+    let mut a = Peer::new(&r, &g, 0, 1);
+    let mut b = Peer::new(&r, &g, 1, 2);
+    for t in 0..3 {
+        a.step(&r, &g, t);
+        b.step(&r, &g, t);
+    }
+    assert!(a.up(1) && b.up(0));
+    assert_eq!(b.own.repair(&r).unwrap(), 0, "nothing to repair yet");
+    // Someone scribbles on b's block: state, MAC, MTU, features, its epoch and ack for a.
+    let base = g.ctrl_offset(1).unwrap();
+    for (off, val) in [
+        (ctrl::STATE, 0xdead_beef),
+        (ctrl::MAC_LO, 0x1111_1111),
+        (ctrl::MTU, 0),
+        (ctrl::FEATURES, u32::MAX),
+        (ctrl::EPOCH, 77),
+        (ctrl::ACK, 78),
+    ] {
+        r.store(base + off, val).unwrap();
+    }
+    a.step(&r, &g, 10);
+    assert!(!a.up(1));
+    assert_eq!(a.downs, vec![DownReason::Garbage]);
+    assert_eq!(b.own.repair(&r).unwrap(), 6);
+    assert_eq!(b.own.repair(&r).unwrap(), 0);
+    for t in 11..15 {
+        a.step(&r, &g, t);
+        b.step(&r, &g, t);
+    }
+    assert!(a.up(1) && b.up(0));
+    let view = read_peer(&r, &g, 1, 0).unwrap();
+    assert_eq!(view.mac, [2, 0, 0, 0, 0, 2]);
+    assert_eq!((view.mtu, view.features), (1500, 0));
+}

@@ -412,3 +412,20 @@ fn concurrent_claim_release_churn_never_shares_an_id() {
     assert!(waits.load(Ordering::Relaxed) > 0);
     assert_eq!(slots(&r, &g), [0; PEERS as usize]);
 }
+
+#[test]
+fn zeroed_slot_is_reclaimed_and_another_token_is_not() {
+    let (r, g) = region(8);
+    assert_eq!(
+        claim_slot(&r, &g, None, tok(0), |_| panic!("no wait expected")),
+        Ok((0, Claim::Free))
+    );
+    assert_eq!(reclaim_slot(&r, &g, 0, tok(0)), Ok(false), "still ours");
+    set_slot(&r, 0, 0);
+    assert_eq!(reclaim_slot(&r, &g, 0, tok(0)), Ok(true));
+    assert_eq!(slot(&r, 0), tok(0));
+    set_slot(&r, 0, tok(7));
+    assert_eq!(reclaim_slot(&r, &g, 0, tok(0)), Ok(false));
+    assert_eq!(slot(&r, 0), tok(7), "maybe a takeover: left alone");
+    assert_eq!(reclaim_slot(&r, &g, 0, 0), Err(Error::ZeroToken));
+}

@@ -232,7 +232,7 @@ impl Shm {
             let e = own[j].epoch(&self.r, i as u32).map_err(err("epoch"))?;
             own[i].ack(&self.r, j as u32, e).map_err(err("ack"))?;
         }
-        for o in &own {
+        for o in &mut own {
             o.set_state(&self.r, PeerState::Run).map_err(err("state"))?;
         }
         Ok(())

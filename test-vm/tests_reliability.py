@@ -1,0 +1,294 @@
+# SPDX-License-Identifier: GPL-2.0
+"""Reliability: what another VM, a crash or an administrator can do to a guest. A hostile
+host-side peer scribbles on the live region during traffic; a guest's QEMU is killed during a
+TCP transfer, again and again; the module is unloaded and reloaded under load; a large
+transfer runs both ways at once; misconfigured guests try to join. Every test asserts on what
+the guests did (counters, log lines, bytes and checksums) and fails on any kernel splat.
+
+`make test` runs the short forms. `IVNET_RELIABILITY=full` (set by `make test-reliability`,
+which also uses the debug kernel) runs the long ones: a 60 s storm, 20 kill cycles, 50 reloads,
+1 GiB each way. `IVNET_KILL_CYCLES=N` overrides the number of kill cycles (e.g. 100)."""
+
+import json
+import os
+import re
+import subprocess
+import time
+
+import vm
+from vm import check, no_splats
+import tests_datapath as dp
+from tests_datapath import Node
+
+FULL = os.environ.get("IVNET_RELIABILITY") == "full"
+STORM_S = 60 if FULL else 10
+KILL_CYCLES = int(os.environ.get("IVNET_KILL_CYCLES", "20" if FULL else "2"))
+RELOADS = 50 if FULL else 5
+BOTH_WAYS_BYTES = (1 << 30) if FULL else (32 << 20)
+HOSTILE = vm.BUILD / "bin" / "ivshmem-hostile"
+
+# Counters that must not move while TCP runs over healthy links (flow control, not loss).
+DROP_COUNTERS = ("tx_drop_no_peer", "tx_drop_too_big", "tx_drop_error", "rx_drop_nomem",
+                 "rx_bad_desc")
+
+
+def pair(c):
+    """gA and gB as Nodes (10.77.0.1 and .2) with the driver loaded and linked."""
+    a, b = Node(c["gA"], 1), Node(c["gB"], 2)
+    dp.bring_up([a, b])
+    return a, b
+
+
+def start_load(src, dst_ip, stop):
+    """Background traffic from `src` to `dst_ip` until the file `stop` exists: TCP through
+    iperf3 (its server runs on every guest) and a fast ping, each restarted when it ends or
+    fails. Errors are expected while links are down and ignored."""
+    src.run("rm -f {s}; iperf3 -s -D >/dev/null 2>&1; "
+            "(while [ ! -e {s} ]; do timeout 10 iperf3 -c {ip} -t 3 >/dev/null 2>&1 || sleep 0.2; "
+            "done) </dev/null >/dev/null 2>&1 & "
+            "(while [ ! -e {s} ]; do ping -q -c 50 -i 0.02 -W 1 {ip} >/dev/null 2>&1 || sleep 0.2; "
+            "done) </dev/null >/dev/null 2>&1 &".format(s=stop, ip=dst_ip), timeout=30, check=True)
+
+
+def stop_load(node, stop):
+    """Ends `start_load`'s loops (and the iperf3 server, which the next `start_load` restarts)."""
+    node.run("touch %s; killall -9 iperf3 ping 2>/dev/null; true" % stop, timeout=30)
+
+
+def ping_until(src, ip, limit_s):
+    """Pings `ip` once a 100 ms until it answers; returns the seconds that took (host clock,
+    agent round trips included), or fails after `limit_s`."""
+    t0 = time.time()
+    r = src.run("i=0; while [ $i -lt %d ]; do ping -c 1 -W 1 %s >/dev/null 2>&1 && "
+                "{ echo ok; exit 0; }; usleep 100000; i=$((i + 1)); done; echo timeout"
+                % (limit_s * 10, ip), timeout=limit_s * 12 + 30)
+    took = time.time() - t0
+    check(r.out.strip().endswith("ok"), "%s: %s did not answer within %d s"
+          % (src.name, ip, limit_s))
+    return took
+
+
+def dmesg_count(node, pattern):
+    r = node.run("dmesg | grep -c '%s'" % pattern, timeout=30)
+    return int(r.out.strip() or 0)
+
+
+def kmemleak(node):
+    """Unreferenced objects kmemleak reports after two scans (None without kmemleak)."""
+    r = node.run("mount -t debugfs none /sys/kernel/debug 2>/dev/null; "
+                 "[ -e /sys/kernel/debug/kmemleak ] || { echo absent; exit 0; }; "
+                 "echo scan > /sys/kernel/debug/kmemleak; sleep 1; "
+                 "echo scan > /sys/kernel/debug/kmemleak; cat /sys/kernel/debug/kmemleak",
+                 timeout=300)
+    if r.out.strip() == "absent":
+        return None
+    return r.out.count("unreferenced object")
+
+
+# ---------------------------------------------------------------- 1. hostile peer
+
+def test_hostile_peer_storm():
+    """While gA and gB send to each other (TCP and ping, both ways), ivshmem-hostile writes
+    random bytes and crafted values (impossible indices and descriptors, a wrong header,
+    control blocks claiming Run with garbage) into the live region. Pass: no splat, both
+    guests keep answering their agents, bad descriptors and link resets were counted, the
+    logs stayed rate-limited, and within 5 s of the storm's end both directions answer again
+    and a checksummed TCP transfer succeeds each way."""
+    check(HOSTILE.exists(), "%s missing (make tools)" % HOSTILE)
+    with vm.Cluster(["gA", "gB"]) as c:
+        a, b = pair(c)
+        dp.ping(a, b.ip4)
+        before = {n: n.stat_dict() for n in (a, b)}
+        start_load(a, b.ip4, "/tmp/stop")
+        start_load(b, a.ip4, "/tmp/stop")
+        time.sleep(1)
+        seed = os.environ.get("IVNET_STORM_SEED")
+        p = subprocess.run([str(HOSTILE), str(c.shm_path), "--seconds", str(STORM_S), "--json"]
+                           + (["--seed", seed] if seed else []),
+                           capture_output=True, text=True, timeout=STORM_S + 60)
+        t_stop = time.time()
+        check(p.returncode == 0, "ivshmem-hostile failed (%d): %s" % (p.returncode, p.stderr))
+        storm = json.loads(p.stdout)
+        print("    info: storm: %d writes in %.0f s (%d kinds), seed %d"
+              % (storm["writes"], storm["seconds"], len(storm["by_kind"]), storm["seed"]),
+              flush=True)
+        for n in (a, b):
+            stop_load(n, "/tmp/stop")
+        rec = max(ping_until(a, b.ip4, 5), ping_until(b, a.ip4, 5))
+        since = time.time() - t_stop
+        check(since <= 8, "recovery checks took %.1f s after the storm" % since)
+        print("    info: both directions answer %.1f s after the storm ended" % rec, flush=True)
+        after = {n: n.stat_dict() for n in (a, b)}
+        total = {k: sum(dp.delta(before[n], after[n], k) for n in (a, b))
+                 for k in ("rx_bad_desc", "peer_resets", "heartbeat_losses", "region_repairs")}
+        print("    info: counters over the storm (both guests): %s" % total, flush=True)
+        check(total["rx_bad_desc"] > 0, "no bad descriptor counted during the storm")
+        check(total["peer_resets"] > 0, "no link reset counted during the storm")
+        check(total["region_repairs"] > 0, "no repair of a control block or the header counted")
+        for n in (a, b):
+            broke = dmesg_count(n, "broke the ring protocol")
+            links = dmesg_count(n, "ivshm0: link to peer")
+            repairs = dmesg_count(n, "ivshm0: someone overwrote")
+            print("    info: %s log lines: %d ring-protocol, %d link, %d repair"
+                  % (n.name, broke, links, repairs), flush=True)
+            # Once a second, ten per 5 s, once a second (plus the lines before the storm).
+            check(broke <= STORM_S + 10, "%s: %d ring-protocol lines in %d s: not rate-limited"
+                  % (n.name, broke, STORM_S))
+            check(links <= 10 * (STORM_S // 5 + 3), "%s: %d link lines in %d s: not rate-limited"
+                  % (n.name, links, STORM_S))
+            check(repairs <= STORM_S + 10, "%s: %d repair lines in %d s: not rate-limited"
+                  % (n.name, repairs, STORM_S))
+        dp.tcp_transfers([(a, b), (b, a)], 8 << 20, timeout=300)
+        no_splats(c)
+
+
+# ---------------------------------------------------------------- 2. peer crash
+
+def test_kill_peer_during_tcp_cycles():
+    """gB's QEMU is killed (SIGKILL) in the middle of a TCP transfer from gA, KILL_CYCLES times.
+    Each time gA's carrier goes off within 1 s, and gB, booted again, carries traffic within
+    2 s of its module loading; gA's stuck transfer is killed and a new one succeeds at the
+    end, so nothing on gA stayed stuck."""
+    cycles = KILL_CYCLES
+    with vm.Cluster(["gA", "gB"]) as c:
+        a, b = pair(c)
+        off_ms, back_s, load_s = [], [], []
+        for i in range(cycles):
+            # The receiver first, then the sender, so the stream really runs when B dies.
+            # (busybox nc ends the connection at EOF on its stdin: feed it zeros, both ways.)
+            b.run("(timeout 120 nc -l -p 9001 < /dev/zero > /dev/null 2>&1 &)", timeout=30)
+            a.run("(timeout 120 nc %s 9001 < /dev/zero > /dev/null 2>&1 &) ; sleep 1" % b.ip4,
+                  timeout=30)
+            tx0 = a.stat_dict()["tx_bytes"]
+            time.sleep(0.5)
+            check(a.stat_dict()["tx_bytes"] > tx0, "cycle %d: no TCP stream ran before the kill" % i)
+            t_kill = time.time()
+            b.g.kill()
+            lag_ms = (time.time() - t_kill) * 1000
+            ms = a.wait_carrier(0, timeout=10) + lag_ms
+            off_ms.append(ms)
+            check(ms <= 1000, "cycle %d: gA's carrier went off %.0f ms after the kill (limit 1000)"
+                  % (i, ms))
+            a.run("killall -9 nc 2>/dev/null; true", timeout=30)
+            b.g.start()
+            b.g.wait_ready(c.boot_timeout)
+            b.kmsg = ""
+            t0 = time.time()
+            b.load()
+            load_s.append(time.time() - t0)
+            t_loaded = time.time()
+            ping_until(b, a.ip4, 10)
+            back = time.time() - t_loaded
+            back_s.append(back)
+            check(back <= 2.0, "cycle %d: traffic resumed %.1f s after gB's module loaded "
+                  "(limit 2 s)" % (i, back))
+        print("    info: %d kill cycles: carrier off after %.0f..%.0f ms (median %.0f); traffic "
+              "back %.2f..%.2f s after the module loaded; insmod took %.1f..%.1f s"
+              % (cycles, min(off_ms), max(off_ms), sorted(off_ms)[len(off_ms) // 2],
+                 min(back_s), max(back_s), min(load_s), max(load_s)), flush=True)
+        dp.tcp_transfers([(a, b), (b, a)], 4 << 20, timeout=300)
+        no_splats(c)
+
+
+# ---------------------------------------------------------------- 3. unload under load
+
+def test_rmmod_insmod_under_load():
+    """gA's module is unloaded and loaded RELOADS times while traffic runs both ways (gB keeps
+    sending to gA throughout, gA to gB between reloads). Every reload brings the link back;
+    afterwards traffic flows, the module unloads cleanly, and kmemleak (debug kernel) reports
+    no leak."""
+    with vm.Cluster(["gA", "gB"]) as c:
+        a, b = pair(c)
+        start_load(b, a.ip4, "/tmp/stop")
+        times = []
+        for i in range(RELOADS):
+            start_load(a, b.ip4, "/tmp/stop")
+            time.sleep(0.3)
+            stop_load(a, "/tmp/stop")
+            t0 = time.time()
+            r = a.run("rmmod ivshmem_net && echo rmmod_ok", timeout=60)
+            check("rmmod_ok" in r.out, "reload %d: rmmod failed: %s" % (i, r.out))
+            a.load()
+            a.wait_carrier(1, timeout=15)
+            times.append(time.time() - t0)
+        stop_load(b, "/tmp/stop")
+        print("    info: %d reloads under load, each %.1f..%.1f s to carrier" %
+              (RELOADS, min(times), max(times)), flush=True)
+        dp.ping(a, b.ip4)
+        dp.ping(b, a.ip4)
+        dp.tcp_transfers([(a, b), (b, a)], 4 << 20, timeout=300)
+        r = a.run("ip link set ivshm0 down && rmmod ivshmem_net && echo ok; lsmod", timeout=60)
+        check(r.out.startswith("ok") and "ivshmem_net" not in r.out,
+              "final rmmod failed: %s" % r.out)
+        leaks = kmemleak(a.g)
+        if leaks is not None:
+            print("    info: kmemleak after the reloads: %d unreferenced objects" % leaks,
+                  flush=True)
+            check(leaks == 0, "kmemleak found %d unreferenced objects" % leaks)
+        no_splats(c)
+
+
+# ---------------------------------------------------------------- 4. integrity
+
+def test_both_ways_at_once_sha256():
+    """BOTH_WAYS_BYTES each way at the same time over TCP, sha256 identical on both ends, and
+    no drop or bad descriptor counted on either side."""
+    with vm.Cluster(["gA", "gB"]) as c:
+        a, b = pair(c)
+        before = {n: n.stat_dict() for n in (a, b)}
+        dp.tcp_transfers([(a, b), (b, a)], BOTH_WAYS_BYTES,
+                         timeout=max(600, BOTH_WAYS_BYTES >> 20) * (4 if FULL else 1))
+        after = {n: n.stat_dict() for n in (a, b)}
+        for n in (a, b):
+            for name in DROP_COUNTERS:
+                d = dp.delta(before[n], after[n], name)
+                check(d == 0, "%s: %s grew by %d during the transfers" % (n.name, name, d))
+        no_splats(c)
+
+
+# ---------------------------------------------------------------- 5. bad configuration
+
+def test_same_id_and_other_geometry_refused():
+    """gB asks for gA's id (id=), then for another geometry (max_peers=4): each insmod fails
+    with one clear line and writes nothing (gA counts no repair and no reset), and gB then
+    joins normally and talks to gA."""
+    with vm.Cluster(["gA", "gB"]) as c:
+        a = Node(c["gA"], 1)
+        a.load()
+        b = Node(c["gB"], 2)
+        before = a.stat_dict()
+        for params, line in (("id=%d" % a.id, "no peer id: that peer id is held by a live peer"),
+                             ("max_peers=4", "refusing the shared region: region set up with "
+                              "another geometry")):
+            # The module loads; the device's probe fails (EBUSY, EPROTO), so no netdev.
+            r = b.run("dmesg -c >/dev/null; insmod %s %s; [ -d %s ] && echo has_netdev; "
+                      "dmesg | grep ivshmem_net; rmmod ivshmem_net" % (dp.KO, params, dp.SYS),
+                      timeout=60)
+            check("has_netdev" not in r.out, "%s: gB got a netdev: %s" % (params, r.out))
+            check(line in r.out and re.search(r"probe with driver ivshmem_net failed with error "
+                                              r"-(16|71)", r.out),
+                  "%s: no clear refusal: %s" % (params, r.out))
+            check(len(re.findall(r"ivshmem_net \S+: (?!bound)", r.out)) == 2,
+                  "%s: expected the refusal and the probe failure only: %s" % (params, r.out))
+        after = a.stat_dict()
+        for name in ("region_repairs", "peer_resets", "rx_bad_desc"):
+            check(dp.delta(before, after, name) == 0,
+                  "gA's %s moved while gB was refused: the refusals wrote to the region" % name)
+        b.load()
+        dp.wait_links([a, b])
+        dp.ping(a, b.ip4)
+        dp.ping(b, a.ip4)
+        no_splats(c)
+
+
+for _t in (test_hostile_peer_storm, test_kill_peer_during_tcp_cycles,
+           test_rmmod_insmod_under_load):
+    _t.modes = ("plain", "doorbell")
+
+TESTS = [
+    test_same_id_and_other_geometry_refused,
+    test_hostile_peer_storm,
+    test_kill_peer_during_tcp_cycles,
+    test_rmmod_insmod_under_load,
+    test_both_ways_at_once_sha256,
+]

@@ -1,0 +1,842 @@
+// SPDX-License-Identifier: GPL-2.0
+
+//! The attacks, one [`Kind`] each: random scribbles on one area of the region, and crafted
+//! writes of values that sit on the edges of what a peer validates.
+//!
+//! One attack is one "write" in the counts and in `--rate`, although a few take several stores
+//! (a forged frame is its data, its descriptor and the producer's two words). Values relative
+//! to what is in the region (say, `prod_idx` just past `cons_idx + slots`) are computed from a
+//! fresh read of the words involved; all arithmetic on them wraps, as the ring's does.
+
+use ivshmem_layout::layout::{hdr, Error, Region, HEADER_LEN, MAGIC, MAX_PEERS, RING_HDR_LEN};
+use ivshmem_layout::link::{ctrl, feature, PeerState};
+use ivshmem_layout::ring::{off, Desc, FRAME_ALIGN};
+
+use crate::rng::Rng;
+use crate::target::{RingAt, Targets};
+
+macro_rules! kinds {
+    ($($(#[$doc:meta])* $kind:ident = $name:literal,)*) => {
+        /// One attack.
+        #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+        pub enum Kind {
+            $($(#[$doc])* $kind,)*
+        }
+
+        impl Kind {
+            /// Every kind, in declaration order (the order of [`Kind::index`]).
+            pub const ALL: &'static [Kind] = &[$(Kind::$kind,)*];
+
+            /// The kind's name in the summary.
+            pub fn name(self) -> &'static str {
+                match self {
+                    $(Kind::$kind => $name,)*
+                }
+            }
+        }
+    };
+}
+
+kinds! {
+    /// Random bytes or a random word in the header (mostly its used first 0x200 bytes).
+    RandomHeader = "random-header",
+    /// Random bytes or a random word in a control block (mostly its used first 0x240 bytes).
+    RandomCtrl = "random-ctrl",
+    /// Random bytes or a random word in a ring's 256-byte index area.
+    RandomRingHeader = "random-ring-header",
+    /// Random bytes or a random word over a descriptor (often the next one to be consumed).
+    RandomDesc = "random-desc",
+    /// Random bytes or a random word in a ring's data area.
+    RandomData = "random-data",
+    /// Random bytes or a random word anywhere in the used part of the region.
+    RandomAnywhere = "random-anywhere",
+
+    /// Header magic not `IVNT`.
+    HdrMagic = "hdr-magic",
+    /// Header layout version 0, 2, ...
+    HdrVersion = "hdr-version",
+    /// One geometry field absurd or off by a little (max peers 0/1/1000, ring slots 0, ...).
+    HdrGeometry = "hdr-geometry",
+    /// Header state word EMPTY, INITIALISING, an impossible phase.
+    HdrState = "hdr-state",
+    /// A new nonce, as if the region had been reinitialised.
+    HdrNonce = "hdr-nonce",
+    /// A peer slot token zeroed: the id looks free.
+    SlotZero = "slot-zero",
+    /// A peer slot token replaced (random, all ones, another slot's token).
+    SlotGarbage = "slot-garbage",
+
+    /// A control block's state word: a real state or garbage.
+    CtrlState = "ctrl-state",
+    /// A whole control block claiming RUN with garbage epochs, acks, MAC, MTU, features and
+    /// doorbell id, and a beating heartbeat.
+    CtrlFakeRun = "ctrl-fake-run",
+    /// One `epoch[j]`: 0, 1, all ones, one more than now.
+    CtrlEpoch = "ctrl-epoch",
+    /// One `ack[j]`: garbage, or exactly `j`'s epoch (a forged handshake).
+    CtrlAck = "ctrl-ack",
+    /// MAC: zero, broadcast, multicast, another peer's.
+    CtrlMac = "ctrl-mac",
+    /// MTU: 0, 1, 67, 65536, all ones.
+    CtrlMtu = "ctrl-mtu",
+    /// Feature bits: all, none, unknown ones, doorbell flipped.
+    CtrlFeatures = "ctrl-features",
+    /// Doorbell id: above 16 bits, all ones, the victim's own.
+    CtrlDoorbell = "ctrl-doorbell",
+    /// Heartbeat set to one fixed value (chosen per run): frozen, as far as this writer goes.
+    HeartbeatFreeze = "heartbeat-freeze",
+    /// Heartbeat jumping far forward or one step back.
+    HeartbeatJump = "heartbeat-jump",
+
+    /// `prod_idx` more than a ring ahead of `cons_idx`.
+    ProdAhead = "prod-ahead",
+    /// `prod_idx` behind `cons_idx` (wrapped).
+    ProdBehind = "prod-behind",
+    /// `prod_bytes` past a whole data area, behind, unaligned, all ones.
+    ProdBytes = "prod-bytes",
+    /// `cons_idx` beyond `prod_idx`, or more than a ring behind it.
+    ConsBeyond = "cons-beyond",
+    /// `cons_bytes` beyond `prod_bytes`, too far behind, unaligned, all ones.
+    ConsBytes = "cons-bytes",
+    /// `prod_event` or `cons_event` garbage or on the edges of the kick window.
+    EventGarbage = "event-garbage",
+
+    /// A descriptor with length 0.
+    DescLenZero = "desc-len-zero",
+    /// A descriptor longer than the ring's largest frame (half the data area, all of it, 2^31).
+    DescLenHuge = "desc-len-huge",
+    /// A well-placed plain frame longer than any MTU allows, without segmentation offload.
+    DescLenMtu = "desc-len-mtu",
+    /// A descriptor whose frame starts outside the published data (a data area on, behind).
+    DescPosOutside = "desc-pos-outside",
+    /// A descriptor whose frame starts off the 64-byte frame alignment.
+    DescPosUnaligned = "desc-pos-unaligned",
+    /// A frame in the last 64 bytes of the data area that would wrap past its end.
+    DescWrap = "desc-wrap",
+    /// A well-placed frame with garbage offload fields: checksum start/offset past the frame,
+    /// segmentation with gso_size 0 or an unknown gso type, unknown flags, hdr_len past the frame.
+    DescOffload = "desc-offload",
+    /// A well-placed frame with hostile contents: runts shorter than an Ethernet header,
+    /// random ethertypes, broadcast, the victim's own MAC as source.
+    FrameInject = "frame-inject",
+}
+
+impl Kind {
+    /// The random-mode kinds.
+    pub const RANDOM: &'static [Kind] = Kind::ALL.split_at(6).0;
+    /// The crafted-mode kinds, in the order crafted mode cycles through them.
+    pub const CRAFTED: &'static [Kind] = Kind::ALL.split_at(6).1;
+
+    /// Position in [`Kind::ALL`], for counting.
+    pub fn index(self) -> usize {
+        self as usize
+    }
+}
+
+/// Descriptor flag `VIRTIO_NET_HDR_F_NEEDS_CSUM`.
+const NEEDS_CSUM: u16 = 1;
+/// Descriptor flag `VIRTIO_NET_HDR_F_DATA_VALID`.
+const DATA_VALID: u16 = 2;
+/// Known gso types (virtio): TCPv4, UDP, TCPv6, UDP_L4, TCPv4 with ECN.
+const GSO_TYPES: [u8; 5] = [1, 3, 4, 5, 0x81];
+/// Values around every boundary a `u32` check has.
+const WORD_EDGES: [u32; 7] = [0, 1, 2, 0x7fff_ffff, 0x8000_0000, 0xffff_fffe, u32::MAX];
+/// Bytes of a frame the attacks fill in: the headers; what follows is left as it was.
+const FILL_MAX: u32 = 128;
+
+/// What an attack works with.
+pub struct Ctx<'a, R: Region + ?Sized> {
+    /// The region under attack.
+    pub r: &'a R,
+    /// Where things are.
+    pub t: &'a Targets,
+    /// The storm's generator.
+    pub rng: &'a mut Rng,
+    /// The heartbeat value `heartbeat-freeze` writes.
+    pub frozen: u32,
+}
+
+/// Carries out one attack of kind `k`.
+pub fn run<R: Region + ?Sized>(c: &mut Ctx<'_, R>, k: Kind) -> Result<(), Error> {
+    match k {
+        Kind::RandomHeader => {
+            let end = if c.rng.chance(3, 4) {
+                hdr::PEER_SLOTS + 4 * MAX_PEERS as usize
+            } else {
+                HEADER_LEN as usize
+            };
+            scribble(c, 0, end)
+        }
+        Kind::RandomCtrl => {
+            let base = c.t.ctrl(c.t.peer(c.rng));
+            let len = if c.rng.chance(3, 4) {
+                ctrl::ACK + 4 * MAX_PEERS as usize
+            } else {
+                c.t.geometry.ctrl_stride as usize
+            };
+            scribble(c, base, base + len)
+        }
+        Kind::RandomRingHeader => {
+            let base = c.t.ring(c.rng).word(0);
+            let (lo, hi) = match c.rng.below(4) {
+                0 => (off::PROD_IDX, off::PROD_EVENT + 4),
+                1 => (off::CONS_IDX, off::CONS_EVENT + 4),
+                _ => (0, RING_HDR_LEN as usize),
+            };
+            scribble(c, base + lo, base + hi)
+        }
+        Kind::RandomDesc => {
+            let ra = c.t.ring(c.rng);
+            let idx = if c.rng.chance(1, 2) {
+                c.r.load(ra.word(off::CONS_IDX))?
+                    .wrapping_add(c.rng.below32(4))
+            } else {
+                c.rng.next_u32()
+            };
+            let at = ra.desc(idx);
+            scribble(c, at, at + 32)
+        }
+        Kind::RandomData => {
+            let ra = c.t.ring(c.rng);
+            let start = ra.ring.data_start();
+            scribble(c, start, start + ra.ring.data_len() as usize)
+        }
+        Kind::RandomAnywhere => scribble(c, 0, c.t.used_end),
+
+        Kind::HdrMagic => {
+            let v = c
+                .rng
+                .edge(&[0, MAGIC.swap_bytes(), MAGIC ^ 1, MAGIC ^ 0x8000_0000]);
+            c.r.store(hdr::MAGIC, v)
+        }
+        Kind::HdrVersion => {
+            let v = c.rng.edge(&[0, 2, 3, u32::MAX]);
+            c.r.store(hdr::VERSION, v)
+        }
+        Kind::HdrGeometry => hdr_geometry(c),
+        Kind::HdrState => {
+            let attempt = c.r.load(hdr::STATE)? & !3;
+            let v = c.rng.edge(&[0, attempt | 1, attempt | 3, 3, 1]);
+            c.r.store(hdr::STATE, v)
+        }
+        Kind::HdrNonce => {
+            let v = c.rng.next_u32();
+            let at = c.rng.pick(&[hdr::NONCE_LO, hdr::NONCE_HI]);
+            c.r.store(at, v)
+        }
+        Kind::SlotZero => {
+            let j = c.t.peer(c.rng);
+            c.r.store(slot(j), 0)
+        }
+        Kind::SlotGarbage => {
+            let j = c.t.peer(c.rng);
+            let other = c.r.load(slot(c.t.other(c.rng, j)))?;
+            let v = c.rng.edge(&[u32::MAX, 1, other]);
+            c.r.store(slot(j), v)
+        }
+
+        Kind::CtrlState => {
+            let base = c.t.ctrl(c.t.peer(c.rng));
+            let v = c.rng.edge(&[
+                PeerState::Reset as u32,
+                PeerState::Init as u32,
+                PeerState::Ready as u32,
+                PeerState::Run as u32,
+                4,
+                u32::MAX,
+            ]);
+            c.r.store(base + ctrl::STATE, v)
+        }
+        Kind::CtrlFakeRun => fake_run(c),
+        Kind::CtrlEpoch => {
+            let i = c.t.peer(c.rng);
+            let j = c.t.other(c.rng, i);
+            let at = c.t.ctrl(i) + ctrl::EPOCH + 4 * j as usize;
+            let next = c.r.load(at)?.wrapping_add(1);
+            let v = c.rng.edge(&[0, 1, u32::MAX, next]);
+            c.r.store(at, v)
+        }
+        Kind::CtrlAck => {
+            let i = c.t.peer(c.rng);
+            let j = c.t.other(c.rng, i);
+            let theirs = c.r.load(c.t.ctrl(j) + ctrl::EPOCH + 4 * i as usize)?;
+            let v = c
+                .rng
+                .edge(&[0, 1, u32::MAX, theirs, theirs, theirs.wrapping_add(1)]);
+            c.r.store(c.t.ctrl(i) + ctrl::ACK + 4 * j as usize, v)
+        }
+        Kind::CtrlMac => {
+            let i = c.t.peer(c.rng);
+            let j = c.t.other(c.rng, i);
+            let (lo, hi) = match c.rng.below(5) {
+                0 => (0, 0),
+                1 => (u32::MAX, 0xffff),
+                // 01:00:5e:xx:xx:xx, an IPv4 multicast MAC.
+                2 => (
+                    0x005e_0001 | (c.rng.next_u32() & 0xff00_0000),
+                    c.rng.next_u32() & 0xffff,
+                ),
+                3 => (
+                    c.r.load(c.t.ctrl(j) + ctrl::MAC_LO)?,
+                    c.r.load(c.t.ctrl(j) + ctrl::MAC_HI)?,
+                ),
+                _ => (c.rng.next_u32(), c.rng.next_u32()),
+            };
+            let base = c.t.ctrl(i);
+            c.r.store(base + ctrl::MAC_LO, lo)?;
+            c.r.store(base + ctrl::MAC_HI, hi)
+        }
+        Kind::CtrlMtu => {
+            let base = c.t.ctrl(c.t.peer(c.rng));
+            let v = c.rng.edge(&[0, 1, 67, 68, 65535, 65536, u32::MAX]);
+            c.r.store(base + ctrl::MTU, v)
+        }
+        Kind::CtrlFeatures => {
+            let base = c.t.ctrl(c.t.peer(c.rng));
+            let now = c.r.load(base + ctrl::FEATURES)?;
+            let v = c.rng.edge(&[
+                u32::MAX,
+                0,
+                !(feature::DOORBELL | feature::CSUM | feature::GSO),
+                now ^ feature::DOORBELL,
+                feature::CSUM | feature::GSO,
+            ]);
+            c.r.store(base + ctrl::FEATURES, v)
+        }
+        Kind::CtrlDoorbell => {
+            let i = c.t.peer(c.rng);
+            let v = c.rng.edge(&[u32::MAX, 0x1_0000, 0xffff, 0, i]);
+            c.r.store(c.t.ctrl(i) + ctrl::DOORBELL_ID, v)
+        }
+        Kind::HeartbeatFreeze => {
+            let base = c.t.ctrl(c.t.peer(c.rng));
+            c.r.store(base + ctrl::HEARTBEAT, c.frozen)
+        }
+        Kind::HeartbeatJump => {
+            let at = c.t.ctrl(c.t.peer(c.rng)) + ctrl::HEARTBEAT;
+            let now = c.r.load(at)?;
+            let step = c.rng.edge(&[0x8000_0000, u32::MAX, 1_000_000, 0]);
+            c.r.store(at, now.wrapping_add(step))
+        }
+
+        Kind::ProdAhead => {
+            let ra = c.t.ring(c.rng);
+            let cons = c.r.load(ra.word(off::CONS_IDX))?;
+            let beyond = c.rng.edge(&[1, 2, 0x8000_0000 - ra.ring.slots()]);
+            let v = cons
+                .wrapping_add(ra.ring.slots())
+                .wrapping_add(beyond.max(1));
+            c.r.store(ra.word(off::PROD_IDX), v)
+        }
+        Kind::ProdBehind => {
+            let ra = c.t.ring(c.rng);
+            let cons = c.r.load(ra.word(off::CONS_IDX))?;
+            let back = 1 + c.rng.below32(ra.ring.slots());
+            c.r.store(ra.word(off::PROD_IDX), cons.wrapping_sub(back))
+        }
+        Kind::ProdBytes => {
+            let ra = c.t.ring(c.rng);
+            let cb = c.r.load(ra.word(off::CONS_BYTES))?;
+            let v = c.rng.edge(&bytes_edges(cb, ra.ring.data_len()));
+            c.r.store(ra.word(off::PROD_BYTES), v)
+        }
+        Kind::ConsBeyond => {
+            let ra = c.t.ring(c.rng);
+            let prod = c.r.load(ra.word(off::PROD_IDX))?;
+            let v = c.rng.edge(&[
+                prod.wrapping_add(1),
+                prod.wrapping_add(ra.ring.slots()),
+                prod.wrapping_sub(ra.ring.slots()).wrapping_sub(1),
+                prod.wrapping_add(0x8000_0000),
+            ]);
+            c.r.store(ra.word(off::CONS_IDX), v)
+        }
+        Kind::ConsBytes => {
+            let ra = c.t.ring(c.rng);
+            let pb = c.r.load(ra.word(off::PROD_BYTES))?;
+            let d = ra.ring.data_len();
+            let v = c.rng.edge(&[
+                pb.wrapping_add(FRAME_ALIGN),
+                pb.wrapping_sub(d).wrapping_sub(FRAME_ALIGN),
+                pb.wrapping_add(1),
+                u32::MAX,
+            ]);
+            c.r.store(ra.word(off::CONS_BYTES), v)
+        }
+        Kind::EventGarbage => {
+            let ra = c.t.ring(c.rng);
+            let prod = c.r.load(ra.word(off::PROD_IDX))?;
+            let cons = c.r.load(ra.word(off::CONS_IDX))?;
+            let at = c.rng.pick(&[off::PROD_EVENT, off::CONS_EVENT]);
+            let v = c.rng.edge(&[
+                0,
+                u32::MAX,
+                prod,
+                prod.wrapping_sub(1),
+                cons.wrapping_add(1),
+                prod.wrapping_add(0x8000_0000),
+            ]);
+            c.r.store(ra.word(at), v)
+        }
+
+        Kind::DescLenZero => forge(c, |_, _, d| d.len = 0),
+        Kind::DescLenHuge => forge(c, |rng, ra, d| {
+            let data = ra.ring.data_len();
+            d.len = rng.pick(&[ra.ring.max_frame() + 1, data, 0x8000_0000, u32::MAX]);
+        }),
+        Kind::DescLenMtu => {
+            let ra = c.t.ring(c.rng);
+            let mtu = c.r.load(c.t.ctrl(ra.to) + ctrl::MTU)?;
+            let max = ra.ring.max_frame();
+            let len = c
+                .rng
+                .pick(&[mtu.wrapping_add(15), 9018, 65535, max])
+                .clamp(1, max);
+            frame(c, ra, len, false)
+        }
+        Kind::DescPosOutside => forge(c, |rng, ra, d| {
+            let data = ra.ring.data_len();
+            let anywhere = rng.next_u32() & !(FRAME_ALIGN - 1);
+            d.pos = rng.pick(&[
+                d.pos.wrapping_add(data),
+                d.pos.wrapping_sub(FRAME_ALIGN),
+                d.pos.wrapping_add(data / 2),
+                d.pos.wrapping_add(0x8000_0000),
+                anywhere,
+            ]);
+        }),
+        Kind::DescPosUnaligned => forge(c, |rng, _, d| {
+            d.pos = d.pos.wrapping_add(1 + rng.below32(FRAME_ALIGN - 1));
+        }),
+        Kind::DescWrap => forge(c, |rng, ra, d| {
+            let data = ra.ring.data_len();
+            // The last frame slot of the data area, with a frame that runs past its end.
+            d.pos = (d.pos | (data - 1)) & !(FRAME_ALIGN - 1);
+            d.len = FRAME_ALIGN + 1 + rng.below32(ra.ring.max_frame() - FRAME_ALIGN);
+        }),
+        Kind::DescOffload => {
+            let ra = c.t.ring(c.rng);
+            let len = 54 + c.rng.below32(1461);
+            frame(c, ra, len.min(ra.ring.max_frame()), true)
+        }
+        Kind::FrameInject => {
+            let ra = c.t.ring(c.rng);
+            let len = match c.rng.below(4) {
+                0 => 1 + c.rng.below32(13),
+                1 => 14 + c.rng.below32(47),
+                2 => 60 + c.rng.below32(1455),
+                _ => 1 + c.rng.below32(ra.ring.max_frame()),
+            };
+            frame(c, ra, len.min(ra.ring.max_frame()), false)
+        }
+    }
+}
+
+/// Region offset of peer slot `j`.
+fn slot(j: u32) -> usize {
+    hdr::PEER_SLOTS + 4 * j as usize
+}
+
+/// Byte positions on the edges of the check `prod_bytes - cons_bytes <= data_len`, from `base`.
+fn bytes_edges(base: u32, data: u32) -> [u32; 5] {
+    [
+        base.wrapping_add(data).wrapping_add(FRAME_ALIGN),
+        base.wrapping_sub(FRAME_ALIGN),
+        base.wrapping_add(1),
+        base.wrapping_add(0x8000_0000),
+        u32::MAX,
+    ]
+}
+
+/// Random bytes (1 to 64 of them), or one time in eight an aligned random or edge word, at a
+/// random offset in `[lo, hi)`; the bytes stop at the end of the used region.
+fn scribble<R: Region + ?Sized>(c: &mut Ctx<'_, R>, lo: usize, hi: usize) -> Result<(), Error> {
+    let hi = hi.min(c.t.used_end);
+    let at = lo + c.rng.index(hi.saturating_sub(lo));
+    if c.rng.chance(1, 8) {
+        let v = c.rng.edge(&WORD_EDGES);
+        return c.r.store(at & !3, v);
+    }
+    let len = (1 + c.rng.index(64)).min(c.t.used_end - at);
+    let mut buf = [0u8; 64];
+    let buf = &mut buf[..len];
+    c.rng.fill(buf);
+    c.r.write(at, buf)
+}
+
+fn hdr_geometry<R: Region + ?Sized>(c: &mut Ctx<'_, R>) -> Result<(), Error> {
+    let g = c.t.geometry;
+    let (at, edges): (usize, [u32; 4]) = match c.rng.below(9) {
+        0 => (hdr::MAX_PEERS, [0, 1, 1000, MAX_PEERS + 1]),
+        1 => (
+            hdr::RING_SLOTS,
+            [0, 3, g.ring_slots.wrapping_mul(2), u32::MAX],
+        ),
+        2 => (
+            hdr::RING_DATA,
+            [0, 100, g.ring_data.wrapping_mul(2), 0x8000_0000],
+        ),
+        3 => (
+            hdr::RING_STRIDE,
+            [
+                0,
+                g.ring_stride.wrapping_sub(4096),
+                g.ring_stride.wrapping_add(4096),
+                u32::MAX,
+            ],
+        ),
+        4 => (
+            hdr::CTRL_OFFSET,
+            [0, g.ctrl_offset.wrapping_add(4), g.rings_offset, u32::MAX],
+        ),
+        5 => (
+            hdr::CTRL_STRIDE,
+            [0, 4, g.ctrl_stride.wrapping_mul(2), u32::MAX],
+        ),
+        6 => (
+            hdr::RINGS_OFFSET,
+            [
+                0,
+                g.ctrl_offset,
+                g.rings_offset.wrapping_add(4096),
+                u32::MAX,
+            ],
+        ),
+        7 => (
+            hdr::SIZE_LO,
+            [0, (g.region_len as u32).wrapping_mul(2), 4096, u32::MAX],
+        ),
+        _ => (
+            c.rng.pick(&[hdr::SIZE_HI, hdr::HEADER_LEN]),
+            [0, 1, HEADER_LEN + 4, u32::MAX],
+        ),
+    };
+    let v = c.rng.edge(&edges);
+    c.r.store(at, v)
+}
+
+/// A control block claiming RUN, everything else garbage; its heartbeat advances each time.
+fn fake_run<R: Region + ?Sized>(c: &mut Ctx<'_, R>) -> Result<(), Error> {
+    let base = c.t.ctrl(c.t.peer(c.rng));
+    c.r.store(base + ctrl::STATE, PeerState::Run as u32)?;
+    let beat = c.r.load(base + ctrl::HEARTBEAT)?.wrapping_add(1);
+    c.r.store(base + ctrl::HEARTBEAT, beat)?;
+    for j in 0..c.t.geometry.max_peers as usize {
+        let e = c.rng.edge(&[0, 1, u32::MAX]);
+        c.r.store(base + ctrl::EPOCH + 4 * j, e)?;
+        let a = c.rng.edge(&[0, 1, u32::MAX]);
+        c.r.store(base + ctrl::ACK + 4 * j, a)?;
+    }
+    let lo = c.rng.edge(&[0, u32::MAX]);
+    let hi = c.rng.edge(&[0, 0xffff, u32::MAX]);
+    c.r.store(base + ctrl::MAC_LO, lo)?;
+    c.r.store(base + ctrl::MAC_HI, hi)?;
+    let mtu = c.rng.edge(&[0, 1, u32::MAX]);
+    c.r.store(base + ctrl::MTU, mtu)?;
+    let features = c.rng.edge(&[u32::MAX, u32::MAX, feature::DOORBELL]);
+    c.r.store(base + ctrl::FEATURES, features)?;
+    let db = c.rng.edge(&[u32::MAX, 0x1_0000, 0]);
+    c.r.store(base + ctrl::DOORBELL_ID, db)
+}
+
+/// The ring's producer words and the descriptor the consumer reads next, each read once.
+struct Seen {
+    prod: u32,
+    prod_bytes: u32,
+    cons: u32,
+}
+
+fn seen<R: Region + ?Sized>(c: &Ctx<'_, R>, ra: &RingAt) -> Result<Seen, Error> {
+    Ok(Seen {
+        prod: c.r.load(ra.word(off::PROD_IDX))?,
+        prod_bytes: c.r.load(ra.word(off::PROD_BYTES))?,
+        cons: c.r.load(ra.word(off::CONS_IDX))?,
+    })
+}
+
+/// A bad descriptor, `edit` applied to a plausible one. Half the time it replaces a
+/// descriptor the consumer has yet to read (racing the real producer); half the time it is
+/// forged in the next free slot and published by advancing `prod_idx` past it.
+fn forge<R: Region + ?Sized>(
+    c: &mut Ctx<'_, R>,
+    edit: impl FnOnce(&mut Rng, &RingAt, &mut Desc),
+) -> Result<(), Error> {
+    let ra = c.t.ring(c.rng);
+    let s = seen(c, &ra)?;
+    let pending = s.prod.wrapping_sub(s.cons);
+    if c.rng.chance(1, 2) {
+        let idx = if pending > 0 && pending <= ra.ring.slots() {
+            s.cons.wrapping_add(c.rng.below32(pending))
+        } else {
+            s.cons
+        };
+        let mut raw = [0u8; 32];
+        c.r.read(ra.desc(idx), &mut raw)?;
+        let mut d = Desc::decode(&raw);
+        edit(c.rng, &ra, &mut d);
+        c.r.write(ra.desc(idx), &d.encode())
+    } else {
+        let mut d = Desc {
+            pos: s.prod_bytes,
+            len: 60 + c.rng.below32(1455).min(ra.ring.max_frame() - 60),
+            ..Desc::default()
+        };
+        edit(c.rng, &ra, &mut d);
+        c.r.write(ra.desc(s.prod), &d.encode())?;
+        let end = d.pos.wrapping_add(d.len.min(ra.ring.data_len()));
+        c.r.store(ra.word(off::PROD_BYTES), align(end))?;
+        c.r.store(ra.word(off::PROD_IDX), s.prod.wrapping_add(1))
+    }
+}
+
+/// A frame of `len` bytes (at most the ring's largest) that the ring checks accept, with
+/// hostile contents: forged after the last published frame, where the next one belongs, and
+/// published; or, one time in three, the headers of a frame already published and unread
+/// overwritten in place. With `offload`, its descriptor carries garbage offload fields.
+fn frame<R: Region + ?Sized>(
+    c: &mut Ctx<'_, R>,
+    ra: RingAt,
+    len: u32,
+    offload: bool,
+) -> Result<(), Error> {
+    let s = seen(c, &ra)?;
+    let pending = s.prod.wrapping_sub(s.cons);
+    let in_place = pending > 0 && pending <= ra.ring.slots() && c.rng.chance(1, 3);
+    let (idx, mut d) = if in_place {
+        let idx = s.cons.wrapping_add(c.rng.below32(pending));
+        let mut raw = [0u8; 32];
+        c.r.read(ra.desc(idx), &mut raw)?;
+        (idx, Desc::decode(&raw))
+    } else {
+        let data = ra.ring.data_len();
+        let room = data - (s.prod_bytes & (data - 1));
+        let pos = if len > room {
+            s.prod_bytes.wrapping_add(room)
+        } else {
+            s.prod_bytes
+        };
+        (
+            s.prod,
+            Desc {
+                pos,
+                len,
+                ..Desc::default()
+            },
+        )
+    };
+    if offload {
+        garbage_offload(c.rng, &mut d);
+    }
+    let fill = d.len.clamp(1, FILL_MAX) as usize;
+    if d.len <= ra.ring.max_frame() {
+        let mut buf = [0u8; FILL_MAX as usize];
+        let buf = &mut buf[..fill];
+        ethernet(c, &ra, buf)?;
+        // A frame that would run past the data area (an in-place victim that was garbage
+        // already) gets only what fits.
+        let room = (ra.ring.data_len() - (d.pos & (ra.ring.data_len() - 1))) as usize;
+        c.r.write(ra.data(d.pos), &buf[..fill.min(room)])?;
+    }
+    c.r.write(ra.desc(idx), &d.encode())?;
+    if !in_place {
+        c.r.store(ra.word(off::PROD_BYTES), align(d.pos.wrapping_add(d.len)))?;
+        c.r.store(ra.word(off::PROD_IDX), s.prod.wrapping_add(1))?;
+    }
+    Ok(())
+}
+
+/// The start of a hostile Ethernet frame in `buf`: destination the consumer's MAC, broadcast or
+/// random; source random or the consumer's own; an IPv4, IPv6, ARP or random ethertype; a
+/// plausible IPv4 version/length byte; random bytes after.
+fn ethernet<R: Region + ?Sized>(
+    c: &mut Ctx<'_, R>,
+    ra: &RingAt,
+    buf: &mut [u8],
+) -> Result<(), Error> {
+    c.rng.fill(buf);
+    let base = c.t.ctrl(ra.to);
+    let lo = c.r.load(base + ctrl::MAC_LO)?.to_le_bytes();
+    let hi = c.r.load(base + ctrl::MAC_HI)?.to_le_bytes();
+    let theirs = [lo[0], lo[1], lo[2], lo[3], hi[0], hi[1]];
+    let dst = match c.rng.below(3) {
+        0 => theirs,
+        1 => [0xff; 6],
+        _ => {
+            let mut m = [0u8; 6];
+            c.rng.fill(&mut m);
+            m
+        }
+    };
+    let src = if c.rng.chance(1, 4) {
+        Some(theirs)
+    } else {
+        None
+    };
+    let other = c.rng.next_u32() as u16;
+    let ethertype: u16 = c.rng.pick(&[0x0800, 0x0800, 0x86dd, 0x0806, other]);
+    let mut head = [0u8; 15];
+    head[..6].copy_from_slice(&dst);
+    if let Some(src) = src {
+        head[6..12].copy_from_slice(&src);
+    } else {
+        c.rng.fill(&mut head[6..12]);
+        head[6] &= !1;
+    }
+    head[12..14].copy_from_slice(&ethertype.to_be_bytes());
+    head[14] = if ethertype == 0x86dd { 0x60 } else { 0x45 };
+    let n = head.len().min(buf.len());
+    buf[..n].copy_from_slice(&head[..n]);
+    Ok(())
+}
+
+/// Offload fields a sane peer never sends together with this frame.
+fn garbage_offload(rng: &mut Rng, d: &mut Desc) {
+    let len = d.len.min(0xffff) as u16;
+    match rng.below(6) {
+        0 => {
+            d.flags = NEEDS_CSUM;
+            d.csum_start = len.wrapping_add(rng.below32(64) as u16);
+            d.csum_offset = rng.pick(&[0, 6, 16]);
+        }
+        1 => {
+            d.flags = NEEDS_CSUM;
+            d.csum_start = 14;
+            d.csum_offset = rng.pick(&[len, len.wrapping_sub(15), 0xffff]);
+        }
+        2 => {
+            d.gso_type = rng.pick(&GSO_TYPES);
+            d.gso_size = 0;
+            d.hdr_len = rng.below32(0x1_0000) as u16;
+        }
+        3 => {
+            d.gso_type = rng.pick(&[2, 6, 0x7f, 0x80, 0xff]);
+            d.gso_size = rng.pick(&[1, 1448, 0xffff]);
+        }
+        4 => {
+            d.flags = rng.pick(&[0xfffc, 0xffff, 0x8000, DATA_VALID | NEEDS_CSUM, 4]);
+        }
+        _ => {
+            d.flags = NEEDS_CSUM;
+            d.gso_type = rng.pick(&GSO_TYPES);
+            d.gso_size = rng.pick(&[1, 0xffff]);
+            d.hdr_len = rng.pick(&[0, len.wrapping_add(1), 0xffff]);
+            d.csum_start = 0xffff;
+            d.csum_offset = 0xffff;
+        }
+    }
+}
+
+/// A data position rounded up to the frame alignment, wrapping like the ring's.
+fn align(pos: u32) -> u32 {
+    pos.wrapping_add(FRAME_ALIGN - 1) & !(FRAME_ALIGN - 1)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use ivshmem_layout::layout::{attach, claim_slot, Geometry};
+    use ivshmem_layout::link::Own;
+    use ivshmem_layout::ring::{Consumer, Producer};
+    use ivshmem_layout::HeapRegion;
+
+    /// A 4 MiB region for 4 peers: 0 and 1 attached and in RUN, ring 0 -> 1 holding two frames.
+    fn region() -> (HeapRegion, Geometry) {
+        let r = HeapRegion::new(4 << 20);
+        let g = Geometry::new(4 << 20, 4).unwrap();
+        attach(&r, g, 0x1234, || false).unwrap();
+        for id in 0..2 {
+            claim_slot(&r, &g, Some(id), 0x100 + id, |_| {}).unwrap();
+            let mut o = Own::new(&g, id).unwrap();
+            o.attach(&r, [2, 0, 0, 0, 0, id as u8], 1500).unwrap();
+            o.set_state(&r, PeerState::Run).unwrap();
+        }
+        let mut p = Producer::new(&g, 0, 1).unwrap();
+        Consumer::new(&g, 0, 1).unwrap().reset(&r).unwrap();
+        p.reset(&r).unwrap();
+        for _ in 0..2 {
+            let at = p.reserve(&r, 100).unwrap().unwrap();
+            r.write(at, &[0xaa; 100]).unwrap();
+            p.commit(&r, &Desc::default()).unwrap();
+        }
+        p.publish(&r).unwrap();
+        (r, g)
+    }
+
+    fn words(r: &HeapRegion) -> Vec<u32> {
+        (0..r.len() / 4).map(|i| r.load(4 * i).unwrap()).collect()
+    }
+
+    #[test]
+    fn kinds_partition_into_random_and_crafted() {
+        assert_eq!(Kind::RANDOM.len() + Kind::CRAFTED.len(), Kind::ALL.len());
+        assert!(Kind::RANDOM.iter().all(|k| k.name().starts_with("random-")));
+        assert!(Kind::CRAFTED
+            .iter()
+            .all(|k| !k.name().starts_with("random-")));
+        for (i, k) in Kind::ALL.iter().enumerate() {
+            assert_eq!(k.index(), i);
+        }
+        let mut names: Vec<_> = Kind::ALL.iter().map(|k| k.name()).collect();
+        names.sort();
+        names.dedup();
+        assert_eq!(names.len(), Kind::ALL.len());
+    }
+
+    /// Every kind changes the region within a few tries, never errors, and writes only inside
+    /// the used part of the region.
+    #[test]
+    fn every_kind_writes_something_inside_the_used_region() {
+        for &k in Kind::ALL {
+            let (r, g) = region();
+            let t = Targets::new(&r, g).unwrap();
+            let before = words(&r);
+            let mut rng = Rng::new(k.index() as u64);
+            for _ in 0..50 {
+                let mut c = Ctx {
+                    r: &r,
+                    t: &t,
+                    rng: &mut rng,
+                    frozen: 0x5eed,
+                };
+                run(&mut c, k).unwrap_or_else(|e| panic!("{}: {e:?}", k.name()));
+            }
+            let after = words(&r);
+            let changed: Vec<usize> = (0..before.len())
+                .filter(|&i| before[i] != after[i])
+                .collect();
+            assert!(!changed.is_empty(), "{} changed nothing", k.name());
+            assert!(
+                changed.iter().all(|&i| 4 * i < t.used_end),
+                "{} wrote past the used region",
+                k.name()
+            );
+        }
+    }
+
+    #[test]
+    fn forged_well_placed_frames_pass_the_ring_checks() {
+        // `frame-inject` into an empty ring: the consumer must accept what it forged (that is
+        // the point: the payload and offload fields reach the driver).
+        let (r, g) = region();
+        let t = Targets::new(&r, g).unwrap();
+        let ra = t.ring_of(1, 0);
+        let mut cons = Consumer::new(&g, 1, 0).unwrap();
+        cons.reset(&r).unwrap();
+        Producer::new(&g, 1, 0).unwrap().reset(&r).unwrap();
+        let mut rng = Rng::new(5);
+        for i in 0..200u32 {
+            let mut c = Ctx {
+                r: &r,
+                t: &t,
+                rng: &mut rng,
+                frozen: 0,
+            };
+            let len = 1 + i * 97 % ra.ring.max_frame();
+            frame(&mut c, ra, len, i % 2 == 0).unwrap();
+            let d = cons.peek(&r).unwrap().expect("a frame");
+            assert_eq!(d.len, len);
+            cons.pop(&d);
+            cons.publish(&r).unwrap();
+        }
+    }
+}
