@@ -200,6 +200,7 @@ def test_rmmod_insmod_under_load():
     with vm.Cluster(["gA", "gB"]) as c:
         a, b = pair(c)
         start_load(b, a.ip4, "/tmp/stop")
+        b_tx = b.stat_dict()["tx_packets"]
         times = []
         for i in range(RELOADS):
             start_load(a, b.ip4, "/tmp/stop")
@@ -212,8 +213,11 @@ def test_rmmod_insmod_under_load():
             a.wait_carrier(1, timeout=15)
             times.append(time.time() - t0)
         stop_load(b, "/tmp/stop")
-        print("    info: %d reloads under load, each %.1f..%.1f s to carrier" %
-              (RELOADS, min(times), max(times)), flush=True)
+        sent = b.stat_dict()["tx_packets"] - b_tx
+        print("    info: %d reloads under load, each %.1f..%.1f s to carrier; gB sent %d frames "
+              "to gA meanwhile" % (RELOADS, min(times), max(times), sent), flush=True)
+        check(sent >= 10 * RELOADS, "gB sent only %d frames during %d reloads: no load"
+              % (sent, RELOADS))
         dp.ping(a, b.ip4)
         dp.ping(b, a.ip4)
         dp.tcp_transfers([(a, b), (b, a)], 4 << 20, timeout=300)
