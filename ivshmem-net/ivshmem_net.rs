@@ -14,6 +14,9 @@
 //! - [`link`]: control blocks and the link handshake, shared the same way.
 //! - [`ext`]: the kernel support layer in `rust/`, the only code with `unsafe`.
 
+// `try_pin_init!` of `netdev::Net` expands deeper than the default limit of 128.
+#![recursion_limit = "256"]
+
 #[path = "../rust/lib.rs"]
 pub mod ext;
 
