@@ -137,6 +137,28 @@ impl fmt::Display for Mac {
     }
 }
 
+/// The IP addresses of an [`Addrs`], printed as `10.0.0.1 fd00:0:0:0:0:0:0:1` (or `-`).
+struct Ips<'a>(&'a Addrs);
+
+impl fmt::Display for Ips<'_> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self.0.v4 {
+            Some(a) => write!(f, "{}.{}.{}.{}", a[0], a[1], a[2], a[3])?,
+            None => write!(f, "-")?,
+        }
+        match self.0.v6 {
+            Some(a) => {
+                for (k, w) in a.chunks_exact(2).enumerate() {
+                    let sep = if k == 0 { " " } else { ":" };
+                    write!(f, "{}{:x}", sep, u16::from_be_bytes([w[0], w[1]]))?;
+                }
+                Ok(())
+            }
+            None => write!(f, " -"),
+        }
+    }
+}
+
 /// Our producer of the ring to peer `j`, and what we know of `j` for transmitting.
 struct TxPeer {
     prod: Producer,
@@ -1134,12 +1156,11 @@ impl Net {
         } else {
             dev_info!(
                 &self.pdev,
-                "{}: transparent: publishing {} ({}) {:?} {:?}",
+                "{}: transparent: publishing {} ({} {})",
                 dev.name(),
                 name,
                 Mac(now.mac),
-                now.v4,
-                now.v6.is_some()
+                Ips(&now)
             );
         }
         self.kick_all();
@@ -1181,12 +1202,11 @@ impl Net {
             match new {
                 Some(a) => dev_info!(
                     &self.pdev,
-                    "{}: transparent: peer {} is {} {:?} {:?}",
+                    "{}: transparent: peer {} is {} {}",
                     dev.name(),
                     j,
                     Mac(a.mac),
-                    a.v4,
-                    a.v6.is_some()
+                    Ips(&a)
                 ),
                 None => dev_info!(
                     &self.pdev,
@@ -1200,8 +1220,12 @@ impl Net {
 
     /// Transparent mode: stop sending to peer `j` through the rings (its link went down).
     fn tp_forget(&self, j: u32) {
-        if let Some(slot) = self.tp.lock().peers.get_mut(j as usize) {
-            *slot = None;
+        let mut tp = self.tp.lock();
+        if let Some(slot) = tp.peers.get_mut(j as usize) {
+            if slot.take().is_some() {
+                drop(tp);
+                dev_info!(&self.pdev, "transparent: peer {} withdrawn (link down)", j);
+            }
         }
     }
 

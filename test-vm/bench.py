@@ -55,8 +55,8 @@ def say(msg):
 class Netns:
     """A network namespace with a bridge and two tap devices, all up; removed by close()."""
 
-    def __init__(self, taps):
-        self.name = "ivnb-%d" % os.getpid()
+    def __init__(self, taps, prefix="ivnb"):
+        self.name = "%s-%d" % (prefix, os.getpid())
         self.taps = taps
         self.made = False
 

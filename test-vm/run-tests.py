@@ -21,6 +21,7 @@ import vm  # noqa: E402
 import tests_foundation  # noqa: E402
 import tests_datapath  # noqa: E402
 import tests_links  # noqa: E402
+import tests_transparent  # noqa: E402
 
 TOP = vm.TOP
 
@@ -206,7 +207,8 @@ def main():
         vm.DEFAULT_INITRD = vm.BUILD / "debug" / "initramfs.cpio.gz"
         vm.DEFAULT_MEM_MB = 768
 
-    vm_tests = tests_foundation.TESTS + tests_datapath.TESTS + tests_links.TESTS
+    vm_tests = (tests_foundation.TESTS + tests_datapath.TESTS + tests_links.TESTS
+                + tests_transparent.TESTS)
     if args.list:
         for t in HOST_TESTS + [t for t in vm_tests if "plain" in getattr(t, "modes", ("plain",))] + [
                 test_bench_smoke]:
