@@ -137,6 +137,10 @@ def test_bench_smoke():
                 v = r[key][side]
                 check(v is None if (side == "cpu_server_pct" and p == "loopback")
                       else 0 <= v <= 100, "%s %s %s: %r" % (p, key, side, v))
+    tp = paths.get("transparent", {})
+    check(tp.get("tcp1", {}).get("gbit_s", 0) > 0 and tp.get("rr1", {}).get("errors") == 0
+          and tp.get("transparent_tx_packets", 0) > 0,
+          "transparent path missing or not through shared memory: %r" % tp)
     rb = doc.get("ring_bench", {})
     check(rb.get("memcpy", {}).get("gb_per_sec", 0) > 0 and rb.get("errors") == 0
           and rb.get("throughput") and rb.get("latency"), "ring-bench results: %r" % rb)
