@@ -116,8 +116,7 @@ pub struct Addrs {
 }
 
 impl Addrs {
-    /// Whether there is anything to route by: a unicast, non-zero MAC and at least one
-    /// address.
+    /// Whether there is no IP address to route by.
     pub fn is_empty(&self) -> bool {
         self.v4.is_none() && self.v6.is_none()
     }
