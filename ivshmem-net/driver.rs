@@ -221,7 +221,12 @@ impl pci::Driver for IvshmemNet {
         };
         let features = link::feature::CSUM
             | link::feature::GSO
-            | if doorbell { link::feature::DOORBELL } else { 0 };
+            | if doorbell { link::feature::DOORBELL } else { 0 }
+            | if params.transparent.is_some() {
+                link::feature::TRANSPARENT
+            } else {
+                0
+            };
 
         let mut own = Own::new(&geometry, me).map_err(|_| EINVAL)?;
         let written = own
@@ -245,7 +250,17 @@ impl pci::Driver for IvshmemNet {
             tso_max: Some(netdev::tso_max(max_frame)),
             irq: irq_num,
         };
-        let netreg = net::Registration::new(dev, data, &cfg)?;
+        let mut netreg = net::Registration::new(dev, data, &cfg)?;
+        if let Some(name) = params.transparent {
+            netreg.add_post_routing_hooks()?;
+            dev_info!(
+                dev,
+                "{}: transparent mode on {}: traffic to peers' addresses on it goes through \
+                 shared memory",
+                netreg.device().name(),
+                name
+            );
+        }
         dev_info!(
             dev,
             "{}: peer id {} ({}), MAC {}, max MTU {}, {}",

@@ -14,7 +14,7 @@
 //! - [`link`]: control blocks and the link handshake, shared the same way.
 //! - [`ext`]: the kernel support layer in `rust/`, the only code with `unsafe`.
 
-// `pin_init!` for the device data (`netdev::Net`, many fields) nests deeper than the default.
+// `try_pin_init!` of `netdev::Net` expands deeper than the default limit of 128.
 #![recursion_limit = "256"]
 
 #[path = "../rust/lib.rs"]

@@ -12,11 +12,13 @@
 //! | producers (us -> j), MACs  | `tx`  | `start_xmit`, TX wake (NAPI, timer), link changes  |
 //! | consumers (j -> us)        | `rx`  | NAPI poll, link changes                            |
 //! | counters, reset requests   | none  | atomics                                            |
+//! | transparent-mode peer table| `tp`  | timer (links), netfilter hook, NAPI poll (checks)  |
 //!
-//! The locks nest only as `ctl` before `rx` or `tx`, and `rx` before `tx` (a frame handed to
-//! the stack under `rx` may make it transmit, e.g. a TCP ACK); nothing takes `ctl` or `rx`
-//! while holding `tx`, and the link code takes `tx` and `rx` one after the other, never
-//! nested. Lockdep checks this in `make test-reliability`. All three disable bottom halves,
+//! The locks nest only as `ctl` before `rx`, `tx` or `tp`, `rx` before `tx` (a frame handed
+//! to the stack under `rx` may make it transmit, e.g. a TCP ACK) and `rx` before `tp`;
+//! nothing takes `ctl` or `rx` while holding `tx` or `tp`, the netfilter hook releases `tp`
+//! before it takes `tx`, and the link code takes `tx`, `rx` and `tp` one after the other,
+//! never nested. Lockdep checks this in `make test-reliability`. All three disable bottom halves,
 //! since process context shares them with softirqs. A ring half is reset only while its link is down in the
 //! `tx`/`rx` masks, so the data path never sees a half-reset ring.
 //!
@@ -28,21 +30,22 @@
 
 use crate::ext::{
     io::IoMem,
-    net::{self, Device, Driver, Napi, Offload, RingParam, SkBuff, Stats64, Xmit},
+    net::{self, Device, Driver, Hook, Napi, Offload, RingParam, SkBuff, Stats64, Xmit},
+    netfilter::{self, Proto},
     pci,
     shm::SharedMem,
     sync::SpinLockBh,
     time,
 };
-use crate::layout::{self, Attached, Error as LayoutError, Geometry, MAX_PEERS};
-use crate::link::{self, feature, Action, DownReason, Link, Liveness, Own, PeerState};
+use crate::layout::{self, Attached, Error as LayoutError, Geometry, Region, MAX_PEERS};
+use crate::link::{self, feature, Action, Addrs, DownReason, Link, Liveness, Own, PeerState};
 use crate::params::Params;
 use crate::ratelimit::Ratelimit;
 use crate::ring::{Consumer, Desc, Producer};
 use crate::stats::Stats;
 use crate::{dev_info, dev_warn, new_spinlock_bh};
 use core::fmt;
-use core::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, Ordering};
+use core::sync::atomic::{AtomicBool, AtomicI32, AtomicU32, AtomicU64, Ordering};
 use kernel::{c_str, prelude::*, types::ARef};
 
 /// Ethernet header length.
@@ -75,6 +78,11 @@ const REKICK_MS: u64 = 500;
 const NO_DOORBELL: u32 = u32::MAX;
 /// `VIRTIO_NET_HDR_F_NEEDS_CSUM`: the checksum at `csum_start + csum_offset` is to be filled.
 const VIRTIO_NET_HDR_F_NEEDS_CSUM: u16 = 1;
+/// Ethertypes of the packets transparent mode carries.
+const ETH_P_IP: u16 = 0x0800;
+const ETH_P_IPV6: u16 = 0x86dd;
+/// [`Net::tp_mac`]: the MAC in the low 48 bits is valid.
+const TP_MAC_VALID: u64 = 1 << 48;
 /// Driver version reported by `ethtool -i`.
 const VERSION: &CStr = c_str!("0.1.0");
 
@@ -143,6 +151,28 @@ impl fmt::Display for Mac {
     }
 }
 
+/// The IP addresses of an [`Addrs`], printed as `10.0.0.1 fd00:0:0:0:0:0:0:1` (or `-`).
+struct Ips<'a>(&'a Addrs);
+
+impl fmt::Display for Ips<'_> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self.0.v4 {
+            Some(a) => write!(f, "{}.{}.{}.{}", a[0], a[1], a[2], a[3])?,
+            None => write!(f, "-")?,
+        }
+        match self.0.v6 {
+            Some(a) => {
+                for (k, w) in a.chunks_exact(2).enumerate() {
+                    let sep = if k == 0 { " " } else { ":" };
+                    write!(f, "{}{:x}", sep, u16::from_be_bytes([w[0], w[1]]))?;
+                }
+                Ok(())
+            }
+            None => write!(f, " -"),
+        }
+    }
+}
+
 /// Our producer of the ring to peer `j`, and what we know of `j` for transmitting.
 struct TxPeer {
     prod: Producer,
@@ -206,6 +236,80 @@ struct Ctl {
     garbage: u64,
     /// When each peer was last kicked for an answer ([`REKICK_MS`]), in ms.
     rekick_ms: [u64; MAX_PEERS as usize],
+    /// Transparent mode: what we last published of our regular interface.
+    tp_published: Addrs,
+}
+
+/// Transparent mode: the peers whose regular addresses we send to through the rings, under
+/// the `tp` lock.
+struct Tp {
+    /// Indexed by peer id: the addresses peer `j` published, checked and not claimed by
+    /// another peer first; `None` while its link is down or it published nothing usable.
+    peers: KVec<Option<Addrs>>,
+    /// Peers whose claim we refused (an address another peer or we hold) and logged.
+    refused_logged: u64,
+}
+
+/// A destination address of a packet seen by the netfilter hook.
+#[derive(Clone, Copy)]
+enum IpDst {
+    V4([u8; 4]),
+    V6([u8; 16]),
+}
+
+impl IpDst {
+    /// The destination of the IP packet at the start of `head`, if it is one of `proto`.
+    fn of(proto: Proto, head: &[u8]) -> Option<Self> {
+        match proto {
+            Proto::Ipv4 if head.len() >= 20 && head[0] >> 4 == 4 => {
+                head.get(16..20)?.try_into().ok().map(IpDst::V4)
+            }
+            Proto::Ipv6 if head.len() >= 40 && head[0] >> 4 == 6 => {
+                head.get(24..40)?.try_into().ok().map(IpDst::V6)
+            }
+            _ => None,
+        }
+    }
+
+    fn is_for(&self, a: &Addrs) -> bool {
+        match self {
+            IpDst::V4(v4) => a.v4 == Some(*v4),
+            IpDst::V6(v6) => a.v6 == Some(*v6),
+        }
+    }
+}
+
+/// Whether the Ethernet frame `f` carries an IPv4 or IPv6 packet whose source is one of the
+/// addresses in `a` and whose source MAC is `a`'s: what a peer may send us in transparent
+/// mode.
+fn from_published(f: &[u8], a: &Addrs) -> bool {
+    if f.get(6..12) != Some(&a.mac[..]) {
+        return false;
+    }
+    let ip = f.get(ETH_HLEN as usize..).unwrap_or(&[]);
+    match f.get(12..14).map(|t| u16::from_be_bytes([t[0], t[1]])) {
+        Some(ETH_P_IP) => {
+            ip.len() >= 20 && ip[0] >> 4 == 4 && ip.get(12..16) == a.v4.as_ref().map(|v| &v[..])
+        }
+        Some(ETH_P_IPV6) => {
+            ip.len() >= 40 && ip[0] >> 4 == 6 && ip.get(8..24) == a.v6.as_ref().map(|v| &v[..])
+        }
+        _ => false,
+    }
+}
+
+fn mac_u64(m: &[u8; 6]) -> u64 {
+    u64::from_le_bytes([m[0], m[1], m[2], m[3], m[4], m[5], 0, 0])
+}
+
+/// What the receive path does with a frame in transparent mode.
+enum TpRx {
+    /// Not for our regular interface: ours as usual.
+    No,
+    /// For our regular interface (ifindex), from the sending peer's published addresses.
+    Deliver(i32),
+    /// For our regular interface, but not from the sender's published addresses.
+    Refuse,
 }
 
 /// What happened to one frame sent to one peer.
@@ -268,12 +372,18 @@ pub(crate) struct Net {
     watching: AtomicBool,
     /// The interface is up (a copy of `Ctl::running` the interrupt handler can read).
     running: AtomicBool,
+    /// Transparent mode: our regular interface's MAC with [`TP_MAC_VALID`] while it is up
+    /// and we publish it (0: off), and its ifindex; read by the hook and the NAPI poll.
+    tp_mac: AtomicU64,
+    tp_ifindex: AtomicI32,
     #[pin]
     ctl: SpinLockBh<Ctl>,
     #[pin]
     tx: SpinLockBh<Tx>,
     #[pin]
     rx: SpinLockBh<Rx>,
+    #[pin]
+    tp: SpinLockBh<Tp>,
 }
 
 impl Net {
@@ -296,8 +406,10 @@ impl Net {
         let mut tx_peers = KVec::with_capacity(n as usize, GFP_KERNEL)?;
         let mut rx_peers = KVec::with_capacity(n as usize, GFP_KERNEL)?;
         let mut links = KVec::with_capacity(n as usize, GFP_KERNEL)?;
+        let mut tp_peers = KVec::with_capacity(n as usize, GFP_KERNEL)?;
         for j in 0..n {
             links.push(Link::default(), GFP_KERNEL)?;
+            tp_peers.push(None, GFP_KERNEL)?;
             if j == me {
                 tx_peers.push(None, GFP_KERNEL)?;
                 rx_peers.push(None, GFP_KERNEL)?;
@@ -333,6 +445,11 @@ impl Net {
                 0
             } else {
                 feature::DOORBELL
+            }
+            | if params.transparent.is_some() {
+                feature::TRANSPARENT
+            } else {
+                0
             };
         Ok(try_pin_init!(Net {
             shm,
@@ -357,6 +474,8 @@ impl Net {
             last_manage_ms: AtomicU64::new(0),
             watching: AtomicBool::new(false),
             running: AtomicBool::new(false),
+            tp_mac: AtomicU64::new(0),
+            tp_ifindex: AtomicI32::new(0),
             ctl <- new_spinlock_bh!(
                 Ctl {
                     own,
@@ -366,6 +485,7 @@ impl Net {
                     mismatch_logged: 0,
                     garbage: 0,
                     rekick_ms: [0; MAX_PEERS as usize],
+                    tp_published: Addrs::default(),
                 },
                 "ivshmem_net::ctl"
             ),
@@ -385,6 +505,13 @@ impl Net {
                     next: 0,
                 },
                 "ivshmem_net::rx"
+            ),
+            tp <- new_spinlock_bh!(
+                Tp {
+                    peers: tp_peers,
+                    refused_logged: 0,
+                },
+                "ivshmem_net::tp"
             ),
         }? Error))
     }
@@ -485,10 +612,19 @@ impl Net {
         }
     }
 
-    /// Copies the frame of `skb` (described by `meta`) into the ring to peer `j`; the caller
-    /// publishes ([`Net::flush`]).
-    fn send(&self, dev: &Device, tx: &mut Tx, j: u32, skb: &SkBuff, meta: &Desc) -> Sent {
-        let len = skb.len();
+    /// Copies the frame of `skb` (described by `meta`), behind the link-layer header
+    /// `prefix` if the packet has none yet, into the ring to peer `j`; the caller publishes
+    /// ([`Net::flush`]).
+    fn send(
+        &self,
+        dev: &Device,
+        tx: &mut Tx,
+        j: u32,
+        skb: &SkBuff,
+        meta: &Desc,
+        prefix: &[u8],
+    ) -> Sent {
+        let len = skb.len().saturating_add(prefix.len() as u32);
         let Some(Some(p)) = tx.peers.get_mut(j as usize) else {
             return Sent::Broken;
         };
@@ -512,7 +648,8 @@ impl Net {
         let res = p.prod.reserve(&self.shm, len).and_then(|off| match off {
             None => Ok(false),
             Some(off) => {
-                skb.copy_to(&self.shm, off)
+                self.shm.write(off, prefix)?;
+                skb.copy_to(&self.shm, off + prefix.len())
                     .map_err(|_| LayoutError::OutOfBounds)?;
                 p.prod.commit(&self.shm, meta)?;
                 Ok(true)
@@ -571,7 +708,7 @@ impl Net {
                 if tx.up & bit(j) == 0 {
                     continue;
                 }
-                match self.send(dev, tx, j, skb, &meta) {
+                match self.send(dev, tx, j, skb, &meta, &[]) {
                     Sent::Ok => sent = true,
                     Sent::Full => {
                         global.tx_ring_full.inc();
@@ -596,7 +733,7 @@ impl Net {
             return Verdict::Dropped(Some(|g| &g.tx_drop_no_peer));
         };
         let len = self.max_len(dev);
-        match self.send(dev, tx, j, skb, &meta) {
+        match self.send(dev, tx, j, skb, &meta, &[]) {
             Sent::Ok => {
                 // Stop before the next frame can find the ring full.
                 if !self.room(tx, j, len, false) {
@@ -747,6 +884,7 @@ impl Net {
                     broken = Some(e);
                     break;
                 }
+                let regular = self.tp_rx_target(j, buf);
                 if offload != Offload::default() && skb.set_offload(&offload).is_err() {
                     // Metadata that does not match the frame: never trusted.
                     global.rx_bad_desc.inc();
@@ -755,8 +893,25 @@ impl Net {
                     unpublished += 1;
                     continue;
                 }
-                skb.eth_type_trans(dev);
-                napi.gro_receive(skb);
+                match regular {
+                    TpRx::No => {
+                        skb.eth_type_trans(dev);
+                        napi.gro_receive(skb);
+                    }
+                    TpRx::Deliver(ifindex) => {
+                        // Straight to the stack, not through our GRO list: the regular
+                        // device is looked up under RCU and must not outlive that.
+                        if skb.receive_on(ifindex).is_ok() {
+                            global.transparent_rx_packets.inc();
+                        } else {
+                            global.transparent_rx_dropped.inc();
+                        }
+                    }
+                    TpRx::Refuse => {
+                        drop(skb);
+                        global.transparent_rx_dropped.inc();
+                    }
+                }
                 global.rx_packets.inc();
                 global.rx_bytes.add(d.len.into());
                 peer.rx_packets.inc();
@@ -840,6 +995,8 @@ impl Net {
         if let Some(Some(p)) = rx.peers.get_mut(j as usize) {
             let _ = p.cons.reset(&self.shm);
         }
+        drop(rx);
+        self.tp_forget(j);
     }
 
     /// Stops traffic with `j` in both directions.
@@ -849,6 +1006,7 @@ impl Net {
         tx.stopped_for &= !bit(j);
         drop(tx);
         self.rx.lock().up &= !bit(j);
+        self.tp_forget(j);
     }
 
     /// Restarts our side of the link with `j`: reset our halves, then bump our epoch so the
@@ -897,7 +1055,7 @@ impl Net {
     /// slot word (see [`Own::repair`], [`layout::repair_header`], [`layout::reclaim_slot`]).
     /// While we are attached, nobody else may write those, so a difference is a peer
     /// misbehaving; it is counted and logged (rate-limited).
-    fn repair(&self, ctl: &Ctl, dev: &Device) {
+    fn repair(&self, ctl: &mut Ctl, dev: &Device) {
         let own = ctl.own.repair(&self.shm).unwrap_or(0);
         let header = layout::repair_header(&self.shm, &self.attached).unwrap_or(0);
         let slot = layout::reclaim_slot(&self.shm, &self.geometry, self.me, self.token)
@@ -1067,7 +1225,164 @@ impl Net {
                 }
             }
         }
+        if self.params.transparent.is_some() {
+            if ctl.links.get(j as usize).is_some_and(|l| l.up) {
+                let addrs = link::read_addrs(&self.shm, &self.geometry, j);
+                self.tp_update(dev, j, addrs, &ctl.tp_published);
+            } else {
+                self.tp_forget(j);
+            }
+        }
         (watch, suspicious)
+    }
+
+    /// Transparent mode: reads our regular interface `name` and publishes its addresses
+    /// when they changed (none while it is missing or down), kicking the peers so they look.
+    fn tp_publish(&self, ctl: &mut Ctl, dev: &Device, name: &CStr) {
+        let (now, ifindex) = match net::iface(name) {
+            Ok(i) if i.up => (
+                Addrs {
+                    mac: i.mac,
+                    v4: i.v4,
+                    v6: i.v6,
+                }
+                .sanitized(),
+                i.ifindex,
+            ),
+            Ok(i) => (Addrs::default(), i.ifindex),
+            Err(_) => (Addrs::default(), 0),
+        };
+        self.tp_ifindex.store(ifindex, Ordering::Relaxed);
+        let mac = if now.is_empty() {
+            0
+        } else {
+            mac_u64(&now.mac) | TP_MAC_VALID
+        };
+        self.tp_mac.store(mac, Ordering::Relaxed);
+        if now == ctl.tp_published {
+            return;
+        }
+        if ctl.own.publish_addrs(&self.shm, &now).is_err() {
+            return;
+        }
+        ctl.tp_published = now;
+        if now.is_empty() {
+            dev_info!(
+                &self.pdev,
+                "{}: transparent: {} has no usable address (missing, down or unaddressed): \
+                 nothing published",
+                dev.name(),
+                name
+            );
+        } else {
+            dev_info!(
+                &self.pdev,
+                "{}: transparent: publishing {} ({} {})",
+                dev.name(),
+                name,
+                Mac(now.mac),
+                Ips(&now)
+            );
+        }
+        self.kick_all();
+    }
+
+    /// Transparent mode: peer `j`'s link is up and it published `addrs` (`None`: nothing
+    /// usable). The first claim of an address wins: a peer claiming one that another peer
+    /// holds in the table, or one of ours, gets no entry (logged once until it stops).
+    fn tp_update(&self, dev: &Device, j: u32, addrs: Option<Addrs>, ours: &Addrs) {
+        let mut tp = self.tp.lock();
+        let conflict = addrs.is_some_and(|a| {
+            a.overlaps(ours)
+                || tp
+                    .peers
+                    .iter()
+                    .enumerate()
+                    .any(|(k, e)| k != j as usize && e.is_some_and(|e| e.overlaps(&a)))
+        });
+        let new = if conflict {
+            if tp.refused_logged & bit(j) == 0 {
+                tp.refused_logged |= bit(j);
+                if let Some(missed) = self.logs.link.check(time::now_ms()) {
+                    dev_warn!(
+                        &self.pdev,
+                        "{}: transparent: peer {} claims an address we or another peer hold; \
+                         not sending to it through shared memory{}",
+                        dev.name(),
+                        j,
+                        missed
+                    );
+                }
+            }
+            None
+        } else {
+            tp.refused_logged &= !bit(j);
+            addrs
+        };
+        let Some(slot) = tp.peers.get_mut(j as usize) else {
+            return;
+        };
+        if *slot != new {
+            *slot = new;
+            // Rate-limited with the link lines: a peer can change what it publishes at will.
+            let Some(missed) = self.logs.link.check(time::now_ms()) else {
+                return;
+            };
+            match new {
+                Some(a) => dev_info!(
+                    &self.pdev,
+                    "{}: transparent: peer {} is {} {}{}",
+                    dev.name(),
+                    j,
+                    Mac(a.mac),
+                    Ips(&a),
+                    missed
+                ),
+                None => dev_info!(
+                    &self.pdev,
+                    "{}: transparent: peer {} withdrawn{}",
+                    dev.name(),
+                    j,
+                    missed
+                ),
+            }
+        }
+    }
+
+    /// Transparent mode: stop sending to peer `j` through the rings (its link went down).
+    fn tp_forget(&self, j: u32) {
+        let mut tp = self.tp.lock();
+        if let Some(slot) = tp.peers.get_mut(j as usize) {
+            if slot.take().is_some() {
+                drop(tp);
+                if let Some(missed) = self.logs.link.check(time::now_ms()) {
+                    dev_info!(
+                        &self.pdev,
+                        "transparent: peer {} withdrawn (link down){}",
+                        j,
+                        missed
+                    );
+                }
+            }
+        }
+    }
+
+    /// Transparent mode: what to do with frame `f` received from peer `j`.
+    fn tp_rx_target(&self, j: u32, f: &[u8]) -> TpRx {
+        let ours = self.tp_mac.load(Ordering::Relaxed);
+        let Some(dst) = f.get(..6).and_then(|d| <[u8; 6]>::try_from(d).ok()) else {
+            return TpRx::No;
+        };
+        if ours & TP_MAC_VALID == 0 || mac_u64(&dst) != ours & !TP_MAC_VALID {
+            return TpRx::No;
+        }
+        let tp = self.tp.lock();
+        match tp.peers.get(j as usize) {
+            Some(Some(a)) if from_published(f, a) => {
+                TpRx::Deliver(self.tp_ifindex.load(Ordering::Relaxed))
+            }
+            _ => TpRx::Refuse,
+        }
     }
 
     /// Beats our heartbeat, repairs what someone overwrote, restarts links the data path gave
@@ -1078,9 +1393,12 @@ impl Net {
     fn housekeeping(&self, dev: &Device, now: u64) -> Option<u32> {
         let mut ctl = self.ctl.lock();
         let _ = ctl.own.beat(&self.shm);
-        self.repair(&ctl, dev);
+        self.repair(&mut ctl, dev);
         if !ctl.running {
             return None;
+        }
+        if let Some(name) = self.params.transparent {
+            self.tp_publish(&mut ctl, dev, name);
         }
         let reset = self.reset_req.swap(0, Ordering::Relaxed);
         let (mut watch, mut audit) = (false, false);
@@ -1155,6 +1473,11 @@ impl Driver for Net {
         ctl.running = false;
         self.running.store(false, Ordering::Relaxed);
         let _ = ctl.own.set_state(&self.shm, PeerState::Ready);
+        if ctl.tp_published != Addrs::default() {
+            ctl.tp_published = Addrs::default();
+            let _ = ctl.own.publish_addrs(&self.shm, &Addrs::default());
+        }
+        self.tp_mac.store(0, Ordering::Relaxed);
         for j in self.others() {
             if let Some(link) = ctl.links.get_mut(j as usize) {
                 link.up = false;
@@ -1349,6 +1672,88 @@ impl Driver for Net {
             rx: slots,
             tx_max: slots,
             tx: slots,
+        }
+    }
+}
+
+impl Hook for Net {
+    /// Transparent mode: a packet routed out of our regular interface to an address a peer
+    /// published goes through that peer's ring instead, with the Ethernet header the regular
+    /// interface would have given it; anything that cannot go that way right now takes the
+    /// normal path.
+    fn post_routing(
+        &self,
+        dev: &Device,
+        skb: &SkBuff,
+        state: &netfilter::State,
+    ) -> netfilter::Verdict {
+        use netfilter::Verdict::{Accept, Consumed};
+        let ours = self.tp_mac.load(Ordering::Relaxed);
+        if ours & TP_MAC_VALID == 0
+            || state.out_ifindex() != self.tp_ifindex.load(Ordering::Relaxed)
+        {
+            return Accept;
+        }
+        let Some(proto) = state.proto() else {
+            return Accept;
+        };
+        let Some(dst) = IpDst::of(proto, skb.head()) else {
+            return Accept;
+        };
+        let peer = {
+            let tp = self.tp.lock();
+            self.others().find_map(|j| match tp.peers.get(j as usize) {
+                Some(Some(a)) if dst.is_for(a) => Some((j, a.mac)),
+                _ => None,
+            })
+        };
+        let Some((j, peer_mac)) = peer else {
+            return Accept;
+        };
+        let global = &self.stats.global;
+        let fallback = || {
+            global.transparent_fallbacks.inc();
+            Accept
+        };
+        let Ok(o) = skb.offload_behind(ETH_HLEN as u16) else {
+            return fallback();
+        };
+        if o.gso_type == 0 && skb.len() > state.out_mtu() {
+            // The stack fragments it for the regular interface.
+            return fallback();
+        }
+        let meta = Desc {
+            flags: o.flags.into(),
+            gso_type: o.gso_type,
+            gso_size: o.gso_size,
+            csum_start: o.csum_start,
+            csum_offset: o.csum_offset,
+            hdr_len: o.hdr_len,
+            ..Desc::default()
+        };
+        let our_mac = (ours & !TP_MAC_VALID).to_le_bytes();
+        let ethertype = match proto {
+            Proto::Ipv4 => ETH_P_IP,
+            Proto::Ipv6 => ETH_P_IPV6,
+        }
+        .to_be_bytes();
+        let mut hdr = [0u8; ETH_HLEN as usize];
+        hdr[..6].copy_from_slice(&peer_mac);
+        hdr[6..12].copy_from_slice(&our_mac[..6]);
+        hdr[12..].copy_from_slice(&ethertype);
+        let mut tx = self.tx.lock();
+        if tx.up & bit(j) == 0 {
+            return fallback();
+        }
+        let sent = self.send(dev, &mut tx, j, skb, &meta, &hdr);
+        self.flush(dev, &mut tx);
+        drop(tx);
+        match sent {
+            Sent::Ok => {
+                global.transparent_tx_packets.inc();
+                Consumed
+            }
+            _ => fallback(),
         }
     }
 }

@@ -4,7 +4,7 @@
 
 use crate::ext::params as raw;
 use crate::layout::{MAX_PEERS, MIN_PEERS};
-use kernel::prelude::*;
+use kernel::{prelude::*, str::CStr};
 
 /// Longest timer interval: the heartbeat must advance at least every 100 ms.
 const MAX_POLL_MS: u32 = 100;
@@ -20,6 +20,8 @@ pub(crate) struct Params {
     pub(crate) poll_ms: u32,
     /// `poll_idle_ms=`: longest timer interval when idle.
     pub(crate) poll_idle_ms: u32,
+    /// `transparent=`: the regular interface of transparent mode, `None` when off.
+    pub(crate) transparent: Option<&'static CStr>,
 }
 
 impl Params {
@@ -65,11 +67,33 @@ impl Params {
             );
             return Err(EINVAL);
         }
+        let name = raw::transparent();
+        let transparent = match name.len() {
+            0 => None,
+            // IFNAMSIZ is 16 with the NUL.
+            1..=15
+                if !name
+                    .as_bytes()
+                    .iter()
+                    .any(|&b| b == b'/' || b.is_ascii_whitespace()) =>
+            {
+                Some(name)
+            }
+            _ => {
+                pr_err!(
+                    "transparent={} is not an interface name (1..=15 characters, no '/' or \
+                     spaces)\n",
+                    name
+                );
+                return Err(EINVAL);
+            }
+        };
         Ok(Params {
             id,
             max_peers,
             poll_ms,
             poll_idle_ms,
+            transparent,
         })
     }
 }

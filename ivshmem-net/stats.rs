@@ -62,6 +62,18 @@ pub(crate) struct Global {
     /// Words of our control block, the region header or our slot that someone else
     /// overwrote, restored by us.
     pub(crate) region_repairs: Counter,
+    /// Transparent mode: packets for a peer's regular address sent through its ring instead
+    /// of the regular interface.
+    pub(crate) transparent_tx_packets: Counter,
+    /// Transparent mode: frames from a peer delivered as if received on the regular
+    /// interface.
+    pub(crate) transparent_rx_packets: Counter,
+    /// Transparent mode: packets for a peer's regular address left to the regular interface
+    /// (ring full, link going down, too big, an offload the ring cannot express).
+    pub(crate) transparent_fallbacks: Counter,
+    /// Transparent mode: frames for the regular interface dropped: not from the sending
+    /// peer's published addresses, or the regular interface is gone or down.
+    pub(crate) transparent_rx_dropped: Counter,
 }
 
 /// Counters of the link with one peer.
@@ -98,6 +110,10 @@ const GLOBAL: &[Field<Global>] = &[
     ("doorbells_received", |s| &s.doorbells_received),
     ("kicks_suppressed", |s| &s.kicks_suppressed),
     ("region_repairs", |s| &s.region_repairs),
+    ("transparent_tx_packets", |s| &s.transparent_tx_packets),
+    ("transparent_rx_packets", |s| &s.transparent_rx_packets),
+    ("transparent_fallbacks", |s| &s.transparent_fallbacks),
+    ("transparent_rx_dropped", |s| &s.transparent_rx_dropped),
 ];
 
 /// `ethtool -S` name suffixes (after `peer<j>_`) and values of each peer's counters.

@@ -3,7 +3,12 @@
  * C helpers for function-like macros used by the Rust support layer; see helpers.h.
  */
 #include <linux/etherdevice.h>
+#include <linux/inetdevice.h>
+#include <linux/netfilter.h>
 #include <linux/virtio_net.h>
+#include <net/addrconf.h>
+#include <net/if_inet6.h>
+#include <net/net_namespace.h>
 
 #include "helpers.h"
 
@@ -103,12 +108,130 @@ netdev_features_t ivnet_features_without(netdev_features_t f, bool csum, bool gs
 	return f;
 }
 
-int ivnet_skb_get_offload(const struct sk_buff *skb, struct virtio_net_hdr *hdr)
+int ivnet_skb_get_offload(const struct sk_buff *skb, struct virtio_net_hdr *hdr, int link_hlen)
 {
-	return virtio_net_hdr_from_skb(skb, hdr, true, false, 0);
+	return virtio_net_hdr_from_skb(skb, hdr, true, false, link_hlen);
 }
 
 int ivnet_skb_set_offload(struct sk_buff *skb, const struct virtio_net_hdr *hdr)
 {
 	return virtio_net_hdr_to_skb(skb, hdr, true);
+}
+
+/*
+ * Transparent mode.
+ */
+
+int ivnet_iface_read(const char *name, struct ivnet_iface *out)
+{
+	struct net_device *dev;
+	struct in_device *in_dev;
+	struct in_ifaddr *ifa;
+	struct inet6_dev *idev;
+	struct inet6_ifaddr *ifp;
+
+	memset(out, 0, sizeof(*out));
+	rcu_read_lock();
+	dev = dev_get_by_name_rcu(&init_net, name);
+	if (!dev) {
+		rcu_read_unlock();
+		return -ENODEV;
+	}
+	out->ifindex = dev->ifindex;
+	out->mtu = READ_ONCE(dev->mtu);
+	out->up = (READ_ONCE(dev->flags) & IFF_UP) && netif_running(dev);
+	if (dev->type == ARPHRD_ETHER && dev->addr_len == ETH_ALEN)
+		memcpy(out->mac, dev->dev_addr, ETH_ALEN);
+	in_dev = __in_dev_get_rcu(dev);
+	if (in_dev) {
+		ifa = rcu_dereference(in_dev->ifa_list);
+		if (ifa) {
+			memcpy(out->v4, &ifa->ifa_local, 4);
+			out->has_v4 = true;
+		}
+	}
+	idev = __in6_dev_get(dev);
+	if (idev) {
+		read_lock_bh(&idev->lock);
+		list_for_each_entry(ifp, &idev->addr_list, if_list) {
+			/* Global scope, usable (not waiting for or failed in DAD). */
+			if (ifp->scope == 0 &&
+			    !(ifp->flags & (IFA_F_TENTATIVE | IFA_F_DADFAILED))) {
+				memcpy(out->v6, &ifp->addr, 16);
+				out->has_v6 = true;
+				break;
+			}
+		}
+		read_unlock_bh(&idev->lock);
+	}
+	rcu_read_unlock();
+	return 0;
+}
+
+int ivnet_skb_receive_on(struct sk_buff *skb, int ifindex)
+{
+	struct net_device *dev;
+
+	rcu_read_lock();
+	dev = dev_get_by_index_rcu(&init_net, ifindex);
+	if (!dev || !(READ_ONCE(dev->flags) & IFF_UP)) {
+		rcu_read_unlock();
+		kfree_skb(skb);
+		return -ENODEV;
+	}
+	skb->protocol = eth_type_trans(skb, dev);
+	netif_receive_skb(skb);
+	rcu_read_unlock();
+	return 0;
+}
+
+struct nf_hook_ops *ivnet_nf_register(nf_hookfn *fn, void *priv, u8 pf, unsigned int hooknum,
+				      int priority, int *err)
+{
+	struct nf_hook_ops *ops = kzalloc(sizeof(*ops), GFP_KERNEL);
+
+	if (!ops) {
+		*err = -ENOMEM;
+		return NULL;
+	}
+	ops->hook = fn;
+	ops->priv = priv;
+	ops->pf = pf;
+	ops->hooknum = hooknum;
+	ops->priority = priority;
+	*err = nf_register_net_hook(&init_net, ops);
+	if (*err) {
+		kfree(ops);
+		return NULL;
+	}
+	return ops;
+}
+
+void ivnet_nf_unregister(struct nf_hook_ops *ops)
+{
+	nf_unregister_net_hook(&init_net, ops);
+	/* Hooks run under rcu_read_lock: wait for any still running before the caller frees
+	 * what they use. */
+	synchronize_net();
+	kfree(ops);
+}
+
+int ivnet_nf_state_out_ifindex(const struct nf_hook_state *state)
+{
+	return state->out ? state->out->ifindex : 0;
+}
+
+unsigned int ivnet_nf_state_out_mtu(const struct nf_hook_state *state)
+{
+	return state->out ? READ_ONCE(state->out->mtu) : 0;
+}
+
+u8 ivnet_nf_state_pf(const struct nf_hook_state *state)
+{
+	return state->pf;
+}
+
+void ivnet_consume_skb(struct sk_buff *skb)
+{
+	consume_skb(skb);
 }

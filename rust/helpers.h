@@ -8,6 +8,7 @@
 #define IVNET_HELPERS_H
 
 #include <linux/netdevice.h>
+#include <linux/netfilter.h>
 #include <linux/pci.h>
 #include <linux/skbuff.h>
 #include <linux/timer.h>
@@ -32,8 +33,29 @@ unsigned char *ivnet_skb_data(const struct sk_buff *skb);
 void ivnet_skb_set_eth_protocol(struct sk_buff *skb, struct net_device *dev);
 void ivnet_netdev_set_offloads(struct net_device *dev, unsigned int tso_max);
 netdev_features_t ivnet_features_without(netdev_features_t f, bool csum, bool gso);
-int ivnet_skb_get_offload(const struct sk_buff *skb, struct virtio_net_hdr *hdr);
+int ivnet_skb_get_offload(const struct sk_buff *skb, struct virtio_net_hdr *hdr, int link_hlen);
 int ivnet_skb_set_offload(struct sk_buff *skb, const struct virtio_net_hdr *hdr);
+
+/* Transparent mode: a regular interface's addresses, read under RCU (and idev->lock). */
+struct ivnet_iface {
+	int ifindex;
+	unsigned int mtu;
+	bool up;
+	bool has_v4;
+	bool has_v6;
+	unsigned char mac[6];
+	unsigned char v4[4];
+	unsigned char v6[16];
+};
+int ivnet_iface_read(const char *name, struct ivnet_iface *out);
+int ivnet_skb_receive_on(struct sk_buff *skb, int ifindex);
+struct nf_hook_ops *ivnet_nf_register(nf_hookfn *fn, void *priv, u8 pf, unsigned int hooknum,
+				      int priority, int *err);
+void ivnet_nf_unregister(struct nf_hook_ops *ops);
+int ivnet_nf_state_out_ifindex(const struct nf_hook_state *state);
+unsigned int ivnet_nf_state_out_mtu(const struct nf_hook_state *state);
+u8 ivnet_nf_state_pf(const struct nf_hook_state *state);
+void ivnet_consume_skb(struct sk_buff *skb);
 
 void ivnet_timer_setup(struct timer_list *timer, void (*fn)(struct timer_list *));
 
@@ -42,5 +64,6 @@ int ivnet_param_id(void);
 unsigned int ivnet_param_max_peers(void);
 unsigned int ivnet_param_poll_ms(void);
 unsigned int ivnet_param_poll_idle_ms(void);
+const char *ivnet_param_transparent(void);
 
 #endif

@@ -10,6 +10,7 @@ pub mod bindings;
 pub mod errno;
 pub mod io;
 pub mod net;
+pub mod netfilter;
 pub mod params;
 pub mod pci;
 pub mod print;

@@ -7,7 +7,7 @@
 //! NAPI and the timer in its private area, registers it, and undoes all of that on drop. The
 //! driver's data lives in the registration and is handed to every callback as `&T`.
 
-use super::{bindings, pci};
+use super::{bindings, netfilter, pci};
 use core::{marker::PhantomData, mem::offset_of, ptr::NonNull};
 use kernel::{error::from_result, prelude::*, types::Opaque};
 
@@ -222,19 +222,42 @@ impl SkBuff {
     /// `virtio_net_hdr` (`virtio_net_hdr_from_skb`). `EINVAL` for a segmentation type it cannot
     /// express.
     pub fn offload(&self) -> Result<Offload> {
+        self.offload_behind(0)
+    }
+
+    /// [`SkBuff::offload`] of a frame that starts at the network header (a packet seen by a
+    /// netfilter hook), as it will be once a link-layer header of `link_hlen` bytes is put in
+    /// front: `csum_start` and `hdr_len` count from that header.
+    pub fn offload_behind(&self, link_hlen: u16) -> Result<Offload> {
         // SAFETY: all-zero is a valid header.
         let mut h: bindings::virtio_net_hdr = unsafe { core::mem::zeroed() };
         // SAFETY: valid by the type invariant; `h` is a local.
-        let ret = unsafe { bindings::ivnet_skb_get_offload(self.0.as_ptr(), &mut h) };
+        let ret =
+            unsafe { bindings::ivnet_skb_get_offload(self.0.as_ptr(), &mut h, link_hlen.into()) };
         kernel::error::to_result(ret)?;
         Ok(Offload {
             flags: h.flags,
             gso_type: h.gso_type,
-            hdr_len: h.hdr_len,
+            hdr_len: if h.gso_type != 0 {
+                h.hdr_len.saturating_add(link_hlen)
+            } else {
+                h.hdr_len
+            },
             gso_size: h.gso_size,
             csum_start: h.csum_start,
             csum_offset: h.csum_offset,
         })
+    }
+
+    /// Hands a received Ethernet frame to the stack as if it had arrived on the device with
+    /// index `ifindex` in the initial namespace (`eth_type_trans` against that device, then
+    /// `netif_receive_skb`), looked up under RCU now. `ENODEV` (frame freed) if there is no
+    /// such device or it is down. Call from a NAPI poll, after [`SkBuff::set_offload`].
+    pub fn receive_on(self, ifindex: i32) -> Result {
+        let p = self.into_raw();
+        // SAFETY: we owned `p` and pass it on; the helper frees it on failure; softirq
+        // context (NAPI poll), as `netif_receive_skb` wants.
+        kernel::error::to_result(unsafe { bindings::ivnet_skb_receive_on(p, ifindex) })
     }
 
     /// Applies offload metadata received with the frame (`virtio_net_hdr_to_skb`), which
@@ -360,6 +383,42 @@ pub enum Xmit {
     Busy(SkBuff),
 }
 
+/// What [`iface`] found out about a regular interface.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Iface {
+    /// Its index.
+    pub ifindex: i32,
+    /// Its MTU.
+    pub mtu: u32,
+    /// Whether it is up and running.
+    pub up: bool,
+    /// Its MAC address (zero if it is not Ethernet).
+    pub mac: [u8; 6],
+    /// Its first IPv4 address.
+    pub v4: Option<[u8; 4]>,
+    /// Its first usable global IPv6 address.
+    pub v6: Option<[u8; 16]>,
+}
+
+/// Looks up the interface called `name` in the initial namespace and reads its index, MTU,
+/// state, MAC, first IPv4 address and first global IPv6 address (under RCU and the IPv6
+/// device's lock; a snapshot that may be stale a moment later). `ENODEV` if there is none.
+/// Any context.
+pub fn iface(name: &CStr) -> Result<Iface> {
+    // SAFETY: all-zero is a valid `ivnet_iface`.
+    let mut out: bindings::ivnet_iface = unsafe { core::mem::zeroed() };
+    // SAFETY: `name` is NUL-terminated; `out` is a local the helper fills in.
+    kernel::error::to_result(unsafe { bindings::ivnet_iface_read(name.as_char_ptr(), &mut out) })?;
+    Ok(Iface {
+        ifindex: out.ifindex,
+        mtu: out.mtu,
+        up: out.up,
+        mac: out.mac,
+        v4: out.has_v4.then_some(out.v4),
+        v6: out.has_v6.then_some(out.v6),
+    })
+}
+
 /// Ring sizes for `ethtool -g`.
 #[derive(Default, Clone, Copy)]
 pub struct RingParam {
@@ -405,6 +464,21 @@ pub trait Driver: Send + Sync + Sized + 'static {
     /// `ndo_features_check`: may the frame to `dst` keep its checksum offload and its
     /// segmentation offload? What is refused is done in software by the stack first.
     fn offloads_for(&self, dst: &[u8; 6]) -> (bool, bool);
+}
+
+/// A driver that also sees IPv4 and IPv6 packets after routing (netfilter
+/// `NF_INET_POST_ROUTING`, last priority), added with
+/// [`Registration::add_post_routing_hooks`].
+pub trait Hook: Driver {
+    /// A packet routed to `state.out_ifindex()`, `skb` starting at its network header. It
+    /// may be copied; [`netfilter::Verdict::Consumed`] means the driver delivered it and the
+    /// stack must forget it. Softirq or process context, bottom halves possibly enabled.
+    fn post_routing(
+        &self,
+        dev: &Device,
+        skb: &SkBuff,
+        state: &netfilter::State,
+    ) -> netfilter::Verdict;
 }
 
 /// Whether the stack is about to hand `start_xmit` more frames right away, so the driver may
@@ -661,6 +735,39 @@ impl<T: Driver> Adapter<T> {
         unsafe { bindings::ivnet_features_without(features, !csum, !gso) }
     }
 
+    /// # Safety
+    ///
+    /// Called by the netfilter core for a hook registered by
+    /// `Registration::add_post_routing_hooks`, whose private pointer is our `net_device`
+    /// (hooks are unregistered before the device goes away); `skb` is valid and not ours
+    /// unless we return `NF_STOLEN`; `state` is valid during the call.
+    unsafe extern "C" fn nf_hook(
+        priv_: *mut core::ffi::c_void,
+        skb: *mut bindings::sk_buff,
+        state: *const bindings::nf_hook_state,
+    ) -> u32
+    where
+        T: Hook,
+    {
+        // SAFETY: by the function's safety requirement.
+        let (dev, data) = unsafe { Self::data(priv_.cast()) };
+        // SAFETY: valid during the call (caller).
+        let state = unsafe { netfilter::State::from_raw(state) };
+        let Some(p) = NonNull::new(skb) else {
+            return netfilter::NF_ACCEPT;
+        };
+        // INVARIANT: not ours: `ManuallyDrop` keeps it from being freed unless taken below.
+        let skb = core::mem::ManuallyDrop::new(SkBuff(p));
+        match data.post_routing(dev, &skb, state) {
+            netfilter::Verdict::Accept => netfilter::NF_ACCEPT,
+            netfilter::Verdict::Consumed => {
+                // SAFETY: returning `NF_STOLEN` makes the packet ours; we free it as consumed.
+                unsafe { bindings::ivnet_consume_skb(p.as_ptr()) };
+                netfilter::NF_STOLEN
+            }
+        }
+    }
+
     const NETDEV_OPS: bindings::net_device_ops = {
         // SAFETY: all-zero is a valid `net_device_ops` (no callbacks).
         let mut ops: bindings::net_device_ops = unsafe { core::mem::zeroed() };
@@ -726,6 +833,7 @@ pub struct Config {
 pub struct Registration<T: Driver> {
     dev: NonNull<bindings::net_device>,
     irq: Option<u32>,
+    hooks: Option<netfilter::Hooks>,
     data: Pin<KBox<T>>,
 }
 
@@ -815,8 +923,34 @@ impl<T: Driver> Registration<T> {
         Ok(Registration {
             dev,
             irq: cfg.irq,
+            hooks: None,
             data,
         })
+    }
+
+    /// Calls [`Hook::post_routing`] for every IPv4 and IPv6 packet after routing, after every
+    /// other hook, until the registration is dropped. May sleep.
+    pub fn add_post_routing_hooks(&mut self) -> Result
+    where
+        T: Hook,
+    {
+        if self.hooks.is_some() {
+            return Err(EBUSY);
+        }
+        // SAFETY: `Adapter::<T>::nf_hook` with our device as its private pointer is sound
+        // while the device is registered with `data`; `Drop` unregisters the hooks (and waits
+        // for running ones) before anything else is torn down.
+        let hooks = unsafe {
+            netfilter::Hooks::register(
+                Adapter::<T>::nf_hook,
+                self.dev.as_ptr().cast(),
+                &[netfilter::Proto::Ipv4, netfilter::Proto::Ipv6],
+                netfilter::NF_INET_POST_ROUTING,
+                netfilter::PRI_LAST,
+            )?
+        };
+        self.hooks = Some(hooks);
+        Ok(())
     }
 
     /// The device.
@@ -833,6 +967,8 @@ impl<T: Driver> Registration<T> {
 
 impl<T: Driver> Drop for Registration<T> {
     fn drop(&mut self) {
+        // Hooks first: unregistering waits for running ones, after which none runs.
+        drop(self.hooks.take());
         let raw = self.dev.as_ptr();
         // SAFETY: registered by the type invariant. `free_irq` waits for a running handler,
         // after which none runs. `timer_shutdown_sync` waits for a running

@@ -28,6 +28,17 @@ module_param(poll_idle_ms, uint, 0444);
 MODULE_PARM_DESC(poll_idle_ms, "Polling mode: longest interval when idle, in ms, poll_ms..100 "
 			       "(default 4); the interval doubles per idle tick up to this");
 
+static char *transparent = "";
+module_param(transparent, charp, 0444);
+MODULE_PARM_DESC(transparent, "Transparent mode: name of a regular interface (e.g. eth0) whose "
+			      "addresses are published to peers, and whose traffic to peers' "
+			      "published addresses goes through shared memory; empty (default): off");
+
+const char *ivnet_param_transparent(void)
+{
+	return transparent ? transparent : "";
+}
+
 int ivnet_param_id(void)
 {
 	return id;

@@ -3,6 +3,7 @@
 //! Raw values of the module parameters declared in `params.c`. The driver validates them.
 
 use super::bindings;
+use kernel::str::CStr;
 
 /// `id=`: the peer id to use, or -1 for automatic.
 pub fn id() -> i32 {
@@ -26,4 +27,12 @@ pub fn poll_ms() -> u32 {
 pub fn poll_idle_ms() -> u32 {
     // SAFETY: as in `id`.
     unsafe { bindings::ivnet_param_poll_idle_ms() }
+}
+
+/// `transparent=`: the interface name (empty: off).
+pub fn transparent() -> &'static CStr {
+    // SAFETY: a static string (or the empty literal) written only by the module loader,
+    // before init, and freed only after the module is gone (`charp`, permission 0444: never
+    // changed at runtime).
+    unsafe { CStr::from_char_ptr(bindings::ivnet_param_transparent()) }
 }

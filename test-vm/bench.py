@@ -8,6 +8,9 @@ Two guest pairs (1 vCPU and the same memory each):
          NIC each (vhost=off) on a tap in a bridge, in a network namespace this script
          creates; QEMU itself runs in that namespace, so it opens the taps there. Measured
          here: ivshmem-net doorbell mode, virtio-net, loopback inside bA.
+         Then the module is reloaded with transparent=eth0 on both and TCP 1 stream and
+         request/response run again to bB's virtio-net address: "transparent" (transparent
+         mode; the packets go through shared memory, eth0's counters stay still).
   pair 2 (bC, bD): ivshmem-plain, ivshmem-net polling mode (poll_ms=1).
 For each path: iperf3 TCP 1 and 4 streams (Gbit/s), iperf3 UDP 64-byte datagrams at full
 offered rate (received packets/s and loss), ivnet-rr 1-byte TCP request/response (p50, p99),
@@ -40,7 +43,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 import vm  # noqa: E402
 
 KO = "/lib/modules/ivshmem_net.ko"
-PATHS = ["ivshmem-doorbell", "ivshmem-polling", "virtio-net", "loopback"]
+PATHS = ["ivshmem-doorbell", "ivshmem-polling", "virtio-net", "loopback", "transparent"]
 BASE = "virtio-net"
 RR_PORT = 7878
 T0 = time.time()
@@ -55,8 +58,8 @@ def say(msg):
 class Netns:
     """A network namespace with a bridge and two tap devices, all up; removed by close()."""
 
-    def __init__(self, taps):
-        self.name = "ivnb-%d" % os.getpid()
+    def __init__(self, taps, prefix="ivnb"):
+        self.name = "%s-%d" % (prefix, os.getpid())
         self.taps = taps
         self.made = False
 
@@ -164,11 +167,14 @@ def cpu_str(c):
         c["cpu_client_pct"], c["cpu_server_pct"], c["qemu_cpu_client_pct"], c["qemu_cpu_server_pct"])
 
 
-def run_path(name, client, server, ip, plan):
-    """The four measurements of one path; `server` is None for loopback (client is both)."""
+def run_path(name, client, server, ip, plan, only=("tcp1", "tcp4", "udp64", "rr1")):
+    """The four measurements of one path (or those in `only`); `server` is None for loopback
+    (client is both)."""
     res = {"path": name, "target": ip}
     t = plan["iperf_t"]
     for key, streams in (("tcp1", 1), ("tcp4", 4)):
+        if key not in only:
+            continue
         say("%s: TCP %d stream%s (iperf3 %s)" % (name, streams, "s" * (streams > 1), t))
         out, cc, sc, hc = measure(client, server, "iperf3 -c %s %s -P %d -J" % (ip, t, streams), 120)
         j = json.loads(out)
@@ -177,6 +183,8 @@ def run_path(name, client, server, ip, plan):
                     "bytes": rx["bytes"], "retransmits": j["end"]["sum_sent"].get("retransmits"),
                     "cpu_client_pct": cc, "cpu_server_pct": sc, **hc}
         say("%s: TCP %d: %.3f Gbit/s (%s)" % (name, streams, res[key]["gbit_s"], cpu_str(res[key])))
+    if "udp64" not in only:
+        return run_rr(name, client, server, ip, plan, res)
     say("%s: UDP 64-byte datagrams, full offered rate (iperf3 %s)" % (name, plan["udp_t"]))
     out, cc, sc, hc = measure(client, server, "iperf3 -c %s -u -l 64 -b 0 %s -J" % (ip, plan["udp_t"]), 120)
     j = json.loads(out)
@@ -191,6 +199,10 @@ def run_path(name, client, server, ip, plan):
                     "cpu_client_pct": cc, "cpu_server_pct": sc, **hc}
     say("%s: UDP 64 B: %.0f packets/s received, %.1f %% lost (%s)"
         % (name, res["udp64"]["rx_pps"], res["udp64"]["loss_pct"], cpu_str(res["udp64"])))
+    return run_rr(name, client, server, ip, plan, res)
+
+
+def run_rr(name, client, server, ip, plan, res):
     say("%s: TCP request/response, 1 byte, %d round trips (ivnet-rr)" % (name, plan["rr_count"]))
     out, cc, sc, hc = measure(client, server, "ivnet-rr client %s --port %d --count %d --size 1 --json"
                           % (ip, RR_PORT, plan["rr_count"]), plan["rr_timeout"])
@@ -210,6 +222,22 @@ def setup_guest(g, ivip, ethip=None):
     script += (" && iperf3 -s -D --logfile /tmp/iperf3.log && "
                "(ivnet-rr server --port %d </dev/null >/tmp/rr.log 2>&1 &)" % RR_PORT)
     g.run(script, check=True)
+
+
+def ivshm_counter(g, name):
+    m = re.search(r"^\s*%s: (\d+)$" % name, g.run("ethtool -S ivshm0", check=True).out, re.M)
+    return int(m.group(1)) if m else 0
+
+
+def reload_transparent(g, ivip):
+    """Reloads the module in `g` with transparent=eth0 (eth0 keeps its address)."""
+    g.run("rmmod ivshmem_net && insmod %s transparent=eth0 && ip addr add %s/24 dev ivshm0 && "
+          "ip link set ivshm0 up" % (KO, ivip), check=True)
+
+
+def wait_transparent(g):
+    g.run("for i in $(seq 200); do dmesg | grep -q 'transparent: peer .* is' && exit 0; "
+          "sleep 0.1; done; echo no transparent peer; exit 1", timeout=60, check=True)
 
 
 def wait_reachable(g, ip):
@@ -271,7 +299,15 @@ def fmt(v):
 
 
 def ratio(v, b):
-    return v / b if b else None
+    return v / b if b and v is not None else None
+
+
+def value(get, r):
+    """A metric of one path's results; None if that path did not measure it."""
+    try:
+        return get(r)
+    except KeyError:
+        return None
 
 
 def cpu_sum(case):
@@ -299,14 +335,18 @@ def markdown(doc):
     for key, label, unit, get, _hib in METRICS:
         cells = []
         for p in PATHS:
-            v, b = get(res[p]), get(base)
+            v, b = value(get, res[p]), get(base)
             r = ratio(v, b)
-            cells.append("%s (%s)" % (fmt(v), "%.2f×" % r if r is not None else "n/a"))
+            cells.append("%s (%s)" % (fmt(v), "%.2f×" % r if r is not None else "n/a")
+                         if v is not None else "-")
         lines.append("| %s, %s | %s |" % (label, unit, " | ".join(cells)))
     for key, label in CPU_CASES:
         cells = []
         for p in PATHS:
-            c = res[p][key]
+            c = res[p].get(key)
+            if c is None:
+                cells.append("-")
+                continue
             r = ratio(cpu_sum(c), cpu_sum(base[key]))
             who = ("%.0f / %.0f" % (c["cpu_client_pct"], c["cpu_server_pct"])
                    if c["cpu_server_pct"] is not None else "%.0f (one guest)" % c["cpu_client_pct"])
@@ -315,7 +355,10 @@ def markdown(doc):
     for key, label in CPU_CASES:
         cells = []
         for p in PATHS:
-            c = res[p][key]
+            c = res[p].get(key)
+            if c is None:
+                cells.append("-")
+                continue
             r = ratio(qemu_sum(c), qemu_sum(base[key]))
             who = ("%.0f / %.0f" % (c["qemu_cpu_client_pct"], c["qemu_cpu_server_pct"])
                    if c["qemu_cpu_server_pct"] is not None else "%.0f (one guest)" % c["qemu_cpu_client_pct"])
@@ -438,15 +481,17 @@ class Canvas:
 
 
 COLORS = {"ivshmem-doorbell": (31, 119, 180), "ivshmem-polling": (44, 160, 44),
-          "virtio-net": (214, 39, 40), "loopback": (127, 127, 127)}
+          "virtio-net": (214, 39, 40), "loopback": (127, 127, 127),
+          "transparent": (148, 103, 189)}
 
 
 def chart(doc):
     """One panel per metric, a bar per path: its ratio to virtio-net (virtio-net = 1)."""
     res = doc["paths"]
-    panels = [(label, unit, [get(res[p]) for p in PATHS], hib)
+    panels = [(label, unit, [value(get, res[p]) for p in PATHS], hib)
               for _k, label, unit, get, hib in METRICS]
-    panels += [("HOST CPU " + label, "% QEMU PROCESSES", [qemu_sum(res[p][k]) for p in PATHS], False)
+    panels += [("HOST CPU " + label, "% QEMU PROCESSES",
+                [qemu_sum(res[p][k]) if k in res[p] else None for p in PATHS], False)
                for k, label in CPU_CASES]
     pw, ph, top, cols = 250, 230, 70, 5
     rows = (len(panels) + cols - 1) // cols
@@ -462,7 +507,7 @@ def chart(doc):
     for i, (label, unit, vals, hib) in enumerate(panels):
         ox, oy = 10 + (i % cols) * pw, top + (i // cols) * ph
         b = vals[base_i]
-        ratios = [(v / b if b else 0.0) for v in vals]
+        ratios = [(v / b if b and v is not None else 0.0) for v in vals]
         top_r = max(ratios + [1.0]) or 1.0
         cv.text(ox + 4, oy + 4, label)
         cv.text(ox + 4, oy + 14, "%s, %s" % (unit, "HIGHER IS BETTER" if hib else "LOWER IS BETTER"),
@@ -477,7 +522,7 @@ def chart(doc):
             bx = ox + 8 + j * bw
             by = plot_bot - max(1, int(height * r / top_r))
             cv.rect(bx + 4, by, bx + bw - 4, plot_bot, COLORS[p])
-            t = "%.2fX" % r
+            t = "%.2fX" % r if v is not None else "-"
             cv.text(bx + (bw - Canvas.text_w(t)) // 2, by - 10, t)
             vt = fmt(v).replace(",", "")
             cv.text(bx + (bw - Canvas.text_w(vt)) // 2, plot_bot + 6, vt, (60, 60, 60))
@@ -534,6 +579,17 @@ def main():
         doc["paths"]["ivshmem-doorbell"] = run_path("ivshmem-doorbell", a, b, "10.90.0.2", plan)
         doc["paths"]["virtio-net"] = run_path("virtio-net", a, b, "10.91.0.2", plan)
         doc["paths"]["loopback"] = run_path("loopback", a, None, "127.0.0.1", plan)
+        c1.parallel(lambda g: reload_transparent(g, {"bA": "10.90.0.1", "bB": "10.90.0.2"}[g.name]))
+        wait_transparent(a)
+        wait_transparent(b)
+        say("pair 1: reloaded with transparent=eth0; bB's eth0 address now via shared memory")
+        t0 = ivshm_counter(a, "transparent_tx_packets")
+        doc["paths"]["transparent"] = run_path("transparent", a, b, "10.91.0.2", plan,
+                                               only=("tcp1", "rr1"))
+        doc["paths"]["transparent"]["transparent_tx_packets"] = (
+            ivshm_counter(a, "transparent_tx_packets") - t0)
+        say("transparent: %d packets went through shared memory"
+            % doc["paths"]["transparent"]["transparent_tx_packets"])
         check_splats(c1)
         c1.close()
 

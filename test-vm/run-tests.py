@@ -24,6 +24,7 @@ import tests_foundation  # noqa: E402
 import tests_datapath  # noqa: E402
 import tests_links  # noqa: E402
 import tests_reliability  # noqa: E402
+import tests_transparent  # noqa: E402
 
 TOP = vm.TOP
 
@@ -141,13 +142,15 @@ def test_make_install():
         text = example.read_text()
         prose = " ".join(l.lstrip("#").strip() for l in text.splitlines() if l.startswith("#"))
         parms = re.findall(r"^parm:\s+(\w+):(.*) \((\w+)\)$", info, re.M)
-        check({p[0] for p in parms} == {"id", "max_peers", "poll_ms", "poll_idle_ms"},
+        check({p[0] for p in parms} == {"id", "max_peers", "poll_ms", "poll_idle_ms",
+                                        "transparent"},
               "unexpected parameters: %r" % parms)
         for name, desc, _ in parms:
             check("%s: %s" % (name, desc) in prose,
                   "the example does not document %s as the module does (%r)" % (name, desc))
             default = re.search(r"\(default (-?\d+)\)|(-?\d+) \(default\)", desc)
-            value = next(g for g in default.groups() if g is not None)
+            # A string parameter whose default is empty gets an example value instead.
+            value = next(g for g in default.groups() if g is not None) if default else r"\S+"
             check(re.search(r"^#options ivshmem_net %s=%s$" % (name, value), text, re.M),
                   "no commented-out 'options ivshmem_net %s=%s' line" % (name, value))
         # The file must change nothing while it is only an example.
@@ -238,6 +241,10 @@ def test_bench_smoke():
                 v = r[key][side]
                 check(v is None if (side == "cpu_server_pct" and p == "loopback")
                       else 0 <= v <= 100, "%s %s %s: %r" % (p, key, side, v))
+    tp = paths.get("transparent", {})
+    check(tp.get("tcp1", {}).get("gbit_s", 0) > 0 and tp.get("rr1", {}).get("errors") == 0
+          and tp.get("transparent_tx_packets", 0) > 0,
+          "transparent path missing or not through shared memory: %r" % tp)
     rb = doc.get("ring_bench", {})
     check(rb.get("memcpy", {}).get("gb_per_sec", 0) > 0 and rb.get("errors") == 0
           and rb.get("throughput") and rb.get("latency"), "ring-bench results: %r" % rb)
@@ -309,7 +316,7 @@ def main():
         vm.DEFAULT_MEM_MB = 768
 
     vm_tests = (tests_foundation.TESTS + tests_datapath.TESTS + tests_links.TESTS
-                + tests_reliability.TESTS)
+                + tests_reliability.TESTS + tests_transparent.TESTS)
     if args.list:
         for t in HOST_TESTS + [t for t in vm_tests if "plain" in getattr(t, "modes", ("plain",))] + [
                 test_bench_smoke]:

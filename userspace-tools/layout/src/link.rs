@@ -17,6 +17,15 @@
 //! | 0x18          | doorbell id: the owner's IVPosition (doorbell mode), for kicking it |
 //! | 0x40 + 4 * j  | `epoch[j]`: the owner's epoch of its link with peer `j`            |
 //! | 0x140 + 4 * j | `ack[j]`: the epoch of `j`'s side of the link the owner has synced |
+//! | 0x300         | transparent mode: sequence word (odd while being rewritten, 0: never) |
+//! | 0x304         | transparent mode: which addresses follow ([`addr_flags`])          |
+//! | 0x308, 0x30c  | transparent mode: the regular interface's MAC (as at 0x10)         |
+//! | 0x310         | transparent mode: its IPv4 address (bytes in network order)        |
+//! | 0x314..0x324  | transparent mode: its IPv6 address (bytes in network order)        |
+//!
+//! The transparent block (see [`Addrs`]) is written only by its owner, as a sequence lock:
+//! sequence made odd, fields, sequence made even again. A reader that sees the same even,
+//! non-zero sequence before and after reading the fields has a consistent copy.
 //!
 //! # The handshake
 //!
@@ -55,6 +64,26 @@ pub mod ctrl {
     pub const EPOCH: usize = 0x40;
     /// `ack[j]` is at `ACK + 4 * j`.
     pub const ACK: usize = 0x140;
+    /// Transparent mode: the sequence word of the address block.
+    pub const TP_SEQ: usize = 0x300;
+    /// Transparent mode: [`super::addr_flags`].
+    pub const TP_FLAGS: usize = 0x304;
+    /// Transparent mode: the regular interface's MAC, bytes 0-3 and 4-5 (little-endian).
+    pub const TP_MAC_LO: usize = 0x308;
+    /// See [`TP_MAC_LO`].
+    pub const TP_MAC_HI: usize = 0x30c;
+    /// Transparent mode: the IPv4 address, 4 bytes in network order.
+    pub const TP_V4: usize = 0x310;
+    /// Transparent mode: the IPv6 address, 16 bytes in network order.
+    pub const TP_V6: usize = 0x314;
+}
+
+/// Which addresses a transparent block carries (its `TP_FLAGS` word).
+pub mod addr_flags {
+    /// The MAC and IPv4 address are valid.
+    pub const V4: u32 = 1 << 0;
+    /// The MAC and IPv6 address are valid.
+    pub const V6: u32 = 1 << 1;
 }
 
 /// Feature bits in a control block's `features` word.
@@ -69,6 +98,101 @@ pub mod feature {
     /// The peer accepts segmentation-offload frames (descriptor `gso_type`, `gso_size`,
     /// `hdr_len`), up to 64 KiB.
     pub const GSO: u32 = 1 << 2;
+    /// Transparent mode: the peer publishes the addresses of one regular interface
+    /// ([`super::Addrs`]) and takes frames for them through the rings.
+    pub const TRANSPARENT: u32 = 1 << 3;
+}
+
+/// The addresses of a peer's regular interface, published in its control block for
+/// transparent mode: frames for these go through the rings instead of that interface.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct Addrs {
+    /// The interface's MAC address.
+    pub mac: [u8; 6],
+    /// Its first IPv4 address, if any.
+    pub v4: Option<[u8; 4]>,
+    /// Its first global IPv6 address, if any.
+    pub v6: Option<[u8; 16]>,
+}
+
+impl Addrs {
+    /// Whether there is no IP address to route by.
+    pub fn is_empty(&self) -> bool {
+        self.v4.is_none() && self.v6.is_none()
+    }
+
+    /// These addresses with every one a peer must not claim removed: a MAC that is zero or
+    /// multicast removes everything; an IPv4 address that is 0.0.0.0/8, loopback, multicast,
+    /// reserved or broadcast, and an IPv6 address that is unspecified, loopback, multicast,
+    /// link-local or IPv4-mapped, are dropped. What is left can only ever steer our own
+    /// frames, never anybody else's.
+    pub fn sanitized(self) -> Addrs {
+        if self.mac == [0; 6] || self.mac[0] & 1 != 0 {
+            return Addrs::default();
+        }
+        let v4 = self.v4.filter(|a| !matches!(a[0], 0 | 127 | 224..=255));
+        let v6 = self.v6.filter(|a| {
+            let zero_prefix = a[..10].iter().all(|&b| b == 0);
+            let mapped = zero_prefix && a[10] == 0xff && a[11] == 0xff;
+            let unspec_or_loop = a[..15].iter().all(|&b| b == 0) && a[15] <= 1;
+            let multicast = a[0] == 0xff;
+            let link_local = a[0] == 0xfe && a[1] & 0xc0 == 0x80;
+            !(mapped || unspec_or_loop || multicast || link_local)
+        });
+        Addrs {
+            mac: self.mac,
+            v4,
+            v6,
+        }
+        .nonempty_or_default()
+    }
+
+    fn nonempty_or_default(self) -> Addrs {
+        if self.is_empty() {
+            Addrs::default()
+        } else {
+            self
+        }
+    }
+
+    /// Whether `self` and `other` claim an address in common (MAC, IPv4 or IPv6).
+    pub fn overlaps(&self, other: &Addrs) -> bool {
+        (!self.is_empty() && !other.is_empty() && self.mac == other.mac)
+            || (self.v4.is_some() && self.v4 == other.v4)
+            || (self.v6.is_some() && self.v6 == other.v6)
+    }
+}
+
+/// Reads peer `j`'s transparent block, once, as a sequence-lock reader: `None` when `j` does
+/// not announce [`feature::TRANSPARENT`], has never published, is rewriting the block, or
+/// published nothing usable (see [`Addrs::sanitized`]).
+pub fn read_addrs<R: Region + ?Sized>(r: &R, g: &Geometry, j: u32) -> Option<Addrs> {
+    let base = g.ctrl_offset(j).ok()?;
+    if r.load(base + ctrl::FEATURES).ok()? & feature::TRANSPARENT == 0 {
+        return None;
+    }
+    let seq = r.load(base + ctrl::TP_SEQ).ok()?;
+    if seq == 0 || seq & 1 != 0 {
+        return None;
+    }
+    let flags = r.load(base + ctrl::TP_FLAGS).ok()?;
+    let lo = r.load(base + ctrl::TP_MAC_LO).ok()?.to_le_bytes();
+    let hi = r.load(base + ctrl::TP_MAC_HI).ok()?.to_le_bytes();
+    let v4 = r.load(base + ctrl::TP_V4).ok()?.to_le_bytes();
+    let mut v6 = [0u8; 16];
+    for (k, chunk) in v6.chunks_exact_mut(4).enumerate() {
+        chunk.copy_from_slice(&r.load(base + ctrl::TP_V6 + 4 * k).ok()?.to_le_bytes());
+    }
+    if r.load(base + ctrl::TP_SEQ).ok()? != seq {
+        return None;
+    }
+    let a = Addrs {
+        mac: [lo[0], lo[1], lo[2], lo[3], hi[0], hi[1]],
+        v4: (flags & addr_flags::V4 != 0).then_some(v4),
+        v6: (flags & addr_flags::V6 != 0).then_some(v6),
+    }
+    .sanitized();
+    (!a.is_empty()).then_some(a)
 }
 
 /// A peer that has not changed its heartbeat for this long is treated as gone.
@@ -138,6 +262,32 @@ pub struct Own {
     doorbell_id: u32,
     epochs: [u32; MAX_PEERS as usize],
     acks: [u32; MAX_PEERS as usize],
+    tp_seq: u32,
+    /// The addresses last published with [`Own::publish_addrs`].
+    tp_addrs: Addrs,
+}
+
+/// The words of a transparent-mode address block but its sequence word, as
+/// (offset in the control block, value).
+fn addr_words(a: &Addrs) -> [(usize, u32); 8] {
+    let flags = if a.v4.is_some() { addr_flags::V4 } else { 0 }
+        | if a.v6.is_some() { addr_flags::V6 } else { 0 };
+    let (m, v4, v6) = (a.mac, a.v4.unwrap_or_default(), a.v6.unwrap_or_default());
+    let v6w =
+        |k: usize| u32::from_le_bytes([v6[4 * k], v6[4 * k + 1], v6[4 * k + 2], v6[4 * k + 3]]);
+    [
+        (ctrl::TP_FLAGS, flags),
+        (
+            ctrl::TP_MAC_LO,
+            u32::from_le_bytes([m[0], m[1], m[2], m[3]]),
+        ),
+        (ctrl::TP_MAC_HI, u32::from_le_bytes([m[4], m[5], 0, 0])),
+        (ctrl::TP_V4, u32::from_le_bytes(v4)),
+        (ctrl::TP_V6, v6w(0)),
+        (ctrl::TP_V6 + 4, v6w(1)),
+        (ctrl::TP_V6 + 8, v6w(2)),
+        (ctrl::TP_V6 + 12, v6w(3)),
+    ]
 }
 
 impl Own {
@@ -158,6 +308,8 @@ impl Own {
             doorbell_id: 0,
             epochs: [0; MAX_PEERS as usize],
             acks: [0; MAX_PEERS as usize],
+            tp_seq: 0,
+            tp_addrs: Addrs::default(),
         })
     }
 
@@ -191,6 +343,9 @@ impl Own {
         r.store(self.base + ctrl::MAC_HI, self.mac[1])?;
         self.set_mtu(r, mtu)?;
         self.set_features(r, 0)?;
+        // A previous incarnation's addresses are not ours: start with none published.
+        self.tp_seq = r.load(self.base + ctrl::TP_SEQ)?;
+        self.publish_addrs(r, &Addrs::default())?;
         self.heartbeat = r.load(self.base + ctrl::HEARTBEAT)?;
         self.beat(r)
     }
@@ -211,6 +366,24 @@ impl Own {
     pub fn set_doorbell_id<R: Region + ?Sized>(&mut self, r: &R, id: u32) -> Result<(), Error> {
         self.doorbell_id = id;
         r.store(self.base + ctrl::DOORBELL_ID, id)
+    }
+
+    /// Publishes the addresses of our regular interface for transparent mode (none: an empty
+    /// [`Addrs`]), as the sequence-lock writer described in the module documentation.
+    pub fn publish_addrs<R: Region + ?Sized>(&mut self, r: &R, a: &Addrs) -> Result<(), Error> {
+        self.tp_addrs = *a;
+        // Odd: readers ignore the block until it is even again.
+        self.tp_seq = self.tp_seq.wrapping_add(1) | 1;
+        r.store(self.base + ctrl::TP_SEQ, self.tp_seq)?;
+        for (off, val) in addr_words(a) {
+            r.store(self.base + off, val)?;
+        }
+        // Even and never 0 again: the block is consistent.
+        self.tp_seq = match self.tp_seq.wrapping_add(1) {
+            0 => 2,
+            n => n,
+        };
+        r.store(self.base + ctrl::TP_SEQ, self.tp_seq)
     }
 
     /// Publishes a new MTU.
@@ -257,8 +430,18 @@ impl Own {
     /// Puts back every word of the block that no longer holds what we last wrote there
     /// (another peer scribbled on it) and returns how many did not. Each word is read once.
     /// The heartbeat is left alone: peers only watch it move, and the next beat rewrites it.
-    pub fn repair<R: Region + ?Sized>(&self, r: &R) -> Result<u32, Error> {
-        let mut fixed = 0;
+    /// A damaged address block is published again whole (a new sequence number), so that no
+    /// reader can take a mix of old and new words for consistent.
+    pub fn repair<R: Region + ?Sized>(&mut self, r: &R) -> Result<u32, Error> {
+        let mut addr_fixed = u32::from(r.load(self.base + ctrl::TP_SEQ)? != self.tp_seq);
+        for (off, val) in addr_words(&self.tp_addrs) {
+            addr_fixed += u32::from(r.load(self.base + off)? != val);
+        }
+        if addr_fixed != 0 {
+            let a = self.tp_addrs;
+            self.publish_addrs(r, &a)?;
+        }
+        let mut fixed = addr_fixed;
         let mut check = |off: usize, val: u32| -> Result<(), Error> {
             if r.load(self.base + off)? != val {
                 r.store(self.base + off, val)?;

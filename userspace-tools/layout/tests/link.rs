@@ -291,3 +291,116 @@ fn scribbled_control_block_is_repaired_and_the_link_recovers() {
     assert_eq!(view.mac, [2, 0, 0, 0, 0, 2]);
     assert_eq!((view.mtu, view.features), (1500, 0));
 }
+
+fn addrs(mac0: u8, v4: [u8; 4]) -> Addrs {
+    Addrs {
+        mac: [0x52, 0x54, 0, 0, 0, mac0],
+        v4: Some(v4),
+        v6: Some([0xfd, 0x94, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, mac0]),
+    }
+}
+
+#[test]
+fn transparent_addresses_round_trip_only_with_the_feature() {
+    let (r, g) = setup(2);
+    let mut own = Own::new(&g, 1).unwrap();
+    own.attach(&r, [2, 0, 0, 0, 0, 1], 1500).unwrap();
+    let a = addrs(2, [10, 94, 0, 2]);
+    own.publish_addrs(&r, &a).unwrap();
+    // Without the feature bit the block is ignored.
+    assert_eq!(read_addrs(&r, &g, 1), None);
+    own.set_features(&r, feature::TRANSPARENT).unwrap();
+    assert_eq!(read_addrs(&r, &g, 1), Some(a));
+    // Withdrawn: nothing to route by.
+    own.publish_addrs(&r, &Addrs::default()).unwrap();
+    assert_eq!(read_addrs(&r, &g, 1), None);
+    // A fresh attach withdraws what an earlier incarnation published.
+    own.publish_addrs(&r, &a).unwrap();
+    let mut again = Own::new(&g, 1).unwrap();
+    again.attach(&r, [2, 0, 0, 0, 0, 1], 1500).unwrap();
+    own.set_features(&r, feature::TRANSPARENT).unwrap();
+    assert_eq!(read_addrs(&r, &g, 1), None);
+}
+
+#[test]
+fn transparent_block_being_rewritten_is_not_read() {
+    let (r, g) = setup(2);
+    let mut own = Own::new(&g, 0).unwrap();
+    own.attach(&r, [2, 0, 0, 0, 0, 1], 1500).unwrap();
+    own.set_features(&r, feature::TRANSPARENT).unwrap();
+    own.publish_addrs(&r, &addrs(1, [10, 94, 0, 1])).unwrap();
+    let base = g.ctrl_offset(0).unwrap();
+    let seq = r.load(base + ctrl::TP_SEQ).unwrap();
+    r.store(base + ctrl::TP_SEQ, seq | 1).unwrap();
+    assert_eq!(read_addrs(&r, &g, 0), None);
+    r.store(base + ctrl::TP_SEQ, seq).unwrap();
+    assert!(read_addrs(&r, &g, 0).is_some());
+}
+
+#[test]
+fn hostile_transparent_addresses_are_refused() {
+    let good = addrs(1, [10, 94, 0, 1]);
+    assert_eq!(good.sanitized(), good);
+    for v4 in [
+        [0, 0, 0, 0],
+        [127, 0, 0, 1],
+        [224, 0, 0, 1],
+        [255, 255, 255, 255],
+        [240, 1, 2, 3],
+    ] {
+        let a = Addrs {
+            v4: Some(v4),
+            v6: None,
+            ..good
+        };
+        assert!(a.sanitized().is_empty(), "{v4:?} accepted");
+    }
+    let mut loopback = [0u8; 16];
+    loopback[15] = 1;
+    let mut mapped = [0u8; 16];
+    mapped[10] = 0xff;
+    mapped[11] = 0xff;
+    mapped[12] = 10;
+    let mut link_local = [0u8; 16];
+    link_local[0] = 0xfe;
+    link_local[1] = 0x80;
+    let mut multicast = [0u8; 16];
+    multicast[0] = 0xff;
+    for v6 in [[0u8; 16], loopback, mapped, link_local, multicast] {
+        let a = Addrs {
+            v4: None,
+            v6: Some(v6),
+            ..good
+        };
+        assert!(a.sanitized().is_empty(), "{v6:?} accepted");
+    }
+    // A zero or multicast MAC voids the whole block.
+    assert!(Addrs {
+        mac: [0; 6],
+        ..good
+    }
+    .sanitized()
+    .is_empty());
+    assert!(Addrs {
+        mac: [1, 0, 0x5e, 0, 0, 1],
+        ..good
+    }
+    .sanitized()
+    .is_empty());
+    // Overlap: any address in common.
+    let other = addrs(2, [10, 94, 0, 2]);
+    assert!(!good.overlaps(&other));
+    assert!(good.overlaps(&Addrs {
+        v4: Some([10, 94, 0, 1]),
+        ..other
+    }));
+    assert!(good.overlaps(&Addrs {
+        mac: good.mac,
+        ..other
+    }));
+    assert!(good.overlaps(&Addrs {
+        v6: good.v6,
+        v4: None,
+        ..other
+    }));
+}

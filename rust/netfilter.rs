@@ -1,0 +1,178 @@
+// SPDX-License-Identifier: GPL-2.0
+
+//! Netfilter hooks, for transparent mode: a hook at `NF_INET_POST_ROUTING` sees every IPv4
+//! and IPv6 packet after routing chose its output device, and may take it (`NF_STOLEN`).
+//!
+//! [`Hooks`] registers a set of hooks on the initial network namespace and unregisters them
+//! on drop, waiting for any hook still running. The callback trampoline lives with the
+//! object the hook is for (see `net::Registration::add_post_routing_hooks`), since only that
+//! object knows what the hook's private pointer is.
+
+use super::bindings;
+use core::ptr::NonNull;
+use kernel::{prelude::*, types::Opaque};
+
+/// `NFPROTO_IPV4` (uapi `linux/netfilter.h`, stable).
+const NFPROTO_IPV4: u8 = 2;
+/// `NFPROTO_IPV6` (uapi, stable).
+const NFPROTO_IPV6: u8 = 10;
+/// `NF_INET_POST_ROUTING` (uapi `enum nf_inet_hooks`, stable).
+pub(crate) const NF_INET_POST_ROUTING: u32 = 4;
+/// `NF_ACCEPT` (uapi, stable).
+pub(crate) const NF_ACCEPT: u32 = 1;
+/// `NF_STOLEN` (uapi, stable): the hook took the packet (and freed it).
+pub(crate) const NF_STOLEN: u32 = 2;
+/// `NF_IP_PRI_LAST` / `NF_IP6_PRI_LAST`: after every other hook (firewall rules included).
+pub(crate) const PRI_LAST: i32 = i32::MAX;
+
+/// The protocol family a hook runs for.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Proto {
+    /// `NFPROTO_IPV4`.
+    Ipv4,
+    /// `NFPROTO_IPV6`.
+    Ipv6,
+}
+
+impl Proto {
+    fn raw(self) -> u8 {
+        match self {
+            Proto::Ipv4 => NFPROTO_IPV4,
+            Proto::Ipv6 => NFPROTO_IPV6,
+        }
+    }
+}
+
+/// What a hook decided about a packet.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Verdict {
+    /// Let it go on its way (`NF_ACCEPT`).
+    Accept,
+    /// The hook delivered it elsewhere: it is freed as consumed and the stack forgets it
+    /// (`NF_STOLEN`).
+    Consumed,
+}
+
+/// The state a hook is called with (`struct nf_hook_state`).
+///
+/// # Invariants
+///
+/// Only handed out by reference for the duration of a hook call, during which the state and
+/// its devices are valid.
+#[repr(transparent)]
+pub struct State(Opaque<bindings::nf_hook_state>);
+
+impl State {
+    /// # Safety
+    ///
+    /// `ptr` must be the state of a running hook call, valid for `'a`.
+    pub(crate) unsafe fn from_raw<'a>(ptr: *const bindings::nf_hook_state) -> &'a Self {
+        // CAST: `State` is `repr(transparent)` over `Opaque<nf_hook_state>`.
+        // SAFETY: valid for `'a` (caller).
+        unsafe { &*ptr.cast() }
+    }
+
+    fn as_raw(&self) -> *const bindings::nf_hook_state {
+        self.0.get()
+    }
+
+    /// The protocol family, if one of ours.
+    pub fn proto(&self) -> Option<Proto> {
+        // SAFETY: valid by the type invariant.
+        match unsafe { bindings::ivnet_nf_state_pf(self.as_raw()) } {
+            NFPROTO_IPV4 => Some(Proto::Ipv4),
+            NFPROTO_IPV6 => Some(Proto::Ipv6),
+            _ => None,
+        }
+    }
+
+    /// The output device's ifindex (0 if there is none).
+    pub fn out_ifindex(&self) -> i32 {
+        // SAFETY: valid by the type invariant; `out` is NULL or valid during the call.
+        unsafe { bindings::ivnet_nf_state_out_ifindex(self.as_raw()) }
+    }
+
+    /// The output device's MTU (0 if there is none).
+    pub fn out_mtu(&self) -> u32 {
+        // SAFETY: as in `out_ifindex`.
+        unsafe { bindings::ivnet_nf_state_out_mtu(self.as_raw()) }
+    }
+}
+
+/// The C signature of a hook.
+///
+/// # Safety
+///
+/// Called by the netfilter core only, with the private pointer it was registered with, a
+/// valid `sk_buff` and a valid state.
+pub(crate) type HookFn = unsafe extern "C" fn(
+    *mut core::ffi::c_void,
+    *mut bindings::sk_buff,
+    *const bindings::nf_hook_state,
+) -> u32;
+
+/// Registered hooks; unregistered on drop.
+///
+/// # Invariants
+///
+/// Every pointer in `ops` was returned by `ivnet_nf_register` and is registered.
+pub struct Hooks {
+    ops: KVec<NonNull<bindings::nf_hook_ops>>,
+}
+
+impl Hooks {
+    /// Registers `hook` with private pointer `data` at `hooknum`, priority `priority`, for
+    /// each protocol in `protos`. All or nothing: on failure those already registered are
+    /// unregistered again.
+    ///
+    /// # Safety
+    ///
+    /// `hook` called with `data` must be sound from the moment of registration until the
+    /// returned value is dropped (in softirq or process context, with an `sk_buff` it may take
+    /// only by returning `NF_STOLEN`).
+    pub(crate) unsafe fn register(
+        hook: HookFn,
+        data: *mut core::ffi::c_void,
+        protos: &[Proto],
+        hooknum: u32,
+        priority: i32,
+    ) -> Result<Self> {
+        let mut hooks = Hooks {
+            ops: KVec::with_capacity(protos.len(), GFP_KERNEL)?,
+        };
+        for p in protos {
+            let mut err = 0;
+            // SAFETY: `hook` and `data` are fine to call until unregistered (caller); the
+            // function allocates the ops itself; `err` is a local.
+            let ops = unsafe {
+                bindings::ivnet_nf_register(Some(hook), data, p.raw(), hooknum, priority, &mut err)
+            };
+            let Some(ops) = NonNull::new(ops) else {
+                // `hooks` drops here and unregisters what was registered.
+                return Err(Error::from_errno(err));
+            };
+            // INVARIANT: registered just above. The push cannot fail: capacity reserved.
+            if hooks.ops.push(ops, GFP_KERNEL).is_err() {
+                // SAFETY: registered above and not kept anywhere else.
+                unsafe { bindings::ivnet_nf_unregister(ops.as_ptr()) };
+                return Err(ENOMEM);
+            }
+        }
+        Ok(hooks)
+    }
+}
+
+impl Drop for Hooks {
+    fn drop(&mut self) {
+        for ops in self.ops.iter() {
+            // SAFETY: registered by the type invariant; `ivnet_nf_unregister` waits for hook
+            // calls still running (`synchronize_net`) and frees the ops.
+            unsafe { bindings::ivnet_nf_unregister(ops.as_ptr()) };
+        }
+    }
+}
+
+// SAFETY: the ops are only used by the netfilter core and our `Drop`, from any thread.
+unsafe impl Send for Hooks {}
+// SAFETY: `&Hooks` exposes nothing.
+unsafe impl Sync for Hooks {}
