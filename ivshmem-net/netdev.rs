@@ -29,6 +29,7 @@
 //! the ring in question.
 
 use crate::ext::{
+    errno::eopnotsupp,
     io::IoMem,
     net::{self, Device, Driver, Hook, Napi, Offload, RingParam, SkBuff, Stats64, Xmit},
     netfilter::{self, Proto},
@@ -1673,6 +1674,20 @@ impl Driver for Net {
             tx_max: slots,
             tx: slots,
         }
+    }
+
+    fn set_ringparam(&self, want: RingParam) -> core::result::Result<(), (Error, &'static CStr)> {
+        let slots = self.geometry.ring_slots;
+        if want.rx == slots && want.tx == slots {
+            return Ok(());
+        }
+        Err((
+            eopnotsupp(),
+            c_str!(
+                "ivshmem-net: the ring size is fixed by the shared region's layout (its size \
+                 and max_peers, the same for every guest on it)"
+            ),
+        ))
     }
 }
 

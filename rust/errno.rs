@@ -9,3 +9,9 @@ use kernel::error::Error;
 pub fn eproto() -> Error {
     Error::from_errno(-(bindings::EPROTO as i32))
 }
+
+/// `EOPNOTSUPP`: the operation is not supported (ethtool prints it as such; `ENOTSUPP` is
+/// kernel-internal and shows as "Unknown error 524").
+pub fn eopnotsupp() -> Error {
+    Error::from_errno(-(bindings::EOPNOTSUPP as i32))
+}

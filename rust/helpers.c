@@ -44,6 +44,13 @@ void ivnet_netdev_setup(struct net_device *dev, struct device *parent,
 	dev->mtu = mtu;
 }
 
+void ivnet_extack_msg(struct netlink_ext_ack *extack, const char *msg)
+{
+	/* NL_SET_ERR_MSG wants a literal; the caller's message is static too. */
+	if (extack)
+		extack->_msg = msg;
+}
+
 unsigned int ivnet_netdev_mtu(const struct net_device *dev)
 {
 	return READ_ONCE(dev->mtu);

@@ -23,6 +23,7 @@ bool ivnet_pci_msix_enabled(const struct pci_dev *pdev);
 void ivnet_netdev_setup(struct net_device *dev, struct device *parent,
 			const struct net_device_ops *ops, const struct ethtool_ops *ethtool_ops,
 			unsigned int min_mtu, unsigned int max_mtu, unsigned int mtu);
+void ivnet_extack_msg(struct netlink_ext_ack *extack, const char *msg);
 unsigned int ivnet_netdev_mtu(const struct net_device *dev);
 void ivnet_netdev_set_mtu(struct net_device *dev, unsigned int mtu);
 const unsigned char *ivnet_netdev_addr(const struct net_device *dev);

@@ -458,6 +458,9 @@ pub trait Driver: Send + Sync + Sized + 'static {
     fn stat_values(&self, values: &mut [u64]);
     /// `ethtool -g`.
     fn ringparam(&self) -> RingParam;
+    /// `ethtool -G`: resize the rings to `want` (the `*_max` fields are ignored). The error
+    /// carries a message for the user (netlink extended ack).
+    fn set_ringparam(&self, want: RingParam) -> core::result::Result<(), (Error, &'static CStr)>;
     /// The device's interrupt fired (hard interrupt context; only if [`Config::irq`] was
     /// set). Returns whether it was ours (a shared INTx line may belong to others).
     fn interrupt(&self, dev: &Device) -> bool;
@@ -667,6 +670,53 @@ impl<T: Driver> Adapter<T> {
 
     /// # Safety
     ///
+    /// As `open`; `ring` is valid for reads, `extack` null or valid for writes.
+    unsafe extern "C" fn set_ringparam(
+        dev: *mut bindings::net_device,
+        ring: *mut bindings::ethtool_ringparam,
+        _kring: *mut bindings::kernel_ethtool_ringparam,
+        extack: *mut bindings::netlink_ext_ack,
+    ) -> i32 {
+        // SAFETY: by the function's safety requirement.
+        let (_, data) = unsafe { Self::data(dev) };
+        // SAFETY: `ring` is valid for reads (caller).
+        let want = unsafe {
+            RingParam {
+                rx_max: 0,
+                rx: (*ring).rx_pending,
+                tx_max: 0,
+                tx: (*ring).tx_pending,
+            }
+        };
+        match data.set_ringparam(want) {
+            Ok(()) => 0,
+            Err((e, msg)) => {
+                // SAFETY: `extack` is null or valid (caller); `msg` is `'static`, as the
+                // extended ack keeps the pointer.
+                unsafe { bindings::ivnet_extack_msg(extack, msg.as_char_ptr()) };
+                e.to_errno()
+            }
+        }
+    }
+
+    /// # Safety
+    ///
+    /// As `open`; `ch` is valid for writes.
+    unsafe extern "C" fn get_channels(
+        _dev: *mut bindings::net_device,
+        ch: *mut bindings::ethtool_channels,
+    ) {
+        // One queue pair, served by one NAPI context and one interrupt.
+        // SAFETY: `ch` is valid for writes (caller), and all-zero is a valid value.
+        unsafe {
+            core::ptr::write_bytes(ch, 0, 1);
+            (*ch).max_combined = 1;
+            (*ch).combined_count = 1;
+        }
+    }
+
+    /// # Safety
+    ///
     /// Called by NAPI for the context added in `Registration::new`.
     unsafe extern "C" fn poll(napi: *mut bindings::napi_struct, budget: i32) -> i32 {
         // CAST: the NAPI context is the first field of the `repr(C)` `Private<T>`.
@@ -789,6 +839,8 @@ impl<T: Driver> Adapter<T> {
         ops.get_strings = Some(Self::get_strings);
         ops.get_ethtool_stats = Some(Self::get_ethtool_stats);
         ops.get_ringparam = Some(Self::get_ringparam);
+        ops.set_ringparam = Some(Self::set_ringparam);
+        ops.get_channels = Some(Self::get_channels);
         ops
     };
 }

@@ -532,6 +532,19 @@ done
                   "descriptor slots per ring, got %s:\n%s" % (n.name, ring_slots, vals, r.out))
             check(ring_slots and ring_slots & (ring_slots - 1) == 0,
                   "ring slots %d not a power of two" % ring_slots)
+            # One queue pair; the ring size cannot change at runtime, and says why.
+            r = n.run("%s -l %s" % (ETHTOOL, IFACE), timeout=30, check=True)
+            check(re.findall(r"^Combined:\s+(\d+)$", r.out, re.M) == ["1", "1"],
+                  "%s: ethtool -l should show 1 combined channel (max and current):\n%s"
+                  % (n.name, r.out))
+            r = n.run("%s -G %s rx %d tx %d" % (ETHTOOL, IFACE, ring_slots // 2, ring_slots // 2),
+                      timeout=30)
+            check(r.rc != 0 and "fixed by the shared region's layout" in r.out,
+                  "%s: ethtool -G should fail with the reason: rc %d:\n%s" % (n.name, r.rc, r.out))
+            info = n.link_info()
+            check(info.get("parentbus") == "pci" and info.get("parentdev") == n.pci,
+                  "%s: ip -d link should name the PCI device %s: %s"
+                  % (n.name, n.pci, {k: info.get(k) for k in ("parentbus", "parentdev")}))
 
             rows = n.stats()
             names = [k for k, _ in rows]

@@ -167,7 +167,10 @@ class Guest:
                "qemu-system-x86_64", "-accel", c.accel, "-m", str(self.mem_mb), "-smp", "1",
                "-nodefaults", "-no-user-config", "-display", "none", "-no-reboot",
                "-kernel", str(c.kernel), "-initrd", str(c.initrd),
-               "-append", "console=ttyS0 ivnet.name=%s panic=-1 quiet loglevel=6 %s"
+               # tsc=reliable: on a busy host the clocksource watchdog often finds TCG's TSC
+               # "skewed" against jiffies and drops it; the guest clock then ticks in 1 ms
+               # steps, which voids every latency figure. QEMU's TCG TSC follows the host clock.
+               "-append", "console=ttyS0 ivnet.name=%s panic=-1 quiet loglevel=6 tsc=reliable %s"
                % (self.name, self.cmdline),
                "-chardev", "file,id=con,path=%s" % self.log, "-serial", "chardev:con",
                "-chardev", "socket,id=agent,path=%s,server=on,wait=off" % self.sock_path,
@@ -214,8 +217,12 @@ class Guest:
     def _connect(self, deadline):
         while time.time() < deadline:
             if self.proc.poll() is not None:
-                raise AgentError("%s: QEMU exited with %s: %s" % (
-                    self.name, self.proc.returncode, self.qemu_stderr()))
+                try:
+                    console = Path(self.log).read_text(errors="replace")[-1500:]
+                except OSError:
+                    console = ""
+                raise AgentError("%s: QEMU exited with %s: %s\nconsole:\n%s" % (
+                    self.name, self.proc.returncode, self.qemu_stderr(), console))
             try:
                 s = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
                 s.connect(str(self.sock_path))
