@@ -91,11 +91,13 @@ module-debug: kernel-debug
 	@$(MAKE) --no-print-directory -C build/debug/src module-build KDIR=$(TOP)/build/guest-debug/kdir
 	@cp build/debug/src/build/ivshmem_net.ko build/debug/ivshmem_net.ko
 
-# The VM tests on the debug kernel: any KASAN, lockdep, atomic-sleep or list/object report
+# The VM tests on the debug kernel (guests may live 2 h: 1 GiB each way under KASAN takes
+# over half an hour): any KASAN, lockdep, atomic-sleep or list/object report
 # in a guest console fails the test that was running.
 test-reliability: deps
 	@$(MAKE) --no-print-directory tools initramfs-debug
-	@IVNET_RELIABILITY=full $(PYTHON) test-vm/run-tests.py --suite vm --kernel debug
+	@IVNET_RELIABILITY=full IVNET_QEMU_LIMIT=$${IVNET_QEMU_LIMIT:-7200} \
+	    $(PYTHON) test-vm/run-tests.py --suite vm --kernel debug
 
 initramfs-debug: module-debug guest-tools
 	@test-vm/mkinitramfs.sh build/debug/initramfs.cpio.gz build/debug/ivshmem_net.ko $(GUEST_RR)
