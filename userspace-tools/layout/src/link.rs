@@ -196,7 +196,7 @@ pub fn read_addrs<R: Region + ?Sized>(r: &R, g: &Geometry, j: u32) -> Option<Add
 }
 
 /// A peer that has not changed its heartbeat for this long is treated as gone.
-pub const HEARTBEAT_TIMEOUT_MS: u64 = 800;
+pub const HEARTBEAT_TIMEOUT_MS: u64 = 700;
 
 /// A peer's state as published in its control block.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
