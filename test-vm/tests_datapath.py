@@ -292,7 +292,7 @@ def tcp_transfers(pairs, nbytes, timeout):
     returns each sender's elapsed seconds."""
     ports = [next(_ports) for _ in pairs]
     for (_src, dst), port in zip(pairs, ports):
-        _tcp_receiver(dst, port, timeout)
+        tcp_receiver(dst, port, timeout + 60)
     results = {}
 
     def send(g):
@@ -304,8 +304,10 @@ def tcp_transfers(pairs, nbytes, timeout):
             for i, (src, dst) in enumerate(pairs)]
 
 
-def _tcp_receiver(dst, port, timeout):
-    p = "/tmp/tcprx%d" % port
+def tcp_receiver(dst, port, nc_timeout, prefix="/tmp/tcprx"):
+    """A receiver on `dst`: nc -l on `port` (for at most `nc_timeout` s) into sha256sum and
+    wc -c, and a done-file when finished; returns when it listens, with the files' prefix."""
+    p = "%s%d" % (prefix, port)
     dst.run("""
 rm -f {p}.*; mkfifo {p}.hold {p}.cnt
 (
@@ -321,7 +323,8 @@ while [ $i -lt 200 ]; do
     usleep 50000; i=$((i + 1))
 done
 echo "receiver never listened on {port}"; cat {p}.log; exit 1
-""".format(p=p, port=port, t=timeout + 60), timeout=60, check=True)
+""".format(p=p, port=port, t=nc_timeout), timeout=60, check=True)
+    return p
 
 
 def _tcp_sender(src, dst, port, nbytes, timeout):

@@ -10,7 +10,7 @@ import time
 import vm
 from vm import check, no_splats
 from bench import Netns
-from tests_datapath import IP, NOW_MS
+from tests_datapath import IP, NOW_MS, tcp_receiver
 
 KO = "/lib/modules/ivshmem_net.ko"
 ETH = {"tpA": "10.96.0.1", "tpB": "10.96.0.2"}
@@ -69,25 +69,8 @@ done""".format(ip=ip), timeout=60)
 
 
 def listen(g, port, timeout):
-    """A receiver on `g`: nc -l on `port` into sha256sum and wc -c, done-file when finished."""
-    p = "/tmp/tprx%d" % port
-    g.run("""
-rm -f {p}.*; mkfifo {p}.hold {p}.cnt
-(
-    exec 7<>{p}.hold
-    wc -c < {p}.cnt > {p}.bytes &
-    timeout {t} nc -l -p {port} <&7 | tee {p}.cnt | sha256sum > {p}.sum
-    wait
-    echo done > {p}.done
-) </dev/null >{p}.log 2>&1 &
-i=0
-while [ $i -lt 200 ]; do
-    netstat -ltn 2>/dev/null | grep -q ':{port} ' && exit 0
-    usleep 50000; i=$((i + 1))
-done
-echo "never listened on {port}"; exit 1
-""".format(p=p, port=port, t=timeout), timeout=60, check=True)
-    return p
+    """A receiver on `g` (see `tests_datapath.tcp_receiver`); returns its files' prefix."""
+    return tcp_receiver(g, port, timeout, prefix="/tmp/tprx")
 
 
 def send_background(g, ip, port, chunks, pause_us, timeout):
