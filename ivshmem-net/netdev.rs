@@ -75,6 +75,11 @@ const AUDIT_MS: u32 = 1000;
 /// it), or one in `Run` that has not yet acknowledged our epoch (a kick may have been lost, or
 /// it slept through a restart).
 const REKICK_MS: u64 = 500;
+/// Doorbell mode: frames that have waited this long (ms) without the peer consuming any get
+/// the peer kicked again, well before [`link::HEARTBEAT_TIMEOUT_MS`] declares it dead. An
+/// interrupt can be lost (a peer's MSI-X vector masked while it resets its device, a server
+/// restarting); this turns such a loss into a short delay instead of a link reset.
+const WAKE_AGAIN_MS: u64 = 200;
 /// No doorbell id known for a peer.
 const NO_DOORBELL: u32 = u32::MAX;
 /// `VIRTIO_NET_HDR_F_NEEDS_CSUM`: the checksum at `csum_start + csum_offset` is to be filled.
@@ -964,12 +969,12 @@ impl Net {
         more
     }
 
-    /// Doorbell mode liveness of `j`: frames we sent it have waited unconsumed for longer
-    /// than the heartbeat timeout. Also says whether any are in flight (keep watching).
-    fn stalled(&self, j: u32, now: u64) -> (bool, bool) {
+    /// Doorbell mode liveness of `j`: how long (ms) the oldest frames we sent it have waited
+    /// while it consumed none, or `None` when nothing is in flight.
+    fn waiting_ms(&self, j: u32, now: u64) -> Option<u64> {
         let mut tx = self.tx.lock();
         let Some(Some(p)) = tx.peers.get_mut(j as usize) else {
-            return (false, false);
+            return None;
         };
         let n = p.prod.in_flight(&self.shm).unwrap_or(0);
         let cons = p.prod.published().wrapping_sub(n);
@@ -977,8 +982,7 @@ impl Net {
             p.last_cons = cons;
             p.cons_change_ms = now;
         }
-        let stalled = n > 0 && now.saturating_sub(p.cons_change_ms) > link::HEARTBEAT_TIMEOUT_MS;
-        (stalled, n > 0)
+        (n > 0).then(|| now.saturating_sub(p.cons_change_ms))
     }
 
     /// Resets our halves of the rings with `j` (producer to it, consumer from it). The link
@@ -1116,12 +1120,14 @@ impl Net {
         else {
             return (false, false);
         };
-        let (liveness, in_flight) = if self.irq == Irq::None {
-            (Liveness::Heartbeat, false)
+        let (liveness, waiting) = if self.irq == Irq::None {
+            (Liveness::Heartbeat, None)
         } else {
-            let (stalled, in_flight) = self.stalled(j, now);
-            (Liveness::Progress { stalled }, in_flight)
+            let waiting = self.waiting_ms(j, now);
+            let stalled = waiting.is_some_and(|ms| ms > link::HEARTBEAT_TIMEOUT_MS);
+            (Liveness::Progress { stalled }, waiting)
         };
+        let in_flight = waiting.is_some();
         let Some(link) = ctl.links.get_mut(j as usize) else {
             return (false, false);
         };
@@ -1218,6 +1224,15 @@ impl Net {
             && view.state == Some(PeerState::Run)
             && ctl.own.epoch(&self.shm, j).is_ok_and(|e| e != view.ack);
         let suspicious = unanswered || mismatch || ctl.garbage & bit(j) != 0;
+        if up && waiting.is_some_and(|ms| ms >= WAKE_AGAIN_MS) {
+            if let Some(last) = ctl.rekick_ms.get_mut(j as usize) {
+                if now.saturating_sub(*last) >= WAKE_AGAIN_MS {
+                    *last = now;
+                    self.stats.global.doorbells_repeated.inc();
+                    self.kick(j);
+                }
+            }
+        }
         if suspicious {
             if let Some(last) = ctl.rekick_ms.get_mut(j as usize) {
                 if now.saturating_sub(*last) >= REKICK_MS {

@@ -59,6 +59,8 @@ pub(crate) struct Global {
     pub(crate) doorbells_received: Counter,
     /// Doorbell mode: publications that needed no interrupt (the other side was awake).
     pub(crate) kicks_suppressed: Counter,
+    /// Doorbell mode: kicks repeated because frames waited unconsumed (a lost interrupt).
+    pub(crate) doorbells_repeated: Counter,
     /// Words of our control block, the region header or our slot that someone else
     /// overwrote, restored by us.
     pub(crate) region_repairs: Counter,
@@ -109,6 +111,7 @@ const GLOBAL: &[Field<Global>] = &[
     ("doorbells_sent", |s| &s.doorbells_sent),
     ("doorbells_received", |s| &s.doorbells_received),
     ("kicks_suppressed", |s| &s.kicks_suppressed),
+    ("doorbells_repeated", |s| &s.doorbells_repeated),
     ("region_repairs", |s| &s.region_repairs),
     ("transparent_tx_packets", |s| &s.transparent_tx_packets),
     ("transparent_rx_packets", |s| &s.transparent_rx_packets),

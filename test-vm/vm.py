@@ -412,8 +412,30 @@ class Cluster:
         self.start()
         return self
 
-    def __exit__(self, *exc):
+    def __exit__(self, etype, err, tb):
+        if err is not None and type(err).__name__ in ("Failed", "AgentError") and err.args:
+            diag = self.diagnostics()
+            if diag:
+                err.args = ("%s\n%s" % (err.args[0], diag),) + tuple(err.args[1:])
         self.close()
+
+    def diagnostics(self):
+        """What a failed test's guests say about ivshmem-net: the driver's last log lines and
+        its nonzero counters, from each guest still answering (a few seconds each at most)."""
+        out = []
+        script = ("dmesg | grep -E 'ivshm|ivshmem_net' | tail -n 12; "
+                  "ethtool -S ivshm0 2>/dev/null | grep -vE ': 0$|statistics' | tr -s ' ' | "
+                  "tr '\\n' ' '")
+        for g in self.guests:
+            if g.proc is None or g.proc.poll() is not None:
+                continue
+            try:
+                r = g.run(script, timeout=8)
+            except Exception as e:  # a wedged or dead agent: say so and go on
+                out.append("--- %s: no diagnostics (%s)" % (g.name, str(e).splitlines()[0][:100]))
+                continue
+            out.append("--- %s (driver log, nonzero counters):\n%s" % (g.name, r.out.strip()[-2500:]))
+        return "\n".join(out)
 
     def __getitem__(self, i):
         if isinstance(i, str):
