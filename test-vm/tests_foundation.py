@@ -110,9 +110,11 @@ def test_interrupted_harness_leaves_nothing_behind():
     import time
     script = (
         "import sys, time; sys.path.insert(0, %r); import vm\n"
+        "vm.DEFAULT_KERNEL, vm.DEFAULT_INITRD, vm.DEFAULT_MEM_MB = %r, %r, %r\n"
         "c = vm.Cluster(['gX', 'gY']); c.start()\n"
         "print(c.tag, flush=True)\n"
-        "time.sleep(600)\n" % str(vm.TOP / "test-vm"))
+        "time.sleep(600)\n" % (str(vm.TOP / "test-vm"), vm.DEFAULT_KERNEL and str(vm.DEFAULT_KERNEL),
+                                vm.DEFAULT_INITRD and str(vm.DEFAULT_INITRD), vm.DEFAULT_MEM_MB))
     p = subprocess.Popen([sys.executable, "-c", script], stdout=subprocess.PIPE, text=True)
     try:
         tag = p.stdout.readline().strip()
