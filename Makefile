@@ -8,6 +8,7 @@
 #   make test     everything above, then the userspace and in-guest tests
 #   make demo     two guests with the driver bound, one reading what the other wrote
 #   make bench    ivshmem-net vs virtio-net vs loopback in guests, and ring-bench on the host
+#   make bench-profile  the same with perf sampling both guests: where the time goes
 #   make install  build/ivshmem_net.ko into $(DESTDIR)/lib/modules/<release>/updates, depmod
 #   make dkms-install   the sources into /usr/src/ivshmem-net-<version>, then `dkms install`
 #   make clean    remove build products (the kernel cache stays)
@@ -41,12 +42,13 @@ CARGO ?= cargo
 
 DEBIAN_PACKAGES := linux-source-6.12 rustc-web rust-web-src clang lld llvm libclang-dev \
 	flex bison bc libelf-dev libssl-dev cpio kmod gzip xz-utils make \
-	qemu-system-x86 busybox-static iproute2 ethtool iperf3 pciutils python3 libc6-dev rsync dkms
+	qemu-system-x86 busybox-static iproute2 ethtool iperf3 pciutils python3 libc6-dev rsync dkms \
+	linux-perf
 # Installed without their Recommends: dkms's would pull in Debian's own 6.1 kernel headers.
 DEBIAN_NO_RECOMMENDS := dkms
 
 .PHONY: all deps kernel module module-build tools guest-tools initramfs test test-host test-vm \
-	demo bench bench-smoke clean kernel-debug module-debug initramfs-debug test-reliability \
+	demo bench bench-profile bench-smoke clean kernel-debug module-debug initramfs-debug test-reliability \
 	install dkms-source dkms-install FORCE
 
 all: module tools
@@ -166,6 +168,13 @@ demo: deps
 bench: deps
 	@$(MAKE) --no-print-directory module tools initramfs
 	@$(PYTHON) test-vm/bench.py
+
+# The same run with perf sampling both guests during each measurement: where the time goes.
+bench-profile: deps
+	@$(MAKE) --no-print-directory module tools guest-tools
+	@test-vm/mkinitramfs.sh build/bench-profile/initramfs.cpio.gz build/ivshmem_net.ko $(GUEST_RR) perf
+	@$(PYTHON) test-vm/bench.py --profile --initrd build/bench-profile/initramfs.cpio.gz \
+	    --out build/bench-profile
 
 bench-smoke: module tools initramfs
 	@$(PYTHON) test-vm/bench.py --smoke

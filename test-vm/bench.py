@@ -22,10 +22,14 @@ measured in the same run, not as absolute numbers.
 
 Writes bench/results/<timestamp>.{json,md,png} (or --out DIR).
 
-    bench.py [--smoke] [--out DIR]
+    bench.py [--smoke] [--out DIR] [--profile]
 
 --smoke: 1-second iperf3 runs, 300 round trips, ring-bench --quick (about 30 s); used by
 `make test` to check that every path works and yields numbers, not to measure.
+--profile (`make bench-profile`, needs an initramfs with perf): both guests are sampled with
+`perf record -a -e cpu-clock` during every guest measurement, and the hottest symbols of
+each go into the JSON and the markdown. Sampling costs guest CPU: figures from such a run
+are for finding where the time goes, not for the table.
 """
 
 import argparse
@@ -47,6 +51,9 @@ PATHS = ["ivshmem-doorbell", "ivshmem-polling", "virtio-net", "loopback", "trans
 BASE = "virtio-net"
 RR_PORT = 7878
 T0 = time.time()
+# --profile: sample both guests during each measurement (see the module doc).
+PROFILE = False
+PROFILE_TOP = 25
 
 
 def say(msg):
@@ -138,9 +145,39 @@ def qemu_ticks(pids):
 HZ = os.sysconf("SC_CLK_TCK")
 
 
-def measure(client, server, cmd, timeout):
+def perf_start(guests, seconds):
+    """--profile: starts a system-wide cpu-clock sampling in each guest, in the background."""
+    for g in guests:
+        g.run("rm -f /tmp/perf.data; (perf record -a -e cpu-clock -F 1000 -o /tmp/perf.data "
+              "-- sleep %d >/tmp/perf.log 2>&1 &)" % seconds, timeout=20, check=True)
+
+
+def perf_report(guests):
+    """--profile: waits for each guest's sampling to end; returns {guest: [(percent, symbol
+    [module])...]} with the hottest symbols."""
+    prof = {}
+    for g in guests:
+        r = g.run("while pidof perf >/dev/null; do sleep 0.2; done; "
+                  "perf report -i /tmp/perf.data --stdio --no-children --sort sym,dso "
+                  "--percent-limit 0.5 2>/dev/null | grep -v '^#' | grep -v '^$' | head -n %d"
+                  % PROFILE_TOP, timeout=120)
+        rows = []
+        for line in r.out.splitlines():
+            m = re.match(r"\s*([\d.]+)%\s+\[[.kK]\]\s+(\S+)\s+(\S+)", line)
+            if m:
+                rows.append((float(m.group(1)), m.group(2), m.group(3)))
+        prof[g.name] = rows
+    return prof
+
+
+def measure(client, server, cmd, timeout, prof=None):
     """Runs `cmd` in `client`; returns (stdout, client CPU %, server CPU % or None, host CPU %
-    of the client's and the server's QEMU processes (all threads: vCPU and I/O))."""
+    of the client's and the server's QEMU processes (all threads: vCPU and I/O)). With
+    --profile, `prof` (a dict) receives both guests' hottest symbols during the run."""
+    guests = [client] + ([server] if server else [])
+    if PROFILE and prof is not None:
+        m = re.search(r"-t (\d+)", cmd)
+        perf_start(guests, int(m.group(1)) if m else 5)
     s0 = server.run("head -1 /proc/stat", check=True).out if server else None
     pids = [qemu_pid(client)] + ([qemu_pid(server)] if server else [])
     h0, w0 = qemu_ticks(pids), time.time()
@@ -152,6 +189,8 @@ def measure(client, server, cmd, timeout):
     host = [round(100.0 * (b - a) / HZ / (w1 - w0), 1) if a is not None and b is not None else None
             for a, b in zip(h0, h1)] + [None]
     s1 = server.run("head -1 /proc/stat", check=True).out if server else None
+    if PROFILE and prof is not None:
+        prof.update(perf_report(guests))
     if r.rc != 0:
         raise vm.AgentError("%s: `%s` failed (rc=%d): %s" % (client.name, cmd, r.rc, r.out[-1500:]))
     head, out = r.out.split("@@OUTPUT\n", 1)
@@ -176,17 +215,23 @@ def run_path(name, client, server, ip, plan, only=("tcp1", "tcp4", "udp64", "rr1
         if key not in only:
             continue
         say("%s: TCP %d stream%s (iperf3 %s)" % (name, streams, "s" * (streams > 1), t))
-        out, cc, sc, hc = measure(client, server, "iperf3 -c %s %s -P %d -J" % (ip, t, streams), 120)
+        prof = {}
+        out, cc, sc, hc = measure(client, server, "iperf3 -c %s %s -P %d -J" % (ip, t, streams), 120,
+                                  prof)
         j = json.loads(out)
         rx = j["end"]["sum_received"]
         res[key] = {"gbit_s": rx["bits_per_second"] / 1e9, "seconds": rx["seconds"],
                     "bytes": rx["bytes"], "retransmits": j["end"]["sum_sent"].get("retransmits"),
                     "cpu_client_pct": cc, "cpu_server_pct": sc, **hc}
+        if prof:
+            res[key]["profile"] = prof
         say("%s: TCP %d: %.3f Gbit/s (%s)" % (name, streams, res[key]["gbit_s"], cpu_str(res[key])))
     if "udp64" not in only:
         return run_rr(name, client, server, ip, plan, res)
     say("%s: UDP 64-byte datagrams, full offered rate (iperf3 %s)" % (name, plan["udp_t"]))
-    out, cc, sc, hc = measure(client, server, "iperf3 -c %s -u -l 64 -b 0 %s -J" % (ip, plan["udp_t"]), 120)
+    prof = {}
+    out, cc, sc, hc = measure(client, server, "iperf3 -c %s -u -l 64 -b 0 %s -J" % (ip, plan["udp_t"]), 120,
+                              prof)
     j = json.loads(out)
     # The receiver's view (iperf3 3.12 reports it to the client as sum_received).
     s = j["end"].get("sum_received") or j["end"]["sum"]
@@ -197,6 +242,8 @@ def run_path(name, client, server, ip, plan, only=("tcp1", "tcp4", "udp64", "rr1
                     "rx_pps": received / s["seconds"] if s["seconds"] > 0 else 0.0,
                     "tx_pps": sent["packets"] / sent["seconds"] if sent["seconds"] > 0 else 0.0,
                     "cpu_client_pct": cc, "cpu_server_pct": sc, **hc}
+    if prof:
+        res["udp64"]["profile"] = prof
     say("%s: UDP 64 B: %.0f packets/s received, %.1f %% lost (%s)"
         % (name, res["udp64"]["rx_pps"], res["udp64"]["loss_pct"], cpu_str(res["udp64"])))
     return run_rr(name, client, server, ip, plan, res)
@@ -387,6 +434,19 @@ def markdown(doc):
         lines.append("| %s | %d | %s | %s |" % (l["transport"], l["round_trips"],
                                                 fmt(l["p50_us"]), fmt(l["p99_us"])))
     lines.append("")
+    profiled = [(p, k, res[p][k]["profile"]) for p in PATHS if p in res
+                for k in ("tcp1", "tcp4", "udp64") if "profile" in res[p].get(k, {})]
+    if profiled:
+        lines += ["## Where the guests' time went (--profile: perf record -a -e cpu-clock)", "",
+                  "Share of each guest's samples per symbol, hottest first; the client sends, "
+                  "the server receives. Sampling itself costs guest CPU, so this run's figures "
+                  "above are lower than a plain run's.", ""]
+        for p, k, prof in profiled:
+            for g, rows in prof.items():
+                top = ", ".join("%s %.1f%%" % (sym + ("" if dso == "[kernel.kallsyms]" else " " + dso), pct)
+                                for pct, sym, dso in rows[:12])
+                lines.append("- %s %s, %s: %s" % (p, k, g, top or "(no samples)"))
+        lines.append("")
     return "\n".join(lines)
 
 
@@ -536,7 +596,11 @@ def main():
     ap.add_argument("--smoke", action="store_true", help="a short run (~30 s) that checks every path works")
     ap.add_argument("--out", default=None, help="results directory [bench/results; smoke: build/bench-smoke]")
     ap.add_argument("--initrd", default=None, help="guest initramfs [build/initramfs.cpio.gz]")
+    ap.add_argument("--profile", action="store_true",
+                    help="sample both guests with perf during each measurement (initrd with perf)")
     args = ap.parse_args()
+    global PROFILE
+    PROFILE = args.profile
     smoke = args.smoke
     out_dir = Path(args.out) if args.out else (vm.BUILD / "bench-smoke" if smoke else vm.TOP / "bench" / "results")
     if smoke:
