@@ -1190,27 +1190,19 @@ impl Net {
                 } else {
                     self.link_down(j);
                 }
-                let (why, counter, global) = match reason {
-                    DownReason::Left => (
-                        "left",
-                        &self.stats.peer(j).resets,
-                        &self.stats.global.peer_resets,
-                    ),
-                    DownReason::Restarted => (
-                        "restarted",
-                        &self.stats.peer(j).resets,
-                        &self.stats.global.peer_resets,
-                    ),
-                    DownReason::Garbage => (
-                        "garbage",
-                        &self.stats.peer(j).resets,
-                        &self.stats.global.peer_resets,
-                    ),
-                    DownReason::Silent => (
-                        "silent",
+                let why = match reason {
+                    DownReason::Left => "left",
+                    DownReason::Restarted => "restarted",
+                    DownReason::Garbage => "garbage",
+                    DownReason::Silent => "silent",
+                };
+                let (counter, global) = if reason == DownReason::Silent {
+                    (
                         &self.stats.peer(j).heartbeat_losses,
                         &self.stats.global.heartbeat_losses,
-                    ),
+                    )
+                } else {
+                    (&self.stats.peer(j).resets, &self.stats.global.peer_resets)
                 };
                 counter.inc();
                 global.inc();
