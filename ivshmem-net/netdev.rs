@@ -63,7 +63,7 @@ pub(crate) const DEFAULT_MTU: u32 = 1500;
 const PUBLISH_EVERY: u32 = 16;
 /// In doorbell mode, how often the timer looks at links while something is pending (a
 /// handshake, frames in flight, a stopped queue); it is not armed at all when all is quiet.
-const WATCH_MS: u32 = 100;
+const WATCH_MS: u32 = 50;
 /// In doorbell mode, how often the timer audits the region while something is wrong but
 /// nothing needs watching closely (no carrier, or a peer whose control block is garbage or
 /// does not answer): it repairs what someone overwrote and wakes the peers concerned, which may
@@ -244,6 +244,9 @@ struct Ctl {
     rekick_ms: [u64; MAX_PEERS as usize],
     /// Transparent mode: what we last published of our regular interface.
     tp_published: Addrs,
+    /// A peer went away or came back with another MAC: the stack's neighbour entries through
+    /// us may name a MAC nobody owns (flushed after housekeeping, outside this lock).
+    neigh_stale: bool,
 }
 
 /// Transparent mode: the peers whose regular addresses we send to through the rings, under
@@ -491,6 +494,7 @@ impl Net {
                     mismatch_logged: 0,
                     garbage: 0,
                     rekick_ms: [0; MAX_PEERS as usize],
+                    neigh_stale: false,
                     tp_published: Addrs::default(),
                 },
                 "ivshmem_net::ctl"
@@ -1160,6 +1164,9 @@ impl Net {
                 link.up = true;
                 let mut tx = self.tx.lock();
                 if let Some(Some(p)) = tx.peers.get_mut(j as usize) {
+                    if p.mac != view.mac && p.mac != [0; 6] {
+                        ctl.neigh_stale = true;
+                    }
                     p.mac = view.mac;
                     p.mtu = view.mtu;
                     p.features = view.features;
@@ -1176,6 +1183,8 @@ impl Net {
             }
             Action::Down(reason) => {
                 link.up = false;
+                // Gone, or nothing it published can be trusted: its MAC may never come back.
+                ctl.neigh_stale |= reason != DownReason::Restarted;
                 if matches!(reason, DownReason::Garbage | DownReason::Silent) {
                     // Nothing the peer published can be trusted, or it stopped answering:
                     // start the link afresh (our halves reset, so nothing we sent counts as
@@ -1423,6 +1432,11 @@ impl Net {
             dev.carrier_on();
         } else if !any_up && dev.carrier_ok() {
             dev.carrier_off();
+        }
+        let stale = core::mem::take(&mut ctl.neigh_stale);
+        drop(ctl);
+        if stale {
+            dev.neigh_flush();
         }
         if watch || dev.queue_stopped() {
             Some(WATCH_MS)

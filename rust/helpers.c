@@ -7,7 +7,9 @@
 #include <linux/netfilter.h>
 #include <linux/virtio_net.h>
 #include <net/addrconf.h>
+#include <net/arp.h>
 #include <net/if_inet6.h>
+#include <net/ndisc.h>
 #include <net/net_namespace.h>
 
 #include "helpers.h"
@@ -30,6 +32,15 @@ unsigned long ivnet_pci_resource_flags(struct pci_dev *pdev, int bar)
 const char *ivnet_pci_name(const struct pci_dev *pdev)
 {
 	return pci_name(pdev);
+}
+
+void ivnet_neigh_flush(struct net_device *dev)
+{
+	/* What a change of the device's own address does: forget every ARP and NDP entry. */
+	neigh_changeaddr(&arp_tbl, dev);
+#if IS_ENABLED(CONFIG_IPV6)
+	neigh_changeaddr(&nd_tbl, dev);
+#endif
 }
 
 void ivnet_netdev_setup(struct net_device *dev, struct device *parent,

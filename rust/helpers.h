@@ -28,6 +28,7 @@ unsigned int ivnet_netdev_mtu(const struct net_device *dev);
 void ivnet_netdev_set_mtu(struct net_device *dev, unsigned int mtu);
 const unsigned char *ivnet_netdev_addr(const struct net_device *dev);
 const char *ivnet_netdev_name(const struct net_device *dev);
+void ivnet_neigh_flush(struct net_device *dev);
 
 unsigned int ivnet_skb_len(const struct sk_buff *skb);
 unsigned char *ivnet_skb_data(const struct sk_buff *skb);

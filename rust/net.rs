@@ -52,6 +52,16 @@ impl Device {
         unsafe { bindings::netif_carrier_off(self.as_raw()) }
     }
 
+    /// Forgets every ARP and NDP entry through this device (`neigh_changeaddr`), for when a
+    /// station behind it went away and its MAC with it: the next packet to its address asks
+    /// again instead of going to a MAC nobody owns until the entry ages out (tens of seconds).
+    /// Takes the neighbour tables' locks with bottom halves disabled: call it with none of the
+    /// driver's locks held.
+    pub fn neigh_flush(&self) {
+        // SAFETY: valid by the type invariant; the helper only takes the tables' own locks.
+        unsafe { bindings::ivnet_neigh_flush(self.as_raw()) }
+    }
+
     /// Whether the carrier is on.
     pub fn carrier_ok(&self) -> bool {
         // SAFETY: as in `carrier_on`.
