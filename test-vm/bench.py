@@ -52,6 +52,7 @@ BASE = "virtio-net"
 RR_PORT = 7878
 # net.core.busy_read / busy_poll for the busy-polling request/response figure, in us.
 BUSY_POLL_US = 200
+RR_SERVER = "(ivnet-rr server --port %d </dev/null >/tmp/rr.log 2>&1 &)" % RR_PORT
 T0 = time.time()
 # --profile: sample both guests during each measurement (see the module doc).
 PROFILE = False
@@ -256,16 +257,26 @@ def run_rr(name, client, server, ip, plan, res):
     if server is not None:
         # The same with socket busy polling on both sides (what a latency-minded user sets):
         # a blocked receive spins on the device's NAPI poll for up to BUSY_POLL_US instead of
-        # waiting for an interrupt. Loopback has no NAPI, so it has no such figure.
+        # waiting for an interrupt. Loopback has no NAPI, so it has no such figure. A socket
+        # takes the setting when it is created (accepted ones from their listener), so the
+        # echo server restarts after each change.
         busy = "sysctl -w net.core.busy_read=%d net.core.busy_poll=%d >/dev/null"
         for g in (client, server):
             g.run(busy % (BUSY_POLL_US, BUSY_POLL_US), check=True)
+        restart_rr_server(server)
         try:
             rr_once(name + " (busy polling)", client, server, ip, plan, res, "rr1_busy")
         finally:
             for g in (client, server):
                 g.run(busy % (0, 0), check=True)
+            restart_rr_server(server)
     return res
+
+
+def restart_rr_server(g):
+    g.run("killall ivnet-rr 2>/dev/null; sleep 0.2; rm -f /tmp/rr.log; " + RR_SERVER +
+          "; for i in $(seq 100); do grep -q listening /tmp/rr.log 2>/dev/null && exit 0; "
+          "sleep 0.1; done; exit 1", check=True)
 
 
 def rr_once(name, client, server, ip, plan, res, key):
@@ -284,8 +295,7 @@ def setup_guest(g, ivip, ethip=None):
     if ethip:
         script += (" && ip link show eth0 >/dev/null && ip addr add %s/24 dev eth0 && "
                    "ip link set eth0 up" % ethip)
-    script += (" && iperf3 -s -D --logfile /tmp/iperf3.log && "
-               "(ivnet-rr server --port %d </dev/null >/tmp/rr.log 2>&1 &)" % RR_PORT)
+    script += " && iperf3 -s -D --logfile /tmp/iperf3.log && " + RR_SERVER
     g.run(script, check=True)
 
 
