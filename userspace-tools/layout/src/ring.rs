@@ -335,6 +335,11 @@ pub struct Producer {
     published_idx: u32,
     published_bytes: u32,
     reserved: Option<Reserved>,
+    /// The consumer's `cons_idx` and `cons_bytes` as [`Producer::reserve`] last read and
+    /// checked them: while they leave room, it does not read the consumer's words again (the
+    /// room they show can only be less than the real one).
+    seen_idx: u32,
+    seen_bytes: u32,
 }
 
 impl Producer {
@@ -348,6 +353,8 @@ impl Producer {
             published_idx: 0,
             published_bytes: 0,
             reserved: None,
+            seen_idx: 0,
+            seen_bytes: 0,
         })
     }
 
@@ -378,6 +385,8 @@ impl Producer {
         self.published_idx = idx;
         self.published_bytes = bytes;
         self.reserved = None;
+        self.seen_idx = idx;
+        self.seen_bytes = bytes;
         r.store(self.ring.word(off::PROD_EVENT), idx)?;
         r.store(self.ring.word(off::PROD_BYTES), bytes)?;
         r.store(self.ring.word(off::PROD_IDX), idx)
@@ -399,6 +408,12 @@ impl Producer {
         // space it gave back happen before we overwrite it.
         let cons_idx = r.load(self.ring.word(off::CONS_IDX))?;
         let cons_bytes = r.load(self.ring.word(off::CONS_BYTES))?;
+        self.free_from(cons_idx, cons_bytes)
+    }
+
+    /// What is free if the consumer is at `cons_idx` and `cons_bytes`, or
+    /// [`Error::Corrupt`] if it cannot be there.
+    fn free_from(&self, cons_idx: u32, cons_bytes: u32) -> Result<Free, Error> {
         // The consumer can only be in [committed - slots, published]; `unpublished` is at most
         // `slots` because `reserve` never hands out more.
         let unpublished = self.idx.wrapping_sub(self.published_idx);
@@ -480,11 +495,22 @@ impl Producer {
     /// [`Error::Corrupt`] if the consumer's published indices are impossible.
     pub fn reserve<R: Region + ?Sized>(&mut self, r: &R, len: u32) -> Result<Option<usize>, Error> {
         self.check_len(len)?;
-        let free = self.free(r)?;
         let (pos, end) = self.ring.place(self.bytes, len);
         // `end - bytes` is at most `2 * data_len - FRAME_ALIGN`, no wrap: `len <= data_len / 2`.
-        if free.slots == 0 || end.wrapping_sub(self.bytes) > free.bytes {
-            return Ok(None);
+        let fits = |free: Free| free.slots > 0 && end.wrapping_sub(self.bytes) <= free.bytes;
+        // The consumer only moves forward: what our last reading of it leaves free is free.
+        if !self
+            .free_from(self.seen_idx, self.seen_bytes)
+            .is_ok_and(fits)
+        {
+            let cons_idx = r.load(self.ring.word(off::CONS_IDX))?;
+            let cons_bytes = r.load(self.ring.word(off::CONS_BYTES))?;
+            let free = self.free_from(cons_idx, cons_bytes)?;
+            self.seen_idx = cons_idx;
+            self.seen_bytes = cons_bytes;
+            if !fits(free) {
+                return Ok(None);
+            }
         }
         self.reserved = Some(Reserved { pos, len, end });
         Ok(Some(self.ring.data(pos)))
@@ -558,6 +584,12 @@ pub struct Consumer {
     bytes: u32,
     /// `cons_idx` as last published.
     published_idx: u32,
+    /// The producer's `prod_idx` and `prod_bytes` as we last read and checked them. Frames
+    /// below this index are taken from these copies without looking at the producer's words
+    /// again, which it rewrites with every publication: reading them once per batch instead of
+    /// once per frame keeps that cache line from bouncing between the two sides.
+    seen_idx: u32,
+    seen_bytes: u32,
 }
 
 impl Consumer {
@@ -569,6 +601,8 @@ impl Consumer {
             idx: 0,
             bytes: 0,
             published_idx: 0,
+            seen_idx: 0,
+            seen_bytes: 0,
         })
     }
 
@@ -596,6 +630,8 @@ impl Consumer {
         self.idx = idx;
         self.bytes = bytes;
         self.published_idx = idx;
+        self.seen_idx = idx;
+        self.seen_bytes = bytes;
         r.store(self.ring.word(off::CONS_EVENT), idx)?;
         r.store(self.ring.word(off::CONS_BYTES), bytes)?;
         r.store(self.ring.word(off::CONS_IDX), idx)
@@ -632,18 +668,25 @@ impl Consumer {
     /// [`Error::Corrupt`] if `prod_idx`, `prod_bytes` or the descriptor are impossible; the ring
     /// is then unusable until both sides reset it.
     pub fn peek<R: Region + ?Sized>(&mut self, r: &R) -> Result<Option<Desc>, Error> {
-        if self.available(r)? == 0 {
-            return Ok(None);
+        if self.seen_idx == self.idx {
+            // Everything we knew of is consumed: read the producer's words again.
+            let avail = self.available(r)?;
+            if avail == 0 {
+                return Ok(None);
+            }
+            // Acquire, after `prod_idx`: at least the value published with it.
+            let prod_bytes = r.load(self.ring.word(off::PROD_BYTES))?;
+            if prod_bytes.wrapping_sub(self.bytes) > self.ring.data_len {
+                return Err(Error::Corrupt(Corrupt::ProdBytes));
+            }
+            self.seen_idx = self.idx.wrapping_add(avail);
+            self.seen_bytes = prod_bytes;
         }
         let mut raw = [0u8; DESC_LEN as usize];
         r.read(self.ring.desc(self.idx), &mut raw)?;
         let d = Desc::decode(&raw);
-        // Acquire, after `prod_idx`: at least the value published with it.
-        let prod_bytes = r.load(self.ring.word(off::PROD_BYTES))?;
-        let published = prod_bytes.wrapping_sub(self.bytes);
-        if published > self.ring.data_len {
-            return Err(Error::Corrupt(Corrupt::ProdBytes));
-        }
+        // At most `data_len` (checked when read; `bytes` only moves towards `seen_bytes`).
+        let published = self.seen_bytes.wrapping_sub(self.bytes);
         if d.len == 0 || d.len > self.ring.max_frame() {
             return Err(Error::Corrupt(Corrupt::DescLen));
         }

@@ -498,11 +498,23 @@ fn impossible_peer_values_are_reported() {
     // Producer side.
     honest(&r, &mut p, &mut c);
     r.store(off::CONS_IDX, 2).unwrap();
-    assert_eq!(p.reserve(&r, 1), corrupt(Corrupt::ConsIdx));
+    assert_eq!(p.fits(&r, 1), corrupt(Corrupt::ConsIdx));
     assert_eq!(p.free_slots(&r), corrupt(Corrupt::ConsIdx));
+    // `reserve` goes by its last checked reading of the consumer while that leaves room, and
+    // reports the corruption as soon as it has to look again.
+    let mut pushed = 0;
+    let err = loop {
+        match push(&mut p, &r, &[7; 64]) {
+            Ok(Some(_)) => pushed += 1,
+            other => break other,
+        }
+        assert!(pushed <= SLOTS, "reserve never looked at the consumer again");
+    };
+    assert_eq!(err, corrupt(Corrupt::ConsIdx), "after {pushed} frames");
+    honest(&r, &mut p, &mut c);
     r.store(off::CONS_IDX, 1).unwrap();
     r.store(off::CONS_BYTES, 192).unwrap();
-    assert_eq!(p.reserve(&r, 1), corrupt(Corrupt::ConsBytes));
+    assert_eq!(p.fits(&r, 1), corrupt(Corrupt::ConsBytes));
     r.store(off::CONS_BYTES, 0u32.wrapping_sub(DATA)).unwrap();
     assert_eq!(p.has_room(&r, 1, 1), corrupt(Corrupt::ConsBytes));
     // A consumer that is behind is fine; one that claims what was not published is not.
