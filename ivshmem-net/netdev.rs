@@ -224,6 +224,8 @@ struct Rx {
     up: u64,
     /// Where the next poll starts, so that one busy peer cannot starve the others.
     next: u32,
+    /// Doorbell mode: we asked every peer not to kick us (someone is busy polling us).
+    quiet: bool,
 }
 
 /// Control state, under the `ctl` lock.
@@ -513,6 +515,7 @@ impl Net {
                     peers: rx_peers,
                     up: 0,
                     next: 0,
+                    quiet: false,
                 },
                 "ivshmem_net::rx"
             ),
@@ -961,6 +964,7 @@ impl Net {
     /// looks again. Returns whether a frame arrived meanwhile (poll again).
     fn arm_rx_events(&self) -> bool {
         let mut rx = self.rx.lock();
+        rx.quiet = false;
         let up = rx.up;
         let mut more = false;
         for j in self.others().filter(|&j| up & bit(j) != 0) {
@@ -971,6 +975,25 @@ impl Net {
             }
         }
         more
+    }
+
+    /// Doorbell mode, while we keep being polled (socket busy polling): asks every peer not
+    /// to kick us, with an event index it cannot reach. The poll that ends the busy polling
+    /// completes NAPI and re-arms the events with [`Net::arm_rx_events`], which looks at the
+    /// rings again after, so no frame is left without a kick.
+    fn quiet_rx_events(&self) {
+        let mut rx = self.rx.lock();
+        if rx.quiet {
+            return;
+        }
+        rx.quiet = true;
+        let up = rx.up;
+        for j in self.others().filter(|&j| up & bit(j) != 0) {
+            if let Some(Some(p)) = rx.peers.get_mut(j as usize) {
+                let never = p.cons.index().wrapping_add(2 * p.cons.ring().slots());
+                let _ = p.cons.set_event(&self.shm, never);
+            }
+        }
     }
 
     /// Doorbell mode liveness of `j`: how long (ms) the oldest frames we sent it have waited
@@ -1574,9 +1597,18 @@ impl Driver for Net {
             self.busy.store(true, Ordering::Relaxed);
         }
         self.tx_wake(dev);
-        if done < budget && napi.complete_done(done) && self.interrupts() && self.arm_rx_events() {
-            // A frame slipped in before the peer could see our event: poll again.
-            dev.napi_schedule();
+        if done < budget {
+            let completed = napi.complete_done(done);
+            if self.interrupts() {
+                if !completed {
+                    // Busy polling (or work noted meanwhile): we will be polled again, so a
+                    // kick would only cost both sides an interrupt.
+                    self.quiet_rx_events();
+                } else if self.arm_rx_events() {
+                    // A frame slipped in before the peer could see our event: poll again.
+                    dev.napi_schedule();
+                }
+            }
         }
         done
     }
