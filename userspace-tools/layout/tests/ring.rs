@@ -508,7 +508,10 @@ fn impossible_peer_values_are_reported() {
             Ok(Some(_)) => pushed += 1,
             other => break other,
         }
-        assert!(pushed <= SLOTS, "reserve never looked at the consumer again");
+        assert!(
+            pushed <= SLOTS,
+            "reserve never looked at the consumer again"
+        );
     };
     assert_eq!(err, corrupt(Corrupt::ConsIdx), "after {pushed} frames");
     honest(&r, &mut p, &mut c);
