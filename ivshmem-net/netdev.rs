@@ -193,6 +193,10 @@ struct TxPeer {
     /// Doorbell mode liveness: the peer's consumer index when it last moved, and when.
     last_cons: u32,
     cons_change_ms: u64,
+    /// Whether frames were in flight when we last looked: frames found in flight after a
+    /// look that found none were published since, and their wait starts now, however long
+    /// ago that look was (the timer may have slept).
+    was_waiting: bool,
 }
 
 /// Transmit state, under the `tx` lock.
@@ -379,7 +383,8 @@ pub(crate) struct Net {
     logs: Logs,
     /// Doorbell mode: when the NAPI poll last looked at the links, in ms.
     last_manage_ms: AtomicU64,
-    /// Doorbell mode: the watch timer is armed (frames in flight are being watched).
+    /// Doorbell mode: the timer is armed to fire within [`WATCH_MS`] (frames in flight are
+    /// being watched); an audit ([`AUDIT_MS`]) does not count.
     watching: AtomicBool,
     /// The interface is up (a copy of `Ctl::running` the interrupt handler can read).
     running: AtomicBool,
@@ -437,6 +442,7 @@ impl Net {
                     ack: 0,
                     last_cons: 0,
                     cons_change_ms: 0,
+                    was_waiting: false,
                 }),
                 GFP_KERNEL,
             )?;
@@ -971,7 +977,8 @@ impl Net {
             if let Some(Some(p)) = rx.peers.get_mut(j as usize) {
                 let idx = p.cons.index();
                 let _ = p.cons.set_event(&self.shm, idx);
-                more |= p.cons.pending(&self.shm).map_or(false, |n| n > 0);
+                // A broken ring also means poll again: the poll counts it and resets the link.
+                more |= p.cons.pending(&self.shm).map_or(true, |n| n > 0);
             }
         }
         more
@@ -1005,10 +1012,11 @@ impl Net {
         };
         let n = p.prod.in_flight(&self.shm).unwrap_or(0);
         let cons = p.prod.published().wrapping_sub(n);
-        if n == 0 || cons != p.last_cons {
-            p.last_cons = cons;
+        if n == 0 || cons != p.last_cons || !p.was_waiting {
             p.cons_change_ms = now;
         }
+        p.last_cons = cons;
+        p.was_waiting = n > 0;
         (n > 0).then(|| now.saturating_sub(p.cons_change_ms))
     }
 
@@ -1453,6 +1461,9 @@ impl Net {
         let any_up = ctl.links.iter().any(|l| l.up);
         if any_up && !dev.carrier_ok() {
             dev.carrier_on();
+            // Address resolutions begun while nobody was there spent their probes on a dead
+            // carrier, and one of them would fail the first frames sent now: start afresh.
+            ctl.neigh_stale = true;
         } else if !any_up && dev.carrier_ok() {
             dev.carrier_off();
         }
@@ -1569,11 +1580,18 @@ impl Driver for Net {
             // Kicks also announce link changes: look at the links, at most once a ms.
             let now = time::now_ms();
             if self.last_manage_ms.swap(now, Ordering::Relaxed) != now {
-                if let Some(ms) = self.housekeeping(dev, now) {
-                    // Something to look at later: make sure the timer will.
-                    if !self.watching.swap(true, Ordering::Relaxed) {
-                        dev.timer_arm(time::ms_to_jiffies(ms));
+                match self.housekeeping(dev, now) {
+                    // Something to watch: make sure the timer looks soon (earlier than an
+                    // audit it may be armed for).
+                    Some(WATCH_MS) => {
+                        if !self.watching.swap(true, Ordering::Relaxed) {
+                            dev.timer_arm(time::ms_to_jiffies(WATCH_MS));
+                        }
                     }
+                    // Something to audit: make sure the timer looks by then, without putting
+                    // off a watch it may be armed for.
+                    Some(ms) => dev.timer_arm_within(time::ms_to_jiffies(ms)),
+                    None => {}
                 }
             }
         }
@@ -1630,7 +1648,8 @@ impl Driver for Net {
             Some(ctl.interval_ms)
         } else {
             // Doorbell mode: all quiet (`None`) sleeps until a peer kicks us.
-            self.watching.store(later.is_some(), Ordering::Relaxed);
+            self.watching
+                .store(later == Some(WATCH_MS), Ordering::Relaxed);
             later
         };
         if running {

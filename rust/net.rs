@@ -158,6 +158,15 @@ impl Device {
         unsafe { bindings::mod_timer(self.timer(), now.wrapping_add(delay.max(1))) };
     }
 
+    /// Makes sure the device's timer fires within `delay` jiffies: arms it if it is idle, brings
+    /// it forward if it is armed for later, leaves it if it fires sooner (`timer_reduce`).
+    pub fn timer_arm_within(&self, delay: usize) {
+        // SAFETY: as in `timer_arm`.
+        let now = unsafe { core::ptr::read_volatile(core::ptr::addr_of!(bindings::jiffies)) };
+        // SAFETY: as in `timer_arm`.
+        unsafe { bindings::timer_reduce(self.timer(), now.wrapping_add(delay.max(1))) };
+    }
+
     /// Cancels the timer and waits for a running callback to finish. May sleep.
     pub fn timer_cancel_sync(&self) {
         // SAFETY: as in `timer_arm`.

@@ -179,7 +179,9 @@ def test_garbage_in_ring_resets_link():
             with open(c.shm_path, "r+b") as f:
                 f.seek(off)
                 f.write(struct.pack("<I", 0x7fff0000))
-            time.sleep(0.5)
+            # In doorbell mode an idle B looks at its rings only when something happens: make
+            # B send a frame A will not answer (an ARP request for nobody) to wake it.
+            b.run("ping -c1 -W1 10.80.0.99", timeout=10)
             if counter(b, "peer%d_bad_desc" % a_id) > bad:
                 break
         check(counter(b, "peer%d_bad_desc" % a_id) == bad + 1,
