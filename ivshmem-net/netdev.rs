@@ -920,7 +920,7 @@ impl Net {
                     TpRx::Deliver(ifindex) => {
                         // Straight to the stack, not through our GRO list: the regular
                         // device is looked up under RCU and must not outlive that.
-                        if skb.receive_on(ifindex).is_ok() {
+                        if skb.receive_on(napi, ifindex).is_ok() {
                             global.transparent_rx_packets.inc();
                         } else {
                             global.transparent_rx_dropped.inc();

@@ -8,6 +8,7 @@
 #include <linux/virtio_net.h>
 #include <net/addrconf.h>
 #include <net/arp.h>
+#include <net/busy_poll.h>
 #include <net/if_inet6.h>
 #include <net/ndisc.h>
 #include <net/net_namespace.h>
@@ -186,7 +187,7 @@ int ivnet_iface_read(const char *name, struct ivnet_iface *out)
 	return 0;
 }
 
-int ivnet_skb_receive_on(struct sk_buff *skb, int ifindex)
+int ivnet_skb_receive_on(struct sk_buff *skb, struct napi_struct *napi, int ifindex)
 {
 	struct net_device *dev;
 
@@ -198,6 +199,8 @@ int ivnet_skb_receive_on(struct sk_buff *skb, int ifindex)
 		return -ENODEV;
 	}
 	skb->protocol = eth_type_trans(skb, dev);
+	/* The socket that gets it learns our NAPI context: busy polling it polls our rings. */
+	skb_mark_napi_id(skb, napi);
 	netif_receive_skb(skb);
 	rcu_read_unlock();
 	return 0;

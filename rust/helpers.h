@@ -50,7 +50,7 @@ struct ivnet_iface {
 	unsigned char v6[16];
 };
 int ivnet_iface_read(const char *name, struct ivnet_iface *out);
-int ivnet_skb_receive_on(struct sk_buff *skb, int ifindex);
+int ivnet_skb_receive_on(struct sk_buff *skb, struct napi_struct *napi, int ifindex);
 struct nf_hook_ops *ivnet_nf_register(nf_hookfn *fn, void *priv, u8 pf, unsigned int hooknum,
 				      int priority, int *err);
 void ivnet_nf_unregister(struct nf_hook_ops *ops);

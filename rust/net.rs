@@ -270,13 +270,17 @@ impl SkBuff {
 
     /// Hands a received Ethernet frame to the stack as if it had arrived on the device with
     /// index `ifindex` in the initial namespace (`eth_type_trans` against that device, then
-    /// `netif_receive_skb`), looked up under RCU now. `ENODEV` (frame freed) if there is no
-    /// such device or it is down. Call from a NAPI poll, after [`SkBuff::set_offload`].
-    pub fn receive_on(self, ifindex: i32) -> Result {
+    /// `netif_receive_skb`), looked up under RCU now, marked with `napi`'s id so that a socket
+    /// busy-polling for it polls `napi`. `ENODEV` (frame freed) if there is no such device or
+    /// it is down. Call from `napi`'s poll, after [`SkBuff::set_offload`].
+    pub fn receive_on(self, napi: &Napi, ifindex: i32) -> Result {
         let p = self.into_raw();
         // SAFETY: we owned `p` and pass it on; the helper frees it on failure; softirq
-        // context (NAPI poll), as `netif_receive_skb` wants.
-        kernel::error::to_result(unsafe { bindings::ivnet_skb_receive_on(p, ifindex) })
+        // context (NAPI poll), as `netif_receive_skb` wants; `napi` is valid by its type
+        // invariant and only its id is read.
+        kernel::error::to_result(unsafe {
+            bindings::ivnet_skb_receive_on(p, napi.as_raw(), ifindex)
+        })
     }
 
     /// Applies offload metadata received with the frame (`virtio_net_hdr_to_skb`), which
