@@ -277,7 +277,7 @@ impl SkBuff {
         let p = self.into_raw();
         // SAFETY: we owned `p` and pass it on; the helper frees it on failure; softirq
         // context (NAPI poll), as `netif_receive_skb` wants; `napi` is valid by its type
-        // invariant and only its id is read.
+        // invariant (added, so its id is set) and only its id is read.
         kernel::error::to_result(unsafe {
             bindings::ivnet_skb_receive_on(p, napi.as_raw(), ifindex)
         })
@@ -349,6 +349,11 @@ pub struct Offload {
 }
 
 /// A NAPI context, inside a poll.
+///
+/// # Invariants
+///
+/// The context is added to its device (it has a NAPI id) and its poll is running: references
+/// are only made by the poll trampoline, for the length of the call.
 #[repr(transparent)]
 pub struct Napi(Opaque<bindings::napi_struct>);
 
@@ -749,6 +754,7 @@ impl<T: Driver> Adapter<T> {
         let (dev, data) = unsafe { Self::data((*napi).dev) };
         // CAST: `Napi` is `repr(transparent)` over `Opaque<napi_struct>`.
         // SAFETY: valid during the poll.
+        // INVARIANT: NAPI polls only contexts it added, and the reference ends with the poll.
         let napi = unsafe { &*private.cast::<Napi>() };
         data.poll(dev, napi, budget.max(0) as u32) as i32
     }
