@@ -314,6 +314,7 @@ def main():
         vm.DEFAULT_KERNEL = vm.BUILD / "guest-debug" / "bzImage"
         vm.DEFAULT_INITRD = vm.BUILD / "debug" / "initramfs.cpio.gz"
         vm.DEFAULT_MEM_MB = 768
+        vm.DEBUG_KERNEL = True
 
     vm_tests = (tests_foundation.TESTS + tests_datapath.TESTS + tests_links.TESTS
                 + tests_reliability.TESTS + tests_transparent.TESTS)

@@ -353,6 +353,9 @@ DEFAULT_INITRD = None
 # Guest memory unless a guest spec names it; the debug kernel needs more (KASAN shadow,
 # kmemleak and lockdep tables).
 DEFAULT_MEM_MB = 256
+# The runner's `--kernel debug`: guests run KASAN, kmemleak and lockdep, several times slower
+# (TCP a few hundred KB/s under TCG); tests that move tens of MiB move less there.
+DEBUG_KERNEL = False
 
 
 class Cluster:
