@@ -273,7 +273,14 @@ class Guest:
         self._connect(deadline)
         # Bytes sent to the port before the host connected are lost, so ask until answered.
         while True:
-            self.sock.sendall(b"@@HELLO\n")
+            try:
+                self.sock.sendall(b"@@HELLO\n")
+            except socket.timeout:
+                # Nobody reads the port yet (a slow boot) and its buffer is full: a torn hello
+                # is only a line the agent ignores, so wait and ask again.
+                if time.time() >= deadline:
+                    raise AgentError("%s: timed out waiting for the agent" % self.name)
+                continue
             try:
                 line = self._readline(min(deadline, time.time() + 0.5))
             except AgentError:
