@@ -150,21 +150,22 @@ impl Device {
         unsafe { core::ptr::addr_of_mut!((*self.private::<()>()).timer) }
     }
 
+    /// The jiffies value `delay` (at least 1) jiffies from now.
+    fn expiry(delay: usize) -> usize {
+        super::time::jiffies().wrapping_add(delay.max(1))
+    }
+
     /// Arms the device's timer to fire `Driver::timer` after `delay` jiffies.
     pub fn timer_arm(&self, delay: usize) {
-        // SAFETY: `jiffies` is a kernel variable read without locks by design.
-        let now = unsafe { core::ptr::read_volatile(core::ptr::addr_of!(bindings::jiffies)) };
         // SAFETY: the timer was set up in `Registration::new` and lives with the device.
-        unsafe { bindings::mod_timer(self.timer(), now.wrapping_add(delay.max(1))) };
+        unsafe { bindings::mod_timer(self.timer(), Self::expiry(delay)) };
     }
 
     /// Makes sure the device's timer fires within `delay` jiffies: arms it if it is idle, brings
     /// it forward if it is armed for later, leaves it if it fires sooner (`timer_reduce`).
     pub fn timer_arm_within(&self, delay: usize) {
         // SAFETY: as in `timer_arm`.
-        let now = unsafe { core::ptr::read_volatile(core::ptr::addr_of!(bindings::jiffies)) };
-        // SAFETY: as in `timer_arm`.
-        unsafe { bindings::timer_reduce(self.timer(), now.wrapping_add(delay.max(1))) };
+        unsafe { bindings::timer_reduce(self.timer(), Self::expiry(delay)) };
     }
 
     /// Cancels the timer and waits for a running callback to finish. May sleep.

@@ -11,13 +11,17 @@ pub fn msleep(ms: u32) {
     unsafe { bindings::msleep(ms) }
 }
 
-/// Milliseconds since boot, from the jiffies clock (monotonic, tick resolution).
-pub fn now_ms() -> u64 {
+/// The jiffies clock now.
+pub fn jiffies() -> usize {
     // SAFETY: `jiffies` is a kernel variable read without locks by design; on 64-bit it is
     // the whole `jiffies_64`.
-    let j = unsafe { core::ptr::read_volatile(core::ptr::addr_of!(bindings::jiffies)) };
+    unsafe { core::ptr::read_volatile(core::ptr::addr_of!(bindings::jiffies)) }
+}
+
+/// Milliseconds since boot, from the jiffies clock (monotonic, tick resolution).
+pub fn now_ms() -> u64 {
     // SAFETY: a pure conversion.
-    unsafe { bindings::jiffies64_to_msecs(j as u64) }
+    unsafe { bindings::jiffies64_to_msecs(jiffies() as u64) }
 }
 
 /// `ms` milliseconds in jiffies, rounded up.

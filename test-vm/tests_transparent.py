@@ -117,8 +117,8 @@ cat {p}.log
 def test_transparent_tcp_over_shm_and_fallback():
     """With transparent=eth0 on both guests: ping (IPv4, IPv6) and 32 MiB (4 on the debug
     kernel) over TCP to the peer's eth0 address go through ivshm0 (its transparent counters
-    rise, eth0's barely move) with the sha256 intact; B's `ip link set ivshm0 down` sends A's traffic to B's eth0
-    address back over virtio-net at once; B up again restores the shared-memory path; a
+    rise, eth0's barely move) with the sha256 intact; B's `ip link set ivshm0 down` sends A's
+    traffic to B's eth0 address back over virtio-net at once; B up again restores the shared-memory path; a
     transfer running while A (the sender) unloads the module finishes with its sha256 intact
     over virtio-net."""
     BIG_MIB, ACROSS_MIB, SLOW = transfer_mib()
@@ -160,8 +160,8 @@ def test_transparent_tcp_over_shm_and_fallback():
             ta = wait_done(a, tx, 120 * SLOW)
             tb = wait_done(b, rx, 60 * SLOW)
             s1a, s1b = stats(a), stats(b)
-            check(ta["rc"] == "0" and tb["bytes"] == str(BIG_MIB << 20) and ta["sum"] == tb["sum"]
-                  and len(ta["sum"]) == 64, "%d MiB over TCP: sent %r, received %r"
+            check(ta["rc"] == "0" and tb["bytes"] == str(BIG_MIB << 20)
+                  and ta["sum"] == tb["sum"] and len(ta["sum"]) == 64, "%d MiB over TCP: sent %r, received %r"
                   % (BIG_MIB, ta, tb))
             t_tx, e_tx = delta(s0a, s1a, "transparent_tx_packets"), delta(s0a, s1a, "eth0_tx_packets")
             e_rx = delta(s0b, s1b, "eth0_rx_packets")
@@ -216,8 +216,8 @@ def test_transparent_tcp_over_shm_and_fallback():
                   "%d until the rmmod returned and %d after it; sha256 %s" % (ACROSS_MIB,
                       delta(s5b, s6b, "transparent_rx_packets"), delta(s5a, s6a, "eth0_tx_packets"),
                       delta(s6a, s7a, "eth0_tx_packets"), ta["sum"][:16]), flush=True)
-            check(ta["rc"] == "0" and tb["bytes"] == str(ACROSS_MIB << 20) and ta["sum"] == tb["sum"]
-                  and len(ta["sum"]) == 64, "%d MiB across rmmod: sent %r, received %r"
+            check(ta["rc"] == "0" and tb["bytes"] == str(ACROSS_MIB << 20)
+                  and ta["sum"] == tb["sum"] and len(ta["sum"]) == 64, "%d MiB across rmmod: sent %r, received %r"
                   % (ACROSS_MIB, ta, tb))
             check(delta(s5b, s6b, "transparent_rx_packets") >= 50,
                   "the transfer did not use shared memory before the rmmod")
