@@ -93,13 +93,14 @@ module-debug: kernel-debug
 	@$(MAKE) --no-print-directory -C build/debug/src module-build KDIR=$(TOP)/build/guest-debug/kdir
 	@cp build/debug/src/build/ivshmem_net.ko build/debug/ivshmem_net.ko
 
-# The VM tests on the debug kernel (guests may live 2 h: 1 GiB each way under KASAN takes
-# over half an hour): any KASAN, lockdep, atomic-sleep or list/object report
-# in a guest console fails the test that was running.
+# The reliability suite (tests_reliability.suite(): hostile peers, crashes, unloads, bad
+# configuration), long forms, on the debug kernel: any KASAN, lockdep, atomic-sleep or
+# list/object report in a guest console fails the test that was running. Guests may live 2 h.
+# Every VM test on the debug kernel: run-tests.py --suite vm --kernel debug (hours here).
 test-reliability: deps
 	@$(MAKE) --no-print-directory tools initramfs-debug
 	@IVNET_RELIABILITY=full IVNET_QEMU_LIMIT=$${IVNET_QEMU_LIMIT:-7200} \
-	    $(PYTHON) test-vm/run-tests.py --suite vm --kernel debug
+	    $(PYTHON) test-vm/run-tests.py --suite reliability --kernel debug
 
 initramfs-debug: module-debug guest-tools
 	@test-vm/mkinitramfs.sh build/debug/initramfs.cpio.gz build/debug/ivshmem_net.ko $(GUEST_RR)
@@ -137,12 +138,14 @@ tools:
 	    [ -f "$$f" ] && [ -x "$$f" ] && cp "$$f" build/bin/ || true; done
 	@echo "tools: built userspace-tools ($$(ls build/bin | wc -l) binaries in build/bin)"
 
-# ivnet-rr for the guest image: static (glibc's libc.a), see its doc comment. --target keeps
-# the flag away from build scripts and gives it its own target directory.
-GUEST_RR := userspace-tools/target/x86_64-unknown-linux-gnu/release/ivnet-rr
+# ivnet-rr (bench latency) and ivnet-stream (checked bulk TCP) for the guest image: static
+# (glibc's libc.a), see ivnet-rr's doc comment. --target keeps the flag away from build scripts
+# and gives it its own target directory.
+GUEST_BIN_DIR := userspace-tools/target/x86_64-unknown-linux-gnu/release
+GUEST_RR := $(GUEST_BIN_DIR)/ivnet-rr $(GUEST_BIN_DIR)/ivnet-stream
 guest-tools:
 	@cd userspace-tools && RUSTFLAGS='-C target-feature=+crt-static' $(CARGO) build --release -q \
-	    -p ivshmem-bench --bin ivnet-rr --target x86_64-unknown-linux-gnu
+	    -p ivshmem-bench --bin ivnet-rr --bin ivnet-stream --target x86_64-unknown-linux-gnu
 
 initramfs: module guest-tools
 	@test-vm/mkinitramfs.sh build/initramfs.cpio.gz build/ivshmem_net.ko $(GUEST_RR)

@@ -6,7 +6,8 @@
 #   mkinitramfs.sh OUT.cpio.gz MODULE.ko [EXTRA_BINARY...]
 #
 # Extra binaries go to /usr/local/bin with their libraries (the Makefile passes the static
-# ivnet-rr, which `make bench` runs in guests; a static binary needs none).
+# ivnet-rr, which `make bench` runs in guests, and ivnet-stream, the checked bulk transfer of
+# the large-transfer tests; a static binary needs none).
 set -euo pipefail
 out=$(realpath -m "$1"); ko=$(realpath "$2"); shift 2
 here=$(cd "$(dirname "$0")" && pwd)

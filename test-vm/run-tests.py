@@ -4,7 +4,11 @@
 suites. Prints PASS/FAIL per test, a summary line per part, and a final
 'N passed, N failed' line; exits non-zero if anything failed.
 
-    run-tests.py [--suite host|cargo|vm|all] [-k SUBSTRING] [--list]
+    run-tests.py [--suite host|cargo|vm|reliability|all] [--kernel guest|debug]
+                 [-k SUBSTRING] [--list]
+
+`reliability` is the VM tests about hostile peers, crashes, unloads and bad configuration
+(tests_reliability.suite()); `make test-reliability` runs it long on the debug kernel.
 """
 
 import argparse
@@ -303,7 +307,7 @@ def run_tests(tests, label, pattern, suffix=""):
 
 def main():
     ap = argparse.ArgumentParser()
-    ap.add_argument("--suite", default="all", choices=["host", "cargo", "vm", "all"])
+    ap.add_argument("--suite", default="all", choices=["host", "cargo", "vm", "reliability", "all"])
     ap.add_argument("-k", dest="pattern", default=None)
     ap.add_argument("--list", action="store_true")
     ap.add_argument("--kernel", choices=["guest", "debug"], default="guest",
@@ -318,6 +322,8 @@ def main():
 
     vm_tests = (tests_foundation.TESTS + tests_datapath.TESTS + tests_links.TESTS
                 + tests_reliability.TESTS + tests_transparent.TESTS)
+    if args.suite == "reliability":
+        vm_tests = tests_reliability.suite()
     if args.list:
         for t in HOST_TESTS + [t for t in vm_tests if "plain" in getattr(t, "modes", ("plain",))] + [
                 test_bench_smoke]:
@@ -335,7 +341,7 @@ def main():
     if args.suite in ("cargo", "all") and not args.pattern:
         p, f = run_cargo_tests()
         total_p, total_f = total_p + p, total_f + f
-    if args.suite in ("vm", "all"):
+    if args.suite in ("vm", "reliability", "all"):
         accel, why = vm.choose_accel(vm.DEFAULT_KERNEL or vm.BUILD / "guest" / "bzImage",
                                      vm.DEFAULT_INITRD or vm.BUILD / "initramfs.cpio.gz")
         print("vm: accelerator %s (%s)" % (accel, why), flush=True)
@@ -354,7 +360,7 @@ def main():
         vm.DEFAULT_DOORBELL = None
         # The benchmark's smoke run (its own guests bA..bD, a netns with a bridge and taps);
         # it measures the normal kernel, so not with --kernel debug.
-        if args.kernel == "guest":
+        if args.kernel == "guest" and args.suite != "reliability":
             p, f, r = run_tests([test_bench_smoke], "bench (smoke)", args.pattern)
             total_p, total_f, report = total_p + p, total_f + f, report + r
 

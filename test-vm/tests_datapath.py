@@ -17,6 +17,7 @@ import json
 import re
 import secrets
 import struct
+import subprocess
 import time
 
 import vm
@@ -368,6 +369,76 @@ cat {p}.log
     print("    info: %s in %.1f s: %.2f MB/s (sha256 %s...)"
           % (what, secs, nbytes / 1e6 / max(secs, 0.001), tx_sum[:16]), flush=True)
     return secs
+
+
+STREAM = vm.BUILD / "bin" / "ivnet-stream"
+
+
+def stream_sum(nbytes, seed):
+    """sha256 of ivnet-stream's stream `seed`, computed on the host (native code)."""
+    p = subprocess.run([str(STREAM), "sum", str(nbytes), "--seed", str(seed)],
+                       capture_output=True, text=True, timeout=600)
+    m = re.search(r"sha256=([0-9a-f]{64})", p.stdout)
+    check(p.returncode == 0 and m, "ivnet-stream sum failed: %s%s" % (p.stdout, p.stderr))
+    return m.group(1)
+
+
+def stream_transfers(pairs, nbytes, timeout, stall_s=120):
+    """nbytes over TCP for every (src, dst) in `pairs` at the same time with ivnet-stream: the
+    sender generates a seeded stream in user space and hashes what it wrote; the receiver
+    hashes what it read and compares every byte with the same stream. Both sha256 must equal
+    the host's own computation of the stream. Unlike `tcp_transfers` no /dev/urandom, tee or
+    pipes are involved, so on the debug kernel the network, not the data source, sets the
+    pace. `stall_s` bounds a stretch without progress; `timeout` the whole transfer. Returns
+    each sender's elapsed seconds."""
+    jobs = []
+    for src, dst in pairs:
+        port = next(_ports)
+        p = "/tmp/stream%d" % port
+        dst.run("rm -f {p}.*; (timeout {t} ivnet-stream recv {port} --bytes {n} --seed {port} "
+                "--timeout {st} > {p}.out 2>&1; echo rc=$? >> {p}.out; echo done > {p}.done) "
+                "</dev/null >/dev/null 2>&1 &\n"
+                "i=0; while [ $i -lt 200 ]; do grep -q listening {p}.out 2>/dev/null && exit 0; "
+                "usleep 50000; i=$((i + 1)); done; echo never listened; cat {p}.out; exit 1"
+                .format(p=p, t=timeout + 60, port=port, n=nbytes, st=stall_s),
+                timeout=60, check=True)
+        jobs.append((src, dst, port, p))
+    expected = {port: stream_sum(nbytes, port) for _s, _d, port, _p in jobs}
+    sent = {}
+
+    def send(g):
+        src, dst, port, _p = next(j for j in jobs if j[0].g is g)
+        sent[port] = src.run("timeout {t} ivnet-stream send {ip} {port} {n} --seed {port} "
+                             "--timeout {st}; echo rc=$?".format(t=timeout, ip=dst.ip4,
+                                                                 port=port, n=nbytes, st=stall_s),
+                             timeout=timeout + 60)
+
+    pairs[0][0].g.cluster.parallel(send, [src.g for src, _dst in pairs])
+    took = []
+    for src, dst, port, p in jobs:
+        what = "TCP %s -> %s, %d MiB (ivnet-stream)" % (src.name, dst.name, nbytes >> 20)
+        out = sent[port].out
+        m = re.search(r"bytes=(\d+) sha256=([0-9a-f]{64}) ms=(\d+)\s+rc=0", out)
+        check(m, "%s: the sender failed:\n%s" % (what, out[-1500:]))
+        rr = dst.run("i=0; while [ ! -e {p}.done ] && [ $i -lt 600 ]; do usleep 100000; "
+                     "i=$((i + 1)); done; cat {p}.out".format(p=p), timeout=120)
+        m2 = re.search(r"bytes=(\d+) sha256=([0-9a-f]{64}) ms=\d+ first_bad=(\w+)\s+rc=(\d+)",
+                       rr.out)
+        check(m2, "%s: the receiver did not finish within 60 s of the sender:\n%s"
+              % (what, rr.out[-1500:]))
+        check(m2.group(3) == "none" and m2.group(4) == "0",
+              "%s: received bytes differ from the stream from offset %s on (rc %s)"
+              % (what, m2.group(3), m2.group(4)))
+        check(int(m2.group(1)) == nbytes,
+              "%s: receiver got %s bytes of %d" % (what, m2.group(1), nbytes))
+        check(m.group(2) == m2.group(2) == expected[port],
+              "%s: sha256 differs: sent %s, received %s, host computed %s"
+              % (what, m.group(2), m2.group(2), expected[port]))
+        secs = int(m.group(3)) / 1000.0
+        print("    info: %s in %.1f s: %.2f MB/s (sha256 %s...)"
+              % (what, secs, nbytes / 1e6 / max(secs, 0.001), expected[port][:16]), flush=True)
+        took.append(secs)
+    return took
 
 
 def udp_exchange(src, dst, sizes, repeat, ack_timeout=10):
