@@ -191,7 +191,7 @@ def test_hostile_peer_storm():
                   % (n.name, links, STORM_S))
             check(repairs <= STORM_S + 10, "%s: %d repair lines in %d s: not rate-limited"
                   % (n.name, repairs, STORM_S))
-        dp.tcp_transfers([(a, b), (b, a)], 8 << 20, timeout=300)
+        dp.stream_transfers([(a, b), (b, a)], 8 << 20, timeout=300)
         no_splats(c)
 
 
@@ -262,7 +262,7 @@ def test_kill_peer_during_tcp_cycles():
               % (cycles, min(off_ms), max(off_ms), sorted(off_ms)[len(off_ms) // 2],
                  min(off_host_ms), max(off_host_ms), sorted(off_host_ms)[len(off_host_ms) // 2],
                  min(back_s), max(back_s), min(load_s), max(load_s)), flush=True)
-        dp.tcp_transfers([(a, b), (b, a)], 4 << 20, timeout=300)
+        dp.stream_transfers([(a, b), (b, a)], 4 << 20, timeout=300)
         no_splats(c)
 
 
@@ -296,7 +296,7 @@ def test_rmmod_insmod_under_load():
               % (sent, RELOADS))
         dp.ping(a, b.ip4)
         dp.ping(b, a.ip4)
-        dp.tcp_transfers([(a, b), (b, a)], 4 << 20, timeout=300)
+        dp.stream_transfers([(a, b), (b, a)], 4 << 20, timeout=300)
         r = a.run("ip link set ivshm0 down && rmmod ivshmem_net && echo ok; lsmod", timeout=60)
         check(r.out.startswith("ok") and "ivshmem_net" not in r.out,
               "final rmmod failed: %s" % r.out)
