@@ -364,7 +364,7 @@ def test_same_id_and_other_geometry_refused():
 
 
 for _t in (test_hostile_peer_storm, test_kill_peer_during_tcp_cycles,
-           test_rmmod_insmod_under_load):
+           test_rmmod_insmod_under_load, test_both_ways_at_once_sha256):
     _t.modes = ("plain", "doorbell")
 
 TESTS = [
