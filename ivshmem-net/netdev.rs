@@ -39,7 +39,9 @@ use crate::ext::{
     time,
 };
 use crate::layout::{self, Attached, Error as LayoutError, Geometry, Region, MAX_PEERS};
-use crate::link::{self, feature, Action, Addrs, DownReason, Link, Liveness, Own, PeerState};
+use crate::link::{
+    self, feature, Action, Addrs, DownReason, Link, LiveClock, Liveness, Own, PeerState,
+};
 use crate::params::Params;
 use crate::ratelimit::Ratelimit;
 use crate::ring::{Consumer, Desc, Producer};
@@ -190,7 +192,8 @@ struct TxPeer {
     /// The peer's epoch we acknowledged: a ring error while the peer's epoch differs is the
     /// peer restarting, not corruption.
     ack: u32,
-    /// Doorbell mode liveness: the peer's consumer index when it last moved, and when.
+    /// Doorbell mode liveness: the peer's consumer index when it last moved, and when (on
+    /// the [`LiveClock`]).
     last_cons: u32,
     cons_change_ms: u64,
     /// Whether frames were in flight when we last looked: frames found in flight after a
@@ -237,6 +240,8 @@ struct Ctl {
     own: Own,
     /// Indexed by peer id.
     links: KVec<Link>,
+    /// What the peers' liveness is judged by: real time without our own absences.
+    clock: LiveClock,
     /// Whether the interface is up (we are in `Run`).
     running: bool,
     /// Current timer interval.
@@ -497,6 +502,7 @@ impl Net {
                 Ctl {
                     own,
                     links,
+                    clock: LiveClock::default(),
                     running: false,
                     interval_ms: params.poll_ms,
                     mismatch_logged: 0,
@@ -908,33 +914,31 @@ impl Net {
                     // Metadata that does not match the frame: never trusted.
                     global.rx_bad_desc.inc();
                     peer.bad_desc.inc();
-                    p.cons.pop(&d);
-                    unpublished += 1;
-                    continue;
-                }
-                match regular {
-                    TpRx::No => {
-                        skb.eth_type_trans(dev);
-                        napi.gro_receive(skb);
-                    }
-                    TpRx::Deliver(ifindex) => {
-                        // Straight to the stack, not through our GRO list: the regular
-                        // device is looked up under RCU and must not outlive that.
-                        if skb.receive_on(napi, ifindex).is_ok() {
-                            global.transparent_rx_packets.inc();
-                        } else {
+                } else {
+                    match regular {
+                        TpRx::No => {
+                            skb.eth_type_trans(dev);
+                            napi.gro_receive(skb);
+                        }
+                        TpRx::Deliver(ifindex) => {
+                            // Straight to the stack, not through our GRO list: the regular
+                            // device is looked up under RCU and must not outlive that.
+                            if skb.receive_on(napi, ifindex).is_ok() {
+                                global.transparent_rx_packets.inc();
+                            } else {
+                                global.transparent_rx_dropped.inc();
+                            }
+                        }
+                        TpRx::Refuse => {
+                            drop(skb);
                             global.transparent_rx_dropped.inc();
                         }
                     }
-                    TpRx::Refuse => {
-                        drop(skb);
-                        global.transparent_rx_dropped.inc();
-                    }
+                    global.rx_packets.inc();
+                    global.rx_bytes.add(d.len.into());
+                    peer.rx_packets.inc();
+                    peer.rx_bytes.add(d.len.into());
                 }
-                global.rx_packets.inc();
-                global.rx_bytes.add(d.len.into());
-                peer.rx_packets.inc();
-                peer.rx_bytes.add(d.len.into());
             } else {
                 global.rx_drop_nomem.inc();
             }
@@ -1003,8 +1007,9 @@ impl Net {
         }
     }
 
-    /// Doorbell mode liveness of `j`: how long (ms) the oldest frames we sent it have waited
-    /// while it consumed none, or `None` when nothing is in flight.
+    /// Doorbell mode liveness of `j`: how long (ms of the [`LiveClock`] time `now`) the oldest
+    /// frames we sent it have waited while it consumed none, or `None` when nothing is in
+    /// flight.
     fn waiting_ms(&self, j: u32, now: u64) -> Option<u64> {
         let mut tx = self.tx.lock();
         let Some(Some(p)) = tx.peers.get_mut(j as usize) else {
@@ -1121,8 +1126,9 @@ impl Net {
 
     /// One step of the handshake with `j` (see [`crate::link`]). Returns whether the link
     /// needs watching (a handshake under way, or frames in flight) and whether something is
-    /// wrong with the peer that needs an audit now and then ([`AUDIT_MS`]).
-    fn manage(&self, ctl: &mut Ctl, dev: &Device, j: u32, now: u64) -> (bool, bool) {
+    /// wrong with the peer that needs an audit now and then ([`AUDIT_MS`]). `now` is real
+    /// time (ms), `live` the [`LiveClock`]'s time the peer's liveness is judged by.
+    fn manage(&self, ctl: &mut Ctl, dev: &Device, j: u32, now: u64, live: u64) -> (bool, bool) {
         let Ok(mut view) = link::read_peer(&self.shm, &self.geometry, j, self.me) else {
             return (false, false);
         };
@@ -1158,7 +1164,7 @@ impl Net {
         let (liveness, waiting) = if self.irq == Irq::None {
             (Liveness::Heartbeat, None)
         } else {
-            let waiting = self.waiting_ms(j, now);
+            let waiting = self.waiting_ms(j, live);
             let stalled = waiting.is_some_and(|ms| ms > link::HEARTBEAT_TIMEOUT_MS);
             (Liveness::Progress { stalled }, waiting)
         };
@@ -1166,7 +1172,7 @@ impl Net {
         let Some(link) = ctl.links.get_mut(j as usize) else {
             return (false, false);
         };
-        let action = link::decide_with(link, our_epoch, our_ack, &view, now, liveness);
+        let action = link::decide_with(link, our_epoch, our_ack, &view, live, liveness);
         let watch = in_flight || (!link.up && view.state == Some(PeerState::Run));
         if view.state.is_some() {
             ctl.garbage &= !bit(j);
@@ -1441,6 +1447,12 @@ impl Net {
     fn housekeeping(&self, dev: &Device, now: u64) -> Option<u32> {
         let mut ctl = self.ctl.lock();
         let _ = ctl.own.beat(&self.shm);
+        let (live, absent) = ctl.clock.look(now);
+        if absent.is_some() {
+            self.stats.global.own_stalls.inc();
+        }
+        // Polling mode: the timer ticks at least every `poll_idle_ms` whatever happens.
+        ctl.clock.expect_next(!self.interrupts());
         self.repair(&mut ctl, dev);
         if !ctl.running {
             return None;
@@ -1454,7 +1466,7 @@ impl Net {
             if reset & bit(j) != 0 {
                 self.restart(&mut ctl, dev, j, "reset");
             }
-            let (w, a) = self.manage(&mut ctl, dev, j, now);
+            let (w, a) = self.manage(&mut ctl, dev, j, now, live);
             watch |= w;
             audit |= a;
         }
@@ -1468,17 +1480,21 @@ impl Net {
             dev.carrier_off();
         }
         let stale = core::mem::take(&mut ctl.neigh_stale);
-        drop(ctl);
-        if stale {
-            dev.neigh_flush();
-        }
-        if watch || dev.queue_stopped() {
+        let next = if watch || dev.queue_stopped() {
             Some(WATCH_MS)
         } else if audit || !any_up {
             Some(AUDIT_MS)
         } else {
             None
+        };
+        if next == Some(WATCH_MS) {
+            ctl.clock.expect_next(true);
         }
+        drop(ctl);
+        if stale {
+            dev.neigh_flush();
+        }
+        next
     }
 }
 

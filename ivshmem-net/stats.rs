@@ -53,6 +53,9 @@ pub(crate) struct Global {
     pub(crate) peer_resets: Counter,
     /// Links taken down because the peer's heartbeat stopped.
     pub(crate) heartbeat_losses: Counter,
+    /// Our own housekeeping came over 250 ms late (this guest or its host was not running):
+    /// that stretch was not held against the peers' liveness ([`crate::link::LiveClock`]).
+    pub(crate) own_stalls: Counter,
     /// Doorbell mode: interrupts sent to peers.
     pub(crate) doorbells_sent: Counter,
     /// Doorbell mode: interrupts received.
@@ -108,6 +111,7 @@ const GLOBAL: &[Field<Global>] = &[
     ("rx_bad_desc", |s| &s.rx_bad_desc),
     ("peer_resets", |s| &s.peer_resets),
     ("heartbeat_losses", |s| &s.heartbeat_losses),
+    ("own_stalls", |s| &s.own_stalls),
     ("doorbells_sent", |s| &s.doorbells_sent),
     ("doorbells_received", |s| &s.doorbells_received),
     ("kicks_suppressed", |s| &s.kicks_suppressed),

@@ -63,8 +63,10 @@ def test_module_built_without_warnings():
 def test_unsafe_only_in_rust_dir():
     """The driver and the shared layout code are safe Rust; `unsafe` lives in rust/ only."""
     offenders = []
+    shared = TOP / "userspace-tools" / "layout" / "src"
+    # layout.rs, link.rs and ring.rs are compiled into the driver too (#[path] in ivshmem_net.rs).
     for f in list((TOP / "ivshmem-net").glob("*.rs")) + [
-            TOP / "userspace-tools" / "layout" / "src" / "layout.rs"]:
+            shared / "layout.rs", shared / "link.rs", shared / "ring.rs"]:
         for n, line in enumerate(f.read_text().splitlines(), 1):
             code = line.split("//")[0]
             if re.search(r"\bunsafe\b|\bbindings::|extern \"C\"", code):
@@ -325,8 +327,11 @@ def main():
     if args.suite == "reliability":
         vm_tests = tests_reliability.suite()
     if args.list:
-        for t in HOST_TESTS + [t for t in vm_tests if "plain" in getattr(t, "modes", ("plain",))] + [
-                test_bench_smoke]:
+        host = HOST_TESTS if args.suite in ("host", "all") else []
+        smoke = [test_bench_smoke] if args.suite in ("vm", "all") else []
+        if args.suite in ("host", "cargo"):
+            vm_tests = []
+        for t in host + [t for t in vm_tests if "plain" in getattr(t, "modes", ("plain",))] + smoke:
             print(t.__name__)
         for t in vm_tests:
             if "doorbell" in getattr(t, "modes", ()):

@@ -198,6 +198,51 @@ pub fn read_addrs<R: Region + ?Sized>(r: &R, g: &Geometry, j: u32) -> Option<Add
 /// A peer that has not changed its heartbeat for this long is treated as gone.
 pub const HEARTBEAT_TIMEOUT_MS: u64 = 700;
 
+/// Our looks at the peers (housekeeping) come at most this far apart while their liveness
+/// is being judged: polling mode ticks at least every 100 ms (`poll_idle_ms` at most), doorbell
+/// mode watches frames in flight every 50 ms. A longer gap means we ourselves were not running.
+pub const MAX_LOOK_GAP_MS: u64 = 250;
+
+/// The clock peers' liveness is judged by: real time, except that of a gap between our looks
+/// longer than [`MAX_LOOK_GAP_MS`] only that much counts.
+///
+/// Such a gap is our own absence: this guest's vCPU was not scheduled, or the host (or the VM
+/// it runs in) was paused, in which case the peers were not running either. Whatever a peer
+/// did not do meanwhile (beat its heartbeat, consume our frames) proves nothing, so it is not
+/// held against it; a peer that really died is still found [`HEARTBEAT_TIMEOUT_MS`] of our
+/// own running time after its last sign of life. Local memory, never shared.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct LiveClock {
+    /// Real time (ms, caller's clock) of the previous look, if any.
+    last_ms: Option<u64>,
+    /// The live time at that look.
+    live_ms: u64,
+    /// Whether the previous look expected the next within [`MAX_LOOK_GAP_MS`].
+    expected: bool,
+}
+
+impl LiveClock {
+    /// A look at real time `now_ms`: returns the live time, and the length of the gap when
+    /// it was an absence (a gap over [`MAX_LOOK_GAP_MS`] after a look that `expect_next`
+    /// promised another within that). A gap nobody expected (doorbell mode asleep while all
+    /// is quiet) is not an absence; the live clock advances by at most the same bound then,
+    /// which nothing judged meanwhile can notice.
+    pub fn look(&mut self, now_ms: u64) -> (u64, Option<u64>) {
+        let gap = self
+            .last_ms
+            .map_or(0, |last| now_ms.saturating_sub(last));
+        self.last_ms = Some(now_ms);
+        self.live_ms = self.live_ms.saturating_add(gap.min(MAX_LOOK_GAP_MS));
+        let absent = (self.expected && gap > MAX_LOOK_GAP_MS).then_some(gap);
+        (self.live_ms, absent)
+    }
+
+    /// Says whether the look just taken promised the next within [`MAX_LOOK_GAP_MS`].
+    pub fn expect_next(&mut self, soon: bool) {
+        self.expected = soon;
+    }
+}
+
 /// A peer's state as published in its control block.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum PeerState {

@@ -404,3 +404,67 @@ fn hostile_transparent_addresses_are_refused() {
         ..other
     }));
 }
+
+#[test]
+fn live_clock_counts_regular_looks_and_caps_absences() {
+    let mut c = LiveClock::default();
+    assert_eq!(c.look(1000), (0, None));
+    c.expect_next(true);
+    assert_eq!(c.look(1100), (100, None));
+    // Looks as promised: real time.
+    c.expect_next(true);
+    assert_eq!(c.look(1100 + MAX_LOOK_GAP_MS), (100 + MAX_LOOK_GAP_MS, None));
+    // Promised a look, came 5 s later: an absence, of which only the bound counts.
+    c.expect_next(true);
+    let (live, absent) = c.look(6350);
+    assert_eq!((live, absent), (100 + 2 * MAX_LOOK_GAP_MS, Some(5000)));
+    // Asleep by choice (nothing promised): not an absence, still capped.
+    c.expect_next(false);
+    assert_eq!(c.look(60_000), (100 + 3 * MAX_LOOK_GAP_MS, None));
+    // A clock going backwards (never, but peer-independent anyway) moves nothing.
+    c.expect_next(true);
+    assert_eq!(c.look(59_000), (100 + 3 * MAX_LOOK_GAP_MS, None));
+}
+
+/// The false "silent" this guards against: both guests stopped together (the host paused),
+/// and the observer looks first when they resume. Judged by real time the peer's heartbeat is
+/// seconds old; by the live clock only what the observer saw while running counts.
+#[test]
+fn a_pause_of_both_peers_is_not_silence_but_a_death_still_is() {
+    let (r, g) = setup(2);
+    let mut a = Peer::new(&r, &g, 0, 1);
+    let mut b = Peer::new(&r, &g, 1, 2);
+    let mut clock = LiveClock::default();
+    let mut t = 0;
+    let mut step = |a: &mut Peer, b: &mut Peer, t: u64, b_runs: bool| {
+        let (live, _) = clock.look(t);
+        clock.expect_next(true);
+        a.step(&r, &g, live);
+        if b_runs {
+            b.step(&r, &g, live);
+        }
+    };
+    while t < 300 {
+        step(&mut a, &mut b, t, true);
+        t += 50;
+    }
+    assert!(a.up(1) && b.up(0));
+    // Both paused for 3 s; a runs first after it, b a moment later.
+    t += 3000;
+    step(&mut a, &mut b, t, false);
+    assert!(a.up(1), "a blamed b for a pause that stopped them both: {:?}", a.downs);
+    for _ in 0..4 {
+        t += 50;
+        step(&mut a, &mut b, t, true);
+    }
+    assert!(a.up(1) && a.downs.is_empty());
+    // b dies: a, looking every 50 ms, takes it down once the timeout has passed.
+    let died = t;
+    while a.up(1) {
+        t += 50;
+        assert!(t - died <= HEARTBEAT_TIMEOUT_MS + 100, "b's death not noticed");
+        step(&mut a, &mut b, t, false);
+    }
+    assert!(t - died > HEARTBEAT_TIMEOUT_MS);
+    assert_eq!(a.downs, vec![DownReason::Silent]);
+}
