@@ -66,6 +66,11 @@ const PUBLISH_EVERY: u32 = 16;
 /// In doorbell mode, how often the timer looks at links while something is pending (a
 /// handshake, frames in flight, a stopped queue); it is not armed at all when all is quiet.
 const WATCH_MS: u32 = 50;
+
+/// Bytes of a received frame copied into the socket buffer's linear part; the rest goes into
+/// page fragments. Holds the Ethernet, IP and TCP headers the stack (and transparent mode's
+/// source check) reads first; `virtio_net_hdr_to_skb` pulls more if an offload needs it.
+const RX_HEAD: u32 = 256;
 /// In doorbell mode, how often the timer audits the region while something is wrong but
 /// nothing needs watching closely (no carrier, or a peer whose control block is garbage or
 /// does not answer): it repairs what someone overwrote and wakes the peers concerned, which may
@@ -903,13 +908,13 @@ impl Net {
                 // A runt frame, or an offload the peer did not announce: drop, count.
                 global.rx_bad_desc.inc();
                 peer.bad_desc.inc();
-            } else if let Some(mut skb) = napi.alloc_skb(d.len) {
-                let buf = skb.put(d.len);
-                if let Err(e) = p.cons.read_frame(&self.shm, &d, buf) {
+            } else if let Some(mut skb) = napi.alloc_rx_skb(d.len, RX_HEAD) {
+                let shm = &self.shm;
+                if let Err(e) = skb.fill(|at, piece| p.cons.read_frame_part(shm, &d, at, piece)) {
                     broken = Some(e);
                     break;
                 }
-                let regular = self.tp_rx_target(j, buf);
+                let regular = self.tp_rx_target(j, skb.head());
                 if offload != Offload::default() && skb.set_offload(&offload).is_err() {
                     // Metadata that does not match the frame: never trusted.
                     global.rx_bad_desc.inc();

@@ -93,6 +93,47 @@ unsigned char *ivnet_skb_data(const struct sk_buff *skb)
 	return skb->data;
 }
 
+struct sk_buff *ivnet_napi_alloc_rx_skb(struct napi_struct *napi, unsigned int len,
+					unsigned int head)
+{
+	unsigned int lin = min(len, head), rest = len - lin;
+	struct sk_buff *skb;
+	int i = 0;
+
+	/* Too long for the head and MAX_SKB_FRAGS pages: one linear buffer after all. */
+	if (DIV_ROUND_UP(rest, PAGE_SIZE) > MAX_SKB_FRAGS)
+		lin = len, rest = 0;
+	skb = napi_alloc_skb(napi, lin);
+	if (!skb)
+		return NULL;
+	skb_put(skb, lin);
+	while (rest) {
+		unsigned int n = min_t(unsigned int, rest, PAGE_SIZE);
+		struct page *page = dev_alloc_page();
+
+		if (!page) {
+			dev_kfree_skb_any(skb);
+			return NULL;
+		}
+		skb_add_rx_frag(skb, i++, page, 0, n, PAGE_SIZE);
+		rest -= n;
+	}
+	return skb;
+}
+
+unsigned int ivnet_skb_nr_frags(const struct sk_buff *skb)
+{
+	return skb_shinfo(skb)->nr_frags;
+}
+
+unsigned char *ivnet_skb_frag_data(const struct sk_buff *skb, unsigned int i, unsigned int *len)
+{
+	const skb_frag_t *f = &skb_shinfo(skb)->frags[i];
+
+	*len = skb_frag_size(f);
+	return skb_frag_address(f);
+}
+
 void ivnet_skb_set_eth_protocol(struct sk_buff *skb, struct net_device *dev)
 {
 	skb->protocol = eth_type_trans(skb, dev);

@@ -32,6 +32,16 @@ void ivnet_neigh_flush(struct net_device *dev);
 
 unsigned int ivnet_skb_len(const struct sk_buff *skb);
 unsigned char *ivnet_skb_data(const struct sk_buff *skb);
+/*
+ * A receive buffer holding `len` bytes: up to `head` of them in the linear part (NAPI cache),
+ * the rest in order-0 pages attached as fragments, so that a 64 KiB frame needs no high-order
+ * allocation in atomic context (which fails once memory is fragmented). NULL if out of memory.
+ */
+struct sk_buff *ivnet_napi_alloc_rx_skb(struct napi_struct *napi, unsigned int len,
+					unsigned int head);
+unsigned int ivnet_skb_nr_frags(const struct sk_buff *skb);
+/* Fragment `i` (< nr_frags) of an skb we own: its bytes (lowmem pages) and their count. */
+unsigned char *ivnet_skb_frag_data(const struct sk_buff *skb, unsigned int i, unsigned int *len);
 void ivnet_skb_set_eth_protocol(struct sk_buff *skb, struct net_device *dev);
 void ivnet_netdev_set_offloads(struct net_device *dev, unsigned int tso_max);
 netdev_features_t ivnet_features_without(netdev_features_t f, bool csum, bool gso);

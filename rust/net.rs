@@ -220,15 +220,36 @@ impl SkBuff {
         }
     }
 
-    /// Appends `len` bytes to the frame's linear part and returns them to be filled in. The
-    /// buffer must have been allocated with room for them ([`Napi::alloc_skb`]).
-    pub fn put(&mut self, len: u32) -> &mut [u8] {
-        // SAFETY: valid and owned by the type invariant; `skb_put` checks the room (it
-        // reports an overflow rather than writing past the end) and returns `len` fresh bytes.
-        unsafe {
-            let p = bindings::skb_put(self.0.as_ptr(), len).cast::<u8>();
-            core::slice::from_raw_parts_mut(p, len as usize)
+    /// Fills the whole frame, linear part first and then each page fragment, by calling `f`
+    /// with each piece's offset in the frame and its bytes; stops at the first error.
+    pub fn fill<E>(
+        &mut self,
+        mut f: impl FnMut(usize, &mut [u8]) -> Result<(), E>,
+    ) -> Result<(), E> {
+        let skb = self.0.as_ptr();
+        // SAFETY: valid and owned by the type invariant: nobody else looks at the linear part
+        // while we hold `&mut self`, and `data` points to `skb_headlen` bytes.
+        let head = unsafe {
+            let len = bindings::skb_headlen(skb) as usize;
+            core::slice::from_raw_parts_mut(bindings::ivnet_skb_data(skb), len)
+        };
+        f(0, head)?;
+        let mut at = head.len();
+        // SAFETY: valid by the type invariant.
+        let frags = unsafe { bindings::ivnet_skb_nr_frags(skb) };
+        for i in 0..frags {
+            let mut len = 0u32;
+            // SAFETY: `i < nr_frags`; the fragments of a buffer we own and just allocated
+            // ([`Napi::alloc_rx_skb`]) are pages of ours that nothing else maps for writing,
+            // mapped (lowmem) for `len` bytes from the returned address.
+            let piece = unsafe {
+                let p = bindings::ivnet_skb_frag_data(skb, i, &mut len);
+                core::slice::from_raw_parts_mut(p, len as usize)
+            };
+            f(at, piece)?;
+            at += piece.len();
         }
+        Ok(())
     }
 
     /// Sets the protocol and packet type from the Ethernet header (`eth_type_trans`).
@@ -363,10 +384,13 @@ impl Napi {
         self.0.get()
     }
 
-    /// A socket buffer with room for `len` bytes, from the NAPI cache; `None` if out of memory.
-    pub fn alloc_skb(&self, len: u32) -> Option<SkBuff> {
+    /// A socket buffer holding `len` bytes to be filled in ([`SkBuff::fill`]): at most `head`
+    /// of them linear (so the headers the stack looks at first are there), the rest in order-0
+    /// pages, so large frames need no high-order allocation in atomic context. `None` if out
+    /// of memory.
+    pub fn alloc_rx_skb(&self, len: u32, head: u32) -> Option<SkBuff> {
         // SAFETY: called inside this NAPI context's poll.
-        let p = unsafe { bindings::napi_alloc_skb(self.as_raw(), len) };
+        let p = unsafe { bindings::ivnet_napi_alloc_rx_skb(self.as_raw(), len, head) };
         // INVARIANT: a fresh buffer that we own.
         NonNull::new(p).map(SkBuff)
     }

@@ -322,6 +322,11 @@ def test_both_ways_at_once_sha256():
                             timeout=max(600, BOTH_WAYS_BYTES >> 20) * (4 if FULL else 1))
         after = {n: n.stat_dict() for n in (a, b)}
         for n in (a, b):
+            print("    info: %s meanwhile: %s" % (n.name, ", ".join(
+                "%s %d" % (k, dp.delta(before[n], after[n], k))
+                for k in ("peer_resets", "heartbeat_losses", "own_stalls", "tx_ring_full",
+                          "doorbells_repeated"))), flush=True)
+        for n in (a, b):
             for name in DROP_COUNTERS:
                 d = dp.delta(before[n], after[n], name)
                 check(d == 0, "%s: %s grew by %d during the transfers" % (n.name, name, d))

@@ -228,9 +228,7 @@ impl LiveClock {
     /// is quiet) is not an absence; the live clock advances by at most the same bound then,
     /// which nothing judged meanwhile can notice.
     pub fn look(&mut self, now_ms: u64) -> (u64, Option<u64>) {
-        let gap = self
-            .last_ms
-            .map_or(0, |last| now_ms.saturating_sub(last));
+        let gap = self.last_ms.map_or(0, |last| now_ms.saturating_sub(last));
         self.last_ms = Some(now_ms);
         self.live_ms = self.live_ms.saturating_add(gap.min(MAX_LOOK_GAP_MS));
         let absent = (self.expected && gap > MAX_LOOK_GAP_MS).then_some(gap);

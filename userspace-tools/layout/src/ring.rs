@@ -729,6 +729,22 @@ impl Consumer {
         Ok(len)
     }
 
+    /// Copies `buf.len()` bytes of the frame of `d` (a descriptor [`Consumer::peek`] returned)
+    /// from byte `at` of the frame into `buf`: one piece of a frame received into several
+    /// buffers. [`Error::BadFrameLen`] if the piece does not lie within the frame.
+    pub fn read_frame_part<R: Region + ?Sized>(
+        &self,
+        r: &R,
+        d: &Desc,
+        at: usize,
+        buf: &mut [u8],
+    ) -> Result<(), Error> {
+        match at.checked_add(buf.len()) {
+            Some(end) if end <= d.len as usize => r.read(self.frame_offset(d) + at, buf),
+            _ => Err(Error::BadFrameLen(d.len)),
+        }
+    }
+
     /// Moves past the frame of `d`, the descriptor [`Consumer::peek`] just returned. Its space
     /// goes back to the producer with the next [`Consumer::publish`], so the caller must be done
     /// with the frame's bytes by then.

@@ -413,7 +413,10 @@ fn live_clock_counts_regular_looks_and_caps_absences() {
     assert_eq!(c.look(1100), (100, None));
     // Looks as promised: real time.
     c.expect_next(true);
-    assert_eq!(c.look(1100 + MAX_LOOK_GAP_MS), (100 + MAX_LOOK_GAP_MS, None));
+    assert_eq!(
+        c.look(1100 + MAX_LOOK_GAP_MS),
+        (100 + MAX_LOOK_GAP_MS, None)
+    );
     // Promised a look, came 5 s later: an absence, of which only the bound counts.
     c.expect_next(true);
     let (live, absent) = c.look(6350);
@@ -452,7 +455,11 @@ fn a_pause_of_both_peers_is_not_silence_but_a_death_still_is() {
     // Both paused for 3 s; a runs first after it, b a moment later.
     t += 3000;
     step(&mut a, &mut b, t, false);
-    assert!(a.up(1), "a blamed b for a pause that stopped them both: {:?}", a.downs);
+    assert!(
+        a.up(1),
+        "a blamed b for a pause that stopped them both: {:?}",
+        a.downs
+    );
     for _ in 0..4 {
         t += 50;
         step(&mut a, &mut b, t, true);
@@ -462,7 +469,10 @@ fn a_pause_of_both_peers_is_not_silence_but_a_death_still_is() {
     let died = t;
     while a.up(1) {
         t += 50;
-        assert!(t - died <= HEARTBEAT_TIMEOUT_MS + 100, "b's death not noticed");
+        assert!(
+            t - died <= HEARTBEAT_TIMEOUT_MS + 100,
+            "b's death not noticed"
+        );
         step(&mut a, &mut b, t, false);
     }
     assert!(t - died > HEARTBEAT_TIMEOUT_MS);

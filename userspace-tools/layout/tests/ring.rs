@@ -301,6 +301,28 @@ fn read_frame_needs_a_big_enough_buffer() {
     assert_eq!(&buf[..10], &pattern(0, 10)[..]);
 }
 
+#[test]
+fn read_frame_part_reads_pieces_within_the_frame_only() {
+    let g = small_geometry(SLOTS, DATA);
+    let (r, mut p, mut c) = setup(&g);
+    let want = pattern(3, 100);
+    push(&mut p, &r, &want).unwrap().unwrap();
+    p.publish(&r).unwrap();
+    let d = c.peek(&r).unwrap().unwrap();
+    let mut got = vec![0u8; 100];
+    let (a, b) = got.split_at_mut(37);
+    c.read_frame_part(&r, &d, 0, a).unwrap();
+    c.read_frame_part(&r, &d, 37, b).unwrap();
+    assert_eq!(got, want);
+    for (at, len) in [(90, 11), (100, 1), (usize::MAX, 2)] {
+        assert_eq!(
+            c.read_frame_part(&r, &d, at, &mut vec![0u8; len]),
+            Err(Error::BadFrameLen(100))
+        );
+    }
+    c.read_frame_part(&r, &d, 100, &mut []).unwrap();
+}
+
 /// Pushes and pops `frames` frames of varying lengths in bursts, checking every byte.
 fn run_frames(r: &HeapRegion, p: &mut Producer, c: &mut Consumer, frames: u32) {
     let max = p.ring().max_frame();
