@@ -1030,6 +1030,20 @@ impl Net {
         (n > 0).then(|| now.saturating_sub(p.cons_change_ms))
     }
 
+    /// The indices peer `j` writes as it moves data with us, read raw (only compared: a sign
+    /// of life when they change): its consumer index on our ring, its producer index on its.
+    fn ring_indices(&self, j: u32) -> [u32; 2] {
+        let cons = match self.tx.lock().peers.get(j as usize) {
+            Some(Some(p)) => p.prod.cons_idx_raw(&self.shm).unwrap_or(0),
+            _ => 0,
+        };
+        let prod = match self.rx.lock().peers.get(j as usize) {
+            Some(Some(p)) => p.cons.prod_idx_raw(&self.shm).unwrap_or(0),
+            _ => 0,
+        };
+        [cons, prod]
+    }
+
     /// Resets our halves of the rings with `j` (producer to it, consumer from it). The link
     /// must be down in both masks.
     fn reset_halves(&self, j: u32) {
@@ -1167,7 +1181,12 @@ impl Net {
             return (false, false);
         };
         let (liveness, waiting) = if self.irq == Irq::None {
-            (Liveness::Heartbeat, None)
+            (
+                Liveness::Heartbeat {
+                    rings: self.ring_indices(j),
+                },
+                None,
+            )
         } else {
             let waiting = self.waiting_ms(j, live);
             let stalled = waiting.is_some_and(|ms| ms > link::HEARTBEAT_TIMEOUT_MS);

@@ -561,8 +561,11 @@ pub struct Link {
     pub up: bool,
     /// The peer's heartbeat when we last saw it change.
     pub last_heartbeat: u32,
-    /// When (in ms, caller's clock) we last saw the heartbeat change.
+    /// When (in ms, caller's clock) we last saw the heartbeat (or a ring index, see
+    /// [`Liveness::Heartbeat`]) change.
     pub last_change_ms: u64,
+    /// The ring indices the peer writes, when we last looked ([`Liveness::Heartbeat`]).
+    pub last_rings: [u32; 2],
     /// Whether we have ever seen the peer's heartbeat.
     pub seen: bool,
 }
@@ -606,15 +609,27 @@ pub fn decide(
     peer: &PeerView,
     now_ms: u64,
 ) -> Action {
-    decide_with(link, our_epoch, our_ack, peer, now_ms, Liveness::Heartbeat)
+    decide_with(
+        link,
+        our_epoch,
+        our_ack,
+        peer,
+        now_ms,
+        Liveness::Heartbeat { rings: [0; 2] },
+    )
 }
 
 /// How [`decide_with`] tells a dead peer from a live one.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Liveness {
-    /// The peer beats its heartbeat all the time (polling mode): silent once it has not
-    /// changed for [`HEARTBEAT_TIMEOUT_MS`].
-    Heartbeat,
+    /// The peer beats its heartbeat all the time (polling mode): silent once neither it nor
+    /// `rings` changed for [`HEARTBEAT_TIMEOUT_MS`]. `rings` are the indices the peer writes as
+    /// it moves data with us (its consumer index on our ring, its producer index on its ring
+    /// to us): a peer busy moving data whose timer runs late is alive.
+    Heartbeat {
+        /// The peer's consumer and producer indices, read raw (only compared).
+        rings: [u32; 2],
+    },
     /// The peer sleeps while idle (doorbell mode): the caller says whether frames it sent the
     /// peer have waited unconsumed for [`HEARTBEAT_TIMEOUT_MS`] (`stalled`).
     Progress {
@@ -632,13 +647,20 @@ pub fn decide_with(
     now_ms: u64,
     liveness: Liveness,
 ) -> Action {
-    if !link.seen || peer.heartbeat != link.last_heartbeat {
+    let rings = match liveness {
+        Liveness::Heartbeat { rings } => rings,
+        Liveness::Progress { .. } => link.last_rings,
+    };
+    if !link.seen || peer.heartbeat != link.last_heartbeat || rings != link.last_rings {
         link.seen = true;
         link.last_heartbeat = peer.heartbeat;
+        link.last_rings = rings;
         link.last_change_ms = now_ms;
     }
     let silent = match liveness {
-        Liveness::Heartbeat => now_ms.saturating_sub(link.last_change_ms) > HEARTBEAT_TIMEOUT_MS,
+        Liveness::Heartbeat { .. } => {
+            now_ms.saturating_sub(link.last_change_ms) > HEARTBEAT_TIMEOUT_MS
+        }
         Liveness::Progress { stalled } => stalled,
     };
     let reason = match peer.state {

@@ -447,6 +447,12 @@ impl Producer {
         Ok(n)
     }
 
+    /// The consumer's `cons_idx` as it stands, unchecked: only for noticing that it moved
+    /// (a sign that the consumer is alive), never for computing with.
+    pub fn cons_idx_raw<R: Region + ?Sized>(&self, r: &R) -> Result<u32, Error> {
+        r.load(self.ring.word(off::CONS_IDX))
+    }
+
     /// Descriptor slots free for new frames.
     pub fn free_slots<R: Region + ?Sized>(&self, r: &R) -> Result<u32, Error> {
         Ok(self.free(r)?.slots)
@@ -652,6 +658,12 @@ impl Consumer {
             return Err(Error::Corrupt(Corrupt::ProdIdx));
         }
         Ok(avail)
+    }
+
+    /// The producer's `prod_idx` as it stands, unchecked: only for noticing that it moved
+    /// (a sign that the producer is alive), never for computing with.
+    pub fn prod_idx_raw<R: Region + ?Sized>(&self, r: &R) -> Result<u32, Error> {
+        r.load(self.ring.word(off::PROD_IDX))
     }
 
     /// Frames published and not yet popped.

@@ -478,3 +478,45 @@ fn a_pause_of_both_peers_is_not_silence_but_a_death_still_is() {
     assert!(t - died > HEARTBEAT_TIMEOUT_MS);
     assert_eq!(a.downs, vec![DownReason::Silent]);
 }
+
+/// Polling mode: a peer whose timer runs late (heartbeat frozen) but which keeps moving data
+/// with us is alive; once its ring indices freeze too, it is silent after the timeout.
+#[test]
+fn ring_progress_counts_as_a_heartbeat() {
+    let (r, g) = setup(2);
+    let mut a = Peer::new(&r, &g, 0, 1);
+    let mut b = Peer::new(&r, &g, 1, 2);
+    for t in 0..3 {
+        a.step(&r, &g, t);
+        b.step(&r, &g, t);
+    }
+    assert!(a.up(1));
+    let (e, k) = (a.own.epoch(&r, 1).unwrap(), a.own.acked(&r, 1).unwrap());
+    let view = read_peer(&r, &g, 1, 0).unwrap();
+    let link = &mut a.links[1];
+    let mut t = 10;
+    // b's heartbeat never changes again (we keep reading the same view) but its indices move.
+    for i in 0..40u32 {
+        let rings = Liveness::Heartbeat { rings: [i, 2 * i] };
+        assert_eq!(
+            decide_with(link, e, k, &view, t, rings),
+            Action::Stay,
+            "at {t} ms"
+        );
+        t += 100;
+    }
+    let frozen = Liveness::Heartbeat { rings: [39, 78] };
+    let last = t - 100;
+    while decide_with(link, e, k, &view, t, frozen) == Action::Stay {
+        t += 50;
+        assert!(
+            t - last <= HEARTBEAT_TIMEOUT_MS + 50,
+            "frozen peer never went silent"
+        );
+    }
+    assert!(t - last > HEARTBEAT_TIMEOUT_MS);
+    assert_eq!(
+        decide_with(link, e, k, &view, t, frozen),
+        Action::Down(DownReason::Silent)
+    );
+}
