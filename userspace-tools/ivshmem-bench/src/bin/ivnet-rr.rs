@@ -17,6 +17,7 @@
 //! only with the host's NSS libraries at run time; give HOST as an IP address in a minimal
 //! guest, which is parsed without the resolver.
 
+use ivshmem_bench::num;
 use ivshmem_bench::stats::{ns, Summary};
 use serde_json::json;
 use std::io::{Read, Write};
@@ -77,11 +78,6 @@ enum Cmd {
     Server(ServerArgs),
     Client(ClientArgs),
     Help,
-}
-
-fn num<T: std::str::FromStr>(name: &str, v: Option<String>) -> Result<T, String> {
-    let v = v.ok_or_else(|| format!("{name} needs a value"))?;
-    v.parse().map_err(|_| format!("bad value {v:?} for {name}"))
 }
 
 fn parse(mut it: impl Iterator<Item = String>) -> Result<Cmd, String> {

@@ -19,6 +19,7 @@
 //! `sum` prints the sha256 of the stream without sending it, so a caller can check both ends
 //! against a third computation (the host's). Every mode prints one `key=value` line.
 
+use ivshmem_bench::num;
 use sha2::{Digest, Sha256};
 use std::io::{ErrorKind, Read, Write};
 use std::net::{Ipv4Addr, SocketAddr, TcpListener, TcpStream, ToSocketAddrs};
@@ -109,11 +110,6 @@ enum Cmd {
     Help,
 }
 
-fn num<T: std::str::FromStr>(name: &str, v: Option<String>) -> Result<T, String> {
-    let v = v.ok_or_else(|| format!("{name} needs a value"))?;
-    v.parse().map_err(|_| format!("bad value {v:?} for {name}"))
-}
-
 fn parse(mut it: impl Iterator<Item = String>) -> Result<Cmd, String> {
     let mode = it.next().ok_or("say `send`, `recv` or `sum`")?;
     let (mut seed, mut bytes, mut timeout) = (None, None, 60.0f64);
@@ -179,16 +175,27 @@ fn hex(d: &[u8]) -> String {
     d.iter().map(|b| format!("{b:02x}")).collect()
 }
 
-fn sum(bytes: u64, seed: u64) -> String {
+/// Generates `bytes` bytes of the stream `seed` a chunk at a time, hashing each and handing it
+/// with its offset to `f`; returns the sha256 of the whole, or `f`'s first error.
+fn generate(
+    bytes: u64,
+    seed: u64,
+    mut f: impl FnMut(u64, &[u8]) -> Result<(), String>,
+) -> Result<String, String> {
     let (mut s, mut h, mut buf) = (Stream::new(seed), Sha256::new(), vec![0u8; CHUNK]);
-    let mut left = bytes;
-    while left > 0 {
-        let n = left.min(CHUNK as u64) as usize;
+    let mut done = 0;
+    while done < bytes {
+        let n = (bytes - done).min(CHUNK as u64) as usize;
         s.fill(&mut buf[..n]);
         h.update(&buf[..n]);
-        left -= n as u64;
+        f(done, &buf[..n])?;
+        done += n as u64;
     }
-    hex(&h.finalize())
+    Ok(hex(&h.finalize()))
+}
+
+fn sum(bytes: u64, seed: u64) -> String {
+    generate(bytes, seed, |_, _| Ok(())).unwrap_or_default()
 }
 
 fn send(host: &str, port: u16, bytes: u64, seed: u64, timeout: Duration) -> Result<(), String> {
@@ -202,20 +209,10 @@ fn send(host: &str, port: u16, bytes: u64, seed: u64, timeout: Duration) -> Resu
         .map_err(|e| format!("cannot connect to {addr}: {e}"))?;
     c.set_write_timeout(Some(timeout))
         .map_err(|e| e.to_string())?;
-    let (mut s, mut h, mut buf) = (Stream::new(seed), Sha256::new(), vec![0u8; CHUNK]);
-    let mut left = bytes;
-    while left > 0 {
-        let n = left.min(CHUNK as u64) as usize;
-        s.fill(&mut buf[..n]);
-        h.update(&buf[..n]);
-        c.write_all(&buf[..n]).map_err(|e| {
-            format!(
-                "write to {addr} after {} of {bytes} bytes: {e}",
-                bytes - left
-            )
-        })?;
-        left -= n as u64;
-    }
+    let sha256 = generate(bytes, seed, |at, chunk| {
+        c.write_all(chunk)
+            .map_err(|e| format!("write to {addr} after {at} of {bytes} bytes: {e}"))
+    })?;
     c.shutdown(std::net::Shutdown::Write)
         .map_err(|e| format!("shutdown: {e}"))?;
     // Wait for the receiver to close: then every byte was read, not just queued.
@@ -231,8 +228,7 @@ fn send(host: &str, port: u16, bytes: u64, seed: u64, timeout: Duration) -> Resu
         }
     }
     println!(
-        "bytes={bytes} sha256={} ms={}",
-        hex(&h.finalize()),
+        "bytes={bytes} sha256={sha256} ms={}",
         t0.elapsed().as_millis()
     );
     Ok(())
