@@ -72,6 +72,17 @@ fn setup(peers: u32) -> (HeapRegion, Geometry) {
     (r, g)
 }
 
+/// Peers 0 and 1, stepped until both links are up.
+fn linked_pair(r: &HeapRegion, g: &Geometry) -> (Peer, Peer) {
+    let mut a = Peer::new(r, g, 0, 1);
+    let mut b = Peer::new(r, g, 1, 2);
+    for t in 0..3 {
+        a.step(r, g, t);
+        b.step(r, g, t);
+    }
+    (a, b)
+}
+
 #[test]
 fn two_peers_come_up_in_either_order() {
     for a_first in [true, false] {
@@ -113,12 +124,7 @@ fn never_up_before_the_other_side_synced() {
 #[test]
 fn restart_takes_link_down_then_up_again() {
     let (r, g) = setup(2);
-    let mut a = Peer::new(&r, &g, 0, 1);
-    let mut b = Peer::new(&r, &g, 1, 2);
-    for t in 0..3 {
-        a.step(&r, &g, t);
-        b.step(&r, &g, t);
-    }
+    let (mut a, mut b) = linked_pair(&r, &g);
     assert!(a.up(1) && b.up(0));
     // b's module is reloaded: fresh control block state, epochs bumped.
     b = Peer::new(&r, &g, 1, 2);
@@ -135,12 +141,7 @@ fn restart_takes_link_down_then_up_again() {
 #[test]
 fn unload_and_silence_take_link_down() {
     let (r, g) = setup(2);
-    let mut a = Peer::new(&r, &g, 0, 1);
-    let mut b = Peer::new(&r, &g, 1, 2);
-    for t in 0..3 {
-        a.step(&r, &g, t);
-        b.step(&r, &g, t);
-    }
+    let (mut a, mut b) = linked_pair(&r, &g);
     // b stops beating (VM killed): a notices after the timeout, not before.
     b.beating = false;
     a.step(&r, &g, 500);
@@ -174,12 +175,7 @@ fn unload_and_silence_take_link_down() {
 #[test]
 fn garbage_state_is_down_not_panic() {
     let (r, g) = setup(2);
-    let mut a = Peer::new(&r, &g, 0, 1);
-    let mut b = Peer::new(&r, &g, 1, 2);
-    for t in 0..3 {
-        a.step(&r, &g, t);
-        b.step(&r, &g, t);
-    }
+    let (mut a, _b) = linked_pair(&r, &g);
     r.store(g.ctrl_offset(1).unwrap() + ctrl::STATE, 0xdead_beef)
         .unwrap();
     a.step(&r, &g, 4);
@@ -257,12 +253,7 @@ fn progress_liveness_ignores_a_quiet_heartbeat_until_frames_stall() {
 #[test]
 fn scribbled_control_block_is_repaired_and_the_link_recovers() {
     let (r, g) = setup(2);
-    let mut a = Peer::new(&r, &g, 0, 1);
-    let mut b = Peer::new(&r, &g, 1, 2);
-    for t in 0..3 {
-        a.step(&r, &g, t);
-        b.step(&r, &g, t);
-    }
+    let (mut a, mut b) = linked_pair(&r, &g);
     assert!(a.up(1) && b.up(0));
     assert_eq!(b.own.repair(&r).unwrap(), 0, "nothing to repair yet");
     // Someone scribbles on b's block: state, MAC, MTU, features, its epoch and ack for a.
@@ -484,12 +475,7 @@ fn a_pause_of_both_peers_is_not_silence_but_a_death_still_is() {
 #[test]
 fn ring_progress_counts_as_a_heartbeat() {
     let (r, g) = setup(2);
-    let mut a = Peer::new(&r, &g, 0, 1);
-    let mut b = Peer::new(&r, &g, 1, 2);
-    for t in 0..3 {
-        a.step(&r, &g, t);
-        b.step(&r, &g, t);
-    }
+    let (mut a, _b) = linked_pair(&r, &g);
     assert!(a.up(1));
     let (e, k) = (a.own.epoch(&r, 1).unwrap(), a.own.acked(&r, 1).unwrap());
     let view = read_peer(&r, &g, 1, 0).unwrap();
