@@ -11,8 +11,10 @@ use crate::ext::{
 };
 use crate::layout::{self, Attach, Claim, Geometry, Region};
 use crate::link::{self, Own, PeerState};
-use crate::netdev::{self, reg, Irq, Mac, Net};
+use crate::netdev::{Mac, Net};
 use crate::params::Params;
+use crate::protocol::frame;
+use crate::regs::{self, Irq};
 use crate::ring::Ring;
 use crate::{dev_err, dev_info, dev_warn};
 use kernel::{c_str, prelude::*};
@@ -113,7 +115,7 @@ impl pci::Driver for IvshmemNet {
         let regs = dev.iomap(BAR_REGS)?;
         let shm = dev.memremap(BAR_SHM)?;
         let doorbell = dev.resource_len(BAR_MSIX) != 0;
-        let ivposition = regs.read32(reg::IVPOSITION)?;
+        let ivposition = regs.read32(regs::IVPOSITION)?;
 
         let mut waits = 0;
         let attached = layout::attach(&shm, geometry, random::u64(), || {
@@ -159,7 +161,7 @@ impl pci::Driver for IvshmemNet {
             if doorbell {
                 for j in 0..geometry.max_peers {
                     if let Some(id) = link::peer_doorbell(&shm, &geometry, j) {
-                        let _ = regs.write32(reg::DOORBELL, id << 16);
+                        let _ = regs.write32(regs::DOORBELL, id << 16);
                     }
                 }
             }
@@ -180,8 +182,8 @@ impl pci::Driver for IvshmemNet {
         random::fill(&mut mac);
         mac[0] = (mac[0] & 0xfe) | 0x02; // unicast, locally administered
         let max_frame = Ring::new(&geometry, 0, 1).map_or(0, |r| r.max_frame());
-        let max_mtu = netdev::max_mtu(max_frame);
-        let mtu = netdev::DEFAULT_MTU.min(max_mtu);
+        let max_mtu = frame::max_mtu(max_frame);
+        let mtu = frame::DEFAULT_MTU.min(max_mtu);
         // Doorbell mode: one vector, MSI-X if the device has it, else INTx.
         let vectors = if doorbell {
             match dev.alloc_irq_vectors(1, 1) {
@@ -206,7 +208,7 @@ impl pci::Driver for IvshmemNet {
                 let kind = if v.is_msix() { Irq::Msix } else { Irq::Intx };
                 // INTx is masked until enabled in IntrMask.
                 let unmasked = match kind {
-                    Irq::Intx => regs.write32(reg::INTR_MASK, 0xffff_ffff),
+                    Irq::Intx => regs.write32(regs::INTR_MASK, 0xffff_ffff),
                     _ => Ok(()),
                 };
                 unmasked.and_then(|()| v.irq(0)).map(|n| (kind, Some(n)))
@@ -244,10 +246,10 @@ impl pci::Driver for IvshmemNet {
         let data = Net::new(shm, regs, irq, attached, own, token, params, dev.into())?;
         let cfg = net::Config {
             mac,
-            min_mtu: netdev::MIN_MTU,
+            min_mtu: frame::MIN_MTU,
             max_mtu,
             mtu,
-            tso_max: Some(netdev::tso_max(max_frame)),
+            tso_max: Some(frame::tso_max(max_frame)),
             irq: irq_num,
         };
         let mut netreg = net::Registration::new(dev, data, &cfg)?;

@@ -33,7 +33,12 @@ mod driver;
 mod netdev;
 mod params;
 mod ratelimit;
+mod regs;
 mod stats;
+
+pub mod protocol {
+    pub mod frame;
+}
 
 use kernel::prelude::*;
 

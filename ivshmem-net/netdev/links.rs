@@ -1,0 +1,487 @@
+// SPDX-License-Identifier: GPL-2.0
+
+//! Links with the peers, under the `ctl` lock (taking `tx`, `rx` and `transparent` one at a
+//! time, never nested): the timer's housekeeping beats our heartbeat, repairs what someone
+//! overwrote, runs the handshake of [`crate::link`] with every peer, restarts links the data
+//! path gave up on, judges liveness, kicks peers that owe us an answer and sets the carrier.
+
+use super::{bit, Ctl, Mac, AUDIT_MS, NO_DOORBELL, WATCH_MS};
+use crate::ext::{net::Device, time};
+use crate::layout::{self, Error as LayoutError};
+use crate::link::{self, feature, Action, DownReason, Liveness, PeerState};
+use crate::regs::{self, device_type, Irq};
+use crate::{dev_info, dev_warn};
+use core::sync::atomic::Ordering;
+
+/// How often a peer that owes us an answer is kicked again while we wait, in ms: one whose
+/// control block is garbage or disagrees with ours about the interrupt mode (so that it repairs
+/// it), or one in `Run` that has not yet acknowledged our epoch (a kick may have been lost, or
+/// it slept through a restart).
+const REKICK_MS: u64 = 500;
+/// Doorbell mode: frames that have waited this long (ms) without the peer consuming any get
+/// the peer kicked again, well before [`link::HEARTBEAT_TIMEOUT_MS`] declares it dead. An
+/// interrupt can be lost (a peer's MSI-X vector masked while it resets its device, a server
+/// restarting); this turns such a loss into a short delay instead of a link reset.
+const WAKE_AGAIN_MS: u64 = 200;
+
+impl super::Net {
+    /// The timer: housekeeping, then the next tick. In polling mode it ticks every `poll_ms`
+    /// while the data path is busy, backing off to `poll_idle_ms`, and schedules the NAPI poll
+    /// each time; in doorbell mode it runs only while something needs watching or auditing.
+    pub(super) fn tick(&self, dev: &Device) {
+        let now = time::now_ms();
+        let later = self.housekeeping(dev, now);
+        let running = self.running.load(Ordering::Relaxed);
+        let next = if !self.interrupts() {
+            let busy = self.busy.swap(false, Ordering::Relaxed) || dev.queue_stopped();
+            let mut ctl = self.ctl.lock();
+            ctl.interval_ms = if busy {
+                self.params.poll_ms
+            } else {
+                ctl.interval_ms
+                    .saturating_mul(2)
+                    .min(self.params.poll_idle_ms)
+            };
+            Some(ctl.interval_ms)
+        } else {
+            // Doorbell mode: all quiet (`None`) sleeps until a peer kicks us.
+            self.watching
+                .store(later == Some(WATCH_MS), Ordering::Relaxed);
+            later
+        };
+        if running {
+            self.tx_wake(dev);
+            dev.napi_schedule();
+        }
+        if let Some(ms) = next {
+            dev.timer_arm(time::ms_to_jiffies(ms));
+        }
+    }
+
+    /// Doorbell mode: interrupts peer `j` through the doorbell id it published (its
+    /// IVPosition; the device drops a doorbell to an id that is not connected). Slot ids and
+    /// IVPositions differ: QEMU's ivshmem cannot take an id back after a disconnect, so the
+    /// server never reuses one while slot ids are reused.
+    pub(super) fn kick(&self, j: u32) {
+        if self.irq == Irq::None {
+            return;
+        }
+        let Some(cached) = self.doorbells.get(j as usize) else {
+            return;
+        };
+        let id = match link::peer_doorbell(&self.shm, &self.geometry, j) {
+            Some(id) => {
+                cached.store(id, Ordering::Relaxed);
+                id
+            }
+            None => match cached.load(Ordering::Relaxed) {
+                NO_DOORBELL => return,
+                id => id,
+            },
+        };
+        if self.regs.write32(regs::DOORBELL, id << 16).is_ok() {
+            self.stats.global.doorbells_sent.inc();
+        }
+    }
+
+    /// Doorbell mode: tells every other peer to look at the control blocks (our state or an
+    /// epoch changed).
+    pub(super) fn kick_all(&self) {
+        for j in self.others() {
+            self.kick(j);
+        }
+    }
+
+    /// Whether a ring error on peer `j`'s link comes from the peer restarting the link (its
+    /// epoch moved past what we acknowledged) rather than from corruption.
+    fn peer_restarted(&self, j: u32, acked: u32) -> bool {
+        match link::read_peer(&self.shm, &self.geometry, j, self.me) {
+            Ok(view) => view.epoch != acked || view.state != Some(PeerState::Run),
+            Err(_) => false,
+        }
+    }
+
+    /// The data path found peer `j`'s ring unusable (`e`): it has already stopped using it;
+    /// count, warn (rate-limited) and have the timer restart the link, unless the peer is
+    /// restarting it anyway.
+    pub(super) fn ring_broken(&self, dev: &Device, j: u32, acked: u32, e: LayoutError) {
+        if self.peer_restarted(j, acked) {
+            return;
+        }
+        self.stats.global.rx_bad_desc.inc();
+        self.stats.peer(j).bad_desc.inc();
+        self.reset_req.fetch_or(bit(j), Ordering::Relaxed);
+        // In doorbell mode the timer may be asleep: the restart must not wait for a kick.
+        dev.timer_arm(1);
+        if let Some(missed) = self.logs.ring.check(time::now_ms()) {
+            dev_warn!(
+                &self.pdev,
+                "{}: peer {} broke the ring protocol ({:?}); resetting the link{}",
+                dev.name(),
+                j,
+                e,
+                missed
+            );
+        }
+    }
+
+    /// Beats our heartbeat, repairs what someone overwrote, restarts links the data path gave
+    /// up on, runs the handshake with every peer and sets the carrier. Returns when the timer
+    /// must look again in doorbell mode: [`WATCH_MS`] while something needs watching,
+    /// [`AUDIT_MS`] while something is wrong (see there), or never (`None`; also when the
+    /// interface is down).
+    pub(super) fn housekeeping(&self, dev: &Device, now: u64) -> Option<u32> {
+        let mut ctl = self.ctl.lock();
+        let _ = ctl.own.beat(&self.shm);
+        let (live, absent) = ctl.clock.look(now);
+        if absent.is_some() {
+            self.stats.global.own_stalls.inc();
+        }
+        // Polling mode: the timer ticks at least every `poll_idle_ms` whatever happens.
+        ctl.clock.expect_next(!self.interrupts());
+        self.repair(&mut ctl, dev);
+        if !ctl.running {
+            return None;
+        }
+        if let Some(name) = self.params.transparent {
+            self.publish_regular(&mut ctl, dev, name);
+        }
+        let reset = self.reset_req.swap(0, Ordering::Relaxed);
+        let (mut watch, mut audit) = (false, false);
+        for j in self.others() {
+            if reset & bit(j) != 0 {
+                self.restart(&mut ctl, dev, j, "reset");
+            }
+            let (w, a) = self.manage(&mut ctl, dev, j, now, live);
+            watch |= w;
+            audit |= a;
+        }
+        let any_up = ctl.links.iter().any(|l| l.up);
+        if any_up && !dev.carrier_ok() {
+            dev.carrier_on();
+            // Address resolutions begun while nobody was there spent their probes on a dead
+            // carrier, and one of them would fail the first frames sent now: start afresh.
+            ctl.neigh_stale = true;
+        } else if !any_up && dev.carrier_ok() {
+            dev.carrier_off();
+        }
+        let stale = core::mem::take(&mut ctl.neigh_stale);
+        let next = if watch || dev.queue_stopped() {
+            Some(WATCH_MS)
+        } else if audit || !any_up {
+            Some(AUDIT_MS)
+        } else {
+            None
+        };
+        if next == Some(WATCH_MS) {
+            ctl.clock.expect_next(true);
+        }
+        drop(ctl);
+        if stale {
+            dev.neigh_flush();
+        }
+        next
+    }
+
+    /// One step of the handshake with `j` (see [`crate::link`]). Returns whether the link
+    /// needs watching (a handshake under way, or frames in flight) and whether something is
+    /// wrong with the peer that needs an audit now and then ([`AUDIT_MS`]). `now` is real
+    /// time (ms), `live` the [`LiveClock`]'s time the peer's liveness is judged by.
+    fn manage(&self, ctl: &mut Ctl, dev: &Device, j: u32, now: u64, live: u64) -> (bool, bool) {
+        let Ok(mut view) = link::read_peer(&self.shm, &self.geometry, j, self.me) else {
+            return (false, false);
+        };
+        let mismatch = view.state == Some(PeerState::Run)
+            && (view.features ^ self.features) & feature::DOORBELL != 0;
+        if mismatch {
+            // A polling peer and a doorbell peer cannot serve each other: treat it as absent.
+            if ctl.mismatch_logged & bit(j) == 0 {
+                ctl.mismatch_logged |= bit(j);
+                // Rate-limited too: a scribbling peer can flip the bit at will.
+                if let Some(missed) = self.logs.link.check(now) {
+                    dev_warn!(
+                        &self.pdev,
+                        "{}: peer {} uses {} and we use {}: not linking (give every guest on \
+                         a region the same ivshmem device type){}",
+                        dev.name(),
+                        j,
+                        device_type(view.features & feature::DOORBELL != 0),
+                        device_type(self.irq != Irq::None),
+                        missed
+                    );
+                }
+            }
+            view.state = Some(PeerState::Ready);
+        } else {
+            ctl.mismatch_logged &= !bit(j);
+        }
+        let (Ok(our_epoch), Ok(our_ack)) =
+            (ctl.own.epoch(&self.shm, j), ctl.own.acked(&self.shm, j))
+        else {
+            return (false, false);
+        };
+        let (liveness, waiting) = if self.irq == Irq::None {
+            (
+                Liveness::Heartbeat {
+                    rings: self.ring_indices(j),
+                },
+                None,
+            )
+        } else {
+            let waiting = self.waiting_ms(j, live);
+            let stalled = waiting.is_some_and(|ms| ms > link::HEARTBEAT_TIMEOUT_MS);
+            (Liveness::Progress { stalled }, waiting)
+        };
+        let in_flight = waiting.is_some();
+        let Some(link) = ctl.links.get_mut(j as usize) else {
+            return (false, false);
+        };
+        let action = link::decide_with(link, our_epoch, our_ack, &view, live, liveness);
+        let watch = in_flight || (!link.up && view.state == Some(PeerState::Run));
+        if view.state.is_some() {
+            ctl.garbage &= !bit(j);
+        }
+        match action {
+            Action::Stay => {
+                if link.up {
+                    // The peer may change its MTU while up.
+                    if let Some(Some(p)) = self.tx.lock().peers.get_mut(j as usize) {
+                        p.mtu = view.mtu;
+                    }
+                }
+            }
+            Action::Resync(epoch) => {
+                self.reset_halves(j);
+                if let Some(Some(p)) = self.tx.lock().peers.get_mut(j as usize) {
+                    p.ack = epoch;
+                }
+                if let Some(Some(p)) = self.rx.lock().peers.get_mut(j as usize) {
+                    p.ack = epoch;
+                }
+                let _ = ctl.own.ack(&self.shm, j, epoch);
+                self.kick(j);
+            }
+            Action::Up => {
+                link.up = true;
+                let mut tx = self.tx.lock();
+                if let Some(Some(p)) = tx.peers.get_mut(j as usize) {
+                    if p.mac != view.mac && p.mac != [0; 6] {
+                        ctl.neigh_stale = true;
+                    }
+                    p.mac = view.mac;
+                    p.mtu = view.mtu;
+                    p.features = view.features;
+                }
+                tx.up |= bit(j);
+                drop(tx);
+                let mut rx = self.rx.lock();
+                if let Some(Some(p)) = rx.peers.get_mut(j as usize) {
+                    p.features = view.features;
+                }
+                rx.up |= bit(j);
+                drop(rx);
+                self.log_link(dev, j, Some(view.mac), "");
+            }
+            Action::Down(reason) => {
+                link.up = false;
+                // Gone, or nothing it published can be trusted: its MAC may never come back.
+                ctl.neigh_stale |= reason != DownReason::Restarted;
+                if matches!(reason, DownReason::Garbage | DownReason::Silent) {
+                    // Nothing the peer published can be trusted, or it stopped answering:
+                    // start the link afresh (our halves reset, so nothing we sent counts as
+                    // waiting any more; a new epoch, so the peer resets its halves too) and
+                    // keep waking it until it answers.
+                    self.reset_halves(j);
+                    let _ = ctl.own.bump_epoch(&self.shm, j);
+                    if reason == DownReason::Garbage {
+                        ctl.garbage |= bit(j);
+                    }
+                    ctl.rekick_ms[j as usize] = 0;
+                } else {
+                    self.link_down(j);
+                }
+                let why = match reason {
+                    DownReason::Left => "left",
+                    DownReason::Restarted => "restarted",
+                    DownReason::Garbage => "garbage",
+                    DownReason::Silent => "silent",
+                };
+                let (counter, global) = if reason == DownReason::Silent {
+                    (
+                        &self.stats.peer(j).heartbeat_losses,
+                        &self.stats.global.heartbeat_losses,
+                    )
+                } else {
+                    (&self.stats.peer(j).resets, &self.stats.global.peer_resets)
+                };
+                counter.inc();
+                global.inc();
+                self.log_link(dev, j, None, why);
+            }
+        }
+        // A peer that owes us an answer may be asleep (doorbell mode), and may not know that
+        // anything is wrong: kick it again now and then.
+        let up = ctl.links.get(j as usize).is_some_and(|l| l.up);
+        let unanswered = !up
+            && view.state == Some(PeerState::Run)
+            && ctl.own.epoch(&self.shm, j).is_ok_and(|e| e != view.ack);
+        let suspicious = unanswered || mismatch || ctl.garbage & bit(j) != 0;
+        if up && waiting.is_some_and(|ms| ms >= WAKE_AGAIN_MS) {
+            if let Some(last) = ctl.rekick_ms.get_mut(j as usize) {
+                if now.saturating_sub(*last) >= WAKE_AGAIN_MS {
+                    *last = now;
+                    self.stats.global.doorbells_repeated.inc();
+                    self.kick(j);
+                }
+            }
+        }
+        if suspicious {
+            if let Some(last) = ctl.rekick_ms.get_mut(j as usize) {
+                if now.saturating_sub(*last) >= REKICK_MS {
+                    *last = now;
+                    self.kick(j);
+                }
+            }
+        }
+        if self.params.transparent.is_some() {
+            if ctl.links.get(j as usize).is_some_and(|l| l.up) {
+                let addrs = link::read_addrs(&self.shm, &self.geometry, j);
+                self.update_peer_addrs(dev, j, addrs, &ctl.published);
+            } else {
+                self.withdraw(j);
+            }
+        }
+        (watch, suspicious)
+    }
+
+    /// Doorbell mode liveness of `j`: how long (ms of the [`LiveClock`] time `now`) the oldest
+    /// frames we sent it have waited while it consumed none, or `None` when nothing is in
+    /// flight.
+    fn waiting_ms(&self, j: u32, now: u64) -> Option<u64> {
+        let mut tx = self.tx.lock();
+        let Some(Some(p)) = tx.peers.get_mut(j as usize) else {
+            return None;
+        };
+        let n = p.prod.in_flight(&self.shm).unwrap_or(0);
+        let cons = p.prod.published().wrapping_sub(n);
+        if n == 0 || cons != p.last_cons || !p.was_waiting {
+            p.cons_change_ms = now;
+        }
+        p.last_cons = cons;
+        p.was_waiting = n > 0;
+        (n > 0).then(|| now.saturating_sub(p.cons_change_ms))
+    }
+
+    /// The indices peer `j` writes as it moves data with us, read raw (only compared: a sign
+    /// of life when they change): its consumer index on our ring, its producer index on its.
+    fn ring_indices(&self, j: u32) -> [u32; 2] {
+        let cons = match self.tx.lock().peers.get(j as usize) {
+            Some(Some(p)) => p.prod.cons_idx_raw(&self.shm).unwrap_or(0),
+            _ => 0,
+        };
+        let prod = match self.rx.lock().peers.get(j as usize) {
+            Some(Some(p)) => p.cons.prod_idx_raw(&self.shm).unwrap_or(0),
+            _ => 0,
+        };
+        [cons, prod]
+    }
+
+    /// Resets our halves of the rings with `j` (producer to it, consumer from it). The link
+    /// must be down in both masks.
+    pub(super) fn reset_halves(&self, j: u32) {
+        let mut tx = self.tx.lock();
+        tx.up &= !bit(j);
+        tx.stopped_for &= !bit(j);
+        if let Some(Some(p)) = tx.peers.get_mut(j as usize) {
+            let _ = p.prod.reset(&self.shm);
+        }
+        drop(tx);
+        let mut rx = self.rx.lock();
+        rx.up &= !bit(j);
+        if let Some(Some(p)) = rx.peers.get_mut(j as usize) {
+            let _ = p.cons.reset(&self.shm);
+        }
+        drop(rx);
+        self.withdraw(j);
+    }
+
+    /// Stops traffic with `j` in both directions.
+    pub(super) fn link_down(&self, j: u32) {
+        let mut tx = self.tx.lock();
+        tx.up &= !bit(j);
+        tx.stopped_for &= !bit(j);
+        drop(tx);
+        self.rx.lock().up &= !bit(j);
+        self.withdraw(j);
+    }
+
+    /// Restarts our side of the link with `j`: reset our halves, then bump our epoch so the
+    /// peer resets its halves too before traffic resumes.
+    fn restart(&self, ctl: &mut Ctl, dev: &Device, j: u32, why: &str) {
+        self.reset_halves(j);
+        let _ = ctl.own.bump_epoch(&self.shm, j);
+        self.kick(j);
+        if let Some(link) = ctl.links.get_mut(j as usize) {
+            if link.up {
+                link.up = false;
+                self.log_link(dev, j, None, why);
+            }
+        }
+        self.stats.global.peer_resets.inc();
+        self.stats.peer(j).resets.inc();
+    }
+
+    /// Logs a link of ours to `j` going up (with the peer's MAC) or down (with the reason),
+    /// rate-limited: a hostile peer can make a link flap as fast as it likes.
+    pub(super) fn log_link(&self, dev: &Device, j: u32, up: Option<[u8; 6]>, why: &str) {
+        let Some(missed) = self.logs.link.check(time::now_ms()) else {
+            return;
+        };
+        match up {
+            Some(mac) => dev_info!(
+                &self.pdev,
+                "{}: link to peer {} ({}) up{}",
+                dev.name(),
+                j,
+                Mac(mac),
+                missed
+            ),
+            None => dev_info!(
+                &self.pdev,
+                "{}: link to peer {} down ({}){}",
+                dev.name(),
+                j,
+                why,
+                missed
+            ),
+        }
+    }
+
+    /// Puts back what someone overwrote of our control block, of the region header, or of our
+    /// slot word (see [`Own::repair`], [`layout::repair_header`], [`layout::reclaim_slot`]).
+    /// While we are attached, nobody else may write those, so a difference is a peer
+    /// misbehaving; it is counted and logged (rate-limited).
+    fn repair(&self, ctl: &mut Ctl, dev: &Device) {
+        let own = ctl.own.repair(&self.shm).unwrap_or(0);
+        let header = layout::repair_header(&self.shm, &self.attached).unwrap_or(0);
+        let slot = layout::reclaim_slot(&self.shm, &self.geometry, self.me, self.token)
+            .map_or(0, u32::from);
+        let fixed = own + header + slot;
+        if fixed == 0 {
+            return;
+        }
+        self.stats.global.region_repairs.add(u64::from(fixed));
+        if let Some(missed) = self.logs.repair.check(time::now_ms()) {
+            dev_warn!(
+                &self.pdev,
+                "{}: someone overwrote {} words of our control block, {} of the region header \
+                 and {} of our slot; restored{}",
+                dev.name(),
+                own,
+                header,
+                slot,
+                missed
+            );
+        }
+    }
+}

@@ -1,0 +1,229 @@
+// SPDX-License-Identifier: GPL-2.0
+
+//! Receive, under the `rx` lock, in the NAPI poll: frames are taken off every peer's ring into
+//! socket buffers (a linear head and page fragments), checked against what the peer announced,
+//! handed to GRO (or, in transparent mode, to the regular interface), and their space given
+//! back to the peer every few frames. In doorbell mode the poll asks the peers for a kick on
+//! their next frame before NAPI sleeps, or not to kick while a socket busy-polls us.
+
+use super::{bit, transparent::Target, Rx, WATCH_MS};
+use crate::ext::{
+    net::{Device, Napi, Offload},
+    time,
+};
+use crate::link::feature;
+use crate::protocol::frame::ETH_HLEN;
+use crate::regs::Irq;
+use crate::ring::Consumer;
+use core::sync::atomic::Ordering;
+
+/// Received frames between two publications of the consumer index (gives space back early).
+const PUBLISH_EVERY: u32 = 16;
+/// Bytes of a received frame copied into the socket buffer's linear part; the rest goes into
+/// page fragments. Holds the Ethernet, IP and TCP headers the stack (and transparent mode's
+/// source check) reads first; `virtio_net_hdr_to_skb` pulls more if an offload needs it.
+const RX_HEAD: u32 = 256;
+
+impl super::Net {
+    /// The NAPI poll: in doorbell mode, a look at the links first (kicks announce link
+    /// changes too); then up to `budget` frames from the peers whose links are up, starting
+    /// where the last poll stopped; then, if the rings ran dry, NAPI completes and the peers
+    /// are asked to kick us on their next frame.
+    pub(super) fn napi_poll(&self, dev: &Device, napi: &Napi, budget: u32) -> u32 {
+        self.stats.global.rx_polls.inc();
+        if self.interrupts() {
+            // Kicks also announce link changes: look at the links, at most once a ms.
+            let now = time::now_ms();
+            if self.last_manage_ms.swap(now, Ordering::Relaxed) != now {
+                match self.housekeeping(dev, now) {
+                    // Something to watch: make sure the timer looks soon (earlier than an
+                    // audit it may be armed for).
+                    Some(WATCH_MS) => {
+                        if !self.watching.swap(true, Ordering::Relaxed) {
+                            dev.timer_arm(time::ms_to_jiffies(WATCH_MS));
+                        }
+                    }
+                    // Something to audit: make sure the timer looks by then, without putting
+                    // off a watch it may be armed for.
+                    Some(ms) => dev.timer_arm_within(time::ms_to_jiffies(ms)),
+                    None => {}
+                }
+            }
+        }
+        let n = self.geometry.max_peers;
+        let mut done = 0;
+        let mut rx = self.rx.lock();
+        let start = rx.next % n;
+        for k in 0..n {
+            let j = (start + k) % n;
+            if rx.up & bit(j) == 0 {
+                continue;
+            }
+            done += self.receive(dev, napi, &mut rx, j, budget - done);
+            if done >= budget {
+                rx.next = (j + 1) % n;
+                break;
+            }
+        }
+        drop(rx);
+        if done > 0 {
+            self.busy.store(true, Ordering::Relaxed);
+        }
+        self.tx_wake(dev);
+        if done < budget {
+            let completed = napi.complete_done(done);
+            if self.interrupts() {
+                if !completed {
+                    // Busy polling (or work noted meanwhile): we will be polled again, so a
+                    // kick would only cost both sides an interrupt.
+                    self.quiet_rx_events();
+                } else if self.arm_rx_events() {
+                    // A frame slipped in before the peer could see our event: poll again.
+                    dev.napi_schedule();
+                }
+            }
+        }
+        done
+    }
+
+    /// Receives up to `budget` frames from peer `j`; returns how many it took off the ring.
+    fn receive(&self, dev: &Device, napi: &Napi, rx: &mut Rx, j: u32, budget: u32) -> u32 {
+        let Some(Some(p)) = rx.peers.get_mut(j as usize) else {
+            return 0;
+        };
+        let (global, peer) = (&self.stats.global, self.stats.peer(j));
+        let mut done = 0;
+        let mut unpublished = 0;
+        let mut broken = None;
+        while done < budget {
+            let d = match p.cons.peek(&self.shm) {
+                Ok(Some(d)) => d,
+                Ok(None) => break,
+                Err(e) => {
+                    broken = Some(e);
+                    break;
+                }
+            };
+            done += 1;
+            let offload = Offload {
+                flags: d.flags as u8,
+                gso_type: d.gso_type,
+                hdr_len: d.hdr_len,
+                gso_size: d.gso_size,
+                csum_start: d.csum_start,
+                csum_offset: d.csum_offset,
+            };
+            let claimed = (if offload.flags != 0 { feature::CSUM } else { 0 })
+                | (if offload.gso_type != 0 {
+                    feature::GSO
+                } else {
+                    0
+                });
+            if d.len < ETH_HLEN || d.flags > 0xff || claimed & !p.features != 0 {
+                // A runt frame, or an offload the peer did not announce: drop, count.
+                global.rx_bad_desc.inc();
+                peer.bad_desc.inc();
+            } else if let Some(mut skb) = napi.alloc_rx_skb(d.len, RX_HEAD) {
+                let shm = &self.shm;
+                if let Err(e) = skb.fill(|at, piece| p.cons.read_frame_part(shm, &d, at, piece)) {
+                    broken = Some(e);
+                    break;
+                }
+                let regular = self.regular_target(j, skb.head());
+                if offload != Offload::default() && skb.set_offload(&offload).is_err() {
+                    // Metadata that does not match the frame: never trusted.
+                    global.rx_bad_desc.inc();
+                    peer.bad_desc.inc();
+                } else {
+                    match regular {
+                        Target::Ours => {
+                            skb.eth_type_trans(dev);
+                            napi.gro_receive(skb);
+                        }
+                        Target::Deliver(ifindex) => {
+                            // Straight to the stack, not through our GRO list: the regular
+                            // device is looked up under RCU and must not outlive that.
+                            if skb.receive_on(napi, ifindex).is_ok() {
+                                global.transparent_rx_packets.inc();
+                            } else {
+                                global.transparent_rx_dropped.inc();
+                            }
+                        }
+                        Target::Refuse => {
+                            drop(skb);
+                            global.transparent_rx_dropped.inc();
+                        }
+                    }
+                    global.rx_packets.inc();
+                    global.rx_bytes.add(d.len.into());
+                    peer.rx_packets.inc();
+                    peer.rx_bytes.add(d.len.into());
+                }
+            } else {
+                global.rx_drop_nomem.inc();
+            }
+            p.cons.pop(&d);
+            unpublished += 1;
+            if unpublished == PUBLISH_EVERY {
+                self.give_back(&mut p.cons, j);
+                unpublished = 0;
+            }
+        }
+        if unpublished > 0 {
+            self.give_back(&mut p.cons, j);
+        }
+        if let Some(e) = broken {
+            let acked = p.ack;
+            rx.up &= !bit(j);
+            self.ring_broken(dev, j, acked, e);
+        }
+        done
+    }
+
+    /// Publishes our consumer index, kicking the producer if it waits for the space.
+    fn give_back(&self, cons: &mut Consumer, j: u32) {
+        let Ok(old) = cons.publish(&self.shm) else {
+            return;
+        };
+        if self.irq != Irq::None && cons.kick_needed(&self.shm, old) == Ok(true) {
+            self.kick(j);
+        }
+    }
+
+    /// Doorbell mode, before NAPI sleeps: asks every peer to kick us on its next frame, then
+    /// looks again. Returns whether a frame arrived meanwhile (poll again).
+    pub(super) fn arm_rx_events(&self) -> bool {
+        let mut rx = self.rx.lock();
+        rx.quiet = false;
+        let up = rx.up;
+        let mut more = false;
+        for j in self.others().filter(|&j| up & bit(j) != 0) {
+            if let Some(Some(p)) = rx.peers.get_mut(j as usize) {
+                let idx = p.cons.index();
+                let _ = p.cons.set_event(&self.shm, idx);
+                // A broken ring also means poll again: the poll counts it and resets the link.
+                more |= p.cons.pending(&self.shm).map_or(true, |n| n > 0);
+            }
+        }
+        more
+    }
+
+    /// Doorbell mode, while we keep being polled (socket busy polling): asks every peer not
+    /// to kick us, with an event index it cannot reach. The poll that ends the busy polling
+    /// completes NAPI and re-arms the events with [`Net::arm_rx_events`], which looks at the
+    /// rings again after, so no frame is left without a kick.
+    fn quiet_rx_events(&self) {
+        let mut rx = self.rx.lock();
+        if rx.quiet {
+            return;
+        }
+        rx.quiet = true;
+        let up = rx.up;
+        for j in self.others().filter(|&j| up & bit(j) != 0) {
+            if let Some(Some(p)) = rx.peers.get_mut(j as usize) {
+                let never = p.cons.index().wrapping_add(2 * p.cons.ring().slots());
+                let _ = p.cons.set_event(&self.shm, never);
+            }
+        }
+    }
+}

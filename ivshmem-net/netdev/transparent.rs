@@ -1,0 +1,314 @@
+// SPDX-License-Identifier: GPL-2.0
+
+//! Transparent mode (`transparent=<ifname>`), under the `transparent` lock (released before
+//! the hook takes `tx`): we publish the MAC and addresses of our regular interface in our
+//! control block, keep a table of what each linked peer published (checked, first claim
+//! wins), divert packets routed out of the regular interface to a peer's address into that
+//! peer's ring (a netfilter `POST_ROUTING` hook), and hand frames a peer sends from its
+//! published addresses to our regular interface as if received there.
+
+use super::{bit, tx::Sent, Ctl, Mac};
+use crate::ext::{
+    net::{self, Device, SkBuff},
+    netfilter::{self, Proto},
+    time,
+};
+use crate::link::Addrs;
+use crate::protocol::frame::{
+    from_published, mac_u64, IpDst, IpVersion, ETH_HLEN, ETH_P_IP, ETH_P_IPV6,
+};
+use crate::ring::Desc;
+use crate::{dev_info, dev_warn};
+use core::fmt;
+use core::sync::atomic::Ordering;
+use kernel::prelude::*;
+
+/// [`super::Net::regular_mac`]: the MAC in the low 48 bits is valid.
+pub(super) const MAC_VALID: u64 = 1 << 48;
+
+/// The peers whose regular addresses we send to through the rings.
+pub(super) struct Peers {
+    /// Indexed by peer id: the addresses peer `j` published, checked and not claimed by
+    /// another peer first; `None` while its link is down or it published nothing usable.
+    pub(super) addrs: KVec<Option<Addrs>>,
+    /// Peers whose claim we refused (an address another peer or we hold) and logged.
+    pub(super) refused_logged: u64,
+}
+
+/// What the receive path does with a frame.
+pub(super) enum Target {
+    /// Not for our regular interface: ours as usual.
+    Ours,
+    /// For our regular interface (ifindex), from the sending peer's published addresses.
+    Deliver(i32),
+    /// For our regular interface, but not from the sender's published addresses.
+    Refuse,
+}
+
+/// The IP addresses of an [`Addrs`], printed as `10.0.0.1 fd00:0:0:0:0:0:0:1` (or `-`).
+struct Ips<'a>(&'a Addrs);
+
+impl fmt::Display for Ips<'_> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self.0.v4 {
+            Some(a) => write!(f, "{}.{}.{}.{}", a[0], a[1], a[2], a[3])?,
+            None => write!(f, "-")?,
+        }
+        match self.0.v6 {
+            Some(a) => {
+                for (k, w) in a.chunks_exact(2).enumerate() {
+                    let sep = if k == 0 { " " } else { ":" };
+                    write!(f, "{}{:x}", sep, u16::from_be_bytes([w[0], w[1]]))?;
+                }
+                Ok(())
+            }
+            None => write!(f, " -"),
+        }
+    }
+}
+
+/// The IP version of a packet the hook sees.
+fn version_of(proto: Proto) -> IpVersion {
+    match proto {
+        Proto::Ipv4 => IpVersion::V4,
+        Proto::Ipv6 => IpVersion::V6,
+    }
+}
+
+impl super::Net {
+    /// Transparent mode: a packet routed out of our regular interface to an address a peer
+    /// published goes through that peer's ring instead, with the Ethernet header the regular
+    /// interface would have given it; anything that cannot go that way right now takes the
+    /// normal path.
+    pub(super) fn divert(
+        &self,
+        dev: &Device,
+        skb: &SkBuff,
+        state: &netfilter::State,
+    ) -> netfilter::Verdict {
+        use netfilter::Verdict::{Accept, Consumed};
+        let ours = self.regular_mac.load(Ordering::Relaxed);
+        if ours & MAC_VALID == 0
+            || state.out_ifindex() != self.regular_ifindex.load(Ordering::Relaxed)
+        {
+            return Accept;
+        }
+        let Some(proto) = state.proto() else {
+            return Accept;
+        };
+        let Some(dst) = IpDst::of(version_of(proto), skb.head()) else {
+            return Accept;
+        };
+        let peer = {
+            let peers = self.transparent.lock();
+            self.others()
+                .find_map(|j| match peers.addrs.get(j as usize) {
+                    Some(Some(a)) if dst.is_for(a) => Some((j, a.mac)),
+                    _ => None,
+                })
+        };
+        let Some((j, peer_mac)) = peer else {
+            return Accept;
+        };
+        let global = &self.stats.global;
+        let fallback = || {
+            global.transparent_fallbacks.inc();
+            Accept
+        };
+        let Ok(o) = skb.offload_behind(ETH_HLEN as u16) else {
+            return fallback();
+        };
+        if o.gso_type == 0 && skb.len() > state.out_mtu() {
+            // The stack fragments it for the regular interface.
+            return fallback();
+        }
+        let meta = Desc {
+            flags: o.flags.into(),
+            gso_type: o.gso_type,
+            gso_size: o.gso_size,
+            csum_start: o.csum_start,
+            csum_offset: o.csum_offset,
+            hdr_len: o.hdr_len,
+            ..Desc::default()
+        };
+        let our_mac = (ours & !MAC_VALID).to_le_bytes();
+        let ethertype = match proto {
+            Proto::Ipv4 => ETH_P_IP,
+            Proto::Ipv6 => ETH_P_IPV6,
+        }
+        .to_be_bytes();
+        let mut hdr = [0u8; ETH_HLEN as usize];
+        hdr[..6].copy_from_slice(&peer_mac);
+        hdr[6..12].copy_from_slice(&our_mac[..6]);
+        hdr[12..].copy_from_slice(&ethertype);
+        let mut tx = self.tx.lock();
+        if tx.up & bit(j) == 0 {
+            return fallback();
+        }
+        let sent = self.send(dev, &mut tx, j, skb, &meta, &hdr);
+        self.flush(dev, &mut tx);
+        drop(tx);
+        match sent {
+            Sent::Ok => {
+                global.transparent_tx_packets.inc();
+                Consumed
+            }
+            _ => fallback(),
+        }
+    }
+
+    /// Transparent mode: reads our regular interface `name` and publishes its addresses
+    /// when they changed (none while it is missing or down), kicking the peers so they look.
+    pub(super) fn publish_regular(&self, ctl: &mut Ctl, dev: &Device, name: &CStr) {
+        let (now, ifindex) = match net::iface(name) {
+            Ok(i) if i.up => (
+                Addrs {
+                    mac: i.mac,
+                    v4: i.v4,
+                    v6: i.v6,
+                }
+                .sanitized(),
+                i.ifindex,
+            ),
+            Ok(i) => (Addrs::default(), i.ifindex),
+            Err(_) => (Addrs::default(), 0),
+        };
+        self.regular_ifindex.store(ifindex, Ordering::Relaxed);
+        let mac = if now.is_empty() {
+            0
+        } else {
+            mac_u64(&now.mac) | MAC_VALID
+        };
+        self.regular_mac.store(mac, Ordering::Relaxed);
+        if now == ctl.published {
+            return;
+        }
+        if ctl.own.publish_addrs(&self.shm, &now).is_err() {
+            return;
+        }
+        ctl.published = now;
+        if now.is_empty() {
+            dev_info!(
+                &self.pdev,
+                "{}: transparent: {} has no usable address (missing, down or unaddressed): \
+                 nothing published",
+                dev.name(),
+                name
+            );
+        } else {
+            dev_info!(
+                &self.pdev,
+                "{}: transparent: publishing {} ({} {})",
+                dev.name(),
+                name,
+                Mac(now.mac),
+                Ips(&now)
+            );
+        }
+        self.kick_all();
+    }
+
+    /// Transparent mode: peer `j`'s link is up and it published `addrs` (`None`: nothing
+    /// usable). The first claim of an address wins: a peer claiming one that another peer
+    /// holds in the table, or one of ours, gets no entry (logged once until it stops).
+    pub(super) fn update_peer_addrs(
+        &self,
+        dev: &Device,
+        j: u32,
+        addrs: Option<Addrs>,
+        ours: &Addrs,
+    ) {
+        let mut peers = self.transparent.lock();
+        let conflict = addrs.is_some_and(|a| {
+            a.overlaps(ours)
+                || peers
+                    .addrs
+                    .iter()
+                    .enumerate()
+                    .any(|(k, e)| k != j as usize && e.is_some_and(|e| e.overlaps(&a)))
+        });
+        let new = if conflict {
+            if peers.refused_logged & bit(j) == 0 {
+                peers.refused_logged |= bit(j);
+                if let Some(missed) = self.logs.link.check(time::now_ms()) {
+                    dev_warn!(
+                        &self.pdev,
+                        "{}: transparent: peer {} claims an address we or another peer hold; \
+                         not sending to it through shared memory{}",
+                        dev.name(),
+                        j,
+                        missed
+                    );
+                }
+            }
+            None
+        } else {
+            peers.refused_logged &= !bit(j);
+            addrs
+        };
+        let Some(slot) = peers.addrs.get_mut(j as usize) else {
+            return;
+        };
+        if *slot != new {
+            *slot = new;
+            // Rate-limited with the link lines: a peer can change what it publishes at will.
+            let Some(missed) = self.logs.link.check(time::now_ms()) else {
+                return;
+            };
+            match new {
+                Some(a) => dev_info!(
+                    &self.pdev,
+                    "{}: transparent: peer {} is {} {}{}",
+                    dev.name(),
+                    j,
+                    Mac(a.mac),
+                    Ips(&a),
+                    missed
+                ),
+                None => dev_info!(
+                    &self.pdev,
+                    "{}: transparent: peer {} withdrawn{}",
+                    dev.name(),
+                    j,
+                    missed
+                ),
+            }
+        }
+    }
+
+    /// Transparent mode: stop sending to peer `j` through the rings (its link went down).
+    pub(super) fn withdraw(&self, j: u32) {
+        let mut peers = self.transparent.lock();
+        if let Some(slot) = peers.addrs.get_mut(j as usize) {
+            if slot.take().is_some() {
+                drop(peers);
+                if let Some(missed) = self.logs.link.check(time::now_ms()) {
+                    dev_info!(
+                        &self.pdev,
+                        "transparent: peer {} withdrawn (link down){}",
+                        j,
+                        missed
+                    );
+                }
+            }
+        }
+    }
+
+    /// Transparent mode: what to do with frame `f` received from peer `j`.
+    pub(super) fn regular_target(&self, j: u32, f: &[u8]) -> Target {
+        let ours = self.regular_mac.load(Ordering::Relaxed);
+        let Some(dst) = f.get(..6).and_then(|d| <[u8; 6]>::try_from(d).ok()) else {
+            return Target::Ours;
+        };
+        if ours & MAC_VALID == 0 || mac_u64(&dst) != ours & !MAC_VALID {
+            return Target::Ours;
+        }
+        let peers = self.transparent.lock();
+        match peers.addrs.get(j as usize) {
+            Some(Some(a)) if from_published(f, a) => {
+                Target::Deliver(self.regular_ifindex.load(Ordering::Relaxed))
+            }
+            _ => Target::Refuse,
+        }
+    }
+}

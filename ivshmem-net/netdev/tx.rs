@@ -1,0 +1,319 @@
+// SPDX-License-Identifier: GPL-2.0
+
+//! Transmit, under the `tx` lock: frames from `start_xmit` (and from transparent mode's hook)
+//! are copied into the ring of the peer that owns the destination MAC (every peer whose link
+//! is up, for broadcast and multicast), published in batches (`xmit_more`), and the peer is
+//! kicked if its consumer asked for it. A full ring stops the queue until the peer has taken
+//! a quarter of the ring, in doorbell mode with an event asking it to kick us then.
+
+use super::{bit, Tx, WATCH_MS};
+use crate::ext::{
+    net::{self, Device, SkBuff, Xmit},
+    time,
+};
+use crate::layout::{Error as LayoutError, Region};
+use crate::link::feature;
+use crate::protocol::frame::{self, ETH_HLEN, VLAN_HLEN};
+use crate::regs::Irq;
+use crate::ring::Desc;
+use crate::stats::{Counter, Global};
+use core::sync::atomic::Ordering;
+
+/// `VIRTIO_NET_HDR_F_NEEDS_CSUM`: the checksum at `csum_start + csum_offset` is to be filled.
+const VIRTIO_NET_HDR_F_NEEDS_CSUM: u16 = 1;
+
+/// What happened to one frame sent to one peer.
+pub(super) enum Sent {
+    Ok,
+    Full,
+    TooBig,
+    Unsupported,
+    Broken,
+}
+
+/// What became of a frame handed to `start_xmit`.
+enum Verdict {
+    /// In a ring (or in every ring, for a broadcast).
+    Sent,
+    /// The destination ring is full: the queue is stopped, the stack keeps the frame.
+    Busy,
+    /// Dropped, counted by the given global counter (if any).
+    Dropped(Option<fn(&Global) -> &Counter>),
+}
+
+impl super::Net {
+    /// `start_xmit`: puts `skb` into the ring(s) it is for and publishes the batch.
+    pub(super) fn xmit(&self, dev: &Device, mut skb: SkBuff) -> Xmit {
+        let global = &self.stats.global;
+        let mut tx = self.tx.lock();
+        let verdict = self.xmit_one(dev, &mut tx, &mut skb);
+        // Publish the batch unless the stack promises more frames right away. A frame handed
+        // back as busy ends the batch: what is committed must reach the peer, or its space
+        // would never come back.
+        if matches!(verdict, Verdict::Busy) || !net::xmit_more() || dev.queue_stopped() {
+            self.flush(dev, &mut tx);
+        }
+        drop(tx);
+        match verdict {
+            Verdict::Sent => {
+                skb.consume();
+                Xmit::Done
+            }
+            Verdict::Busy => Xmit::Busy(skb),
+            Verdict::Dropped(counter) => {
+                if let Some(c) = counter {
+                    c(global).inc();
+                }
+                Xmit::Done
+            }
+        }
+    }
+
+    /// Copies the frame of `skb` (described by `meta`), behind the link-layer header
+    /// `prefix` if the packet has none yet, into the ring to peer `j`; the caller publishes
+    /// ([`Net::flush`]).
+    pub(super) fn send(
+        &self,
+        dev: &Device,
+        tx: &mut Tx,
+        j: u32,
+        skb: &SkBuff,
+        meta: &Desc,
+        prefix: &[u8],
+    ) -> Sent {
+        let len = skb.len().saturating_add(prefix.len() as u32);
+        let Some(Some(p)) = tx.peers.get_mut(j as usize) else {
+            return Sent::Broken;
+        };
+        let needs_csum = meta.flags & VIRTIO_NET_HDR_F_NEEDS_CSUM != 0;
+        let fits_mtu = if meta.gso_type != 0 {
+            // A segmentation-offload frame: its segments must fit the peer's MTU.
+            u32::from(meta.gso_size) <= p.mtu
+        } else {
+            len <= p.mtu.saturating_add(ETH_HLEN + VLAN_HLEN)
+        };
+        if !fits_mtu || len > p.prod.ring().max_frame() {
+            return Sent::TooBig;
+        }
+        if (needs_csum && p.features & feature::CSUM == 0)
+            || (meta.gso_type != 0 && p.features & feature::GSO == 0)
+        {
+            // `offloads_for` keeps such frames from us; only a race with a link change
+            // gets here.
+            return Sent::Unsupported;
+        }
+        let res = p.prod.reserve(&self.shm, len).and_then(|off| match off {
+            None => Ok(false),
+            Some(off) => {
+                self.shm.write(off, prefix)?;
+                skb.copy_to(&self.shm, off + prefix.len())
+                    .map_err(|_| LayoutError::OutOfBounds)?;
+                p.prod.commit(&self.shm, meta)?;
+                Ok(true)
+            }
+        });
+        match res {
+            Ok(true) => {
+                tx.unpublished |= bit(j);
+                let peer = self.stats.peer(j);
+                peer.tx_packets.inc();
+                peer.tx_bytes.add(len.into());
+                self.stats.global.tx_packets.inc();
+                self.stats.global.tx_bytes.add(len.into());
+                Sent::Ok
+            }
+            Ok(false) => Sent::Full,
+            Err(e) => {
+                let acked = p.ack;
+                tx.up &= !bit(j);
+                tx.unpublished &= !bit(j);
+                self.ring_broken(dev, j, acked, e);
+                Sent::Broken
+            }
+        }
+    }
+
+    /// Puts one frame into the ring(s) it is for; the caller publishes.
+    fn xmit_one(&self, dev: &Device, tx: &mut Tx, skb: &mut SkBuff) -> Verdict {
+        if skb.len() < ETH_HLEN
+            || (skb.head().len() < ETH_HLEN as usize && skb.linearize().is_err())
+        {
+            return Verdict::Dropped(Some(|g| &g.tx_drop_error));
+        }
+        let Ok(o) = skb.offload() else {
+            return Verdict::Dropped(Some(|g| &g.tx_drop_error));
+        };
+        let meta = Desc {
+            flags: o.flags.into(),
+            gso_type: o.gso_type,
+            gso_size: o.gso_size,
+            csum_start: o.csum_start,
+            csum_offset: o.csum_offset,
+            hdr_len: o.hdr_len,
+            ..Desc::default()
+        };
+        let skb = &*skb;
+        let global = &self.stats.global;
+        let mut dst = [0u8; 6];
+        dst.copy_from_slice(skb.head().get(..6).unwrap_or(&[0; 6]));
+
+        if dst[0] & 1 != 0 {
+            // Broadcast and multicast: a copy to every peer whose link is up. A full ring
+            // loses its copy rather than stopping everybody's traffic.
+            let mut sent = false;
+            for j in self.others() {
+                if tx.up & bit(j) == 0 {
+                    continue;
+                }
+                match self.send(dev, tx, j, skb, &meta, &[]) {
+                    Sent::Ok => sent = true,
+                    Sent::Full => {
+                        global.tx_ring_full.inc();
+                        self.stats.peer(j).tx_ring_full.inc();
+                    }
+                    Sent::TooBig => global.tx_drop_too_big.inc(),
+                    Sent::Unsupported => global.tx_drop_error.inc(),
+                    Sent::Broken => {}
+                }
+            }
+            return if sent {
+                Verdict::Sent
+            } else {
+                Verdict::Dropped(Some(|g| &g.tx_drop_no_peer))
+            };
+        }
+
+        let owner = self.others().find(|&j| {
+            tx.up & bit(j) != 0 && matches!(tx.peers.get(j as usize), Some(Some(p)) if p.mac == dst)
+        });
+        let Some(j) = owner else {
+            return Verdict::Dropped(Some(|g| &g.tx_drop_no_peer));
+        };
+        let len = self.max_len(dev);
+        match self.send(dev, tx, j, skb, &meta, &[]) {
+            Sent::Ok => {
+                // Stop before the next frame can find the ring full.
+                if !self.room(tx, j, len, false) {
+                    tx.stopped_for |= bit(j);
+                    dev.stop_queue();
+                    if self.arm_tx_event(tx, j, len) {
+                        tx.stopped_for &= !bit(j);
+                        dev.wake_queue();
+                    }
+                }
+                Verdict::Sent
+            }
+            Sent::Full => {
+                tx.stopped_for |= bit(j);
+                dev.stop_queue();
+                global.tx_ring_full.inc();
+                self.stats.peer(j).tx_ring_full.inc();
+                if self.arm_tx_event(tx, j, len) {
+                    // Room again already: let the stack retry at once.
+                    tx.stopped_for &= !bit(j);
+                    dev.wake_queue();
+                }
+                Verdict::Busy
+            }
+            Sent::TooBig => Verdict::Dropped(Some(|g| &g.tx_drop_too_big)),
+            Sent::Unsupported | Sent::Broken => Verdict::Dropped(Some(|g| &g.tx_drop_error)),
+        }
+    }
+
+    /// Publishes every committed frame, kicking each peer whose consumer asked for it. In
+    /// doorbell mode, makes sure the timer watches the frames (a dead peer never consumes
+    /// them, and nobody else would notice).
+    pub(super) fn flush(&self, dev: &Device, tx: &mut Tx) {
+        if tx.unpublished != 0 && self.interrupts() && !self.watching.swap(true, Ordering::Relaxed)
+        {
+            dev.timer_arm(time::ms_to_jiffies(WATCH_MS));
+        }
+        let pending = core::mem::take(&mut tx.unpublished);
+        for j in self.others().filter(|&j| pending & bit(j) != 0) {
+            let Some(Some(p)) = tx.peers.get_mut(j as usize) else {
+                continue;
+            };
+            let Ok(old) = p.prod.publish(&self.shm) else {
+                continue;
+            };
+            if self.irq != Irq::None {
+                match p.prod.kick_needed(&self.shm, old) {
+                    Ok(true) => self.kick(j),
+                    Ok(false) => self.stats.global.kicks_suppressed.inc(),
+                    Err(_) => {}
+                }
+            }
+        }
+    }
+
+    /// Doorbell mode, queue stopped for `j`: asks `j` to kick us once it has consumed half of
+    /// what is in flight, then looks again (so a kick cannot be lost). Returns whether there
+    /// is room already.
+    fn arm_tx_event(&self, tx: &mut Tx, j: u32, len: u32) -> bool {
+        if self.irq != Irq::None {
+            if let Some(Some(p)) = tx.peers.get_mut(j as usize) {
+                if let Ok(n) = p.prod.in_flight(&self.shm) {
+                    let cons = p.prod.published().wrapping_sub(n);
+                    let _ = p.prod.set_event(&self.shm, cons.wrapping_add(n / 2));
+                }
+            }
+        }
+        self.room(tx, j, len, true)
+    }
+
+    /// Whether the ring to `j` has room for a frame of `len` bytes, or, with `wake`, for a
+    /// quarter of the ring and such a frame (the hysteresis for waking the queue).
+    fn room(&self, tx: &Tx, j: u32, len: u32, wake: bool) -> bool {
+        let Some(Some(p)) = tx.peers.get(j as usize) else {
+            return true;
+        };
+        let ring = p.prod.ring();
+        let bytes = ring.max_footprint(len);
+        let (slots, bytes) = if wake {
+            ((ring.slots() / 4).max(1), bytes.max(ring.data_len() / 4))
+        } else {
+            (1, bytes)
+        };
+        // A corrupt consumer index shows up on the next send; here it just means "no room".
+        p.prod.has_room(&self.shm, slots, bytes).unwrap_or(false)
+    }
+
+    /// Wakes the queue once every ring that stopped it has room again (or its link is gone).
+    pub(super) fn tx_wake(&self, dev: &Device) {
+        if !dev.queue_stopped() {
+            return;
+        }
+        let len = self.max_len(dev);
+        let mut tx = self.tx.lock();
+        let mut still = 0;
+        for j in self.others() {
+            let b = bit(j);
+            if tx.stopped_for & b != 0 && tx.up & b != 0 && !self.arm_tx_event(&mut tx, j, len) {
+                still |= b;
+            }
+        }
+        tx.stopped_for = still;
+        if still == 0 {
+            dev.wake_queue();
+        }
+    }
+
+    /// Largest frame we send or accept at the current MTU ([`frame::max_len`]).
+    pub(super) fn max_len(&self, dev: &Device) -> u32 {
+        frame::max_len(dev.mtu(), self.max_frame())
+    }
+
+    /// The offloads (checksum, segmentation) every peer a frame to `dst` goes to accepts.
+    pub(super) fn offloads_to(&self, dst: &[u8; 6]) -> (bool, bool) {
+        let tx = self.tx.lock();
+        let mut all = feature::CSUM | feature::GSO;
+        for j in self.others().filter(|&j| tx.up & bit(j) != 0) {
+            if let Some(Some(p)) = tx.peers.get(j as usize) {
+                if dst[0] & 1 != 0 || p.mac == *dst {
+                    all &= p.features;
+                }
+            }
+        }
+        (all & feature::CSUM != 0, all & feature::GSO != 0)
+    }
+}

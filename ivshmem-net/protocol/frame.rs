@@ -1,0 +1,175 @@
+// SPDX-License-Identifier: GPL-2.0
+
+//! What a frame in a ring may be: Ethernet framing, the MTU and segmentation-offload limits a
+//! ring's size allows, and the checks transparent mode makes on the IP header of a frame (its
+//! destination, and whether its source is what the sending peer published).
+//!
+//! Pure functions of their arguments, shared like the rest of the protocol with the host
+//! crate, where `tests/frame.rs` covers them.
+
+use super::link::Addrs;
+
+/// Ethernet header length.
+pub const ETH_HLEN: u32 = 14;
+/// Room for one VLAN tag on top of the MTU.
+pub const VLAN_HLEN: u32 = 4;
+/// Smallest MTU (IPv4's minimum).
+pub const MIN_MTU: u32 = 68;
+/// Largest MTU when the ring allows it.
+pub const MAX_MTU: u32 = 65535;
+/// MTU a new device starts with.
+pub const DEFAULT_MTU: u32 = 1500;
+/// Largest IP packet the stack hands over for segmentation offload.
+pub const GSO_MAX: u32 = 65536;
+/// Ethertype of IPv4.
+pub const ETH_P_IP: u16 = 0x0800;
+/// Ethertype of IPv6.
+pub const ETH_P_IPV6: u16 = 0x86dd;
+
+/// The largest MTU a ring whose largest frame is `max_frame` bytes can carry.
+///
+/// # Examples
+///
+/// ```
+/// use ivshmem_net_protocol::frame::{max_mtu, MAX_MTU};
+/// assert_eq!(max_mtu(1518), 1500);
+/// assert_eq!(max_mtu(1 << 20), MAX_MTU);
+/// assert_eq!(max_mtu(10), 0);
+/// ```
+pub fn max_mtu(max_frame: u32) -> u32 {
+    max_frame.saturating_sub(ETH_HLEN + VLAN_HLEN).min(MAX_MTU)
+}
+
+/// The largest segmentation-offload frame (IP packet) to accept from the stack: 64 KiB, or
+/// less if the ring's largest frame is smaller.
+///
+/// # Examples
+///
+/// ```
+/// use ivshmem_net_protocol::frame::tso_max;
+/// assert_eq!(tso_max(128 * 1024), 65536);
+/// assert_eq!(tso_max(32 * 1024), 32 * 1024 - 19);
+/// ```
+pub fn tso_max(max_frame: u32) -> u32 {
+    max_frame
+        .saturating_sub(ETH_HLEN + VLAN_HLEN + 1)
+        .min(GSO_MAX)
+}
+
+/// The largest frame the stack may hand us at `mtu`: MTU-sized, or a segmentation-offload
+/// frame of up to [`tso_max`] bytes plus the Ethernet header; never more than the ring's
+/// largest frame `max_frame`.
+///
+/// # Examples
+///
+/// ```
+/// use ivshmem_net_protocol::frame::max_len;
+/// assert_eq!(max_len(1500, 256 * 1024), 65536 + 18);
+/// assert_eq!(max_len(9000, 4096), 4096);
+/// ```
+pub fn max_len(mtu: u32, max_frame: u32) -> u32 {
+    let mtu_frame = mtu.saturating_add(ETH_HLEN + VLAN_HLEN);
+    let gso_frame = tso_max(max_frame) + ETH_HLEN + VLAN_HLEN;
+    mtu_frame.max(gso_frame).min(max_frame)
+}
+
+/// The IP version of a packet, as the hook that sees it knows it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum IpVersion {
+    /// IPv4.
+    V4,
+    /// IPv6.
+    V6,
+}
+
+/// The destination address of an IP packet.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum IpDst {
+    /// An IPv4 destination.
+    V4([u8; 4]),
+    /// An IPv6 destination.
+    V6([u8; 16]),
+}
+
+impl IpDst {
+    /// The destination of the IP packet at the start of `head`, if it is a packet of
+    /// `version` with a whole fixed header.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use ivshmem_net_protocol::frame::{IpDst, IpVersion};
+    /// let mut v4 = [0u8; 20];
+    /// v4[0] = 0x45;
+    /// v4[16..20].copy_from_slice(&[10, 0, 0, 2]);
+    /// assert_eq!(IpDst::of(IpVersion::V4, &v4), Some(IpDst::V4([10, 0, 0, 2])));
+    /// assert_eq!(IpDst::of(IpVersion::V6, &v4), None);
+    /// assert_eq!(IpDst::of(IpVersion::V4, &v4[..19]), None);
+    /// ```
+    pub fn of(version: IpVersion, head: &[u8]) -> Option<Self> {
+        match version {
+            IpVersion::V4 if head.len() >= 20 && head[0] >> 4 == 4 => {
+                head.get(16..20)?.try_into().ok().map(IpDst::V4)
+            }
+            IpVersion::V6 if head.len() >= 40 && head[0] >> 4 == 6 => {
+                head.get(24..40)?.try_into().ok().map(IpDst::V6)
+            }
+            _ => None,
+        }
+    }
+
+    /// Whether this is one of the addresses in `a`.
+    pub fn is_for(&self, a: &Addrs) -> bool {
+        match self {
+            IpDst::V4(v4) => a.v4 == Some(*v4),
+            IpDst::V6(v6) => a.v6 == Some(*v6),
+        }
+    }
+}
+
+/// Whether the Ethernet frame `f` carries an IPv4 or IPv6 packet whose source is one of the
+/// addresses in `a` and whose source MAC is `a`'s: what a peer may send us in transparent
+/// mode.
+///
+/// # Examples
+///
+/// ```
+/// use ivshmem_net_protocol::frame::from_published;
+/// use ivshmem_net_protocol::link::Addrs;
+/// let a = Addrs { mac: [2, 0, 0, 0, 0, 1], v4: Some([10, 0, 0, 1]), v6: None };
+/// let mut f = [0u8; 34];
+/// f[6..12].copy_from_slice(&a.mac);
+/// f[12..14].copy_from_slice(&0x0800u16.to_be_bytes());
+/// f[14] = 0x45;
+/// f[26..30].copy_from_slice(&[10, 0, 0, 1]);
+/// assert!(from_published(&f, &a));
+/// f[29] = 9;
+/// assert!(!from_published(&f, &a));
+/// ```
+pub fn from_published(f: &[u8], a: &Addrs) -> bool {
+    if f.get(6..12) != Some(&a.mac[..]) {
+        return false;
+    }
+    let ip = f.get(ETH_HLEN as usize..).unwrap_or(&[]);
+    match f.get(12..14).map(|t| u16::from_be_bytes([t[0], t[1]])) {
+        Some(ETH_P_IP) => {
+            ip.len() >= 20 && ip[0] >> 4 == 4 && ip.get(12..16) == a.v4.as_ref().map(|v| &v[..])
+        }
+        Some(ETH_P_IPV6) => {
+            ip.len() >= 40 && ip[0] >> 4 == 6 && ip.get(8..24) == a.v6.as_ref().map(|v| &v[..])
+        }
+        _ => false,
+    }
+}
+
+/// A MAC address as the low 48 bits of a `u64` (first byte lowest), for storing in an atomic.
+///
+/// # Examples
+///
+/// ```
+/// use ivshmem_net_protocol::frame::mac_u64;
+/// assert_eq!(mac_u64(&[1, 2, 3, 4, 5, 6]), 0x0605_0403_0201);
+/// ```
+pub fn mac_u64(m: &[u8; 6]) -> u64 {
+    u64::from_le_bytes([m[0], m[1], m[2], m[3], m[4], m[5], 0, 0])
+}
