@@ -38,13 +38,13 @@ use crate::ext::{
     sync::SpinLockBh,
     time,
 };
-use crate::layout::{self, Attached, Error as LayoutError, Geometry, Region, MAX_PEERS};
-use crate::link::{
+use crate::params::Params;
+use crate::protocol::layout::{self, Attached, Error as LayoutError, Geometry, Region, MAX_PEERS};
+use crate::protocol::link::{
     self, feature, Action, Addrs, DownReason, Link, LiveClock, Liveness, Own, PeerState,
 };
-use crate::params::Params;
+use crate::protocol::ring::{Consumer, Desc, Producer};
 use crate::ratelimit::Ratelimit;
-use crate::ring::{Consumer, Desc, Producer};
 use crate::stats::Stats;
 use crate::{dev_info, dev_warn, new_spinlock_bh};
 use core::fmt;

@@ -2,8 +2,8 @@
 
 //! Shared-memory layout of an ivshmem-net region, version 1.
 //!
-//! This file is compiled twice: into the kernel module (`ivshmem-net/ivshmem_net.rs` includes it
-//! by path) and into the `ivshmem-layout` userspace crate, where it is unit- and property-tested.
+//! Part of the protocol (see `mod.rs`), so compiled twice: into the kernel module and into the
+//! `ivshmem-net-protocol` host crate, where it is unit- and property-tested.
 //! It uses `core` only and never touches memory directly: every access goes through a
 //! [`Region`], a bounds-checked accessor implemented once over the kernel's mapping of BAR2
 //! (`rust/shm.rs`) and once over an `mmap` of the region file (userspace).
@@ -49,7 +49,7 @@
 //! 0 to the token with a compare-and-swap, and [`release_slot`] moves it back from the token to 0.
 //! A peer that dies without releasing leaves its token behind; its id is recovered by
 //! *staleness*: a claimant samples the slot word and the owner's control-block heartbeat and
-//! state, waits longer than [`crate::link::HEARTBEAT_TIMEOUT_MS`] ([`STALE_WAIT_MS`]), samples
+//! state, waits longer than [`super::link::HEARTBEAT_TIMEOUT_MS`] ([`STALE_WAIT_MS`]), samples
 //! again, and if nothing changed takes the slot over with a compare-and-swap from the old token
 //! to its own. Any value in a slot word other than 0, garbage included, is an owner's token.
 
@@ -531,8 +531,8 @@ pub fn read_geometry<R: Region + ?Sized>(r: &R) -> Result<Geometry, Error> {
 }
 
 /// How long [`claim_slot`] waits between its two samples of the held slots: longer than a live
-/// peer may go without beating ([`crate::link::HEARTBEAT_TIMEOUT_MS`]), with margin.
-pub const STALE_WAIT_MS: u32 = crate::link::HEARTBEAT_TIMEOUT_MS as u32 + 500;
+/// peer may go without beating ([`super::link::HEARTBEAT_TIMEOUT_MS`]), with margin.
+pub const STALE_WAIT_MS: u32 = super::link::HEARTBEAT_TIMEOUT_MS as u32 + 500;
 
 /// Passes [`claim_slot`] makes over the slots looking for a free one; another pass only follows
 /// a pass in which a compare-and-swap on a free-looking slot lost a race.
@@ -575,8 +575,8 @@ fn sample<R: Region + ?Sized>(r: &R, g: &Geometry, id: u32) -> Result<Sample, Er
     let base = g.ctrl_offset(id)?;
     Ok(Sample {
         token,
-        heartbeat: r.load(base + crate::link::ctrl::HEARTBEAT)?,
-        state: r.load(base + crate::link::ctrl::STATE)?,
+        heartbeat: r.load(base + super::link::ctrl::HEARTBEAT)?,
+        state: r.load(base + super::link::ctrl::STATE)?,
     })
 }
 

@@ -3,7 +3,7 @@
 //! Per-peer control blocks and the link handshake between two peers.
 //!
 //! Like `layout.rs` and `ring.rs`, this file is compiled into the kernel module and into the
-//! userspace crate, uses `core` only, and reaches shared memory only through [`Region`].
+//! host crate, uses `core` only, and reaches shared memory only through [`Region`].
 //!
 //! # Control block of peer `i` (at `Geometry::ctrl_offset(i)`; every byte written by `i` only)
 //!
@@ -42,7 +42,7 @@
 //! beating for [`HEARTBEAT_TIMEOUT_MS`] ends up here too, so recovery needs no action from
 //! anybody else.
 
-use crate::layout::{Error, Geometry, Region, MAX_PEERS};
+use super::layout::{Error, Geometry, Region, MAX_PEERS};
 
 /// Byte offsets inside a control block.
 pub mod ctrl {

@@ -2,7 +2,7 @@
 
 //! The single-producer, single-consumer frame ring between two peers.
 //!
-//! Like [`crate::layout`], this file is compiled into the kernel module and into the userspace
+//! Like [`super::layout`], this file is compiled into the kernel module and into the host
 //! crate. It uses `core` only, has no `unsafe`, and reaches shared memory only through a
 //! [`Region`]. Every value the peer writes is read once into a local, checked, and only the local
 //! is used afterwards; what cannot be right is reported as [`Error::Corrupt`], never trusted and
@@ -66,7 +66,7 @@
 //!   ring again ([`Consumer::pending`]) before it sleeps. The same holds the other way round
 //!   for `prod_event` and TX completion ([`Producer::set_event`], [`Consumer::kick_needed`]).
 
-use crate::layout::{Corrupt, Error, Geometry, Region, DESC_LEN, RING_HDR_LEN};
+use super::layout::{Corrupt, Error, Geometry, Region, DESC_LEN, RING_HDR_LEN};
 
 /// Offsets of the ring header's words from the ring's base.
 pub mod off {
