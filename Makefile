@@ -200,8 +200,7 @@ install: $(if $(filter command line,$(origin KDIR)),module-build,module)
 # builds and installs it for the running kernel (DKMS_FLAGS="-k <release>" for another).
 DKMS_VERSION := $(shell sed -n 's/^PACKAGE_VERSION="\(.*\)"/\1/p' dkms.conf 2>/dev/null)
 DKMS_SRC = $(DESTDIR)/usr/src/ivshmem-net-$(DKMS_VERSION)
-DKMS_FILES := dkms.conf Makefile Kbuild scripts/toolchain.sh rust ivshmem-net \
-	userspace-tools/layout/src contrib/modprobe
+DKMS_FILES := dkms.conf Makefile Kbuild scripts/toolchain.sh rust ivshmem-net contrib/modprobe
 DKMS_FLAGS ?=
 
 dkms-source:

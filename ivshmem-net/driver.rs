@@ -1,7 +1,7 @@
 // SPDX-License-Identifier: GPL-2.0
 
 //! The PCI side: bind an ivshmem device, map its registers (BAR0) and shared memory (BAR2),
-//! and join the region described in [`crate::layout`].
+//! and join the region described in [`crate::protocol::layout`].
 
 use crate::ext::{
     errno::eproto,
@@ -9,13 +9,13 @@ use crate::ext::{
     pci::{self, BarRegion, Enabled, IrqVectors},
     random, time,
 };
-use crate::layout::{self, Attach, Claim, Geometry, Region};
-use crate::link::{self, Own, PeerState};
 use crate::netdev::{Mac, Net};
 use crate::params::Params;
 use crate::protocol::frame;
+use crate::protocol::layout::{self, Attach, Claim, Geometry, Region};
+use crate::protocol::link::{self, Own, PeerState};
+use crate::protocol::ring::Ring;
 use crate::regs::{self, Irq};
-use crate::ring::Ring;
 use crate::{dev_err, dev_info, dev_warn};
 use kernel::{c_str, prelude::*};
 

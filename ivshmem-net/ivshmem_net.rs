@@ -8,10 +8,9 @@
 //! - [`driver`]: binding the PCI device, mapping its BARs, joining the shared region.
 //! - [`netdev`]: the network device: transmit, NAPI receive, polling, links with peers.
 //! - [`stats`]: the counters behind `ethtool -S`; [`params`]: the module parameters.
-//! - [`layout`]: the shared-memory layout, the same source file the userspace tools and tests
-//!   compile (`userspace-tools/layout/src/layout.rs`).
-//! - [`ring`]: the single-producer/single-consumer frame ring, shared the same way.
-//! - [`link`]: control blocks and the link handshake, shared the same way.
+//! - [`protocol`]: the wire protocol, `core`-only safe Rust that the host crate
+//!   `userspace-tools/protocol` compiles and tests too: the shared-memory [`protocol::layout`],
+//!   the frame [`protocol::ring`], and the control blocks and handshake of [`protocol::link`].
 //! - [`ext`]: the kernel support layer in `rust/`, the only code with `unsafe`.
 
 // `try_pin_init!` of `netdev::Net` expands deeper than the default limit of 128.
@@ -20,14 +19,7 @@
 #[path = "../rust/lib.rs"]
 pub mod ext;
 
-#[path = "../userspace-tools/layout/src/layout.rs"]
-pub mod layout;
-
-#[path = "../userspace-tools/layout/src/link.rs"]
-pub mod link;
-
-#[path = "../userspace-tools/layout/src/ring.rs"]
-pub mod ring;
+pub mod protocol;
 
 mod driver;
 mod netdev;
@@ -35,10 +27,6 @@ mod params;
 mod ratelimit;
 mod regs;
 mod stats;
-
-pub mod protocol {
-    pub mod frame;
-}
 
 use kernel::prelude::*;
 

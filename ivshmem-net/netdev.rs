@@ -54,15 +54,16 @@ use crate::ext::{
     shm::SharedMem,
     sync::SpinLockBh,
 };
-use crate::layout::{self, Attached, Geometry, MAX_PEERS};
-use crate::link::{Addrs, Link, LiveClock, Own, PeerState};
 use crate::params::Params;
 use crate::protocol::frame;
+use crate::protocol::layout::{self, Attached, Geometry, MAX_PEERS};
+use crate::protocol::link::feature;
+use crate::protocol::link::{Addrs, Link, LiveClock, Own, PeerState};
+use crate::protocol::ring::{Consumer, Producer};
 use crate::ratelimit::Ratelimit;
 use crate::regs::{self, Irq};
-use crate::ring::{Consumer, Producer};
 use crate::stats::Stats;
-use crate::{dev_warn, link::feature, new_spinlock_bh};
+use crate::{dev_warn, new_spinlock_bh};
 use core::fmt;
 use core::sync::atomic::{AtomicBool, AtomicI32, AtomicU32, AtomicU64, Ordering};
 use kernel::{c_str, prelude::*, types::ARef};

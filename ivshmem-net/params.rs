@@ -3,7 +3,7 @@
 //! The module parameters (declared in `rust/params.c`), checked once at load time.
 
 use crate::ext::params as raw;
-use crate::layout::{MAX_PEERS, MIN_PEERS};
+use crate::protocol::layout::{MAX_PEERS, MIN_PEERS};
 use kernel::{prelude::*, str::CStr};
 
 /// Longest timer interval: the heartbeat must advance at least every 100 ms.

@@ -54,7 +54,8 @@ pub(crate) struct Global {
     /// Links taken down because the peer's heartbeat stopped.
     pub(crate) heartbeat_losses: Counter,
     /// Our own housekeeping came over 250 ms late (this guest or its host was not running):
-    /// that stretch was not held against the peers' liveness ([`crate::link::LiveClock`]).
+    /// that stretch was not held against the peers' liveness
+    /// ([`crate::protocol::link::LiveClock`]).
     pub(crate) own_stalls: Counter,
     /// Doorbell mode: interrupts sent to peers.
     pub(crate) doorbells_sent: Counter,

@@ -1,14 +1,14 @@
 // SPDX-License-Identifier: GPL-2.0
 
 //! The shared-memory BAR, mapped write-back, with the bounds-checked accessor the layout code
-//! uses ([`crate::layout::Region`]).
+//! uses ([`crate::protocol::layout::Region`]).
 //!
 //! Other VMs write this memory at any time. Nothing here trusts its contents: it only moves
 //! words and bytes between the region and local variables, after checking every offset
 //! against the mapping's length. Interpreting the values is the layout code's job.
 
 use super::bindings;
-use crate::layout::{check_range, Error, Region};
+use crate::protocol::layout::{check_range, Error, Region};
 use core::ptr::NonNull;
 use core::sync::atomic::{AtomicU32, Ordering};
 

@@ -61,17 +61,36 @@ def test_module_built_without_warnings():
 
 
 def test_unsafe_only_in_rust_dir():
-    """The driver and the shared layout code are safe Rust; `unsafe` lives in rust/ only."""
+    """The driver and the protocol are safe Rust; `unsafe` lives in rust/ only. Every file under
+    ivshmem-net/ counts, in subdirectories too (protocol/, which the host crate compiles as well,
+    and the driver's own modules)."""
     offenders = []
-    shared = TOP / "userspace-tools" / "layout" / "src"
-    # layout.rs, link.rs and ring.rs are compiled into the driver too (#[path] in ivshmem_net.rs).
-    for f in list((TOP / "ivshmem-net").glob("*.rs")) + [
-            shared / "layout.rs", shared / "link.rs", shared / "ring.rs"]:
+    for f in sorted((TOP / "ivshmem-net").rglob("*.rs")):
         for n, line in enumerate(f.read_text().splitlines(), 1):
             code = line.split("//")[0]
             if re.search(r"\bunsafe\b|\bbindings::|extern \"C\"", code):
                 offenders.append("%s:%d: %s" % (f.relative_to(TOP), n, line.strip()))
     check(not offenders, "unsafe/bindings outside rust/:\n" + "\n".join(offenders))
+
+
+def test_protocol_uses_core_only():
+    """ivshmem-net/protocol/ is compiled into the kernel module and into the host crate
+    ivshmem-net-protocol, so its code uses `core` and nothing else: no `std`, `alloc` or
+    `kernel`, no kernel or heap types, and no `crate::` paths (the crate root differs between
+    the two builds; the files reach each other through `super::`). Comments, doc examples
+    included, are not code."""
+    banned = (r"\b(std|alloc|kernel|bindings)::|\bextern\s+crate\b|\bcrate::"
+              r"|\b(KVec|KBox|KVVec|VVec|Vec|Box|Arc|Rc|String|CString)\b"
+              r"|\b(vec|format|print|println|eprintln|pr_\w+|dev_\w+)!")
+    offenders = []
+    files = sorted((TOP / "ivshmem-net" / "protocol").rglob("*.rs"))
+    check(files, "no protocol sources under ivshmem-net/protocol/")
+    for f in files:
+        for n, line in enumerate(f.read_text().splitlines(), 1):
+            code = line.split("//")[0]
+            if re.search(banned, code):
+                offenders.append("%s:%d: %s" % (f.relative_to(TOP), n, line.strip()))
+    check(not offenders, "beyond `core` in the protocol:\n" + "\n".join(offenders))
 
 
 def test_unsafe_blocks_have_safety_comments():
@@ -100,6 +119,8 @@ def test_unsafe_blocks_have_safety_comments():
 
 def test_rustfmt_clean():
     files = [str(p) for p in list((TOP / "ivshmem-net").glob("*.rs")) + list((TOP / "rust").glob("*.rs"))]
+    # ivshmem-net/'s subdirectories too (protocol/, the driver's modules).
+    files += [str(p) for p in sorted((TOP / "ivshmem-net").glob("*/**/*.rs"))]
     rc, out = run_host("rustfmt --edition 2021 --check --config max_width=100 %s" % " ".join(files))
     check(rc == 0, "rustfmt would change the kernel-side sources:\n%s" % out[-3000:])
     rc, out = run_host("cargo fmt --all -- --check", cwd=TOP / "userspace-tools")
@@ -213,7 +234,8 @@ def test_dkms_build_install():
 
 
 HOST_TESTS = [test_modinfo_pci_alias, test_module_built_without_warnings,
-              test_unsafe_only_in_rust_dir, test_unsafe_blocks_have_safety_comments,
+              test_unsafe_only_in_rust_dir, test_protocol_uses_core_only,
+              test_unsafe_blocks_have_safety_comments,
               test_rustfmt_clean, test_clippy_userspace_tools, test_make_install,
               test_dkms_build_install]
 
@@ -265,7 +287,7 @@ def run_cargo_tests():
     start = time.time()
     p = subprocess.run("cargo test --workspace --release 2>&1 && "
                        "cargo test --release -p ivshmem-server --test qemu -- --ignored 2>&1 && "
-                       "cd layout && CARGO_TARGET_DIR=../target/loom RUSTFLAGS='--cfg loom' "
+                       "cd protocol && CARGO_TARGET_DIR=../target/loom RUSTFLAGS='--cfg loom' "
                        "cargo test --release --test loom 2>&1", shell=True,
                        cwd=TOP / "userspace-tools", capture_output=True, text=True, timeout=1800)
     out = p.stdout

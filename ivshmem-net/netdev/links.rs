@@ -2,13 +2,13 @@
 
 //! Links with the peers, under the `ctl` lock (taking `tx`, `rx` and `transparent` one at a
 //! time, never nested): the timer's housekeeping beats our heartbeat, repairs what someone
-//! overwrote, runs the handshake of [`crate::link`] with every peer, restarts links the data
+//! overwrote, runs the handshake of [`crate::protocol::link`] with every peer, restarts links the data
 //! path gave up on, judges liveness, kicks peers that owe us an answer and sets the carrier.
 
 use super::{bit, Ctl, Mac, AUDIT_MS, NO_DOORBELL, WATCH_MS};
 use crate::ext::{net::Device, time};
-use crate::layout::{self, Error as LayoutError};
-use crate::link::{self, feature, Action, DownReason, Liveness, PeerState};
+use crate::protocol::layout::{self, Error as LayoutError};
+use crate::protocol::link::{self, feature, Action, DownReason, Liveness, PeerState};
 use crate::regs::{self, device_type, Irq};
 use crate::{dev_info, dev_warn};
 use core::sync::atomic::Ordering;
@@ -183,7 +183,7 @@ impl super::Net {
         next
     }
 
-    /// One step of the handshake with `j` (see [`crate::link`]). Returns whether the link
+    /// One step of the handshake with `j` (see [`crate::protocol::link`]). Returns whether the link
     /// needs watching (a handshake under way, or frames in flight) and whether something is
     /// wrong with the peer that needs an audit now and then ([`AUDIT_MS`]). `now` is real
     /// time (ms), `live` the [`LiveClock`]'s time the peer's liveness is judged by.

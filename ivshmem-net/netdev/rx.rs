@@ -11,10 +11,10 @@ use crate::ext::{
     net::{Device, Napi, Offload},
     time,
 };
-use crate::link::feature;
 use crate::protocol::frame::ETH_HLEN;
+use crate::protocol::link::feature;
+use crate::protocol::ring::Consumer;
 use crate::regs::Irq;
-use crate::ring::Consumer;
 use core::sync::atomic::Ordering;
 
 /// Received frames between two publications of the consumer index (gives space back early).

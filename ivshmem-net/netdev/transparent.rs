@@ -13,11 +13,11 @@ use crate::ext::{
     netfilter::{self, Proto},
     time,
 };
-use crate::link::Addrs;
 use crate::protocol::frame::{
     from_published, mac_u64, IpDst, IpVersion, ETH_HLEN, ETH_P_IP, ETH_P_IPV6,
 };
-use crate::ring::Desc;
+use crate::protocol::link::Addrs;
+use crate::protocol::ring::Desc;
 use crate::{dev_info, dev_warn};
 use core::fmt;
 use core::sync::atomic::Ordering;

@@ -11,11 +11,11 @@ use crate::ext::{
     net::{self, Device, SkBuff, Xmit},
     time,
 };
-use crate::layout::{Error as LayoutError, Region};
-use crate::link::feature;
 use crate::protocol::frame::{self, ETH_HLEN, VLAN_HLEN};
+use crate::protocol::layout::{Error as LayoutError, Region};
+use crate::protocol::link::feature;
+use crate::protocol::ring::Desc;
 use crate::regs::Irq;
-use crate::ring::Desc;
 use crate::stats::{Counter, Global};
 use core::sync::atomic::Ordering;
 

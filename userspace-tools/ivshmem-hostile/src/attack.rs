@@ -8,9 +8,11 @@
 //! to what is in the region (say, `prod_idx` just past `cons_idx + slots`) are computed from a
 //! fresh read of the words involved; all arithmetic on them wraps, as the ring's does.
 
-use ivshmem_layout::layout::{hdr, Error, Region, HEADER_LEN, MAGIC, MAX_PEERS, RING_HDR_LEN};
-use ivshmem_layout::link::{ctrl, feature, PeerState};
-use ivshmem_layout::ring::{off, Desc, FRAME_ALIGN};
+use ivshmem_net_protocol::layout::{
+    hdr, Error, Region, HEADER_LEN, MAGIC, MAX_PEERS, RING_HDR_LEN,
+};
+use ivshmem_net_protocol::link::{ctrl, feature, PeerState};
+use ivshmem_net_protocol::ring::{off, Desc, FRAME_ALIGN};
 
 use crate::rng::Rng;
 use crate::target::{RingAt, Targets};
@@ -734,10 +736,10 @@ fn align(pos: u32) -> u32 {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use ivshmem_layout::layout::{attach, claim_slot, Geometry};
-    use ivshmem_layout::link::Own;
-    use ivshmem_layout::ring::{Consumer, Producer};
-    use ivshmem_layout::HeapRegion;
+    use ivshmem_net_protocol::layout::{attach, claim_slot, Geometry};
+    use ivshmem_net_protocol::link::Own;
+    use ivshmem_net_protocol::ring::{Consumer, Producer};
+    use ivshmem_net_protocol::HeapRegion;
 
     /// A 4 MiB region for 4 peers: 0 and 1 attached and in RUN, ring 0 -> 1 holding two frames.
     fn region() -> (HeapRegion, Geometry) {

@@ -8,10 +8,10 @@
 
 use ivshmem_hostile::cli::{self, Args, Command};
 use ivshmem_hostile::storm::Storm;
-use ivshmem_layout::layout::{
+use ivshmem_net_protocol::layout::{
     phase, read_geometry, Error, Geometry, MAGIC, MIN_REGION_LEN, VERSION,
 };
-use ivshmem_layout::MmapRegion;
+use ivshmem_net_protocol::MmapRegion;
 use std::io::Write;
 use std::process::ExitCode;
 use std::sync::atomic::AtomicBool;

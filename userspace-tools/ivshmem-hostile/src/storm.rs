@@ -4,7 +4,7 @@
 //! guests may have two cores only), until the time is up or a signal asks it to stop; and the
 //! summary it leaves.
 
-use ivshmem_layout::layout::{Error, Geometry, Region};
+use ivshmem_net_protocol::layout::{Error, Geometry, Region};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
@@ -240,8 +240,8 @@ impl Summary {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use ivshmem_layout::layout::attach;
-    use ivshmem_layout::HeapRegion;
+    use ivshmem_net_protocol::layout::attach;
+    use ivshmem_net_protocol::HeapRegion;
 
     fn region() -> (HeapRegion, Geometry) {
         let r = HeapRegion::new(4 << 20);

@@ -7,9 +7,9 @@
 //! guests will notice, but keep hitting empty ids too: a guest must not trust a peer that
 //! appears out of nowhere either.
 
-use ivshmem_layout::layout::{hdr, Error, Geometry, Region, RING_HDR_LEN};
-use ivshmem_layout::link::ctrl;
-use ivshmem_layout::ring::Ring;
+use ivshmem_net_protocol::layout::{hdr, Error, Geometry, Region, RING_HDR_LEN};
+use ivshmem_net_protocol::link::ctrl;
+use ivshmem_net_protocol::ring::Ring;
 
 use crate::rng::Rng;
 
@@ -33,7 +33,9 @@ impl RingAt {
     /// Region offset of the descriptor slot of free-running index `idx`.
     pub fn desc(&self, idx: u32) -> usize {
         let slot = (idx & (self.ring.slots() - 1)) as usize;
-        self.ring.base() + RING_HDR_LEN as usize + slot * ivshmem_layout::layout::DESC_LEN as usize
+        self.ring.base()
+            + RING_HDR_LEN as usize
+            + slot * ivshmem_net_protocol::layout::DESC_LEN as usize
     }
 
     /// Region offset of free-running data position `pos`.
@@ -152,8 +154,8 @@ impl Targets {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use ivshmem_layout::layout::attach;
-    use ivshmem_layout::HeapRegion;
+    use ivshmem_net_protocol::layout::attach;
+    use ivshmem_net_protocol::HeapRegion;
 
     #[test]
     fn rings_match_the_layout_and_live_peers_are_found() {

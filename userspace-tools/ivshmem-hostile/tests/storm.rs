@@ -4,13 +4,13 @@
 //! refuses, that a storm really lands in every area it aims at, that it stops cleanly on
 //! SIGTERM, and that the layout crate's readers return errors, never panic, on what it leaves.
 
-use ivshmem_layout::layout::{
+use ivshmem_net_protocol::layout::{
     attach, claim_slot, hdr, read_geometry, Geometry, Region, DEFAULT_MAX_PEERS, DESC_LEN,
     HEADER_LEN, RING_HDR_LEN,
 };
-use ivshmem_layout::link::{peer_doorbell, read_peer, Own, PeerState};
-use ivshmem_layout::ring::{Consumer, Desc, Producer};
-use ivshmem_layout::MmapRegion;
+use ivshmem_net_protocol::link::{peer_doorbell, read_peer, Own, PeerState};
+use ivshmem_net_protocol::ring::{Consumer, Desc, Producer};
+use ivshmem_net_protocol::MmapRegion;
 use serde_json::Value;
 use std::ops::Range;
 use std::path::Path;

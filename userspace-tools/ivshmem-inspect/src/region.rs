@@ -5,7 +5,7 @@
 //! operation of the trait returns an error; an accidental store through a raw pointer would
 //! fault, not corrupt the region.
 
-use ivshmem_layout::layout::{check_range, Error, Region, MAX_REGION_LEN};
+use ivshmem_net_protocol::layout::{check_range, Error, Region, MAX_REGION_LEN};
 use std::fs::File;
 use std::path::Path;
 use std::sync::atomic::{fence, AtomicU32, Ordering};

@@ -3,8 +3,8 @@
 //! Text and JSON renderings of a [`Snapshot`].
 
 use crate::sample::{links, state_name, Liveness, Snapshot, Tracker};
-use ivshmem_layout::layout::{phase, MAGIC};
-use ivshmem_layout::link::{feature, HEARTBEAT_TIMEOUT_MS};
+use ivshmem_net_protocol::layout::{phase, MAGIC};
+use ivshmem_net_protocol::link::{feature, HEARTBEAT_TIMEOUT_MS};
 use serde_json::{json, Value};
 use std::fmt::Write;
 use std::time::Duration;

@@ -5,9 +5,11 @@
 //! impossible values into "garbage" flags, never into panics.
 
 use crate::region::ReadOnlyRegion;
-use ivshmem_layout::layout::{hdr, phase, read_geometry, Error, Geometry, Region, MAGIC, VERSION};
-use ivshmem_layout::link::{ctrl, PeerState};
-use ivshmem_layout::ring::{off, FRAME_ALIGN};
+use ivshmem_net_protocol::layout::{
+    hdr, phase, read_geometry, Error, Geometry, Region, MAGIC, VERSION,
+};
+use ivshmem_net_protocol::link::{ctrl, PeerState};
+use ivshmem_net_protocol::ring::{off, FRAME_ALIGN};
 use std::collections::HashMap;
 use std::fmt;
 use std::time::{Duration, Instant};
@@ -194,7 +196,7 @@ pub struct Snapshot {
 
 /// Checks the header and reads everything once.
 pub fn take(r: &ReadOnlyRegion) -> Result<Snapshot, Refusal> {
-    if (r.len() as u64) < ivshmem_layout::layout::HEADER_LEN as u64 {
+    if (r.len() as u64) < ivshmem_net_protocol::layout::HEADER_LEN as u64 {
         return Err(Refusal::TooShort(r.file_len()));
     }
     let g = read_geometry(r)?;

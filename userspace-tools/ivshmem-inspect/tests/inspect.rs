@@ -2,10 +2,10 @@
 
 //! Runs the `ivshmem-inspect` binary against region files built with the layout crate.
 
-use ivshmem_layout::layout::{attach, claim_slot, hdr, Geometry, Region};
-use ivshmem_layout::link::{feature, Own, PeerState};
-use ivshmem_layout::ring::{Consumer, Desc, Producer};
-use ivshmem_layout::MmapRegion;
+use ivshmem_net_protocol::layout::{attach, claim_slot, hdr, Geometry, Region};
+use ivshmem_net_protocol::link::{feature, Own, PeerState};
+use ivshmem_net_protocol::ring::{Consumer, Desc, Producer};
+use ivshmem_net_protocol::MmapRegion;
 use serde_json::Value;
 use std::path::Path;
 use std::process::{Command, Output};

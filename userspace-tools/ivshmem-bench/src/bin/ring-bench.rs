@@ -11,10 +11,10 @@
 
 use ivshmem_bench::frame;
 use ivshmem_bench::stats::{ns, Summary};
-use ivshmem_layout::layout::{attach, claim_slot, Geometry, Region};
-use ivshmem_layout::link::{Own, PeerState};
-use ivshmem_layout::ring::{Consumer, Desc, Producer};
-use ivshmem_layout::MmapRegion;
+use ivshmem_net_protocol::layout::{attach, claim_slot, Geometry, Region};
+use ivshmem_net_protocol::link::{Own, PeerState};
+use ivshmem_net_protocol::ring::{Consumer, Desc, Producer};
+use ivshmem_net_protocol::MmapRegion;
 use serde_json::{json, Value};
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::{TcpListener, TcpStream};

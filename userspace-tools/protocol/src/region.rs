@@ -1,18 +1,10 @@
 // SPDX-License-Identifier: GPL-2.0
 
-//! Userspace side of the ivshmem-net layout.
-//!
-//! [`layout`] is the very file the kernel module compiles (included by path from
-//! `ivshmem-net/ivshmem_net.rs`); this crate adds two [`layout::Region`] implementations:
-//! [`HeapRegion`], plain memory for tests, and [`MmapRegion`], a shared mapping of a region file
-//! such as `/dev/shm/ivshmem-net` or the server's shared memory. [`ring`] is the frame ring,
-//! also shared with the kernel module.
+//! The host's [`Region`] implementations: [`HeapRegion`], plain memory for tests, and
+//! [`MmapRegion`], a shared mapping of a region file such as `/dev/shm/ivshmem-net` or the
+//! server's shared memory. The only `unsafe` of the crate is here, in [`MmapRegion`].
 
-pub mod layout;
-pub mod link;
-pub mod ring;
-
-use layout::{check_range, Error, Region};
+use crate::layout::{check_range, Error, Region};
 use std::fs::OpenOptions;
 use std::path::Path;
 use std::sync::atomic::{AtomicU32, Ordering};

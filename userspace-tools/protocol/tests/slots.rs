@@ -2,9 +2,9 @@
 //! Peer-id claiming: free slots, requested ids, stale takeover, release, garbage, and races
 //! between threads sharing one region.
 
-use ivshmem_layout::layout::*;
-use ivshmem_layout::link::ctrl;
-use ivshmem_layout::HeapRegion;
+use ivshmem_net_protocol::layout::*;
+use ivshmem_net_protocol::link::ctrl;
+use ivshmem_net_protocol::HeapRegion;
 use std::sync::atomic::{AtomicU32, Ordering};
 use std::sync::{Arc, Barrier};
 
@@ -93,7 +93,7 @@ fn all_live_is_no_free_slot_after_one_wait() {
     assert_eq!(waits, [STALE_WAIT_MS]);
     assert_eq!(
         STALE_WAIT_MS as u64,
-        ivshmem_layout::link::HEARTBEAT_TIMEOUT_MS + 500
+        ivshmem_net_protocol::link::HEARTBEAT_TIMEOUT_MS + 500
     );
     assert_eq!(slots(&r, &g), before);
 }

@@ -7,9 +7,9 @@
 mod common;
 
 use common::*;
-use ivshmem_layout::layout::{Corrupt, Error, Region, DESC_LEN, RING_HDR_LEN};
-use ivshmem_layout::ring::{off, Desc};
-use ivshmem_layout::HeapRegion;
+use ivshmem_net_protocol::layout::{Corrupt, Error, Region, DESC_LEN, RING_HDR_LEN};
+use ivshmem_net_protocol::ring::{off, Desc};
+use ivshmem_net_protocol::HeapRegion;
 use proptest::prelude::*;
 
 /// A view of a region through which only the `allowed` ranges (start, end) may be written.

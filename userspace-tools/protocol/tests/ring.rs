@@ -5,9 +5,9 @@
 mod common;
 
 use common::*;
-use ivshmem_layout::layout::{Corrupt, Error, Geometry, Region, DESC_LEN, RING_HDR_LEN};
-use ivshmem_layout::ring::{need_event, off, Consumer, Desc, Producer, Ring, FRAME_ALIGN};
-use ivshmem_layout::HeapRegion;
+use ivshmem_net_protocol::layout::{Corrupt, Error, Geometry, Region, DESC_LEN, RING_HDR_LEN};
+use ivshmem_net_protocol::ring::{need_event, off, Consumer, Desc, Producer, Ring, FRAME_ALIGN};
+use ivshmem_net_protocol::HeapRegion;
 use std::sync::Arc;
 
 const SLOTS: u32 = 16;
@@ -622,12 +622,14 @@ fn in_flight_counts_published_unconsumed_and_rejects_impossible_cons_idx() {
     c.publish(&r).unwrap();
     assert_eq!(p.in_flight(&r), Ok(2));
     // A consumer index ahead of what was published, or further back than the ring holds.
-    let cons_idx = p.ring().base() + ivshmem_layout::ring::off::CONS_IDX;
+    let cons_idx = p.ring().base() + ivshmem_net_protocol::ring::off::CONS_IDX;
     for bad in [4u32, 3u32.wrapping_sub(9), 0x8000_0000] {
         r.store(cons_idx, bad).unwrap();
         assert_eq!(
             p.in_flight(&r),
-            Err(Error::Corrupt(ivshmem_layout::layout::Corrupt::ConsIdx)),
+            Err(Error::Corrupt(
+                ivshmem_net_protocol::layout::Corrupt::ConsIdx
+            )),
             "cons_idx {bad:#x}"
         );
     }

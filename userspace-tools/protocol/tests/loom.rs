@@ -13,8 +13,8 @@
 
 #![cfg(loom)]
 
-use ivshmem_layout::layout::{check_range, Error, Geometry, Region, DESC_LEN, RING_HDR_LEN};
-use ivshmem_layout::ring::{Consumer, Desc, Producer};
+use ivshmem_net_protocol::layout::{check_range, Error, Geometry, Region, DESC_LEN, RING_HDR_LEN};
+use ivshmem_net_protocol::ring::{Consumer, Desc, Producer};
 use loom::cell::UnsafeCell;
 use loom::sync::atomic::{fence, AtomicU32, Ordering};
 use loom::sync::{Arc, Notify};

@@ -3,9 +3,9 @@
 
 #![allow(dead_code)]
 
-use ivshmem_layout::layout::{Error, Geometry, Region, DESC_LEN, RING_HDR_LEN};
-use ivshmem_layout::ring::{Consumer, Desc, Producer};
-use ivshmem_layout::HeapRegion;
+use ivshmem_net_protocol::layout::{Error, Geometry, Region, DESC_LEN, RING_HDR_LEN};
+use ivshmem_net_protocol::ring::{Consumer, Desc, Producer};
+use ivshmem_net_protocol::HeapRegion;
 
 /// A geometry of two peers whose two rings start at offset 0, with `slots` descriptors and
 /// `data` bytes each and no slack, so that a test region is just the rings.

@@ -7,8 +7,8 @@
 mod common;
 
 use common::*;
-use ivshmem_layout::layout::Region;
-use ivshmem_layout::ring::{off, FRAME_ALIGN};
+use ivshmem_net_protocol::layout::Region;
+use ivshmem_net_protocol::ring::{off, FRAME_ALIGN};
 use proptest::prelude::*;
 use std::collections::VecDeque;
 

@@ -3,7 +3,7 @@
 //! Per-peer control blocks and the link handshake between two peers.
 //!
 //! Like `layout.rs` and `ring.rs`, this file is compiled into the kernel module and into the
-//! userspace crate, uses `core` only, and reaches shared memory only through [`Region`].
+//! host crate, uses `core` only, and reaches shared memory only through [`Region`].
 //!
 //! # Control block of peer `i` (at `Geometry::ctrl_offset(i)`; every byte written by `i` only)
 //!
@@ -42,7 +42,7 @@
 //! beating for [`HEARTBEAT_TIMEOUT_MS`] ends up here too, so recovery needs no action from
 //! anybody else.
 
-use crate::layout::{Error, Geometry, Region, MAX_PEERS};
+use super::layout::{Error, Geometry, Region, MAX_PEERS};
 
 /// Byte offsets inside a control block.
 pub mod ctrl {
@@ -211,6 +211,23 @@ pub const MAX_LOOK_GAP_MS: u64 = 250;
 /// did not do meanwhile (beat its heartbeat, consume our frames) proves nothing, so it is not
 /// held against it; a peer that really died is still found [`HEARTBEAT_TIMEOUT_MS`] of our
 /// own running time after its last sign of life. Local memory, never shared.
+///
+/// # Examples
+///
+/// ```
+/// use ivshmem_net_protocol::link::{LiveClock, MAX_LOOK_GAP_MS};
+///
+/// let mut clock = LiveClock::default();
+/// assert_eq!(clock.look(1_000), (0, None));
+/// clock.expect_next(true);
+/// assert_eq!(clock.look(1_100), (100, None));
+/// clock.expect_next(true);
+/// // We did not run for 10 s: only MAX_LOOK_GAP_MS of it counts against the peers.
+/// assert_eq!(clock.look(11_100), (100 + MAX_LOOK_GAP_MS, Some(10_000)));
+/// // A long gap nobody promised to fill (doorbell mode asleep) is no absence.
+/// clock.expect_next(false);
+/// assert_eq!(clock.look(20_000), (100 + 2 * MAX_LOOK_GAP_MS, None));
+/// ```
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub struct LiveClock {
     /// Real time (ms, caller's clock) of the previous look, if any.
@@ -292,6 +309,31 @@ pub struct PeerView {
 /// Every peer can write the whole region, so this type never reads its own words back: it
 /// keeps a copy of every word it wrote and works from those copies. [`Own::repair`] puts them
 /// back when something else overwrote them.
+///
+/// # Examples
+///
+/// ```
+/// use ivshmem_net_protocol::layout::{attach, Geometry, Region};
+/// use ivshmem_net_protocol::link::{ctrl, read_peer, Own, PeerState};
+/// use ivshmem_net_protocol::HeapRegion;
+///
+/// let g = Geometry::new(4 << 20, 2)?;
+/// let region = HeapRegion::new(g.region_len as usize);
+/// attach(&region, g, 1, || false)?;
+/// let mut own = Own::new(&g, 0)?;
+/// own.attach(&region, [2, 0, 0, 0, 0, 1], 1500)?;
+/// own.set_state(&region, PeerState::Run)?;
+/// // Peer 1 reads what peer 0 published.
+/// let seen = read_peer(&region, &g, 0, 1)?;
+/// assert_eq!(seen.state, Some(PeerState::Run));
+/// assert_eq!((seen.mac, seen.mtu), ([2, 0, 0, 0, 0, 1], 1500));
+/// assert_eq!(seen.epoch, own.epoch(&region, 1)?);
+/// // Another peer scribbles on our block; we put back what we wrote.
+/// region.store(g.ctrl_offset(0)? + ctrl::MTU, 9000)?;
+/// assert_eq!(own.repair(&region)?, 1);
+/// assert_eq!(read_peer(&region, &g, 0, 1)?.mtu, 1500);
+/// # Ok::<(), ivshmem_net_protocol::layout::Error>(())
+/// ```
 #[derive(Debug, Clone, Copy)]
 pub struct Own {
     base: usize,
@@ -531,6 +573,25 @@ pub fn next_epoch(e: u32) -> u32 {
 }
 
 /// Reads what peer `j`'s control block says to peer `me`, each word once.
+///
+/// # Examples
+///
+/// ```
+/// use ivshmem_net_protocol::layout::{Error, Geometry, Region};
+/// use ivshmem_net_protocol::link::{ctrl, read_peer, PeerState};
+/// use ivshmem_net_protocol::HeapRegion;
+///
+/// let g = Geometry::new(4 << 20, 2)?;
+/// let region = HeapRegion::new(g.region_len as usize);
+/// let state = g.ctrl_offset(1)? + ctrl::STATE;
+/// region.store(state, PeerState::Ready as u32)?;
+/// assert_eq!(read_peer(&region, &g, 1, 0)?.state, Some(PeerState::Ready));
+/// // Garbage is read as such, not trusted.
+/// region.store(state, 77)?;
+/// assert_eq!(read_peer(&region, &g, 1, 0)?.state, None);
+/// assert_eq!(read_peer(&region, &g, 0, 0), Err(Error::OutOfBounds));
+/// # Ok::<(), Error>(())
+/// ```
 pub fn read_peer<R: Region + ?Sized>(
     r: &R,
     g: &Geometry,
@@ -601,6 +662,42 @@ pub enum DownReason {
 /// The link state machine: a pure function of what we remember (`link`), what we published
 /// (`our_epoch`, `our_ack`), what the peer published (`peer`), and the time `now_ms`.
 /// Updates the heartbeat bookkeeping in `link` and returns the action; the caller performs it
+///
+/// # Examples
+///
+/// Two peers bring their link up, each doing what `decide` says about the other:
+///
+/// ```
+/// use ivshmem_net_protocol::layout::{attach, Geometry};
+/// use ivshmem_net_protocol::link::{decide, read_peer, Action, Link, Own, PeerState};
+/// use ivshmem_net_protocol::HeapRegion;
+///
+/// let g = Geometry::new(4 << 20, 2)?;
+/// let region = HeapRegion::new(g.region_len as usize);
+/// attach(&region, g, 1, || false)?;
+/// let mut peers = [Own::new(&g, 0)?, Own::new(&g, 1)?];
+/// for p in &mut peers {
+///     p.attach(&region, [2, 0, 0, 0, 0, p.id() as u8], 1500)?;
+///     p.set_state(&region, PeerState::Run)?;
+/// }
+/// let mut links = [Link::default(); 2];
+/// for now_ms in 0..3 {
+///     for (me, (own, link)) in peers.iter_mut().zip(&mut links).enumerate() {
+///         let (me, j) = (me as u32, 1 - me as u32);
+///         let peer = read_peer(&region, &g, j, me)?;
+///         let (epoch, ack) = (own.epoch(&region, j)?, own.acked(&region, j)?);
+///         match decide(link, epoch, ack, &peer, now_ms) {
+///             // (Resetting our halves of the two rings would come first.)
+///             Action::Resync(e) => own.ack(&region, j, e)?,
+///             Action::Up => link.up = true,
+///             Action::Down(_) => link.up = false,
+///             Action::Stay => {}
+///         }
+///     }
+/// }
+/// assert!(links[0].up && links[1].up);
+/// # Ok::<(), ivshmem_net_protocol::layout::Error>(())
+/// ```
 /// and records `up` accordingly.
 pub fn decide(
     link: &mut Link,
@@ -639,6 +736,40 @@ pub enum Liveness {
 }
 
 /// [`decide`], with the liveness rule of the peer's mode.
+///
+/// # Examples
+///
+/// ```
+/// use ivshmem_net_protocol::link::{
+///     decide_with, feature, Action, DownReason, Link, Liveness, PeerState, PeerView,
+///     HEARTBEAT_TIMEOUT_MS,
+/// };
+///
+/// // A linked peer whose heartbeat stands still.
+/// let peer = PeerView {
+///     state: Some(PeerState::Run),
+///     heartbeat: 7,
+///     epoch: 1,
+///     ack: 1,
+///     mac: [2, 0, 0, 0, 0, 1],
+///     mtu: 1500,
+///     features: feature::DOORBELL,
+/// };
+/// let late = HEARTBEAT_TIMEOUT_MS + 1;
+/// // Doorbell mode: it sleeps while idle, so only frames it leaves waiting count.
+/// let mut link = Link { up: true, ..Link::default() };
+/// let idle = Liveness::Progress { stalled: false };
+/// assert_eq!(decide_with(&mut link, 1, 1, &peer, 0, idle), Action::Stay);
+/// assert_eq!(decide_with(&mut link, 1, 1, &peer, late, idle), Action::Stay);
+/// let stalled = Liveness::Progress { stalled: true };
+/// let down = Action::Down(DownReason::Silent);
+/// assert_eq!(decide_with(&mut link, 1, 1, &peer, late, stalled), down);
+/// // Polling mode: the same silence is a dead peer.
+/// let mut link = Link { up: true, ..Link::default() };
+/// let polling = Liveness::Heartbeat { rings: [0; 2] };
+/// assert_eq!(decide_with(&mut link, 1, 1, &peer, 0, polling), Action::Stay);
+/// assert_eq!(decide_with(&mut link, 1, 1, &peer, late, polling), down);
+/// ```
 pub fn decide_with(
     link: &mut Link,
     our_epoch: u32,

@@ -1,8 +1,8 @@
 // SPDX-License-Identifier: GPL-2.0
 //! Tests of the region header: geometry, initialise/join, refusals, concurrent attach.
 
-use ivshmem_layout::layout::*;
-use ivshmem_layout::HeapRegion;
+use ivshmem_net_protocol::layout::*;
+use ivshmem_net_protocol::HeapRegion;
 use std::sync::{Arc, Barrier};
 
 const MIB: u64 = 1 << 20;

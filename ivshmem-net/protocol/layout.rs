@@ -2,8 +2,8 @@
 
 //! Shared-memory layout of an ivshmem-net region, version 1.
 //!
-//! This file is compiled twice: into the kernel module (`ivshmem-net/ivshmem_net.rs` includes it
-//! by path) and into the `ivshmem-layout` userspace crate, where it is unit- and property-tested.
+//! Part of the protocol (see `mod.rs`), so compiled twice: into the kernel module and into the
+//! `ivshmem-net-protocol` host crate, where it is unit- and property-tested.
 //! It uses `core` only and never touches memory directly: every access goes through a
 //! [`Region`], a bounds-checked accessor implemented once over the kernel's mapping of BAR2
 //! (`rust/shm.rs`) and once over an `mmap` of the region file (userspace).
@@ -49,7 +49,7 @@
 //! 0 to the token with a compare-and-swap, and [`release_slot`] moves it back from the token to 0.
 //! A peer that dies without releasing leaves its token behind; its id is recovered by
 //! *staleness*: a claimant samples the slot word and the owner's control-block heartbeat and
-//! state, waits longer than [`crate::link::HEARTBEAT_TIMEOUT_MS`] ([`STALE_WAIT_MS`]), samples
+//! state, waits longer than [`super::link::HEARTBEAT_TIMEOUT_MS`] ([`STALE_WAIT_MS`]), samples
 //! again, and if nothing changed takes the slot over with a compare-and-swap from the old token
 //! to its own. Any value in a slot word other than 0, garbage included, is an owner's token.
 
@@ -199,6 +199,29 @@ pub enum Corrupt {
 
 /// Bounds-checked access to a shared region. Implementations check every offset and length
 /// against [`Region::len`] and return [`Error::OutOfBounds`] rather than touching memory outside.
+///
+/// # Examples
+///
+/// ```
+/// use ivshmem_net_protocol::layout::{Error, Region};
+/// use ivshmem_net_protocol::HeapRegion;
+///
+/// let r = HeapRegion::new(4096);
+/// r.store(8, 0xdead_beef)?;
+/// assert_eq!(r.load(8)?, 0xdead_beef);
+/// assert_eq!(r.compare_exchange(8, 0xdead_beef, 1)?, Ok(0xdead_beef));
+/// assert_eq!(r.compare_exchange(8, 0xdead_beef, 2)?, Err(1));
+/// r.write(100, b"frame")?;
+/// let mut buf = [0u8; 5];
+/// r.read(100, &mut buf)?;
+/// assert_eq!(&buf, b"frame");
+/// // Outside the region or misaligned is an error, never a stray access or a panic.
+/// assert_eq!(r.load(4096), Err(Error::OutOfBounds));
+/// assert_eq!(r.load(2), Err(Error::Misaligned));
+/// assert_eq!(r.write(4094, b"abc"), Err(Error::OutOfBounds));
+/// assert_eq!(r.read(usize::MAX, &mut buf), Err(Error::OutOfBounds));
+/// # Ok::<(), Error>(())
+/// ```
 pub trait Region {
     /// Length of the region in bytes.
     fn len(&self) -> usize;
@@ -246,6 +269,26 @@ pub fn check_range(region_len: usize, off: usize, len: usize, atomic: bool) -> R
 
 /// Where everything lives in a region: derived only from the region's length and `max_peers`,
 /// so every peer computes the same geometry and can check the header against it.
+///
+/// # Examples
+///
+/// ```
+/// use ivshmem_net_protocol::layout::{Error, Geometry};
+///
+/// let g = Geometry::new(64 << 20, 4)?;
+/// assert_eq!(g.rings(), 12);
+/// assert!(g.ring_slots.is_power_of_two() && g.ring_data.is_power_of_two());
+/// // One ring per ordered pair, one stride apart, all inside the region.
+/// assert_eq!(g.ring_offset(0, 2)? - g.ring_offset(0, 1)?, g.ring_stride as usize);
+/// let end = g.ring_offset(3, 2)? + g.ring_stride as usize;
+/// assert!(end as u64 <= g.region_len);
+/// assert_eq!(g.ring_offset(1, 1), Err(Error::OutOfBounds));
+/// // The same inputs give every peer the same geometry.
+/// assert_eq!(Geometry::new(64 << 20, 4)?, g);
+/// assert_eq!(Geometry::new(1 << 20, 4), Err(Error::TooSmall { len: 1 << 20 }));
+/// assert_eq!(Geometry::new(64 << 20, 65), Err(Error::BadMaxPeers(65)));
+/// # Ok::<(), Error>(())
+/// ```
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Geometry {
     /// Bytes of the region the layout uses.
@@ -398,6 +441,26 @@ pub struct Attached {
 /// waited long enough; then the initialiser is presumed dead and the region is taken over by
 /// another compare-and-swap that bumps the attempt count). A `READY` header is checked field by
 /// field against `geometry`; any difference is an error and the region is left untouched.
+///
+/// # Examples
+///
+/// ```
+/// use ivshmem_net_protocol::layout::{attach, Attach, Error, Geometry};
+/// use ivshmem_net_protocol::HeapRegion;
+///
+/// let g = Geometry::new(4 << 20, 2)?;
+/// let region = HeapRegion::new(g.region_len as usize);
+/// // The first peer finds the region empty and writes the header...
+/// let first = attach(&region, g, 0x1234, || false)?;
+/// assert_eq!(first.how, Attach::Initialised);
+/// // ...the next checks it against its own geometry and joins the same incarnation.
+/// let second = attach(&region, g, 0x5678, || false)?;
+/// assert_eq!((second.how, second.nonce), (Attach::Joined, 0x1234));
+/// // A peer set up for three peers computes another geometry and is refused.
+/// let other = Geometry::new(4 << 20, 3)?;
+/// assert_eq!(attach(&region, other, 1, || false), Err(Error::GeometryMismatch));
+/// # Ok::<(), Error>(())
+/// ```
 pub fn attach<R: Region + ?Sized>(
     r: &R,
     geometry: Geometry,
@@ -531,8 +594,8 @@ pub fn read_geometry<R: Region + ?Sized>(r: &R) -> Result<Geometry, Error> {
 }
 
 /// How long [`claim_slot`] waits between its two samples of the held slots: longer than a live
-/// peer may go without beating ([`crate::link::HEARTBEAT_TIMEOUT_MS`]), with margin.
-pub const STALE_WAIT_MS: u32 = crate::link::HEARTBEAT_TIMEOUT_MS as u32 + 500;
+/// peer may go without beating ([`super::link::HEARTBEAT_TIMEOUT_MS`]), with margin.
+pub const STALE_WAIT_MS: u32 = super::link::HEARTBEAT_TIMEOUT_MS as u32 + 500;
 
 /// Passes [`claim_slot`] makes over the slots looking for a free one; another pass only follows
 /// a pass in which a compare-and-swap on a free-looking slot lost a race.
@@ -575,8 +638,8 @@ fn sample<R: Region + ?Sized>(r: &R, g: &Geometry, id: u32) -> Result<Sample, Er
     let base = g.ctrl_offset(id)?;
     Ok(Sample {
         token,
-        heartbeat: r.load(base + crate::link::ctrl::HEARTBEAT)?,
-        state: r.load(base + crate::link::ctrl::STATE)?,
+        heartbeat: r.load(base + super::link::ctrl::HEARTBEAT)?,
+        state: r.load(base + super::link::ctrl::STATE)?,
     })
 }
 
@@ -603,6 +666,31 @@ fn sample<R: Region + ?Sized>(r: &R, g: &Geometry, id: u32) -> Result<Sample, Er
 /// and only when the id cannot be had at once. Every peer-written word is read once per sample
 /// and any value is accepted: a nonzero slot word is an owner's token whatever it holds. A peer
 /// stalled for longer than the wait (a paused VM) can lose its id; [`release_slot`] then reports
+///
+/// # Examples
+///
+/// ```
+/// use ivshmem_net_protocol::layout::{
+///     attach, claim_slot, release_slot, Claim, Error, Geometry, STALE_WAIT_MS,
+/// };
+/// use ivshmem_net_protocol::HeapRegion;
+///
+/// let g = Geometry::new(4 << 20, 2)?;
+/// let region = HeapRegion::new(g.region_len as usize);
+/// attach(&region, g, 1, || false)?;
+/// let (a, b) = (0x1357_9bdf, 0x2468_ace1);
+/// assert_eq!(claim_slot(&region, &g, None, a, |_| {})?, (0, Claim::Free));
+/// assert_eq!(claim_slot(&region, &g, None, b, |_| {})?, (1, Claim::Free));
+/// // Both ids are held and neither holder beats a heartbeat: after one wait, the lowest id
+/// // is taken over from its presumably dead owner...
+/// let wait = |ms| assert_eq!(ms, STALE_WAIT_MS);
+/// assert_eq!(claim_slot(&region, &g, None, 0x1111, wait)?, (0, Claim::Stale));
+/// // ...who finds out when it tries to release it.
+/// assert_eq!(release_slot(&region, &g, 0, a), Err(Error::SlotLost(0)));
+/// release_slot(&region, &g, 1, b)?;
+/// assert_eq!(claim_slot(&region, &g, Some(1), 0x2222, |_| {})?, (1, Claim::Fixed));
+/// # Ok::<(), Error>(())
+/// ```
 /// [`Error::SlotLost`].
 pub fn claim_slot<R: Region + ?Sized>(
     r: &R,

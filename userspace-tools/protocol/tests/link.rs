@@ -2,9 +2,9 @@
 //! The link handshake: two (or three) simulated peers sharing one region, stepping the pure
 //! state machine in `link.rs` the way the driver does.
 
-use ivshmem_layout::layout::*;
-use ivshmem_layout::link::*;
-use ivshmem_layout::HeapRegion;
+use ivshmem_net_protocol::layout::*;
+use ivshmem_net_protocol::link::*;
+use ivshmem_net_protocol::HeapRegion;
 
 const MIB: u64 = 1 << 20;
 

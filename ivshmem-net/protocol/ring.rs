@@ -2,7 +2,7 @@
 
 //! The single-producer, single-consumer frame ring between two peers.
 //!
-//! Like [`crate::layout`], this file is compiled into the kernel module and into the userspace
+//! Like [`super::layout`], this file is compiled into the kernel module and into the host
 //! crate. It uses `core` only, has no `unsafe`, and reaches shared memory only through a
 //! [`Region`]. Every value the peer writes is read once into a local, checked, and only the local
 //! is used afterwards; what cannot be right is reported as [`Error::Corrupt`], never trusted and
@@ -66,7 +66,7 @@
 //!   ring again ([`Consumer::pending`]) before it sleeps. The same holds the other way round
 //!   for `prod_event` and TX completion ([`Producer::set_event`], [`Consumer::kick_needed`]).
 
-use crate::layout::{Corrupt, Error, Geometry, Region, DESC_LEN, RING_HDR_LEN};
+use super::layout::{Corrupt, Error, Geometry, Region, DESC_LEN, RING_HDR_LEN};
 
 /// Offsets of the ring header's words from the ring's base.
 pub mod off {
@@ -324,6 +324,40 @@ struct Free {
 /// Frames go in three steps: [`Producer::reserve`] finds room and says where to copy the frame,
 /// [`Producer::commit`] writes its descriptor, and [`Producer::publish`] hands every committed
 /// frame to the consumer at once.
+///
+/// # Examples
+///
+/// One frame from peer 0 to peer 1 and back out:
+///
+/// ```
+/// use ivshmem_net_protocol::layout::{Geometry, Region};
+/// use ivshmem_net_protocol::ring::{Consumer, Desc, Producer};
+/// use ivshmem_net_protocol::HeapRegion;
+///
+/// let g = Geometry::new(4 << 20, 2)?;
+/// let region = HeapRegion::new(g.region_len as usize);
+/// // Each side resets its half before the link comes up.
+/// let mut tx = Producer::new(&g, 0, 1)?;
+/// let mut rx = Consumer::new(&g, 0, 1)?;
+/// tx.reset(&region)?;
+/// rx.reset(&region)?;
+///
+/// let frame = b"hello, peer";
+/// let at = tx.reserve(&region, frame.len() as u32)?.expect("an empty ring has room");
+/// region.write(at, frame)?;
+/// tx.commit(&region, &Desc::default())?;
+/// tx.publish(&region)?;
+/// assert_eq!(tx.in_flight(&region)?, 1);
+///
+/// let d = rx.peek(&region)?.expect("one frame published");
+/// let mut buf = [0u8; 64];
+/// let n = rx.read_frame(&region, &d, &mut buf)?;
+/// assert_eq!(&buf[..n], frame);
+/// rx.pop(&d);
+/// rx.publish(&region)?;
+/// assert_eq!(tx.in_flight(&region)?, 0);
+/// # Ok::<(), ivshmem_net_protocol::layout::Error>(())
+/// ```
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Producer {
     ring: Ring,
@@ -345,6 +379,25 @@ pub struct Producer {
 impl Producer {
     /// The producer of the ring from peer `from` to peer `to`, with all indices zero. Call
     /// [`Producer::reset`] to write them to the region.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use ivshmem_net_protocol::layout::{Error, Geometry};
+    /// use ivshmem_net_protocol::ring::Producer;
+    /// use ivshmem_net_protocol::HeapRegion;
+    ///
+    /// let g = Geometry::new(4 << 20, 2)?;
+    /// let region = HeapRegion::new(g.region_len as usize);
+    /// let mut tx = Producer::new(&g, 0, 1)?;
+    /// tx.reset(&region)?;
+    /// assert_eq!(tx.free_slots(&region)?, g.ring_slots);
+    /// assert_eq!(tx.ring().max_frame(), g.ring_data / 2);
+    /// // There is no ring from a peer to itself, nor to a peer the region has no room for.
+    /// assert_eq!(Producer::new(&g, 1, 1), Err(Error::OutOfBounds));
+    /// assert_eq!(Producer::new(&g, 0, 2), Err(Error::OutOfBounds));
+    /// # Ok::<(), Error>(())
+    /// ```
     pub fn new(g: &Geometry, from: u32, to: u32) -> Result<Self, Error> {
         Ok(Producer {
             ring: Ring::new(g, from, to)?,
@@ -498,6 +551,30 @@ impl Producer {
     /// # Errors
     ///
     /// [`Error::BadFrameLen`] for a length of zero or above [`Ring::max_frame`];
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use ivshmem_net_protocol::layout::{Error, Geometry};
+    /// use ivshmem_net_protocol::ring::{Desc, Producer};
+    /// use ivshmem_net_protocol::HeapRegion;
+    ///
+    /// let g = Geometry::new(4 << 20, 2)?;
+    /// let region = HeapRegion::new(g.region_len as usize);
+    /// let mut tx = Producer::new(&g, 0, 1)?;
+    /// tx.reset(&region)?;
+    /// // Two frames of half the data area each fill it...
+    /// let max = tx.ring().max_frame();
+    /// for _ in 0..2 {
+    ///     assert!(tx.reserve(&region, max)?.is_some());
+    ///     tx.commit(&region, &Desc::default())?;
+    /// }
+    /// // ...until the consumer gives space back.
+    /// assert_eq!(tx.reserve(&region, 1)?, None);
+    /// assert_eq!(tx.reserve(&region, 0), Err(Error::BadFrameLen(0)));
+    /// assert_eq!(tx.reserve(&region, max + 1), Err(Error::BadFrameLen(max + 1)));
+    /// # Ok::<(), Error>(())
+    /// ```
     /// [`Error::Corrupt`] if the consumer's published indices are impossible.
     pub fn reserve<R: Region + ?Sized>(&mut self, r: &R, len: u32) -> Result<Option<usize>, Error> {
         self.check_len(len)?;
@@ -525,6 +602,28 @@ impl Producer {
     /// Writes the descriptor of the frame reserved last, with `d`'s metadata (its `pos` and
     /// `len` are replaced by the reservation's), and takes the frame into the next
     /// [`Producer::publish`]. Returns the descriptor as written.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use ivshmem_net_protocol::layout::{Error, Geometry, Region};
+    /// use ivshmem_net_protocol::ring::{Desc, Producer};
+    /// use ivshmem_net_protocol::HeapRegion;
+    ///
+    /// let g = Geometry::new(4 << 20, 2)?;
+    /// let region = HeapRegion::new(g.region_len as usize);
+    /// let mut tx = Producer::new(&g, 0, 1)?;
+    /// tx.reset(&region)?;
+    /// let at = tx.reserve(&region, 60)?.expect("room");
+    /// region.write(at, &[0xab; 60])?;
+    /// // The offload metadata is ours; position and length come from the reservation.
+    /// let d = tx.commit(&region, &Desc { gso_size: 1400, len: 9999, ..Desc::default() })?;
+    /// assert_eq!((d.pos, d.len, d.gso_size), (0, 60, 1400));
+    /// assert_eq!(tx.index(), 1);
+    /// assert_eq!(tx.published(), 0);
+    /// assert_eq!(tx.commit(&region, &Desc::default()), Err(Error::NotReserved));
+    /// # Ok::<(), Error>(())
+    /// ```
     pub fn commit<R: Region + ?Sized>(&mut self, r: &R, d: &Desc) -> Result<Desc, Error> {
         let res = self.reserved.ok_or(Error::NotReserved)?;
         let d = Desc {
@@ -561,6 +660,34 @@ impl Producer {
     /// Whether the publish that moved `prod_idx` from `old` to [`Producer::published`] must kick
     /// the consumer. Puts a full barrier between that publish and reading `cons_event`, so that
     /// either we see the consumer's latest event or it sees our `prod_idx` when it looks again.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use ivshmem_net_protocol::layout::Geometry;
+    /// use ivshmem_net_protocol::ring::{Consumer, Desc, Producer};
+    /// use ivshmem_net_protocol::HeapRegion;
+    ///
+    /// let g = Geometry::new(4 << 20, 2)?;
+    /// let region = HeapRegion::new(g.region_len as usize);
+    /// let (mut tx, mut rx) = (Producer::new(&g, 0, 1)?, Consumer::new(&g, 0, 1)?);
+    /// tx.reset(&region)?;
+    /// rx.reset(&region)?;
+    /// let mut send = |tx: &mut Producer| -> Result<bool, _> {
+    ///     tx.reserve(&region, 60)?.expect("room");
+    ///     tx.commit(&region, &Desc::default())?;
+    ///     let old = tx.publish(&region)?;
+    ///     tx.kick_needed(&region, old)
+    /// };
+    /// // The consumer asks for a kick when anything new arrives, and looks once more.
+    /// rx.set_event(&region, rx.index())?;
+    /// assert_eq!(rx.pending(&region)?, 0);
+    /// assert!(send(&mut tx)?);
+    /// // It has not asked again (it is busy receiving): no kick for the next frame.
+    /// assert!(!send(&mut tx)?);
+    /// assert_eq!(rx.pending(&region)?, 2);
+    /// # Ok::<(), ivshmem_net_protocol::layout::Error>(())
+    /// ```
     pub fn kick_needed<R: Region + ?Sized>(&self, r: &R, old: u32) -> Result<bool, Error> {
         r.fence();
         Ok(need_event(self.cons_event(r)?, self.published_idx, old))
@@ -581,6 +708,25 @@ impl Producer {
 /// [`Consumer::peek`] returns the next frame's checked descriptor, the caller copies the frame
 /// from [`Consumer::frame_offset`], [`Consumer::pop`] moves past it, and
 /// [`Consumer::publish`] gives every popped frame's space back to the producer at once.
+///
+/// # Examples
+///
+/// A producer that claims more than the ring holds is caught, not trusted:
+///
+/// ```
+/// use ivshmem_net_protocol::layout::{Corrupt, Error, Geometry, Region};
+/// use ivshmem_net_protocol::ring::{off, Consumer};
+/// use ivshmem_net_protocol::HeapRegion;
+///
+/// let g = Geometry::new(4 << 20, 2)?;
+/// let region = HeapRegion::new(g.region_len as usize);
+/// let mut rx = Consumer::new(&g, 0, 1)?;
+/// rx.reset(&region)?;
+/// assert_eq!(rx.peek(&region)?, None);
+/// region.store(rx.ring().base() + off::PROD_IDX, g.ring_slots + 1)?;
+/// assert_eq!(rx.peek(&region), Err(Error::Corrupt(Corrupt::ProdIdx)));
+/// # Ok::<(), Error>(())
+/// ```
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Consumer {
     ring: Ring,
@@ -601,6 +747,23 @@ pub struct Consumer {
 impl Consumer {
     /// The consumer of the ring from peer `from` to peer `to`, with all indices zero. Call
     /// [`Consumer::reset`] to write them to the region.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use ivshmem_net_protocol::layout::Geometry;
+    /// use ivshmem_net_protocol::ring::{Consumer, Producer};
+    /// use ivshmem_net_protocol::HeapRegion;
+    ///
+    /// let g = Geometry::new(4 << 20, 2)?;
+    /// let region = HeapRegion::new(g.region_len as usize);
+    /// let mut rx = Consumer::new(&g, 0, 1)?;
+    /// rx.reset(&region)?;
+    /// assert_eq!(rx.pending(&region)?, 0);
+    /// // The two halves of one ring.
+    /// assert_eq!(rx.ring(), Producer::new(&g, 0, 1)?.ring());
+    /// # Ok::<(), ivshmem_net_protocol::layout::Error>(())
+    /// ```
     pub fn new(g: &Geometry, from: u32, to: u32) -> Result<Self, Error> {
         Ok(Consumer {
             ring: Ring::new(g, from, to)?,
@@ -678,6 +841,42 @@ impl Consumer {
     /// # Errors
     ///
     /// [`Error::Corrupt`] if `prod_idx`, `prod_bytes` or the descriptor are impossible; the ring
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use ivshmem_net_protocol::layout::{Geometry, Region};
+    /// use ivshmem_net_protocol::ring::{Consumer, Desc, Producer};
+    /// use ivshmem_net_protocol::HeapRegion;
+    ///
+    /// let g = Geometry::new(4 << 20, 2)?;
+    /// let region = HeapRegion::new(g.region_len as usize);
+    /// let (mut tx, mut rx) = (Producer::new(&g, 1, 0)?, Consumer::new(&g, 1, 0)?);
+    /// tx.reset(&region)?;
+    /// rx.reset(&region)?;
+    /// for frame in [&b"first"[..], b"second"] {
+    ///     let at = tx.reserve(&region, frame.len() as u32)?.expect("room");
+    ///     region.write(at, frame)?;
+    ///     tx.commit(&region, &Desc::default())?;
+    /// }
+    /// tx.publish(&region)?;
+    ///
+    /// let d = rx.peek(&region)?.expect("two frames");
+    /// assert_eq!(d.len, 5);
+    /// // Peeking again returns the same frame: only `pop` moves on.
+    /// assert_eq!(rx.peek(&region)?, Some(d));
+    /// let mut head = [0u8; 3];
+    /// rx.read_frame_part(&region, &d, 2, &mut head)?;
+    /// assert_eq!(&head, b"rst");
+    /// rx.pop(&d);
+    /// let d = rx.peek(&region)?.expect("one more");
+    /// let mut buf = [0u8; 16];
+    /// assert_eq!(rx.read_frame(&region, &d, &mut buf)?, 6);
+    /// assert_eq!(&buf[..6], b"second");
+    /// rx.pop(&d);
+    /// assert_eq!(rx.peek(&region)?, None);
+    /// # Ok::<(), ivshmem_net_protocol::layout::Error>(())
+    /// ```
     /// is then unusable until both sides reset it.
     pub fn peek<R: Region + ?Sized>(&mut self, r: &R) -> Result<Option<Desc>, Error> {
         if self.seen_idx == self.idx {
@@ -767,6 +966,34 @@ impl Consumer {
 
     /// Gives the space of every popped frame back to the producer. Returns `cons_idx` as
     /// published before, for [`Consumer::kick_needed`].
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use ivshmem_net_protocol::layout::Geometry;
+    /// use ivshmem_net_protocol::ring::{Consumer, Desc, Producer};
+    /// use ivshmem_net_protocol::HeapRegion;
+    ///
+    /// let g = Geometry::new(4 << 20, 2)?;
+    /// let region = HeapRegion::new(g.region_len as usize);
+    /// let (mut tx, mut rx) = (Producer::new(&g, 0, 1)?, Consumer::new(&g, 0, 1)?);
+    /// tx.reset(&region)?;
+    /// rx.reset(&region)?;
+    /// let max = tx.ring().max_frame();
+    /// for _ in 0..2 {
+    ///     tx.reserve(&region, max)?.expect("room");
+    ///     tx.commit(&region, &Desc::default())?;
+    /// }
+    /// tx.publish(&region)?;
+    /// assert!(!tx.fits(&region, max)?);
+    /// let d = rx.peek(&region)?.expect("a frame");
+    /// rx.pop(&d);
+    /// // Popped is not yet given back: the producer sees the space after `publish`.
+    /// assert!(!tx.fits(&region, max)?);
+    /// assert_eq!(rx.publish(&region)?, 0);
+    /// assert!(tx.fits(&region, max)?);
+    /// # Ok::<(), ivshmem_net_protocol::layout::Error>(())
+    /// ```
     pub fn publish<R: Region + ?Sized>(&mut self, r: &R) -> Result<u32, Error> {
         // Release, bytes first: orders our reads of the popped frames and descriptors before the
         // producer can see their space as free.
@@ -794,6 +1021,36 @@ impl Consumer {
     /// Whether the publish that moved `cons_idx` from `old` to its current value must notify the
     /// producer (TX completion), with a full barrier between that publish and reading
     /// `prod_event`.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use ivshmem_net_protocol::layout::Geometry;
+    /// use ivshmem_net_protocol::ring::{Consumer, Desc, Producer};
+    /// use ivshmem_net_protocol::HeapRegion;
+    ///
+    /// let g = Geometry::new(4 << 20, 2)?;
+    /// let region = HeapRegion::new(g.region_len as usize);
+    /// let (mut tx, mut rx) = (Producer::new(&g, 0, 1)?, Consumer::new(&g, 0, 1)?);
+    /// tx.reset(&region)?;
+    /// rx.reset(&region)?;
+    /// for _ in 0..2 {
+    ///     tx.reserve(&region, 60)?.expect("room");
+    ///     tx.commit(&region, &Desc::default())?;
+    /// }
+    /// tx.publish(&region)?;
+    /// // The producer wants to hear once the consumer is past frame 1 (the second one).
+    /// tx.set_event(&region, 1)?;
+    /// let mut consume_one = |rx: &mut Consumer| -> Result<bool, _> {
+    ///     let d = rx.peek(&region)?.expect("a frame");
+    ///     rx.pop(&d);
+    ///     let old = rx.publish(&region)?;
+    ///     rx.kick_needed(&region, old)
+    /// };
+    /// assert!(!consume_one(&mut rx)?);
+    /// assert!(consume_one(&mut rx)?);
+    /// # Ok::<(), ivshmem_net_protocol::layout::Error>(())
+    /// ```
     pub fn kick_needed<R: Region + ?Sized>(&self, r: &R, old: u32) -> Result<bool, Error> {
         r.fence();
         Ok(need_event(self.prod_event(r)?, self.published_idx, old))

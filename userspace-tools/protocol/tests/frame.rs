@@ -1,0 +1,125 @@
+// SPDX-License-Identifier: GPL-2.0
+
+//! The pure frame helpers the driver uses for MTU limits and transparent mode's checks
+//! (`ivshmem-net/protocol/frame.rs`).
+
+use ivshmem_net_protocol::frame::{
+    from_published, mac_u64, max_len, max_mtu, tso_max, IpDst, IpVersion, ETH_HLEN, MAX_MTU,
+    MIN_MTU, VLAN_HLEN,
+};
+use ivshmem_net_protocol::link::Addrs;
+use proptest::prelude::*;
+
+const MAC: [u8; 6] = [0x02, 0x11, 0x22, 0x33, 0x44, 0x55];
+
+fn addrs() -> Addrs {
+    Addrs {
+        mac: MAC,
+        v4: Some([10, 0, 0, 7]),
+        v6: Some([0xfd, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 7]),
+    }
+}
+
+/// An Ethernet frame from `mac` carrying a minimal IPv4 header with source `src`.
+fn v4_frame(mac: [u8; 6], src: [u8; 4]) -> Vec<u8> {
+    let mut f = vec![0u8; 14 + 20];
+    f[6..12].copy_from_slice(&mac);
+    f[12..14].copy_from_slice(&0x0800u16.to_be_bytes());
+    f[14] = 0x45;
+    f[26..30].copy_from_slice(&src);
+    f
+}
+
+/// An Ethernet frame from `mac` carrying a minimal IPv6 header with source `src`.
+fn v6_frame(mac: [u8; 6], src: [u8; 16]) -> Vec<u8> {
+    let mut f = vec![0u8; 14 + 40];
+    f[6..12].copy_from_slice(&mac);
+    f[12..14].copy_from_slice(&0x86ddu16.to_be_bytes());
+    f[14] = 0x60;
+    f[22..38].copy_from_slice(&src);
+    f
+}
+
+#[test]
+fn mtu_limits_follow_the_ring() {
+    // 32 MiB, 8 peers: 256 KiB of ring data, frames up to half of it.
+    assert_eq!(max_mtu(128 * 1024), MAX_MTU);
+    assert_eq!(max_mtu(1500 + ETH_HLEN + VLAN_HLEN), 1500);
+    assert_eq!(max_mtu(0), 0);
+    assert!(max_mtu(4096) >= MIN_MTU);
+    assert_eq!(tso_max(128 * 1024), 65536);
+    assert_eq!(tso_max(0), 0);
+}
+
+proptest! {
+    /// Whatever the MTU and ring, the largest frame fits the ring, holds an MTU-sized frame
+    /// where the ring allows one, and holds the largest offload frame with its headers.
+    #[test]
+    fn max_len_fits_ring_and_mtu(mtu in 0u32..=MAX_MTU, max_frame in 0u32..(1 << 24)) {
+        let len = max_len(mtu, max_frame);
+        prop_assert!(len <= max_frame);
+        prop_assert_eq!(len == max_frame, mtu + 18 >= max_frame || tso_max(max_frame) + 18 >= max_frame);
+        if mtu <= max_mtu(max_frame) {
+            prop_assert!(len >= mtu + ETH_HLEN + VLAN_HLEN);
+        }
+        prop_assert!(tso_max(max_frame) + ETH_HLEN + VLAN_HLEN <= len.max(ETH_HLEN + VLAN_HLEN));
+    }
+
+    /// No input makes the address checks panic or read outside the frame.
+    #[test]
+    fn address_checks_take_any_bytes(f in proptest::collection::vec(any::<u8>(), 0..80)) {
+        let _ = from_published(&f, &addrs());
+        let _ = IpDst::of(IpVersion::V4, &f);
+        let _ = IpDst::of(IpVersion::V6, &f);
+    }
+}
+
+#[test]
+fn destination_of_ipv4_and_ipv6_packets() {
+    let mut v4 = [0u8; 20];
+    v4[0] = 0x45;
+    v4[16..20].copy_from_slice(&[10, 0, 0, 7]);
+    let d = IpDst::of(IpVersion::V4, &v4).expect("an IPv4 header");
+    assert!(d.is_for(&addrs()));
+    // A version nibble that does not match what the hook was told: not an address.
+    assert_eq!(IpDst::of(IpVersion::V6, &v4), None);
+    v4[0] = 0x65;
+    assert_eq!(IpDst::of(IpVersion::V4, &v4), None);
+
+    let mut v6 = [0u8; 40];
+    v6[0] = 0x60;
+    v6[24..40].copy_from_slice(&addrs().v6.unwrap_or_default());
+    let d = IpDst::of(IpVersion::V6, &v6).expect("an IPv6 header");
+    assert!(d.is_for(&addrs()));
+    assert!(!IpDst::V4([10, 0, 0, 8]).is_for(&addrs()));
+    assert_eq!(IpDst::of(IpVersion::V6, &v6[..39]), None);
+}
+
+#[test]
+fn only_the_published_source_and_mac_pass() {
+    let a = addrs();
+    assert!(from_published(&v4_frame(MAC, [10, 0, 0, 7]), &a));
+    assert!(from_published(&v6_frame(MAC, a.v6.unwrap_or_default()), &a));
+    // Another source address, another MAC, a truncated header, another ethertype.
+    assert!(!from_published(&v4_frame(MAC, [10, 0, 0, 8]), &a));
+    assert!(!from_published(
+        &v4_frame([2, 0, 0, 0, 0, 9], [10, 0, 0, 7]),
+        &a
+    ));
+    assert!(!from_published(&v4_frame(MAC, [10, 0, 0, 7])[..33], &a));
+    let mut arp = v4_frame(MAC, [10, 0, 0, 7]);
+    arp[12..14].copy_from_slice(&0x0806u16.to_be_bytes());
+    assert!(!from_published(&arp, &a));
+    // A peer that published no IPv6 address sends no IPv6.
+    let v4_only = Addrs { v6: None, ..a };
+    assert!(!from_published(
+        &v6_frame(MAC, a.v6.unwrap_or_default()),
+        &v4_only
+    ));
+}
+
+#[test]
+fn mac_packs_into_the_low_48_bits() {
+    assert_eq!(mac_u64(&MAC) >> 48, 0);
+    assert_eq!(mac_u64(&MAC).to_le_bytes()[..6], MAC);
+}
