@@ -57,8 +57,7 @@ use crate::ext::{
 use crate::params::Params;
 use crate::protocol::frame;
 use crate::protocol::layout::{self, Attached, Geometry, MAX_PEERS};
-use crate::protocol::link::feature;
-use crate::protocol::link::{Addrs, Link, LiveClock, Own, PeerState};
+use crate::protocol::link::{feature, Addrs, Link, LiveClock, Own, PeerState};
 use crate::protocol::ring::{Consumer, Producer};
 use crate::ratelimit::Ratelimit;
 use crate::regs::{self, Irq};

@@ -2,8 +2,9 @@
 
 //! Links with the peers, under the `ctl` lock (taking `tx`, `rx` and `transparent` one at a
 //! time, never nested): the timer's housekeeping beats our heartbeat, repairs what someone
-//! overwrote, runs the handshake of [`crate::protocol::link`] with every peer, restarts links the data
-//! path gave up on, judges liveness, kicks peers that owe us an answer and sets the carrier.
+//! overwrote, runs the handshake of [`crate::protocol::link`] with every peer, restarts links
+//! the data path gave up on, judges liveness, kicks peers that owe us an answer and sets the
+//! carrier.
 
 use super::{bit, Ctl, Mac, AUDIT_MS, NO_DOORBELL, WATCH_MS};
 use crate::ext::{net::Device, time};
@@ -183,10 +184,10 @@ impl super::Net {
         next
     }
 
-    /// One step of the handshake with `j` (see [`crate::protocol::link`]). Returns whether the link
-    /// needs watching (a handshake under way, or frames in flight) and whether something is
-    /// wrong with the peer that needs an audit now and then ([`AUDIT_MS`]). `now` is real
-    /// time (ms), `live` the [`LiveClock`]'s time the peer's liveness is judged by.
+    /// One step of the handshake with `j` (see [`crate::protocol::link`]). Returns whether the
+    /// link needs watching (a handshake under way, or frames in flight) and whether something
+    /// is wrong with the peer that needs an audit now and then ([`AUDIT_MS`]). `now` is real
+    /// time (ms), `live` the [`link::LiveClock`]'s time the peer's liveness is judged by.
     fn manage(&self, ctl: &mut Ctl, dev: &Device, j: u32, now: u64, live: u64) -> (bool, bool) {
         let Ok(mut view) = link::read_peer(&self.shm, &self.geometry, j, self.me) else {
             return (false, false);
@@ -433,7 +434,7 @@ impl super::Net {
 
     /// Logs a link of ours to `j` going up (with the peer's MAC) or down (with the reason),
     /// rate-limited: a hostile peer can make a link flap as fast as it likes.
-    pub(super) fn log_link(&self, dev: &Device, j: u32, up: Option<[u8; 6]>, why: &str) {
+    fn log_link(&self, dev: &Device, j: u32, up: Option<[u8; 6]>, why: &str) {
         let Some(missed) = self.logs.link.check(time::now_ms()) else {
             return;
         };

@@ -192,7 +192,7 @@ impl super::Net {
 
     /// Doorbell mode, before NAPI sleeps: asks every peer to kick us on its next frame, then
     /// looks again. Returns whether a frame arrived meanwhile (poll again).
-    pub(super) fn arm_rx_events(&self) -> bool {
+    fn arm_rx_events(&self) -> bool {
         let mut rx = self.rx.lock();
         rx.quiet = false;
         let up = rx.up;
@@ -210,7 +210,7 @@ impl super::Net {
 
     /// Doorbell mode, while we keep being polled (socket busy polling): asks every peer not
     /// to kick us, with an event index it cannot reach. The poll that ends the busy polling
-    /// completes NAPI and re-arms the events with [`Net::arm_rx_events`], which looks at the
+    /// completes NAPI and re-arms the events with [`super::Net::arm_rx_events`], which looks at the
     /// rings again after, so no frame is left without a kick.
     fn quiet_rx_events(&self) {
         let mut rx = self.rx.lock();

@@ -71,7 +71,7 @@ impl super::Net {
 
     /// Copies the frame of `skb` (described by `meta`), behind the link-layer header
     /// `prefix` if the packet has none yet, into the ring to peer `j`; the caller publishes
-    /// ([`Net::flush`]).
+    /// ([`super::Net::flush`]).
     pub(super) fn send(
         &self,
         dev: &Device,
@@ -299,7 +299,7 @@ impl super::Net {
     }
 
     /// Largest frame we send or accept at the current MTU ([`frame::max_len`]).
-    pub(super) fn max_len(&self, dev: &Device) -> u32 {
+    fn max_len(&self, dev: &Device) -> u32 {
         frame::max_len(dev.mtu(), self.max_frame())
     }
 
