@@ -31,8 +31,8 @@
 use crate::ext::{
     errno::eopnotsupp,
     io::IoMem,
-    net::{self, Device, Driver, Hook, Napi, Offload, RingParam, SkBuff, Stats64, Xmit},
-    netfilter::{self, Proto},
+    net::{self, Device, Napi, Offload, Operations, RingParam, SkBuff, Stats64, Xmit},
+    netfilter::{self, PostRoutingHook, Proto},
     pci,
     shm::SharedMem,
     sync::SpinLockBh,
@@ -1538,7 +1538,8 @@ impl PinnedDrop for Net {
     }
 }
 
-impl Driver for Net {
+#[vtable]
+impl Operations for Net {
     fn open(&self, dev: &Device) -> Result {
         // Fresh rings with every peer: reset our halves and bump our epochs, so every peer
         // resets its halves before traffic flows again.
@@ -1803,7 +1804,7 @@ impl Driver for Net {
     }
 }
 
-impl Hook for Net {
+impl PostRoutingHook for Net {
     /// Transparent mode: a packet routed out of our regular interface to an address a peer
     /// published goes through that peer's ring instead, with the Ethernet header the regular
     /// interface would have given it; anything that cannot go that way right now takes the
