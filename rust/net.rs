@@ -18,7 +18,7 @@
 //!
 //! The netfilter hook a registration may add is in [`super::netfilter`].
 
-// The support layer's other modules, for the files below (as `super::bindings` there).
+// The kernel support layer's other modules, for the files below (`super::bindings` there).
 use super::{bindings, netfilter, pci, shm, time};
 
 mod device;

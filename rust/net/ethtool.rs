@@ -35,7 +35,7 @@ fn copy_cstr(dst: &mut [u8], src: &CStr) {
 impl<T: Operations> Adapter<T> {
     /// # Safety
     ///
-    /// As `open`; `info` is valid for writes.
+    /// As `Adapter::open` (`ops.rs`); `info` is valid for writes.
     unsafe extern "C" fn get_drvinfo(
         dev: *mut bindings::net_device,
         info: *mut bindings::ethtool_drvinfo,
@@ -53,7 +53,7 @@ impl<T: Operations> Adapter<T> {
 
     /// # Safety
     ///
-    /// As `open`.
+    /// As `Adapter::open` (`ops.rs`).
     unsafe extern "C" fn get_sset_count(dev: *mut bindings::net_device, sset: i32) -> i32 {
         // SAFETY: by the function's safety requirement.
         let (_, data) = unsafe { Self::data(dev) };
@@ -66,7 +66,8 @@ impl<T: Operations> Adapter<T> {
 
     /// # Safety
     ///
-    /// As `open`; `buf` holds `get_sset_count` strings of `ETH_GSTRING_LEN` bytes.
+    /// As `Adapter::open` (`ops.rs`); `buf` holds `get_sset_count` strings of
+    /// `ETH_GSTRING_LEN` bytes.
     unsafe extern "C" fn get_strings(dev: *mut bindings::net_device, sset: u32, buf: *mut u8) {
         // SAFETY: by the function's safety requirement.
         let (_, data) = unsafe { Self::data(dev) };
@@ -85,7 +86,7 @@ impl<T: Operations> Adapter<T> {
 
     /// # Safety
     ///
-    /// As `open`; `values` holds `get_sset_count` u64s.
+    /// As `Adapter::open` (`ops.rs`); `values` holds `get_sset_count` u64s.
     unsafe extern "C" fn get_ethtool_stats(
         dev: *mut bindings::net_device,
         _stats: *mut bindings::ethtool_stats,
@@ -101,7 +102,7 @@ impl<T: Operations> Adapter<T> {
 
     /// # Safety
     ///
-    /// As `open`; `ring` is valid for writes.
+    /// As `Adapter::open` (`ops.rs`); `ring` is valid for writes.
     unsafe extern "C" fn get_ringparam(
         dev: *mut bindings::net_device,
         ring: *mut bindings::ethtool_ringparam,
@@ -122,7 +123,7 @@ impl<T: Operations> Adapter<T> {
 
     /// # Safety
     ///
-    /// As `open`; `ring` is valid for reads, `extack` null or valid for writes.
+    /// As `Adapter::open` (`ops.rs`); `ring` is valid for reads, `extack` null or valid for writes.
     unsafe extern "C" fn set_ringparam(
         dev: *mut bindings::net_device,
         ring: *mut bindings::ethtool_ringparam,
@@ -153,7 +154,7 @@ impl<T: Operations> Adapter<T> {
 
     /// # Safety
     ///
-    /// As `open`; `ch` is valid for writes.
+    /// As `Adapter::open` (`ops.rs`); `ch` is valid for writes.
     unsafe extern "C" fn get_channels(
         _dev: *mut bindings::net_device,
         ch: *mut bindings::ethtool_channels,

@@ -72,7 +72,7 @@ pub trait Operations: Send + Sync + Sized + 'static {
     }
     /// `ndo_features_check`: may the frame to `dst` keep its checksum offload and its
     /// segmentation offload? What is refused is done in software by the stack first. Without
-    /// it every frame keeps the device's offloads.
+    /// it only the core's generic checks apply.
     fn offloads_for(&self, _dst: &[u8; 6]) -> (bool, bool) {
         kernel::build_error(VTABLE_DEFAULT_ERROR)
     }

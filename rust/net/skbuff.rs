@@ -4,9 +4,9 @@
 //! memory, handed on or freed on drop), and [`Offload`], its checksum and segmentation
 //! metadata in the form of a `virtio_net_hdr`.
 //!
-//! The support layer's trampolines make an `SkBuff` from a buffer the stack hands over (the
-//! tuple field is visible to the whole support layer in `rust/`, not to the driver); each such
-//! place says why it is owned with an `// INVARIANT:` comment.
+//! The trampolines of the kernel support layer in `rust/` make an `SkBuff` from a buffer the
+//! stack hands over (the tuple field is visible to the whole support layer, not to the
+//! driver); each such place says why it is owned with an `// INVARIANT:` comment.
 
 use super::{bindings, shm, Device, Napi};
 use core::ptr::NonNull;
