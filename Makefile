@@ -106,8 +106,8 @@ initramfs-debug: module-debug guest-tools
 	@test-vm/mkinitramfs.sh build/debug/initramfs.cpio.gz build/debug/ivshmem_net.ko $(GUEST_RR)
 
 # Bindings are generated, never checked in; regenerated when their inputs or the kernel change.
-rust/generated/bindings.rs: rust/bindings_helper.h rust/helpers.h rust/bindings.allowlist \
-		rust/gen-bindings.sh $(KERNEL_KEY)
+rust/generated/bindings.rs: rust/bindings_helper.h $(wildcard rust/helpers/*.h) rust/params.h \
+		rust/bindings.allowlist rust/gen-bindings.sh $(KERNEL_KEY)
 	@echo "module: generating bindings (bindgen $(BINDGEN_VERSION), the kernel's clang flags)"
 	@. scripts/toolchain.sh && rust/gen-bindings.sh $(KDIR) $@ rust/generated/wrappers.c
 

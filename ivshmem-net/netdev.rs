@@ -49,8 +49,9 @@ mod tx;
 use crate::ext::{
     errno::eopnotsupp,
     io::IoMem,
-    net::{Device, Driver, Hook, Napi, RingParam, SkBuff, Stats64, Xmit},
-    netfilter, pci,
+    net::{Device, Napi, Operations, RingParam, SkBuff, Stats64, Xmit},
+    netfilter::{self, PostRoutingHook},
+    pci,
     shm::SharedMem,
     sync::SpinLockBh,
 };
@@ -406,7 +407,8 @@ impl PinnedDrop for Net {
     }
 }
 
-impl Driver for Net {
+#[vtable]
+impl Operations for Net {
     fn open(&self, dev: &Device) -> Result {
         // Fresh rings with every peer: reset our halves and bump our epochs, so every peer
         // resets its halves before traffic flows again.
@@ -561,8 +563,9 @@ impl Driver for Net {
     }
 }
 
-impl Hook for Net {
-    /// Transparent mode: see [`Net::divert`].
+impl PostRoutingHook for Net {
+    /// Transparent mode: packets for a peer's regular address go through its ring
+    /// ([`Net::divert`]).
     fn post_routing(
         &self,
         dev: &Device,

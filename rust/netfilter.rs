@@ -4,12 +4,13 @@
 //! and IPv6 packet after routing chose its output device, and may take it (`NF_STOLEN`).
 //!
 //! [`Hooks`] registers a set of hooks on the initial network namespace and unregisters them
-//! on drop, waiting for any hook still running. The callback trampoline lives with the
-//! object the hook is for (see `net::Registration::add_post_routing_hooks`), since only that
-//! object knows what the hook's private pointer is.
+//! on drop, waiting for any hook still running. A network driver that implements
+//! [`PostRoutingHook`] adds such hooks for its device with
+//! [`net::Registration::add_post_routing_hooks`]; the registration owns them and drops them
+//! before anything else. The trampoline from the netfilter core to the driver is here too.
 
-use super::bindings;
-use core::ptr::NonNull;
+use super::{bindings, net};
+use core::{marker::PhantomData, ptr::NonNull};
 use kernel::{prelude::*, types::Opaque};
 
 /// `NFPROTO_IPV4` (uapi `linux/netfilter.h`, stable).
@@ -17,13 +18,13 @@ const NFPROTO_IPV4: u8 = 2;
 /// `NFPROTO_IPV6` (uapi, stable).
 const NFPROTO_IPV6: u8 = 10;
 /// `NF_INET_POST_ROUTING` (uapi `enum nf_inet_hooks`, stable).
-pub(crate) const NF_INET_POST_ROUTING: u32 = 4;
+const NF_INET_POST_ROUTING: u32 = 4;
 /// `NF_ACCEPT` (uapi, stable).
-pub(crate) const NF_ACCEPT: u32 = 1;
+const NF_ACCEPT: u32 = 1;
 /// `NF_STOLEN` (uapi, stable): the hook took the packet (and freed it).
-pub(crate) const NF_STOLEN: u32 = 2;
+const NF_STOLEN: u32 = 2;
 /// `NF_IP_PRI_LAST` / `NF_IP6_PRI_LAST`: after every other hook (firewall rules included).
-pub(crate) const PRI_LAST: i32 = i32::MAX;
+const PRI_LAST: i32 = i32::MAX;
 
 /// The protocol family a hook runs for.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -66,7 +67,7 @@ impl State {
     /// # Safety
     ///
     /// `ptr` must be the state of a running hook call, valid for `'a`.
-    pub(crate) unsafe fn from_raw<'a>(ptr: *const bindings::nf_hook_state) -> &'a Self {
+    unsafe fn from_raw<'a>(ptr: *const bindings::nf_hook_state) -> &'a Self {
         // CAST: `State` is `repr(transparent)` over `Opaque<nf_hook_state>`.
         // SAFETY: valid for `'a` (caller).
         unsafe { &*ptr.cast() }
@@ -105,7 +106,7 @@ impl State {
 ///
 /// Called by the netfilter core only, with the private pointer it was registered with, a
 /// valid `sk_buff` and a valid state.
-pub(crate) type HookFn = unsafe extern "C" fn(
+type HookFn = unsafe extern "C" fn(
     *mut core::ffi::c_void,
     *mut bindings::sk_buff,
     *const bindings::nf_hook_state,
@@ -130,7 +131,7 @@ impl Hooks {
     /// `hook` called with `data` must be sound from the moment of registration until the
     /// returned value is dropped (in softirq or process context, with an `sk_buff` it may take
     /// only by returning `NF_STOLEN`).
-    pub(crate) unsafe fn register(
+    unsafe fn register(
         hook: HookFn,
         data: *mut core::ffi::c_void,
         protos: &[Proto],
@@ -176,3 +177,72 @@ impl Drop for Hooks {
 unsafe impl Send for Hooks {}
 // SAFETY: `&Hooks` exposes nothing.
 unsafe impl Sync for Hooks {}
+
+/// A network driver that also sees IPv4 and IPv6 packets after routing (netfilter
+/// `NF_INET_POST_ROUTING`, last priority), added with
+/// [`net::Registration::add_post_routing_hooks`].
+pub trait PostRoutingHook: net::Operations {
+    /// A packet routed to `state.out_ifindex()`, `skb` starting at its network header. It
+    /// may be copied; [`Verdict::Consumed`] means the driver delivered it and the stack must
+    /// forget it. Softirq or process context, bottom halves possibly enabled.
+    fn post_routing(&self, dev: &net::Device, skb: &net::SkBuff, state: &State) -> Verdict;
+}
+
+/// The trampoline from the netfilter core to [`PostRoutingHook::post_routing`].
+struct Adapter<T: PostRoutingHook>(PhantomData<T>);
+
+impl<T: PostRoutingHook> Adapter<T> {
+    /// # Safety
+    ///
+    /// Called by the netfilter core for a hook registered by
+    /// `Registration::add_post_routing_hooks`, whose private pointer is our `net_device`
+    /// (hooks are unregistered before the device goes away); `skb` is valid and not ours
+    /// unless we return `NF_STOLEN`; `state` is valid during the call.
+    unsafe extern "C" fn nf_hook(
+        priv_: *mut core::ffi::c_void,
+        skb: *mut bindings::sk_buff,
+        state: *const bindings::nf_hook_state,
+    ) -> u32 {
+        // SAFETY: by the function's safety requirement.
+        let (dev, data) = unsafe { net::Device::from_registered::<T>(priv_.cast()) };
+        // SAFETY: valid during the call (caller).
+        let state = unsafe { State::from_raw(state) };
+        let Some(p) = NonNull::new(skb) else {
+            return NF_ACCEPT;
+        };
+        // INVARIANT: not ours: `ManuallyDrop` keeps it from being freed unless taken below.
+        let skb = core::mem::ManuallyDrop::new(net::SkBuff(p));
+        match data.post_routing(dev, &skb, state) {
+            Verdict::Accept => NF_ACCEPT,
+            Verdict::Consumed => {
+                // SAFETY: returning `NF_STOLEN` makes the packet ours; we free it as consumed.
+                unsafe { bindings::ivnet_consume_skb(p.as_ptr()) };
+                NF_STOLEN
+            }
+        }
+    }
+}
+
+impl<T: PostRoutingHook> net::Registration<T> {
+    /// Calls [`PostRoutingHook::post_routing`] for every IPv4 and IPv6 packet after routing,
+    /// after every other hook, until the registration is dropped. May sleep.
+    pub fn add_post_routing_hooks(&mut self) -> Result {
+        if self.hooks.is_some() {
+            return Err(EBUSY);
+        }
+        // SAFETY: `Adapter::<T>::nf_hook` with our device as its private pointer is sound
+        // while the device is registered with `data`; `Drop` unregisters the hooks (and waits
+        // for running ones) before anything else is torn down.
+        let hooks = unsafe {
+            Hooks::register(
+                Adapter::<T>::nf_hook,
+                self.dev.as_ptr().cast(),
+                &[Proto::Ipv4, Proto::Ipv6],
+                NF_INET_POST_ROUTING,
+                PRI_LAST,
+            )?
+        };
+        self.hooks = Some(hooks);
+        Ok(())
+    }
+}

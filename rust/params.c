@@ -6,7 +6,7 @@
  */
 #include <linux/moduleparam.h>
 
-#include "helpers.h"
+#include "params.h"
 
 static int id = -1;
 module_param(id, int, 0444);

@@ -1,0 +1,59 @@
+// SPDX-License-Identifier: GPL-2.0
+/*
+ * Transparent mode: what a regular interface looks like right now (index, MTU, state, MAC,
+ * first IPv4 and first usable global IPv6 address).
+ */
+#include <linux/etherdevice.h>
+#include <linux/if_arp.h>
+#include <linux/inetdevice.h>
+#include <net/addrconf.h>
+#include <net/if_inet6.h>
+#include <net/net_namespace.h>
+
+#include "iface.h"
+
+int ivnet_iface_read(const char *name, struct ivnet_iface *out)
+{
+	struct net_device *dev;
+	struct in_device *in_dev;
+	struct in_ifaddr *ifa;
+	struct inet6_dev *idev;
+	struct inet6_ifaddr *ifp;
+
+	memset(out, 0, sizeof(*out));
+	rcu_read_lock();
+	dev = dev_get_by_name_rcu(&init_net, name);
+	if (!dev) {
+		rcu_read_unlock();
+		return -ENODEV;
+	}
+	out->ifindex = dev->ifindex;
+	out->mtu = READ_ONCE(dev->mtu);
+	out->up = (READ_ONCE(dev->flags) & IFF_UP) && netif_running(dev);
+	if (dev->type == ARPHRD_ETHER && dev->addr_len == ETH_ALEN)
+		memcpy(out->mac, dev->dev_addr, ETH_ALEN);
+	in_dev = __in_dev_get_rcu(dev);
+	if (in_dev) {
+		ifa = rcu_dereference(in_dev->ifa_list);
+		if (ifa) {
+			memcpy(out->v4, &ifa->ifa_local, 4);
+			out->has_v4 = true;
+		}
+	}
+	idev = __in6_dev_get(dev);
+	if (idev) {
+		read_lock_bh(&idev->lock);
+		list_for_each_entry(ifp, &idev->addr_list, if_list) {
+			/* Global scope, usable (not waiting for or failed in DAD). */
+			if (ifp->scope == 0 &&
+			    !(ifp->flags & (IFA_F_TENTATIVE | IFA_F_DADFAILED))) {
+				memcpy(out->v6, &ifp->addr, 16);
+				out->has_v6 = true;
+				break;
+			}
+		}
+		read_unlock_bh(&idev->lock);
+	}
+	rcu_read_unlock();
+	return 0;
+}

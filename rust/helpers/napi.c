@@ -1,0 +1,57 @@
+// SPDX-License-Identifier: GPL-2.0
+/*
+ * NAPI receive helpers: allocating a receive buffer inside a poll, and handing a frame to the
+ * stack as if it had arrived on another device (transparent mode).
+ */
+#include <linux/etherdevice.h>
+#include <net/busy_poll.h>
+#include <net/net_namespace.h>
+
+#include "napi.h"
+
+struct sk_buff *ivnet_napi_alloc_rx_skb(struct napi_struct *napi, unsigned int len,
+					unsigned int head)
+{
+	unsigned int lin = min(len, head), rest = len - lin;
+	struct sk_buff *skb;
+	int i = 0;
+
+	/* Too long for the head and MAX_SKB_FRAGS pages: one linear buffer after all. */
+	if (DIV_ROUND_UP(rest, PAGE_SIZE) > MAX_SKB_FRAGS)
+		lin = len, rest = 0;
+	skb = napi_alloc_skb(napi, lin);
+	if (!skb)
+		return NULL;
+	skb_put(skb, lin);
+	while (rest) {
+		unsigned int n = min_t(unsigned int, rest, PAGE_SIZE);
+		struct page *page = dev_alloc_page();
+
+		if (!page) {
+			dev_kfree_skb_any(skb);
+			return NULL;
+		}
+		skb_add_rx_frag(skb, i++, page, 0, n, PAGE_SIZE);
+		rest -= n;
+	}
+	return skb;
+}
+
+int ivnet_skb_receive_on(struct sk_buff *skb, struct napi_struct *napi, int ifindex)
+{
+	struct net_device *dev;
+
+	rcu_read_lock();
+	dev = dev_get_by_index_rcu(&init_net, ifindex);
+	if (!dev || !(READ_ONCE(dev->flags) & IFF_UP)) {
+		rcu_read_unlock();
+		kfree_skb(skb);
+		return -ENODEV;
+	}
+	skb->protocol = eth_type_trans(skb, dev);
+	/* The socket that gets it learns our NAPI context: busy polling it polls our rings. */
+	skb_mark_napi_id(skb, napi);
+	netif_receive_skb(skb);
+	rcu_read_unlock();
+	return 0;
+}

@@ -1,0 +1,20 @@
+/* SPDX-License-Identifier: GPL-2.0 */
+/* net_device helpers (rust/net/device.rs, registration.rs, ops.rs, ethtool.rs). */
+#ifndef IVNET_HELPERS_NETDEV_H
+#define IVNET_HELPERS_NETDEV_H
+
+#include <linux/netdevice.h>
+
+void ivnet_netdev_setup(struct net_device *dev, struct device *parent,
+			const struct net_device_ops *ops, const struct ethtool_ops *ethtool_ops,
+			unsigned int min_mtu, unsigned int max_mtu, unsigned int mtu);
+void ivnet_extack_msg(struct netlink_ext_ack *extack, const char *msg);
+unsigned int ivnet_netdev_mtu(const struct net_device *dev);
+void ivnet_netdev_set_mtu(struct net_device *dev, unsigned int mtu);
+const unsigned char *ivnet_netdev_addr(const struct net_device *dev);
+const char *ivnet_netdev_name(const struct net_device *dev);
+void ivnet_neigh_flush(struct net_device *dev);
+void ivnet_netdev_set_offloads(struct net_device *dev, unsigned int tso_max);
+netdev_features_t ivnet_features_without(netdev_features_t f, bool csum, bool gso);
+
+#endif

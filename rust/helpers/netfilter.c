@@ -1,0 +1,56 @@
+// SPDX-License-Identifier: GPL-2.0
+/*
+ * Netfilter hook helpers: registering a hook on the initial namespace with its ops allocated
+ * here, unregistering it once no call is running, and the fields of the hook state.
+ */
+#include <linux/netdevice.h>
+#include <linux/slab.h>
+#include <net/net_namespace.h>
+
+#include "netfilter.h"
+
+struct nf_hook_ops *ivnet_nf_register(nf_hookfn *fn, void *priv, u8 pf, unsigned int hooknum,
+				      int priority, int *err)
+{
+	struct nf_hook_ops *ops = kzalloc(sizeof(*ops), GFP_KERNEL);
+
+	if (!ops) {
+		*err = -ENOMEM;
+		return NULL;
+	}
+	ops->hook = fn;
+	ops->priv = priv;
+	ops->pf = pf;
+	ops->hooknum = hooknum;
+	ops->priority = priority;
+	*err = nf_register_net_hook(&init_net, ops);
+	if (*err) {
+		kfree(ops);
+		return NULL;
+	}
+	return ops;
+}
+
+void ivnet_nf_unregister(struct nf_hook_ops *ops)
+{
+	nf_unregister_net_hook(&init_net, ops);
+	/* Hooks run under rcu_read_lock: wait for any still running before the caller frees
+	 * what they use. */
+	synchronize_net();
+	kfree(ops);
+}
+
+int ivnet_nf_state_out_ifindex(const struct nf_hook_state *state)
+{
+	return state->out ? state->out->ifindex : 0;
+}
+
+unsigned int ivnet_nf_state_out_mtu(const struct nf_hook_state *state)
+{
+	return state->out ? READ_ONCE(state->out->mtu) : 0;
+}
+
+u8 ivnet_nf_state_pf(const struct nf_hook_state *state)
+{
+	return state->pf;
+}

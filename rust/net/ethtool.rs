@@ -1,0 +1,210 @@
+// SPDX-License-Identifier: GPL-2.0
+
+//! `struct ethtool_ops`: the trampolines from ethtool to the ethtool half of
+//! [`Operations`](super::Operations) (`-i`, `-S`, `-g`/`-G`, `-l`), and their op table; each
+//! optional method's entry is set only if the driver implements it.
+
+use super::{bindings, ops::Adapter, Operations};
+use kernel::prelude::*;
+
+/// Ring sizes for `ethtool -g`.
+#[derive(Default, Clone, Copy)]
+pub struct RingParam {
+    /// Largest and current receive ring, in descriptors.
+    pub rx_max: u32,
+    /// See `rx_max`.
+    pub rx: u32,
+    /// Largest and current transmit ring, in descriptors.
+    pub tx_max: u32,
+    /// See `tx_max`.
+    pub tx: u32,
+}
+
+/// `ETH_SS_STATS` from `enum ethtool_stringset` (uapi, stable).
+const ETH_SS_STATS: u32 = 1;
+
+/// Copies `src` into the fixed C string `dst`, truncating, always NUL-terminated.
+fn copy_cstr(dst: &mut [u8], src: &CStr) {
+    let n = src.len().min(dst.len().saturating_sub(1));
+    dst[..n].copy_from_slice(&src.as_bytes()[..n]);
+    if let Some(end) = dst.get_mut(n) {
+        *end = 0;
+    }
+}
+
+impl<T: Operations> Adapter<T> {
+    /// # Safety
+    ///
+    /// As `Adapter::open` (`ops.rs`); `info` is valid for writes.
+    unsafe extern "C" fn get_drvinfo(
+        dev: *mut bindings::net_device,
+        info: *mut bindings::ethtool_drvinfo,
+    ) {
+        // SAFETY: by the function's safety requirement.
+        let (_, data) = unsafe { Self::data(dev) };
+        let (driver, version, bus) = data.drvinfo();
+        // SAFETY: `info` is valid for writes (caller); each field is a fixed-size array.
+        unsafe {
+            copy_cstr(&mut (*info).driver, driver);
+            copy_cstr(&mut (*info).version, version);
+            copy_cstr(&mut (*info).bus_info, bus);
+        }
+    }
+
+    /// # Safety
+    ///
+    /// As `Adapter::open` (`ops.rs`).
+    unsafe extern "C" fn get_sset_count(dev: *mut bindings::net_device, sset: i32) -> i32 {
+        // SAFETY: by the function's safety requirement.
+        let (_, data) = unsafe { Self::data(dev) };
+        if sset == ETH_SS_STATS as i32 {
+            data.stats_count() as i32
+        } else {
+            -(bindings::EOPNOTSUPP as i32)
+        }
+    }
+
+    /// # Safety
+    ///
+    /// As `Adapter::open` (`ops.rs`); `buf` holds `get_sset_count` strings of
+    /// `ETH_GSTRING_LEN` bytes.
+    unsafe extern "C" fn get_strings(dev: *mut bindings::net_device, sset: u32, buf: *mut u8) {
+        // SAFETY: by the function's safety requirement.
+        let (_, data) = unsafe { Self::data(dev) };
+        if sset != ETH_SS_STATS {
+            return;
+        }
+        let len = bindings::ETH_GSTRING_LEN as usize;
+        let n = data.stats_count();
+        // SAFETY: the core sized `buf` as `n * ETH_GSTRING_LEN` from `get_sset_count`.
+        let all = unsafe { core::slice::from_raw_parts_mut(buf, n * len) };
+        for (i, name) in all.chunks_exact_mut(len).enumerate() {
+            name.fill(0);
+            data.stat_name(i, &mut name[..len - 1]);
+        }
+    }
+
+    /// # Safety
+    ///
+    /// As `Adapter::open` (`ops.rs`); `values` holds `get_sset_count` u64s.
+    unsafe extern "C" fn get_ethtool_stats(
+        dev: *mut bindings::net_device,
+        _stats: *mut bindings::ethtool_stats,
+        values: *mut u64,
+    ) {
+        // SAFETY: by the function's safety requirement.
+        let (_, data) = unsafe { Self::data(dev) };
+        let n = data.stats_count();
+        // SAFETY: sized by the core from `get_sset_count`.
+        let values = unsafe { core::slice::from_raw_parts_mut(values, n) };
+        data.stat_values(values);
+    }
+
+    /// # Safety
+    ///
+    /// As `Adapter::open` (`ops.rs`); `ring` is valid for writes.
+    unsafe extern "C" fn get_ringparam(
+        dev: *mut bindings::net_device,
+        ring: *mut bindings::ethtool_ringparam,
+        _kring: *mut bindings::kernel_ethtool_ringparam,
+        _extack: *mut bindings::netlink_ext_ack,
+    ) {
+        // SAFETY: by the function's safety requirement.
+        let (_, data) = unsafe { Self::data(dev) };
+        let p = data.ringparam();
+        // SAFETY: `ring` is valid for writes (caller).
+        unsafe {
+            (*ring).rx_max_pending = p.rx_max;
+            (*ring).rx_pending = p.rx;
+            (*ring).tx_max_pending = p.tx_max;
+            (*ring).tx_pending = p.tx;
+        }
+    }
+
+    /// # Safety
+    ///
+    /// As `Adapter::open` (`ops.rs`); `ring` is valid for reads, `extack` null or valid for writes.
+    unsafe extern "C" fn set_ringparam(
+        dev: *mut bindings::net_device,
+        ring: *mut bindings::ethtool_ringparam,
+        _kring: *mut bindings::kernel_ethtool_ringparam,
+        extack: *mut bindings::netlink_ext_ack,
+    ) -> i32 {
+        // SAFETY: by the function's safety requirement.
+        let (_, data) = unsafe { Self::data(dev) };
+        // SAFETY: `ring` is valid for reads (caller).
+        let want = unsafe {
+            RingParam {
+                rx_max: 0,
+                rx: (*ring).rx_pending,
+                tx_max: 0,
+                tx: (*ring).tx_pending,
+            }
+        };
+        match data.set_ringparam(want) {
+            Ok(()) => 0,
+            Err((e, msg)) => {
+                // SAFETY: `extack` is null or valid (caller); `msg` is `'static`, as the
+                // extended ack keeps the pointer.
+                unsafe { bindings::ivnet_extack_msg(extack, msg.as_char_ptr()) };
+                e.to_errno()
+            }
+        }
+    }
+
+    /// # Safety
+    ///
+    /// As `Adapter::open` (`ops.rs`); `ch` is valid for writes.
+    unsafe extern "C" fn get_channels(
+        _dev: *mut bindings::net_device,
+        ch: *mut bindings::ethtool_channels,
+    ) {
+        // One queue pair, served by one NAPI context and one interrupt.
+        // SAFETY: `ch` is valid for writes (caller), and all-zero is a valid value.
+        unsafe {
+            core::ptr::write_bytes(ch, 0, 1);
+            (*ch).max_combined = 1;
+            (*ch).combined_count = 1;
+        }
+    }
+
+    /// The `ethtool_ops` of a `T`'s devices. `get_link` and `get_channels` are always there
+    /// (carrier state; one queue pair).
+    pub(super) const ETHTOOL_OPS: bindings::ethtool_ops = {
+        // The core sizes the `get_strings` and `get_ethtool_stats` buffers with
+        // `get_sset_count`, and offers `-G` only with `-g`.
+        assert!(
+            T::HAS_STATS_COUNT == T::HAS_STAT_NAME && T::HAS_STATS_COUNT == T::HAS_STAT_VALUES,
+            "net::Operations: implement stats_count, stat_name and stat_values, or none"
+        );
+        assert!(
+            T::HAS_RINGPARAM || !T::HAS_SET_RINGPARAM,
+            "net::Operations: set_ringparam needs ringparam"
+        );
+        // SAFETY: all-zero is a valid `ethtool_ops` (no callbacks, no capabilities).
+        let mut ops: bindings::ethtool_ops = unsafe { core::mem::zeroed() };
+        ops.get_drvinfo = if T::HAS_DRVINFO {
+            Some(Self::get_drvinfo)
+        } else {
+            None
+        };
+        ops.get_link = Some(bindings::ethtool_op_get_link);
+        if T::HAS_STATS_COUNT {
+            ops.get_sset_count = Some(Self::get_sset_count);
+            ops.get_strings = Some(Self::get_strings);
+            ops.get_ethtool_stats = Some(Self::get_ethtool_stats);
+        }
+        ops.get_ringparam = if T::HAS_RINGPARAM {
+            Some(Self::get_ringparam)
+        } else {
+            None
+        };
+        ops.set_ringparam = if T::HAS_SET_RINGPARAM {
+            Some(Self::set_ringparam)
+        } else {
+            None
+        };
+        ops.get_channels = Some(Self::get_channels);
+        ops
+    };
+}

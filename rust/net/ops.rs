@@ -1,0 +1,313 @@
+// SPDX-License-Identifier: GPL-2.0
+
+//! `struct net_device_ops`: the [`Operations`] a network driver implements, and the
+//! trampolines that call them from C, with the NAPI poll, the timer and the interrupt handler.
+//!
+//! [`Operations`] is a `#[vtable]` trait, as the kernel crate's `phy::Driver` and
+//! `block::mq::Operations` are: the open/stop/transmit/poll/timer methods are required, the
+//! others optional, and an op table entry is set to its trampoline only if the driver
+//! implements the method (`T::HAS_<METHOD>`); otherwise the core's default applies. The
+//! ethtool half of the table is in `ethtool.rs`.
+
+use super::{bindings, Device, Napi, Private, RingParam, SkBuff};
+use core::{marker::PhantomData, mem::offset_of, ptr::NonNull};
+use kernel::{
+    error::{from_result, VTABLE_DEFAULT_ERROR},
+    prelude::*,
+};
+
+/// Counters for `ndo_get_stats64` (a subset of `struct rtnl_link_stats64`).
+#[derive(Default, Clone, Copy)]
+pub struct Stats64 {
+    /// Frames received.
+    pub rx_packets: u64,
+    /// Bytes received.
+    pub rx_bytes: u64,
+    /// Frames transmitted.
+    pub tx_packets: u64,
+    /// Bytes transmitted.
+    pub tx_bytes: u64,
+    /// Received frames dropped.
+    pub rx_dropped: u64,
+    /// Frames to transmit dropped.
+    pub tx_dropped: u64,
+    /// Receive errors (bad descriptors).
+    pub rx_errors: u64,
+}
+
+/// What `start_xmit` did with a frame.
+pub enum Xmit {
+    /// Taken (sent, queued, or dropped and counted).
+    Done,
+    /// Not taken: the queue is stopped and the stack retries the frame later.
+    Busy(SkBuff),
+}
+
+/// A network driver's callbacks. All take the driver's data as `&self`.
+///
+/// Implement it with `#[vtable]` on the `impl` block. The first five methods are required;
+/// of the others, only those implemented are offered to the core (each says what the core
+/// does without it).
+#[vtable]
+pub trait Operations: Send + Sync + Sized + 'static {
+    /// `ndo_open`: the interface goes up.
+    fn open(&self, dev: &Device) -> Result;
+    /// `ndo_stop`: the interface goes down.
+    fn stop(&self, dev: &Device) -> Result;
+    /// `ndo_start_xmit`.
+    fn start_xmit(&self, dev: &Device, skb: SkBuff) -> Xmit;
+    /// The NAPI poll: receive up to `budget` frames; call `napi.complete_done` if fewer.
+    fn poll(&self, dev: &Device, napi: &Napi, budget: u32) -> u32;
+    /// The device's timer fired (softirq context).
+    fn timer(&self, dev: &Device);
+
+    /// `ndo_change_mtu` (the core already checked `min_mtu..=max_mtu`). Without it the core
+    /// sets the MTU itself.
+    fn change_mtu(&self, _dev: &Device, _mtu: u32) -> Result {
+        kernel::build_error(VTABLE_DEFAULT_ERROR)
+    }
+    /// `ndo_get_stats64`. Without it the core reports the device's own (unused) counters.
+    fn stats(&self, _dev: &Device) -> Stats64 {
+        kernel::build_error(VTABLE_DEFAULT_ERROR)
+    }
+    /// `ndo_features_check`: may the frame to `dst` keep its checksum offload and its
+    /// segmentation offload? What is refused is done in software by the stack first. Without
+    /// it only the core's generic checks apply.
+    fn offloads_for(&self, _dst: &[u8; 6]) -> (bool, bool) {
+        kernel::build_error(VTABLE_DEFAULT_ERROR)
+    }
+    /// The device's interrupt fired (hard interrupt context; only if [`Config::irq`] was
+    /// set). Returns whether it was ours (a shared INTx line may belong to others). Required
+    /// for [`Config::irq`]: without it [`Registration::new`] fails with `EINVAL`.
+    ///
+    /// [`Config::irq`]: super::Config::irq
+    /// [`Registration::new`]: super::Registration::new
+    fn interrupt(&self, _dev: &Device) -> bool {
+        kernel::build_error(VTABLE_DEFAULT_ERROR)
+    }
+
+    /// `ethtool -i`: driver name, version, bus address. Without it the core fills in the
+    /// parent device's driver name and bus address.
+    fn drvinfo(&self) -> (&CStr, &CStr, &CStr) {
+        kernel::build_error(VTABLE_DEFAULT_ERROR)
+    }
+    /// `ethtool -S`: the number of counters. `stats_count`, `stat_name` and `stat_values` go
+    /// together: implement all three or none (checked at build time).
+    fn stats_count(&self) -> usize {
+        kernel::build_error(VTABLE_DEFAULT_ERROR)
+    }
+    /// `ethtool -S`: the name of counter `i`, written into `name` (NUL-padded).
+    fn stat_name(&self, _i: usize, _name: &mut [u8]) {
+        kernel::build_error(VTABLE_DEFAULT_ERROR)
+    }
+    /// `ethtool -S`: all counter values, in name order.
+    fn stat_values(&self, _values: &mut [u64]) {
+        kernel::build_error(VTABLE_DEFAULT_ERROR)
+    }
+    /// `ethtool -g`.
+    fn ringparam(&self) -> RingParam {
+        kernel::build_error(VTABLE_DEFAULT_ERROR)
+    }
+    /// `ethtool -G`: resize the rings to `want` (the `*_max` fields are ignored). The error
+    /// carries a message for the user (netlink extended ack). Needs `ringparam` (checked at
+    /// build time).
+    fn set_ringparam(&self, _want: RingParam) -> core::result::Result<(), (Error, &'static CStr)> {
+        kernel::build_error(VTABLE_DEFAULT_ERROR)
+    }
+}
+
+/// Whether the stack is about to hand `start_xmit` more frames right away, so the driver may
+/// defer telling the peer (`netdev_xmit_more`). Only meaningful inside `start_xmit`.
+pub fn xmit_more() -> bool {
+    // SAFETY: reads a per-CPU flag; `start_xmit` runs with preemption and bottom halves off.
+    unsafe { bindings::netdev_xmit_more() }
+}
+
+/// The trampolines from C to [`Operations`], and the op tables pointing at them (this file and
+/// `ethtool.rs`).
+pub(super) struct Adapter<T: Operations>(PhantomData<T>);
+
+impl<T: Operations> Adapter<T> {
+    /// # Safety
+    ///
+    /// `dev` must be a device registered by `Registration<T>`.
+    pub(super) unsafe fn data<'a>(dev: *mut bindings::net_device) -> (&'a Device, &'a T) {
+        // SAFETY: by the function's safety requirement.
+        unsafe { Device::from_registered(dev) }
+    }
+
+    /// # Safety
+    ///
+    /// Called by the networking core for a device of ours.
+    unsafe extern "C" fn open(dev: *mut bindings::net_device) -> i32 {
+        // SAFETY: by the function's safety requirement.
+        let (dev, data) = unsafe { Self::data(dev) };
+        from_result(|| data.open(dev).map(|()| 0))
+    }
+
+    /// # Safety
+    ///
+    /// As `open`.
+    unsafe extern "C" fn stop(dev: *mut bindings::net_device) -> i32 {
+        // SAFETY: by the function's safety requirement.
+        let (dev, data) = unsafe { Self::data(dev) };
+        from_result(|| data.stop(dev).map(|()| 0))
+    }
+
+    /// # Safety
+    ///
+    /// As `open`; `skb` is a valid buffer whose ownership passes to us.
+    unsafe extern "C" fn start_xmit(
+        skb: *mut bindings::sk_buff,
+        dev: *mut bindings::net_device,
+    ) -> bindings::netdev_tx_t {
+        // SAFETY: by the function's safety requirement.
+        let (dev, data) = unsafe { Self::data(dev) };
+        let Some(skb) = NonNull::new(skb) else {
+            return bindings::netdev_tx_NETDEV_TX_OK;
+        };
+        // INVARIANT: the stack gave us this buffer.
+        match data.start_xmit(dev, SkBuff(skb)) {
+            Xmit::Done => bindings::netdev_tx_NETDEV_TX_OK,
+            Xmit::Busy(skb) => {
+                // The stack keeps ownership of a frame it gets back as busy.
+                let _ = skb.into_raw();
+                bindings::netdev_tx_NETDEV_TX_BUSY
+            }
+        }
+    }
+
+    /// # Safety
+    ///
+    /// As `open`; `stats` is valid for writes.
+    unsafe extern "C" fn get_stats64(
+        dev: *mut bindings::net_device,
+        stats: *mut bindings::rtnl_link_stats64,
+    ) {
+        // SAFETY: by the function's safety requirement.
+        let (dev, data) = unsafe { Self::data(dev) };
+        let s = data.stats(dev);
+        // SAFETY: `stats` is valid for writes (caller).
+        unsafe {
+            (*stats).rx_packets = s.rx_packets;
+            (*stats).rx_bytes = s.rx_bytes;
+            (*stats).tx_packets = s.tx_packets;
+            (*stats).tx_bytes = s.tx_bytes;
+            (*stats).rx_dropped = s.rx_dropped;
+            (*stats).tx_dropped = s.tx_dropped;
+            (*stats).rx_errors = s.rx_errors;
+        }
+    }
+
+    /// # Safety
+    ///
+    /// As `open`; called under RTNL.
+    unsafe extern "C" fn change_mtu(dev: *mut bindings::net_device, mtu: i32) -> i32 {
+        // SAFETY: by the function's safety requirement.
+        let (dev, data) = unsafe { Self::data(dev) };
+        from_result(|| {
+            let mtu = u32::try_from(mtu).map_err(|_| EINVAL)?;
+            data.change_mtu(dev, mtu)?;
+            Ok(0)
+        })
+    }
+
+    /// # Safety
+    ///
+    /// Called by NAPI for the context added in `Registration::new`.
+    pub(super) unsafe extern "C" fn poll(napi: *mut bindings::napi_struct, budget: i32) -> i32 {
+        // CAST: the NAPI context is the first field of the `repr(C)` `Private<T>`.
+        let private = napi.cast::<Private<T>>();
+        // SAFETY: `napi` is inside the private area of one of our devices, whose `dev`
+        // field NAPI set when it was added.
+        let (dev, data) = unsafe { Self::data((*napi).dev) };
+        // CAST: `Napi` is `repr(transparent)` over `Opaque<napi_struct>`.
+        // SAFETY: valid during the poll.
+        // INVARIANT: NAPI polls only contexts it added, and the reference ends with the poll.
+        let napi = unsafe { &*private.cast::<Napi>() };
+        data.poll(dev, napi, budget.max(0) as u32) as i32
+    }
+
+    /// # Safety
+    ///
+    /// Called by the timer core for the timer set up in `Registration::new`.
+    pub(super) unsafe extern "C" fn timer(timer: *mut bindings::timer_list) {
+        // SAFETY: the timer lives at this offset in a `Private<T>` (container_of).
+        let private = unsafe {
+            timer
+                .cast::<u8>()
+                .sub(offset_of!(Private<T>, timer))
+                .cast::<Private<T>>()
+        };
+        // SAFETY: the private area belongs to a live device (the timer is cancelled before
+        // the device is freed), and `napi.dev` points back to it.
+        let (dev, data) = unsafe { Self::data((*private).napi.dev) };
+        data.timer(dev);
+    }
+
+    /// # Safety
+    ///
+    /// Called by the interrupt core for the interrupt requested in `Registration::new`, whose
+    /// `dev_id` is our `net_device`.
+    pub(super) unsafe extern "C" fn irq(
+        _irq: i32,
+        dev_id: *mut core::ffi::c_void,
+    ) -> bindings::irqreturn {
+        // SAFETY: `dev_id` is the device the interrupt was requested for; it is freed only
+        // after `free_irq` (see `Registration::drop`).
+        let (dev, data) = unsafe { Self::data(dev_id.cast()) };
+        if data.interrupt(dev) {
+            bindings::irqreturn_IRQ_HANDLED
+        } else {
+            bindings::irqreturn_IRQ_NONE
+        }
+    }
+
+    /// # Safety
+    ///
+    /// As `open`; `skb` is a valid frame about to be transmitted (not ours yet).
+    unsafe extern "C" fn features_check(
+        skb: *mut bindings::sk_buff,
+        dev: *mut bindings::net_device,
+        features: bindings::netdev_features_t,
+    ) -> bindings::netdev_features_t {
+        // SAFETY: by the function's safety requirement.
+        let (_, data) = unsafe { Self::data(dev) };
+        let mut dst = [0xffu8; 6];
+        // SAFETY: `skb` is valid; an Ethernet frame being transmitted has its header in the
+        // linear part (checked: at least 6 bytes there).
+        unsafe {
+            if bindings::skb_headlen(skb) >= 6 {
+                core::ptr::copy_nonoverlapping(bindings::ivnet_skb_data(skb), dst.as_mut_ptr(), 6);
+            }
+        }
+        let (csum, gso) = data.offloads_for(&dst);
+        // SAFETY: a pure computation on the feature bits.
+        unsafe { bindings::ivnet_features_without(features, !csum, !gso) }
+    }
+
+    /// The `net_device_ops` of a `T`'s devices.
+    pub(super) const NETDEV_OPS: bindings::net_device_ops = {
+        // SAFETY: all-zero is a valid `net_device_ops` (no callbacks).
+        let mut ops: bindings::net_device_ops = unsafe { core::mem::zeroed() };
+        ops.ndo_open = Some(Self::open);
+        ops.ndo_stop = Some(Self::stop);
+        ops.ndo_start_xmit = Some(Self::start_xmit);
+        ops.ndo_get_stats64 = if T::HAS_STATS {
+            Some(Self::get_stats64)
+        } else {
+            None
+        };
+        ops.ndo_change_mtu = if T::HAS_CHANGE_MTU {
+            Some(Self::change_mtu)
+        } else {
+            None
+        };
+        ops.ndo_features_check = if T::HAS_OFFLOADS_FOR {
+            Some(Self::features_check)
+        } else {
+            None
+        };
+        ops
+    };
+}

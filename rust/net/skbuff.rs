@@ -1,0 +1,198 @@
+// SPDX-License-Identifier: GPL-2.0
+
+//! `struct sk_buff`: [`SkBuff`], a frame the driver owns (read, filled in, copied to shared
+//! memory, handed on or freed on drop), and [`Offload`], its checksum and segmentation
+//! metadata in the form of a `virtio_net_hdr`.
+//!
+//! The trampolines of the kernel support layer in `rust/` make an `SkBuff` from a buffer the
+//! stack hands over (the tuple field is visible to the whole support layer, not to the
+//! driver); each such place says why it is owned with an `// INVARIANT:` comment.
+
+use super::{bindings, shm, Device, Napi};
+use core::ptr::NonNull;
+use kernel::prelude::*;
+
+/// A socket buffer owned by the driver; freed on drop unless handed on.
+///
+/// # Invariants
+///
+/// `ptr` is a valid `sk_buff` that this value owns.
+pub struct SkBuff(pub(in super::super) NonNull<bindings::sk_buff>);
+
+impl SkBuff {
+    /// Total length of the frame in bytes.
+    pub fn len(&self) -> u32 {
+        // SAFETY: valid by the type invariant.
+        unsafe { bindings::ivnet_skb_len(self.0.as_ptr()) }
+    }
+
+    /// Whether the frame is empty.
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    /// Makes the whole frame linear (one contiguous buffer). Fails with `ENOMEM`.
+    pub fn linearize(&mut self) -> Result {
+        // SAFETY: valid and owned by the type invariant.
+        kernel::error::to_result(unsafe { bindings::skb_linearize(self.0.as_ptr()) })
+    }
+
+    /// The linear part of the frame (all of it after [`SkBuff::linearize`]).
+    pub fn head(&self) -> &[u8] {
+        // SAFETY: valid by the type invariant; `data` points to `skb_headlen` bytes that do
+        // not change while we own the buffer.
+        unsafe {
+            let len = bindings::skb_headlen(self.0.as_ptr()) as usize;
+            core::slice::from_raw_parts(bindings::ivnet_skb_data(self.0.as_ptr()), len)
+        }
+    }
+
+    /// Fills the whole frame, linear part first and then each page fragment, by calling `f`
+    /// with each piece's offset in the frame and its bytes; stops at the first error.
+    pub fn fill<E>(
+        &mut self,
+        mut f: impl FnMut(usize, &mut [u8]) -> Result<(), E>,
+    ) -> Result<(), E> {
+        let skb = self.0.as_ptr();
+        // SAFETY: valid and owned by the type invariant: nobody else looks at the linear part
+        // while we hold `&mut self`, and `data` points to `skb_headlen` bytes.
+        let head = unsafe {
+            let len = bindings::skb_headlen(skb) as usize;
+            core::slice::from_raw_parts_mut(bindings::ivnet_skb_data(skb), len)
+        };
+        f(0, head)?;
+        let mut at = head.len();
+        // SAFETY: valid by the type invariant.
+        let frags = unsafe { bindings::ivnet_skb_nr_frags(skb) };
+        for i in 0..frags {
+            let mut len = 0u32;
+            // SAFETY: `i < nr_frags`; the fragments of a buffer we own and just allocated
+            // ([`Napi::alloc_rx_skb`]) are pages of ours that nothing else maps for writing,
+            // mapped (lowmem) for `len` bytes from the returned address.
+            let piece = unsafe {
+                let p = bindings::ivnet_skb_frag_data(skb, i, &mut len);
+                core::slice::from_raw_parts_mut(p, len as usize)
+            };
+            f(at, piece)?;
+            at += piece.len();
+        }
+        Ok(())
+    }
+
+    /// Sets the protocol and packet type from the Ethernet header (`eth_type_trans`).
+    pub fn eth_type_trans(&mut self, dev: &Device) {
+        // SAFETY: valid and owned; `dev` is valid; the frame holds an Ethernet header (the
+        // caller checked its length is at least 14).
+        unsafe { bindings::ivnet_skb_set_eth_protocol(self.0.as_ptr(), dev.as_raw()) }
+    }
+
+    /// The frame's offload metadata (checksum to fill in, segmentation), in the form of a
+    /// `virtio_net_hdr` (`virtio_net_hdr_from_skb`). `EINVAL` for a segmentation type it cannot
+    /// express.
+    pub fn offload(&self) -> Result<Offload> {
+        self.offload_behind(0)
+    }
+
+    /// [`SkBuff::offload`] of a frame that starts at the network header (a packet seen by a
+    /// netfilter hook), as it will be once a link-layer header of `link_hlen` bytes is put in
+    /// front: `csum_start` and `hdr_len` count from that header.
+    pub fn offload_behind(&self, link_hlen: u16) -> Result<Offload> {
+        // SAFETY: all-zero is a valid header.
+        let mut h: bindings::virtio_net_hdr = unsafe { core::mem::zeroed() };
+        // SAFETY: valid by the type invariant; `h` is a local.
+        let ret =
+            unsafe { bindings::ivnet_skb_get_offload(self.0.as_ptr(), &mut h, link_hlen.into()) };
+        kernel::error::to_result(ret)?;
+        Ok(Offload {
+            flags: h.flags,
+            gso_type: h.gso_type,
+            hdr_len: if h.gso_type != 0 {
+                h.hdr_len.saturating_add(link_hlen)
+            } else {
+                h.hdr_len
+            },
+            gso_size: h.gso_size,
+            csum_start: h.csum_start,
+            csum_offset: h.csum_offset,
+        })
+    }
+
+    /// Hands a received Ethernet frame to the stack as if it had arrived on the device with
+    /// index `ifindex` in the initial namespace (`eth_type_trans` against that device, then
+    /// `netif_receive_skb`), looked up under RCU now, marked with `napi`'s id so that a socket
+    /// busy-polling for it polls `napi`. `ENODEV` (frame freed) if there is no such device or
+    /// it is down. Call from `napi`'s poll, after [`SkBuff::set_offload`].
+    pub fn receive_on(self, napi: &Napi, ifindex: i32) -> Result {
+        let p = self.into_raw();
+        // SAFETY: we owned `p` and pass it on; the helper frees it on failure; softirq
+        // context (NAPI poll), as `netif_receive_skb` wants; `napi` is valid by its type
+        // invariant (added, so its id is set) and only its id is read.
+        kernel::error::to_result(unsafe {
+            bindings::ivnet_skb_receive_on(p, napi.as_raw(), ifindex)
+        })
+    }
+
+    /// Applies offload metadata received with the frame (`virtio_net_hdr_to_skb`), which
+    /// checks it against the frame: `EINVAL` if it is inconsistent. Call before
+    /// [`SkBuff::eth_type_trans`], with the data starting at the Ethernet header.
+    pub fn set_offload(&mut self, o: &Offload) -> Result {
+        let h = bindings::virtio_net_hdr {
+            flags: o.flags,
+            gso_type: o.gso_type,
+            hdr_len: o.hdr_len,
+            gso_size: o.gso_size,
+            csum_start: o.csum_start,
+            csum_offset: o.csum_offset,
+        };
+        // SAFETY: valid and owned by the type invariant; `h` is a local.
+        kernel::error::to_result(unsafe { bindings::ivnet_skb_set_offload(self.0.as_ptr(), &h) })
+    }
+
+    /// Copies the whole frame, linear part and fragments, into `shm` at `off`.
+    pub fn copy_to(&self, shm: &shm::SharedMem, off: usize) -> Result {
+        let len = self.len() as usize;
+        let dst = shm.range_ptr(off, len).map_err(|_| EINVAL)?;
+        // SAFETY: `dst` points to `len` writable bytes of the mapping (checked by
+        // `range_ptr`); the frame is valid and owned; `skb_copy_bits` copies exactly `len`.
+        let ret = unsafe { bindings::skb_copy_bits(self.0.as_ptr(), 0, dst.cast(), len as i32) };
+        kernel::error::to_result(ret)
+    }
+
+    /// Frees the frame as successfully transmitted (`dev_consume_skb_any`).
+    pub fn consume(self) {
+        let p = self.0.as_ptr();
+        core::mem::forget(self);
+        // SAFETY: we owned `p` and give it up here.
+        unsafe { bindings::dev_consume_skb_any(p) }
+    }
+
+    pub(super) fn into_raw(self) -> *mut bindings::sk_buff {
+        let p = self.0.as_ptr();
+        core::mem::forget(self);
+        p
+    }
+}
+
+impl Drop for SkBuff {
+    fn drop(&mut self) {
+        // SAFETY: owned by the type invariant; dropped means discarded (counted as a drop).
+        unsafe { bindings::dev_kfree_skb_any(self.0.as_ptr()) }
+    }
+}
+
+/// Offload metadata of a frame, with the meaning of the fields of `struct virtio_net_hdr`.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Offload {
+    /// `VIRTIO_NET_HDR_F_*`.
+    pub flags: u8,
+    /// `VIRTIO_NET_HDR_GSO_*`.
+    pub gso_type: u8,
+    /// Length of the headers.
+    pub hdr_len: u16,
+    /// Segment size.
+    pub gso_size: u16,
+    /// Where checksumming starts, from the Ethernet header.
+    pub csum_start: u16,
+    /// Where the checksum goes, from `csum_start`.
+    pub csum_offset: u16,
+}

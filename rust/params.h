@@ -1,0 +1,14 @@
+/* SPDX-License-Identifier: GPL-2.0 */
+/* Getters for the module parameters declared in params.c (rust/params.rs). */
+#ifndef IVNET_PARAMS_H
+#define IVNET_PARAMS_H
+
+#include <linux/types.h>
+
+int ivnet_param_id(void);
+unsigned int ivnet_param_max_peers(void);
+unsigned int ivnet_param_poll_ms(void);
+unsigned int ivnet_param_poll_idle_ms(void);
+const char *ivnet_param_transparent(void);
+
+#endif
