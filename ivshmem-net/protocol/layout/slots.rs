@@ -86,6 +86,7 @@ fn sample<R: Region + ?Sized>(r: &R, g: &Geometry, id: u32) -> Result<Sample, Er
 /// and only when the id cannot be had at once. Every peer-written word is read once per sample
 /// and any value is accepted: a nonzero slot word is an owner's token whatever it holds. A peer
 /// stalled for longer than the wait (a paused VM) can lose its id; [`release_slot`] then reports
+/// [`Error::SlotLost`].
 ///
 /// # Examples
 ///
@@ -111,7 +112,6 @@ fn sample<R: Region + ?Sized>(r: &R, g: &Geometry, id: u32) -> Result<Sample, Er
 /// assert_eq!(claim_slot(&region, &g, Some(1), 0x2222, |_| {})?, (1, Claim::Fixed));
 /// # Ok::<(), Error>(())
 /// ```
-/// [`Error::SlotLost`].
 pub fn claim_slot<R: Region + ?Sized>(
     r: &R,
     g: &Geometry,

@@ -120,6 +120,7 @@ pub enum DownReason {
 /// The link state machine: a pure function of what we remember (`link`), what we published
 /// (`our_epoch`, `our_ack`), what the peer published (`peer`), and the time `now_ms`.
 /// Updates the heartbeat bookkeeping in `link` and returns the action; the caller performs it
+/// and records `up` accordingly.
 ///
 /// # Examples
 ///
@@ -156,7 +157,6 @@ pub enum DownReason {
 /// assert!(links[0].up && links[1].up);
 /// # Ok::<(), ivshmem_net_protocol::layout::Error>(())
 /// ```
-/// and records `up` accordingly.
 pub fn decide(
     link: &mut Link,
     our_epoch: u32,

@@ -150,6 +150,7 @@ impl Consumer {
     /// # Errors
     ///
     /// [`Error::Corrupt`] if `prod_idx`, `prod_bytes` or the descriptor are impossible; the ring
+    /// is then unusable until both sides reset it.
     ///
     /// # Examples
     ///
@@ -186,7 +187,6 @@ impl Consumer {
     /// assert_eq!(rx.peek(&region)?, None);
     /// # Ok::<(), ivshmem_net_protocol::layout::Error>(())
     /// ```
-    /// is then unusable until both sides reset it.
     pub fn peek<R: Region + ?Sized>(&mut self, r: &R) -> Result<Option<Desc>, Error> {
         if self.seen_idx == self.idx {
             // Everything we knew of is consumed: read the producer's words again.

@@ -257,6 +257,7 @@ impl Producer {
     /// # Errors
     ///
     /// [`Error::BadFrameLen`] for a length of zero or above [`Ring::max_frame`];
+    /// [`Error::Corrupt`] if the consumer's published indices are impossible.
     ///
     /// # Examples
     ///
@@ -281,7 +282,6 @@ impl Producer {
     /// assert_eq!(tx.reserve(&region, max + 1), Err(Error::BadFrameLen(max + 1)));
     /// # Ok::<(), Error>(())
     /// ```
-    /// [`Error::Corrupt`] if the consumer's published indices are impossible.
     pub fn reserve<R: Region + ?Sized>(&mut self, r: &R, len: u32) -> Result<Option<usize>, Error> {
         self.check_len(len)?;
         let (pos, end) = self.ring.place(self.bytes, len);
