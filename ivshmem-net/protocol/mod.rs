@@ -25,8 +25,9 @@
 //! - Compiled twice: into the kernel module (`crate::protocol`, declared in
 //!   `ivshmem-net/ivshmem_net.rs`) and, by `#[path]`, into the host crate `ivshmem-net-protocol`
 //!   (`userspace-tools/protocol`), where it is unit-, property-, hostile-peer- and loom-tested
-//!   and where its doc examples run. The files refer to each other as `super::layout` and so on,
-//!   which works at both places.
+//!   and where its doc examples run. The files refer to each other as `super::layout` and so on
+//!   (those in `layout/`, `link/` and `ring/` as `super::super::layout`), which works at both
+//!   places.
 //! - Everything a peer writes is hostile: each word is read once into a local, checked against
 //!   what it can legitimately be, and only the local is used afterwards. What cannot be right is
 //!   an [`layout::Error`], never trusted and never a panic.
