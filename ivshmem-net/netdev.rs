@@ -49,7 +49,7 @@ mod tx;
 use crate::ext::{
     errno::eopnotsupp,
     io::IoMem,
-    net::{Device, Napi, Operations, RingParam, SkBuff, Stats64, Xmit},
+    net::{Device, Ethtool, Napi, Operations, RingParam, SkBuff, Stats64, Xmit},
     netfilter::{self, PostRoutingHook},
     pci,
     shm::SharedMem,
@@ -521,7 +521,10 @@ impl Operations for Net {
             rx_errors: g.rx_bad_desc.get(),
         }
     }
+}
 
+#[vtable]
+impl Ethtool for Net {
     fn drvinfo(&self) -> (&CStr, &CStr, &CStr) {
         (c_str!("ivshmem_net"), VERSION, self.pdev.name())
     }

@@ -3,14 +3,14 @@
 //! Network devices: a `net_device` with its ops and ethtool ops, NAPI, socket buffers, and a
 //! timer for polling mode.
 //!
-//! A driver implements [`Operations`]; [`Registration::new`] allocates the `net_device`, sets
+//! A driver implements [`Operations`] and [`Ethtool`]; [`Registration::new`] allocates the `net_device`, sets
 //! up NAPI and the timer in its private area, registers it, and undoes all of that on drop.
 //! The driver's data lives in the registration and is handed to every callback as `&T`.
 //!
 //! One file per kernel object, as in the kernel crate's `rust/kernel/net/`:
 //! - `device.rs`: [`Device`] (`struct net_device`) and the private area of our devices.
 //! - `ops.rs`: the [`Operations`] trait (`struct net_device_ops`, NAPI poll, timer, interrupt).
-//! - `ethtool.rs`: `struct ethtool_ops`, and [`RingParam`].
+//! - `ethtool.rs`: the [`Ethtool`] trait (`struct ethtool_ops`), and [`RingParam`].
 //! - `skbuff.rs`: [`SkBuff`] and its [`Offload`] metadata (`struct sk_buff`).
 //! - `napi.rs`: [`Napi`] (`struct napi_struct`), inside a poll.
 //! - `registration.rs`: [`Config`] and [`Registration`].
@@ -31,7 +31,7 @@ mod skbuff;
 
 pub use device::Device;
 use device::Private;
-pub use ethtool::RingParam;
+pub use ethtool::{Ethtool, RingParam};
 pub use iface::{iface, Iface};
 pub use napi::Napi;
 pub use ops::{xmit_more, Operations, Stats64, Xmit};

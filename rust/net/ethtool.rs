@@ -1,11 +1,47 @@
 // SPDX-License-Identifier: GPL-2.0
 
-//! `struct ethtool_ops`: the trampolines from ethtool to the ethtool half of
-//! [`Operations`](super::Operations) (`-i`, `-S`, `-g`/`-G`, `-l`), and their op table; each
-//! optional method's entry is set only if the driver implements it.
+//! `struct ethtool_ops`: the [`Ethtool`] callbacks a network driver may implement (`-i`, `-S`,
+//! `-g`/`-G`), the trampolines that call them from C, and their op table; each entry is set
+//! only if the driver implements the method (`T::HAS_<METHOD>`). `-l` and the link state are
+//! always there. Adding an ethtool operation touches this file and the driver's `impl`.
 
 use super::{bindings, ops::Adapter, Operations};
-use kernel::prelude::*;
+use kernel::{error::VTABLE_DEFAULT_ERROR, prelude::*};
+
+/// The ethtool callbacks of a network driver ([`Operations`] requires it); all optional.
+///
+/// Implement it with `#[vtable]` on the `impl` block (an empty `impl` offers none of them).
+#[vtable]
+pub trait Ethtool {
+    /// `ethtool -i`: driver name, version, bus address. Without it the core fills in the
+    /// parent device's driver name and bus address.
+    fn drvinfo(&self) -> (&CStr, &CStr, &CStr) {
+        kernel::build_error(VTABLE_DEFAULT_ERROR)
+    }
+    /// `ethtool -S`: the number of counters. `stats_count`, `stat_name` and `stat_values` go
+    /// together: implement all three or none (checked at build time).
+    fn stats_count(&self) -> usize {
+        kernel::build_error(VTABLE_DEFAULT_ERROR)
+    }
+    /// `ethtool -S`: the name of counter `i`, written into `name` (NUL-padded).
+    fn stat_name(&self, _i: usize, _name: &mut [u8]) {
+        kernel::build_error(VTABLE_DEFAULT_ERROR)
+    }
+    /// `ethtool -S`: all counter values, in name order.
+    fn stat_values(&self, _values: &mut [u64]) {
+        kernel::build_error(VTABLE_DEFAULT_ERROR)
+    }
+    /// `ethtool -g`.
+    fn ringparam(&self) -> RingParam {
+        kernel::build_error(VTABLE_DEFAULT_ERROR)
+    }
+    /// `ethtool -G`: resize the rings to `want` (the `*_max` fields are ignored). The error
+    /// carries a message for the user (netlink extended ack). Needs `ringparam` (checked at
+    /// build time).
+    fn set_ringparam(&self, _want: RingParam) -> core::result::Result<(), (Error, &'static CStr)> {
+        kernel::build_error(VTABLE_DEFAULT_ERROR)
+    }
+}
 
 /// Ring sizes for `ethtool -g`.
 #[derive(Default, Clone, Copy)]
@@ -175,11 +211,11 @@ impl<T: Operations> Adapter<T> {
         // `get_sset_count`, and offers `-G` only with `-g`.
         assert!(
             T::HAS_STATS_COUNT == T::HAS_STAT_NAME && T::HAS_STATS_COUNT == T::HAS_STAT_VALUES,
-            "net::Operations: implement stats_count, stat_name and stat_values, or none"
+            "net::Ethtool: implement stats_count, stat_name and stat_values, or none"
         );
         assert!(
             T::HAS_RINGPARAM || !T::HAS_SET_RINGPARAM,
-            "net::Operations: set_ringparam needs ringparam"
+            "net::Ethtool: set_ringparam needs ringparam"
         );
         // SAFETY: all-zero is a valid `ethtool_ops` (no callbacks, no capabilities).
         let mut ops: bindings::ethtool_ops = unsafe { core::mem::zeroed() };

@@ -7,9 +7,10 @@
 //! `block::mq::Operations` are: the open/stop/transmit/poll/timer methods are required, the
 //! others optional, and an op table entry is set to its trampoline only if the driver
 //! implements the method (`T::HAS_<METHOD>`); otherwise the core's default applies. The
-//! ethtool half of the table is in `ethtool.rs`.
+//! ethtool callbacks, a trait of their own ([`Ethtool`]) with their table, are in
+//! `ethtool.rs`.
 
-use super::{bindings, Device, Napi, Private, RingParam, SkBuff};
+use super::{bindings, Device, Ethtool, Napi, Private, SkBuff};
 use core::{marker::PhantomData, mem::offset_of, ptr::NonNull};
 use kernel::{
     error::{from_result, VTABLE_DEFAULT_ERROR},
@@ -47,9 +48,9 @@ pub enum Xmit {
 ///
 /// Implement it with `#[vtable]` on the `impl` block. The first five methods are required;
 /// of the others, only those implemented are offered to the core (each says what the core
-/// does without it).
+/// does without it). The ethtool callbacks are the [`Ethtool`] trait's, in `ethtool.rs`.
 #[vtable]
-pub trait Operations: Send + Sync + Sized + 'static {
+pub trait Operations: Ethtool + Send + Sync + Sized + 'static {
     /// `ndo_open`: the interface goes up.
     fn open(&self, dev: &Device) -> Result;
     /// `ndo_stop`: the interface goes down.
@@ -83,35 +84,6 @@ pub trait Operations: Send + Sync + Sized + 'static {
     /// [`Config::irq`]: super::Config::irq
     /// [`Registration::new`]: super::Registration::new
     fn interrupt(&self, _dev: &Device) -> bool {
-        kernel::build_error(VTABLE_DEFAULT_ERROR)
-    }
-
-    /// `ethtool -i`: driver name, version, bus address. Without it the core fills in the
-    /// parent device's driver name and bus address.
-    fn drvinfo(&self) -> (&CStr, &CStr, &CStr) {
-        kernel::build_error(VTABLE_DEFAULT_ERROR)
-    }
-    /// `ethtool -S`: the number of counters. `stats_count`, `stat_name` and `stat_values` go
-    /// together: implement all three or none (checked at build time).
-    fn stats_count(&self) -> usize {
-        kernel::build_error(VTABLE_DEFAULT_ERROR)
-    }
-    /// `ethtool -S`: the name of counter `i`, written into `name` (NUL-padded).
-    fn stat_name(&self, _i: usize, _name: &mut [u8]) {
-        kernel::build_error(VTABLE_DEFAULT_ERROR)
-    }
-    /// `ethtool -S`: all counter values, in name order.
-    fn stat_values(&self, _values: &mut [u64]) {
-        kernel::build_error(VTABLE_DEFAULT_ERROR)
-    }
-    /// `ethtool -g`.
-    fn ringparam(&self) -> RingParam {
-        kernel::build_error(VTABLE_DEFAULT_ERROR)
-    }
-    /// `ethtool -G`: resize the rings to `want` (the `*_max` fields are ignored). The error
-    /// carries a message for the user (netlink extended ack). Needs `ringparam` (checked at
-    /// build time).
-    fn set_ringparam(&self, _want: RingParam) -> core::result::Result<(), (Error, &'static CStr)> {
         kernel::build_error(VTABLE_DEFAULT_ERROR)
     }
 }
