@@ -11,7 +11,7 @@ use crate::ext::{
     net::{self, Device, SkBuff, Xmit},
     time,
 };
-use crate::protocol::frame::{self, ETH_HLEN, VLAN_HLEN};
+use crate::protocol::frame::{self, ETH_HLEN};
 use crate::protocol::layout::{Error as LayoutError, Region};
 use crate::protocol::link::feature;
 use crate::protocol::ring::Desc;
@@ -86,13 +86,8 @@ impl super::Net {
             return Sent::Broken;
         };
         let needs_csum = meta.flags & VIRTIO_NET_HDR_F_NEEDS_CSUM != 0;
-        let fits_mtu = if meta.gso_type != 0 {
-            // A segmentation-offload frame: its segments must fit the peer's MTU.
-            u32::from(meta.gso_size) <= p.mtu
-        } else {
-            len <= p.mtu.saturating_add(ETH_HLEN + VLAN_HLEN)
-        };
-        if !fits_mtu || len > p.prod.ring().max_frame() {
+        let gso_size = (meta.gso_type != 0).then_some(meta.gso_size);
+        if !frame::fits_mtu(len, gso_size, p.mtu) || len > p.prod.ring().max_frame() {
             return Sent::TooBig;
         }
         if (needs_csum && p.features & feature::CSUM == 0)

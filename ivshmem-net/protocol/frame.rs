@@ -73,6 +73,26 @@ pub fn max_len(mtu: u32, max_frame: u32) -> u32 {
     mtu_frame.max(gso_frame).min(max_frame)
 }
 
+/// Whether a frame of `len` bytes fits a receiver whose MTU is `mtu`: a plain frame with its
+/// Ethernet header and one VLAN tag, or, for a segmentation-offload frame (`gso_size` given),
+/// each of the segments it will be cut into.
+///
+/// # Examples
+///
+/// ```
+/// use ivshmem_net_protocol::frame::fits_mtu;
+/// assert!(fits_mtu(1518, None, 1500));
+/// assert!(!fits_mtu(1519, None, 1500));
+/// assert!(fits_mtu(65000, Some(1448), 1500));
+/// assert!(!fits_mtu(65000, Some(8948), 1500));
+/// ```
+pub fn fits_mtu(len: u32, gso_size: Option<u16>, mtu: u32) -> bool {
+    match gso_size {
+        Some(size) => u32::from(size) <= mtu,
+        None => len <= mtu.saturating_add(ETH_HLEN + VLAN_HLEN),
+    }
+}
+
 /// The IP version of a packet, as the hook that sees it knows it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum IpVersion {

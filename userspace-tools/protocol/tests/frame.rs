@@ -4,8 +4,8 @@
 //! (`ivshmem-net/protocol/frame.rs`).
 
 use ivshmem_net_protocol::frame::{
-    from_published, mac_u64, max_len, max_mtu, tso_max, IpDst, IpVersion, ETH_HLEN, MAX_MTU,
-    MIN_MTU, VLAN_HLEN,
+    fits_mtu, from_published, mac_u64, max_len, max_mtu, tso_max, IpDst, IpVersion, ETH_HLEN,
+    MAX_MTU, MIN_MTU, VLAN_HLEN,
 };
 use ivshmem_net_protocol::link::Addrs;
 use proptest::prelude::*;
@@ -116,6 +116,19 @@ fn only_the_published_source_and_mac_pass() {
         &v6_frame(MAC, a.v6.unwrap_or_default()),
         &v4_only
     ));
+}
+
+#[test]
+fn segments_and_plain_frames_against_the_peer_mtu() {
+    assert!(fits_mtu(1500 + ETH_HLEN + VLAN_HLEN, None, 1500));
+    assert!(!fits_mtu(1500 + ETH_HLEN + VLAN_HLEN + 1, None, 1500));
+    // An offload frame is judged by its segments, not its length.
+    assert!(fits_mtu(65536, Some(1448), 1500));
+    assert!(!fits_mtu(100, Some(1501), 1500));
+    // A peer that has not told us its MTU (0) takes nothing.
+    assert!(!fits_mtu(64, None, 0));
+    assert!(!fits_mtu(64, Some(1), 0));
+    assert!(fits_mtu(u32::MAX, None, u32::MAX));
 }
 
 #[test]
