@@ -171,7 +171,7 @@ struct Ctl {
     /// Peers whose control block turned to garbage while their link was up: kept watched and
     /// kicked until it is valid again.
     garbage: u64,
-    /// When each peer was last kicked for an answer ([`REKICK_MS`]), in ms.
+    /// When each peer was last kicked for an answer (`links::REKICK_MS`), in ms.
     rekick_ms: [u64; MAX_PEERS as usize],
     /// Transparent mode: what we last published of our regular interface.
     published: Addrs,

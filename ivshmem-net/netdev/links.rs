@@ -355,7 +355,7 @@ impl super::Net {
         (watch, suspicious)
     }
 
-    /// Doorbell mode liveness of `j`: how long (ms of the [`LiveClock`] time `now`) the oldest
+    /// Doorbell mode liveness of `j`: how long (ms of the [`link::LiveClock`] time `now`) the oldest
     /// frames we sent it have waited while it consumed none, or `None` when nothing is in
     /// flight.
     fn waiting_ms(&self, j: u32, now: u64) -> Option<u64> {
@@ -459,7 +459,7 @@ impl super::Net {
     }
 
     /// Puts back what someone overwrote of our control block, of the region header, or of our
-    /// slot word (see [`Own::repair`], [`layout::repair_header`], [`layout::reclaim_slot`]).
+    /// slot word (see [`link::Own::repair`], [`layout::repair_header`], [`layout::reclaim_slot`]).
     /// While we are attached, nobody else may write those, so a difference is a peer
     /// misbehaving; it is counted and logged (rate-limited).
     fn repair(&self, ctl: &mut Ctl, dev: &Device) {

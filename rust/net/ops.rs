@@ -4,9 +4,9 @@
 //! trampolines that call them from C, with the NAPI poll, the timer and the interrupt handler.
 //!
 //! [`Operations`] is a `#[vtable]` trait, as the kernel crate's `phy::Driver` and
-//! `block::mq::Operations` are: the open/stop/transmit/poll/timer methods are required, the
-//! others optional, and an op table entry is set to its trampoline only if the driver
-//! implements the method (`T::HAS_<METHOD>`); otherwise the core's default applies. The
+//! `block::mq::Operations` are: the open/stop/transmit/poll/timer/interrupt methods are
+//! required, the others optional, and an op table entry is set to its trampoline only if the
+//! driver implements the method (`T::HAS_<METHOD>`); otherwise the core's default applies. The
 //! ethtool callbacks, a trait of their own ([`Ethtool`]) with their table, are in
 //! `ethtool.rs`.
 
@@ -46,7 +46,7 @@ pub enum Xmit {
 
 /// A network driver's callbacks. All take the driver's data as `&self`.
 ///
-/// Implement it with `#[vtable]` on the `impl` block. The first five methods are required;
+/// Implement it with `#[vtable]` on the `impl` block. The first six methods are required;
 /// of the others, only those implemented are offered to the core (each says what the core
 /// does without it). The ethtool callbacks are the [`Ethtool`] trait's, in `ethtool.rs`.
 #[vtable]
@@ -61,6 +61,11 @@ pub trait Operations: Ethtool + Send + Sync + Sized + 'static {
     fn poll(&self, dev: &Device, napi: &Napi, budget: u32) -> u32;
     /// The device's timer fired (softirq context).
     fn timer(&self, dev: &Device);
+    /// The device's interrupt fired (hard interrupt context; only if [`Config::irq`] was
+    /// set). Returns whether it was ours (a shared INTx line may belong to others).
+    ///
+    /// [`Config::irq`]: super::Config::irq
+    fn interrupt(&self, dev: &Device) -> bool;
 
     /// `ndo_change_mtu` (the core already checked `min_mtu..=max_mtu`). Without it the core
     /// sets the MTU itself.
@@ -75,15 +80,6 @@ pub trait Operations: Ethtool + Send + Sync + Sized + 'static {
     /// segmentation offload? What is refused is done in software by the stack first. Without
     /// it only the core's generic checks apply.
     fn offloads_for(&self, _dst: &[u8; 6]) -> (bool, bool) {
-        kernel::build_error(VTABLE_DEFAULT_ERROR)
-    }
-    /// The device's interrupt fired (hard interrupt context; only if [`Config::irq`] was
-    /// set). Returns whether it was ours (a shared INTx line may belong to others). Required
-    /// for [`Config::irq`]: without it [`Registration::new`] fails with `EINVAL`.
-    ///
-    /// [`Config::irq`]: super::Config::irq
-    /// [`Registration::new`]: super::Registration::new
-    fn interrupt(&self, _dev: &Device) -> bool {
         kernel::build_error(VTABLE_DEFAULT_ERROR)
     }
 }

@@ -46,11 +46,7 @@ pub struct Registration<T: Operations> {
 impl<T: Operations> Registration<T> {
     /// Allocates `ivshm%d`, attaches `data`, and registers it. The device starts with its
     /// carrier off.
-    /// `EINVAL` if `cfg.irq` is set and `T` does not implement [`Operations::interrupt`].
     pub fn new(parent: &pci::Device, data: impl PinInit<T, Error>, cfg: &Config) -> Result<Self> {
-        if cfg.irq.is_some() && !T::HAS_INTERRUPT {
-            return Err(EINVAL);
-        }
         let data = KBox::pin_init(data, GFP_KERNEL)?;
         // SAFETY: plain allocation; one TX and one RX queue.
         let dev = unsafe { bindings::alloc_etherdev_mqs(size_of::<Private<T>>() as i32, 1, 1) };
