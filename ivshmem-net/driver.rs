@@ -60,7 +60,11 @@ fn describe(e: layout::Error) -> (&'static str, Error) {
             eproto(),
         ),
         E::BadState(_) => ("header state word holds garbage", eproto()),
-        E::InitStalled => ("another peer took over initialising the region", EBUSY),
+        E::InitStalled => (
+            "another peer took over initialising the region, or its state word would not hold \
+             still",
+            EBUSY,
+        ),
         E::OutOfBounds | E::Misaligned => ("access outside the mapped region", EINVAL),
         E::Corrupt(_) => ("ring corrupted by peer", EINVAL),
         E::BadFrameLen(_) | E::NotReserved => ("ring used wrongly", EINVAL),

@@ -156,7 +156,8 @@ pub enum Error {
     /// The state word holds a phase that does not exist.
     BadState(u32),
     /// Another peer has been initialising the region for longer than we wait, and taking
-    /// over failed too.
+    /// over failed too; or the region's state word kept changing under our compare-and-swap
+    /// for as long as we wait.
     InitStalled,
     /// The peer on the other side of a ring published something the ring protocol cannot
     /// produce; what exactly is in the [`Corrupt`].
@@ -443,8 +444,11 @@ pub struct Attached {
 /// writes the header and publishes it by storing `READY` (release). Every other peer waits while
 /// the state is `INITIALISING`, calling `wait` between looks (it returns `false` once it has
 /// waited long enough; then the initialiser is presumed dead and the region is taken over by
-/// another compare-and-swap that bumps the attempt count). A `READY` header is checked field by
-/// field against `geometry`; any difference is an error and the region is left untouched.
+/// another compare-and-swap that bumps the attempt count). A compare-and-swap that loses its
+/// race also waits, and once `wait` says it waited long enough that is [`Error::InitStalled`]:
+/// a writer flipping the state word cannot keep a probing peer here. A `READY` header is
+/// checked field by field against `geometry`; any difference is an error and the region is
+/// left untouched.
 ///
 /// # Examples
 ///
@@ -474,7 +478,9 @@ pub fn attach<R: Region + ?Sized>(
     if (r.len() as u64) < geometry.region_len {
         return Err(Error::OutOfBounds);
     }
-    // Bounded: each pass either returns or waits; `wait` bounds the waiting.
+    // Bounded: each pass either returns or waits, and `wait` bounds the waiting. A lost race
+    // for the state word waits too: an honest peer wins it once, but a writer that flips the
+    // word between our look and our swap could otherwise keep us here forever.
     let mut stalled = false;
     loop {
         let state = r.load(hdr::STATE)?;
@@ -483,6 +489,9 @@ pub fn attach<R: Region + ?Sized>(
             phase::EMPTY | phase::INITIALISING if state & 3 == phase::EMPTY || stalled => {
                 let mine = ((attempt.wrapping_add(1)) << 2) | phase::INITIALISING;
                 if r.compare_exchange(hdr::STATE, state, mine)?.is_err() {
+                    if !wait() {
+                        return Err(Error::InitStalled);
+                    }
                     stalled = false;
                     continue;
                 }

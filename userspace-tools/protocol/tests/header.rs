@@ -187,3 +187,110 @@ fn accessor_rejects_out_of_bounds_and_misaligned() {
     r.read(4088, &mut buf).unwrap();
     assert_eq!(buf, [1, 2, 3, 4, 5, 6, 7, 8]);
 }
+
+/// A region whose state word always changes between our look and our compare-and-swap, as if a
+/// writer flipped it at will: every swap of the state word fails.
+struct FlippedState {
+    inner: HeapRegion,
+    swaps: std::sync::atomic::AtomicU32,
+}
+
+impl Region for FlippedState {
+    fn len(&self) -> usize {
+        self.inner.len()
+    }
+    fn load(&self, off: usize) -> Result<u32, Error> {
+        self.inner.load(off)
+    }
+    fn store(&self, off: usize, val: u32) -> Result<(), Error> {
+        self.inner.store(off, val)
+    }
+    fn compare_exchange(&self, off: usize, cur: u32, new: u32) -> Result<Result<u32, u32>, Error> {
+        if off == hdr::STATE {
+            // The writer got in first: the word moved on to the next (empty) attempt.
+            self.swaps
+                .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+            let moved = cur.wrapping_add(4) & !3;
+            self.inner.store(off, moved)?;
+            return Ok(Err(moved));
+        }
+        self.inner.compare_exchange(off, cur, new)
+    }
+    fn read(&self, off: usize, buf: &mut [u8]) -> Result<(), Error> {
+        self.inner.read(off, buf)
+    }
+    fn write(&self, off: usize, buf: &[u8]) -> Result<(), Error> {
+        self.inner.write(off, buf)
+    }
+}
+
+/// Runs `f` on a thread and waits at most `secs` for it: a hung attach fails the test instead
+/// of hanging the suite.
+fn within<T: Send + 'static>(secs: u64, f: impl FnOnce() -> T + Send + 'static) -> T {
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        let _ = tx.send(f());
+    });
+    rx.recv_timeout(std::time::Duration::from_secs(secs))
+        .expect("attach did not return: a writer flipping the state word holds it forever")
+}
+
+#[test]
+fn state_word_flipped_under_every_swap_gives_up() {
+    let g = Geometry::new(4 * MIB, 2).unwrap();
+    let (res, waits, swaps) = within(10, move || {
+        let r = FlippedState {
+            inner: HeapRegion::new(g.region_len as usize),
+            swaps: Default::default(),
+        };
+        let mut waits = 0;
+        let res = attach(&r, g, 1, || {
+            waits += 1;
+            waits < 20
+        });
+        (res, waits, r.swaps.into_inner())
+    });
+    // Every lost race waited (backed off), and the waiting ran out: given up, not looping.
+    assert_eq!(res, Err(Error::InitStalled));
+    assert_eq!(waits, 20);
+    assert_eq!(swaps, 20);
+}
+
+#[test]
+fn thread_flipping_the_state_word_cannot_hold_attach() {
+    use std::sync::atomic::{AtomicBool, Ordering};
+    let g = Geometry::new(4 * MIB, 2).unwrap();
+    let region = Arc::new(HeapRegion::new(g.region_len as usize));
+    let stop = Arc::new(AtomicBool::new(false));
+    let flipper = {
+        let (region, stop) = (region.clone(), stop.clone());
+        std::thread::spawn(move || {
+            let mut n = 0u32;
+            while !stop.load(Ordering::Relaxed) {
+                // Empty, then initialising, each time under a new attempt number.
+                n = n.wrapping_add(1);
+                let _ = region.store(hdr::STATE, (n << 2) | (n & 1));
+            }
+        })
+    };
+    let r = region.clone();
+    let res = within(20, move || {
+        let mut waits = 0;
+        attach(&*r, g, 2, || {
+            waits += 1;
+            std::thread::sleep(std::time::Duration::from_millis(1));
+            waits < 200
+        })
+    });
+    stop.store(true, Ordering::Relaxed);
+    flipper.join().unwrap();
+    // Whatever the interleaving, it returned (within the waits, not the 20 s of `within`):
+    // initialised in a gap the flipper left, or given up on a word that would not hold still.
+    assert!(
+        matches!(
+            res,
+            Ok(_) | Err(Error::InitStalled) | Err(Error::BadMagic(_))
+        ),
+        "{res:?}"
+    );
+}
