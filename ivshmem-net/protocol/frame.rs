@@ -93,6 +93,62 @@ pub fn fits_mtu(len: u32, gso_size: Option<u16>, mtu: u32) -> bool {
     }
 }
 
+/// Smallest segment size (`gso_size`) of a segmentation-offload frame we accept: the
+/// kernel's `TCP_MIN_GSO_SIZE` (`include/net/tcp.h`: `TCP_MIN_SND_MSS` 48 less
+/// `MAX_TCP_OPTION_SPACE` 40), the smallest segment TCP makes and the one the stack's limits
+/// are built on (`GSO_MAX_SEGS * TCP_MIN_GSO_SIZE >= GSO_MAX_SIZE`, asserted in
+/// `virtio_net_hdr_to_skb`, which raises a smaller TCP `gso_size` to it and refuses 0).
+pub const MIN_GSO_SIZE: u16 = 8;
+
+/// What to do with a received frame, by its length and segmentation offload.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum RxVerdict {
+    /// Within our limits: take it.
+    Accept,
+    /// Without segmentation offload, longer than our MTU with an Ethernet header and one VLAN
+    /// tag.
+    OverMtu,
+    /// With segmentation offload, longer than the largest such frame we advertise
+    /// ([`max_len`]).
+    OverGsoMax,
+    /// With segmentation offload, a segment size below [`MIN_GSO_SIZE`] (0 included).
+    GsoSizeTooSmall,
+}
+
+/// Whether to accept a received frame of `len` bytes, with segmentation-offload type
+/// `gso_type` (0 for none) and segment size `gso_size`, on a device whose MTU is `mtu` and
+/// whose ring carries frames of up to `max_frame` bytes. Anything but
+/// [`RxVerdict::Accept`] is dropped and counted as oversize: larger than the stack would ever
+/// have handed the sending peer for us, or cut into more segments than the stack allows.
+///
+/// # Examples
+///
+/// ```
+/// use ivshmem_net_protocol::frame::{rx_verdict, RxVerdict};
+/// let ring = 256 * 1024;
+/// assert_eq!(rx_verdict(1518, 0, 0, 1500, ring), RxVerdict::Accept);
+/// assert_eq!(rx_verdict(1519, 0, 0, 1500, ring), RxVerdict::OverMtu);
+/// assert_eq!(rx_verdict(65536 + 18, 1, 1448, 1500, ring), RxVerdict::Accept);
+/// assert_eq!(rx_verdict(65536 + 19, 1, 1448, 1500, ring), RxVerdict::OverGsoMax);
+/// assert_eq!(rx_verdict(9000, 1, 0, 1500, ring), RxVerdict::GsoSizeTooSmall);
+/// assert_eq!(rx_verdict(9000, 1, 7, 1500, ring), RxVerdict::GsoSizeTooSmall);
+/// ```
+pub fn rx_verdict(len: u32, gso_type: u8, gso_size: u16, mtu: u32, max_frame: u32) -> RxVerdict {
+    if gso_type == 0 {
+        if len > mtu.saturating_add(ETH_HLEN + VLAN_HLEN) {
+            RxVerdict::OverMtu
+        } else {
+            RxVerdict::Accept
+        }
+    } else if len > max_len(mtu, max_frame) {
+        RxVerdict::OverGsoMax
+    } else if gso_size < MIN_GSO_SIZE {
+        RxVerdict::GsoSizeTooSmall
+    } else {
+        RxVerdict::Accept
+    }
+}
+
 /// The IP version of a packet, as the hook that sees it knows it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum IpVersion {

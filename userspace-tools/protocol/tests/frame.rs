@@ -4,8 +4,8 @@
 //! (`ivshmem-net/protocol/frame.rs`).
 
 use ivshmem_net_protocol::frame::{
-    fits_mtu, from_published, mac_u64, max_len, max_mtu, tso_max, IpDst, IpVersion, ETH_HLEN,
-    MAX_MTU, MIN_MTU, VLAN_HLEN,
+    fits_mtu, from_published, mac_u64, max_len, max_mtu, rx_verdict, tso_max, IpDst, IpVersion,
+    RxVerdict, ETH_HLEN, MAX_MTU, MIN_GSO_SIZE, MIN_MTU, VLAN_HLEN,
 };
 use ivshmem_net_protocol::link::Addrs;
 use proptest::prelude::*;
@@ -129,6 +129,117 @@ fn segments_and_plain_frames_against_the_peer_mtu() {
     assert!(!fits_mtu(64, None, 0));
     assert!(!fits_mtu(64, Some(1), 0));
     assert!(fits_mtu(u32::MAX, None, u32::MAX));
+}
+
+/// Ring data areas: 32 MiB over 8 peers (ring data ~4 MiB, frames up to half of it), 2 peers,
+/// and small rings whose largest frame is below 64 KiB.
+const MAX_FRAMES: [u32; 4] = [256 * 1024, 8 << 20, 32 * 1024, 4096];
+
+#[test]
+fn received_plain_frames_stop_at_our_mtu() {
+    for max_frame in MAX_FRAMES {
+        for mtu in [MIN_MTU, 1500, 9000, MAX_MTU] {
+            let limit = mtu + ETH_HLEN + VLAN_HLEN;
+            assert_eq!(
+                rx_verdict(ETH_HLEN, 0, 0, mtu, max_frame),
+                RxVerdict::Accept
+            );
+            assert_eq!(rx_verdict(limit, 0, 0, mtu, max_frame), RxVerdict::Accept);
+            assert_eq!(
+                rx_verdict(limit + 1, 0, 0, mtu, max_frame),
+                RxVerdict::OverMtu
+            );
+            assert_eq!(
+                rx_verdict(max_frame, 0, 0, mtu, max_frame) == RxVerdict::Accept,
+                max_frame <= limit
+            );
+            // gso_size means nothing without a gso type.
+            assert_eq!(
+                rx_verdict(limit, 0, 0xffff, mtu, max_frame),
+                RxVerdict::Accept
+            );
+        }
+    }
+    assert_eq!(
+        rx_verdict(u32::MAX, 0, 0, u32::MAX, u32::MAX),
+        RxVerdict::Accept
+    );
+}
+
+#[test]
+fn received_gso_frames_stop_at_what_we_advertise() {
+    for max_frame in MAX_FRAMES {
+        for mtu in [MIN_MTU, 1500, 9000, MAX_MTU] {
+            let limit = max_len(mtu, max_frame);
+            // Never more than a 64 KiB packet with its headers, nor than the ring carries.
+            assert!(limit <= 65536 + ETH_HLEN + VLAN_HLEN);
+            assert!(limit <= max_frame);
+            for gso_type in [1, 3, 4, 5, 0x81] {
+                assert_eq!(
+                    rx_verdict(limit, gso_type, 1448, mtu, max_frame),
+                    RxVerdict::Accept
+                );
+                assert_eq!(
+                    rx_verdict(limit + 1, gso_type, 1448, mtu, max_frame),
+                    RxVerdict::OverGsoMax
+                );
+            }
+        }
+    }
+    // What the stack hands us at MTU 1500 on the default ring: 64 KiB packets.
+    assert_eq!(
+        rx_verdict(65536 + ETH_HLEN, 1, 1448, 1500, 256 * 1024),
+        RxVerdict::Accept
+    );
+    assert_eq!(
+        rx_verdict(128 * 1024, 1, 1448, 1500, 256 * 1024),
+        RxVerdict::OverGsoMax
+    );
+}
+
+#[test]
+fn received_gso_frames_need_a_real_segment_size() {
+    assert_eq!(MIN_GSO_SIZE, 8);
+    for gso_size in 0..MIN_GSO_SIZE {
+        assert_eq!(
+            rx_verdict(9000, 1, gso_size, 1500, 256 * 1024),
+            RxVerdict::GsoSizeTooSmall
+        );
+        assert_eq!(
+            rx_verdict(100, 4, gso_size, 1500, 256 * 1024),
+            RxVerdict::GsoSizeTooSmall
+        );
+    }
+    for gso_size in [MIN_GSO_SIZE, 536, 1448, 0xffff] {
+        assert_eq!(
+            rx_verdict(9000, 1, gso_size, 1500, 256 * 1024),
+            RxVerdict::Accept
+        );
+    }
+    // Too long counts before too small.
+    assert_eq!(
+        rx_verdict(1 << 20, 1, 0, 1500, 8 << 20),
+        RxVerdict::OverGsoMax
+    );
+}
+
+proptest! {
+    /// Whatever a peer writes, an accepted frame is at most what we advertise: our MTU's
+    /// frame without offload, 64 KiB with headers (and at most the ring's frame) with it.
+    #[test]
+    fn accepted_frames_are_bounded(
+        len in any::<u32>(), gso_type in any::<u8>(), gso_size in any::<u16>(),
+        mtu in MIN_MTU..=MAX_MTU, max_frame in 64u32..(16 << 20),
+    ) {
+        if rx_verdict(len, gso_type, gso_size, mtu, max_frame) == RxVerdict::Accept {
+            if gso_type == 0 {
+                prop_assert!(len <= mtu + ETH_HLEN + VLAN_HLEN);
+            } else {
+                prop_assert!(len <= (65536 + ETH_HLEN + VLAN_HLEN).min(max_frame));
+                prop_assert!(gso_size >= MIN_GSO_SIZE);
+            }
+        }
+    }
 }
 
 #[test]
