@@ -45,6 +45,10 @@ pub(crate) struct Global {
     pub(crate) tx_drop_error: Counter,
     /// Received frame dropped for lack of a socket buffer.
     pub(crate) rx_drop_nomem: Counter,
+    /// Received frame dropped as longer than we take (our MTU without segmentation offload,
+    /// the offload maximum we advertise with it) or with a segment size below the stack's
+    /// minimum ([`crate::protocol::frame::rx_verdict`]).
+    pub(crate) rx_drop_oversize: Counter,
     /// NAPI polls.
     pub(crate) rx_polls: Counter,
     /// Impossible ring indices or descriptors written by a peer, or runt frames.
@@ -90,6 +94,7 @@ pub(crate) struct Peer {
     pub(crate) rx_packets: Counter,
     pub(crate) rx_bytes: Counter,
     pub(crate) tx_ring_full: Counter,
+    pub(crate) rx_drop_oversize: Counter,
     pub(crate) bad_desc: Counter,
     pub(crate) resets: Counter,
     pub(crate) heartbeat_losses: Counter,
@@ -108,6 +113,7 @@ const GLOBAL: &[Field<Global>] = &[
     ("tx_drop_too_big", |s| &s.tx_drop_too_big),
     ("tx_drop_error", |s| &s.tx_drop_error),
     ("rx_drop_nomem", |s| &s.rx_drop_nomem),
+    ("rx_drop_oversize", |s| &s.rx_drop_oversize),
     ("rx_polls", |s| &s.rx_polls),
     ("rx_bad_desc", |s| &s.rx_bad_desc),
     ("peer_resets", |s| &s.peer_resets),
@@ -131,6 +137,7 @@ const PEER: &[Field<Peer>] = &[
     ("rx_packets", |s| &s.rx_packets),
     ("rx_bytes", |s| &s.rx_bytes),
     ("tx_ring_full", |s| &s.tx_ring_full),
+    ("rx_drop_oversize", |s| &s.rx_drop_oversize),
     ("bad_desc", |s| &s.bad_desc),
     ("resets", |s| &s.resets),
     ("heartbeat_losses", |s| &s.heartbeat_losses),

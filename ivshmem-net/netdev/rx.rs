@@ -11,11 +11,12 @@ use crate::ext::{
     net::{Device, Napi, Offload},
     time,
 };
-use crate::protocol::frame::ETH_HLEN;
+use crate::protocol::frame::{self, RxVerdict, ETH_HLEN};
 use crate::protocol::link::feature;
 use crate::protocol::ring::Consumer;
 use crate::regs::Irq;
 use core::sync::atomic::Ordering;
+use kernel::error::code::E2BIG;
 
 /// Received frames between two publications of the consumer index (gives space back early).
 const PUBLISH_EVERY: u32 = 16;
@@ -92,6 +93,8 @@ impl super::Net {
             return 0;
         };
         let (global, peer) = (&self.stats.global, self.stats.peer(j));
+        // Our MTU (not the peer's) and the largest frame we advertise bound what we take.
+        let (mtu, max_frame) = (dev.mtu(), self.max_frame());
         let mut done = 0;
         let mut unpublished = 0;
         let mut broken = None;
@@ -119,11 +122,36 @@ impl super::Net {
                 } else {
                     0
                 });
-            if d.len < ETH_HLEN || d.flags > 0xff || claimed & !p.features != 0 {
+            let verdict = frame::rx_verdict(d.len, d.gso_type, d.gso_size, mtu, max_frame);
+            let skb = if d.len < ETH_HLEN || d.flags > 0xff || claimed & !p.features != 0 {
                 // A runt frame, or an offload the peer did not announce: drop, count.
                 global.rx_bad_desc.inc();
                 peer.bad_desc.inc();
-            } else if let Some(mut skb) = napi.alloc_rx_skb(d.len, RX_HEAD) {
+                None
+            } else if verdict != RxVerdict::Accept {
+                // Longer than we take, or cut into absurdly small segments: a frame the
+                // stack never gave the peer for us. Only the frame is dropped; the ring is
+                // fine.
+                global.rx_drop_oversize.inc();
+                peer.rx_drop_oversize.inc();
+                None
+            } else {
+                match napi.alloc_rx_skb(d.len, RX_HEAD) {
+                    Ok(skb) => Some(skb),
+                    // More than a head and MAX_SKB_FRAGS pages (the check above keeps such
+                    // frames from here).
+                    Err(e) if e == E2BIG => {
+                        global.rx_drop_oversize.inc();
+                        peer.rx_drop_oversize.inc();
+                        None
+                    }
+                    Err(_) => {
+                        global.rx_drop_nomem.inc();
+                        None
+                    }
+                }
+            };
+            if let Some(mut skb) = skb {
                 let shm = &self.shm;
                 if let Err(e) = skb.fill(|at, piece| p.cons.read_frame_part(shm, &d, at, piece)) {
                     broken = Some(e);
@@ -159,8 +187,6 @@ impl super::Net {
                     peer.rx_packets.inc();
                     peer.rx_bytes.add(d.len.into());
                 }
-            } else {
-                global.rx_drop_nomem.inc();
             }
             p.cons.pop(&d);
             unpublished += 1;

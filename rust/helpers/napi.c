@@ -16,12 +16,15 @@ struct sk_buff *ivnet_napi_alloc_rx_skb(struct napi_struct *napi, unsigned int l
 	struct sk_buff *skb;
 	int i = 0;
 
-	/* Too long for the head and MAX_SKB_FRAGS pages: one linear buffer after all. */
+	/*
+	 * Too long for the head and MAX_SKB_FRAGS pages: refused, never one linear buffer of high
+	 * order in atomic context (the caller drops the frame as oversize).
+	 */
 	if (DIV_ROUND_UP(rest, PAGE_SIZE) > MAX_SKB_FRAGS)
-		lin = len, rest = 0;
+		return ERR_PTR(-E2BIG);
 	skb = napi_alloc_skb(napi, lin);
 	if (!skb)
-		return NULL;
+		return ERR_PTR(-ENOMEM);
 	skb_put(skb, lin);
 	while (rest) {
 		unsigned int n = min_t(unsigned int, rest, PAGE_SIZE);
@@ -29,7 +32,7 @@ struct sk_buff *ivnet_napi_alloc_rx_skb(struct napi_struct *napi, unsigned int l
 
 		if (!page) {
 			dev_kfree_skb_any(skb);
-			return NULL;
+			return ERR_PTR(-ENOMEM);
 		}
 		skb_add_rx_frag(skb, i++, page, 0, n, PAGE_SIZE);
 		rest -= n;

@@ -9,7 +9,9 @@
 /*
  * A receive buffer holding `len` bytes: up to `head` of them in the linear part (NAPI cache),
  * the rest in order-0 pages attached as fragments, so that a 64 KiB frame needs no high-order
- * allocation in atomic context (which fails once memory is fragmented). NULL if out of memory.
+ * allocation in atomic context (which fails once memory is fragmented). ERR_PTR(-E2BIG) if
+ * `len` needs more than `head` and MAX_SKB_FRAGS pages (no high-order fallback), ERR_PTR(-ENOMEM)
+ * if out of memory; never NULL.
  */
 struct sk_buff *ivnet_napi_alloc_rx_skb(struct napi_struct *napi, unsigned int len,
 					unsigned int head);

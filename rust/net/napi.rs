@@ -6,6 +6,7 @@
 
 use super::{bindings, SkBuff};
 use core::ptr::NonNull;
+use kernel::error::{code::ENOMEM, from_err_ptr, Result};
 use kernel::types::Opaque;
 
 /// A NAPI context, inside a poll.
@@ -24,13 +25,15 @@ impl Napi {
 
     /// A socket buffer holding `len` bytes to be filled in ([`SkBuff::fill`]): at most `head`
     /// of them linear (so the headers the stack looks at first are there), the rest in order-0
-    /// pages, so large frames need no high-order allocation in atomic context. `None` if out
-    /// of memory.
-    pub fn alloc_rx_skb(&self, len: u32, head: u32) -> Option<SkBuff> {
+    /// pages, so large frames need no high-order allocation in atomic context. `E2BIG` if
+    /// `len` does not fit `head` bytes and `MAX_SKB_FRAGS` pages (never one high-order buffer
+    /// instead), `ENOMEM` if out of memory.
+    pub fn alloc_rx_skb(&self, len: u32, head: u32) -> Result<SkBuff> {
         // SAFETY: called inside this NAPI context's poll.
         let p = unsafe { bindings::ivnet_napi_alloc_rx_skb(self.as_raw(), len, head) };
-        // INVARIANT: a fresh buffer that we own.
-        NonNull::new(p).map(SkBuff)
+        let p = from_err_ptr(p)?;
+        // INVARIANT: a fresh buffer that we own (the helper never returns NULL; checked anyway).
+        NonNull::new(p).map(SkBuff).ok_or(ENOMEM)
     }
 
     /// Hands a received frame to the stack through GRO.
