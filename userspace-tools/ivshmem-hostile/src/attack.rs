@@ -8,6 +8,7 @@
 //! to what is in the region (say, `prod_idx` just past `cons_idx + slots`) are computed from a
 //! fresh read of the words involved; all arithmetic on them wraps, as the ring's does.
 
+use ivshmem_net_protocol::frame::{max_len, ETH_HLEN, MAX_MTU, MIN_GSO_SIZE, VLAN_HLEN};
 use ivshmem_net_protocol::layout::{
     hdr, Error, Region, HEADER_LEN, MAGIC, MAX_PEERS, RING_HDR_LEN,
 };
@@ -121,6 +122,15 @@ kinds! {
     /// A well-placed frame with hostile contents: runts shorter than an Ethernet header,
     /// random ethertypes, broadcast, the victim's own MAC as source.
     FrameInject = "frame-inject",
+    /// A well-placed plain frame (no segmentation offload) just over, or far over, the
+    /// receiver's MTU with an Ethernet header and a VLAN tag: dropped as oversize.
+    FrameOverMtu = "frame-over-mtu",
+    /// A well-placed TCP segmentation-offload frame just over, or far over, the largest one a
+    /// receiver advertises (64 KiB and headers, or less on a small ring): dropped as oversize.
+    FrameOverGsoMax = "frame-over-gso-max",
+    /// A well-placed TCP segmentation-offload frame with a `gso_size` of 0 or below the
+    /// kernel's minimum segment (8): dropped as oversize.
+    FrameGsoSizeSmall = "frame-gso-size-small",
 }
 
 impl Kind {
@@ -141,6 +151,8 @@ const NEEDS_CSUM: u16 = 1;
 const DATA_VALID: u16 = 2;
 /// Known gso types (virtio): TCPv4, UDP, TCPv6, UDP_L4, TCPv4 with ECN.
 const GSO_TYPES: [u8; 5] = [1, 3, 4, 5, 0x81];
+/// The TCP gso types (virtio): TCPv4, TCPv6, TCPv4 with ECN.
+const TCP_GSO_TYPES: [u8; 3] = [1, 4, 0x81];
 /// Values around every boundary a `u32` check has.
 const WORD_EDGES: [u32; 7] = [0, 1, 2, 0x7fff_ffff, 0x8000_0000, 0xffff_fffe, u32::MAX];
 /// Bytes of a frame the attacks fill in: the headers; what follows is left as it was.
@@ -431,7 +443,54 @@ pub fn run<R: Region + ?Sized>(c: &mut Ctx<'_, R>, k: Kind) -> Result<(), Error>
             };
             frame(c, ra, len.min(ra.ring.max_frame()), false)
         }
+        Kind::FrameOverMtu | Kind::FrameOverGsoMax | Kind::FrameGsoSizeSmall => {
+            let ra = c.t.ring(c.rng);
+            oversize(c, ra, k)
+        }
     }
+}
+
+/// One of the oversize frame kinds `k` into the ring `ra`: well placed and published, so the
+/// ring checks pass, but a frame the receiver's `frame::rx_verdict` refuses (unless the ring
+/// is too small to hold one over the limit; in place, only the offload fields change).
+fn oversize<R: Region + ?Sized>(c: &mut Ctx<'_, R>, ra: RingAt, k: Kind) -> Result<(), Error> {
+    let mtu = c.r.load(c.t.ctrl(ra.to) + ctrl::MTU)?;
+    let max = ra.ring.max_frame();
+    match k {
+        Kind::FrameOverMtu => {
+            let over = mtu.saturating_add(ETH_HLEN + VLAN_HLEN + 1);
+            let far = over.saturating_add(c.rng.below32(4096));
+            let len = c.rng.pick(&[over, far, 65536 + 19, max]).clamp(1, max);
+            frame_with(c, ra, len, |_, _| {})
+        }
+        Kind::FrameOverGsoMax => {
+            let over = max_len(mtu.min(MAX_MTU), max).saturating_add(1);
+            let far = over.saturating_add(c.rng.below32(65536));
+            let len = c.rng.pick(&[over, far, 128 << 10, max]).clamp(1, max);
+            frame_with(c, ra, len, |rng, d| {
+                d.gso_type = rng.pick(&TCP_GSO_TYPES);
+                d.gso_size = rng.pick(&[536, 1448, 8948]);
+                tcp_offload(d);
+            })
+        }
+        _ => {
+            let len = (54 + c.rng.below32(9000)).min(max);
+            frame_with(c, ra, len, |rng, d| {
+                d.gso_type = rng.pick(&GSO_TYPES);
+                d.gso_size = rng.below32(u32::from(MIN_GSO_SIZE)) as u16;
+                tcp_offload(d);
+            })
+        }
+    }
+}
+
+/// The rest of a TCP segmentation frame's offload fields, as a sane sender sets them (IPv4
+/// without options, no TCP options), so that only the length or `gso_size` is wrong.
+fn tcp_offload(d: &mut Desc) {
+    d.flags = NEEDS_CSUM;
+    d.csum_start = (ETH_HLEN + 20) as u16;
+    d.csum_offset = 16;
+    d.hdr_len = (ETH_HLEN + 20 + 20) as u16;
 }
 
 /// Region offset of peer slot `j`.
@@ -601,6 +660,21 @@ fn frame<R: Region + ?Sized>(
     len: u32,
     offload: bool,
 ) -> Result<(), Error> {
+    frame_with(c, ra, len, |rng, d| {
+        if offload {
+            garbage_offload(rng, d)
+        }
+    })
+}
+
+/// [`frame`], with `edit` setting the descriptor's offload fields (in place, a frame already
+/// published keeps its length and position).
+fn frame_with<R: Region + ?Sized>(
+    c: &mut Ctx<'_, R>,
+    ra: RingAt,
+    len: u32,
+    edit: impl FnOnce(&mut Rng, &mut Desc),
+) -> Result<(), Error> {
     let s = seen(c, &ra)?;
     let pending = s.prod.wrapping_sub(s.cons);
     let in_place = pending > 0 && pending <= ra.ring.slots() && c.rng.chance(1, 3);
@@ -626,9 +700,7 @@ fn frame<R: Region + ?Sized>(
             },
         )
     };
-    if offload {
-        garbage_offload(c.rng, &mut d);
-    }
+    edit(c.rng, &mut d);
     let fill = d.len.clamp(1, FILL_MAX) as usize;
     if d.len <= ra.ring.max_frame() {
         let mut buf = [0u8; FILL_MAX as usize];
@@ -736,6 +808,7 @@ fn align(pos: u32) -> u32 {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use ivshmem_net_protocol::frame::{rx_verdict, RxVerdict};
     use ivshmem_net_protocol::layout::{attach, claim_slot, Geometry};
     use ivshmem_net_protocol::link::Own;
     use ivshmem_net_protocol::ring::{Consumer, Producer};
@@ -812,6 +885,47 @@ mod tests {
                 "{} wrote past the used region",
                 k.name()
             );
+        }
+    }
+
+    #[test]
+    fn oversize_frames_pass_the_ring_checks_and_fail_the_receivers() {
+        // Into an empty ring, so every frame is a new one of the length the kind chose.
+        let (r, g) = region();
+        let t = Targets::new(&r, g).unwrap();
+        let ra = t.ring_of(1, 0);
+        let mtu = r.load(t.ctrl(0) + ctrl::MTU).unwrap();
+        let mut cons = Consumer::new(&g, 1, 0).unwrap();
+        cons.reset(&r).unwrap();
+        Producer::new(&g, 1, 0).unwrap().reset(&r).unwrap();
+        let mut rng = Rng::new(7);
+        let kinds = [
+            (Kind::FrameOverMtu, RxVerdict::OverMtu),
+            (Kind::FrameOverGsoMax, RxVerdict::OverGsoMax),
+            (Kind::FrameGsoSizeSmall, RxVerdict::GsoSizeTooSmall),
+        ];
+        for i in 0..300 {
+            let (k, want) = kinds[i % 3];
+            let mut c = Ctx {
+                r: &r,
+                t: &t,
+                rng: &mut rng,
+                frozen: 0,
+            };
+            oversize(&mut c, ra, k).unwrap();
+            let d = cons
+                .peek(&r)
+                .unwrap()
+                .expect("a frame the ring checks accept");
+            let max = ra.ring.max_frame();
+            assert_eq!(
+                rx_verdict(d.len, d.gso_type, d.gso_size, mtu, max),
+                want,
+                "{}: {d:?}",
+                k.name()
+            );
+            cons.pop(&d);
+            cons.publish(&r).unwrap();
         }
     }
 
