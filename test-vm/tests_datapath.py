@@ -41,13 +41,13 @@ LINK_LINE = re.compile(
 
 GLOBAL_STATS = ["tx_packets", "tx_bytes", "rx_packets", "rx_bytes", "tx_ring_full",
                 "tx_drop_no_peer", "tx_drop_too_big", "tx_drop_error", "rx_drop_nomem",
-                "rx_polls", "rx_bad_desc", "peer_resets", "heartbeat_losses", "own_stalls",
+                "rx_drop_oversize", "rx_polls", "rx_bad_desc", "peer_resets", "heartbeat_losses", "own_stalls",
                 "doorbells_sent", "doorbells_received", "kicks_suppressed", "doorbells_repeated",
                 "region_repairs",
                 "transparent_tx_packets", "transparent_rx_packets", "transparent_fallbacks",
                 "transparent_rx_dropped"]
-PEER_STATS = ["tx_packets", "tx_bytes", "rx_packets", "rx_bytes", "tx_ring_full", "bad_desc",
-              "resets", "heartbeat_losses"]
+PEER_STATS = ["tx_packets", "tx_bytes", "rx_packets", "rx_bytes", "tx_ring_full",
+              "rx_drop_oversize", "bad_desc", "resets", "heartbeat_losses"]
 
 ETH_HDR = 14
 IPV4_HDR = 20
@@ -651,7 +651,7 @@ def test_pair_tcp_256mib_sha256():
         # Flow control, not loss: a full ring stops the queue; nothing may be dropped.
         for n in (a, b):
             for name in ("tx_drop_no_peer", "tx_drop_too_big", "tx_drop_error",
-                         "rx_drop_nomem", "rx_bad_desc"):
+                         "rx_drop_nomem", "rx_drop_oversize", "rx_bad_desc"):
                 d = delta(before[n], after[n], name)
                 check(d == 0, "%s: %s grew by %d during the transfer" % (n.name, name, d))
         print("    info: sender's ring was full %d times (queue stopped, no drops)"
@@ -700,7 +700,8 @@ def test_pair_udp_sizes_and_counters():
                       % (n.name, k, g, o.id, k, p))
             # (Heartbeat losses and resets are left alone: a host busy enough can stall a
             # TCG guest for longer than the heartbeat timeout.)
-            for k in ("rx_bad_desc", "peer%d_bad_desc" % o.id, "tx_drop_error"):
+            for k in ("rx_bad_desc", "peer%d_bad_desc" % o.id, "tx_drop_error",
+                      "rx_drop_oversize"):
                 check(delta(before[i], after[i], k) == 0,
                       "%s: %s grew during clean traffic" % (n.name, k))
             check_ndo_matches_ethtool(n)
@@ -754,15 +755,25 @@ def test_pair_mtu_9000_65535_tcp_and_ping():
         check(a.snmp_ip()["FragCreates"] > s0["FragCreates"],
               "at MTU 1500 an 8000-byte ping should be fragmented (FragCreates unchanged)")
 
+        def no_oversize(before, what):
+            # Nothing legitimate is over the receiver's limits (issue 18).
+            for n in (a, b):
+                d = delta(before[n], n.stat_dict(), "rx_drop_oversize")
+                check(d == 0, "%s: rx_drop_oversize grew by %d %s" % (n.name, d, what))
+
         _set_mtu([a, b], 9000)
+        before = {n: n.stat_dict() for n in (a, b)}
         _ping_unfragmented(a, b, 8000)
         _ping_unfragmented(b, a, 8000)
         tcp_transfer(a, b, 64 << 20, timeout=900)
+        no_oversize(before, "at MTU 9000")
 
         _set_mtu([a, b], MAX_MTU)
+        before = {n: n.stat_dict() for n in (a, b)}
         _ping_unfragmented(a, b, 65000)
         _ping_unfragmented(b, a, 65000)
         tcp_transfer(b, a, 64 << 20, timeout=900)
+        no_oversize(before, "at MTU %d" % MAX_MTU)
 
         _set_mtu([a, b], 1500)
         ping_until(a, b.ip4, 8000)
@@ -819,7 +830,8 @@ def test_pair_offloads_on_and_each_off():
                       % (label, pkts, avg), flush=True)
                 for name in ("tx_drop_error", "tx_drop_too_big"):
                     check(delta(e0, e1, name) == 0, "%s: %s grew" % (label, name))
-                check(delta(b0, b1, "rx_bad_desc") == 0, "%s: gB's rx_bad_desc grew" % label)
+                for name in ("rx_bad_desc", "rx_drop_oversize"):
+                    check(delta(b0, b1, name) == 0, "%s: gB's %s grew" % (label, name))
                 if label == "all on":
                     check(avg > 8000, "with TSO the average frame should be far above the MTU "
                                       "(%.0f bytes)" % avg)

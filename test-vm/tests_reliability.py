@@ -29,7 +29,7 @@ HOSTILE = vm.BUILD / "bin" / "ivshmem-hostile"
 
 # Counters that must not move while TCP runs over healthy links (flow control, not loss).
 DROP_COUNTERS = ("tx_drop_no_peer", "tx_drop_too_big", "tx_drop_error", "rx_drop_nomem",
-                 "rx_bad_desc")
+                 "rx_drop_oversize", "rx_bad_desc")
 
 
 def pair(c):
@@ -385,7 +385,7 @@ def suite():
     """`make test-reliability` (`run-tests.py --suite reliability`): this file's tests and the
     ones elsewhere that feed a guest bad input or take its peer away: a too-small BAR2, a
     region of another layout version, bad module parameters, garbage in a ring, impossible
-    offload metadata, a stale slot, a peer that goes down or is killed, the server gone."""
+    offload metadata, oversized frames, a stale slot, a peer that goes down or is killed, the server gone."""
     import tests_foundation
     import tests_links
     return [tests_foundation.test_no_device_and_bar2_too_small,
@@ -393,6 +393,7 @@ def suite():
             tests_links.test_bad_module_parameters_refused,
             tests_links.test_garbage_in_ring_resets_link,
             tests_links.test_inconsistent_offload_metadata_is_a_bad_descriptor,
+            tests_links.test_oversized_frames_dropped,
             tests_links.test_stale_slot_taken_over,
             tests_links.test_peer_ifdown_ifup_and_kill,
             tests_links.test_server_gone_traffic_goes_on] + TESTS
