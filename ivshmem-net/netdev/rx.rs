@@ -122,13 +122,14 @@ impl super::Net {
                 } else {
                     0
                 });
-            let verdict = frame::rx_verdict(d.len, d.gso_type, d.gso_size, mtu, max_frame);
             let skb = if d.len < ETH_HLEN || d.flags > 0xff || claimed & !p.features != 0 {
                 // A runt frame, or an offload the peer did not announce: drop, count.
                 global.rx_bad_desc.inc();
                 peer.bad_desc.inc();
                 None
-            } else if verdict != RxVerdict::Accept {
+            } else if frame::rx_verdict(d.len, d.gso_type, d.gso_size, mtu, max_frame)
+                != RxVerdict::Accept
+            {
                 // Longer than we take, or cut into absurdly small segments: a frame the
                 // stack never gave the peer for us. Only the frame is dropped; the ring is
                 // fine.
