@@ -7,7 +7,11 @@
 //! peer's ring (a netfilter `POST_ROUTING` hook), and hand frames a peer sends from its
 //! published addresses to our regular interface as if received there.
 
-use super::{bit, tx::Sent, Ctl, Mac};
+use super::{
+    bit,
+    tx::{desc_of, Sent},
+    Ctl, Mac,
+};
 use crate::ext::{
     net::{self, Device, SkBuff},
     netfilter::{self, Proto},
@@ -17,7 +21,6 @@ use crate::protocol::frame::{
     from_published, mac_u64, IpDst, IpVersion, ETH_HLEN, ETH_P_IP, ETH_P_IPV6,
 };
 use crate::protocol::link::Addrs;
-use crate::protocol::ring::Desc;
 use crate::{dev_info, dev_warn};
 use core::fmt;
 use core::sync::atomic::Ordering;
@@ -122,15 +125,7 @@ impl super::Net {
             // The stack fragments it for the regular interface.
             return fallback();
         }
-        let meta = Desc {
-            flags: o.flags.into(),
-            gso_type: o.gso_type,
-            gso_size: o.gso_size,
-            csum_start: o.csum_start,
-            csum_offset: o.csum_offset,
-            hdr_len: o.hdr_len,
-            ..Desc::default()
-        };
+        let meta = desc_of(&o);
         let our_mac = (ours & !MAC_VALID).to_le_bytes();
         let ethertype = match proto {
             Proto::Ipv4 => ETH_P_IP,

@@ -8,7 +8,7 @@
 
 use super::{bit, Tx, WATCH_MS};
 use crate::ext::{
-    net::{self, Device, SkBuff, Xmit},
+    net::{self, Device, Offload, SkBuff, Xmit},
     time,
 };
 use crate::protocol::frame::{self, ETH_HLEN};
@@ -39,6 +39,19 @@ enum Verdict {
     Busy,
     /// Dropped, counted by the given global counter (if any).
     Dropped(Option<fn(&Global) -> &Counter>),
+}
+
+/// The ring descriptor's offload fields for a frame whose socket buffer carries `o`.
+pub(super) fn desc_of(o: &Offload) -> Desc {
+    Desc {
+        flags: o.flags.into(),
+        gso_type: o.gso_type,
+        gso_size: o.gso_size,
+        csum_start: o.csum_start,
+        csum_offset: o.csum_offset,
+        hdr_len: o.hdr_len,
+        ..Desc::default()
+    }
 }
 
 impl super::Net {
@@ -138,15 +151,7 @@ impl super::Net {
         let Ok(o) = skb.offload() else {
             return Verdict::Dropped(Some(|g| &g.tx_drop_error));
         };
-        let meta = Desc {
-            flags: o.flags.into(),
-            gso_type: o.gso_type,
-            gso_size: o.gso_size,
-            csum_start: o.csum_start,
-            csum_offset: o.csum_offset,
-            hdr_len: o.hdr_len,
-            ..Desc::default()
-        };
+        let meta = desc_of(&o);
         let skb = &*skb;
         let global = &self.stats.global;
         let mut dst = [0u8; 6];
