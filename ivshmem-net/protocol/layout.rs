@@ -533,7 +533,8 @@ fn initialise<R: Region + ?Sized>(r: &R, g: &Geometry, nonce: u64) -> Result<(),
     Ok(())
 }
 
-fn join<R: Region + ?Sized>(r: &R, geometry: Geometry, state: u32) -> Result<Attached, Error> {
+/// Whether the header names this protocol (magic) at our layout version.
+fn check_ident<R: Region + ?Sized>(r: &R) -> Result<(), Error> {
     let magic = r.load(hdr::MAGIC)?;
     if magic != MAGIC {
         return Err(Error::BadMagic(magic));
@@ -542,6 +543,11 @@ fn join<R: Region + ?Sized>(r: &R, geometry: Geometry, state: u32) -> Result<Att
     if version != VERSION {
         return Err(Error::BadVersion(version));
     }
+    Ok(())
+}
+
+fn join<R: Region + ?Sized>(r: &R, geometry: Geometry, state: u32) -> Result<Attached, Error> {
+    check_ident(r)?;
     for (off, val) in geometry.fields() {
         if r.load(off)? != val {
             return Err(Error::GeometryMismatch);
@@ -588,14 +594,7 @@ pub fn read_geometry<R: Region + ?Sized>(r: &R) -> Result<Geometry, Error> {
     if state & 3 != phase::READY {
         return Err(Error::BadState(state));
     }
-    let magic = r.load(hdr::MAGIC)?;
-    if magic != MAGIC {
-        return Err(Error::BadMagic(magic));
-    }
-    let version = r.load(hdr::VERSION)?;
-    if version != VERSION {
-        return Err(Error::BadVersion(version));
-    }
+    check_ident(r)?;
     let len = r.load(hdr::SIZE_LO)? as u64 | (r.load(hdr::SIZE_HI)? as u64) << 32;
     let g = Geometry::new(len, r.load(hdr::MAX_PEERS)?)?;
     for (off, val) in g.fields() {
