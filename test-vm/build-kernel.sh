@@ -87,7 +87,9 @@ $K -j"$(nproc)" bzImage modules > "$kb/build.log" 2>&1 || { tail -40 "$kb/build.
 echo "kernel[$name]: built in $(( $(date +%s) - start )) s"
 touch "$kb/done"
 link_outputs
-# Keep the two newest builds of this name; older ones are stale keys.
-ls -dt "$cache/$name"-* 2>/dev/null | tail -n +3 | while read -r old; do
+# Keep the two newest builds of this name; older ones are stale keys. The key is 16 hex digits,
+# so `guest-<key>` never matches `guest-debug-<key>` (a debug build must not age out the other).
+ls -dt "$cache/$name"-[0-9a-f][0-9a-f][0-9a-f][0-9a-f][0-9a-f][0-9a-f][0-9a-f][0-9a-f][0-9a-f][0-9a-f][0-9a-f][0-9a-f][0-9a-f][0-9a-f][0-9a-f][0-9a-f] 2>/dev/null \
+    | tail -n +3 | while read -r old; do
     echo "kernel[$name]: pruning old build $(basename "$old")"; rm -rf "$old"
 done
