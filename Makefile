@@ -42,7 +42,7 @@ CARGO ?= cargo
 
 DEBIAN_PACKAGES := linux-source-6.12 rustc-web rust-web-src clang lld llvm libclang-dev \
 	flex bison bc libelf-dev libssl-dev cpio kmod gzip xz-utils make \
-	qemu-system-x86 busybox-static iproute2 ethtool iperf3 pciutils python3 libc6-dev rsync dkms \
+	qemu-system-x86 busybox-static iproute2 ethtool iperf3 nftables pciutils python3 libc6-dev rsync dkms \
 	linux-perf
 # Installed without their Recommends: dkms's would pull in Debian's own 6.1 kernel headers.
 DEBIAN_NO_RECOMMENDS := dkms

@@ -20,7 +20,8 @@ for applet in $("$root/bin/busybox" --list); do
     [ -e "$root/bin/$applet" ] || ln -s busybox "$root/bin/$applet"
 done
 
-# Real tools (busybox has an `ip`, but not with `-d`/`-j` or ethtool's netlink features).
+# Real tools (busybox has an `ip`, but not with `-d`/`-j` or ethtool's netlink features;
+# nft loads the stateful policy of the transparent-mode conntrack test).
 copy_with_libs() {
     local bin=$1
     cp -L "$bin" "$root/usr/local/bin/"
@@ -29,7 +30,7 @@ copy_with_libs() {
         cp -Ln "$lib" "$root$lib" 2>/dev/null || true
     done
 }
-for tool in ip ethtool iperf3 "$@"; do
+for tool in ip ethtool iperf3 nft "$@"; do
     path=$(command -v "$tool" || true)
     [ -n "$path" ] || { echo "mkinitramfs: $tool not found: run 'make deps'" >&2; exit 1; }
     copy_with_libs "$path"
