@@ -6,7 +6,7 @@
 //! (netfilter hooks first, see `netfilter.rs`). The driver's data lives in the registration.
 
 use super::{bindings, netfilter, ops::Adapter, pci, Device, Operations, Private};
-use core::ptr::NonNull;
+use core::{marker::PhantomData, ptr::NonNull};
 use kernel::prelude::*;
 
 /// How to set up the device.
@@ -23,7 +23,8 @@ pub struct Config {
     /// this many bytes; `None` for none.
     pub tso_max: Option<u32>,
     /// An interrupt to request before registering (shared, named after the driver), calling
-    /// [`Operations::interrupt`]; freed before the device is unregistered.
+    /// [`Operations::interrupt`]; freed before the device is unregistered (or on an error
+    /// path, before the timer is shut down).
     pub irq: Option<u32>,
 }
 
@@ -33,19 +34,64 @@ pub struct Config {
 /// # Invariants
 ///
 /// `dev` was allocated by `alloc_etherdev_mqs` with a `Private<T>` pointing at `*data`, and is
-/// registered.
+/// registered; `netdev` owns it (and tears it down on drop, before `data` goes).
 pub struct Registration<T: Operations> {
     pub(in super::super) dev: NonNull<bindings::net_device>,
-    irq: Option<u32>,
     /// Netfilter hooks calling back into this device, added by
     /// `Registration::add_post_routing_hooks` (`netfilter.rs`); unregistered first on drop.
     pub(in super::super) hooks: Option<netfilter::Hooks>,
+    /// Declared before `data`: the device goes before the data its callbacks use.
+    _netdev: Netdev<T>,
     data: Pin<KBox<T>>,
+}
+
+/// A `net_device` allocated and set up by [`Registration::new`], and what was done to it
+/// since: its interrupt requested, its registration. Dropping it undoes all of that in
+/// reverse on every path, the error paths of [`Registration::new`] included: free the
+/// interrupt, shut the timer down (the interrupt handler may have armed it: after a failed
+/// `register_netdev` too), unregister, remove NAPI, free the device.
+///
+/// # Invariants
+///
+/// `dev` was allocated by `alloc_etherdev_mqs` with a `Private<T>` private area whose timer
+/// and NAPI context are set up and whose `data` points at a `T` that outlives this value.
+/// `irq`, if set, was requested with `dev` as its `dev_id`; `registered` says whether
+/// `register_netdev` succeeded.
+struct Netdev<T: Operations> {
+    dev: NonNull<bindings::net_device>,
+    irq: Option<u32>,
+    registered: bool,
+    _t: PhantomData<T>,
+}
+
+impl<T: Operations> Drop for Netdev<T> {
+    fn drop(&mut self) {
+        let raw = self.dev.as_ptr();
+        // SAFETY: by the type invariant the private area is a set-up `Private<T>` whose `data` is
+        // still alive. `free_irq` waits for a running handler, after which none runs.
+        // `timer_shutdown_sync` then waits for a running timer callback and makes any later arming
+        // a no-op (a NAPI poll still running until `unregister_netdev` may try), so none runs while
+        // the device goes away. `unregister_netdev` closes a registered device (calling `stop`,
+        // which disables NAPI); afterwards no callback runs, so the NAPI context can be removed and
+        // the device freed before the data.
+        unsafe {
+            let private = bindings::netdev_priv(raw).cast::<Private<T>>();
+            if let Some(irq) = self.irq {
+                bindings::free_irq(irq, raw.cast());
+            }
+            bindings::timer_shutdown_sync(core::ptr::addr_of_mut!((*private).timer));
+            if self.registered {
+                bindings::unregister_netdev(raw);
+            }
+            bindings::netif_napi_del(core::ptr::addr_of_mut!((*private).napi));
+            bindings::free_netdev(raw);
+        }
+    }
 }
 
 impl<T: Operations> Registration<T> {
     /// Allocates `ivshm%d`, attaches `data`, and registers it. The device starts with its
-    /// carrier off.
+    /// carrier off. Whatever fails, what was done is undone (see `Netdev`).
     pub fn new(parent: &pci::Device, data: impl PinInit<T, Error>, cfg: &Config) -> Result<Self> {
         let data = KBox::pin_init(data, GFP_KERNEL)?;
         // SAFETY: plain allocation; one TX and one RX queue.
@@ -88,6 +134,14 @@ impl<T: Operations> Registration<T> {
             }
             bindings::netif_carrier_off(raw);
         }
+        // INVARIANT: set up above, `data` pointing at `*data`, which is dropped after this
+        // (a local declared before it, then a field declared after it); nothing requested yet.
+        let mut netdev = Netdev::<T> {
+            dev,
+            irq: None,
+            registered: false,
+            _t: PhantomData,
+        };
         if let Some(irq) = cfg.irq {
             // SAFETY: the device is fully set up, so the handler may run from now on (NAPI is
             // not enabled yet, so scheduling it does nothing); the name is static.
@@ -101,35 +155,22 @@ impl<T: Operations> Registration<T> {
                 )
             };
             if ret != 0 {
-                // SAFETY: never registered; undo the NAPI add and free it.
-                unsafe {
-                    let private = bindings::netdev_priv(raw).cast::<Private<T>>();
-                    bindings::netif_napi_del(core::ptr::addr_of_mut!((*private).napi));
-                    bindings::free_netdev(raw);
-                }
                 return Err(Error::from_errno(ret));
             }
+            // INVARIANT: requested with `dev` as `dev_id`.
+            netdev.irq = Some(irq);
         }
         // SAFETY: fully set up above.
         let ret = unsafe { bindings::register_netdev(raw) };
         if ret != 0 {
-            // SAFETY: never registered; free the interrupt requested above, undo the NAPI add
-            // and free the device.
-            unsafe {
-                if let Some(irq) = cfg.irq {
-                    bindings::free_irq(irq, raw.cast());
-                }
-                let private = bindings::netdev_priv(raw).cast::<Private<T>>();
-                bindings::netif_napi_del(core::ptr::addr_of_mut!((*private).napi));
-                bindings::free_netdev(raw);
-            }
             return Err(Error::from_errno(ret));
         }
-        // INVARIANT: allocated, pointing at `data`, registered.
+        netdev.registered = true;
+        // INVARIANT: allocated, pointing at `data`, registered, owned by `netdev`.
         Ok(Registration {
             dev,
-            irq: cfg.irq,
             hooks: None,
+            _netdev: netdev,
             data,
         })
     }
@@ -147,25 +188,9 @@ impl<T: Operations> Registration<T> {
 
 impl<T: Operations> Drop for Registration<T> {
     fn drop(&mut self) {
-        // Hooks first: unregistering waits for running ones, after which none runs.
+        // Hooks first: unregistering waits for running ones, after which none runs. The
+        // device then goes with `netdev` (see `Netdev`), before `data`.
         drop(self.hooks.take());
-        let raw = self.dev.as_ptr();
-        // SAFETY: registered by the type invariant. `free_irq` waits for a running handler,
-        // after which none runs. `timer_shutdown_sync` waits for a running
-        // timer callback and keeps the timer from being armed again, so none runs while the
-        // device goes away. `unregister_netdev` then closes the device (calling `stop`, which
-        // disables NAPI); afterwards no callback runs, so the NAPI context can be removed and
-        // the device freed before `data`.
-        unsafe {
-            if let Some(irq) = self.irq {
-                bindings::free_irq(irq, raw.cast());
-            }
-            let private = bindings::netdev_priv(raw).cast::<Private<T>>();
-            bindings::timer_shutdown_sync(core::ptr::addr_of_mut!((*private).timer));
-            bindings::unregister_netdev(raw);
-            bindings::netif_napi_del(core::ptr::addr_of_mut!((*private).napi));
-            bindings::free_netdev(raw);
-        }
     }
 }
 
