@@ -209,13 +209,10 @@ impl pci::Driver for IvshmemNet {
             None if doorbell => Ok((Irq::Polled, None)),
             None => Ok((Irq::None, None)),
             Some(v) => {
+                // INTx stays masked (IntrMask) until its handler is in place:
+                // `Net::irq_unmask`, called by the registration once it requested the line.
                 let kind = if v.is_msix() { Irq::Msix } else { Irq::Intx };
-                // INTx is masked until enabled in IntrMask.
-                let unmasked = match kind {
-                    Irq::Intx => regs.write32(regs::INTR_MASK, 0xffff_ffff),
-                    _ => Ok(()),
-                };
-                unmasked.and_then(|()| v.irq(0)).map(|n| (kind, Some(n)))
+                v.irq(0).map(|n| (kind, Some(n)))
             }
         };
         let (irq, irq_num) = match irq {

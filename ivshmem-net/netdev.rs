@@ -496,6 +496,23 @@ impl Operations for Net {
         true
     }
 
+    fn irq_unmask(&self) {
+        if self.irq == Irq::Intx {
+            // Bit 0 of IntrMask lets a doorbell assert the line; a doorbell that came while it
+            // was masked asserts it now, and the handler (in place) acknowledges it.
+            let _ = self.regs.write32(regs::INTR_MASK, regs::INTR_ENABLE);
+        }
+    }
+
+    fn irq_mask(&self) {
+        if self.irq == Irq::Intx {
+            // Masked, the device keeps the line low whatever the peers ring; reading the
+            // status clears what was raised, so nothing is left pending for a later unmask.
+            let _ = self.regs.write32(regs::INTR_MASK, 0);
+            let _ = self.regs.read32(regs::INTR_STATUS);
+        }
+    }
+
     fn change_mtu(&self, dev: &Device, mtu: u32) -> Result {
         if mtu > frame::max_mtu(self.max_frame()) {
             return Err(EINVAL);

@@ -6,8 +6,10 @@
 //! ivshmem-plain has the registers but no interrupts and no valid `IVPOSITION`; ivshmem-doorbell
 //! connects to a server that hands out peer ids and the eventfds behind the doorbells.
 
-/// INTx only: interrupt mask (bit 0 enables).
+/// INTx only: interrupt mask (bit 0 enables). Zero after reset: the line stays low.
 pub(crate) const INTR_MASK: usize = 0x00;
+/// The bit of [`INTR_MASK`] that lets a doorbell assert the INTx line.
+pub(crate) const INTR_ENABLE: u32 = 1;
 /// INTx only: interrupt status, cleared by reading.
 pub(crate) const INTR_STATUS: usize = 0x04;
 /// This peer's id; valid with ivshmem-doorbell only.

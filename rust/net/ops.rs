@@ -67,6 +67,19 @@ pub trait Operations: Ethtool + Send + Sync + Sized + 'static {
     /// [`Config::irq`]: super::Config::irq
     fn interrupt(&self, dev: &Device) -> bool;
 
+    /// The interrupt of [`Config::irq`] was requested: let the device raise it (e.g. unmask
+    /// it). Called before the device is registered. Without it nothing is done.
+    ///
+    /// [`Config::irq`]: super::Config::irq
+    fn irq_unmask(&self) {}
+    /// The interrupt of [`Config::irq`] is about to be freed (on unbind, or on an error path
+    /// after it was requested): keep the device from raising it any more and acknowledge what
+    /// it raised, so that no level-triggered line stays asserted with nobody to handle it.
+    /// Without it nothing is done.
+    ///
+    /// [`Config::irq`]: super::Config::irq
+    fn irq_mask(&self) {}
+
     /// `ndo_change_mtu` (the core already checked `min_mtu..=max_mtu`). Without it the core
     /// sets the MTU itself.
     fn change_mtu(&self, _dev: &Device, _mtu: u32) -> Result {

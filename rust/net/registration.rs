@@ -23,8 +23,9 @@ pub struct Config {
     /// this many bytes; `None` for none.
     pub tso_max: Option<u32>,
     /// An interrupt to request before registering (shared, named after the driver), calling
-    /// [`Operations::interrupt`]; freed before the device is unregistered (or on an error
-    /// path, before the timer is shut down).
+    /// [`Operations::interrupt`]. [`Operations::irq_unmask`] is called once it is requested,
+    /// [`Operations::irq_mask`] before it is freed (before the device is unregistered, or on
+    /// an error path).
     pub irq: Option<u32>,
 }
 
@@ -47,9 +48,10 @@ pub struct Registration<T: Operations> {
 
 /// A `net_device` allocated and set up by [`Registration::new`], and what was done to it
 /// since: its interrupt requested, its registration. Dropping it undoes all of that in
-/// reverse on every path, the error paths of [`Registration::new`] included: free the
-/// interrupt, shut the timer down (the interrupt handler may have armed it: after a failed
-/// `register_netdev` too), unregister, remove NAPI, free the device.
+/// reverse on every path, the error paths of [`Registration::new`] included: let the driver
+/// silence the device ([`Operations::irq_mask`]) and free the interrupt, shut the timer down
+/// (the interrupt handler may have armed it: after a failed `register_netdev` too),
+/// unregister, remove NAPI, free the device.
 ///
 /// # Invariants
 ///
@@ -67,16 +69,19 @@ struct Netdev<T: Operations> {
 impl<T: Operations> Drop for Netdev<T> {
     fn drop(&mut self) {
         let raw = self.dev.as_ptr();
-        // SAFETY: by the type invariant the private area is a set-up `Private<T>` whose `data` is
-        // still alive. `free_irq` waits for a running handler, after which none runs.
-        // `timer_shutdown_sync` then waits for a running timer callback and makes any later arming
-        // a no-op (a NAPI poll still running until `unregister_netdev` may try), so none runs while
-        // the device goes away. `unregister_netdev` closes a registered device (calling `stop`,
-        // which disables NAPI); afterwards no callback runs, so the NAPI context can be removed and
-        // the device freed before the data.
+        // The driver silences the device before its interrupt is freed (a level-triggered
+        // line left asserted would be nobody's).
+        // SAFETY: by the type invariant the private area is a set-up `Private<T>` whose
+        // `data` is still alive. `free_irq` waits for a running handler, after which none
+        // runs. `timer_shutdown_sync` then waits for a running timer callback and makes any
+        // later arming a no-op (a NAPI poll still running until `unregister_netdev` may try),
+        // so none runs while the device goes away. `unregister_netdev` closes a registered
+        // device (calling `stop`, which disables NAPI); then no callback runs, so the NAPI
+        // context can be removed and the device freed before the data.
         unsafe {
             let private = bindings::netdev_priv(raw).cast::<Private<T>>();
             if let Some(irq) = self.irq {
+                (*(*private).data).irq_mask();
                 bindings::free_irq(irq, raw.cast());
             }
             bindings::timer_shutdown_sync(core::ptr::addr_of_mut!((*private).timer));
@@ -159,6 +164,8 @@ impl<T: Operations> Registration<T> {
             }
             // INVARIANT: requested with `dev` as `dev_id`.
             netdev.irq = Some(irq);
+            // The handler is in place: the device may raise the interrupt now.
+            data.irq_unmask();
         }
         // SAFETY: fully set up above.
         let ret = unsafe { bindings::register_netdev(raw) };
