@@ -12,7 +12,7 @@ use crate::ext::{
 use crate::netdev::{Mac, Net};
 use crate::params::Params;
 use crate::protocol::frame;
-use crate::protocol::layout::{self, Attach, Claim, Geometry, Region};
+use crate::protocol::layout::{self, Attach, Claim, Claimed, Geometry, Region};
 use crate::protocol::link::{self, Own, PeerState};
 use crate::protocol::ring::Ring;
 use crate::regs::{self, Irq};
@@ -176,6 +176,9 @@ impl pci::Driver for IvshmemNet {
             dev_err!(dev, "no peer id: {} ({:?})", why, e);
             err
         })?;
+        // From here on our place in the region (the slot, and the control block we are about
+        // to fill) goes with `shm`: whatever fails below gives it back by dropping it.
+        let shm = Claimed::new(shm, &geometry, me, token).map_err(|_| EINVAL)?;
         let how = match (claim, params.id.is_some()) {
             (Claim::Stale, _) => "took over a stale slot",
             (_, true) => "id= parameter",
@@ -215,13 +218,7 @@ impl pci::Driver for IvshmemNet {
                 v.irq(0).map(|n| (kind, Some(n)))
             }
         };
-        let (irq, irq_num) = match irq {
-            Ok(i) => i,
-            Err(e) => {
-                let _ = layout::release_slot(&shm, &geometry, me, token);
-                return Err(e);
-            }
-        };
+        let (irq, irq_num) = irq?;
         let features = link::feature::CSUM
             | link::feature::GSO
             | if doorbell { link::feature::DOORBELL } else { 0 }
@@ -238,13 +235,13 @@ impl pci::Driver for IvshmemNet {
             .and_then(|()| own.set_doorbell_id(&shm, if doorbell { ivposition } else { 0 }))
             .and_then(|()| own.set_state(&shm, PeerState::Ready));
         if let Err(e) = written {
-            let _ = layout::release_slot(&shm, &geometry, me, token);
             dev_err!(dev, "cannot write our control block: {:?}", e);
             return Err(EINVAL);
         }
 
-        // From here on, dropping `Net` detaches and releases the slot.
-        let data = Net::new(shm, regs, irq, attached, own, token, params, dev.into())?;
+        // `Net` owns `shm` from here on: failing to make it, or dropping it, gives our place
+        // back.
+        let data = Net::new(shm, regs, irq, attached, own, params, dev.into())?;
         let cfg = net::Config {
             mac,
             min_mtu: frame::MIN_MTU,

@@ -57,7 +57,7 @@ use crate::ext::{
 };
 use crate::params::Params;
 use crate::protocol::frame;
-use crate::protocol::layout::{self, Attached, Geometry, MAX_PEERS};
+use crate::protocol::layout::{Attached, Claimed, Geometry, MAX_PEERS};
 use crate::protocol::link::{feature, Addrs, Link, LiveClock, Own, PeerState};
 use crate::protocol::ring::{Consumer, Producer};
 use crate::ratelimit::Ratelimit;
@@ -193,7 +193,8 @@ struct Logs {
 /// The driver data of one `ivshm` device.
 #[pin_data(PinnedDrop)]
 pub(crate) struct Net {
-    shm: SharedMem,
+    /// The region, with our slot in it: released when this goes (see [`Claimed`]).
+    shm: Claimed<SharedMem>,
     regs: IoMem,
     irq: Irq,
     /// Our feature bits as published.
@@ -202,7 +203,6 @@ pub(crate) struct Net {
     /// The header as we attached to it, for repairing it.
     attached: Attached,
     me: u32,
-    token: u32,
     params: Params,
     pdev: ARef<pci::Device>,
     stats: Stats,
@@ -237,16 +237,16 @@ pub(crate) struct Net {
 }
 
 impl Net {
-    /// The device data for peer `me` (slot claimed with `token`, control block `own` attached
-    /// and `Ready`) in the region `shm`.
+    /// The device data for peer `own.id()` (its slot claimed in `shm`, control block `own`
+    /// attached and `Ready`). Whether this fails or the data is dropped later, `shm` takes our
+    /// place in the region with it.
     #[allow(clippy::too_many_arguments)]
     pub(crate) fn new(
-        shm: SharedMem,
+        shm: Claimed<SharedMem>,
         regs: IoMem,
         irq: Irq,
         attached: Attached,
         own: Own,
-        token: u32,
         params: Params,
         pdev: ARef<pci::Device>,
     ) -> Result<impl PinInit<Self, Error>> {
@@ -310,7 +310,6 @@ impl Net {
             geometry,
             attached,
             me,
-            token,
             params,
             pdev,
             stats,
@@ -401,7 +400,7 @@ impl PinnedDrop for Net {
         let _ = ctl.own.detach(&self.shm);
         drop(ctl);
         self.kick_all();
-        if let Err(e) = layout::release_slot(&self.shm, &self.geometry, self.me, self.token) {
+        if let Err(e) = self.shm.release() {
             dev_warn!(&self.pdev, "peer slot {} not released: {:?}", self.me, e);
         }
     }

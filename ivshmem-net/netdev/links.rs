@@ -465,7 +465,7 @@ impl super::Net {
     fn repair(&self, ctl: &mut Ctl, dev: &Device) {
         let own = ctl.own.repair(&self.shm).unwrap_or(0);
         let header = layout::repair_header(&self.shm, &self.attached).unwrap_or(0);
-        let slot = layout::reclaim_slot(&self.shm, &self.geometry, self.me, self.token)
+        let slot = layout::reclaim_slot(&self.shm, &self.geometry, self.me, self.shm.token())
             .map_or(0, u32::from);
         let fixed = own + header + slot;
         if fixed == 0 {

@@ -114,7 +114,7 @@ impl super::Net {
             None => Ok(false),
             Some(off) => {
                 self.shm.write(off, prefix)?;
-                skb.copy_to(&self.shm, off + prefix.len())
+                skb.copy_to(self.shm.region(), off + prefix.len())
                     .map_err(|_| LayoutError::OutOfBounds)?;
                 p.prod.commit(&self.shm, meta)?;
                 Ok(true)

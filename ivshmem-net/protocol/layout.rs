@@ -55,7 +55,7 @@
 
 mod slots;
 
-pub use slots::{claim_slot, reclaim_slot, release_slot, Claim, STALE_WAIT_MS};
+pub use slots::{claim_slot, reclaim_slot, release_slot, Claim, Claimed, STALE_WAIT_MS};
 
 /// `IVNT`, little-endian.
 pub const MAGIC: u32 = u32::from_le_bytes(*b"IVNT");
@@ -257,6 +257,37 @@ pub trait Region {
     /// the CPU, the same for the kernel's mapping and an `mmap`; model checkers override it.
     fn fence(&self) {
         core::sync::atomic::fence(core::sync::atomic::Ordering::SeqCst);
+    }
+}
+
+/// A shared reference to a region is the region: lets a [`Claimed`] (or anything else that
+/// owns a region) wrap a borrowed one.
+impl<R: Region + ?Sized> Region for &R {
+    fn len(&self) -> usize {
+        (**self).len()
+    }
+    fn load(&self, off: usize) -> Result<u32, Error> {
+        (**self).load(off)
+    }
+    fn store(&self, off: usize, val: u32) -> Result<(), Error> {
+        (**self).store(off, val)
+    }
+    fn compare_exchange(
+        &self,
+        off: usize,
+        current: u32,
+        new: u32,
+    ) -> Result<Result<u32, u32>, Error> {
+        (**self).compare_exchange(off, current, new)
+    }
+    fn read(&self, off: usize, buf: &mut [u8]) -> Result<(), Error> {
+        (**self).read(off, buf)
+    }
+    fn write(&self, off: usize, buf: &[u8]) -> Result<(), Error> {
+        (**self).write(off, buf)
+    }
+    fn fence(&self) {
+        (**self).fence()
     }
 }
 

@@ -35,7 +35,7 @@ pub struct Config {
 /// # Invariants
 ///
 /// `dev` was allocated by `alloc_etherdev_mqs` with a `Private<T>` pointing at `*data`, and is
-/// registered; `netdev` owns it (and tears it down on drop, before `data` goes).
+/// registered; `_netdev` owns it (and tears it down on drop, before `data` goes).
 pub struct Registration<T: Operations> {
     pub(in super::super) dev: NonNull<bindings::net_device>,
     /// Netfilter hooks calling back into this device, added by

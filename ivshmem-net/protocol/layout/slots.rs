@@ -242,3 +242,133 @@ pub fn release_slot<R: Region + ?Sized>(
         Err(_) => Err(Error::SlotLost(id)),
     }
 }
+
+/// A region together with the peer slot we claimed in it: whoever owns this owns our place in
+/// the region, and dropping it gives that place up, whatever path leads there.
+///
+/// The driver wraps the region in one right after [`claim_slot`] and keeps it for as long as
+/// it uses the region (its device data holds it): a probe that fails after the claim, on any
+/// path, drops it, and so does unbinding. Dropping it (or [`Claimed::release`]) writes
+/// [`link::PeerState::Reset`] into our control block, so that no peer keeps taking us for
+/// `Ready`, and then releases the slot, so that the next peer to load gets it at once instead
+/// of after the staleness wait of [`claim_slot`]. Both happen only while the slot word still
+/// holds our token: a slot another peer took over (it presumed us dead) is not ours any more,
+/// nor is the control block that goes with it.
+///
+/// It is a [`Region`] itself, passing every access through, so code that was handed the
+/// region keeps working on it.
+///
+/// # Examples
+///
+/// ```
+/// use ivshmem_net_protocol::layout::{attach, claim_slot, Claimed, Geometry, Region};
+/// use ivshmem_net_protocol::link::{ctrl, Own, PeerState};
+/// use ivshmem_net_protocol::HeapRegion;
+///
+/// let g = Geometry::new(4 << 20, 2)?;
+/// let region = HeapRegion::new(g.region_len as usize);
+/// attach(&region, g, 1, || false)?;
+/// let (id, _) = claim_slot(&region, &g, None, 0x1235, |_| {})?;
+/// let seat = Claimed::new(&region, &g, id, 0x1235)?;
+/// let mut own = Own::new(&g, id)?;
+/// own.attach(&seat, [2, 0, 0, 0, 0, 1], 1500)?;
+/// own.set_state(&seat, PeerState::Ready)?;
+/// // Something fails before the device is up: the seat goes, and with it our place.
+/// drop(seat);
+/// assert_eq!(region.load(g.ctrl_offset(id)? + ctrl::STATE)?, PeerState::Reset as u32);
+/// assert_eq!(claim_slot(&region, &g, None, 0x5679, |_| panic!("no wait"))?.0, id);
+/// # Ok::<(), ivshmem_net_protocol::layout::Error>(())
+/// ```
+#[derive(Debug)]
+pub struct Claimed<R: Region> {
+    region: R,
+    id: u32,
+    token: u32,
+    slot: usize,
+    state: usize,
+}
+
+impl<R: Region> Claimed<R> {
+    /// Peer id `id` of a region of geometry `g`, claimed in `region` with `token` (see
+    /// [`claim_slot`]). [`Error::ZeroToken`] and [`Error::BadPeerId`] report bad arguments.
+    pub fn new(region: R, g: &Geometry, id: u32, token: u32) -> Result<Self, Error> {
+        if token == 0 {
+            return Err(Error::ZeroToken);
+        }
+        let slot = slot_offset(g, id)?;
+        let state = g.ctrl_offset(id)? + link::ctrl::STATE;
+        Ok(Claimed {
+            region,
+            id,
+            token,
+            slot,
+            state,
+        })
+    }
+
+    /// Our peer id.
+    pub fn id(&self) -> u32 {
+        self.id
+    }
+
+    /// The token our slot was claimed with.
+    pub fn token(&self) -> u32 {
+        self.token
+    }
+
+    /// The region itself, for what needs its own type rather than any [`Region`].
+    pub fn region(&self) -> &R {
+        &self.region
+    }
+
+    /// Gives our place up now rather than on drop (which then finds nothing left to do):
+    /// our control block says `Reset` and the slot is released, if it is still ours;
+    /// [`Error::SlotLost`] if it is not (nothing is written then).
+    pub fn release(&self) -> Result<(), Error> {
+        if self.region.load(self.slot)? != self.token {
+            return Err(Error::SlotLost(self.id));
+        }
+        self.region
+            .store(self.state, link::PeerState::Reset as u32)?;
+        match self.region.compare_exchange(self.slot, self.token, 0)? {
+            Ok(_) => Ok(()),
+            Err(_) => Err(Error::SlotLost(self.id)),
+        }
+    }
+}
+
+impl<R: Region> Drop for Claimed<R> {
+    fn drop(&mut self) {
+        // A slot already released, or lost, is left alone.
+        let _ = self.release();
+    }
+}
+
+impl<R: Region> Region for Claimed<R> {
+    fn len(&self) -> usize {
+        self.region.len()
+    }
+    fn load(&self, off: usize) -> Result<u32, Error> {
+        self.region.load(off)
+    }
+    fn store(&self, off: usize, val: u32) -> Result<(), Error> {
+        self.region.store(off, val)
+    }
+    fn compare_exchange(
+        &self,
+        off: usize,
+        current: u32,
+        new: u32,
+    ) -> Result<Result<u32, u32>, Error> {
+        self.region.compare_exchange(off, current, new)
+    }
+    fn read(&self, off: usize, buf: &mut [u8]) -> Result<(), Error> {
+        self.region.read(off, buf)
+    }
+    fn write(&self, off: usize, buf: &[u8]) -> Result<(), Error> {
+        self.region.write(off, buf)
+    }
+    fn fence(&self) {
+        self.region.fence()
+    }
+}

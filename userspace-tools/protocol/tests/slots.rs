@@ -429,3 +429,111 @@ fn zeroed_slot_is_reclaimed_and_another_token_is_not() {
     assert_eq!(slot(&r, 0), tok(7), "maybe a takeover: left alone");
     assert_eq!(reclaim_slot(&r, &g, 0, 0), Err(Error::ZeroToken));
 }
+
+/// What the driver's probe does after claiming a peer id, on a [`Claimed`] seat, failing at
+/// step `fail_at` (1: before the control block is written, 2: after it is `Ready`, 3: never,
+/// the seat is kept).
+fn probe_from_claim<'a>(
+    r: &'a HeapRegion,
+    g: &Geometry,
+    token: u32,
+    fail_at: u32,
+) -> Result<Claimed<&'a HeapRegion>, Error> {
+    use ivshmem_net_protocol::link::{Own, PeerState};
+    let (id, _) = claim_slot(r, g, None, token, |_| panic!("no wait expected"))?;
+    let seat = Claimed::new(r, g, id, token)?;
+    if fail_at == 1 {
+        return Err(Error::OutOfBounds);
+    }
+    let mut own = Own::new(g, id)?;
+    own.attach(&seat, [2, 0, 0, 0, 0, 0x10], 1500)?;
+    own.set_state(&seat, PeerState::Ready)?;
+    if fail_at == 2 {
+        return Err(Error::OutOfBounds);
+    }
+    Ok(seat)
+}
+
+fn state(r: &HeapRegion, g: &Geometry, id: u32) -> u32 {
+    r.load(g.ctrl_offset(id).unwrap() + ctrl::STATE).unwrap()
+}
+
+#[test]
+fn a_probe_failing_after_its_claim_leaves_no_slot_and_no_ready_block() {
+    use ivshmem_net_protocol::link::PeerState;
+    let (r, g) = region(4);
+    for fail_at in [1, 2] {
+        assert!(probe_from_claim(&r, &g, tok(fail_at), fail_at).is_err());
+        // Nothing left behind: the slot is free at once (no staleness wait) and our block
+        // does not claim to be ready.
+        assert_eq!(slots(&r, &g), vec![0; 4], "failing at step {fail_at}");
+        assert_eq!(state(&r, &g, 0), PeerState::Reset as u32);
+    }
+    // A probe that succeeds keeps both for as long as it keeps the seat.
+    let seat = probe_from_claim(&r, &g, tok(7), 3).unwrap();
+    assert_eq!((seat.id(), slot(&r, 0)), (0, tok(7)));
+    assert_eq!(state(&r, &g, 0), PeerState::Ready as u32);
+    // (Its holder is alive: it beats while the claimant waits.)
+    assert_eq!(
+        claim_slot(&r, &g, Some(0), tok(8), |_| beat(&r, &g, 0)),
+        Err(Error::SlotTaken(0))
+    );
+    drop(seat);
+    assert_eq!(slot(&r, 0), 0);
+    assert_eq!(state(&r, &g, 0), PeerState::Reset as u32);
+}
+
+#[test]
+fn a_seat_taken_over_is_left_to_its_new_owner() {
+    use ivshmem_net_protocol::link::PeerState;
+    let (r, g) = region(2);
+    let seat = probe_from_claim(&r, &g, tok(1), 3).unwrap();
+    // Another peer presumed us dead and took the id over (claim_slot's stale takeover), then
+    // filled in the block.
+    set_slot(&r, 0, tok(2));
+    r.store(
+        g.ctrl_offset(0).unwrap() + ctrl::STATE,
+        PeerState::Run as u32,
+    )
+    .unwrap();
+    assert_eq!(seat.release(), Err(Error::SlotLost(0)));
+    drop(seat);
+    assert_eq!(slot(&r, 0), tok(2));
+    assert_eq!(state(&r, &g, 0), PeerState::Run as u32);
+}
+
+#[test]
+fn a_seat_released_early_does_nothing_more_on_drop() {
+    use ivshmem_net_protocol::link::PeerState;
+    let (r, g) = region(2);
+    let seat = probe_from_claim(&r, &g, tok(1), 3).unwrap();
+    assert_eq!(seat.release(), Ok(()));
+    assert_eq!(
+        (slot(&r, 0), state(&r, &g, 0)),
+        (0, PeerState::Reset as u32)
+    );
+    // The next peer gets the id and gets ready before the first seat is dropped.
+    let next = probe_from_claim(&r, &g, tok(2), 3).unwrap();
+    assert_eq!(next.id(), 0);
+    drop(seat);
+    assert_eq!(
+        (slot(&r, 0), state(&r, &g, 0)),
+        (tok(2), PeerState::Ready as u32)
+    );
+    drop(next);
+    assert_eq!(slot(&r, 0), 0);
+}
+
+#[test]
+fn a_seat_is_the_region_it_wraps_and_checks_its_arguments() {
+    let (r, g) = region(2);
+    assert_eq!(Claimed::new(&r, &g, 0, 0).err(), Some(Error::ZeroToken));
+    assert_eq!(Claimed::new(&r, &g, 2, 1).err(), Some(Error::BadPeerId(2)));
+    let seat = Claimed::new(&r, &g, 1, tok(1)).unwrap();
+    assert_eq!((seat.len(), seat.token()), (r.len(), tok(1)));
+    seat.store(64, 0xfeed).unwrap();
+    assert_eq!(r.load(64), Ok(0xfeed));
+    // Never claimed: dropping it writes nothing.
+    drop(seat);
+    assert_eq!(slot(&r, 1), 0);
+}
