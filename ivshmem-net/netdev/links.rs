@@ -31,6 +31,15 @@ impl super::Net {
     /// each time; in doorbell mode it runs only while something needs watching or auditing.
     pub(super) fn tick(&self, dev: &Device) {
         let now = time::now_ms();
+        if self.interrupts() {
+            // Doorbell mode: the watch is over unless this look finds something to watch, and
+            // it is cleared before the look, never after: frames published before the look
+            // (by `flush`, under the `tx` lock that the look takes too) are seen by it, and
+            // whoever publishes after finds `watching` clear and arms the timer itself.
+            // Clearing it after the look could undo the flag of a `flush` in between, whose
+            // frames the look missed, and leave them unwatched.
+            self.watching.store(false, Ordering::Relaxed);
+        }
         let later = self.housekeeping(dev, now);
         let running = self.running.load(Ordering::Relaxed);
         let next = if !self.interrupts() {
@@ -46,16 +55,21 @@ impl super::Net {
             Some(ctl.interval_ms)
         } else {
             // Doorbell mode: all quiet (`None`) sleeps until a peer kicks us.
-            self.watching
-                .store(later == Some(WATCH_MS), Ordering::Relaxed);
+            if later == Some(WATCH_MS) {
+                self.watching.store(true, Ordering::Relaxed);
+            }
             later
         };
         if running {
             self.tx_wake(dev);
             dev.napi_schedule();
         }
-        if let Some(ms) = next {
-            dev.timer_arm(time::ms_to_jiffies(ms));
+        match next {
+            // Doorbell mode: someone may have armed the timer while this ran (a `flush`
+            // starting a watch, a broken ring): keep it if it fires sooner.
+            Some(ms) if self.interrupts() => dev.timer_arm_within(time::ms_to_jiffies(ms)),
+            Some(ms) => dev.timer_arm(time::ms_to_jiffies(ms)),
+            None => {}
         }
     }
 

@@ -14,7 +14,7 @@ use crate::ext::{
 use crate::protocol::frame::{self, ETH_HLEN};
 use crate::protocol::layout::{Error as LayoutError, Region};
 use crate::protocol::link::feature;
-use crate::protocol::ring::Desc;
+use crate::protocol::ring::{Desc, Ring};
 use crate::regs::Irq;
 use crate::stats::{Counter, Global};
 use core::sync::atomic::Ordering;
@@ -39,6 +39,16 @@ enum Verdict {
     Busy,
     /// Dropped, counted by the given global counter (if any).
     Dropped(Option<fn(&Global) -> &Counter>),
+}
+
+/// The room a stopped queue waits for in `ring` before it wakes, with frames of up to `len`
+/// bytes: a quarter of the descriptors, and a quarter of the data or a frame's worst footprint
+/// if that is more (descriptors, data bytes).
+fn wake_need(ring: &Ring, len: u32) -> (u32, u32) {
+    (
+        (ring.slots() / 4).max(1),
+        ring.max_footprint(len).max(ring.data_len() / 4),
+    )
 }
 
 /// The ring descriptor's offload fields for a frame whose socket buffer carries `o`.
@@ -246,19 +256,20 @@ impl super::Net {
         }
     }
 
-    /// Doorbell mode, queue stopped for `j`: asks `j` to kick us once it has consumed half of
-    /// what is in flight, then looks again (so a kick cannot be lost). Returns whether there
-    /// is room already.
+    /// Queue stopped for `j`: in doorbell mode, asks `j` to kick us once it has consumed what
+    /// frees the room [`Self::room`] wakes the queue for, descriptors and bytes alike, then looks
+    /// again (so a kick cannot be lost, nor come before there is room: see
+    /// [`crate::protocol::ring::Producer::arm_wake`]). Returns whether there is room already.
     fn arm_tx_event(&self, tx: &mut Tx, j: u32, len: u32) -> bool {
-        if self.irq != Irq::None {
-            if let Some(Some(p)) = tx.peers.get_mut(j as usize) {
-                if let Ok(n) = p.prod.in_flight(&self.shm) {
-                    let cons = p.prod.published().wrapping_sub(n);
-                    let _ = p.prod.set_event(&self.shm, cons.wrapping_add(n / 2));
-                }
-            }
+        if self.irq == Irq::None {
+            return self.room(tx, j, len, true);
         }
-        self.room(tx, j, len, true)
+        let Some(Some(p)) = tx.peers.get_mut(j as usize) else {
+            return true;
+        };
+        let (slots, bytes) = wake_need(p.prod.ring(), len);
+        // A corrupt consumer index shows up on the next send; here it just means "no room".
+        p.prod.arm_wake(&self.shm, slots, bytes).unwrap_or(false)
     }
 
     /// Whether the ring to `j` has room for a frame of `len` bytes, or, with `wake`, for a
@@ -268,11 +279,10 @@ impl super::Net {
             return true;
         };
         let ring = p.prod.ring();
-        let bytes = ring.max_footprint(len);
         let (slots, bytes) = if wake {
-            ((ring.slots() / 4).max(1), bytes.max(ring.data_len() / 4))
+            wake_need(ring, len)
         } else {
-            (1, bytes)
+            (1, ring.max_footprint(len))
         };
         // A corrupt consumer index shows up on the next send; here it just means "no room".
         p.prod.has_room(&self.shm, slots, bytes).unwrap_or(false)

@@ -18,6 +18,22 @@ struct Reserved {
     end: u32,
 }
 
+/// How many [`Mark`]s a producer keeps.
+const MARKS: usize = 32;
+/// A mark is taken each time a frame's end crosses a multiple of the data area divided by this:
+/// at most `MARK_SPAN + 1` marks fall in what can be in flight, well below [`MARKS`].
+const MARK_SPAN: u32 = 16;
+
+/// Where the data position stood after a committed frame: once the consumer's `cons_idx`
+/// reaches `idx`, its `cons_bytes` is `bytes`. Taken sparsely ([`MARK_SPAN`]), for
+/// [`Producer::wake_event`]; `valid` is false for the empty marks of a fresh ring.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+struct Mark {
+    idx: u32,
+    bytes: u32,
+    valid: bool,
+}
+
 /// Free descriptor slots and data bytes as the producer sees them.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 struct Free {
@@ -80,6 +96,9 @@ pub struct Producer {
     /// room they show can only be less than the real one).
     seen_idx: u32,
     seen_bytes: u32,
+    /// The last [`MARKS`] marks, the newest at `next_mark - 1` (modulo [`MARKS`]).
+    marks: [Mark; MARKS],
+    next_mark: usize,
 }
 
 impl Producer {
@@ -114,6 +133,8 @@ impl Producer {
             reserved: None,
             seen_idx: 0,
             seen_bytes: 0,
+            marks: [Mark::default(); MARKS],
+            next_mark: 0,
         })
     }
 
@@ -146,6 +167,8 @@ impl Producer {
         self.reserved = None;
         self.seen_idx = idx;
         self.seen_bytes = bytes;
+        self.marks = [Mark::default(); MARKS];
+        self.next_mark = 0;
         r.store(self.ring.word(off::PROD_EVENT), idx)?;
         r.store(self.ring.word(off::PROD_BYTES), bytes)?;
         r.store(self.ring.word(off::PROD_IDX), idx)
@@ -341,6 +364,18 @@ impl Producer {
         r.write(self.ring.desc(self.idx), &d.encode())?;
         self.reserved = None;
         self.idx = self.idx.wrapping_add(1);
+        // A power of two (`data_len` is one, at least `MIN_DATA`), at least 8.
+        let span = self.ring.data_len / MARK_SPAN;
+        if res.end / span != self.bytes / span {
+            if let Some(m) = self.marks.get_mut(self.next_mark % MARKS) {
+                *m = Mark {
+                    idx: self.idx,
+                    bytes: res.end,
+                    valid: true,
+                };
+            }
+            self.next_mark = (self.next_mark + 1) % MARKS;
+        }
         self.bytes = res.end;
         Ok(d)
     }
@@ -397,6 +432,109 @@ impl Producer {
     pub fn kick_needed<R: Region + ?Sized>(&self, r: &R, old: u32) -> Result<bool, Error> {
         r.fence();
         Ok(need_event(self.cons_event(r)?, self.published_idx, old))
+    }
+
+    /// Where a producer that waits for `slots` free descriptors and `bytes` free data bytes
+    /// asks to be woken ([`Producer::set_event`]), the consumer being at `cons_idx` and
+    /// `cons_bytes` (as checked by the caller): the index whose consumption frees both, so
+    /// that the notification never comes before there is room. `None` if there is room
+    /// already, or if no amount of consuming can make that much room.
+    ///
+    /// Descriptors free up one per frame; data bytes by each frame's footprint, which differ:
+    /// the index of the last frame that must go for the bytes is found from the marks taken at
+    /// commit, a little late at worst (by less than a sixteenth of the data area and one
+    /// frame), never early. Frames committed but not yet published count as in flight.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use ivshmem_net_protocol::layout::Geometry;
+    /// use ivshmem_net_protocol::ring::{Desc, Producer};
+    /// use ivshmem_net_protocol::HeapRegion;
+    ///
+    /// let g = Geometry::new(4 << 20, 2)?;
+    /// let region = HeapRegion::new(g.region_len as usize);
+    /// let mut tx = Producer::new(&g, 0, 1)?;
+    /// tx.reset(&region)?;
+    /// // Eight small frames, then one of half the data area.
+    /// for len in [64, 64, 64, 64, 64, 64, 64, 64, tx.ring().max_frame()] {
+    ///     tx.reserve(&region, len)?.expect("room");
+    ///     tx.commit(&region, &Desc::default())?;
+    /// }
+    /// // A quarter of the slots come back with the first frame, but three quarters of the
+    /// // data only once the big one went: that is the frame to be woken after (index 8).
+    /// let (slots, data) = (g.ring_slots, g.ring_data);
+    /// assert_eq!(tx.wake_event(0, 0, slots - 8, 0), Some(0));
+    /// assert_eq!(tx.wake_event(0, 0, 1, data * 3 / 4), Some(8));
+    /// assert_eq!(tx.wake_event(0, 0, 1, 1), None);
+    /// # Ok::<(), ivshmem_net_protocol::layout::Error>(())
+    /// ```
+    pub fn wake_event(
+        &self,
+        cons_idx: u32,
+        cons_bytes: u32,
+        slots: u32,
+        bytes: u32,
+    ) -> Option<u32> {
+        let (ring_slots, data_len) = (self.ring.slots, self.ring.data_len);
+        if slots > ring_slots || bytes > data_len {
+            return None;
+        }
+        // In flight, committed frames included (the caller checked these against the ring).
+        let used = self.idx.wrapping_sub(cons_idx);
+        let used_bytes = self.bytes.wrapping_sub(cons_bytes);
+        // Frames to consume for the slots, and bytes the consumer must move past.
+        let for_slots = used.saturating_sub(ring_slots - slots);
+        let for_bytes = used_bytes.saturating_sub(data_len - bytes);
+        if for_slots == 0 && for_bytes == 0 {
+            return None;
+        }
+        // The earliest mark past which enough bytes are free; all of it in flight if none.
+        let frames_for_bytes = if for_bytes == 0 {
+            0
+        } else {
+            self.marks
+                .iter()
+                .filter(|m| m.valid)
+                .map(|m| {
+                    (
+                        m.idx.wrapping_sub(cons_idx),
+                        m.bytes.wrapping_sub(cons_bytes),
+                    )
+                })
+                .filter(|&(k, b)| k != 0 && k <= used && b <= used_bytes && b >= for_bytes)
+                .map(|(k, _)| k)
+                .min()
+                .unwrap_or(used)
+        };
+        let frames = for_slots.max(frames_for_bytes);
+        // The consumer notifies when its index moves past the event: after `frames` frames.
+        Some(cons_idx.wrapping_add(frames).wrapping_sub(1))
+    }
+
+    /// Asks the consumer to notify us once `slots` descriptors and `bytes` data bytes are free
+    /// (at the index [`Producer::wake_event`] finds), then looks again. Returns whether that
+    /// much is free now: if so, no notification may come, so the caller must not wait for one.
+    /// A consumer that got past the event before it could see it made the room by doing so,
+    /// and the second look sees it; one that gets there later sees the event and notifies.
+    pub fn arm_wake<R: Region + ?Sized>(
+        &mut self,
+        r: &R,
+        slots: u32,
+        bytes: u32,
+    ) -> Result<bool, Error> {
+        let cons_idx = r.load(self.ring.word(off::CONS_IDX))?;
+        let cons_bytes = r.load(self.ring.word(off::CONS_BYTES))?;
+        // Checks them: `wake_event` relies on the consumer being inside the ring.
+        let free = self.free_from(cons_idx, cons_bytes)?;
+        if free.slots >= slots && free.bytes >= bytes {
+            return Ok(true);
+        }
+        let Some(event) = self.wake_event(cons_idx, cons_bytes, slots, bytes) else {
+            return Ok(false);
+        };
+        self.set_event(r, event)?;
+        self.has_room(r, slots, bytes)
     }
 
     /// Asks the consumer to notify us once `cons_idx` passes `idx` (TX completion), then puts a
