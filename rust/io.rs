@@ -19,11 +19,17 @@ pub struct IoMem {
 
 impl IoMem {
     /// Wraps a mapping made by `pci_iomap` (see [`pci::Device::iomap`]).
-    pub(crate) fn new(
+    ///
+    /// # Safety
+    ///
+    /// `addr` must be the address `pci_iomap` returned for a BAR of `dev` that is `len` bytes
+    /// long, and nothing else may unmap it: the result owns the mapping and unmaps it on drop.
+    pub(crate) unsafe fn new(
         dev: ARef<pci::Device>,
         addr: NonNull<core::ffi::c_void>,
         len: usize,
     ) -> Self {
+        // INVARIANT: by the function's safety requirement.
         IoMem { dev, addr, len }
     }
 

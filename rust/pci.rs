@@ -129,8 +129,9 @@ impl Device {
         // SAFETY: valid by the type invariant; `bar` exists (checked above); 0 maps it whole.
         let addr = unsafe { bindings::pci_iomap(self.as_raw(), bar as i32, 0) };
         let addr = NonNull::new(addr).ok_or(ENOMEM)?;
-        // INVARIANT: `addr` maps `len` bytes of BAR `bar` of `self` until `pci_iounmap`.
-        Ok(IoMem::new(self.into(), addr, len as usize))
+        // SAFETY: `pci_iomap` just mapped all `len` bytes of BAR `bar` of `self` at `addr`, and
+        // only the `IoMem` made here unmaps it.
+        Ok(unsafe { IoMem::new(self.into(), addr, len as usize) })
     }
 
     /// Allocates between `min` and `max` interrupt vectors: MSI-X if the device has it, else
@@ -162,8 +163,9 @@ impl Device {
             bindings::memremap(self.resource_start(bar), len, bindings::MEMREMAP_WB as _)
         };
         let addr = NonNull::new(addr.cast::<u8>()).ok_or(ENOMEM)?;
-        // INVARIANT: `addr` maps `len` bytes write-back until `memunmap`.
-        Ok(SharedMem::new(addr, len))
+        // SAFETY: `memremap` just mapped the `len` bytes write-back at `addr` (page-aligned,
+        // as the BAR is), and only the `SharedMem` made here unmaps it.
+        Ok(unsafe { SharedMem::new(addr, len) })
     }
 }
 

@@ -25,7 +25,14 @@ pub struct SharedMem {
 
 impl SharedMem {
     /// Wraps a mapping made by `memremap` (see [`super::pci::Device::memremap`]).
-    pub(crate) fn new(addr: NonNull<u8>, len: usize) -> Self {
+    ///
+    /// # Safety
+    ///
+    /// `addr` must be the address `memremap` returned for a mapping of `len` bytes of ordinary
+    /// memory, page-aligned, that nothing else unmaps: the result owns the mapping and unmaps
+    /// it on drop.
+    pub(crate) unsafe fn new(addr: NonNull<u8>, len: usize) -> Self {
+        // INVARIANT: by the function's safety requirement.
         SharedMem { addr, len }
     }
 
