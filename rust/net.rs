@@ -11,7 +11,7 @@
 //! - `device.rs`: [`Device`] (`struct net_device`) and the private area of our devices.
 //! - `ops.rs`: the [`Operations`] trait (`struct net_device_ops`, NAPI poll, timer, interrupt).
 //! - `ethtool.rs`: the [`Ethtool`] trait (`struct ethtool_ops`), and [`RingParam`].
-//! - `skbuff.rs`: [`SkBuff`] and its [`Offload`] metadata (`struct sk_buff`).
+//! - `skbuff.rs`: [`SkBuff`], [`RxSkb`] and the [`Offload`] metadata (`struct sk_buff`).
 //! - `napi.rs`: [`Napi`] (`struct napi_struct`), inside a poll.
 //! - `registration.rs`: [`Config`] and [`Registration`].
 //! - `iface.rs`: [`iface`], another device's addresses (transparent mode).
@@ -36,4 +36,4 @@ pub use iface::{iface, Iface};
 pub use napi::Napi;
 pub use ops::{xmit_more, Operations, Stats64, Xmit};
 pub use registration::{Config, Registration};
-pub use skbuff::{Offload, SkBuff};
+pub use skbuff::{Offload, RxSkb, SkBuff};

@@ -152,12 +152,27 @@ impl super::Net {
                     }
                 }
             };
-            if let Some(mut skb) = skb {
-                let shm = &self.shm;
-                if let Err(e) = skb.fill(|at, piece| p.cons.read_frame_part(shm, &d, at, piece)) {
+            // Copied whole into the buffer from where the frame lies in the ring. The range is
+            // inside the ring, so inside the mapping: a failed copy would be ours, not the
+            // peer's, and costs only the frame.
+            let filled = skb.map(|skb| {
+                p.cons
+                    .frame_range(&d)
+                    .map(|range| skb.fill(self.shm.region(), range.start))
+            });
+            let skb = match filled {
+                None => None,
+                Some(Err(e)) => {
                     broken = Some(e);
                     break;
                 }
+                Some(Ok(Ok(skb))) => Some(skb),
+                Some(Ok(Err(_))) => {
+                    global.rx_drop_nomem.inc();
+                    None
+                }
+            };
+            if let Some(mut skb) = skb {
                 let regular = self.regular_target(j, skb.head());
                 if offload != Offload::default() && skb.set_offload(&offload).is_err() {
                     // Metadata that does not match the frame: never trusted.

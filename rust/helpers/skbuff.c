@@ -1,6 +1,6 @@
 // SPDX-License-Identifier: GPL-2.0
 /*
- * sk_buff helpers: fields and fragments, the Ethernet protocol, offload metadata in the form
+ * sk_buff helpers: fields, the Ethernet protocol, offload metadata in the form
  * of a virtio_net_hdr, and freeing a buffer as consumed.
  */
 #include <linux/etherdevice.h>
@@ -15,19 +15,6 @@ unsigned int ivnet_skb_len(const struct sk_buff *skb)
 unsigned char *ivnet_skb_data(const struct sk_buff *skb)
 {
 	return skb->data;
-}
-
-unsigned int ivnet_skb_nr_frags(const struct sk_buff *skb)
-{
-	return skb_shinfo(skb)->nr_frags;
-}
-
-unsigned char *ivnet_skb_frag_data(const struct sk_buff *skb, unsigned int i, unsigned int *len)
-{
-	const skb_frag_t *f = &skb_shinfo(skb)->frags[i];
-
-	*len = skb_frag_size(f);
-	return skb_frag_address(f);
 }
 
 void ivnet_skb_set_eth_protocol(struct sk_buff *skb, struct net_device *dev)

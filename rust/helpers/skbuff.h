@@ -9,9 +9,6 @@
 
 unsigned int ivnet_skb_len(const struct sk_buff *skb);
 unsigned char *ivnet_skb_data(const struct sk_buff *skb);
-unsigned int ivnet_skb_nr_frags(const struct sk_buff *skb);
-/* Fragment `i` (< nr_frags) of an skb we own: its bytes (lowmem pages) and their count. */
-unsigned char *ivnet_skb_frag_data(const struct sk_buff *skb, unsigned int i, unsigned int *len);
 void ivnet_skb_set_eth_protocol(struct sk_buff *skb, struct net_device *dev);
 int ivnet_skb_get_offload(const struct sk_buff *skb, struct virtio_net_hdr *hdr, int link_hlen);
 int ivnet_skb_set_offload(struct sk_buff *skb, const struct virtio_net_hdr *hdr);

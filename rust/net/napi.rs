@@ -4,7 +4,7 @@
 //! (allocating receive buffers, GRO, completing the poll). The context itself lives in the
 //! device's private area (`device.rs`) and its poll trampoline in `ops.rs`.
 
-use super::{bindings, SkBuff};
+use super::{bindings, RxSkb, SkBuff};
 use core::ptr::NonNull;
 use kernel::error::{code::ENOMEM, from_err_ptr, Result};
 use kernel::types::Opaque;
@@ -23,17 +23,18 @@ impl Napi {
         self.0.get()
     }
 
-    /// A socket buffer holding `len` bytes to be filled in ([`SkBuff::fill`]): at most `head`
+    /// A receive buffer for a frame of `len` bytes, to be filled in ([`RxSkb::fill`]): at most `head`
     /// of them linear (so the headers the stack looks at first are there), the rest in order-0
     /// pages, so large frames need no high-order allocation in atomic context. `E2BIG` if
     /// `len` does not fit `head` bytes and `MAX_SKB_FRAGS` pages (never one high-order buffer
     /// instead), `ENOMEM` if out of memory.
-    pub fn alloc_rx_skb(&self, len: u32, head: u32) -> Result<SkBuff> {
+    pub fn alloc_rx_skb(&self, len: u32, head: u32) -> Result<RxSkb> {
         // SAFETY: called inside this NAPI context's poll.
         let p = unsafe { bindings::ivnet_napi_alloc_rx_skb(self.as_raw(), len, head) };
         let p = from_err_ptr(p)?;
-        // INVARIANT: a fresh buffer that we own (the helper never returns NULL; checked anyway).
-        NonNull::new(p).map(SkBuff).ok_or(ENOMEM)
+        // INVARIANT: a fresh buffer that we own, of `len` bytes in its linear part and pages of
+        // its own, none written yet (the helper never returns NULL; checked anyway).
+        NonNull::new(p).map(RxSkb).ok_or(ENOMEM)
     }
 
     /// Hands a received frame to the stack through GRO.

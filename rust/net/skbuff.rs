@@ -1,8 +1,9 @@
 // SPDX-License-Identifier: GPL-2.0
 
-//! `struct sk_buff`: [`SkBuff`], a frame the driver owns (read, filled in, copied to shared
-//! memory, handed on or freed on drop), and [`Offload`], its checksum and segmentation
-//! metadata in the form of a `virtio_net_hdr`.
+//! `struct sk_buff`: [`SkBuff`], a frame the driver owns (read, copied to shared memory,
+//! handed on or freed on drop), [`RxSkb`], a receive buffer not yet written, which turns into
+//! an `SkBuff` only by being filled whole, and [`Offload`], a frame's checksum and
+//! segmentation metadata in the form of a `virtio_net_hdr`.
 //!
 //! The trampolines of the kernel support layer in `rust/` make an `SkBuff` from a buffer the
 //! stack hands over (the tuple field is visible to the whole support layer, not to the
@@ -11,6 +12,61 @@
 use super::{bindings, shm, Device, Napi};
 use core::ptr::NonNull;
 use kernel::prelude::*;
+
+/// A receive buffer from [`Napi::alloc_rx_skb`], sized for a frame but holding no bytes of it
+/// yet; freed on drop. [`RxSkb::fill`] is the only way to an [`SkBuff`]: it writes every byte
+/// at once, so neither the driver nor the stack ever reads memory nobody wrote, and no
+/// reference to such memory is ever made.
+///
+/// # Invariants
+///
+/// `ptr` is a valid `sk_buff` that this value owns, made by `ivnet_napi_alloc_rx_skb`: its
+/// `len` bytes lie in its linear part and in page fragments that are pages of its own, not yet
+/// written.
+pub struct RxSkb(pub(super) NonNull<bindings::sk_buff>);
+
+impl RxSkb {
+    /// Length of the frame the buffer is sized for, in bytes.
+    pub fn len(&self) -> u32 {
+        // SAFETY: valid by the type invariant.
+        unsafe { bindings::ivnet_skb_len(self.0.as_ptr()) }
+    }
+
+    /// Whether the buffer is sized for an empty frame.
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    /// Copies the frame, [`RxSkb::len`] bytes at `off` in `shm`, into the buffer (linear part
+    /// first, then each page fragment) and returns it as a frame. `EINVAL` (buffer freed) if
+    /// those bytes are not all inside the mapping. The bytes are whatever they are at the time
+    /// of the copy: a peer writing them meanwhile can only change the frame's contents, which
+    /// everything after this takes from the buffer, never from `shm` again.
+    pub fn fill(self, shm: &shm::SharedMem, off: usize) -> Result<SkBuff> {
+        let len = self.len();
+        let n = i32::try_from(len).map_err(|_| EINVAL)?;
+        let src = shm.range_ptr(off, len as usize).map_err(|_| EINVAL)?;
+        let p = self.0;
+        core::mem::forget(self);
+        // INVARIANT: owned (taken over from `self`); written whole below before anything
+        // reads it, or freed on error by the `SkBuff`'s drop without being read.
+        let skb = SkBuff(p);
+        // SAFETY: `p` is valid and ours, and its `len` bytes lie in its linear part and its own
+        // pages (type invariant); `src` points to `len` readable bytes of the mapping (checked
+        // by `range_ptr`). `skb_store_bits` copies through raw pointers, mapping each fragment
+        // as it goes, and fails (-EFAULT) rather than write past `len`.
+        let ret = unsafe { bindings::skb_store_bits(p.as_ptr(), 0, src.cast_const().cast(), n) };
+        kernel::error::to_result(ret)?;
+        Ok(skb)
+    }
+}
+
+impl Drop for RxSkb {
+    fn drop(&mut self) {
+        // SAFETY: owned by the type invariant; freeing does not read the frame's bytes.
+        unsafe { bindings::dev_kfree_skb_any(self.0.as_ptr()) }
+    }
+}
 
 /// A socket buffer owned by the driver; freed on drop unless handed on.
 ///
@@ -45,38 +101,6 @@ impl SkBuff {
             let len = bindings::skb_headlen(self.0.as_ptr()) as usize;
             core::slice::from_raw_parts(bindings::ivnet_skb_data(self.0.as_ptr()), len)
         }
-    }
-
-    /// Fills the whole frame, linear part first and then each page fragment, by calling `f`
-    /// with each piece's offset in the frame and its bytes; stops at the first error.
-    pub fn fill<E>(
-        &mut self,
-        mut f: impl FnMut(usize, &mut [u8]) -> Result<(), E>,
-    ) -> Result<(), E> {
-        let skb = self.0.as_ptr();
-        // SAFETY: valid and owned by the type invariant: nobody else looks at the linear part
-        // while we hold `&mut self`, and `data` points to `skb_headlen` bytes.
-        let head = unsafe {
-            let len = bindings::skb_headlen(skb) as usize;
-            core::slice::from_raw_parts_mut(bindings::ivnet_skb_data(skb), len)
-        };
-        f(0, head)?;
-        let mut at = head.len();
-        // SAFETY: valid by the type invariant.
-        let frags = unsafe { bindings::ivnet_skb_nr_frags(skb) };
-        for i in 0..frags {
-            let mut len = 0u32;
-            // SAFETY: `i < nr_frags`; the fragments of a buffer we own and just allocated
-            // ([`Napi::alloc_rx_skb`]) are pages of ours that nothing else maps for writing,
-            // mapped (lowmem) for `len` bytes from the returned address.
-            let piece = unsafe {
-                let p = bindings::ivnet_skb_frag_data(skb, i, &mut len);
-                core::slice::from_raw_parts_mut(p, len as usize)
-            };
-            f(at, piece)?;
-            at += piece.len();
-        }
-        Ok(())
     }
 
     /// Sets the protocol and packet type from the Ethernet header (`eth_type_trans`).

@@ -13,7 +13,7 @@ use super::{align_frame, need_event, off, Desc, Ring, FRAME_ALIGN};
 /// The receiving side of a ring.
 ///
 /// [`Consumer::peek`] returns the next frame's checked descriptor, the caller copies the frame
-/// from [`Consumer::frame_offset`], [`Consumer::pop`] moves past it, and
+/// from [`Consumer::frame_range`], [`Consumer::pop`] moves past it, and
 /// [`Consumer::publish`] gives every popped frame's space back to the producer at once.
 ///
 /// # Examples
@@ -175,9 +175,10 @@ impl Consumer {
     /// assert_eq!(d.len, 5);
     /// // Peeking again returns the same frame: only `pop` moves on.
     /// assert_eq!(rx.peek(&region)?, Some(d));
-    /// let mut head = [0u8; 3];
-    /// rx.read_frame_part(&region, &d, 2, &mut head)?;
-    /// assert_eq!(&head, b"rst");
+    /// let at = rx.frame_range(&d)?;
+    /// let mut first = [0u8; 5];
+    /// region.read(at.start, &mut first)?;
+    /// assert_eq!((at.len(), &first), (5, b"first"));
     /// rx.pop(&d);
     /// let d = rx.peek(&region)?.expect("one more");
     /// let mut buf = [0u8; 16];
@@ -249,20 +250,18 @@ impl Consumer {
         Ok(len)
     }
 
-    /// Copies `buf.len()` bytes of the frame of `d` (a descriptor [`Consumer::peek`] returned)
-    /// from byte `at` of the frame into `buf`: one piece of a frame received into several
-    /// buffers. [`Error::BadFrameLen`] if the piece does not lie within the frame.
-    pub fn read_frame_part<R: Region + ?Sized>(
-        &self,
-        r: &R,
-        d: &Desc,
-        at: usize,
-        buf: &mut [u8],
-    ) -> Result<(), Error> {
-        match at.checked_add(buf.len()) {
-            Some(end) if end <= d.len as usize => r.read(self.frame_offset(d) + at, buf),
-            _ => Err(Error::BadFrameLen(d.len)),
+    /// Where the frame of `d` (a descriptor [`Consumer::peek`] returned) lies in the region,
+    /// for copying it out in one piece: `d.len` bytes from [`Consumer::frame_offset`], inside
+    /// this ring's data area. [`Error::BadFrameLen`] for a descriptor whose frame would not lie
+    /// there (empty, or running past the data area's end: not one `peek` returned).
+    pub fn frame_range(&self, d: &Desc) -> Result<core::ops::Range<usize>, Error> {
+        let offset = d.pos & (self.ring.data_len - 1);
+        if d.len == 0 || d.len > self.ring.data_len - offset {
+            return Err(Error::BadFrameLen(d.len));
         }
+        let start = self.frame_offset(d);
+        // Cannot overflow: the data area fits in the region (`Ring`'s invariant).
+        Ok(start..start + d.len as usize)
     }
 
     /// Moves past the frame of `d`, the descriptor [`Consumer::peek`] just returned. Its space

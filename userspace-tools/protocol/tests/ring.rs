@@ -302,25 +302,71 @@ fn read_frame_needs_a_big_enough_buffer() {
 }
 
 #[test]
-fn read_frame_part_reads_pieces_within_the_frame_only() {
+fn frame_range_is_the_frame_inside_the_data_area() {
     let g = small_geometry(SLOTS, DATA);
     let (r, mut p, mut c) = setup(&g);
-    let want = pattern(3, 100);
-    push(&mut p, &r, &want).unwrap().unwrap();
-    p.publish(&r).unwrap();
-    let d = c.peek(&r).unwrap().unwrap();
-    let mut got = vec![0u8; 100];
-    let (a, b) = got.split_at_mut(37);
-    c.read_frame_part(&r, &d, 0, a).unwrap();
-    c.read_frame_part(&r, &d, 37, b).unwrap();
-    assert_eq!(got, want);
-    for (at, len) in [(90, 11), (100, 1), (usize::MAX, 2)] {
+    // Frames at the start, after another, and after a skip to the start of the data area (the
+    // third does not fit behind the second).
+    let mut starts = Vec::new();
+    for (seq, len) in [(3, 1500), (4, 1500), (5, DATA / 2)] {
+        let want = pattern(seq, len);
+        push(&mut p, &r, &want).unwrap().unwrap();
+        p.publish(&r).unwrap();
+        let d = c.peek(&r).unwrap().unwrap();
+        let range = c.frame_range(&d).unwrap();
+        assert_eq!(range.start, c.frame_offset(&d));
+        assert_eq!(range.len(), len as usize);
+        let data = c.ring().data_start()..c.ring().data_start() + DATA as usize;
+        assert!(
+            data.start <= range.start && range.end <= data.end,
+            "{range:?} in {data:?}"
+        );
+        let mut got = vec![0u8; range.len()];
+        r.read(range.start, &mut got).unwrap();
+        assert_eq!(got, want);
+        starts.push(range.start - data.start);
+        c.pop(&d);
+        c.publish(&r).unwrap();
+    }
+    assert_eq!(starts[0], 0);
+    assert!(starts[1] >= 1500);
+    assert_eq!(
+        starts[2], 0,
+        "the third frame should have skipped to the start"
+    );
+}
+
+#[test]
+fn frame_range_refuses_what_peek_never_returns() {
+    let g = small_geometry(SLOTS, DATA);
+    let (_r, _p, c) = setup(&g);
+    for (pos, len) in [
+        (0, 0),
+        (0, DATA + 1),
+        (DATA - 10, 11),
+        (DATA - 1, u32::MAX),
+        (u32::MAX, 2),
+    ] {
+        let d = Desc {
+            pos,
+            len,
+            ..Desc::default()
+        };
         assert_eq!(
-            c.read_frame_part(&r, &d, at, &mut vec![0u8; len]),
-            Err(Error::BadFrameLen(100))
+            c.frame_range(&d),
+            Err(Error::BadFrameLen(len)),
+            "pos {pos} len {len}"
         );
     }
-    c.read_frame_part(&r, &d, 100, &mut []).unwrap();
+    let d = Desc {
+        pos: 3 * DATA - 10,
+        len: 10,
+        ..Desc::default()
+    };
+    assert_eq!(
+        c.frame_range(&d).unwrap(),
+        c.ring().data_start() + DATA as usize - 10..c.ring().data_start() + DATA as usize
+    );
 }
 
 /// Pushes and pops `frames` frames of varying lengths in bursts, checking every byte.
