@@ -181,8 +181,14 @@ impl super::Net {
                 } else {
                     match regular {
                         Target::Ours => {
-                            skb.eth_type_trans(dev);
-                            napi.gro_receive(skb);
+                            if skb.eth_type_trans(dev).is_ok() {
+                                napi.gro_receive(skb);
+                            } else {
+                                // Shorter than its Ethernet header (the runt check above keeps
+                                // such frames from here).
+                                global.rx_bad_desc.inc();
+                                peer.bad_desc.inc();
+                            }
                         }
                         Target::Deliver(ifindex) => {
                             // Straight to the stack, not through our GRO list: the regular

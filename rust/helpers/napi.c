@@ -44,6 +44,11 @@ int ivnet_skb_receive_on(struct sk_buff *skb, struct napi_struct *napi, int ifin
 {
 	struct net_device *dev;
 
+	/* eth_type_trans reads the header from the linear part and pulls it: BUG on less. */
+	if (!pskb_may_pull(skb, ETH_HLEN)) {
+		kfree_skb(skb);
+		return -EINVAL;
+	}
 	rcu_read_lock();
 	dev = dev_get_by_index_rcu(&init_net, ifindex);
 	if (!dev || !(READ_ONCE(dev->flags) & IFF_UP)) {

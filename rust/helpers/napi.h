@@ -15,6 +15,10 @@
  */
 struct sk_buff *ivnet_napi_alloc_rx_skb(struct napi_struct *napi, unsigned int len,
 					unsigned int head);
+/*
+ * Hands an Ethernet frame to the stack as received on device `ifindex` (consumed either way):
+ * -EINVAL if shorter than an Ethernet header, -ENODEV if there is no such device up.
+ */
 int ivnet_skb_receive_on(struct sk_buff *skb, struct napi_struct *napi, int ifindex);
 
 #endif

@@ -17,9 +17,13 @@ unsigned char *ivnet_skb_data(const struct sk_buff *skb)
 	return skb->data;
 }
 
-void ivnet_skb_set_eth_protocol(struct sk_buff *skb, struct net_device *dev)
+int ivnet_skb_set_eth_protocol(struct sk_buff *skb, struct net_device *dev)
 {
+	/* eth_type_trans reads the header from the linear part and pulls it: BUG on less. */
+	if (!pskb_may_pull(skb, ETH_HLEN))
+		return -EINVAL;
 	skb->protocol = eth_type_trans(skb, dev);
+	return 0;
 }
 
 int ivnet_skb_get_offload(const struct sk_buff *skb, struct virtio_net_hdr *hdr, int link_hlen)

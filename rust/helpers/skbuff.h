@@ -9,7 +9,8 @@
 
 unsigned int ivnet_skb_len(const struct sk_buff *skb);
 unsigned char *ivnet_skb_data(const struct sk_buff *skb);
-void ivnet_skb_set_eth_protocol(struct sk_buff *skb, struct net_device *dev);
+/* eth_type_trans; -EINVAL (nothing done) if the frame is shorter than an Ethernet header. */
+int ivnet_skb_set_eth_protocol(struct sk_buff *skb, struct net_device *dev);
 int ivnet_skb_get_offload(const struct sk_buff *skb, struct virtio_net_hdr *hdr, int link_hlen);
 int ivnet_skb_set_offload(struct sk_buff *skb, const struct virtio_net_hdr *hdr);
 void ivnet_consume_skb(struct sk_buff *skb);

@@ -103,11 +103,15 @@ impl SkBuff {
         }
     }
 
-    /// Sets the protocol and packet type from the Ethernet header (`eth_type_trans`).
-    pub fn eth_type_trans(&mut self, dev: &Device) {
-        // SAFETY: valid and owned; `dev` is valid; the frame holds an Ethernet header (the
-        // caller checked its length is at least 14).
-        unsafe { bindings::ivnet_skb_set_eth_protocol(self.0.as_ptr(), dev.as_raw()) }
+    /// Sets the protocol and packet type from the Ethernet header (`eth_type_trans`), which it
+    /// pulls. `EINVAL` (frame unchanged) if the frame is shorter than an Ethernet header.
+    pub fn eth_type_trans(&mut self, dev: &Device) -> Result {
+        // SAFETY: valid and owned; `dev` is valid. The helper makes sure the 14 bytes of the
+        // header are in the linear part (`pskb_may_pull`) before `eth_type_trans` reads and
+        // pulls them, and refuses a shorter frame.
+        kernel::error::to_result(unsafe {
+            bindings::ivnet_skb_set_eth_protocol(self.0.as_ptr(), dev.as_raw())
+        })
     }
 
     /// The frame's offload metadata (checksum to fill in, segmentation), in the form of a
@@ -144,13 +148,15 @@ impl SkBuff {
     /// Hands a received Ethernet frame to the stack as if it had arrived on the device with
     /// index `ifindex` in the initial namespace (`eth_type_trans` against that device, then
     /// `netif_receive_skb`), looked up under RCU now, marked with `napi`'s id so that a socket
-    /// busy-polling for it polls `napi`. `ENODEV` (frame freed) if there is no such device or
-    /// it is down. Call from `napi`'s poll, after [`SkBuff::set_offload`].
+    /// busy-polling for it polls `napi`. `EINVAL` (frame freed) if it is shorter than an
+    /// Ethernet header, `ENODEV` (frame freed) if there is no such device or it is down. Call
+    /// from `napi`'s poll, after [`SkBuff::set_offload`].
     pub fn receive_on(self, napi: &Napi, ifindex: i32) -> Result {
         let p = self.into_raw();
-        // SAFETY: we owned `p` and pass it on; the helper frees it on failure; softirq
-        // context (NAPI poll), as `netif_receive_skb` wants; `napi` is valid by its type
-        // invariant (added, so its id is set) and only its id is read.
+        // SAFETY: we owned `p` and pass it on; the helper frees it on failure, and checks the
+        // Ethernet header is in the linear part (`pskb_may_pull`) before `eth_type_trans`;
+        // softirq context (NAPI poll), as `netif_receive_skb` wants; `napi` is valid by its
+        // type invariant (added, so its id is set) and only its id is read.
         kernel::error::to_result(unsafe {
             bindings::ivnet_skb_receive_on(p, napi.as_raw(), ifindex)
         })
