@@ -49,7 +49,7 @@ mod tx;
 use crate::ext::{
     errno::eopnotsupp,
     io::IoMem,
-    net::{Device, Ethtool, Napi, Operations, RingParam, SkBuff, Stats64, Xmit},
+    net::{Device, Ethtool, NapiPoll, Operations, RingParam, SkBuff, Stats64, Xmit},
     netfilter::{self, PostRoutingHook},
     pci,
     shm::SharedMem,
@@ -461,7 +461,7 @@ impl Operations for Net {
         self.xmit(dev, skb)
     }
 
-    fn poll(&self, dev: &Device, napi: &Napi, budget: u32) -> u32 {
+    fn poll(&self, dev: &Device, napi: NapiPoll<'_>, budget: u32) -> u32 {
         self.napi_poll(dev, napi, budget)
     }
 

@@ -12,7 +12,7 @@
 //! - `ops.rs`: the [`Operations`] trait (`struct net_device_ops`, NAPI poll, timer, interrupt).
 //! - `ethtool.rs`: the [`Ethtool`] trait (`struct ethtool_ops`), and [`RingParam`].
 //! - `skbuff.rs`: [`SkBuff`], [`RxSkb`] and the [`Offload`] metadata (`struct sk_buff`).
-//! - `napi.rs`: [`Napi`] (`struct napi_struct`), inside a poll.
+//! - `napi.rs`: [`NapiPoll`], a poll in progress, and [`Napi`] (`struct napi_struct`).
 //! - `registration.rs`: [`Config`] and [`Registration`].
 //! - `iface.rs`: [`iface`], another device's addresses (transparent mode).
 //!
@@ -33,7 +33,7 @@ pub use device::Device;
 use device::Private;
 pub use ethtool::{Ethtool, RingParam};
 pub use iface::{iface, Iface};
-pub use napi::Napi;
+pub use napi::{Napi, NapiPoll};
 pub use ops::{xmit_more, Operations, Stats64, Xmit};
 pub use registration::{Config, Registration};
 pub use skbuff::{Offload, RxSkb, SkBuff};

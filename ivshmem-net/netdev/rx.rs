@@ -8,7 +8,7 @@
 
 use super::{bit, transparent::Target, Rx, WATCH_MS};
 use crate::ext::{
-    net::{Device, Napi, Offload},
+    net::{Device, Napi, NapiPoll, Offload},
     time,
 };
 use crate::protocol::frame::{self, RxVerdict, ETH_HLEN};
@@ -30,7 +30,7 @@ impl super::Net {
     /// changes too); then up to `budget` frames from the peers whose links are up, starting
     /// where the last poll stopped; then, if the rings ran dry, NAPI completes and the peers
     /// are asked to kick us on their next frame.
-    pub(super) fn napi_poll(&self, dev: &Device, napi: &Napi, budget: u32) -> u32 {
+    pub(super) fn napi_poll(&self, dev: &Device, napi: NapiPoll<'_>, budget: u32) -> u32 {
         self.stats.global.rx_polls.inc();
         if self.interrupts() {
             // Kicks also announce link changes: look at the links, at most once a ms.
@@ -60,7 +60,7 @@ impl super::Net {
             if rx.up & bit(j) == 0 {
                 continue;
             }
-            done += self.receive(dev, napi, &mut rx, j, budget - done);
+            done += self.receive(dev, &napi, &mut rx, j, budget - done);
             if done >= budget {
                 rx.next = (j + 1) % n;
                 break;

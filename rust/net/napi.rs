@@ -1,20 +1,23 @@
 // SPDX-License-Identifier: GPL-2.0
 
-//! `struct napi_struct`: [`Napi`], the NAPI context as the driver sees it inside its poll
-//! (allocating receive buffers, GRO, completing the poll). The context itself lives in the
-//! device's private area (`device.rs`) and its poll trampoline in `ops.rs`.
+//! `struct napi_struct`: [`NapiPoll`], a poll in progress, handed to the driver's poll by
+//! value and consumed by completing it, and [`Napi`], the NAPI context as the driver sees it
+//! through that poll (allocating receive buffers, GRO). The context itself lives in the
+//! device's private area (`device.rs`) and its poll trampoline in `ops.rs`, which also enables
+//! and disables it.
 
 use super::{bindings, RxSkb, SkBuff};
-use core::ptr::NonNull;
+use core::{cell::Cell, ops::Deref, ptr::NonNull};
 use kernel::error::{code::ENOMEM, from_err_ptr, Result};
 use kernel::types::Opaque;
 
-/// A NAPI context, inside a poll.
+/// A NAPI context, inside a poll that has not completed.
 ///
 /// # Invariants
 ///
-/// The context is added to its device (it has a NAPI id) and its poll is running: references
-/// are only made by the poll trampoline, for the length of the call.
+/// The context is added to its device (it has a NAPI id) and its poll is running and has not
+/// completed: references are only made by the poll trampoline and borrow from the
+/// [`NapiPoll`] it hands the driver, which completing the poll consumes.
 #[repr(transparent)]
 pub struct Napi(Opaque<bindings::napi_struct>);
 
@@ -42,11 +45,54 @@ impl Napi {
         // SAFETY: called inside this NAPI context's poll; ownership of the buffer passes on.
         unsafe { bindings::napi_gro_receive(self.as_raw(), skb.into_raw()) };
     }
+}
 
-    /// Ends a poll that did `work` (< budget) units of work; `false` if NAPI will poll again
-    /// anyway (do not re-arm interrupts or timers then).
-    pub fn complete_done(&self, work: u32) -> bool {
-        // SAFETY: called inside this NAPI context's poll.
-        unsafe { bindings::napi_complete_done(self.as_raw(), work as i32) }
+/// A NAPI poll in progress: what [`Operations::poll`] gets, by value. It gives access to the
+/// [`Napi`] context (`Deref`) until [`NapiPoll::complete_done`] consumes it: once NAPI is
+/// completed it may be scheduled and polled again on another CPU at once, so nothing may use
+/// the context any more, and the borrow checker sees to it that nothing does.
+///
+/// [`Operations::poll`]: super::Operations::poll
+pub struct NapiPoll<'a> {
+    napi: &'a Napi,
+    budget: u32,
+    /// Set when the poll completed, for the trampoline (see `ops.rs`).
+    completed: &'a Cell<bool>,
+}
+
+impl<'a> NapiPoll<'a> {
+    /// For the poll trampoline: the poll of `napi` with `budget`, which reports completion in
+    /// `completed`.
+    pub(super) fn new(napi: &'a Napi, budget: u32, completed: &'a Cell<bool>) -> Self {
+        NapiPoll {
+            napi,
+            budget,
+            completed,
+        }
+    }
+
+    /// Ends a poll that did `work` units of work, fewer than its budget; `false` if NAPI will
+    /// poll again anyway (do not re-arm interrupts or timers then). Also `false`, without
+    /// completing, for `work` at or over the budget or a poll with budget 0 (netpoll's), which
+    /// must not complete.
+    pub fn complete_done(self, work: u32) -> bool {
+        if work >= self.budget {
+            return false;
+        }
+        // SAFETY: called inside this NAPI context's poll, which has not completed (this value
+        // is consumed here), with `work` below the budget (`work < budget` fits in `i32`).
+        let done = unsafe { bindings::napi_complete_done(self.napi.as_raw(), work as i32) };
+        // Whatever it returned, the poll is over for the driver: the trampoline reports less
+        // than the budget.
+        self.completed.set(true);
+        done
+    }
+}
+
+impl Deref for NapiPoll<'_> {
+    type Target = Napi;
+
+    fn deref(&self) -> &Napi {
+        self.napi
     }
 }

@@ -10,8 +10,8 @@
 //! ethtool callbacks, a trait of their own ([`Ethtool`]) with their table, are in
 //! `ethtool.rs`.
 
-use super::{bindings, Device, Ethtool, Napi, Private, SkBuff};
-use core::{marker::PhantomData, mem::offset_of, ptr::NonNull};
+use super::{bindings, Device, Ethtool, Napi, NapiPoll, Private, SkBuff};
+use core::{cell::Cell, marker::PhantomData, mem::offset_of, ptr::NonNull};
 use kernel::{
     error::{from_result, VTABLE_DEFAULT_ERROR},
     prelude::*,
@@ -57,8 +57,10 @@ pub trait Operations: Ethtool + Send + Sync + Sized + 'static {
     fn stop(&self, dev: &Device) -> Result;
     /// `ndo_start_xmit`.
     fn start_xmit(&self, dev: &Device, skb: SkBuff) -> Xmit;
-    /// The NAPI poll: receive up to `budget` frames; call `napi.complete_done` if fewer.
-    fn poll(&self, dev: &Device, napi: &Napi, budget: u32) -> u32;
+    /// The NAPI poll: receive up to `budget` frames and return how many; if fewer, complete
+    /// the poll with `napi.complete_done`, which consumes `napi` (the count returned after
+    /// completing is reported to NAPI as below the budget).
+    fn poll(&self, dev: &Device, napi: NapiPoll<'_>, budget: u32) -> u32;
     /// The device's timer fired (softirq context).
     fn timer(&self, dev: &Device);
     /// The device's interrupt fired (hard interrupt context; only if [`Config::irq`] was
@@ -204,9 +206,20 @@ impl<T: Operations> Adapter<T> {
         let (dev, data) = unsafe { Self::data((*napi).dev) };
         // CAST: `Napi` is `repr(transparent)` over `Opaque<napi_struct>`.
         // SAFETY: valid during the poll.
-        // INVARIANT: NAPI polls only contexts it added, and the reference ends with the poll.
+        // INVARIANT: NAPI polls only contexts it added; the reference is handed on only inside
+        // the `NapiPoll`, which completing the poll consumes, and ends with the poll anyway.
         let napi = unsafe { &*private.cast::<Napi>() };
-        data.poll(dev, napi, budget.max(0) as u32) as i32
+        let budget = budget.max(0) as u32;
+        let completed = Cell::new(false);
+        let work = data.poll(dev, NapiPoll::new(napi, budget, &completed), budget);
+        // NAPI's rules: never more than the budget, and less once completed (NAPI would
+        // otherwise poll a context it no longer owns again).
+        let work = if completed.get() {
+            work.min(budget.saturating_sub(1))
+        } else {
+            work.min(budget)
+        };
+        work as i32
     }
 
     /// # Safety
