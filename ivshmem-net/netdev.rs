@@ -410,8 +410,8 @@ impl PinnedDrop for Net {
 impl Operations for Net {
     fn open(&self, dev: &Device) -> Result {
         // Fresh rings with every peer: reset our halves and bump our epochs, so every peer
-        // resets its halves before traffic flows again.
-        dev.napi_enable();
+        // resets its halves before traffic flows again. (NAPI is enabled by now: see
+        // `net::Operations::open`.)
         let mut ctl = self.ctl.lock();
         for j in self.others() {
             self.reset_halves(j);

@@ -148,13 +148,16 @@ impl Device {
         unsafe { bindings::napi_schedule(self.napi()) };
     }
 
-    /// Enables NAPI (in `open`).
-    pub fn napi_enable(&self) {
-        // SAFETY: as in `napi_schedule`; called from `open`, where NAPI is disabled.
+    /// Enables NAPI: only the `open` trampoline does (`ops.rs`), which the core calls only
+    /// while the device is down, so NAPI is disabled then.
+    pub(super) fn napi_enable(&self) {
+        // SAFETY: as in `napi_schedule`; NAPI is disabled (the caller is the `open` trampoline,
+        // and the one place that enables it).
         unsafe { bindings::napi_enable(self.napi()) }
     }
 
-    /// Disables NAPI and waits for a running poll to finish (in `stop`). May sleep.
+    /// Disables NAPI and waits for a running poll to finish (in `stop`, and in `open` if it
+    /// fails). May sleep.
     pub fn napi_disable(&self) {
         // SAFETY: as in `napi_schedule`; called from `stop`, where NAPI is enabled.
         unsafe { bindings::napi_disable(self.napi()) }

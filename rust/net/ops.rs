@@ -51,7 +51,8 @@ pub enum Xmit {
 /// does without it). The ethtool callbacks are the [`Ethtool`] trait's, in `ethtool.rs`.
 #[vtable]
 pub trait Operations: Ethtool + Send + Sync + Sized + 'static {
-    /// `ndo_open`: the interface goes up.
+    /// `ndo_open`: the interface goes up. NAPI is enabled before this is called, and disabled
+    /// again if it fails.
     fn open(&self, dev: &Device) -> Result;
     /// `ndo_stop`: the interface goes down.
     fn stop(&self, dev: &Device) -> Result;
@@ -125,7 +126,17 @@ impl<T: Operations> Adapter<T> {
     unsafe extern "C" fn open(dev: *mut bindings::net_device) -> i32 {
         // SAFETY: by the function's safety requirement.
         let (dev, data) = unsafe { Self::data(dev) };
-        from_result(|| data.open(dev).map(|()| 0))
+        // NAPI is enabled here, not by the driver: before its `open`, which may make interrupts
+        // and timers schedule it, and disabled again if that fails, so a failed open leaves it
+        // disabled as it found it (the next open would enable it twice: `BUG_ON`).
+        dev.napi_enable();
+        from_result(|| match data.open(dev) {
+            Ok(()) => Ok(0),
+            Err(e) => {
+                dev.napi_disable();
+                Err(e)
+            }
+        })
     }
 
     /// # Safety
