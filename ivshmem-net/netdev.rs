@@ -452,8 +452,8 @@ impl Operations for Net {
         drop(ctl);
         self.kick_all();
         dev.carrier_off();
-        dev.napi_disable();
         dev.stop_queue();
+        // NAPI is disabled after this returns: see `net::Operations::stop`.
         Ok(())
     }
 

@@ -156,10 +156,12 @@ impl Device {
         unsafe { bindings::napi_enable(self.napi()) }
     }
 
-    /// Disables NAPI and waits for a running poll to finish (in `stop`, and in `open` if it
-    /// fails). May sleep.
-    pub fn napi_disable(&self) {
-        // SAFETY: as in `napi_schedule`; called from `stop`, where NAPI is enabled.
+    /// Disables NAPI and waits for a running poll to finish: only the `stop` trampoline does,
+    /// and the `open` one if the driver's open fails (`ops.rs`), each after enabling it. May
+    /// sleep.
+    pub(super) fn napi_disable(&self) {
+        // SAFETY: as in `napi_schedule`; NAPI is enabled (each caller enabled it, or the core
+        // calls `stop` only after an `open` that did), and only these two callers disable it.
         unsafe { bindings::napi_disable(self.napi()) }
     }
 

@@ -54,7 +54,8 @@ pub trait Operations: Ethtool + Send + Sync + Sized + 'static {
     /// `ndo_open`: the interface goes up. NAPI is enabled before this is called, and disabled
     /// again if it fails.
     fn open(&self, dev: &Device) -> Result;
-    /// `ndo_stop`: the interface goes down.
+    /// `ndo_stop`: the interface goes down. NAPI is disabled after this returns (a poll may
+    /// run until then).
     fn stop(&self, dev: &Device) -> Result;
     /// `ndo_start_xmit`.
     fn start_xmit(&self, dev: &Device, skb: SkBuff) -> Xmit;
@@ -145,7 +146,12 @@ impl<T: Operations> Adapter<T> {
     unsafe extern "C" fn stop(dev: *mut bindings::net_device) -> i32 {
         // SAFETY: by the function's safety requirement.
         let (dev, data) = unsafe { Self::data(dev) };
-        from_result(|| data.stop(dev).map(|()| 0))
+        let ret = from_result(|| data.stop(dev).map(|()| 0));
+        // The core calls `stop` only after an `open` that succeeded, which left NAPI enabled,
+        // and goes down whatever `stop` returns: NAPI is disabled once per successful open,
+        // after the driver stopped feeding it.
+        dev.napi_disable();
+        ret
     }
 
     /// # Safety
