@@ -27,6 +27,11 @@ void ivnet_netdev_setup(struct net_device *dev, struct device *parent,
 	dev->min_mtu = min_mtu;
 	dev->max_mtu = max_mtu;
 	dev->mtu = mtu;
+	/*
+	 * No netpoll (netconsole): it calls start_xmit and the NAPI poll with interrupts off, and
+	 * both take spin_lock_bh (rust/sync.rs), whose unlock must not run with interrupts off.
+	 */
+	dev->priv_flags |= IFF_DISABLE_NETPOLL;
 }
 
 void ivnet_extack_msg(struct netlink_ext_ack *extack, const char *msg)

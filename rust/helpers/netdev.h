@@ -5,6 +5,7 @@
 
 #include <linux/netdevice.h>
 
+/* Parent, ops, MTU range; and no netpoll (IFF_DISABLE_NETPOLL, see netdev.c). */
 void ivnet_netdev_setup(struct net_device *dev, struct device *parent,
 			const struct net_device_ops *ops, const struct ethtool_ops *ethtool_ops,
 			unsigned int min_mtu, unsigned int max_mtu, unsigned int mtu);
