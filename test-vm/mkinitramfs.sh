@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # SPDX-License-Identifier: GPL-2.0
 # Build the guest initramfs: busybox-static, the real ip/ethtool/iperf3 with their shared
-# libraries, /init and the test agent, the ivnet-udp test tool, and the module.
+# libraries, /init and the test agent, the ivnet-udp and
+# ivnet-gchannels test tools, and the module.
 #
 #   mkinitramfs.sh OUT.cpio.gz MODULE.ko [EXTRA_BINARY...]
 #
@@ -44,6 +45,9 @@ cp -L /lib64/ld-linux-x86-64.so.2 "$root/lib64/"
 cc=${CC:-$(command -v cc || command -v clang || true)}
 [ -n "$cc" ] || { echo "mkinitramfs: no C compiler (cc or clang) for guest/ivnet-udp.c" >&2; exit 1; }
 "$cc" -static -O2 -Wall -Werror -o "$root/usr/local/bin/ivnet-udp" "$here/guest/ivnet-udp.c"
+# ivnet-gchannels: the ETHTOOL_GCHANNELS ioctl, whose reply's `cmd` ethtool (netlink) never shows.
+"$cc" -static -O2 -Wall -Werror -o "$root/usr/local/bin/ivnet-gchannels" \
+    "$here/guest/ivnet-gchannels.c"
 
 cp "$ko" "$root/lib/modules/ivshmem_net.ko"
 install -m 755 "$here/guest/init" "$root/init"

@@ -613,6 +613,14 @@ done
             check(re.findall(r"^Combined:\s+(\d+)$", r.out, re.M) == ["1", "1"],
                   "%s: ethtool -l should show 1 combined channel (max and current):\n%s"
                   % (n.name, r.out))
+            # The same through the ioctl, whose reply also carries the `cmd` the core set
+            # (ETHTOOL_GCHANNELS, 0x3c) and the driver must leave alone; the tool poisons
+            # every field first, so each one printed is what the kernel wrote.
+            r = n.run("ivnet-gchannels %s" % IFACE, timeout=30, check=True)
+            want = ("cmd=0x3c max_rx=0 max_tx=0 max_other=0 max_combined=1 rx=0 tx=0 other=0 "
+                    "combined=1")
+            check(r.out.strip() == want,
+                  "%s: ETHTOOL_GCHANNELS ioctl: expected %r, got %r" % (n.name, want, r.out))
             r = n.run("%s -G %s rx %d tx %d" % (ETHTOOL, IFACE, ring_slots // 2, ring_slots // 2),
                       timeout=30)
             check(r.rc != 0 and "fixed by the shared region's layout" in r.out,

@@ -195,10 +195,11 @@ impl<T: Operations> Adapter<T> {
         _dev: *mut bindings::net_device,
         ch: *mut bindings::ethtool_channels,
     ) {
-        // One queue pair, served by one NAPI context and one interrupt.
-        // SAFETY: `ch` is valid for writes (caller), and all-zero is a valid value.
+        // One queue pair, served by one NAPI context and one interrupt. The core hands over
+        // the structure zeroed but for `cmd` (`ETHTOOL_GCHANNELS`, which the ioctl copies back
+        // to the caller): only the two counts that are not zero are set.
+        // SAFETY: `ch` is valid for writes (caller).
         unsafe {
-            core::ptr::write_bytes(ch, 0, 1);
             (*ch).max_combined = 1;
             (*ch).combined_count = 1;
         }
