@@ -132,6 +132,12 @@ struct Tx {
     stopped_for: u64,
     /// Peers with committed frames not yet published (batching with `xmit_more`).
     unpublished: u64,
+    /// Peers whose MAC we send unicast to: the first to claim it while no other peer held it
+    /// (see [`Net::claim_mac`]); kept while the peer restarts its link.
+    mac_owner: u64,
+    /// Peers whose link came up with a MAC another peer (or we) held first: no unicast for
+    /// them (logged and counted once per claim).
+    mac_refused: u64,
 }
 
 /// Our consumer of the ring from peer `j`.
@@ -347,6 +353,8 @@ impl Net {
                     up: 0,
                     stopped_for: 0,
                     unpublished: 0,
+                    mac_owner: 0,
+                    mac_refused: 0,
                 },
                 "ivshmem_net::tx"
             ),

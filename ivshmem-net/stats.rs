@@ -69,6 +69,9 @@ pub(crate) struct Global {
     pub(crate) kicks_suppressed: Counter,
     /// Doorbell mode: kicks repeated because frames waited unconsumed (a lost interrupt).
     pub(crate) doorbells_repeated: Counter,
+    /// Peers whose link came up with a MAC another peer (or we) held first: they get no
+    /// unicast for it (the first claim wins).
+    pub(crate) peer_mac_conflicts: Counter,
     /// Words of our control block, the region header or our slot that someone else
     /// overwrote, restored by us.
     pub(crate) region_repairs: Counter,
@@ -123,6 +126,7 @@ const GLOBAL: &[Field<Global>] = &[
     ("doorbells_received", |s| &s.doorbells_received),
     ("kicks_suppressed", |s| &s.kicks_suppressed),
     ("doorbells_repeated", |s| &s.doorbells_repeated),
+    ("peer_mac_conflicts", |s| &s.peer_mac_conflicts),
     ("region_repairs", |s| &s.region_repairs),
     ("transparent_tx_packets", |s| &s.transparent_tx_packets),
     ("transparent_rx_packets", |s| &s.transparent_rx_packets),

@@ -43,7 +43,7 @@ GLOBAL_STATS = ["tx_packets", "tx_bytes", "rx_packets", "rx_bytes", "tx_ring_ful
                 "tx_drop_no_peer", "tx_drop_too_big", "tx_drop_error", "rx_drop_nomem",
                 "rx_drop_oversize", "rx_polls", "rx_bad_desc", "peer_resets", "heartbeat_losses", "own_stalls",
                 "doorbells_sent", "doorbells_received", "kicks_suppressed", "doorbells_repeated",
-                "region_repairs",
+                "peer_mac_conflicts", "region_repairs",
                 "transparent_tx_packets", "transparent_rx_packets", "transparent_fallbacks",
                 "transparent_rx_dropped"]
 PEER_STATS = ["tx_packets", "tx_bytes", "rx_packets", "rx_bytes", "tx_ring_full",
@@ -87,12 +87,13 @@ class Node:
     def current_kmsg(self):
         return self.kmsg[self.mark:]
 
-    def load(self):
-        """insmod, parse the `peer id` line, bring ivshm0 up with its addresses."""
+    def load(self, params=""):
+        """insmod (with module parameters `params`), parse the `peer id` line, bring ivshm0 up
+        with its addresses."""
         self.read_kmsg()
         self.mark = len(self.kmsg)
-        r = self.run("insmod %s; echo insmod_rc=$?; [ -d %s ] && echo has_netdev" % (KO, SYS),
-                     timeout=60)
+        r = self.run("insmod %s %s; echo insmod_rc=$?; [ -d %s ] && echo has_netdev"
+                     % (KO, params, SYS), timeout=60)
         self.read_kmsg()
         check("insmod_rc=0" in r.out, "%s: insmod failed: %s" % (self.name, r.out))
         check("has_netdev" in r.out, "%s: no %s netdev after insmod; dmesg:\n%s"
@@ -170,11 +171,14 @@ done""".format(sys=SYS, want=want, ms=timeout * 1000), timeout=timeout + 30)
         return dict(zip(names, map(int, values)))
 
 
-def bring_up(nodes, timeout=20):
-    """Loads the driver in every node (in parallel), waits for carrier on each and for every
-    node to report its link to every other one up, with the MAC that node has."""
+def bring_up(nodes, timeout=20, params=None):
+    """Loads the driver in every node (in parallel; `params`: {node name: module parameters}),
+    waits for carrier on each and for every node to report its link to every other one up,
+    with the MAC that node has."""
     cl = nodes[0].g.cluster
-    cl.parallel(lambda g: next(n for n in nodes if n.g is g).load(), [n.g for n in nodes])
+    params = params or {}
+    cl.parallel(lambda g: next(n for n in nodes if n.g is g).load(params.get(g.name, "")),
+                [n.g for n in nodes])
     ids = [n.id for n in nodes]
     check(len(set(ids)) == len(ids), "peer ids not distinct: %s" %
           {n.name: n.id for n in nodes})

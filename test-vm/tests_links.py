@@ -3,8 +3,10 @@
 `ip link set down`, peers killed without a word (heartbeat loss), a replacement taking over a
 dead peer's slot. Every assertion is on what the guests printed, counted and carried."""
 
+import json
 import re
 import struct
+import subprocess
 import time
 
 import vm
@@ -485,7 +487,70 @@ def test_oversized_frames_dropped():
         no_splats(c)
 
 
+HOSTILE = vm.BUILD / "bin" / "ivshmem-hostile"
+
+
+def test_duplicate_mac_first_claim_wins():
+    """A forger on the host (ivshmem-hostile --forge-mac-of) joins the region as a peer of
+    its own that publishes A's MAC, and links with A and B by the protocol (issue 18). A and
+    B load with ids 3 and 4, so the forger takes id 0: the lowest-numbered peer with that
+    MAC, to which a driver without the first-claim rule sends B's unicast for A. B refuses
+    the forger's claim (logged, peer_mac_conflicts +1), and so does A (its own MAC); B's
+    unicast keeps going to A: pings answered, and the forger receives no frame addressed to
+    A's MAC (it may get broadcasts)."""
+    check(HOSTILE.exists(), "%s missing (make tools)" % HOSTILE)
+    with vm.Cluster(["gA", "gB"]) as c:
+        a, b = Node(c["gA"], 1), Node(c["gB"], 2)
+        dp.bring_up([a, b], params={"gA": "id=3", "gB": "id=4"})
+        check((a.id, b.id) == (3, 4), "ids %d and %d, want 3 and 4" % (a.id, b.id))
+        dp.ping(b, a.ip4)
+        s0 = {n.name: n.stat_dict() for n in (a, b)}
+        forger = subprocess.Popen([str(HOSTILE), str(c.shm_path), "--forge-mac-of", str(a.id),
+                                   "--seconds", "30", "--json"],
+                                  stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        try:
+            # B links with the forger (id 0) and refuses its claim.
+            deadline = time.time() + 20
+            while True:
+                b.read_kmsg()
+                if b.links().get(0) == ("up", a.mac) and \
+                        dp.delta(s0["gB"], b.stat_dict(), "peer_mac_conflicts") >= 1:
+                    break
+                check(time.time() < deadline and forger.poll() is None,
+                      "B never linked with the forger (id 0, MAC %s) and refused its claim: "
+                      "links %s, forger %s" % (a.mac, b.links(), forger.poll()))
+                time.sleep(0.2)
+            tx0 = b.stat_dict()
+            dp.ping(b, a.ip4, count=20)
+            tx1 = b.stat_dict()
+        finally:
+            forger.terminate()
+            out, err = forger.communicate(timeout=30)
+        check(forger.returncode == 0, "forger failed (%d): %s" % (forger.returncode, err))
+        f = json.loads(out)
+        print("    info: forger: %s" % out.strip(), flush=True)
+        check(f["id"] == 0 and b.id in f["linked"] and a.id in f["linked"],
+              "the forger should be peer 0 and linked with A and B: %s" % f)
+        check(f["rx_stolen"] == 0,
+              "the forger received %d frames addressed to A's MAC (B's unicast for A)"
+              % f["rx_stolen"])
+        check(dp.delta(tx0, tx1, "peer%d_tx_packets" % a.id) >= 20,
+              "B's pings went to A: peer%d_tx_packets grew by %d"
+              % (a.id, dp.delta(tx0, tx1, "peer%d_tx_packets" % a.id)))
+        check(dp.delta(tx0, tx1, "tx_drop_no_peer") == 0, "B dropped unicast for A")
+        for n in (a, b):
+            d = dp.delta(s0[n.name], n.stat_dict(), "peer_mac_conflicts")
+            check(d == 1, "%s: peer_mac_conflicts grew by %d, want 1" % (n.name, d))
+            n.read_kmsg()
+            check("claims" in n.current_kmsg() and a.mac in n.current_kmsg().lower(),
+                  "%s: no log line about the forger's claim" % n.name)
+        # The forger gone, traffic goes on.
+        dp.ping(a, b.ip4)
+        no_splats(c)
+
+
 test_oversized_frames_dropped.modes = ("plain", "doorbell")
+test_duplicate_mac_first_claim_wins.modes = ("plain", "doorbell")
 
 
 TESTS = [
@@ -495,6 +560,7 @@ TESTS = [
     test_garbage_in_ring_resets_link,
     test_inconsistent_offload_metadata_is_a_bad_descriptor,
     test_oversized_frames_dropped,
+    test_duplicate_mac_first_claim_wins,
     test_doorbell_idle_pair_is_quiet,
     test_plain_and_doorbell_guests_refuse_to_link,
     test_server_gone_traffic_goes_on,

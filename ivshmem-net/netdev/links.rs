@@ -287,6 +287,7 @@ impl super::Net {
                     p.mtu = view.mtu;
                     p.features = view.features;
                 }
+                self.claim_mac(dev, &mut tx, j, view.mac, dev.mac());
                 tx.up |= bit(j);
                 drop(tx);
                 let mut rx = self.rx.lock();
@@ -299,6 +300,10 @@ impl super::Net {
             }
             Action::Down(reason) => {
                 link.up = false;
+                if reason != DownReason::Restarted {
+                    // Gone: its MAC is free for whoever claims it next.
+                    self.release_mac(&mut self.tx.lock(), j);
+                }
                 // Gone, or nothing it published can be trusted: its MAC may never come back.
                 ctl.neigh_stale |= reason != DownReason::Restarted;
                 if matches!(reason, DownReason::Garbage | DownReason::Silent) {

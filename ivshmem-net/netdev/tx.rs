@@ -6,7 +6,8 @@
 //! kicked if its consumer asked for it. A full ring stops the queue until the peer has taken
 //! a quarter of the ring, in doorbell mode with an event asking it to kick us then.
 
-use super::{bit, Tx, WATCH_MS};
+use super::{bit, Mac, Tx, WATCH_MS};
+use crate::dev_warn;
 use crate::ext::{
     net::{self, Device, Offload, SkBuff, Xmit},
     time,
@@ -193,8 +194,11 @@ impl super::Net {
             };
         }
 
+        // Only the first claimant of a MAC gets unicast for it (`claim_mac`).
+        let owners = tx.up & tx.mac_owner;
         let owner = self.others().find(|&j| {
-            tx.up & bit(j) != 0 && matches!(tx.peers.get(j as usize), Some(Some(p)) if p.mac == dst)
+            owners & bit(j) != 0
+                && matches!(tx.peers.get(j as usize), Some(Some(p)) if p.mac == dst)
         });
         let Some(j) = owner else {
             return Verdict::Dropped(Some(|g| &g.tx_drop_no_peer));
@@ -319,11 +323,78 @@ impl super::Net {
         let mut all = feature::CSUM | feature::GSO;
         for j in self.others().filter(|&j| tx.up & bit(j) != 0) {
             if let Some(Some(p)) = tx.peers.get(j as usize) {
-                if dst[0] & 1 != 0 || p.mac == *dst {
+                if dst[0] & 1 != 0 || (p.mac == *dst && tx.mac_owner & bit(j) != 0) {
                     all &= p.features;
                 }
             }
         }
         (all & feature::CSUM != 0, all & feature::GSO != 0)
+    }
+
+    /// The link with `j` came up with the MAC `mac`: `j` gets unicast for it unless another
+    /// peer holds it already (the first claim wins, as for transparent mode's addresses), or
+    /// it is ours (`own`). A peer copying another's MAC would otherwise receive traffic meant
+    /// for it. A refused claim is logged (rate-limited) and counted once; the claimant is not
+    /// given the MAC later when its holder leaves (it could simply wait for that): only a link
+    /// of its coming up while nobody holds the MAC makes it the holder.
+    pub(super) fn claim_mac(&self, dev: &Device, tx: &mut Tx, j: u32, mac: [u8; 6], own: [u8; 6]) {
+        // Whatever `j` held before (a restart with a new MAC) is given up first.
+        tx.mac_owner &= !bit(j);
+        let holder = self.mac_holder(tx, j, mac, own);
+        match holder {
+            None => {
+                tx.mac_owner |= bit(j);
+                tx.mac_refused &= !bit(j);
+            }
+            Some(_) if tx.mac_refused & bit(j) != 0 => {}
+            Some(h) => {
+                tx.mac_refused |= bit(j);
+                self.stats.global.peer_mac_conflicts.inc();
+                if let Some(missed) = self.logs.link.check(time::now_ms()) {
+                    match h {
+                        Some(k) => dev_warn!(
+                            &self.pdev,
+                            "{}: peer {} claims MAC {}, which peer {} holds: no unicast to                              peer {}{}",
+                            dev.name(),
+                            j,
+                            Mac(mac),
+                            k,
+                            j,
+                            missed
+                        ),
+                        None => dev_warn!(
+                            &self.pdev,
+                            "{}: peer {} claims our own MAC {}: no unicast to it{}",
+                            dev.name(),
+                            j,
+                            Mac(mac),
+                            missed
+                        ),
+                    }
+                }
+            }
+        }
+    }
+
+    /// Who holds `mac` against peer `j`: `Some(Some(k))` another peer whose claim came first,
+    /// `Some(None)` us, `None` nobody.
+    fn mac_holder(&self, tx: &Tx, j: u32, mac: [u8; 6], own: [u8; 6]) -> Option<Option<u32>> {
+        if mac == own {
+            return Some(None);
+        }
+        self.others()
+            .find(|&k| {
+                k != j
+                    && tx.mac_owner & bit(k) != 0
+                    && matches!(tx.peers.get(k as usize), Some(Some(p)) if p.mac == mac)
+            })
+            .map(Some)
+    }
+
+    /// Peer `j` is gone (not merely restarting its link): its MAC is free for whoever claims
+    /// it next.
+    pub(super) fn release_mac(&self, tx: &mut Tx, j: u32) {
+        tx.mac_owner &= !bit(j);
+        tx.mac_refused &= !bit(j);
     }
 }

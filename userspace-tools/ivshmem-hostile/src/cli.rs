@@ -30,6 +30,8 @@ pub struct Args {
     pub seed: Option<u64>,
     /// Summary as JSON.
     pub json: bool,
+    /// Instead of storming: forge this peer's MAC (`--forge-mac-of`).
+    pub forge_mac_of: Option<u32>,
 }
 
 /// The command line's meaning.
@@ -79,6 +81,11 @@ OPTIONS:
                       printed at the start and in the summary]
     --json            print the summary as one JSON object on one line:
                       {{\"seconds\", \"writes\", \"by_kind\": {{name: count}}, \"seed\"}}
+    --forge-mac-of ID instead of storming, play a peer that publishes peer ID's MAC (and MTU,
+                      features, doorbell id) as its own: claim a free id, link with every peer
+                      by the protocol, beat, drain what they send; the summary (--json:
+                      {{\"victim\", \"mac\", \"id\", \"linked\", \"rx_frames\", \"rx_stolen\",
+                      \"seconds\"}}) counts the frames sent to the forged MAC (rx_stolen)
     -h, --help        print this help
     -V, --version     print the version
 
@@ -148,6 +155,7 @@ where
         rate: DEFAULT_RATE,
         seed: None,
         json: false,
+        forge_mac_of: None,
     };
     let mut only_paths = false;
     while let Some(arg) = it.next() {
@@ -176,7 +184,7 @@ where
                 flag(&inline)?;
                 a.json = true;
             }
-            "--seconds" | "--mode" | "--rate" | "--seed" => {
+            "--seconds" | "--mode" | "--rate" | "--seed" | "--forge-mac-of" => {
                 let v = match inline {
                     Some(v) => v,
                     None => it
@@ -187,6 +195,12 @@ where
                     "--seconds" => a.duration = parse_seconds(&v)?,
                     "--mode" => a.mode = parse_mode(&v)?,
                     "--rate" => a.rate = parse_rate(&v)?,
+                    "--forge-mac-of" => {
+                        a.forge_mac_of = Some(
+                            v.parse::<u32>()
+                                .map_err(|_| format!("--forge-mac-of {v:?}: want a peer id"))?,
+                        )
+                    }
                     _ => a.seed = Some(parse_seed(&v)?),
                 }
             }
@@ -220,7 +234,12 @@ mod tests {
                 rate: 20_000,
                 seed: None,
                 json: false,
+                forge_mac_of: None,
             }
+        );
+        assert_eq!(
+            run(&["--forge-mac-of", "3", "r"]).unwrap().forge_mac_of,
+            Some(3)
         );
     }
 
@@ -281,6 +300,7 @@ mod tests {
             (&["r", "--seed", "0xzz"], "--seed"),
             (&["r", "--seed", "18446744073709551616"], "--seed"),
             (&["r", "--json=1"], "takes no value"),
+            (&["r", "--forge-mac-of", "x"], "want a peer id"),
         ] {
             let err = run(args).expect_err(&format!("{args:?} accepted"));
             assert!(err.contains(want), "{args:?}: {err}");

@@ -14,9 +14,11 @@
 //! - [`target`]: the geometry read once at the start, the peers present then, every ring.
 //! - [`attack`]: the attack kinds.
 //! - [`storm`]: pacing, modes, counts, the summary.
+//! - [`forge`]: `--forge-mac-of`, a forger that links with the peers under another's MAC.
 
 pub mod attack;
 pub mod cli;
+pub mod forge;
 pub mod rng;
 pub mod storm;
 pub mod target;

@@ -7,6 +7,7 @@
 //! `read_geometry` and the file found long enough for the region it describes.
 
 use ivshmem_hostile::cli::{self, Args, Command};
+use ivshmem_hostile::forge;
 use ivshmem_hostile::storm::Storm;
 use ivshmem_net_protocol::layout::{
     phase, read_geometry, Error, Geometry, MAGIC, MIN_REGION_LEN, VERSION,
@@ -104,6 +105,37 @@ fn main() -> ExitCode {
             eprintln!("ivshmem-hostile: cannot handle signal {sig}: {e}");
             return ExitCode::from(1);
         }
+    }
+    if let Some(victim) = args.forge_mac_of {
+        if victim >= g.max_peers {
+            eprintln!(
+                "ivshmem-hostile: --forge-mac-of {victim}: the region has peer ids 0 to {}",
+                g.max_peers - 1
+            );
+            return ExitCode::from(2);
+        }
+        let token = (ivshmem_hostile::rng::Rng::new(seed).next_u32()) | 1;
+        return match forge::forge_mac(&r, &g, victim, token, args.duration, &stop) {
+            Ok(f) => {
+                let out = if args.json {
+                    format!("{}\n", f.json())
+                } else {
+                    f.text()
+                };
+                let mut stdout = std::io::stdout().lock();
+                let _ = stdout
+                    .write_all(out.as_bytes())
+                    .and_then(|()| stdout.flush());
+                ExitCode::SUCCESS
+            }
+            Err(e) => {
+                eprintln!(
+                    "ivshmem-hostile: cannot forge peer {victim}'s MAC in {}: {e:?}",
+                    args.path.display()
+                );
+                ExitCode::from(1)
+            }
+        };
     }
     let mut storm = match Storm::new(&r, g, seed) {
         Ok(s) => s,
