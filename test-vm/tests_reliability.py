@@ -385,7 +385,8 @@ def suite():
     """`make test-reliability` (`run-tests.py --suite reliability`): this file's tests and the
     ones elsewhere that feed a guest bad input or take its peer away: a too-small BAR2, a
     region of another layout version, bad module parameters, garbage in a ring, impossible
-    offload metadata, oversized frames, a stale slot, a peer that goes down or is killed, the server gone."""
+    offload metadata, oversized frames, a stale slot, a peer that goes down or is killed, the server gone,
+    a peer that forges another's MAC."""
     import tests_foundation
     import tests_links
     return [tests_foundation.test_no_device_and_bar2_too_small,
@@ -396,4 +397,5 @@ def suite():
             tests_links.test_oversized_frames_dropped,
             tests_links.test_stale_slot_taken_over,
             tests_links.test_peer_ifdown_ifup_and_kill,
-            tests_links.test_server_gone_traffic_goes_on] + TESTS
+            tests_links.test_server_gone_traffic_goes_on,
+            tests_links.test_duplicate_mac_first_claim_wins] + TESTS
