@@ -85,8 +85,14 @@ pub(crate) struct Global {
     /// (ring full, link going down, too big, an offload the ring cannot express).
     pub(crate) transparent_fallbacks: Counter,
     /// Transparent mode: frames for the regular interface dropped: not from the sending
-    /// peer's published addresses, or the regular interface is gone or down.
+    /// peer's published addresses, from one that is off-link or that the regular interface's
+    /// neighbour table gives to another MAC, or the regular interface is gone or down.
     pub(crate) transparent_rx_dropped: Counter,
+    /// Transparent mode: packets for a peer's published address left to the regular
+    /// interface because the claim did not hold for them: their route has a gateway or an
+    /// IPsec transform, or the address is off-link or not (yet) resolved by the regular
+    /// interface to the MAC the peer published.
+    pub(crate) transparent_unverified: Counter,
 }
 
 /// Counters of the link with one peer.
@@ -132,6 +138,7 @@ const GLOBAL: &[Field<Global>] = &[
     ("transparent_rx_packets", |s| &s.transparent_rx_packets),
     ("transparent_fallbacks", |s| &s.transparent_fallbacks),
     ("transparent_rx_dropped", |s| &s.transparent_rx_dropped),
+    ("transparent_unverified", |s| &s.transparent_unverified),
 ];
 
 /// `ethtool -S` name suffixes (after `peer<j>_`) and values of each peer's counters.

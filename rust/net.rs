@@ -14,7 +14,8 @@
 //! - `skbuff.rs`: [`SkBuff`], [`RxSkb`] and the [`Offload`] metadata (`struct sk_buff`).
 //! - `napi.rs`: [`NapiPoll`], a poll in progress, and [`Napi`] (`struct napi_struct`).
 //! - `registration.rs`: [`Config`] and [`Registration`].
-//! - `iface.rs`: [`iface`], another device's addresses (transparent mode).
+//! - `iface.rs`: [`iface`], another device's addresses, and [`neighbour`], what it knows of an
+//!   address on its segment (transparent mode).
 //!
 //! The netfilter hook a registration may add is in [`super::netfilter`].
 
@@ -32,7 +33,7 @@ mod skbuff;
 pub use device::Device;
 use device::Private;
 pub use ethtool::{Ethtool, RingParam};
-pub use iface::{iface, Iface};
+pub use iface::{iface, neighbour, Iface, IpAddr, Neighbour};
 pub use napi::{Napi, NapiPoll};
 pub use ops::{xmit_more, Operations, Stats64, Xmit};
 pub use registration::{Config, Registration};

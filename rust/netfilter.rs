@@ -98,6 +98,17 @@ impl State {
         // SAFETY: as in `out_ifindex`.
         unsafe { bindings::ivnet_nf_state_out_mtu(self.as_raw()) }
     }
+
+    /// Whether the route of `skb` (a packet of this hook call) sends it straight to its
+    /// destination on the output device: IPv4 unicast without a gateway, IPv6 with the
+    /// destination as next hop, and no IPsec transform still to apply. `false` if it has no
+    /// route or another device's.
+    pub fn direct_route(&self, skb: &net::SkBuff) -> bool {
+        // SAFETY: the state is valid by the type invariant and `skb` by its own; the packet is
+        // the one this hook call was made for, so its route and headers are set and stay put
+        // during the call (the helper reads the IPv6 header only for an IPv6 hook).
+        unsafe { bindings::ivnet_nf_route_direct(skb.0.as_ptr(), self.as_raw()) }
+    }
 }
 
 /// The C signature of a hook.

@@ -45,7 +45,7 @@ GLOBAL_STATS = ["tx_packets", "tx_bytes", "rx_packets", "rx_bytes", "tx_ring_ful
                 "doorbells_sent", "doorbells_received", "kicks_suppressed", "doorbells_repeated",
                 "peer_mac_conflicts", "region_repairs",
                 "transparent_tx_packets", "transparent_rx_packets", "transparent_fallbacks",
-                "transparent_rx_dropped"]
+                "transparent_rx_dropped", "transparent_unverified"]
 PEER_STATS = ["tx_packets", "tx_bytes", "rx_packets", "rx_bytes", "tx_ring_full",
               "rx_drop_oversize", "bad_desc", "resets", "heartbeat_losses"]
 

@@ -4,6 +4,7 @@ between them (taps in a bridge in a network namespace, as in the benchmark). Tra
 peer's virtio-net address goes through shared memory while both ivshmem sides are up, and
 back through virtio-net at once when one goes away, without breaking a TCP connection."""
 
+import ipaddress
 import re
 import time
 
@@ -230,4 +231,187 @@ def test_transparent_tcp_over_shm_and_fallback():
 
 test_transparent_tcp_over_shm_and_fallback.modes = ("plain", "doorbell")
 
-TESTS = [test_transparent_tcp_over_shm_and_fallback]
+
+# test_transparent_refuses_false_claims: the segment (bridge) holds A, B and a router (the
+# namespace: gateway, another host, and an address beyond the gateway); C is on the region
+# only, its eth0 on a tap off the segment, and publishes whatever address it is given.
+FC_MAC = {"fcA": "52:54:00:7b:00:01", "fcB": "52:54:00:7b:00:02", "fcC": "52:54:00:7b:00:03"}
+FC_ETH = {"fcA": ("10.96.0.1", "fd96::1"), "fcB": ("10.96.0.2", "fd96::2")}
+FC_IVS = {"fcA": "10.95.0.1", "fcB": "10.95.0.2", "fcC": "10.95.0.3"}
+FC_BR_MAC = "02:00:00:96:00:fe"
+FC_CLAIMS = [  # (what it is, IPv4, IPv6, whether its real owner answers A)
+    ("the gateway's address", "10.96.0.254", "fd96::fe", True),
+    ("an address beyond the gateway", "198.51.100.1", "2001:db8:1::1", True),
+    ("another guest's address (B, not publishing)", "10.96.0.2", "fd96::2", True),
+    ("an on-link address another host holds", "10.96.0.3", "fd96::3", True),
+    ("an on-link address nobody holds", "10.96.0.77", "fd96::77", False),
+]
+
+
+def v6_logged(a):
+    """An IPv6 address as the driver logs it (groups in hex without leading zeros, no ::)."""
+    return ":".join("%x" % int(g, 16) for g in ipaddress.IPv6Address(a).exploded.split(":"))
+
+
+def test_transparent_refuses_false_claims():
+    """Issue 18: a peer's published address is only a claim. Guest C (on the region, its eth0
+    off the segment) publishes in turn the gateway's address, an address beyond the gateway,
+    another guest's (B's, while B publishes nothing), an on-link address another host holds,
+    and one nobody holds, IPv4 and IPv6. A (default routes via the gateway) pings each: A
+    sends C nothing (transparent_tx_packets +0, C receives nothing for its regular interface),
+    counts each ping in transparent_unverified (so C's claim was in A's table), and the real
+    owner answers over eth0. C, with a static neighbour entry for A, pings A from the
+    gateway's address through shared memory: A drops those frames (transparent_rx_dropped)
+    and answers none. Then C leaves, B publishes, and A's pings to B go through shared memory
+    again."""
+    ns = Netns(["ivfc0", "ivfc1", "ivfc2"], prefix="ivfc")
+    try:
+        ns.open()
+        ns.sh("ip", "link", "set", "ivfc2", "nomaster")
+        ns.sh("ip", "link", "set", "ivbr0", "address", FC_BR_MAC)
+        for a in ("10.96.0.254/24", "10.96.0.3/24"):
+            ns.sh("ip", "addr", "add", a, "dev", "ivbr0")
+        for a in ("fd96::fe/64", "fd96::3/64"):
+            ns.sh("ip", "-6", "addr", "add", a, "dev", "ivbr0", "nodad")
+        ns.sh("ip", "link", "set", "lo", "up")
+        ns.sh("ip", "addr", "add", "198.51.100.1/32", "dev", "lo")
+        ns.sh("ip", "-6", "addr", "add", "2001:db8:1::1/128", "dev", "lo")
+        with vm.Cluster([{"name": n, "netns": ns.name, "taps": [("ivfc%d" % i, FC_MAC[n])]}
+                         for i, n in enumerate(["fcA", "fcB", "fcC"])]) as cl:
+            a, b, c = cl["fcA"], cl["fcB"], cl["fcC"]
+
+            def setup_fc(g):
+                cmd = "insmod {ko} transparent=eth0 && {ip} addr add {iv}/24 dev ivshm0 && "
+                if g.name != "fcB":  # B's ivshm0 stays down: it publishes nothing yet
+                    cmd += "{ip} link set ivshm0 up && "
+                if g.name in FC_ETH:
+                    cmd += ("{ip} addr add {e4}/24 dev eth0 && "
+                            "{ip} -6 addr add {e6}/64 dev eth0 nodad && ")
+                cmd += "{ip} link set eth0 up"
+                if g.name == "fcA":
+                    cmd += (" && {ip} route add default via 10.96.0.254 && "
+                            "{ip} -6 route add default via fd96::fe dev eth0")
+                e4, e6 = FC_ETH.get(g.name, ("", ""))
+                g.run(cmd.format(ko=KO, ip=IP, iv=FC_IVS[g.name], e4=e4, e6=e6),
+                      timeout=60, check=True)
+
+            cl.parallel(setup_fc)
+
+            def published(g, v4, v6, timeout=20):
+                """Waits until `g` logs that it publishes v4 and v6. (In doorbell mode an idle
+                guest looks at its regular interface on its next kick or frame: a ping to A's
+                ivshm0 address makes one.)"""
+                want = "publishing eth0 (%s %s %s)" % (FC_MAC[g.name], v4, v6_logged(v6))
+                deadline = time.time() + timeout
+                while want not in g.run("ping -c 1 -W 1 %s >/dev/null; dmesg | grep publishing "
+                                        "| tail -3" % FC_IVS["fcA"], timeout=30).out:
+                    check(time.time() < deadline, "%s did not publish %s %s: %s"
+                          % (g.name, v4, v6, g.run("dmesg | tail -5").out))
+                    time.sleep(0.3)
+
+            def claims_refused(what, dst, answered):
+                # Until A has read C's claim, its pings match nothing; once it has, each is
+                # counted as unverified, and none may go through shared memory.
+                deadline = time.time() + 20
+                while True:
+                    s0 = stats(a)
+                    a.run("ping -c 1 -W 1 %s" % dst, timeout=30)
+                    s1 = stats(a)
+                    check(delta(s0, s1, "transparent_tx_packets") == 0,
+                          "A sent a ping to %s (C claims %s) through shared memory" % (dst, what))
+                    if delta(s0, s1, "transparent_unverified") >= 1:
+                        break
+                    check(time.time() < deadline, "A never counted a ping to %s (C's claim of "
+                          "%s) as unverified: %r" % (dst, what, s1))
+                    time.sleep(0.5)
+                s0a, s0c = stats(a), stats(c)
+                r = a.run("ping -c 3 -W 2 %s" % dst, timeout=60)
+                s1a, s1c = stats(a), stats(c)
+                got = lambda k: delta(s0a, s1a, k)  # noqa: E731
+                print("    info: C claims %s %s: A transparent_tx +%d, unverified +%d, eth0 tx "
+                      "+%d rx +%d; ping %s" % (what, dst, got("transparent_tx_packets"),
+                                               got("transparent_unverified"), got("eth0_tx_packets"),
+                                               got("eth0_rx_packets"),
+                                               "answered" if r.rc == 0 else "unanswered"),
+                      flush=True)
+                check(got("transparent_tx_packets") == 0,
+                      "A sent %d packets for %s through shared memory to C, which claims %s"
+                      % (got("transparent_tx_packets"), dst, what))
+                check(got("transparent_unverified") >= 3,
+                      "A counted %d of its 3 pings to %s as unverified"
+                      % (got("transparent_unverified"), dst))
+                check(delta(s0c, s1c, "transparent_rx_packets") == 0
+                      and delta(s0c, s1c, "transparent_rx_dropped") == 0,
+                      "C received frames for its regular interface while claiming %s: %r" % (what, s1c))
+                if answered:
+                    check(r.rc == 0 and " 0% packet loss" in r.out and got("eth0_rx_packets") >= 3,
+                          "%s's owner did not answer A over eth0: %s" % (dst, r.out))
+                else:
+                    check(r.rc != 0, "%s answered, but nobody holds it: %s" % (dst, r.out))
+
+            for what, v4, v6, answered in FC_CLAIMS:
+                c.run("{ip} addr flush dev eth0 scope global && {ip} addr add {v4}/24 dev eth0 "
+                      "&& {ip} -6 addr add {v6}/64 dev eth0 nodad".format(ip=IP, v4=v4, v6=v6),
+                      timeout=30, check=True)
+                published(c, v4, v6)
+                for dst in (v4, v6):
+                    claims_refused(what, dst, answered)
+
+                if v4 == "10.96.0.254":
+                    # C, as the gateway, with a static neighbour entry for A (so its own
+                    # driver sends through shared memory), pings A: A takes none of it.
+                    c.run("{ip} neigh replace 10.96.0.1 lladdr {m} dev eth0 nud permanent && "
+                          "{ip} -6 neigh replace fd96::1 lladdr {m} dev eth0 nud permanent"
+                          .format(ip=IP, m=FC_MAC["fcA"]), timeout=30, check=True)
+                    for dst in FC_ETH["fcA"]:
+                        s0a, s0c = stats(a), stats(c)
+                        r = c.run("ping -c 3 -W 2 %s" % dst, timeout=60)
+                        s1a, s1c = stats(a), stats(c)
+                        print("    info: C pings A's %s from the gateway's address: C "
+                              "transparent_tx +%d; A transparent_rx +%d, rx_dropped +%d"
+                              % (dst, delta(s0c, s1c, "transparent_tx_packets"),
+                                 delta(s0a, s1a, "transparent_rx_packets"),
+                                 delta(s0a, s1a, "transparent_rx_dropped")), flush=True)
+                        check(delta(s0c, s1c, "transparent_tx_packets") >= 3,
+                              "C did not send its pings to %s through shared memory" % dst)
+                        check(delta(s0a, s1a, "transparent_rx_packets") == 0
+                              and delta(s0a, s1a, "transparent_rx_dropped") >= 3,
+                              "A delivered frames from C claiming the gateway's address: %r" % s1a)
+                        check(r.rc != 0, "A answered C's pings from the gateway's address: %s"
+                              % r.out)
+                    c.run("{ip} neigh flush dev eth0; {ip} -6 neigh flush dev eth0".format(ip=IP),
+                          timeout=30)
+
+            # C leaves, B publishes: an honest peer still gets its traffic through shared memory.
+            c.run("ip link set ivshm0 down", check=True)
+            b.run("ip link set ivshm0 up", check=True)
+            published(b, *FC_ETH["fcB"])
+            for dst in FC_ETH["fcB"]:
+                deadline = time.time() + 20
+                while True:
+                    s0 = stats(a)
+                    ping_ok(a, dst, 1)
+                    if delta(s0, stats(a), "transparent_tx_packets") >= 1:
+                        break
+                    check(time.time() < deadline, "A never sent to B's %s through shared memory"
+                          % dst)
+                    time.sleep(0.5)
+                s0a, s0b = stats(a), stats(b)
+                ping_ok(a, dst, 5)
+                s1a, s1b = stats(a), stats(b)
+                print("    info: B publishes %s: A transparent_tx +%d, B transparent_rx +%d tx +%d"
+                      % (dst, delta(s0a, s1a, "transparent_tx_packets"),
+                         delta(s0b, s1b, "transparent_rx_packets"),
+                         delta(s0b, s1b, "transparent_tx_packets")), flush=True)
+                check(delta(s0a, s1a, "transparent_tx_packets") >= 5
+                      and delta(s0b, s1b, "transparent_rx_packets") >= 5
+                      and delta(s0b, s1b, "transparent_tx_packets") >= 5,
+                      "pings between A and the honest B did not all go through shared memory")
+            no_splats(cl)
+    finally:
+        ns.close()
+
+
+test_transparent_refuses_false_claims.modes = ("plain", "doorbell")
+
+TESTS = [test_transparent_tcp_over_shm_and_fallback, test_transparent_refuses_false_claims]

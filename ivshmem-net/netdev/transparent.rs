@@ -3,9 +3,15 @@
 //! Transparent mode (`transparent=<ifname>`), under the `transparent` lock (released before
 //! the hook takes `tx`): we publish the MAC and addresses of our regular interface in our
 //! control block, keep a table of what each linked peer published (checked, first claim
-//! wins), divert packets routed out of the regular interface to a peer's address into that
-//! peer's ring (a netfilter `POST_ROUTING` hook), and hand frames a peer sends from its
-//! published addresses to our regular interface as if received there.
+//! wins), divert packets routed out of the regular interface straight to a peer's address
+//! into that peer's ring (a netfilter `POST_ROUTING` hook), and hand frames a peer sends from
+//! its published addresses to our regular interface as if received there.
+//!
+//! What a peer publishes is only a claim: a packet goes to it only while its route is direct
+//! (no gateway, no IPsec transform) and the regular interface itself puts the address on-link
+//! and resolved it to the MAC the peer published ([`Seen::may_send`]); a frame from it is
+//! delivered only from an on-link address no neighbour entry gives to another MAC
+//! ([`Seen::may_accept`]).
 
 use super::{
     bit,
@@ -18,7 +24,7 @@ use crate::ext::{
     time,
 };
 use crate::protocol::frame::{
-    from_published, mac_u64, IpDst, IpVersion, ETH_HLEN, ETH_P_IP, ETH_P_IPV6,
+    mac_u64, published_source, IpDst, IpVersion, Seen, ETH_HLEN, ETH_P_IP, ETH_P_IPV6,
 };
 use crate::protocol::link::Addrs;
 use crate::{dev_info, dev_warn};
@@ -70,6 +76,22 @@ impl fmt::Display for Ips<'_> {
     }
 }
 
+/// What the regular interface with index `ifindex` knows of `ip` (nothing if it is gone).
+/// `in_use`: we are about to send to it, as if through its neighbour entry.
+fn seen(ifindex: i32, ip: IpDst, in_use: bool) -> Seen {
+    let addr = match ip {
+        IpDst::V4(a) => net::IpAddr::V4(a),
+        IpDst::V6(a) => net::IpAddr::V6(a),
+    };
+    match net::neighbour(ifindex, addr, in_use) {
+        Ok(n) => Seen {
+            on_link: n.on_link,
+            mac: n.mac,
+        },
+        Err(_) => Seen::default(),
+    }
+}
+
 /// The IP version of a packet the hook sees.
 fn version_of(proto: Proto) -> IpVersion {
     match proto {
@@ -79,10 +101,10 @@ fn version_of(proto: Proto) -> IpVersion {
 }
 
 impl super::Net {
-    /// Transparent mode: a packet routed out of our regular interface to an address a peer
-    /// published goes through that peer's ring instead, with the Ethernet header the regular
-    /// interface would have given it; anything that cannot go that way right now takes the
-    /// normal path.
+    /// Transparent mode: a packet routed out of our regular interface straight to an address
+    /// a peer published, which the regular interface resolved to the MAC that peer published,
+    /// goes through that peer's ring instead, with the Ethernet header the regular interface
+    /// would have given it; anything that cannot go that way right now takes the normal path.
     pub(super) fn divert(
         &self,
         dev: &Device,
@@ -114,6 +136,11 @@ impl super::Net {
             return Accept;
         };
         let global = &self.stats.global;
+        // Only what the regular interface would hand straight to that MAC on its segment.
+        if !state.direct_route(skb) || !seen(state.out_ifindex(), dst, true).may_send(&peer_mac) {
+            global.transparent_unverified.inc();
+            return Accept;
+        }
         let fallback = || {
             global.transparent_fallbacks.inc();
             Accept
@@ -299,11 +326,18 @@ impl super::Net {
             return Target::Ours;
         }
         let peers = self.transparent.lock();
-        match peers.addrs.get(j as usize) {
-            Some(Some(a)) if from_published(f, a) => {
-                Target::Deliver(self.regular_ifindex.load(Ordering::Relaxed))
-            }
-            _ => Target::Refuse,
+        let Some(Some(a)) = peers.addrs.get(j as usize).copied() else {
+            return Target::Refuse;
+        };
+        drop(peers);
+        let Some(src) = published_source(f, &a) else {
+            return Target::Refuse;
+        };
+        let ifindex = self.regular_ifindex.load(Ordering::Relaxed);
+        if seen(ifindex, src, false).may_accept(&a.mac) {
+            Target::Deliver(ifindex)
+        } else {
+            Target::Refuse
         }
     }
 }

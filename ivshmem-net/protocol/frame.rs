@@ -238,6 +238,87 @@ pub fn from_published(f: &[u8], a: &Addrs) -> bool {
     }
 }
 
+/// The source address of the IPv4 or IPv6 packet in the Ethernet frame `f` when
+/// [`from_published`] accepts it for `a` (so it is `a.v4` or `a.v6`).
+///
+/// # Examples
+///
+/// ```
+/// use ivshmem_net_protocol::frame::{published_source, IpDst};
+/// use ivshmem_net_protocol::link::Addrs;
+/// let a = Addrs { mac: [2, 0, 0, 0, 0, 1], v4: Some([10, 0, 0, 1]), v6: None };
+/// let mut f = [0u8; 34];
+/// f[6..12].copy_from_slice(&a.mac);
+/// f[12..14].copy_from_slice(&0x0800u16.to_be_bytes());
+/// f[14] = 0x45;
+/// f[26..30].copy_from_slice(&[10, 0, 0, 1]);
+/// assert_eq!(published_source(&f, &a), Some(IpDst::V4([10, 0, 0, 1])));
+/// f[29] = 9;
+/// assert_eq!(published_source(&f, &a), None);
+/// ```
+pub fn published_source(f: &[u8], a: &Addrs) -> Option<IpDst> {
+    if !from_published(f, a) {
+        return None;
+    }
+    match f.get(12..14).map(|t| u16::from_be_bytes([t[0], t[1]])) {
+        Some(ETH_P_IP) => a.v4.map(IpDst::V4),
+        Some(ETH_P_IPV6) => a.v6.map(IpDst::V6),
+        _ => None,
+    }
+}
+
+/// What our regular interface knows of an address a peer published: whether it is inside
+/// one of the interface's prefixes, and the MAC a valid entry of its neighbour table (ARP,
+/// NDP) maps it to.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Seen {
+    /// Inside one of the regular interface's prefixes.
+    pub on_link: bool,
+    /// The MAC of a valid neighbour entry for the address, if there is one.
+    pub mac: Option<[u8; 6]>,
+}
+
+impl Seen {
+    /// Whether a packet for the address may go to the peer that published it with MAC
+    /// `published` (its route being direct, checked apart): the address is on-link and the
+    /// regular interface resolved it, on the real segment, to that MAC. A peer thus receives
+    /// only what the segment would deliver to the MAC it published; until the neighbour
+    /// entry exists (the first packets resolve it) traffic stays on the regular interface.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use ivshmem_net_protocol::frame::Seen;
+    /// let m = [2, 0, 0, 0, 0, 1];
+    /// assert!(Seen { on_link: true, mac: Some(m) }.may_send(&m));
+    /// assert!(!Seen { on_link: true, mac: None }.may_send(&m));
+    /// assert!(!Seen { on_link: true, mac: Some([2, 0, 0, 0, 0, 9]) }.may_send(&m));
+    /// assert!(!Seen { on_link: false, mac: Some(m) }.may_send(&m));
+    /// ```
+    pub fn may_send(&self, published: &[u8; 6]) -> bool {
+        self.on_link && self.mac == Some(*published)
+    }
+
+    /// Whether a frame from the peer that published the address with MAC `published` may be
+    /// delivered as received on the regular interface with the address as its source: it is
+    /// on-link, and no valid neighbour entry maps it to another MAC. (An address not yet
+    /// resolved is accepted: the peer may answer before we ever sent it anything.)
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use ivshmem_net_protocol::frame::Seen;
+    /// let m = [2, 0, 0, 0, 0, 1];
+    /// assert!(Seen { on_link: true, mac: Some(m) }.may_accept(&m));
+    /// assert!(Seen { on_link: true, mac: None }.may_accept(&m));
+    /// assert!(!Seen { on_link: true, mac: Some([2, 0, 0, 0, 0, 9]) }.may_accept(&m));
+    /// assert!(!Seen { on_link: false, mac: None }.may_accept(&m));
+    /// ```
+    pub fn may_accept(&self, published: &[u8; 6]) -> bool {
+        self.on_link && self.mac.is_none_or(|m| m == *published)
+    }
+}
+
 /// A MAC address as the low 48 bits of a `u64` (first byte lowest), for storing in an atomic.
 ///
 /// # Examples

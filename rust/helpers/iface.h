@@ -18,4 +18,18 @@ struct ivnet_iface {
 };
 int ivnet_iface_read(const char *name, struct ivnet_iface *out);
 
+/* Transparent mode: what a device knows of an address on its segment. */
+struct ivnet_neigh {
+	bool on_link;		/* inside one of the device's prefixes */
+	bool has_mac;		/* a valid (NUD_VALID) neighbour entry maps it to mac */
+	unsigned char mac[6];
+};
+/*
+ * Of the IPv4 (len 4) or IPv6 (len 16) address `addr`, as the device with index `ifindex`
+ * in the initial namespace sees it now, under RCU. `in_use`: mark the neighbour entry used,
+ * as sending through it would. -ENODEV if there is no such device, -EINVAL for another len.
+ */
+int ivnet_iface_neigh(int ifindex, const unsigned char *addr, unsigned int len, bool in_use,
+		      struct ivnet_neigh *out);
+
 #endif

@@ -1,11 +1,16 @@
 // SPDX-License-Identifier: GPL-2.0
 /*
  * Netfilter hook helpers: registering a hook on the initial namespace with its ops allocated
- * here, unregistering it once no call is running, and the fields of the hook state.
+ * here, unregistering it once no call is running, the fields of the hook state, and what the
+ * route of a packet at post-routing says.
  */
+#include <linux/ipv6.h>
 #include <linux/netdevice.h>
 #include <linux/slab.h>
+#include <net/dst.h>
+#include <net/ip6_route.h>
 #include <net/net_namespace.h>
+#include <net/route.h>
 
 #include "netfilter.h"
 
@@ -53,4 +58,33 @@ unsigned int ivnet_nf_state_out_mtu(const struct nf_hook_state *state)
 u8 ivnet_nf_state_pf(const struct nf_hook_state *state)
 {
 	return state->pf;
+}
+
+bool ivnet_nf_route_direct(const struct sk_buff *skb, const struct nf_hook_state *state)
+{
+	const struct dst_entry *dst = skb_dst(skb);
+
+	if (!dst || !state->out || dst->dev != state->out)
+		return false;
+#ifdef CONFIG_XFRM
+	/* Still to be transformed (IPsec): what the hook sees is plaintext. */
+	if (dst->xfrm)
+		return false;
+#endif
+	switch (state->pf) {
+	case NFPROTO_IPV4: {
+		const struct rtable *rt = container_of(dst, struct rtable, dst);
+
+		return rt->rt_type == RTN_UNICAST && !rt->rt_uses_gateway && !rt->rt_gw_family;
+	}
+#if IS_ENABLED(CONFIG_IPV6)
+	case NFPROTO_IPV6: {
+		const struct rt6_info *rt = container_of(dst, struct rt6_info, dst);
+		const struct in6_addr *daddr = &ipv6_hdr(skb)->daddr;
+
+		return ipv6_addr_equal(rt6_nexthop(rt, daddr), daddr);
+	}
+#endif
+	}
+	return false;
 }

@@ -11,5 +11,10 @@ void ivnet_nf_unregister(struct nf_hook_ops *ops);
 int ivnet_nf_state_out_ifindex(const struct nf_hook_state *state);
 unsigned int ivnet_nf_state_out_mtu(const struct nf_hook_state *state);
 u8 ivnet_nf_state_pf(const struct nf_hook_state *state);
+/*
+ * At post-routing, IPv4 or IPv6: whether the packet's route sends it straight to its
+ * destination on the hook's output device (no gateway, no IPsec transform still to come).
+ */
+bool ivnet_nf_route_direct(const struct sk_buff *skb, const struct nf_hook_state *state);
 
 #endif

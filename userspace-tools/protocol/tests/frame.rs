@@ -4,8 +4,8 @@
 //! (`ivshmem-net/protocol/frame.rs`).
 
 use ivshmem_net_protocol::frame::{
-    fits_mtu, from_published, mac_u64, max_len, max_mtu, rx_verdict, tso_max, IpDst, IpVersion,
-    RxVerdict, ETH_HLEN, MAX_MTU, MIN_GSO_SIZE, MIN_MTU, VLAN_HLEN,
+    fits_mtu, from_published, mac_u64, max_len, max_mtu, published_source, rx_verdict, tso_max,
+    IpDst, IpVersion, RxVerdict, Seen, ETH_HLEN, MAX_MTU, MIN_GSO_SIZE, MIN_MTU, VLAN_HLEN,
 };
 use ivshmem_net_protocol::link::Addrs;
 use proptest::prelude::*;
@@ -116,6 +116,50 @@ fn only_the_published_source_and_mac_pass() {
         &v6_frame(MAC, a.v6.unwrap_or_default()),
         &v4_only
     ));
+}
+
+#[test]
+fn the_published_source_is_the_one_the_frame_carries() {
+    let a = addrs();
+    let v6 = a.v6.unwrap_or_default();
+    assert_eq!(
+        published_source(&v4_frame(MAC, [10, 0, 0, 7]), &a),
+        Some(IpDst::V4([10, 0, 0, 7]))
+    );
+    assert_eq!(
+        published_source(&v6_frame(MAC, v6), &a),
+        Some(IpDst::V6(v6))
+    );
+    assert_eq!(published_source(&v4_frame(MAC, [10, 0, 0, 8]), &a), None);
+    assert_eq!(
+        published_source(&v6_frame([2, 0, 0, 0, 0, 9], v6), &a),
+        None
+    );
+}
+
+/// Every combination of what the regular interface knows of a claimed address: a packet
+/// goes to the claimant only for an on-link address resolved to exactly its MAC; its frames
+/// are taken from an on-link address no entry gives to someone else.
+#[test]
+fn a_claim_holds_only_as_far_as_the_segment_agrees() {
+    let other = [0x02, 0, 0, 0, 0, 0x99];
+    for on_link in [false, true] {
+        for mac in [None, Some(MAC), Some(other)] {
+            let s = Seen { on_link, mac };
+            assert_eq!(s.may_send(&MAC), on_link && mac == Some(MAC), "{s:?}");
+            assert_eq!(s.may_accept(&MAC), on_link && mac != Some(other), "{s:?}");
+            // Whatever may be sent to may also answer.
+            assert!(!s.may_send(&MAC) || s.may_accept(&MAC), "{s:?}");
+        }
+    }
+    assert_eq!(
+        Seen::default(),
+        Seen {
+            on_link: false,
+            mac: None
+        }
+    );
+    assert!(!Seen::default().may_send(&MAC) && !Seen::default().may_accept(&MAC));
 }
 
 #[test]
