@@ -135,6 +135,10 @@ def test_transparent_tcp_over_shm_and_fallback():
             print("    info: A: %s" % wait_transparent(a), flush=True)
             print("    info: B: %s" % wait_transparent(b), flush=True)
 
+            # Until A's eth0 has resolved B's addresses (ARP, NDP) to the MAC B published,
+            # A's packets to them stay on eth0: one ping each resolves them.
+            ping_ok(a, ETH["tpB"], 1)
+            ping_ok(a, ETH6["tpB"], 1)
             # Small traffic: both address families, through shared memory.
             sa, sb = stats(a), stats(b)
             ping_ok(a, ETH["tpB"], 5)
