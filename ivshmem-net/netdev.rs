@@ -371,6 +371,7 @@ impl Net {
                 transparent::Peers {
                     addrs: transparent_peers,
                     refused_logged: 0,
+                    ours: Addrs::default(),
                 },
                 "ivshmem_net::transparent"
             ),
@@ -449,6 +450,7 @@ impl Operations for Net {
         if ctl.published != Addrs::default() {
             ctl.published = Addrs::default();
             let _ = ctl.own.publish_addrs(&self.shm, &Addrs::default());
+            self.transparent.lock().ours = Addrs::default();
         }
         self.regular_mac.store(0, Ordering::Relaxed);
         for j in self.others() {

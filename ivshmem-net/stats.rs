@@ -82,7 +82,8 @@ pub(crate) struct Global {
     /// interface.
     pub(crate) transparent_rx_packets: Counter,
     /// Transparent mode: packets for a peer's regular address left to the regular interface
-    /// (ring full, link going down, too big, an offload the ring cannot express).
+    /// (ring full, link going down, too big, an offload the ring cannot express, or from
+    /// another address of ours than the one we publish, which the peer would drop).
     pub(crate) transparent_fallbacks: Counter,
     /// Transparent mode: frames for the regular interface dropped: not from the sending
     /// peer's published addresses, from one that is off-link or that the regular interface's

@@ -418,4 +418,89 @@ def test_transparent_refuses_false_claims():
 
 test_transparent_refuses_false_claims.modes = ("plain", "doorbell")
 
-TESTS = [test_transparent_tcp_over_shm_and_fallback, test_transparent_refuses_false_claims]
+
+MA_MAC = {"maA": "52:54:00:7c:00:01", "maB": "52:54:00:7c:00:02"}
+# Each guest's eth0 addresses (it publishes its first IPv4 one, and one of the IPv6 ones:
+# the first global one in the kernel's list, the later added here).
+MA_ETH = {"maA": ["10.96.0.1", "10.96.0.11", "fd96::1", "fd96::11"],
+          "maB": ["10.96.0.2", "10.96.0.12", "fd96::2", "fd96::12"]}
+
+
+def test_transparent_two_addresses_each():
+    """Issue 18: guests with two IPv4 and two IPv6 addresses on eth0 publish one of each, and
+    take frames from those only. Every address of each is reached from the other, with the
+    default source and from every address of the other's of the same family, without a
+    lost ping: what comes from or goes to an address the peer did not publish stays on eth0
+    (the reply from B's second address to A's first used to go through shared memory, and A
+    dropped it), what goes between the published ones through shared memory."""
+    ns = Netns(["ivma0", "ivma1"], prefix="ivma")
+    try:
+        ns.open()
+        with vm.Cluster([{"name": n, "netns": ns.name, "taps": [("ivma%d" % i, MA_MAC[n])]}
+                         for i, n in enumerate(["maA", "maB"])]) as cl:
+            a, b = cl["maA"], cl["maB"]
+
+            def setup_ma(g):
+                v4, v4b, v6, v6b = MA_ETH[g.name]
+                g.run("insmod {ko} transparent=eth0 && {ip} link set ivshm0 up && "
+                      "{ip} addr add {v4}/24 dev eth0 && {ip} addr add {v4b}/24 dev eth0 && "
+                      "{ip} -6 addr add {v6}/64 dev eth0 nodad && "
+                      "{ip} -6 addr add {v6b}/64 dev eth0 nodad && {ip} link set eth0 up"
+                      .format(ko=KO, ip=IP, v4=v4, v4b=v4b, v6=v6, v6b=v6b),
+                      timeout=60, check=True)
+
+            cl.parallel(setup_ma)
+            for g in (a, b):
+                v4, _, v6, v6b = MA_ETH[g.name]
+                want = re.compile(r"publishing eth0 \(%s %s (%s|%s)\)" % (
+                    MA_MAC[g.name], re.escape(v4), v6_logged(v6), v6_logged(v6b)))
+                deadline = time.time() + 20
+                while not want.search(g.run("dmesg | grep publishing | tail -2", timeout=30).out):
+                    check(time.time() < deadline, "%s does not publish %s: %s"
+                          % (g.name, want.pattern, g.run("dmesg | tail -5").out))
+                    time.sleep(0.3)
+            wait_transparent(a)
+            wait_transparent(b)
+            s0a, s0b = stats(a), stats(b)
+            pings = 0
+            for src, dst in ((a, b), (b, a)):
+                for to in MA_ETH[dst.name]:
+                    six = ":" in to
+                    froms = [None] + [f for f in MA_ETH[src.name] if (":" in f) == six]
+                    for frm in froms:
+                        r = src.run("ping -c 2 -W 2 %s%s" % ("-I %s " % frm if frm else "", to),
+                                    timeout=60)
+                        pings += 2
+                        check(r.rc == 0 and " 0% packet loss" in r.out,
+                              "%s -> %s (from %s): pings lost: %s"
+                              % (src.name, to, frm or "the default source", r.out))
+            s1a, s1b = stats(a), stats(b)
+            got = {g.name: {k: delta(s0, s1, k) for k in s1}
+                   for g, s0, s1 in ((a, s0a, s1a), (b, s0b, s1b))}
+            print("    info: %d pings between every pair of addresses, none lost; A transparent "
+                  "tx %d rx %d fallbacks %d rx_dropped %d; B transparent tx %d rx %d fallbacks "
+                  "%d rx_dropped %d" % (pings, *(got[n][k] for n in ("maA", "maB") for k in
+                                                  ("transparent_tx_packets",
+                                                   "transparent_rx_packets",
+                                                   "transparent_fallbacks",
+                                                   "transparent_rx_dropped"))), flush=True)
+            for n in ("maA", "maB"):
+                check(got[n]["transparent_rx_dropped"] == 0,
+                      "%s dropped %d frames from its peer" % (n, got[n]["transparent_rx_dropped"]))
+                # Between the published addresses (default sources): 4 requests and 4
+                # replies each way per family, less the first of each, which resolves.
+                check(got[n]["transparent_tx_packets"] >= 8,
+                      "%s sent only %d packets through shared memory"
+                      % (n, got[n]["transparent_tx_packets"]))
+                check(got[n]["transparent_fallbacks"] >= 4,
+                      "%s left only %d packets from its second addresses to eth0"
+                      % (n, got[n]["transparent_fallbacks"]))
+            no_splats(cl)
+    finally:
+        ns.close()
+
+
+test_transparent_two_addresses_each.modes = ("plain", "doorbell")
+
+TESTS = [test_transparent_tcp_over_shm_and_fallback, test_transparent_refuses_false_claims,
+         test_transparent_two_addresses_each]

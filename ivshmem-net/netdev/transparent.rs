@@ -24,7 +24,7 @@ use crate::ext::{
     time,
 };
 use crate::protocol::frame::{
-    mac_u64, published_source, IpDst, IpVersion, Seen, ETH_HLEN, ETH_P_IP, ETH_P_IPV6,
+    from_ours, mac_u64, published_source, IpDst, IpVersion, Seen, ETH_HLEN, ETH_P_IP, ETH_P_IPV6,
 };
 use crate::protocol::link::Addrs;
 use crate::{dev_info, dev_warn};
@@ -42,6 +42,9 @@ pub(super) struct Peers {
     pub(super) addrs: KVec<Option<Addrs>>,
     /// Peers whose claim we refused (an address another peer or we hold) and logged.
     pub(super) refused_logged: u64,
+    /// What we publish (a copy of `Ctl::published` the hook can read): peers take frames from
+    /// these addresses only.
+    pub(super) ours: Addrs,
 }
 
 /// What the receive path does with a frame.
@@ -124,18 +127,25 @@ impl super::Net {
         let Some(dst) = IpDst::of(version_of(proto), skb.head()) else {
             return Accept;
         };
-        let peer = {
+        let (peer, ours_src) = {
             let peers = self.transparent.lock();
-            self.others()
+            let peer = self
+                .others()
                 .find_map(|j| match peers.addrs.get(j as usize) {
                     Some(Some(a)) if dst.is_for(a) => Some((j, a.mac)),
                     _ => None,
-                })
+                });
+            (peer, from_ours(version_of(proto), skb.head(), &peers.ours))
         };
         let Some((j, peer_mac)) = peer else {
             return Accept;
         };
         let global = &self.stats.global;
+        if !ours_src {
+            // From another address of ours than the one we publish: the peer would drop it.
+            global.transparent_fallbacks.inc();
+            return Accept;
+        }
         // Only what the regular interface would hand straight to that MAC on its segment.
         if !state.direct_route(skb) || !seen(state.out_ifindex(), dst, true).may_send(&peer_mac) {
             global.transparent_unverified.inc();
@@ -209,6 +219,7 @@ impl super::Net {
             return;
         }
         ctl.published = now;
+        self.transparent.lock().ours = now;
         if now.is_empty() {
             dev_info!(
                 &self.pdev,

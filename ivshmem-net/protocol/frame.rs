@@ -203,6 +203,41 @@ impl IpDst {
     }
 }
 
+/// Whether the IP packet of `version` at the start of `head` comes from the address of its
+/// version in `ours`: the only source a peer takes from us in transparent mode (see
+/// [`from_published`]), so the only packets worth sending it. A packet from another address
+/// of ours (a second address, or one the stack chose for a reply) must take the regular
+/// interface, or the peer would drop it.
+///
+/// # Examples
+///
+/// ```
+/// use ivshmem_net_protocol::frame::{from_ours, IpVersion};
+/// use ivshmem_net_protocol::link::Addrs;
+/// let ours = Addrs { mac: [2, 0, 0, 0, 0, 1], v4: Some([10, 0, 0, 1]), v6: None };
+/// let mut p = [0u8; 20];
+/// p[0] = 0x45;
+/// p[12..16].copy_from_slice(&[10, 0, 0, 1]);
+/// assert!(from_ours(IpVersion::V4, &p, &ours));
+/// p[15] = 11;
+/// assert!(!from_ours(IpVersion::V4, &p, &ours));
+/// assert!(!from_ours(IpVersion::V6, &p, &ours));
+/// ```
+pub fn from_ours(version: IpVersion, head: &[u8], ours: &Addrs) -> bool {
+    match version {
+        IpVersion::V4 => {
+            head.len() >= 20
+                && head[0] >> 4 == 4
+                && head.get(12..16) == ours.v4.as_ref().map(|v| &v[..])
+        }
+        IpVersion::V6 => {
+            head.len() >= 40
+                && head[0] >> 4 == 6
+                && head.get(8..24) == ours.v6.as_ref().map(|v| &v[..])
+        }
+    }
+}
+
 /// Whether the Ethernet frame `f` carries an IPv4 or IPv6 packet whose source is one of the
 /// addresses in `a` and whose source MAC is `a`'s: what a peer may send us in transparent
 /// mode.

@@ -4,8 +4,9 @@
 //! (`ivshmem-net/protocol/frame.rs`).
 
 use ivshmem_net_protocol::frame::{
-    fits_mtu, from_published, mac_u64, max_len, max_mtu, published_source, rx_verdict, tso_max,
-    IpDst, IpVersion, RxVerdict, Seen, ETH_HLEN, MAX_MTU, MIN_GSO_SIZE, MIN_MTU, VLAN_HLEN,
+    fits_mtu, from_ours, from_published, mac_u64, max_len, max_mtu, published_source, rx_verdict,
+    tso_max, IpDst, IpVersion, RxVerdict, Seen, ETH_HLEN, MAX_MTU, MIN_GSO_SIZE, MIN_MTU,
+    VLAN_HLEN,
 };
 use ivshmem_net_protocol::link::Addrs;
 use proptest::prelude::*;
@@ -115,6 +116,55 @@ fn only_the_published_source_and_mac_pass() {
     assert!(!from_published(
         &v6_frame(MAC, a.v6.unwrap_or_default()),
         &v4_only
+    ));
+}
+
+/// What we send a peer is what it takes from us: a packet from our published address of its
+/// version passes `from_ours` exactly when, framed, it passes the peer's `from_published`.
+#[test]
+fn we_send_only_what_the_peer_takes() {
+    let ours = addrs();
+    let v6 = ours.v6.unwrap_or_default();
+    let second6 = [0xfd, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0x17];
+    for (frame, version) in [
+        (v4_frame(MAC, [10, 0, 0, 7]), IpVersion::V4),
+        (v4_frame(MAC, [10, 0, 0, 17]), IpVersion::V4),
+        (v6_frame(MAC, v6), IpVersion::V6),
+        (v6_frame(MAC, second6), IpVersion::V6),
+    ] {
+        let ip = &frame[ETH_HLEN as usize..];
+        assert_eq!(
+            from_ours(version, ip, &ours),
+            from_published(&frame, &ours),
+            "{frame:?}"
+        );
+    }
+    assert!(from_ours(
+        IpVersion::V4,
+        &v4_frame(MAC, [10, 0, 0, 7])[14..],
+        &ours
+    ));
+    assert!(!from_ours(
+        IpVersion::V4,
+        &v4_frame(MAC, [10, 0, 0, 17])[14..],
+        &ours
+    ));
+    // Nothing published of that version, a truncated header, the other version's header.
+    let v4_only = Addrs { v6: None, ..ours };
+    assert!(!from_ours(
+        IpVersion::V6,
+        &v6_frame(MAC, v6)[14..],
+        &v4_only
+    ));
+    assert!(!from_ours(
+        IpVersion::V4,
+        &v4_frame(MAC, [10, 0, 0, 7])[14..33],
+        &ours
+    ));
+    assert!(!from_ours(
+        IpVersion::V6,
+        &v4_frame(MAC, [10, 0, 0, 7])[14..],
+        &ours
     ));
 }
 
