@@ -24,7 +24,8 @@ use crate::ext::{
     time,
 };
 use crate::protocol::frame::{
-    from_ours, mac_u64, published_source, IpDst, IpVersion, Seen, ETH_HLEN, ETH_P_IP, ETH_P_IPV6,
+    from_ours, hook_can_carry, mac_u64, published_source, IpDst, IpVersion, Seen, ETH_HLEN,
+    ETH_P_IP, ETH_P_IPV6,
 };
 use crate::protocol::link::Addrs;
 use crate::{dev_info, dev_warn};
@@ -155,6 +156,11 @@ impl super::Net {
             global.transparent_fallbacks.inc();
             Accept
         };
+        let (encapsulated, gso_type) = skb.gso_kind();
+        if !hook_can_carry(encapsulated, gso_type) {
+            // A tunnel's packet, or an offload a descriptor cannot say.
+            return fallback();
+        }
         let Ok(o) = skb.offload_behind(ETH_HLEN as u16) else {
             return fallback();
         };

@@ -149,6 +149,43 @@ pub fn rx_verdict(len: u32, gso_type: u8, gso_size: u16, mtu: u32, max_frame: u3
     }
 }
 
+/// The kernel's segmentation-offload type bits (`SKB_GSO_*` in `include/linux/skbuff.h`,
+/// 6.12) that a packet the transparent-mode hook diverts may carry: the ones a descriptor
+/// expresses. `rust/helpers/skbuff.c` checks at build time that the kernel's values are
+/// these.
+pub mod skb_gso {
+    /// `SKB_GSO_TCPV4`.
+    pub const TCPV4: u32 = 1 << 0;
+    /// `SKB_GSO_TCP_ECN`.
+    pub const TCP_ECN: u32 = 1 << 2;
+    /// `SKB_GSO_TCPV6`.
+    pub const TCPV6: u32 = 1 << 4;
+    /// `SKB_GSO_UDP_L4`.
+    pub const UDP_L4: u32 = 1 << 17;
+    /// All of the above.
+    pub const CARRIED: u32 = TCPV4 | TCP_ECN | TCPV6 | UDP_L4;
+}
+
+/// Whether the transparent-mode hook may put a packet into a ring, by whether it is
+/// encapsulated (a tunnel's packet, whose offsets and offloads concern inner headers) and its
+/// segmentation-offload type (the kernel's `SKB_GSO_*` bits; 0 without): only plain packets
+/// with no offload or TCPv4, TCPv6 (with ECN) or UDP segmentation, what a descriptor says.
+/// Anything else (tunnels, GRE, SCTP, ESP, fraglists, partial or untrusted offloads) takes
+/// the regular interface, whose driver knows what to do with it.
+///
+/// # Examples
+///
+/// ```
+/// use ivshmem_net_protocol::frame::{hook_can_carry, skb_gso};
+/// assert!(hook_can_carry(false, 0));
+/// assert!(hook_can_carry(false, skb_gso::TCPV4 | skb_gso::TCP_ECN));
+/// assert!(!hook_can_carry(true, 0));
+/// assert!(!hook_can_carry(false, skb_gso::TCPV4 | 1 << 10)); // with SKB_GSO_UDP_TUNNEL
+/// ```
+pub fn hook_can_carry(encapsulated: bool, gso_type: u32) -> bool {
+    !encapsulated && gso_type & !skb_gso::CARRIED == 0
+}
+
 /// The IP version of a packet, as the hook that sees it knows it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum IpVersion {

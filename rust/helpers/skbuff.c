@@ -40,3 +40,12 @@ void ivnet_consume_skb(struct sk_buff *skb)
 {
 	consume_skb(skb);
 }
+
+unsigned int ivnet_skb_gso_type(const struct sk_buff *skb, bool *encapsulation)
+{
+	/* The values ivshmem-net/protocol/frame.rs (skb_gso) names. */
+	BUILD_BUG_ON(SKB_GSO_TCPV4 != 1 << 0 || SKB_GSO_TCP_ECN != 1 << 2 ||
+		     SKB_GSO_TCPV6 != 1 << 4 || SKB_GSO_UDP_L4 != 1 << 17);
+	*encapsulation = skb->encapsulation;
+	return skb_is_gso(skb) ? skb_shinfo(skb)->gso_type : 0;
+}

@@ -121,6 +121,16 @@ impl SkBuff {
         self.offload_behind(0)
     }
 
+    /// Whether the frame is encapsulated (`skb->encapsulation`: a tunnel's packet whose
+    /// offload offsets concern its inner headers), and its segmentation-offload type (the
+    /// kernel's `SKB_GSO_*` bits, 0 if it is not a segmentation-offload frame).
+    pub fn gso_kind(&self) -> (bool, u32) {
+        let mut encapsulation = false;
+        // SAFETY: valid by the type invariant; `encapsulation` is a local.
+        let gso_type = unsafe { bindings::ivnet_skb_gso_type(self.0.as_ptr(), &mut encapsulation) };
+        (encapsulation, gso_type)
+    }
+
     /// [`SkBuff::offload`] of a frame that starts at the network header (a packet seen by a
     /// netfilter hook), as it will be once a link-layer header of `link_hlen` bytes is put in
     /// front: `csum_start` and `hdr_len` count from that header.

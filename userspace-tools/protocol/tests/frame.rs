@@ -4,9 +4,9 @@
 //! (`ivshmem-net/protocol/frame.rs`).
 
 use ivshmem_net_protocol::frame::{
-    fits_mtu, from_ours, from_published, mac_u64, max_len, max_mtu, published_source, rx_verdict,
-    tso_max, IpDst, IpVersion, RxVerdict, Seen, ETH_HLEN, MAX_MTU, MIN_GSO_SIZE, MIN_MTU,
-    VLAN_HLEN,
+    fits_mtu, from_ours, from_published, hook_can_carry, mac_u64, max_len, max_mtu,
+    published_source, rx_verdict, skb_gso, tso_max, IpDst, IpVersion, RxVerdict, Seen, ETH_HLEN,
+    MAX_MTU, MIN_GSO_SIZE, MIN_MTU, VLAN_HLEN,
 };
 use ivshmem_net_protocol::link::Addrs;
 use proptest::prelude::*;
@@ -166,6 +166,50 @@ fn we_send_only_what_the_peer_takes() {
         &v4_frame(MAC, [10, 0, 0, 7])[14..],
         &ours
     ));
+}
+
+/// Every `SKB_GSO_*` bit of 6.12 (`include/linux/skbuff.h`): the hook carries a packet only
+/// with the four a descriptor expresses, and never an encapsulated one.
+#[test]
+fn the_hook_leaves_tunnels_and_unexpressible_offloads_to_the_regular_interface() {
+    let kernel_bits = [
+        ("TCPV4", 1 << 0, true),
+        ("DODGY", 1 << 1, false),
+        ("TCP_ECN", 1 << 2, true),
+        ("TCP_FIXEDID", 1 << 3, false),
+        ("TCPV6", 1 << 4, true),
+        ("FCOE", 1 << 5, false),
+        ("GRE", 1 << 6, false),
+        ("GRE_CSUM", 1 << 7, false),
+        ("IPXIP4", 1 << 8, false),
+        ("IPXIP6", 1 << 9, false),
+        ("UDP_TUNNEL", 1 << 10, false),
+        ("UDP_TUNNEL_CSUM", 1 << 11, false),
+        ("PARTIAL", 1 << 12, false),
+        ("TUNNEL_REMCSUM", 1 << 13, false),
+        ("SCTP", 1 << 14, false),
+        ("ESP", 1 << 15, false),
+        ("UDP", 1 << 16, false),
+        ("UDP_L4", 1 << 17, true),
+        ("FRAGLIST", 1 << 18, false),
+    ];
+    assert!(hook_can_carry(false, 0));
+    assert!(!hook_can_carry(true, 0));
+    for (name, bit, carried) in kernel_bits {
+        assert_eq!(hook_can_carry(false, bit), carried, "{name}");
+        assert!(!hook_can_carry(true, bit), "encapsulated {name}");
+        // With TCPv4 (an inner TCP stream in a tunnel, say): only if the bit itself is carried.
+        assert_eq!(
+            hook_can_carry(false, skb_gso::TCPV4 | bit),
+            carried,
+            "TCPV4 | {name}"
+        );
+    }
+    assert!(hook_can_carry(false, skb_gso::TCPV6 | skb_gso::TCP_ECN));
+    assert_eq!(
+        skb_gso::CARRIED,
+        kernel_bits.iter().filter(|k| k.2).fold(0, |m, k| m | k.1)
+    );
 }
 
 #[test]
