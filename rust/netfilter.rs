@@ -23,6 +23,8 @@ const NF_INET_POST_ROUTING: u32 = 4;
 const NF_ACCEPT: u32 = 1;
 /// `NF_STOLEN` (uapi, stable): the hook took the packet (and freed it).
 const NF_STOLEN: u32 = 2;
+/// `NF_DROP` (uapi, stable): the core frees the packet.
+const NF_DROP: u32 = 0;
 /// `NF_IP_PRI_LAST` / `NF_IP6_PRI_LAST`: after every other hook (firewall rules included).
 const PRI_LAST: i32 = i32::MAX;
 
@@ -52,6 +54,34 @@ pub enum Verdict {
     /// The hook delivered it elsewhere: it is freed as consumed and the stack forgets it
     /// (`NF_STOLEN`).
     Consumed,
+    /// Drop it (`NF_DROP`: the netfilter core frees it).
+    Drop,
+}
+
+/// What [`confirm`] did.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Confirm {
+    /// The packet's connection is confirmed (or it has none): it may be taken.
+    Done,
+    /// A connection whose helper or sequence adjustment the stack's confirm hook must run:
+    /// leave the packet to the stack.
+    Leave,
+    /// Confirming failed: the stack's hook would drop the packet.
+    Failed,
+}
+
+/// Confirms the conntrack entry of `skb`, a packet of a running post-routing hook call, as
+/// the stack's confirm hook would (that hook has the same last priority as ours, and may come
+/// after it). A packet taken without this leaves its connection unconfirmed: its replies look
+/// new to stateful firewall rules. Call only just before taking the packet.
+pub fn confirm(skb: &net::SkBuff) -> Confirm {
+    // SAFETY: `skb` is valid by its type invariant and, during the hook call, ours to work on
+    // as the hook the stack would run next would; conntrack's own locking covers the entry.
+    match unsafe { bindings::ivnet_nf_confirm(skb.0.as_ptr()) } {
+        1 => Confirm::Done,
+        0 => Confirm::Leave,
+        _ => Confirm::Failed,
+    }
 }
 
 /// The state a hook is called with (`struct nf_hook_state`).
@@ -225,6 +255,7 @@ impl<T: PostRoutingHook> Adapter<T> {
         let skb = core::mem::ManuallyDrop::new(net::SkBuff(p));
         match data.post_routing(dev, &skb, state) {
             Verdict::Accept => NF_ACCEPT,
+            Verdict::Drop => NF_DROP,
             Verdict::Consumed => {
                 // SAFETY: returning `NF_STOLEN` makes the packet ours; we free it as consumed.
                 unsafe { bindings::ivnet_consume_skb(p.as_ptr()) };

@@ -502,5 +502,83 @@ def test_transparent_two_addresses_each():
 
 test_transparent_two_addresses_each.modes = ("plain", "doorbell")
 
+CT_MAC = {"ctA": "52:54:00:7d:00:01", "ctB": "52:54:00:7d:00:02"}
+CT_ETH = {"ctA": ("10.96.0.1", "fd96::1"), "ctB": ("10.96.0.2", "fd96::2")}
+# A's input policy: only what belongs to a connection it knows (and neighbour discovery).
+CT_RULES = """table inet ivct {
+    chain input {
+        type filter hook input priority 0; policy drop;
+        ct state established,related accept
+        iif lo accept
+        icmpv6 type { nd-neighbor-solicit, nd-neighbor-advert } accept
+    }
+}
+"""
+
+
+def test_transparent_stateful_firewall():
+    """Issue 18: A loads a `ct state established,related accept; drop` input policy with nft
+    before insmod, so conntrack's confirm hook is registered before ours at the same last
+    priority, and runs after it. New connections A opens to B (pings with a new id, IPv4
+    and IPv6, after one ping each that resolves B on eth0; a TCP transfer) go through shared
+    memory and their replies pass A's policy: the hook confirms the connection before it
+    takes the packet (without that, the connection stayed unconfirmed, every reply looked new
+    and was dropped)."""
+    ns = Netns(["ivct0", "ivct1"], prefix="ivct")
+    try:
+        ns.open()
+        with vm.Cluster([{"name": n, "netns": ns.name, "taps": [("ivct%d" % i, CT_MAC[n])]}
+                         for i, n in enumerate(["ctA", "ctB"])]) as cl:
+            a, b = cl["ctA"], cl["ctB"]
+
+            def setup_ct(g):
+                e4, e6 = CT_ETH[g.name]
+                cmd = ""
+                if g.name == "ctA":
+                    cmd = "cat > /tmp/ivct.nft <<'EOF'\n%sEOF\nnft -f /tmp/ivct.nft && " % CT_RULES
+                g.run(cmd + "insmod {ko} transparent=eth0 && {ip} link set ivshm0 up && "
+                      "{ip} addr add {e4}/24 dev eth0 && {ip} -6 addr add {e6}/64 dev eth0 nodad "
+                      "&& {ip} link set eth0 up".format(ko=KO, ip=IP, e4=e4, e6=e6),
+                      timeout=60, check=True)
+
+            cl.parallel(setup_ct)
+            check("policy drop" in a.run("nft list ruleset", check=True).out,
+                  "A's policy is not loaded")
+            wait_transparent(a)
+            wait_transparent(b)
+            for dst in CT_ETH["ctB"]:
+                ping_ok(a, dst, 1)  # resolves B's address on eth0
+                s0a = stats(a)
+                r = a.run("ping -c 3 -W 3 %s" % dst, timeout=60)
+                s1a = stats(a)
+                print("    info: A pings %s (a new connection): transparent_tx +%d rx +%d; %s"
+                      % (dst, delta(s0a, s1a, "transparent_tx_packets"),
+                         delta(s0a, s1a, "transparent_rx_packets"),
+                         r.out.strip().splitlines()[-2] if r.out.strip() else "no output"),
+                      flush=True)
+                check(delta(s0a, s1a, "transparent_tx_packets") >= 3,
+                      "A's pings to %s did not go through shared memory" % dst)
+                check(r.rc == 0 and " 0% packet loss" in r.out,
+                      "A's policy dropped the replies from %s: %s" % (dst, r.out))
+            rx = listen(b, 5611, 120)
+            s0a = stats(a)
+            tx = send_background(a, CT_ETH["ctB"][0], 5611, 4, 0, 120)
+            ta = wait_done(a, tx, 120)
+            tb = wait_done(b, rx, 60)
+            s1a = stats(a)
+            print("    info: 4 MiB over a new TCP connection A -> B: A transparent_tx +%d rx +%d"
+                  % (delta(s0a, s1a, "transparent_tx_packets"),
+                     delta(s0a, s1a, "transparent_rx_packets")), flush=True)
+            check(ta["rc"] == "0" and tb["bytes"] == str(4 << 20) and ta["sum"] == tb["sum"]
+                  and len(ta["sum"]) == 64, "4 MiB over TCP: sent %r, received %r" % (ta, tb))
+            check(delta(s0a, s1a, "transparent_tx_packets") >= 100,
+                  "the TCP transfer did not go through shared memory")
+            no_splats(cl)
+    finally:
+        ns.close()
+
+
+test_transparent_stateful_firewall.modes = ("plain", "doorbell")
+
 TESTS = [test_transparent_tcp_over_shm_and_fallback, test_transparent_refuses_false_claims,
-         test_transparent_two_addresses_each]
+         test_transparent_two_addresses_each, test_transparent_stateful_firewall]

@@ -179,6 +179,14 @@ impl super::Net {
         hdr[..6].copy_from_slice(&peer_mac);
         hdr[6..12].copy_from_slice(&our_mac[..6]);
         hdr[12..].copy_from_slice(&ethertype);
+        // Conntrack's confirm hook may come after ours: confirm now, or the connection stays
+        // unconfirmed and stateful rules take its replies for new ones. (Should the packet
+        // fall back after all, confirming again is a no-op.)
+        match netfilter::confirm(skb) {
+            netfilter::Confirm::Done => {}
+            netfilter::Confirm::Leave => return fallback(),
+            netfilter::Confirm::Failed => return netfilter::Verdict::Drop,
+        }
         let mut tx = self.tx.lock();
         if tx.up & bit(j) == 0 {
             return fallback();

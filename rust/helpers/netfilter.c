@@ -8,6 +8,9 @@
 #include <linux/netdevice.h>
 #include <linux/slab.h>
 #include <net/dst.h>
+#include <net/netfilter/nf_conntrack.h>
+#include <net/netfilter/nf_conntrack_core.h>
+#include <net/netfilter/nf_conntrack_helper.h>
 #include <net/ip6_route.h>
 #include <net/net_namespace.h>
 #include <net/route.h>
@@ -87,4 +90,24 @@ bool ivnet_nf_route_direct(const struct sk_buff *skb, const struct nf_hook_state
 #endif
 	}
 	return false;
+}
+
+int ivnet_nf_confirm(struct sk_buff *skb)
+{
+#if IS_ENABLED(CONFIG_NF_CONNTRACK)
+	enum ip_conntrack_info ctinfo;
+	struct nf_conn *ct = nf_ct_get(skb, &ctinfo);
+
+	if (!ct || nf_ct_is_confirmed(ct))
+		return 1;
+	/*
+	 * A helper or sequence adjustment runs in the confirm hook (nf_confirm), and must run
+	 * once: leave such a connection's packets to the stack.
+	 */
+	if (nfct_help(ct) || test_bit(IPS_SEQ_ADJUST_BIT, &ct->status))
+		return 0;
+	return nf_conntrack_confirm(skb) == NF_ACCEPT ? 1 : -1;
+#else
+	return 1;
+#endif
 }

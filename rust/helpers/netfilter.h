@@ -16,5 +16,12 @@ u8 ivnet_nf_state_pf(const struct nf_hook_state *state);
  * destination on the hook's output device (no gateway, no IPsec transform still to come).
  */
 bool ivnet_nf_route_direct(const struct sk_buff *skb, const struct nf_hook_state *state);
+/*
+ * Before taking a packet at post-routing: confirms its conntrack entry, as the confirm hook
+ * (which may come after ours at the same priority) would have. 1: confirmed, or nothing to
+ * confirm; 0: a connection with a helper or sequence adjustment, which must go through the
+ * stack's own hook; -1: confirming failed (drop it, as that hook would).
+ */
+int ivnet_nf_confirm(struct sk_buff *skb);
 
 #endif
