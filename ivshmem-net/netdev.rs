@@ -109,6 +109,9 @@ struct TxPeer {
     mac: [u8; 6],
     mtu: u32,
     features: u32,
+    /// The word in the peer's slot when its link last came up: its seat's token. A MAC
+    /// claim belongs to the seat (see [`Net::claim_mac`]).
+    seat: u32,
     /// The peer's epoch we acknowledged: a ring error while the peer's epoch differs is the
     /// peer restarting, not corruption.
     ack: u32,
@@ -133,7 +136,8 @@ struct Tx {
     /// Peers with committed frames not yet published (batching with `xmit_more`).
     unpublished: u64,
     /// Peers whose MAC we send unicast to: the first to claim it while no other peer held it
-    /// (see [`Net::claim_mac`]); kept while the peer restarts its link.
+    /// (see [`Net::claim_mac`]); kept while the peer's link is down, for as long as its seat
+    /// (slot word) holds the token it had when the link came up.
     mac_owner: u64,
     /// Peers whose link came up with a MAC another peer (or we) held first: no unicast for
     /// them (logged and counted once per claim).
@@ -279,6 +283,7 @@ impl Net {
                     mac: [0; 6],
                     mtu: 0,
                     features: 0,
+                    seat: 0,
                     ack: 0,
                     last_cons: 0,
                     cons_change_ms: 0,

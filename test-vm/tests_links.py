@@ -5,6 +5,7 @@ dead peer's slot. Every assertion is on what the guests printed, counted and car
 
 import json
 import re
+import signal
 import struct
 import subprocess
 import time
@@ -549,8 +550,77 @@ def test_duplicate_mac_first_claim_wins():
         no_splats(c)
 
 
+def _link_ups(node, peer):
+    """How many times `node` logged its link to `peer` up."""
+    return sum(1 for _p, j, _m, up, _d, _w in dp.LINK_LINE.findall(node.current_kmsg())
+               if up and int(j) == peer)
+
+
+def test_duplicate_mac_kept_while_holder_down():
+    """A MAC claim belongs to the holder's seat, not its link (issue 18 review). The forger
+    (id 0, A's MAC) is refused by B; then A's interface goes down (B sees its link leave),
+    the forger restarts its links (SIGUSR1: a new epoch towards every peer, so B sees its
+    link come up again while A is down), and A comes back up. B must still give A's MAC
+    to A: 20 pings from B answered, every one sent to A (peer<A>_tx_packets), and the
+    forger receives no frame addressed to A's MAC. A driver that freed the claim when A's
+    link went down hands the MAC to the forger as its link comes back."""
+    check(HOSTILE.exists(), "%s missing (make tools)" % HOSTILE)
+    with vm.Cluster(["gA", "gB"]) as c:
+        a, b = Node(c["gA"], 1), Node(c["gB"], 2)
+        dp.bring_up([a, b], params={"gA": "id=3", "gB": "id=4"})
+        check((a.id, b.id) == (3, 4), "ids %d and %d, want 3 and 4" % (a.id, b.id))
+        dp.ping(b, a.ip4)
+        s0 = b.stat_dict()
+        forger = subprocess.Popen([str(HOSTILE), str(c.shm_path), "--forge-mac-of", str(a.id),
+                                   "--seconds", "60", "--json"],
+                                  stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+
+        def wait(what, cond, timeout=20):
+            deadline = time.time() + timeout
+            while True:
+                b.read_kmsg()
+                if cond():
+                    return
+                check(time.time() < deadline and forger.poll() is None,
+                      "%s: links %s, forger %s" % (what, b.links(), forger.poll()))
+                time.sleep(0.2)
+
+        try:
+            wait("B never linked with the forger and refused its claim",
+                 lambda: b.links().get(0) == ("up", a.mac)
+                 and dp.delta(s0, b.stat_dict(), "peer_mac_conflicts") >= 1)
+            a.run("ip link set ivshm0 down", check=True)
+            wait("B never saw A's link leave", lambda: b.links().get(a.id, ("",))[0] == "down")
+            ups = _link_ups(b, 0)
+            forger.send_signal(signal.SIGUSR1)
+            wait("B never saw the forger's link come up again after its restart",
+                 lambda: _link_ups(b, 0) > ups and b.links().get(0) == ("up", a.mac))
+            a.run("ip link set ivshm0 up", check=True)
+            wait("B never saw A's link come back", lambda: b.links().get(a.id) == ("up", a.mac))
+            tx0 = b.stat_dict()
+            got = dp.ping(b, a.ip4, count=20, need=0)
+            tx1 = b.stat_dict()
+        finally:
+            forger.terminate()
+            out, err = forger.communicate(timeout=30)
+        check(forger.returncode == 0, "forger failed (%d): %s" % (forger.returncode, err))
+        f = json.loads(out)
+        print("    info: forger: %s; B's pings to A: %d of 20 answered" % (out.strip(), got),
+              flush=True)
+        print("\n".join(l for l in b.current_kmsg().splitlines() if "ivshm0" in l)[-3000:]); check(f["restarts"] == 1, "the forger restarted its links %d times" % f["restarts"])
+        check(f["rx_stolen"] == 0,
+              "the forger received %d frames addressed to A's MAC (B's unicast for A)"
+              % f["rx_stolen"])
+        check(got == 20, "B's pings to A: %d of 20 answered" % got)
+        check(dp.delta(tx0, tx1, "peer%d_tx_packets" % a.id) >= 20,
+              "B's pings went to A: peer%d_tx_packets grew by %d"
+              % (a.id, dp.delta(tx0, tx1, "peer%d_tx_packets" % a.id)))
+        no_splats(c)
+
+
 test_oversized_frames_dropped.modes = ("plain", "doorbell")
 test_duplicate_mac_first_claim_wins.modes = ("plain", "doorbell")
+test_duplicate_mac_kept_while_holder_down.modes = ("plain", "doorbell")
 
 
 TESTS = [
@@ -561,6 +631,7 @@ TESTS = [
     test_inconsistent_offload_metadata_is_a_bad_descriptor,
     test_oversized_frames_dropped,
     test_duplicate_mac_first_claim_wins,
+    test_duplicate_mac_kept_while_holder_down,
     test_doorbell_idle_pair_is_quiet,
     test_plain_and_doorbell_guests_refuse_to_link,
     test_server_gone_traffic_goes_on,

@@ -300,10 +300,7 @@ impl super::Net {
             }
             Action::Down(reason) => {
                 link.up = false;
-                if reason != DownReason::Restarted {
-                    // Gone: its MAC is free for whoever claims it next.
-                    self.release_mac(&mut self.tx.lock(), j);
-                }
+                // Its MAC claim stays: it belongs to its seat, not its link (`claim_mac`).
                 // Gone, or nothing it published can be trusted: its MAC may never come back.
                 ctl.neigh_stale |= reason != DownReason::Restarted;
                 if matches!(reason, DownReason::Garbage | DownReason::Silent) {

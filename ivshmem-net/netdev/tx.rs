@@ -13,7 +13,7 @@ use crate::ext::{
     time,
 };
 use crate::protocol::frame::{self, ETH_HLEN};
-use crate::protocol::layout::{Error as LayoutError, Region};
+use crate::protocol::layout::{self, Error as LayoutError, Region};
 use crate::protocol::link::feature;
 use crate::protocol::ring::{Desc, Ring};
 use crate::regs::Irq;
@@ -334,12 +334,23 @@ impl super::Net {
     /// The link with `j` came up with the MAC `mac`: `j` gets unicast for it unless another
     /// peer holds it already (the first claim wins, as for transparent mode's addresses), or
     /// it is ours (`own`). A peer copying another's MAC would otherwise receive traffic meant
-    /// for it. A refused claim is logged (rate-limited) and counted once; the claimant is not
-    /// given the MAC later when its holder leaves (it could simply wait for that): only a link
-    /// of its coming up while nobody holds the MAC makes it the holder.
+    /// for it. A refused claim is logged (rate-limited) and counted once.
+    ///
+    /// A claim belongs to the holder's seat (its slot, claimed with its token), not to its
+    /// link: it is kept while the holder's link is down, whatever the reason (it left, went
+    /// silent, or someone wrote garbage into its control block, which every peer can), and
+    /// ends only once its slot word no longer holds the token it had when its link came up
+    /// (freed on unload, or taken over by staleness) while its link is down. So a refused
+    /// claimant gets nothing by restarting its link while the holder is merely down.
     pub(super) fn claim_mac(&self, dev: &Device, tx: &mut Tx, j: u32, mac: [u8; 6], own: [u8; 6]) {
         // Whatever `j` held before (a restart with a new MAC) is given up first.
         tx.mac_owner &= !bit(j);
+        // The seat `j` claims from: its slot word now (0 if unreadable, which no holder has).
+        let seat = layout::slot_token(&self.shm, &self.geometry, j).unwrap_or(0);
+        if let Some(Some(p)) = tx.peers.get_mut(j as usize) {
+            p.seat = seat;
+        }
+        self.release_vacated(tx);
         let holder = self.mac_holder(tx, j, mac, own);
         match holder {
             None => {
@@ -354,7 +365,8 @@ impl super::Net {
                     match h {
                         Some(k) => dev_warn!(
                             &self.pdev,
-                            "{}: peer {} claims MAC {}, which peer {} holds: no unicast to                              peer {}{}",
+                            "{}: peer {} claims MAC {}, which peer {} holds: no unicast to \
+                             peer {}{}",
                             dev.name(),
                             j,
                             Mac(mac),
@@ -376,6 +388,26 @@ impl super::Net {
         }
     }
 
+    /// Ends the MAC claims of holders whose link is down and whose seat changed hands (their
+    /// slot word is not the token it held when their link came up): they unloaded, or a
+    /// staleness takeover gave their id to someone else.
+    fn release_vacated(&self, tx: &mut Tx) {
+        for k in self.others() {
+            let b = bit(k);
+            if tx.mac_owner & b == 0 || tx.up & b != 0 {
+                continue;
+            }
+            let Some(Some(p)) = tx.peers.get(k as usize) else {
+                continue;
+            };
+            let now = layout::slot_token(&self.shm, &self.geometry, k);
+            if !matches!(now, Ok(t) if t == p.seat) {
+                tx.mac_owner &= !b;
+                tx.mac_refused &= !b;
+            }
+        }
+    }
+
     /// Who holds `mac` against peer `j`: `Some(Some(k))` another peer whose claim came first,
     /// `Some(None)` us, `None` nobody.
     fn mac_holder(&self, tx: &Tx, j: u32, mac: [u8; 6], own: [u8; 6]) -> Option<Option<u32>> {
@@ -389,12 +421,5 @@ impl super::Net {
                     && matches!(tx.peers.get(k as usize), Some(Some(p)) if p.mac == mac)
             })
             .map(Some)
-    }
-
-    /// Peer `j` is gone (not merely restarting its link): its MAC is free for whoever claims
-    /// it next.
-    pub(super) fn release_mac(&self, tx: &mut Tx, j: u32) {
-        tx.mac_owner &= !bit(j);
-        tx.mac_refused &= !bit(j);
     }
 }

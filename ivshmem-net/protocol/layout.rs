@@ -55,7 +55,9 @@
 
 mod slots;
 
-pub use slots::{claim_slot, reclaim_slot, release_slot, Claim, Claimed, STALE_WAIT_MS};
+pub use slots::{
+    claim_slot, reclaim_slot, release_slot, slot_token, Claim, Claimed, STALE_WAIT_MS,
+};
 
 /// `IVNT`, little-endian.
 pub const MAGIC: u32 = u32::from_le_bytes(*b"IVNT");

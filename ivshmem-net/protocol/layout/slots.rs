@@ -205,6 +205,13 @@ fn claim_fixed<R: Region + ?Sized>(
     Err(Error::SlotTaken(id))
 }
 
+/// The word in peer id `id`'s slot: 0 if free, else its owner's token (or whatever a peer
+/// scribbled there). Read once; callers compare it with a token they saw before to tell
+/// whether the seat changed hands.
+pub fn slot_token<R: Region + ?Sized>(r: &R, g: &Geometry, id: u32) -> Result<u32, Error> {
+    r.load(slot_offset(g, id)?)
+}
+
 /// Takes peer id `id`'s slot back with `token` if its word reads 0: nobody frees a slot but its
 /// owner, so a zero there was written by someone scribbling on the region, and leaving it
 /// would let the next peer to load claim our id. Any other value is left alone: it may be a

@@ -83,9 +83,10 @@ OPTIONS:
                       {{\"seconds\", \"writes\", \"by_kind\": {{name: count}}, \"seed\"}}
     --forge-mac-of ID instead of storming, play a peer that publishes peer ID's MAC (and MTU,
                       features, doorbell id) as its own: claim a free id, link with every peer
-                      by the protocol, beat, drain what they send; the summary (--json:
-                      {{\"victim\", \"mac\", \"id\", \"linked\", \"rx_frames\", \"rx_stolen\",
-                      \"seconds\"}}) counts the frames sent to the forged MAC (rx_stolen)
+                      by the protocol, beat, drain what they send, restart every link on
+                      SIGUSR1; the summary (--json: {{\"victim\", \"mac\", \"id\", \"linked\",
+                      \"rx_frames\", \"rx_stolen\", \"restarts\", \"seconds\"}}) counts the
+                      frames sent to the forged MAC (rx_stolen)
     -h, --help        print this help
     -V, --version     print the version
 

@@ -8,6 +8,10 @@
 //!
 //! A peer that gives a MAC to the first peer that claimed it sends the forger none (it may
 //! still send it broadcast and multicast frames, which every linked peer gets).
+//!
+//! On request (`restart`, SIGUSR1 in the binary) the forger restarts its link with every peer
+//! (a new epoch towards each): a peer that freed the MAC when its holder's link went down
+//! would then hand it to the forger as its link comes back up.
 
 use ivshmem_net_protocol::layout::{claim_slot, Claimed, Error, Geometry, Region};
 use ivshmem_net_protocol::link::{self, decide, read_peer, Action, Link, Own, PeerState};
@@ -33,6 +37,8 @@ pub struct Forged {
     pub rx_frames: u64,
     /// Of those, frames addressed to the forged MAC (unicast meant for the victim).
     pub rx_stolen: u64,
+    /// Times it restarted its links on request.
+    pub restarts: u32,
     /// How long it ran.
     pub ran: Duration,
 }
@@ -48,7 +54,7 @@ impl Forged {
     }
 
     /// One line of JSON: `{"victim", "mac", "id", "linked", "rx_frames", "rx_stolen",
-    /// "seconds"}`.
+    /// "restarts", "seconds"}`.
     pub fn json(&self) -> String {
         serde_json::json!({
             "victim": self.victim,
@@ -57,6 +63,7 @@ impl Forged {
             "linked": self.linked,
             "rx_frames": self.rx_frames,
             "rx_stolen": self.rx_stolen,
+            "restarts": self.restarts,
             "seconds": self.ran.as_secs_f64(),
         })
         .to_string()
@@ -87,6 +94,7 @@ struct Halves {
 
 /// Forges peer `victim`'s MAC in region `r` of geometry `g` for `duration` (or until `stop`),
 /// with `token` (nonzero) as slot token. The slot is released and our block reset at the end.
+/// Whenever `restart` is found set, it is cleared and every link restarted.
 pub fn forge_mac<R: Region + ?Sized>(
     r: &R,
     g: &Geometry,
@@ -94,6 +102,7 @@ pub fn forge_mac<R: Region + ?Sized>(
     token: u32,
     duration: Duration,
     stop: &AtomicBool,
+    restart: &AtomicBool,
 ) -> Result<Forged, Error> {
     let sleep = |ms: u32| std::thread::sleep(Duration::from_millis(ms.into()));
     // Whoever reads it: any id but the victim's.
@@ -129,11 +138,22 @@ pub fn forge_mac<R: Region + ?Sized>(
         linked: Vec::new(),
         rx_frames: 0,
         rx_stolen: 0,
+        restarts: 0,
         ran: Duration::ZERO,
     };
     let start = Instant::now();
     while start.elapsed() < duration && !stop.load(Ordering::Relaxed) {
         own.beat(&seat)?;
+        if restart.swap(false, Ordering::Relaxed) {
+            out.restarts += 1;
+            for (j, h) in (0..g.max_peers).zip(peers.iter_mut()) {
+                let Some(h) = h else { continue };
+                h.link.up = false;
+                h.prod.reset(&seat)?;
+                h.cons.reset(&seat)?;
+                own.bump_epoch(&seat, j)?;
+            }
+        }
         let now_ms = start.elapsed().as_millis() as u64;
         for (j, h) in (0..g.max_peers).zip(peers.iter_mut()) {
             let Some(h) = h else { continue };

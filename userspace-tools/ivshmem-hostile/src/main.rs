@@ -106,6 +106,12 @@ fn main() -> ExitCode {
             return ExitCode::from(1);
         }
     }
+    let restart = Arc::new(AtomicBool::new(false));
+    if let Err(e) = signal_hook::flag::register(signal_hook::consts::SIGUSR1, Arc::clone(&restart))
+    {
+        eprintln!("ivshmem-hostile: cannot handle SIGUSR1: {e}");
+        return ExitCode::from(1);
+    }
     if let Some(victim) = args.forge_mac_of {
         if victim >= g.max_peers {
             eprintln!(
@@ -115,7 +121,7 @@ fn main() -> ExitCode {
             return ExitCode::from(2);
         }
         let token = (ivshmem_hostile::rng::Rng::new(seed).next_u32()) | 1;
-        return match forge::forge_mac(&r, &g, victim, token, args.duration, &stop) {
+        return match forge::forge_mac(&r, &g, victim, token, args.duration, &stop, &restart) {
             Ok(f) => {
                 let out = if args.json {
                     format!("{}\n", f.json())

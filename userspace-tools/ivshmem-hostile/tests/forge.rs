@@ -2,15 +2,15 @@
 
 //! The forger of `--forge-mac-of`: it takes a free id, publishes the victim's MAC as its own,
 //! links with a peer that runs the protocol, receives what that peer sends it and counts the
-//! frames addressed to the forged MAC; when it stops it leaves its slot free and its block
-//! `Reset`.
+//! frames addressed to the forged MAC; restarts its links when asked; when it stops it leaves
+//! its slot free and its block `Reset`.
 
 use ivshmem_hostile::forge::forge_mac;
 use ivshmem_net_protocol::layout::{attach, claim_slot, hdr, Geometry, Region};
 use ivshmem_net_protocol::link::{decide, read_peer, Action, Link, Own, PeerState};
 use ivshmem_net_protocol::ring::{Consumer, Desc, Producer};
 use ivshmem_net_protocol::HeapRegion;
-use std::sync::atomic::AtomicBool;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
 const VICTIM_MAC: [u8; 6] = [0x02, 0x11, 0x22, 0x33, 0x44, 0x55];
@@ -30,15 +30,27 @@ fn forger_links_under_the_victims_mac_and_counts_unicast_for_it() {
         o.set_state(&r, PeerState::Run).unwrap();
         own.push(o);
     }
-    let stop = AtomicBool::new(false);
+    let (stop, restart) = (AtomicBool::new(false), AtomicBool::new(false));
+    let mut ups = 0;
     let forged = std::thread::scope(|s| {
-        let forger = s.spawn(|| forge_mac(&r, &g, 1, 0x5555, Duration::from_millis(1500), &stop));
+        let forger = s.spawn(|| {
+            forge_mac(
+                &r,
+                &g,
+                1,
+                0x5555,
+                Duration::from_millis(1500),
+                &stop,
+                &restart,
+            )
+        });
         // The sender: links with whoever shows up at id 0, then sends it one frame for the
         // victim's MAC and one broadcast.
         let sender = &mut own[1];
         let mut link = Link::default();
         let mut prod = Producer::new(&g, 2, 0).unwrap();
         let mut sent = false;
+        let mut sent_at = None;
         let start = Instant::now();
         while start.elapsed() < Duration::from_millis(1200) {
             sender.beat(&r).unwrap();
@@ -53,6 +65,7 @@ fn forger_links_under_the_victims_mac_and_counts_unicast_for_it() {
                     }
                     Action::Up => {
                         link.up = true;
+                        ups += 1;
                         assert_eq!(
                             view.mac, VICTIM_MAC,
                             "the forger publishes the victim's MAC"
@@ -73,15 +86,27 @@ fn forger_links_under_the_victims_mac_and_counts_unicast_for_it() {
                 }
                 prod.publish(&r).unwrap();
                 sent = true;
+                sent_at = Some(Instant::now());
+            }
+            if sent_at.is_some_and(|t| t.elapsed() > Duration::from_millis(300)) {
+                // The forger has drained them (it looks every 5 ms): ask it to restart its
+                // links, which the sender sees go down and come up again.
+                restart.store(true, Ordering::Relaxed);
+                sent_at = None;
             }
             std::thread::sleep(Duration::from_millis(5));
         }
         assert!(sent, "the forger never linked with the sender");
+        assert_eq!(
+            ups, 2,
+            "the link came up, and again after the forger's restart"
+        );
         forger.join().unwrap().unwrap()
     });
     assert_eq!((forged.id, forged.victim, forged.mac), (0, 1, VICTIM_MAC));
     assert_eq!(forged.linked, vec![2]);
     assert_eq!((forged.rx_frames, forged.rx_stolen), (2, 1));
+    assert_eq!(forged.restarts, 1);
     assert!(forged.json().contains("\"rx_stolen\":1"));
     // Gone without a trace: slot free, block Reset.
     assert_eq!(r.load(hdr::PEER_SLOTS).unwrap(), 0);
