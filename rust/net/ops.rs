@@ -61,7 +61,8 @@ pub trait Operations: Ethtool + Send + Sync + Sized + 'static {
     fn start_xmit(&self, dev: &Device, skb: SkBuff) -> Xmit;
     /// The NAPI poll: receive up to `budget` frames and return how many; if fewer, complete
     /// the poll with `napi.complete_done`, which consumes `napi` (the count returned after
-    /// completing is reported to NAPI as below the budget).
+    /// completing is reported to NAPI as below the budget; a poll that did not complete is
+    /// reported as having used the whole budget, so NAPI polls it again).
     fn poll(&self, dev: &Device, napi: NapiPoll<'_>, budget: u32) -> u32;
     /// The device's timer fired (softirq context).
     fn timer(&self, dev: &Device);
@@ -229,12 +230,15 @@ impl<T: Operations> Adapter<T> {
         let budget = budget.max(0) as u32;
         let completed = Cell::new(false);
         let work = data.poll(dev, NapiPoll::new(napi, budget, &completed), budget);
-        // NAPI's rules: never more than the budget, and less once completed (NAPI would
-        // otherwise poll a context it no longer owns again).
+        // NAPI's rules: less than the budget once completed (NAPI would otherwise poll a
+        // context it no longer owns again), and exactly the budget if not: `net_rx_action`
+        // polls again only a context that used its whole budget, so one that returned less
+        // without completing would stay scheduled and never be polled (`napi_disable` then
+        // waits for it forever, under rtnl). Whatever the driver says it did.
         let work = if completed.get() {
             work.min(budget.saturating_sub(1))
         } else {
-            work.min(budget)
+            budget
         };
         work as i32
     }
