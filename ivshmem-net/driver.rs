@@ -215,6 +215,13 @@ impl pci::Driver for IvshmemNet {
                 // INTx stays masked (IntrMask) until its handler is in place:
                 // `Net::irq_unmask`, called by the registration once it requested the line.
                 let kind = if v.is_msix() { Irq::Msix } else { Irq::Intx };
+                if kind == Irq::Intx {
+                    // Masked now, whatever a previous driver (or a kexec'd kernel) left in
+                    // the register, and the status read to clear a doorbell it let through:
+                    // the shared line must not be asserted before our handler is there.
+                    let _ = regs.write32(regs::INTR_MASK, 0);
+                    let _ = regs.read32(regs::INTR_STATUS);
+                }
                 v.irq(0).map(|n| (kind, Some(n)))
             }
         };
