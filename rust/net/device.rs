@@ -188,12 +188,6 @@ impl Device {
         // SAFETY: as in `timer_arm`.
         unsafe { bindings::timer_reduce(self.timer(), Self::expiry(delay)) };
     }
-
-    /// Cancels the timer and waits for a running callback to finish. May sleep.
-    pub fn timer_cancel_sync(&self) {
-        // SAFETY: as in `timer_arm`.
-        unsafe { bindings::timer_delete_sync(self.timer()) };
-    }
 }
 
 /// The private area of every device: NAPI context, timer, and a pointer to the driver's data.
