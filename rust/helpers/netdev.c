@@ -32,6 +32,12 @@ void ivnet_netdev_setup(struct net_device *dev, struct device *parent,
 	 * both take spin_lock_bh (rust/sync.rs), whose unlock must not run with interrupts off.
 	 */
 	dev->priv_flags |= IFF_DISABLE_NETPOLL;
+	/*
+	 * ether_setup allows shared skbs (pktgen's clone_skb sends one skb many times), but
+	 * start_xmit linearizes a frame whose Ethernet header is not all in the linear part
+	 * (skb_linearize), and pskb_expand_head BUGs on a shared skb.
+	 */
+	dev->priv_flags &= ~IFF_TX_SKB_SHARING;
 }
 
 void ivnet_extack_msg(struct netlink_ext_ack *extack, const char *msg)
