@@ -38,10 +38,11 @@ impl super::Net {
             if self.last_manage_ms.swap(now, Ordering::Relaxed) != now {
                 match self.housekeeping(dev, now) {
                     // Something to watch: make sure the timer looks soon (earlier than an
-                    // audit it may be armed for).
+                    // audit it may be armed for, without putting off a sooner expiry such as
+                    // a broken ring's).
                     Some(WATCH_MS) => {
                         if !self.watching.swap(true, Ordering::Relaxed) {
-                            dev.timer_arm(time::ms_to_jiffies(WATCH_MS));
+                            dev.timer_arm_within(time::ms_to_jiffies(WATCH_MS));
                         }
                     }
                     // Something to audit: make sure the timer looks by then, without putting

@@ -240,7 +240,8 @@ impl super::Net {
     pub(super) fn flush(&self, dev: &Device, tx: &mut Tx) {
         if tx.unpublished != 0 && self.interrupts() && !self.watching.swap(true, Ordering::Relaxed)
         {
-            dev.timer_arm(time::ms_to_jiffies(WATCH_MS));
+            // Within, not at: a broken ring may have asked for the next jiffy (`ring_broken`).
+            dev.timer_arm_within(time::ms_to_jiffies(WATCH_MS));
         }
         let pending = core::mem::take(&mut tx.unpublished);
         for j in self.others().filter(|&j| pending & bit(j) != 0) {
