@@ -547,7 +547,7 @@ impl Operations for Net {
             rx_bytes: g.rx_bytes.get(),
             tx_packets: g.tx_packets.get(),
             tx_bytes: g.tx_bytes.get(),
-            rx_dropped: g.rx_drop_nomem.get() + g.rx_drop_oversize.get(),
+            rx_dropped: g.rx_drop_nomem.get() + g.rx_drop_oversize.get() + g.rx_drop_error.get(),
             tx_dropped: g.tx_drop_no_peer.get() + g.tx_drop_too_big.get() + g.tx_drop_error.get(),
             rx_errors: g.rx_bad_desc.get(),
         }

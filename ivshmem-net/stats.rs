@@ -49,6 +49,9 @@ pub(crate) struct Global {
     /// the offload maximum we advertise with it) or with a segment size below the stack's
     /// minimum ([`crate::protocol::frame::rx_verdict`]).
     pub(crate) rx_drop_oversize: Counter,
+    /// Received frame dropped because copying it out of the ring into its buffer failed (its
+    /// range outside our mapping: never expected, the ring checks keep frames inside).
+    pub(crate) rx_drop_error: Counter,
     /// NAPI polls.
     pub(crate) rx_polls: Counter,
     /// Impossible ring indices or descriptors written by a peer, or runt frames.
@@ -124,6 +127,7 @@ const GLOBAL: &[Field<Global>] = &[
     ("tx_drop_error", |s| &s.tx_drop_error),
     ("rx_drop_nomem", |s| &s.rx_drop_nomem),
     ("rx_drop_oversize", |s| &s.rx_drop_oversize),
+    ("rx_drop_error", |s| &s.rx_drop_error),
     ("rx_polls", |s| &s.rx_polls),
     ("rx_bad_desc", |s| &s.rx_bad_desc),
     ("peer_resets", |s| &s.peer_resets),

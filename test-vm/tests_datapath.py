@@ -41,7 +41,7 @@ LINK_LINE = re.compile(
 
 GLOBAL_STATS = ["tx_packets", "tx_bytes", "rx_packets", "rx_bytes", "tx_ring_full",
                 "tx_drop_no_peer", "tx_drop_too_big", "tx_drop_error", "rx_drop_nomem",
-                "rx_drop_oversize", "rx_polls", "rx_bad_desc", "peer_resets", "heartbeat_losses", "own_stalls",
+                "rx_drop_oversize", "rx_drop_error", "rx_polls", "rx_bad_desc", "peer_resets", "heartbeat_losses", "own_stalls",
                 "doorbells_sent", "doorbells_received", "kicks_suppressed", "doorbells_repeated",
                 "peer_mac_conflicts", "region_repairs",
                 "transparent_tx_packets", "transparent_rx_packets", "transparent_fallbacks",
@@ -663,7 +663,7 @@ def test_pair_tcp_256mib_sha256():
         # Flow control, not loss: a full ring stops the queue; nothing may be dropped.
         for n in (a, b):
             for name in ("tx_drop_no_peer", "tx_drop_too_big", "tx_drop_error",
-                         "rx_drop_nomem", "rx_drop_oversize", "rx_bad_desc"):
+                         "rx_drop_nomem", "rx_drop_oversize", "rx_drop_error", "rx_bad_desc"):
                 d = delta(before[n], after[n], name)
                 check(d == 0, "%s: %s grew by %d during the transfer" % (n.name, name, d))
         print("    info: sender's ring was full %d times (queue stopped, no drops)"

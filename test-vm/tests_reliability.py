@@ -29,7 +29,7 @@ HOSTILE = vm.BUILD / "bin" / "ivshmem-hostile"
 
 # Counters that must not move while TCP runs over healthy links (flow control, not loss).
 DROP_COUNTERS = ("tx_drop_no_peer", "tx_drop_too_big", "tx_drop_error", "rx_drop_nomem",
-                 "rx_drop_oversize", "rx_bad_desc")
+                 "rx_drop_oversize", "rx_drop_error", "rx_bad_desc")
 
 
 def pair(c):

@@ -169,7 +169,7 @@ impl super::Net {
                 }
                 Some(Ok(Ok(skb))) => Some(skb),
                 Some(Ok(Err(_))) => {
-                    global.rx_drop_nomem.inc();
+                    global.rx_drop_error.inc();
                     None
                 }
             };
