@@ -7,12 +7,14 @@ use crate::ext::{
     errno::eproto,
     net,
     pci::{self, BarRegion, Enabled, IrqVectors},
-    random, time,
+    random,
+    shm::SharedMem,
+    time,
 };
 use crate::netdev::{Mac, Net};
 use crate::params::Params;
 use crate::protocol::frame;
-use crate::protocol::layout::{self, Attach, Claim, Claimed, Geometry, Region};
+use crate::protocol::layout::{self, Attach, Claim, Geometry, Region};
 use crate::protocol::link::{self, Own, PeerState};
 use crate::protocol::ring::Ring;
 use crate::regs::{self, Irq};
@@ -161,24 +163,24 @@ impl pci::Driver for IvshmemNet {
         let want = params.id;
         // Before judging a slot stale by its frozen heartbeat, ring every doorbell peer: an
         // idle doorbell peer does not beat on its own, but does when rung.
-        let probe = |ms| {
+        let probe = |shm: &SharedMem, ms| {
             if doorbell {
                 for j in 0..geometry.max_peers {
-                    if let Some(id) = link::peer_doorbell(&shm, &geometry, j) {
+                    if let Some(id) = link::peer_doorbell(shm, &geometry, j) {
                         let _ = regs.write32(regs::DOORBELL, id << 16);
                     }
                 }
             }
             time::msleep(ms)
         };
-        let (me, claim) = layout::claim_slot(&shm, &geometry, want, token, probe).map_err(|e| {
+        // From the claim on, our place in the region (the slot, and the control block we are
+        // about to fill) goes with `shm`: whatever fails below gives it back by dropping it.
+        let (shm, claim) = layout::claim_seat(shm, &geometry, want, token, probe).map_err(|e| {
             let (why, err) = describe(e);
             dev_err!(dev, "no peer id: {} ({:?})", why, e);
             err
         })?;
-        // From here on our place in the region (the slot, and the control block we are about
-        // to fill) goes with `shm`: whatever fails below gives it back by dropping it.
-        let shm = Claimed::new(shm, &geometry, me, token).map_err(|_| EINVAL)?;
+        let me = shm.id();
         let how = match (claim, params.id.is_some()) {
             (Claim::Stale, _) => "took over a stale slot",
             (_, true) => "id= parameter",

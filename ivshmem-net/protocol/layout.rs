@@ -56,7 +56,7 @@
 mod slots;
 
 pub use slots::{
-    claim_slot, reclaim_slot, release_slot, slot_token, Claim, Claimed, STALE_WAIT_MS,
+    claim_seat, claim_slot, reclaim_slot, release_slot, slot_token, Claim, Claimed, STALE_WAIT_MS,
 };
 
 /// `IVNT`, little-endian.

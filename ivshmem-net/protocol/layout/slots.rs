@@ -212,6 +212,30 @@ pub fn slot_token<R: Region + ?Sized>(r: &R, g: &Geometry, id: u32) -> Result<u3
     r.load(slot_offset(g, id)?)
 }
 
+/// [`claim_slot`] with the seat that goes with the slot: `region`, with our place in it, in a
+/// [`Claimed`] guard made without anything that can fail between the claim and the guard, so
+/// no error leaves a slot claimed behind. `wait_ms` gets the region as well. On an error
+/// nothing was claimed, and `region` is dropped.
+pub fn claim_seat<R: Region>(
+    region: R,
+    g: &Geometry,
+    want: Option<u32>,
+    token: u32,
+    mut wait_ms: impl FnMut(&R, u32),
+) -> Result<(Claimed<R>, Claim), Error> {
+    let (id, claim) = claim_slot(&region, g, want, token, |ms| wait_ms(&region, ms))?;
+    // `claim_slot` checked `token` and gave an id below `max_peers <= MAX_PEERS`: the offsets
+    // `Claimed::new` computes cannot fail for it.
+    let seat = Claimed {
+        region,
+        id,
+        token,
+        slot: hdr::PEER_SLOTS + 4 * id as usize,
+        state: g.ctrl_offset as usize + id as usize * g.ctrl_stride as usize + link::ctrl::STATE,
+    };
+    Ok((seat, claim))
+}
+
 /// Takes peer id `id`'s slot back with `token` if its word reads 0: nobody frees a slot but its
 /// owner, so a zero there was written by someone scribbling on the region, and leaving it
 /// would let the next peer to load claim our id. Any other value is left alone: it may be a

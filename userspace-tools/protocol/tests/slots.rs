@@ -3,7 +3,7 @@
 //! between threads sharing one region.
 
 use ivshmem_net_protocol::layout::*;
-use ivshmem_net_protocol::link::ctrl;
+use ivshmem_net_protocol::link::{ctrl, PeerState};
 use ivshmem_net_protocol::HeapRegion;
 use std::sync::atomic::{AtomicU32, Ordering};
 use std::sync::{Arc, Barrier};
@@ -536,4 +536,38 @@ fn a_seat_is_the_region_it_wraps_and_checks_its_arguments() {
     // Never claimed: dropping it writes nothing.
     drop(seat);
     assert_eq!(slot(&r, 1), 0);
+}
+
+#[test]
+fn a_seat_claimed_with_its_guard_releases_exactly_what_it_claimed() {
+    let (r, g) = region(4);
+    set_slot(&r, 0, tok(9));
+    beat(&r, &g, 0);
+    let (seat, claim) =
+        claim_seat(&r, &g, None, tok(1), |_, _| panic!("a free id: no wait")).unwrap();
+    assert_eq!((seat.id(), seat.token(), claim), (1, tok(1), Claim::Free));
+    assert_eq!(slots(&r, &g), vec![tok(9), tok(1), 0, 0]);
+    // The guard's offsets are those of id 1: dropping it resets block 1 and frees slot 1.
+    let state = g.ctrl_offset(1).unwrap() + ctrl::STATE;
+    r.store(state, PeerState::Ready as u32).unwrap();
+    drop(seat);
+    assert_eq!(slots(&r, &g), vec![tok(9), 0, 0, 0]);
+    assert_eq!(r.load(state), Ok(PeerState::Reset as u32));
+    // A claim that fails leaves every slot as it was.
+    assert_eq!(
+        claim_seat(&r, &g, None, 0, |_, _| {}).err(),
+        Some(Error::ZeroToken)
+    );
+    assert!(claim_seat(&r, &g, Some(4), tok(2), |_, _| {}).is_err());
+    assert_eq!(slots(&r, &g), vec![tok(9), 0, 0, 0]);
+    // `wait_ms` gets the region: a holder of the wanted id that keeps beating while we wait
+    // keeps its slot.
+    let mut waits = 0;
+    let held = claim_seat(&r, &g, Some(0), tok(3), |reg, _| {
+        waits += 1;
+        beat(reg, &g, 0);
+    });
+    assert_eq!(held.err(), Some(Error::SlotTaken(0)));
+    assert_eq!(waits, 1);
+    assert_eq!(slots(&r, &g), vec![tok(9), 0, 0, 0]);
 }
