@@ -607,7 +607,7 @@ def test_duplicate_mac_kept_while_holder_down():
         f = json.loads(out)
         print("    info: forger: %s; B's pings to A: %d of 20 answered" % (out.strip(), got),
               flush=True)
-        print("\n".join(l for l in b.current_kmsg().splitlines() if "ivshm0" in l)[-3000:]); check(f["restarts"] == 1, "the forger restarted its links %d times" % f["restarts"])
+        check(f["restarts"] == 1, "the forger restarted its links %d times" % f["restarts"])
         check(f["rx_stolen"] == 0,
               "the forger received %d frames addressed to A's MAC (B's unicast for A)"
               % f["rx_stolen"])
