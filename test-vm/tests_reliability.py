@@ -398,4 +398,5 @@ def suite():
             tests_links.test_stale_slot_taken_over,
             tests_links.test_peer_ifdown_ifup_and_kill,
             tests_links.test_server_gone_traffic_goes_on,
-            tests_links.test_duplicate_mac_first_claim_wins] + TESTS
+            tests_links.test_duplicate_mac_first_claim_wins,
+            tests_links.test_duplicate_mac_kept_while_holder_down] + TESTS
