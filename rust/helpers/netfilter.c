@@ -98,14 +98,16 @@ int ivnet_nf_confirm(struct sk_buff *skb)
 	enum ip_conntrack_info ctinfo;
 	struct nf_conn *ct = nf_ct_get(skb, &ctinfo);
 
-	if (!ct || nf_ct_is_confirmed(ct))
+	if (!ct)
 		return 1;
 	/*
-	 * A helper or sequence adjustment runs in the confirm hook (nf_confirm), and must run
-	 * once: leave such a connection's packets to the stack.
+	 * The confirm hook (nf_confirm) runs a connection's helper and sequence adjustment on
+	 * every packet, not only the first: leave every packet of such a connection to the
+	 * stack, confirmed or not.
 	 */
 	if (nfct_help(ct) || test_bit(IPS_SEQ_ADJUST_BIT, &ct->status))
 		return 0;
+	/* Also for a confirmed one: delivers its cached events, as that hook would. */
 	return nf_conntrack_confirm(skb) == NF_ACCEPT ? 1 : -1;
 #else
 	return 1;

@@ -19,8 +19,8 @@ bool ivnet_nf_route_direct(const struct sk_buff *skb, const struct nf_hook_state
 /*
  * Before taking a packet at post-routing: confirms its conntrack entry, as the confirm hook
  * (which may come after ours at the same priority) would have. 1: confirmed, or nothing to
- * confirm; 0: a connection with a helper or sequence adjustment, which must go through the
- * stack's own hook; -1: confirming failed (drop it, as that hook would).
+ * confirm; 0: a connection with a helper or sequence adjustment, whose every packet must go
+ * through the stack's own hook; -1: confirming failed (drop it, as that hook would).
  */
 int ivnet_nf_confirm(struct sk_buff *skb);
 
