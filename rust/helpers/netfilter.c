@@ -74,6 +74,12 @@ bool ivnet_nf_route_direct(const struct sk_buff *skb, const struct nf_hook_state
 	if (dst->xfrm)
 		return false;
 #endif
+	/*
+	 * A lightweight-tunnel encap (MPLS, seg6, BPF, ...) is still to be applied (lwtunnel_xmit in
+	 * ip_finish_output2/ip6_finish_output2, after POST_ROUTING): leave it to the stack.
+	 */
+	if (dst->lwtstate)
+		return false;
 	switch (state->pf) {
 	case NFPROTO_IPV4: {
 		const struct rtable *rt = container_of(dst, struct rtable, dst);
