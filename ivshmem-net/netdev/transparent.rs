@@ -11,7 +11,9 @@
 //! (no gateway, no IPsec transform) and the regular interface itself puts the address on-link
 //! and resolved it to the MAC the peer published ([`Seen::may_send`]); a frame from it is
 //! delivered only from an on-link address no neighbour entry gives to another MAC
-//! ([`Seen::may_accept`]).
+//! ([`Seen::may_accept`]). Neighbour discovery and ICMP redirects never pass through shared
+//! memory, either way ([`may_cross`]): they would let a peer rewrite the neighbour table those
+//! checks read.
 
 use super::{
     bit,
@@ -24,8 +26,8 @@ use crate::ext::{
     time,
 };
 use crate::protocol::frame::{
-    from_ours, hook_can_carry, mac_u64, published_source, IpDst, IpVersion, Seen, ETH_HLEN,
-    ETH_P_IP, ETH_P_IPV6,
+    from_ours, hook_can_carry, mac_u64, may_cross, published_source, IpDst, IpVersion, Seen,
+    ETH_HLEN, ETH_P_IP, ETH_P_IPV6,
 };
 use crate::protocol::link::Addrs;
 use crate::{dev_info, dev_warn};
@@ -144,6 +146,12 @@ impl super::Net {
         let global = &self.stats.global;
         if !ours_src {
             // From another address of ours than the one we publish: the peer would drop it.
+            global.transparent_fallbacks.inc();
+            return Accept;
+        }
+        if !may_cross(version_of(proto), skb.head()) {
+            // Neighbour discovery or a redirect (or headers we cannot read): for the segment,
+            // and the peer would drop it.
             global.transparent_fallbacks.inc();
             return Accept;
         }
@@ -358,6 +366,15 @@ impl super::Net {
         let Some(src) = published_source(f, &a) else {
             return Target::Refuse;
         };
+        let version = match src {
+            IpDst::V4(_) => IpVersion::V4,
+            IpDst::V6(_) => IpVersion::V6,
+        };
+        // Neighbour discovery and redirects concern the segment: a peer's would rewrite our
+        // neighbour table, on which `divert` relies.
+        if !may_cross(version, f.get(ETH_HLEN as usize..).unwrap_or(&[])) {
+            return Target::Refuse;
+        }
         let ifindex = self.regular_ifindex.load(Ordering::Relaxed);
         if seen(ifindex, src, false).may_accept(&a.mac) {
             Target::Deliver(ifindex)

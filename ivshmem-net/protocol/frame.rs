@@ -339,6 +339,105 @@ pub fn published_source(f: &[u8], a: &Addrs) -> Option<IpDst> {
     }
 }
 
+/// How many bytes of an IP packet [`may_cross`] looks at, at most: what the receive path has
+/// in the linear part of a frame (256 bytes with the Ethernet header). The sending side cuts
+/// its view to the same length, so both judge a packet the same.
+pub const CROSS_WINDOW: usize = 256 - ETH_HLEN as usize;
+
+/// IPv6 next-header values [`may_cross`] knows.
+mod nexthdr {
+    pub(super) const HOP: u8 = 0;
+    pub(super) const ROUTING: u8 = 43;
+    pub(super) const FRAGMENT: u8 = 44;
+    pub(super) const ESP: u8 = 50;
+    pub(super) const AH: u8 = 51;
+    pub(super) const ICMPV6: u8 = 58;
+    pub(super) const DEST: u8 = 60;
+}
+
+/// Whether the IP packet of `version` at the start of `ip` (its first [`CROSS_WINDOW`] bytes
+/// are looked at) may pass between regular interfaces through shared memory: not when it is
+/// link control that rewrites the receiver's view of its segment, which only the segment may
+/// carry: ICMPv6 Neighbour Discovery (router solicitation and advertisement, neighbour
+/// solicitation and advertisement, redirect: types 133 to 137, found by walking the
+/// hop-by-hop, routing, destination-options, fragment and authentication headers) and IPv4
+/// ICMP redirects (type 5). A packet whose headers cannot be read that far (truncated, too
+/// long a header chain, a bad IPv4 header length, ESP, another IP version) is refused too. A
+/// fragment other than the first carries no upper-layer header and may pass: the kernel
+/// reassembles it only with its first fragment, which this judges.
+///
+/// The transparent-mode hook keeps such packets on the regular interface and the receive
+/// path drops them from a peer, so a peer cannot rewrite our neighbour table (and with it the
+/// hook's own check, [`Seen::may_send`]) through shared memory.
+///
+/// # Examples
+///
+/// ```
+/// use ivshmem_net_protocol::frame::{may_cross, IpVersion};
+/// let mut p = [0u8; 48];
+/// p[0] = 0x60;
+/// p[6] = 58; // ICMPv6
+/// p[40] = 128; // echo request
+/// assert!(may_cross(IpVersion::V6, &p));
+/// p[40] = 135; // neighbour solicitation
+/// assert!(!may_cross(IpVersion::V6, &p));
+/// assert!(!may_cross(IpVersion::V6, &p[..40]));
+/// ```
+pub fn may_cross(version: IpVersion, ip: &[u8]) -> bool {
+    let ip = ip.get(..CROSS_WINDOW).unwrap_or(ip);
+    match version {
+        IpVersion::V4 => v4_may_cross(ip),
+        IpVersion::V6 => v6_may_cross(ip),
+    }
+    .unwrap_or(false)
+}
+
+/// [`may_cross`] for IPv4; `None` where the header cannot be read.
+fn v4_may_cross(ip: &[u8]) -> Option<bool> {
+    let first = *ip.first()?;
+    let ihl = usize::from(first & 0x0f) * 4;
+    if first >> 4 != 4 || ihl < 20 || ip.len() < ihl {
+        return None;
+    }
+    let frag = u16::from_be_bytes([ip[6], ip[7]]) & 0x1fff;
+    if frag != 0 || ip[9] != 1 {
+        // A later fragment, or not ICMP.
+        return Some(true);
+    }
+    Some(*ip.get(ihl)? != 5)
+}
+
+/// [`may_cross`] for IPv6; `None` where the header chain cannot be read.
+fn v6_may_cross(ip: &[u8]) -> Option<bool> {
+    if ip.len() < 40 || ip[0] >> 4 != 6 {
+        return None;
+    }
+    let mut next = ip[6];
+    let mut off = 40usize;
+    // Each step moves at least 8 bytes on, so this ends within the window.
+    loop {
+        let len = match next {
+            nexthdr::HOP | nexthdr::ROUTING | nexthdr::DEST => {
+                (usize::from(*ip.get(off + 1)?) + 1) * 8
+            }
+            nexthdr::AH => (usize::from(*ip.get(off + 1)?) + 2) * 4,
+            nexthdr::FRAGMENT => {
+                let f = ip.get(off..off + 8)?;
+                if u16::from_be_bytes([f[2], f[3]]) & !7 != 0 {
+                    // Not the first fragment: no upper-layer header here.
+                    return Some(true);
+                }
+                8
+            }
+            nexthdr::ESP => return None,
+            nexthdr::ICMPV6 => return Some(!(133..=137).contains(ip.get(off)?)),
+            _ => return Some(true),
+        };
+        next = *ip.get(off)?;
+        off += len;
+    }
+}
+
 /// What our regular interface knows of an address a peer published: whether it is inside
 /// one of the interface's prefixes, and the MAC a valid entry of its neighbour table (ARP,
 /// NDP) maps it to.

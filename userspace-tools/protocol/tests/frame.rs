@@ -4,9 +4,9 @@
 //! (`ivshmem-net/protocol/frame.rs`).
 
 use ivshmem_net_protocol::frame::{
-    fits_mtu, from_ours, from_published, hook_can_carry, mac_u64, max_len, max_mtu,
-    published_source, rx_verdict, skb_gso, tso_max, IpDst, IpVersion, RxVerdict, Seen, ETH_HLEN,
-    MAX_MTU, MIN_GSO_SIZE, MIN_MTU, VLAN_HLEN,
+    fits_mtu, from_ours, from_published, hook_can_carry, mac_u64, max_len, max_mtu, may_cross,
+    published_source, rx_verdict, skb_gso, tso_max, IpDst, IpVersion, RxVerdict, Seen,
+    CROSS_WINDOW, ETH_HLEN, MAX_MTU, MIN_GSO_SIZE, MIN_MTU, VLAN_HLEN,
 };
 use ivshmem_net_protocol::link::Addrs;
 use proptest::prelude::*;
@@ -384,4 +384,202 @@ proptest! {
 fn mac_packs_into_the_low_48_bits() {
     assert_eq!(mac_u64(&MAC) >> 48, 0);
     assert_eq!(mac_u64(&MAC).to_le_bytes()[..6], MAC);
+}
+
+/// An IPv6 packet: the fixed header, then each `(next header value, header bytes)` in turn
+/// (each header's first byte is set to the next one's value), then `upper` (upper-layer bytes)
+/// whose protocol is `proto`.
+fn v6_chain(ext: &[(u8, Vec<u8>)], proto: u8, upper: &[u8]) -> Vec<u8> {
+    let mut p = vec![0u8; 40];
+    p[0] = 0x60;
+    p[7] = 255;
+    let mut next_at = 6;
+    for (nh, h) in ext {
+        p[next_at] = *nh;
+        next_at = p.len();
+        p.extend_from_slice(h);
+    }
+    p[next_at] = proto;
+    p.extend_from_slice(upper);
+    p
+}
+
+/// An ICMPv6 message of `ty` (type, code, checksum, 20 bytes of body).
+fn icmp6(ty: u8) -> Vec<u8> {
+    let mut m = vec![0u8; 24];
+    m[0] = ty;
+    m
+}
+
+/// An extension header of `len` bytes (a multiple of 8) whose length byte says so, for the
+/// hop-by-hop, routing and destination-options headers.
+fn opts(len: usize) -> Vec<u8> {
+    let mut h = vec![0u8; len];
+    h[1] = (len / 8 - 1) as u8;
+    h
+}
+
+/// A fragment header at fragment offset `offset` (in 8-byte units), more fragments following.
+fn frag(offset: u16) -> Vec<u8> {
+    let mut h = vec![0u8; 8];
+    h[2..4].copy_from_slice(&((offset << 3) | 1).to_be_bytes());
+    h
+}
+
+/// An authentication header with `words` 32-bit words of ICV after its 12 fixed bytes.
+fn ah(words: usize) -> Vec<u8> {
+    let mut h = vec![0u8; 12 + 4 * words];
+    h[1] = (words + 1) as u8;
+    h
+}
+
+#[test]
+fn neighbour_discovery_never_crosses() {
+    for ty in 0..=255u8 {
+        let p = v6_chain(&[], 58, &icmp6(ty));
+        assert_eq!(
+            may_cross(IpVersion::V6, &p),
+            !(133..=137).contains(&ty),
+            "type {ty}"
+        );
+    }
+    // Other upper layers pass whatever their first byte.
+    for proto in [6u8, 17, 59, 132] {
+        assert!(may_cross(IpVersion::V6, &v6_chain(&[], proto, &icmp6(135))));
+    }
+    // Another version, or a packet shorter than the fixed header: refused.
+    let p = v6_chain(&[], 58, &icmp6(128));
+    assert!(!may_cross(IpVersion::V6, &p[..39]));
+    let mut v4 = p.clone();
+    v4[0] = 0x45;
+    assert!(!may_cross(IpVersion::V6, &v4));
+}
+
+#[test]
+fn neighbour_discovery_is_found_behind_extension_headers() {
+    let chains: Vec<Vec<(u8, Vec<u8>)>> = vec![
+        vec![(0, opts(8))],
+        vec![(0, opts(8)), (60, opts(16)), (43, opts(24))],
+        vec![(51, ah(3))],
+        vec![(0, opts(8)), (51, ah(1)), (60, opts(8))],
+        // A first fragment (offset 0): the upper-layer header is in it.
+        vec![(44, frag(0))],
+        vec![(0, opts(8)), (44, frag(0)), (60, opts(8))],
+    ];
+    for c in &chains {
+        for ty in 133..=137 {
+            let p = v6_chain(c, 58, &icmp6(ty));
+            assert!(!may_cross(IpVersion::V6, &p), "type {ty} behind {c:?}");
+        }
+        assert!(may_cross(IpVersion::V6, &v6_chain(c, 58, &icmp6(128))));
+        assert!(may_cross(IpVersion::V6, &v6_chain(c, 17, &[0u8; 8])));
+        // Cut anywhere before the ICMPv6 type: what cannot be read is refused.
+        let p = v6_chain(c, 58, &icmp6(128));
+        let type_at = p.len() - 24;
+        for n in 0..=type_at {
+            assert!(!may_cross(IpVersion::V6, &p[..n]), "cut at {n} of {c:?}");
+        }
+    }
+}
+
+#[test]
+fn later_fragments_pass_esp_and_long_chains_do_not() {
+    // A later fragment has no upper-layer header: its first bytes are data.
+    let p = v6_chain(&[(44, frag(1))], 58, &icmp6(135));
+    assert!(may_cross(IpVersion::V6, &p));
+    let p = v6_chain(&[(0, opts(8)), (44, frag(100))], 58, &[]);
+    assert!(may_cross(IpVersion::V6, &p));
+    // A fragment header cut short.
+    let p = v6_chain(&[(44, frag(1))], 58, &[]);
+    assert!(!may_cross(IpVersion::V6, &p[..45]));
+    // ESP hides what follows.
+    assert!(!may_cross(IpVersion::V6, &v6_chain(&[], 50, &[0u8; 64])));
+    // A chain whose upper-layer header lies beyond the window is refused, even if whole.
+    let long = v6_chain(&[(0, opts(8)), (60, opts(2048))], 58, &icmp6(128));
+    assert!(long.len() > CROSS_WINDOW);
+    assert!(!may_cross(IpVersion::V6, &long));
+    // The ICMPv6 type at the window's last whole 8 bytes is read; one header further on, not.
+    let room = (CROSS_WINDOW - 40 - 1) / 8 * 8;
+    let fits = v6_chain(&[(60, opts(room))], 58, &icmp6(128));
+    assert!(fits.len() - 24 < CROSS_WINDOW);
+    assert!(may_cross(IpVersion::V6, &fits));
+    let over = v6_chain(&[(60, opts(room + 8))], 58, &icmp6(128));
+    assert!(over.len() - 24 >= CROSS_WINDOW);
+    assert!(!may_cross(IpVersion::V6, &over));
+}
+
+/// An IPv4 packet with `opt_words` words of options, protocol `proto`, fragment field `frag`
+/// (flags and offset) and payload `upper`.
+fn v4_packet(opt_words: u8, proto: u8, frag: u16, upper: &[u8]) -> Vec<u8> {
+    let mut p = vec![0u8; 20 + 4 * usize::from(opt_words)];
+    p[0] = 0x40 | (5 + opt_words);
+    p[6..8].copy_from_slice(&frag.to_be_bytes());
+    p[8] = 64;
+    p[9] = proto;
+    p.extend_from_slice(upper);
+    p
+}
+
+#[test]
+fn icmp_redirects_never_cross() {
+    for opt_words in [0u8, 1, 10] {
+        for ty in 0..=255u8 {
+            let p = v4_packet(opt_words, 1, 0, &[ty, 0, 0, 0, 0, 0, 0, 0]);
+            assert_eq!(may_cross(IpVersion::V4, &p), ty != 5, "type {ty}");
+        }
+        // A first fragment (more fragments, offset 0) is judged; later ones pass.
+        let redirect = [5u8, 1, 0, 0, 10, 0, 0, 9];
+        assert!(!may_cross(
+            IpVersion::V4,
+            &v4_packet(opt_words, 1, 0x2000, &redirect)
+        ));
+        assert!(may_cross(
+            IpVersion::V4,
+            &v4_packet(opt_words, 1, 0x2001, &redirect)
+        ));
+        assert!(may_cross(
+            IpVersion::V4,
+            &v4_packet(opt_words, 1, 0x0010, &redirect)
+        ));
+        // Not ICMP.
+        assert!(may_cross(
+            IpVersion::V4,
+            &v4_packet(opt_words, 17, 0, &redirect)
+        ));
+        // Without the ICMP type, or cut inside the header: refused.
+        let p = v4_packet(opt_words, 1, 0, &redirect);
+        let type_at = 20 + 4 * usize::from(opt_words);
+        for n in 0..=type_at {
+            assert!(!may_cross(IpVersion::V4, &p[..n]), "cut at {n}");
+        }
+    }
+    // A header length below 20 bytes, or another version.
+    let mut p = v4_packet(0, 1, 0, &[8, 0, 0, 0]);
+    p[0] = 0x44;
+    assert!(!may_cross(IpVersion::V4, &p));
+    p[0] = 0x65;
+    assert!(!may_cross(IpVersion::V4, &p));
+}
+
+proptest! {
+    /// Any bytes: no panic, and only the window counts.
+    #[test]
+    fn may_cross_looks_only_at_its_window(p in proptest::collection::vec(any::<u8>(), 0..600),
+                                          v6 in any::<bool>()) {
+        let v = if v6 { IpVersion::V6 } else { IpVersion::V4 };
+        let cut = &p[..p.len().min(CROSS_WINDOW)];
+        prop_assert_eq!(may_cross(v, &p), may_cross(v, cut));
+    }
+
+    /// Whatever comes after an ND message or a redirect, it is refused.
+    #[test]
+    fn nd_and_redirects_refused_whatever_follows(ty in 133u8..=137,
+                                                 tail in proptest::collection::vec(any::<u8>(), 0..200)) {
+        let mut p = v6_chain(&[(0, opts(8)), (44, frag(0))], 58, &[ty]);
+        p.extend_from_slice(&tail);
+        prop_assert!(!may_cross(IpVersion::V6, &p));
+        let mut q = v4_packet(0, 1, 0, &[5]);
+        q.extend_from_slice(&tail);
+        prop_assert!(!may_cross(IpVersion::V4, &q));
+    }
 }
