@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # SPDX-License-Identifier: GPL-2.0
 # Build the guest initramfs: busybox-static, the real ip/ethtool/iperf3 with their shared
-# libraries, /init and the test agent, the ivnet-udp and
+# libraries, /init and the test agent, the ivnet-udp, ivnet-nd and
 # ivnet-gchannels test tools, and the module.
 #
 #   mkinitramfs.sh OUT.cpio.gz MODULE.ko [EXTRA_BINARY...]
@@ -48,6 +48,8 @@ cc=${CC:-$(command -v cc || command -v clang || true)}
 # ivnet-gchannels: the ETHTOOL_GCHANNELS ioctl, whose reply's `cmd` ethtool (netlink) never shows.
 "$cc" -static -O2 -Wall -Werror -o "$root/usr/local/bin/ivnet-gchannels" \
     "$here/guest/ivnet-gchannels.c"
+# ivnet-nd: a hand-made neighbour solicitation or advertisement on a raw socket.
+"$cc" -static -O2 -Wall -Werror -o "$root/usr/local/bin/ivnet-nd" "$here/guest/ivnet-nd.c"
 
 cp "$ko" "$root/lib/modules/ivshmem_net.ko"
 install -m 755 "$here/guest/init" "$root/init"

@@ -580,5 +580,90 @@ def test_transparent_stateful_firewall():
 
 test_transparent_stateful_firewall.modes = ("plain", "doorbell")
 
+# test_transparent_refuses_neighbour_discovery: A on the segment with the gateway (the
+# namespace's bridge), C on the region only, its eth0 off the segment, publishing an on-link
+# address nobody holds.
+ND_MAC_C = "52:54:00:7d:00:03"
+
+
+def test_transparent_refuses_neighbour_discovery():
+    """Review finding 1: a peer must not rewrite our neighbour table through shared memory. C
+    publishes fd96::77 (on-link, nobody holds it, so A accepts frames from it) and writes
+    neighbour discovery straight into its ring to A (ivnet-nd, a raw socket on C's ivshm0,
+    past C's own driver's checks; A's ivshm0 and eth0 share a MAC here so that C's driver
+    delivers a frame for A's eth0 MAC to A): an NS from fd96::77 for fd96::1 with C's MAC as
+    its source link-layer address, and an NA for the gateway fd96::fe (solicited, override)
+    with C's MAC. A drops all of them (transparent_rx_dropped), its neighbour table is
+    unchanged (no entry for fd96::77, the gateway still at the bridge's MAC), and its pings to
+    fd96::77 are not diverted to C (transparent_tx_packets +0). On the old driver the NS made
+    fd96::77 -> C's MAC (STALE), the NA moved the gateway to C's MAC, and A sent its pings to
+    fd96::77 through shared memory."""
+    ns = Netns(["ivnd0", "ivnd1"], prefix="ivnd")
+    try:
+        ns.open()
+        ns.sh("ip", "link", "set", "ivnd1", "nomaster")
+        ns.sh("ip", "link", "set", "ivbr0", "address", FC_BR_MAC)
+        ns.sh("ip", "-6", "addr", "add", "fd96::fe/64", "dev", "ivbr0", "nodad")
+        with vm.Cluster([{"name": "ndA", "netns": ns.name,
+                          "taps": [("ivnd0", FC_MAC["fcA"])]},
+                         {"name": "ndC", "netns": ns.name,
+                          "taps": [("ivnd1", ND_MAC_C)]}]) as cl:
+            a, c = cl["ndA"], cl["ndC"]
+            a.run("insmod {ko} transparent=eth0 && {ip} addr add 10.95.0.1/24 dev ivshm0 && "
+                  "{ip} link set ivshm0 up && "
+                  "{ip} link set eth0 address $(cat /sys/class/net/ivshm0/address) && "
+                  "{ip} -6 addr add fd96::1/64 dev eth0 nodad && {ip} link set eth0 up"
+                  .format(ko=KO, ip=IP), timeout=60, check=True)
+            a_mac = a.run("cat /sys/class/net/eth0/address", check=True).out.strip()
+            c.run("insmod {ko} transparent=eth0 && {ip} addr add 10.95.0.3/24 dev ivshm0 && "
+                  "{ip} link set ivshm0 up && {ip} -6 addr add fd96::77/64 dev eth0 nodad && "
+                  "{ip} link set eth0 up".format(ko=KO, ip=IP), timeout=60, check=True)
+            # A has C's claim in its table (C's pings to A's ivshm0 make doorbell kicks).
+            deadline = time.time() + 30
+            while "is %s" % ND_MAC_C not in a.run("dmesg | grep 'transparent: peer'",
+                                                  timeout=30).out:
+                check(time.time() < deadline, "A never took C's claim: %s"
+                      % a.run("dmesg | tail -5").out)
+                c.run("ping -c 1 -W 1 10.95.0.1 >/dev/null", timeout=30)
+            ping_ok(a, "fd96::fe", 1)
+
+            def neigh():
+                return a.run("%s -6 neigh show dev eth0" % IP, timeout=30).out
+
+            n0 = neigh()
+            check(re.search(r"fd96::fe lladdr %s" % FC_BR_MAC, n0) and "fd96::77" not in n0,
+                  "A's neighbour table before: %s" % n0)
+            s0 = stats(a)
+            for kind, target in (("ns", "fd96::1"), ("na", "fd96::fe")):
+                c.run("ivnet-nd ivshm0 %s %s fd96::77 fd96::1 %s %s %s 3"
+                      % (a_mac, ND_MAC_C, kind, target, ND_MAC_C), timeout=30, check=True)
+            time.sleep(1)
+            s1 = stats(a)
+            n1 = neigh()
+            print("    info: A after C's 3 NS and 3 NA: transparent_rx +%d, rx_dropped +%d; "
+                  "neighbours: %s" % (delta(s0, s1, "transparent_rx_packets"),
+                                      delta(s0, s1, "transparent_rx_dropped"),
+                                      " | ".join(n1.strip().splitlines())), flush=True)
+            check("fd96::77" not in n1, "C's NS made A a neighbour entry for fd96::77: %s" % n1)
+            check(re.search(r"fd96::fe lladdr %s" % FC_BR_MAC, n1),
+                  "C's NA moved A's gateway entry: %s" % n1)
+            check(delta(s0, s1, "transparent_rx_packets") == 0
+                  and delta(s0, s1, "transparent_rx_dropped") >= 6,
+                  "A did not drop C's 6 neighbour discovery frames: %r" % s1)
+            r = a.run("ping -c 3 -W 1 fd96::77", timeout=30)
+            s2 = stats(a)
+            check(delta(s1, s2, "transparent_tx_packets") == 0,
+                  "A sent %d pings for fd96::77 through shared memory to C"
+                  % delta(s1, s2, "transparent_tx_packets"))
+            check(r.rc != 0, "fd96::77 answered, but nobody holds it: %s" % r.out)
+            no_splats(cl)
+    finally:
+        ns.close()
+
+
+test_transparent_refuses_neighbour_discovery.modes = ("plain", "doorbell")
+
+
 TESTS = [test_transparent_tcp_over_shm_and_fallback, test_transparent_refuses_false_claims,
-         test_transparent_two_addresses_each, test_transparent_stateful_firewall]
+         test_transparent_two_addresses_each, test_transparent_stateful_firewall,
+         test_transparent_refuses_neighbour_discovery]

@@ -1,0 +1,111 @@
+// SPDX-License-Identifier: GPL-2.0
+/*
+ * ivnet-nd: sends one hand-made ICMPv6 neighbour solicitation or advertisement as a raw
+ * Ethernet frame (AF_PACKET) on an interface, bypassing the stack's IPv6 output and its
+ * netfilter hooks: for the transparent-mode test where a peer injects neighbour discovery
+ * through its ivshm0 (busybox has no such tool).
+ *
+ *   ivnet-nd IFACE DST_MAC SRC_MAC SRC_IP6 DST_IP6 ns|na TARGET_IP6 LLADDR [COUNT]
+ *       ns: a solicitation for TARGET with LLADDR as its source link-layer address option;
+ *       na: a solicited, override advertisement for TARGET with LLADDR as its target
+ *       link-layer address option. Hop limit 255, valid checksum. Sent COUNT times (1).
+ */
+#include <arpa/inet.h>
+#include <net/if.h>
+#include <netinet/in.h>
+#include <linux/if_packet.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/socket.h>
+#include <unistd.h>
+
+static int mac(const char *s, uint8_t *m)
+{
+	unsigned int b[6];
+
+	if (sscanf(s, "%x:%x:%x:%x:%x:%x", &b[0], &b[1], &b[2], &b[3], &b[4], &b[5]) != 6)
+		return -1;
+	for (int i = 0; i < 6; i++)
+		m[i] = (uint8_t)b[i];
+	return 0;
+}
+
+static uint16_t csum6(const uint8_t *src, const uint8_t *dst, const uint8_t *msg, size_t len)
+{
+	uint32_t sum = 0;
+	uint8_t pseudo[40] = { 0 };
+
+	memcpy(pseudo, src, 16);
+	memcpy(pseudo + 16, dst, 16);
+	pseudo[34] = (uint8_t)(len >> 8);
+	pseudo[35] = (uint8_t)len;
+	pseudo[39] = 58;
+	for (size_t i = 0; i < sizeof(pseudo); i += 2)
+		sum += (uint32_t)(pseudo[i] << 8 | pseudo[i + 1]);
+	for (size_t i = 0; i < len; i += 2)
+		sum += (uint32_t)(msg[i] << 8 | (i + 1 < len ? msg[i + 1] : 0));
+	while (sum >> 16)
+		sum = (sum & 0xffff) + (sum >> 16);
+	return (uint16_t)~sum;
+}
+
+int main(int argc, char **argv)
+{
+	uint8_t f[14 + 40 + 32] = { 0 }, *ip = f + 14, *m = f + 54;
+	struct sockaddr_ll to = { 0 };
+	int count = argc > 9 ? atoi(argv[9]) : 1, na, fd;
+	uint16_t c;
+
+	if (argc < 9 || (strcmp(argv[6], "ns") && strcmp(argv[6], "na"))) {
+		fprintf(stderr, "usage: ivnet-nd IFACE DST_MAC SRC_MAC SRC_IP6 DST_IP6 ns|na "
+			"TARGET_IP6 LLADDR [COUNT]\n");
+		return 2;
+	}
+	na = !strcmp(argv[6], "na");
+	if (mac(argv[2], f) || mac(argv[3], f + 6) || inet_pton(AF_INET6, argv[4], ip + 8) != 1 ||
+	    inet_pton(AF_INET6, argv[5], ip + 24) != 1 ||
+	    inet_pton(AF_INET6, argv[7], m + 8) != 1 || mac(argv[8], m + 26)) {
+		fprintf(stderr, "ivnet-nd: bad address\n");
+		return 2;
+	}
+	f[12] = 0x86;
+	f[13] = 0xdd;
+	ip[0] = 0x60;
+	ip[5] = 32; /* payload length */
+	ip[6] = 58; /* ICMPv6 */
+	ip[7] = 255; /* hop limit: what neighbour discovery requires */
+	m[0] = na ? 136 : 135;
+	if (na)
+		m[4] = 0x60; /* solicited, override */
+	m[24] = na ? 2 : 1; /* target / source link-layer address option */
+	m[25] = 1; /* 8 bytes */
+	c = csum6(ip + 8, ip + 24, m, 32);
+	m[2] = (uint8_t)(c >> 8);
+	m[3] = (uint8_t)c;
+
+	fd = socket(AF_PACKET, SOCK_RAW, 0);
+	if (fd < 0) {
+		perror("ivnet-nd: socket");
+		return 1;
+	}
+	to.sll_family = AF_PACKET;
+	to.sll_ifindex = (int)if_nametoindex(argv[1]);
+	to.sll_halen = 6;
+	memcpy(to.sll_addr, f, 6);
+	if (!to.sll_ifindex) {
+		perror("ivnet-nd: interface");
+		return 1;
+	}
+	for (int i = 0; i < count; i++) {
+		if (sendto(fd, f, sizeof(f), 0, (struct sockaddr *)&to, sizeof(to)) != sizeof(f)) {
+			perror("ivnet-nd: sendto");
+			return 1;
+		}
+		usleep(100000);
+	}
+	printf("sent %d %s for %s from %s\n", count, argv[6], argv[7], argv[4]);
+	close(fd);
+	return 0;
+}
