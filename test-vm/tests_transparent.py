@@ -664,6 +664,94 @@ def test_transparent_refuses_neighbour_discovery():
 test_transparent_refuses_neighbour_discovery.modes = ("plain", "doorbell")
 
 
+SN_MAC = {"snA": "52:54:00:7e:00:01", "snB": "52:54:00:7e:00:02"}
+SN_ETH = {"snA": ("10.96.0.1", "fd96::1"), "snB": ("10.96.0.2", "fd96::2")}
+
+
+def test_transparent_stale_neighbour_rechecked():
+    """Review 2, finding 5: A sends to B's eth0 addresses (IPv4, IPv6) through shared memory;
+    then B's tap leaves the segment (B still publishes) and A's neighbour entries for B are
+    made STALE. A's pings re-check each entry as sending through it does (DELAY, PROBE): B
+    does not answer on eth0 (and A's NDP probes, which the hook sends through shared memory,
+    B refuses: review 2 finding 1), the entry fails, and A's pings stay on eth0
+    (transparent_tx_packets +0). Before, the hook only refreshed the entry's use time: it
+    stayed STALE and A diverted to B forever. Back on the segment, B is resolved again and
+    reached through shared memory."""
+    ns = Netns(["ivsn0", "ivsn1"], prefix="ivsn")
+    try:
+        ns.open()
+        with vm.Cluster([{"name": n, "netns": ns.name, "taps": [("ivsn%d" % i, SN_MAC[n])]}
+                         for i, n in enumerate(["snA", "snB"])]) as cl:
+            a, b = cl["snA"], cl["snB"]
+
+            def setup_sn(g):
+                e4, e6 = SN_ETH[g.name]
+                g.run("insmod {ko} transparent=eth0 && {ip} link set ivshm0 up && "
+                      "{ip} addr add {e4}/24 dev eth0 && {ip} -6 addr add {e6}/64 dev eth0 nodad "
+                      "&& {ip} link set eth0 up && "
+                      "echo 1 > /proc/sys/net/ipv4/neigh/eth0/delay_first_probe_time && "
+                      "echo 1 > /proc/sys/net/ipv6/neigh/eth0/delay_first_probe_time"
+                      .format(ko=KO, ip=IP, e4=e4, e6=e6), timeout=60, check=True)
+
+            cl.parallel(setup_sn)
+            wait_transparent(a)
+            wait_transparent(b)
+            for dst in SN_ETH["snB"]:
+                ping_ok(a, dst, 1)  # resolves B's address on eth0
+                s0 = stats(a)
+                ping_ok(a, dst, 3)
+                check(delta(s0, stats(a), "transparent_tx_packets") >= 3,
+                      "A's pings to B's %s did not go through shared memory" % dst)
+
+            ns.sh("ip", "link", "set", "ivsn1", "nomaster")
+            for dst in SN_ETH["snB"]:
+                a.run("{ip} neigh change {d} lladdr {m} dev eth0 nud stale"
+                      .format(ip=IP, d=dst, m=SN_MAC["snB"]), timeout=30, check=True)
+                r = a.run(NOW_MS + """
+now_ms; t0=$NOW
+while :; do
+    ping -c 1 -W 1 {d} >/dev/null 2>&1
+    st=$({ip} neigh show {d} dev eth0)
+    now_ms
+    case "$st" in *FAILED*|*INCOMPLETE*|"") echo "failed after $((NOW - t0)) ms: $st"; exit 0;; esac
+    [ $((NOW - t0)) -gt 20000 ] && {{ echo "still valid after $((NOW - t0)) ms: $st"; exit 1; }}
+    usleep 200000
+done""".format(d=dst, ip=IP), timeout=60)
+                print("    info: B off the segment, A's entry for %s stale: %s"
+                      % (dst, r.out.strip()), flush=True)
+                check(r.rc == 0, "A's stale entry for %s was never re-checked: %s" % (dst, r.out))
+                s1 = stats(a)
+                r = a.run("ping -c 3 -W 1 %s" % dst, timeout=60)
+                s2 = stats(a)
+                print("    info: then 3 pings: transparent_tx +%d unverified +%d eth0 tx +%d"
+                      % (delta(s1, s2, "transparent_tx_packets"),
+                         delta(s1, s2, "transparent_unverified"),
+                         delta(s1, s2, "eth0_tx_packets")), flush=True)
+                check(delta(s1, s2, "transparent_tx_packets") == 0,
+                      "A still sent to B's %s through shared memory after its entry failed" % dst)
+                check(delta(s1, s2, "transparent_unverified") >= 1 and r.rc != 0,
+                      "A's pings to B's %s did not stay on eth0: %s" % (dst, r.out))
+
+            ns.sh("ip", "link", "set", "ivsn1", "master", "ivbr0")
+            for dst in SN_ETH["snB"]:
+                deadline = time.time() + 20
+                while True:
+                    s3 = stats(a)
+                    ok = a.run("ping -c 1 -W 1 %s" % dst, timeout=30).rc == 0
+                    if ok and delta(s3, stats(a), "transparent_tx_packets") >= 1:
+                        break
+                    check(time.time() < deadline, "A never went back to shared memory for %s"
+                          % dst)
+                    time.sleep(0.3)
+            no_splats(cl)
+    finally:
+        ns.close()
+
+
+test_transparent_stale_neighbour_rechecked.modes = ("plain", "doorbell")
+
+
 TESTS = [test_transparent_tcp_over_shm_and_fallback, test_transparent_refuses_false_claims,
          test_transparent_two_addresses_each, test_transparent_stateful_firewall,
-         test_transparent_refuses_neighbour_discovery]
+         test_transparent_refuses_neighbour_discovery,
+         test_transparent_stale_neighbour_rechecked]

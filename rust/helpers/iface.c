@@ -107,12 +107,18 @@ int ivnet_iface_neigh(int ifindex, const unsigned char *addr, unsigned int len, 
 	}
 	/* Only an entry the stack itself would send by (reachable, stale, probing, permanent). */
 	if (n && (READ_ONCE(n->nud_state) & NUD_VALID) && dev->addr_len == ETH_ALEN) {
+		/*
+		 * What sending through it does (neigh_resolve_output): mark it used and, unless it
+		 * is connected (reachable, permanent) or already being checked, start the check. A
+		 * stale entry goes to DELAY, then PROBE, and to FAILED if its owner does not answer
+		 * on this interface (then it is no longer valid, and we no longer send by it).
+		 * Non-zero: it cannot be sent through now.
+		 */
+		if (in_use && neigh_event_send(n, NULL))
+			goto out;
 		neigh_ha_snapshot(ha, n, dev);
 		memcpy(out->mac, ha, ETH_ALEN);
 		out->has_mac = true;
-		/* What sending through it does (neigh_event_send): it is in use, not garbage. */
-		if (in_use && READ_ONCE(n->used) != jiffies)
-			WRITE_ONCE(n->used, jiffies);
 	}
 out:
 	rcu_read_unlock();

@@ -26,8 +26,9 @@ struct ivnet_neigh {
 };
 /*
  * Of the IPv4 (len 4) or IPv6 (len 16) address `addr`, as the device with index `ifindex`
- * in the initial namespace sees it now, under RCU. `in_use`: mark the neighbour entry used,
- * as sending through it would. -ENODEV if there is no such device, -EINVAL for another len.
+ * in the initial namespace sees it now, under RCU. `in_use`: treat the neighbour entry as
+ * sending through it would (neigh_event_send: marked used, a stale one re-checked; no MAC if
+ * it cannot be sent through). -ENODEV if there is no such device, -EINVAL for another len.
  */
 int ivnet_iface_neigh(int ifindex, const unsigned char *addr, unsigned int len, bool in_use,
 		      struct ivnet_neigh *out);

@@ -64,9 +64,14 @@ pub struct Neighbour {
 }
 
 /// What the device with index `ifindex` in the initial namespace knows of `addr` now (under
-/// RCU; may be stale a moment later). `in_use` marks the neighbour entry used, as sending
-/// through it would, which keeps it from being collected as unused. `ENODEV` if there is no
-/// such device. Any context.
+/// RCU; may be stale a moment later). `ENODEV` if there is no such device. Any context
+/// without `in_use`.
+///
+/// `in_use`: we are about to send by the entry, so treat it as sending through it does
+/// (`neigh_event_send`): mark it used, which keeps it from being collected, and re-check a
+/// stale one (DELAY, PROBE, then FAILED if its owner does not answer on the device); no MAC
+/// if it cannot be sent through now. Takes the entry's lock with bottom halves disabled, as
+/// the output path right after a post-routing hook does: not in hard interrupt context.
 pub fn neighbour(ifindex: i32, addr: IpAddr, in_use: bool) -> Result<Neighbour> {
     // SAFETY: all-zero is a valid `ivnet_neigh`.
     let mut out: bindings::ivnet_neigh = unsafe { core::mem::zeroed() };
