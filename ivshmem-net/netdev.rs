@@ -600,12 +600,7 @@ impl Ethtool for Net {
 impl PostRoutingHook for Net {
     /// Transparent mode: packets for a peer's regular address go through its ring
     /// ([`Net::divert`]).
-    fn post_routing(
-        &self,
-        dev: &Device,
-        skb: &SkBuff,
-        state: &netfilter::State,
-    ) -> netfilter::Verdict {
-        self.divert(dev, skb, state)
+    fn post_routing(&self, dev: &Device, pkt: &netfilter::HookPacket<'_>) -> netfilter::Verdict {
+        self.divert(dev, pkt)
     }
 }

@@ -58,7 +58,7 @@ pub enum Verdict {
     Drop,
 }
 
-/// What [`confirm`] did.
+/// What [`HookPacket::confirm`] did.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Confirm {
     /// The packet's connection is confirmed (or it has none): it may be taken.
@@ -68,20 +68,6 @@ pub enum Confirm {
     Leave,
     /// Confirming failed: the stack's hook would drop the packet.
     Failed,
-}
-
-/// Confirms the conntrack entry of `skb`, a packet of a running post-routing hook call, as
-/// the stack's confirm hook would (that hook has the same last priority as ours, and may come
-/// after it). A packet taken without this leaves its connection unconfirmed: its replies look
-/// new to stateful firewall rules. Call only just before taking the packet.
-pub fn confirm(skb: &net::SkBuff) -> Confirm {
-    // SAFETY: `skb` is valid by its type invariant and, during the hook call, ours to work on
-    // as the hook the stack would run next would; conntrack's own locking covers the entry.
-    match unsafe { bindings::ivnet_nf_confirm(skb.0.as_ptr()) } {
-        1 => Confirm::Done,
-        0 => Confirm::Leave,
-        _ => Confirm::Failed,
-    }
 }
 
 /// The state a hook is called with (`struct nf_hook_state`).
@@ -128,16 +114,56 @@ impl State {
         // SAFETY: as in `out_ifindex`.
         unsafe { bindings::ivnet_nf_state_out_mtu(self.as_raw()) }
     }
+}
 
-    /// Whether the route of `skb` (a packet of this hook call) sends it straight to its
-    /// destination on the output device: IPv4 unicast without a gateway, IPv6 with the
-    /// destination as next hop, and no IPsec transform still to apply. `false` if it has no
-    /// route or another device's.
-    pub fn direct_route(&self, skb: &net::SkBuff) -> bool {
-        // SAFETY: the state is valid by the type invariant and `skb` by its own; the packet is
-        // the one this hook call was made for, so its route and headers are set and stay put
-        // during the call (the helper reads the IPv6 header only for an IPv6 hook).
-        unsafe { bindings::ivnet_nf_route_direct(skb.0.as_ptr(), self.as_raw()) }
+/// One hook call: its packet and the state it was called with.
+///
+/// # Invariants
+///
+/// `skb` is the packet the hook call with `state` was made for, valid for `'a` (the call):
+/// its route and headers are set and stay put meanwhile, and it is ours to work on as the
+/// hooks after ours would.
+pub struct HookPacket<'a> {
+    skb: &'a net::SkBuff,
+    state: &'a State,
+}
+
+impl<'a> HookPacket<'a> {
+    /// The packet, starting at its network header.
+    pub fn skb(&self) -> &'a net::SkBuff {
+        self.skb
+    }
+
+    /// The state of the hook call.
+    pub fn state(&self) -> &'a State {
+        self.state
+    }
+
+    /// Whether the packet's route sends it straight to its destination on the output device:
+    /// IPv4 unicast without a gateway, IPv6 with the destination as next hop, and no IPsec
+    /// transform or lightweight-tunnel encap still to apply. `false` if it has no route or
+    /// another device's.
+    pub fn direct_route(&self) -> bool {
+        // SAFETY: the state is valid by its type invariant and the packet by its own; the
+        // packet is the one this hook call was made for (type invariant), so its route and
+        // headers are set and stay put during the call (the helper picks the route's type and
+        // reads the IPv6 header by the state's protocol family).
+        unsafe { bindings::ivnet_nf_route_direct(self.skb.0.as_ptr(), self.state.as_raw()) }
+    }
+
+    /// Confirms the packet's conntrack entry as the stack's confirm hook would (that hook has
+    /// the same last priority as ours, and may come after it). A packet taken without this
+    /// leaves its connection unconfirmed: its replies look new to stateful firewall rules.
+    /// Call only just before taking the packet.
+    pub fn confirm(&self) -> Confirm {
+        // SAFETY: the packet is valid and, during the hook call it belongs to (type
+        // invariant), ours to work on as the hook the stack would run next would; conntrack's
+        // own locking covers the entry.
+        match unsafe { bindings::ivnet_nf_confirm(self.skb.0.as_ptr()) } {
+            1 => Confirm::Done,
+            0 => Confirm::Leave,
+            _ => Confirm::Failed,
+        }
     }
 }
 
@@ -223,10 +249,10 @@ unsafe impl Sync for Hooks {}
 /// `NF_INET_POST_ROUTING`, last priority), added with
 /// [`net::Registration::add_post_routing_hooks`].
 pub trait PostRoutingHook: net::Operations {
-    /// A packet routed to `state.out_ifindex()`, `skb` starting at its network header. It
-    /// may be copied; [`Verdict::Consumed`] means the driver delivered it and the stack must
-    /// forget it. Softirq or process context, bottom halves possibly enabled.
-    fn post_routing(&self, dev: &net::Device, skb: &net::SkBuff, state: &State) -> Verdict;
+    /// A packet routed to `pkt.state().out_ifindex()`, `pkt.skb()` starting at its network
+    /// header. It may be copied; [`Verdict::Consumed`] means the driver delivered it and the
+    /// stack must forget it. Softirq or process context, bottom halves possibly enabled.
+    fn post_routing(&self, dev: &net::Device, pkt: &HookPacket<'_>) -> Verdict;
 }
 
 /// The trampoline from the netfilter core to [`PostRoutingHook::post_routing`].
@@ -253,7 +279,9 @@ impl<T: PostRoutingHook> Adapter<T> {
         };
         // INVARIANT: not ours: `ManuallyDrop` keeps it from being freed unless taken below.
         let skb = core::mem::ManuallyDrop::new(net::SkBuff(p));
-        match data.post_routing(dev, &skb, state) {
+        // INVARIANT: `skb` is the packet of this call, made with `state`, both valid during it.
+        let pkt = HookPacket { skb: &skb, state };
+        match data.post_routing(dev, &pkt) {
             Verdict::Accept => NF_ACCEPT,
             Verdict::Drop => NF_DROP,
             Verdict::Consumed => {

@@ -21,7 +21,7 @@ use super::{
     Ctl, Mac,
 };
 use crate::ext::{
-    net::{self, Device, SkBuff},
+    net::{self, Device},
     netfilter::{self, Proto},
     time,
 };
@@ -114,10 +114,10 @@ impl super::Net {
     pub(super) fn divert(
         &self,
         dev: &Device,
-        skb: &SkBuff,
-        state: &netfilter::State,
+        pkt: &netfilter::HookPacket<'_>,
     ) -> netfilter::Verdict {
         use netfilter::Verdict::{Accept, Consumed};
+        let (skb, state) = (pkt.skb(), pkt.state());
         let ours = self.regular_mac.load(Ordering::Relaxed);
         if ours & MAC_VALID == 0
             || state.out_ifindex() != self.regular_ifindex.load(Ordering::Relaxed)
@@ -156,7 +156,7 @@ impl super::Net {
             return Accept;
         }
         // Only what the regular interface would hand straight to that MAC on its segment.
-        if !state.direct_route(skb) || !seen(state.out_ifindex(), dst, true).may_send(&peer_mac) {
+        if !pkt.direct_route() || !seen(state.out_ifindex(), dst, true).may_send(&peer_mac) {
             global.transparent_unverified.inc();
             return Accept;
         }
@@ -190,7 +190,7 @@ impl super::Net {
         // Conntrack's confirm hook may come after ours: confirm now, or the connection stays
         // unconfirmed and stateful rules take its replies for new ones. (Should the packet
         // fall back after all, confirming again is a no-op.)
-        match netfilter::confirm(skb) {
+        match pkt.confirm() {
             netfilter::Confirm::Done => {}
             netfilter::Confirm::Leave => return fallback(),
             netfilter::Confirm::Failed => return netfilter::Verdict::Drop,
