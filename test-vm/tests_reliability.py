@@ -386,9 +386,11 @@ def suite():
     ones elsewhere that feed a guest bad input or take its peer away: a too-small BAR2, a
     region of another layout version, bad module parameters, garbage in a ring, impossible
     offload metadata, oversized frames, a stale slot, a peer that goes down or is killed, the server gone,
-    a peer that forges another's MAC."""
+    a peer that forges another's MAC, and in transparent mode one that claims addresses it does
+    not hold or injects neighbour discovery."""
     import tests_foundation
     import tests_links
+    import tests_transparent
     return [tests_foundation.test_no_device_and_bar2_too_small,
             dp.test_layout_version_2_refused_untouched,
             tests_links.test_bad_module_parameters_refused,
@@ -399,4 +401,6 @@ def suite():
             tests_links.test_peer_ifdown_ifup_and_kill,
             tests_links.test_server_gone_traffic_goes_on,
             tests_links.test_duplicate_mac_first_claim_wins,
-            tests_links.test_duplicate_mac_kept_while_holder_down] + TESTS
+            tests_links.test_duplicate_mac_kept_while_holder_down,
+            tests_transparent.test_transparent_refuses_false_claims,
+            tests_transparent.test_transparent_refuses_neighbour_discovery] + TESTS
