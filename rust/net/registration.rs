@@ -70,14 +70,15 @@ impl<T: Operations> Drop for Netdev<T> {
     fn drop(&mut self) {
         let raw = self.dev.as_ptr();
         // The driver silences the device before its interrupt is freed (a level-triggered
-        // line left asserted would be nobody's).
+        // line left asserted would be nobody's). `free_irq` waits for a running handler,
+        // after which none runs. `timer_shutdown_sync` then waits for a running timer
+        // callback and makes any later arming a no-op (a NAPI poll still running until
+        // `unregister_netdev` may try), so none runs while the device goes away.
+        // `unregister_netdev` closes a registered device (calling `stop`, which disables
+        // NAPI); then no callback runs, so the NAPI context can be removed and the device
+        // freed before the data.
         // SAFETY: by the type invariant the private area is a set-up `Private<T>` whose
-        // `data` is still alive. `free_irq` waits for a running handler, after which none
-        // runs. `timer_shutdown_sync` then waits for a running timer callback and makes any
-        // later arming a no-op (a NAPI poll still running until `unregister_netdev` may try),
-        // so none runs while the device goes away. `unregister_netdev` closes a registered
-        // device (calling `stop`, which disables NAPI); then no callback runs, so the NAPI
-        // context can be removed and the device freed before the data.
+        // `data` is still alive; the order above keeps every callback away from both.
         unsafe {
             let private = bindings::netdev_priv(raw).cast::<Private<T>>();
             if let Some(irq) = self.irq {
