@@ -43,6 +43,55 @@ link_outputs() {
     [ "$(cat "$out/key" 2>/dev/null)" = "$key" ] || echo "$key" > "$out/key"
 }
 
+# Progress of the long step. kbuild prints one line per step ("  CC      kernel/fork.o",
+# "  RUSTC   rust/core.o", "  AR ...", "  LD ..."); their count against the total of the last
+# build of this name on this machine ($cache/NAME.steps) gives a percentage. A machine that
+# never built one uses the count of a cold build of the committed guest config (1786 steps,
+# 2026-12-06; a config change moves it a little, so the percentage is an estimate, held at
+# 99 % until make ends); other names show the count alone until their first build.
+count_steps() { grep -c '^  [A-Z][A-Z0-9_]* ' "$1" 2>/dev/null || true; }
+expected_steps() {
+    local n
+    n=$(cat "$cache/$name.steps" 2>/dev/null || true)
+    case "$n" in ''|*[!0-9]*) case $name in
+        guest) n=1786 ;;
+        *) n=0 ;;
+    esac ;; esac
+    echo "$n"
+}
+mmss() { printf '%dm%02ds' $(( $1 / 60 )) $(( $1 % 60 )); }
+# build_with_progress LOG TOTAL CMD...: runs CMD with its output in LOG and shows how far it
+# got: one line rewritten in place each second on a terminal, else a line every 30 s
+# (IVNET_PROGRESS_EVERY overrides, for tests). Returns CMD's status. CMD runs in its own
+# session so that an interrupt ends the whole build, not only this script.
+build_with_progress() {
+    local log=$1 total=$2; shift 2
+    local t0=$SECONDS tty=0 every=${IVNET_PROGRESS_EVERY:-30} next n pct msg rc=0 pid
+    [ -t 1 ] && tty=1 && every=1
+    next=$(( t0 + every ))
+    setsid "$@" > "$log" 2>&1 < /dev/null &
+    pid=$!
+    trap 'kill -TERM -- -'"$pid"' 2>/dev/null; exit 130' INT TERM HUP
+    trap 'kill -TERM -- -'"$pid"' 2>/dev/null || true' EXIT
+    while kill -0 "$pid" 2>/dev/null; do
+        sleep 1
+        [ $SECONDS -ge $next ] || continue
+        next=$(( SECONDS + every ))
+        n=$(count_steps "$log"); n=${n:-0}
+        if [ "$total" -gt 0 ]; then
+            pct=$(( 100 * n / total )); [ $pct -le 99 ] || pct=99
+            msg="$n of ~$total build steps ($pct %), $(mmss $(( SECONDS - t0 )))"
+        else
+            msg="$n build steps, $(mmss $(( SECONDS - t0 )))"
+        fi
+        if [ $tty = 1 ]; then printf '\r\033[Kkernel[%s]: %s' "$name" "$msg"; else echo "kernel[$name]: $msg"; fi
+    done
+    wait "$pid" || rc=$?
+    trap - INT TERM HUP EXIT
+    [ $tty = 0 ] || printf '\r\033[K'
+    return $rc
+}
+
 if [ -f "$kb/done" ]; then
     echo "kernel[$name]: cached build $key ($kb)"
     link_outputs
@@ -61,7 +110,7 @@ if [ ! -f "$srcdir/.extracted" ]; then
     touch "$srcdir/.extracted"
 fi
 
-echo "kernel[$name]: building $key (cold build: 5-10 min on 2 cores)"
+echo "kernel[$name]: building $key (cold build: 5-10 min on 2 cores; log $kb/build.log)"
 rm -rf "$kb" && mkdir -p "$kb/obj"
 ln -sfn "$srcdir" "$kb/src"
 K="make -C $srcdir O=$kb/obj $KMAKE_FLAGS"
@@ -82,9 +131,13 @@ for f in "${frags[@]}"; do
     done < "$f"
 done
 [ $missing = 0 ] || { echo "kernel[$name]: config fragment not satisfied" >&2; exit 1; }
-start=$(date +%s)
-$K -j"$(nproc)" bzImage modules > "$kb/build.log" 2>&1 || { tail -40 "$kb/build.log" >&2; exit 1; }
-echo "kernel[$name]: built in $(( $(date +%s) - start )) s"
+start=$SECONDS
+rc=0
+build_with_progress "$kb/build.log" "$(expected_steps)" $K -j"$(nproc)" bzImage modules || rc=$?
+[ $rc = 0 ] || { tail -40 "$kb/build.log" >&2; echo "kernel[$name]: build failed (rc=$rc, log $kb/build.log)" >&2; exit 1; }
+steps=$(count_steps "$kb/build.log")
+echo "kernel[$name]: built in $(mmss $(( SECONDS - start ))) ($steps build steps)"
+echo "$steps" > "$cache/$name.steps"
 touch "$kb/done"
 link_outputs
 # Keep the two newest builds of this name; older ones are stale keys. The key is 16 hex digits,
