@@ -7,7 +7,8 @@
 #   make tools    userspace-tools/ workspace, binaries in build/bin/
 #   make test     everything above, then the userspace and in-guest tests
 #   make demo     two guests with the driver bound, one reading what the other wrote
-#   make bench    ivshmem-net vs virtio-net vs loopback in guests, and ring-bench on the host
+#   make bench    ivshmem-net vs virtio-net vs loopback in guests (iperf3, ivnet-rr, sockperf),
+#                 ring-bench on the host; tables and matplotlib charts in bench/results/
 #   make bench-profile  the same with perf sampling both guests: where the time goes
 #   make install  build/ivshmem_net.ko into $(DESTDIR)/lib/modules/<release>/updates, depmod
 #   make dkms-install   the sources into /usr/src/ivshmem-net-<version>, then `dkms install`
@@ -37,13 +38,15 @@ KERNEL_KEY ?= rust/generated/kdir.id
 # Same toolchain the kernel was built with (scripts/toolchain.sh says why it is explicit).
 KMAKE = . scripts/toolchain.sh && $(MAKE) -C $(KDIR) M=$(TOP) $$KMAKE_FLAGS
 
-PYTHON ?= python3
+# Debian's Python, whose packages (python3-matplotlib for the bench's charts) `make deps`
+# installs; a python3 earlier on PATH (pyenv) may not have them.
+PYTHON ?= /usr/bin/python3
 CARGO ?= cargo
 
 DEBIAN_PACKAGES := linux-source-6.12 rustc-web rust-web-src clang lld llvm libclang-dev \
 	flex bison bc libelf-dev libssl-dev cpio kmod gzip xz-utils make \
 	qemu-system-x86 busybox-static iproute2 ethtool iperf3 nftables pciutils python3 libc6-dev rsync dkms \
-	linux-perf
+	linux-perf sockperf python3-matplotlib
 # Installed without their Recommends: dkms's would pull in Debian's own 6.1 kernel headers.
 DEBIAN_NO_RECOMMENDS := dkms
 

@@ -13,19 +13,26 @@ Two guest pairs (1 vCPU and the same memory each):
          mode; the packets go through shared memory, eth0's counters stay still).
   pair 2 (bC, bD): ivshmem-plain, ivshmem-net polling mode (poll_ms=1).
 For each path: iperf3 TCP 1 and 4 streams (Gbit/s), iperf3 UDP 64-byte datagrams at full
-offered rate (received packets/s and loss), ivnet-rr 1-byte TCP request/response (p50, p99),
-and both guests' CPU use during each (/proc/stat before and after). On the host:
-ring-bench (the ring without guests; its JSON) and its memcpy bandwidth.
+offered rate (received packets/s and loss), ivnet-rr 1-byte TCP request/response (p50, p99;
+also with socket busy polling), sockperf ping-pong over UDP and TCP (14-byte messages, its
+smallest; round-trip p50, p99, p99.9), and both guests' CPU use during each (/proc/stat before
+and after). On the host: ring-bench (the ring without guests; its JSON) and its memcpy
+bandwidth.
+
+Region size: the pairs above use a 32 MiB region. `--regions 16,32,64` also measures the
+ivshmem paths (TCP 1 and 4 streams) on pairs with the other sizes, for the second chart.
 
 Guests run under TCG unless KVM works, so guest figures are meant as ratios between paths
 measured in the same run, not as absolute numbers.
 
-Writes bench/results/<timestamp>.{json,md,png} (or --out DIR).
+Writes bench/results/<timestamp>.{json,md,png} and <timestamp>-regions.png (or --out DIR);
+the charts are drawn with matplotlib (Agg, no display needed).
 
-    bench.py [--smoke] [--out DIR] [--profile]
+    bench.py [--smoke] [--out DIR] [--profile] [--regions MIB,MIB...]
 
---smoke: 1-second iperf3 runs, 300 round trips, ring-bench --quick (about 30 s); used by
-`make test` to check that every path works and yields numbers, not to measure.
+--smoke: 1-second iperf3 runs, 300 round trips, 2-second sockperf runs, ring-bench --quick
+(about 1.5 min); used by `make test` to check that every path works and yields numbers (the
+run fails if a path lacks its sockperf figures or a chart is not written), not to measure.
 --profile (`make bench-profile`, needs an initramfs with perf): both guests are sampled with
 `perf record -a -e cpu-clock` during every guest measurement, and the hottest symbols of
 each go into the JSON and the markdown. Sampling costs guest CPU: figures from such a run
@@ -36,11 +43,9 @@ import argparse
 import json
 import os
 import re
-import struct
 import subprocess
 import sys
 import time
-import zlib
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
@@ -53,6 +58,18 @@ RR_PORT = 7878
 # net.core.busy_read / busy_poll for the busy-polling request/response figure, in us.
 BUSY_POLL_US = 200
 RR_SERVER = "(ivnet-rr server --port %d </dev/null >/tmp/rr.log 2>&1 &)" % RR_PORT
+# sockperf: one server per protocol in each guest; ping-pong with its smallest message (its
+# own 14-byte header), round trips (--full-rtt) rather than its default half round trip.
+SP_PORTS = {"udp": 11111, "tcp": 11112}
+SP_MSG = 14
+SP_SERVER = ("(sockperf server -i 0.0.0.0 -p %d </dev/null >/tmp/sp-udp.log 2>&1 &); "
+             "(sockperf server --tcp -i 0.0.0.0 -p %d </dev/null >/tmp/sp-tcp.log 2>&1 &); "
+             "for i in $(seq 100); do grep -q using /tmp/sp-udp.log 2>/dev/null && "
+             "grep -q using /tmp/sp-tcp.log 2>/dev/null && exit 0; sleep 0.1; done; "
+             "echo sockperf servers did not start; cat /tmp/sp-*.log; exit 1"
+             % (SP_PORTS["udp"], SP_PORTS["tcp"]))
+# The region size of the two main pairs, in MiB.
+REGION_MIB = 32
 T0 = time.time()
 # --profile: sample both guests during each measurement (see the module doc).
 PROFILE = False
@@ -209,8 +226,11 @@ def cpu_str(c):
         c["cpu_client_pct"], c["cpu_server_pct"], c["qemu_cpu_client_pct"], c["qemu_cpu_server_pct"])
 
 
-def run_path(name, client, server, ip, plan, only=("tcp1", "tcp4", "udp64", "rr1")):
-    """The four measurements of one path (or those in `only`); `server` is None for loopback
+ALL_CASES = ("tcp1", "tcp4", "udp64", "rr1", "sp_udp", "sp_tcp")
+
+
+def run_path(name, client, server, ip, plan, only=ALL_CASES):
+    """The measurements of one path (or those in `only`); `server` is None for loopback
     (client is both)."""
     res = {"path": name, "target": ip}
     t = plan["iperf_t"]
@@ -229,8 +249,17 @@ def run_path(name, client, server, ip, plan, only=("tcp1", "tcp4", "udp64", "rr1
         if prof:
             res[key]["profile"] = prof
         say("%s: TCP %d: %.3f Gbit/s (%s)" % (name, streams, res[key]["gbit_s"], cpu_str(res[key])))
-    if "udp64" not in only:
-        return run_rr(name, client, server, ip, plan, res)
+    if "udp64" in only:
+        run_udp(name, client, server, ip, plan, res)
+    if "rr1" in only:
+        run_rr(name, client, server, ip, plan, res)
+    for proto in ("udp", "tcp"):
+        if "sp_" + proto in only:
+            sockperf_once(name, client, server, ip, plan, res, proto)
+    return res
+
+
+def run_udp(name, client, server, ip, plan, res):
     say("%s: UDP 64-byte datagrams, full offered rate (iperf3 %s)" % (name, plan["udp_t"]))
     prof = {}
     out, cc, sc, hc = measure(client, server, "iperf3 -c %s -u -l 64 -b 0 %s -J" % (ip, plan["udp_t"]), 120,
@@ -249,7 +278,6 @@ def run_path(name, client, server, ip, plan, only=("tcp1", "tcp4", "udp64", "rr1
         res["udp64"]["profile"] = prof
     say("%s: UDP 64 B: %.0f packets/s received, %.1f %% lost (%s)"
         % (name, res["udp64"]["rx_pps"], res["udp64"]["loss_pct"], cpu_str(res["udp64"])))
-    return run_rr(name, client, server, ip, plan, res)
 
 
 def run_rr(name, client, server, ip, plan, res):
@@ -290,13 +318,61 @@ def rr_once(name, client, server, ip, plan, res, key):
     say("%s: RR: p50 %.1f us, p99 %.1f us (%s)" % (name, j["p50_us"], j["p99_us"], cpu_str(res[key])))
 
 
+ANSI = re.compile(r"\x1b\[[0-9;]*m")
+
+
+def parse_sockperf(text):
+    """The figures of one `sockperf ping-pong --full-rtt` run (its text output) in us; raises
+    ValueError if it has no percentiles (sockperf then says "No valid observations")."""
+    text = ANSI.sub("", text)
+    pct = {float(a): float(b) for a, b in re.findall(r"percentile\s+([\d.]+)\s*=\s*([\d.]+)", text)}
+    if 50.0 not in pct or 99.9 not in pct:
+        raise ValueError("no percentiles in sockperf's output: %s" % text[-1500:])
+
+    def num(pattern, conv=float):
+        m = re.search(pattern, text)
+        if not m:
+            raise ValueError("sockperf output without %r: %s" % (pattern, text[-1500:]))
+        return conv(m.group(1))
+    return {"tool": "sockperf", "p50_us": pct[50.0], "p99_us": pct[99.0], "p99_9_us": pct[99.9],
+            "p99_99_us": pct.get(99.99), "percentiles_us": {("%g" % k): v for k, v in sorted(pct.items())},
+            "max_us": num(r"<MAX> observation\s*=\s*([\d.]+)"),
+            "min_us": num(r"<MIN> observation\s*=\s*([\d.]+)"),
+            "mean_us": num(r"avg-rtt=\s*([\d.]+)"),
+            "observations": num(r"Total (\d+) observations", int),
+            "seconds": num(r"\[Valid Duration\] RunTime=([\d.]+)"),
+            "dropped": num(r"# dropped messages = (\d+)", int),
+            "duplicated": num(r"# duplicated messages = (\d+)", int),
+            "out_of_order": num(r"# out-of-order messages = (\d+)", int)}
+
+
+def sockperf_once(name, client, server, ip, plan, res, proto):
+    key = "sp_" + proto
+    say("%s: sockperf ping-pong %s, %d-byte messages, %d s" % (name, proto.upper(), SP_MSG, plan["sp_t"]))
+    cmd = ("sockperf ping-pong -i %s -p %d %s-m %d -t %d --full-rtt"
+           % (ip, SP_PORTS[proto], "--tcp " if proto == "tcp" else "", SP_MSG, plan["sp_t"]))
+    out, cc, sc, hc = measure(client, server, cmd, plan["sp_t"] + 60)
+    try:
+        res[key] = parse_sockperf(out)
+    except ValueError as e:
+        raise vm.AgentError("%s: %s: %s" % (client.name, cmd, e)) from None
+    res[key].update(proto=proto, msg_bytes=SP_MSG, cpu_client_pct=cc, cpu_server_pct=sc, **hc)
+    r = res[key]
+    say("%s: sockperf %s: p50 %.1f us, p99 %.1f us, p99.9 %.1f us, %d round trips, %d dropped (%s)"
+        % (name, proto.upper(), r["p50_us"], r["p99_us"], r["p99_9_us"], r["observations"],
+           r["dropped"], cpu_str(r)))
+
+
 def setup_guest(g, ivip, ethip=None):
     script = ("insmod %s && ip addr add %s/24 dev ivshm0 && ip link set ivshm0 up" % (KO, ivip))
     if ethip:
         script += (" && ip link show eth0 >/dev/null && ip addr add %s/24 dev eth0 && "
                    "ip link set eth0 up" % ethip)
     script += " && iperf3 -s -D --logfile /tmp/iperf3.log && " + RR_SERVER
+    g.run("command -v sockperf >/dev/null || { echo 'no sockperf in the guest image: "
+          "make deps && make initramfs'; exit 1; }", check=True)
     g.run(script, check=True)
+    g.run(SP_SERVER, timeout=30, check=True)
 
 
 def ivshm_counter(g, name):
@@ -360,9 +436,13 @@ METRICS = [
     ("rr_p99", "RR 1 B p99", "us", lambda r: r["rr1"]["p99_us"], False),
     ("rr_busy_p50", "RR 1 B p50, busy polling", "us", lambda r: r["rr1_busy"]["p50_us"], False),
     ("rr_busy_p99", "RR 1 B p99, busy polling", "us", lambda r: r["rr1_busy"]["p99_us"], False),
-]
+] + [("%s_%s" % (k, q), "sockperf %s RTT %s" % (proto, name), "us",
+      (lambda k, q: lambda r: r[k][q + "_us"])(k, q), False)
+     for k, proto in (("sp_udp", "UDP"), ("sp_tcp", "TCP"))
+     for q, name in (("p50", "p50"), ("p99", "p99"), ("p99_9", "p99.9"))]
 CPU_CASES = [("tcp1", "TCP 1 stream"), ("tcp4", "TCP 4 streams"), ("udp64", "UDP 64 B"),
-             ("rr1", "RR 1 B"), ("rr1_busy", "RR 1 B, busy polling")]
+             ("rr1", "RR 1 B"), ("rr1_busy", "RR 1 B, busy polling"),
+             ("sp_udp", "sockperf UDP"), ("sp_tcp", "sockperf TCP")]
 
 
 def fmt(v):
@@ -450,6 +530,21 @@ def markdown(doc):
                  "far too low there. Host CPU is utime+stime of each guest's QEMU process (vCPU "
                  "thread and, for virtio-net with vhost=off, the userspace backend), in percent "
                  "of one host CPU; it does not have that blind spot.")
+    lines += ["", "sockperf: `sockperf ping-pong` (%d-byte messages, its smallest; `--full-rtt`: "
+              "round trips, not sockperf's default half round trip), %d s per protocol after "
+              "400 ms of warm-up, against `sockperf server` in the other guest. Round trips "
+              "timed (dropped), UDP / TCP: %s." % (
+                  SP_MSG, doc["plan"].get("sp_t", 0), "; ".join(
+                      "%s %s" % (p, " / ".join("%d (%d)" % (res[p][k]["observations"], res[p][k]["dropped"])
+                                               for k in ("sp_udp", "sp_tcp") if k in res[p]))
+                      for p in PATHS if p in res))]
+    pts = region_points(doc)
+    if doc.get("regions"):
+        lines += ["", "## Region size (ivshmem-net paths, TCP, Gbit/s)", "",
+                  "| path | region MiB | TCP 1 stream | TCP 4 streams |", "|---|---:|---:|---:|"]
+        for p, v in pts.items():
+            for mib, t1, t4 in v:
+                lines.append("| %s | %d | %s | %s |" % (p, mib, fmt(t1), fmt(t4)))
     rb = doc["ring_bench"]
     lines += ["", "## Host (no guests running)", "",
               "memcpy bandwidth (64 MiB buffer): %.2f GB/s" % rb["memcpy"]["gb_per_sec"], "",
@@ -480,171 +575,207 @@ def markdown(doc):
     return "\n".join(lines)
 
 
-# ------------------------------------------------------------------ PNG chart (no matplotlib)
+# ------------------------------------------------------------------ charts (matplotlib)
 
-# 5x7 glyphs, one string of 7 rows of 5 bits per character.
-_FONT_SRC = """
-0 01110 10001 10011 10101 11001 10001 01110
-1 00100 01100 00100 00100 00100 00100 01110
-2 01110 10001 00001 00010 00100 01000 11111
-3 11110 00001 00001 01110 00001 00001 11110
-4 00010 00110 01010 10010 11111 00010 00010
-5 11111 10000 11110 00001 00001 10001 01110
-6 00110 01000 10000 11110 10001 10001 01110
-7 11111 00001 00010 00100 01000 01000 01000
-8 01110 10001 10001 01110 10001 10001 01110
-9 01110 10001 10001 01111 00001 00010 01100
-A 01110 10001 10001 11111 10001 10001 10001
-B 11110 10001 10001 11110 10001 10001 11110
-C 01110 10001 10000 10000 10000 10001 01110
-D 11100 10010 10001 10001 10001 10010 11100
-E 11111 10000 10000 11110 10000 10000 11111
-F 11111 10000 10000 11110 10000 10000 10000
-G 01110 10001 10000 10111 10001 10001 01111
-H 10001 10001 10001 11111 10001 10001 10001
-I 01110 00100 00100 00100 00100 00100 01110
-J 00111 00010 00010 00010 00010 10010 01100
-K 10001 10010 10100 11000 10100 10010 10001
-L 10000 10000 10000 10000 10000 10000 11111
-M 10001 11011 10101 10101 10001 10001 10001
-N 10001 10001 11001 10101 10011 10001 10001
-O 01110 10001 10001 10001 10001 10001 01110
-P 11110 10001 10001 11110 10000 10000 10000
-Q 01110 10001 10001 10001 10101 10010 01101
-R 11110 10001 10001 11110 10100 10010 10001
-S 01111 10000 10000 01110 00001 00001 11110
-T 11111 00100 00100 00100 00100 00100 00100
-U 10001 10001 10001 10001 10001 10001 01110
-V 10001 10001 10001 10001 10001 01010 00100
-W 10001 10001 10001 10101 10101 10101 01010
-X 10001 10001 01010 00100 01010 10001 10001
-Y 10001 10001 10001 01010 00100 00100 00100
-Z 11111 00001 00010 00100 01000 10000 11111
-. 00000 00000 00000 00000 00000 01100 01100
-- 00000 00000 00000 11111 00000 00000 00000
-/ 00001 00010 00010 00100 01000 01000 10000
-% 11001 11010 00010 00100 01000 01011 10011
-( 00010 00100 01000 01000 01000 00100 00010
-) 01000 00100 00010 00010 00010 00100 01000
-: 00000 01100 01100 00000 01100 01100 00000
-, 00000 00000 00000 00000 01100 00100 01000
-= 00000 00000 11111 00000 11111 00000 00000
-"""
-FONT = {}
-for _l in _FONT_SRC.strip().splitlines():
-    _c, *_rows = _l.split()
-    FONT[_c] = [int(r, 2) for r in _rows]
+COLORS = {"ivshmem-doorbell": "#1f77b4", "ivshmem-polling": "#2ca02c", "virtio-net": "#d62728",
+          "loopback": "#7f7f7f", "transparent": "#9467bd"}
 
 
-class Canvas:
-    def __init__(self, w, h, bg=(255, 255, 255)):
-        self.w, self.h = w, h
-        self.px = [bytearray(bytes(bg) * w) for _ in range(h)]
-
-    def rect(self, x0, y0, x1, y1, c):
-        x0, x1 = max(0, int(x0)), min(self.w, int(x1))
-        for y in range(max(0, int(y0)), min(self.h, int(y1))):
-            self.px[y][3 * x0:3 * x1] = bytes(c) * (x1 - x0)
-
-    def text(self, x, y, s, c=(0, 0, 0), scale=1):
-        for ch in s.upper():
-            g = FONT.get(ch)
-            if g:
-                for ry, bits in enumerate(g):
-                    for rx in range(5):
-                        if bits >> (4 - rx) & 1:
-                            self.rect(x + rx * scale, y + ry * scale,
-                                      x + (rx + 1) * scale, y + (ry + 1) * scale, c)
-            x += 6 * scale
-
-    @staticmethod
-    def text_w(s, scale=1):
-        return len(s) * 6 * scale
-
-    def png(self):
-        raw = b"".join(b"\x00" + bytes(r) for r in self.px)
-
-        def chunk(t, d):
-            return struct.pack(">I", len(d)) + t + d + struct.pack(">I", zlib.crc32(t + d))
-        return (b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", struct.pack(">IIBBBBB", self.w, self.h, 8, 2, 0, 0, 0))
-                + chunk(b"IDAT", zlib.compress(raw, 9)) + chunk(b"IEND", b""))
+def pyplot():
+    """matplotlib's pyplot on the Agg backend (files only, no display)."""
+    import matplotlib
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    return plt
 
 
-COLORS = {"ivshmem-doorbell": (31, 119, 180), "ivshmem-polling": (44, 160, 44),
-          "virtio-net": (214, 39, 40), "loopback": (127, 127, 127),
-          "transparent": (148, 103, 189)}
+# Panels of the main chart: (title, y-axis label, log scale, [(variant label, getter)...]).
+# Each panel groups the bars by path, a bar per variant; each bar is labelled with its ratio
+# to virtio-net's bar of the same variant.
+PANELS = [
+    ("TCP throughput (iperf3), higher is better", "Gbit/s received", False,
+     [("1 stream", lambda r: r["tcp1"]["gbit_s"]), ("4 streams", lambda r: r["tcp4"]["gbit_s"])]),
+    ("UDP 64-byte datagrams (iperf3 -b 0), higher is better", "packets/s received", False,
+     [("received", lambda r: r["udp64"]["rx_pps"])]),
+    ("host CPU of both QEMU processes, lower is better", "% of one host CPU", False,
+     [("TCP 1 stream", lambda r: qemu_sum(r["tcp1"])), ("UDP 64 B", lambda r: qemu_sum(r["udp64"])),
+      ("sockperf TCP", lambda r: qemu_sum(r["sp_tcp"]))]),
+    ("sockperf ping-pong UDP, 14 B, lower is better", "round trip, µs (log scale)", True,
+     [(q, (lambda k: lambda r: r["sp_udp"][k])(k)) for q, k in
+      (("p50", "p50_us"), ("p99", "p99_us"), ("p99.9", "p99_9_us"))]),
+    ("sockperf ping-pong TCP, 14 B, lower is better", "round trip, µs (log scale)", True,
+     [(q, (lambda k: lambda r: r["sp_tcp"][k])(k)) for q, k in
+      (("p50", "p50_us"), ("p99", "p99_us"), ("p99.9", "p99_9_us"))]),
+    ("ivnet-rr TCP 1 B, lower is better", "round trip, µs (log scale)", True,
+     [("p50", lambda r: r["rr1"]["p50_us"]), ("p99", lambda r: r["rr1"]["p99_us"]),
+      ("p50 busy poll", lambda r: r["rr1_busy"]["p50_us"]),
+      ("p99 busy poll", lambda r: r["rr1_busy"]["p99_us"])]),
+]
 
 
-def chart(doc):
-    """One panel per metric, a bar per path: its ratio to virtio-net (virtio-net = 1)."""
+def chart(doc, path):
+    """The main chart: a panel per kind of measurement, bars grouped by path, each labelled
+    with its ratio to virtio-net (virtio-net = 1.00×); writes a PNG to `path`."""
+    plt = pyplot()
+    from matplotlib.ticker import FuncFormatter, LogLocator
+    plain = FuncFormatter(lambda v, _pos: "{:,.0f}".format(v) if v >= 10 else "%g" % v)
     res = doc["paths"]
-    panels = [(label, unit, [value(get, res[p]) for p in PATHS], hib)
-              for _k, label, unit, get, hib in METRICS]
-    panels += [("HOST CPU " + label, "% QEMU PROCESSES",
-                [qemu_sum(res[p][k]) if k in res[p] else None for p in PATHS], False)
-               for k, label in CPU_CASES]
-    pw, ph, top, cols = 250, 230, 70, 5
-    rows = (len(panels) + cols - 1) // cols
-    cv = Canvas(pw * cols + 20, top + ph * rows + 10)
-    cv.text(10, 8, "IVSHMEM-NET BENCHMARK %s%s: RATIO TO VIRTIO-NET (VALUE LABELLED)"
-            % (doc["timestamp"], " SMOKE" if doc["smoke"] else ""), scale=2)
-    x = 10
-    for p in PATHS:
-        cv.rect(x, 40, x + 14, 54, COLORS[p])
-        cv.text(x + 20, 42, p, scale=2)
-        x += 40 + Canvas.text_w(p, 2)
-    base_i = PATHS.index(BASE)
-    for i, (label, unit, vals, hib) in enumerate(panels):
-        ox, oy = 10 + (i % cols) * pw, top + (i // cols) * ph
-        b = vals[base_i]
-        ratios = [(v / b if b and v is not None else 0.0) for v in vals]
-        top_r = max(ratios + [1.0]) or 1.0
-        cv.text(ox + 4, oy + 4, label)
-        cv.text(ox + 4, oy + 14, "%s, %s" % (unit, "HIGHER IS BETTER" if hib else "LOWER IS BETTER"),
-                (90, 90, 90))
-        plot_top, plot_bot = oy + 44, oy + ph - 36
-        height = plot_bot - plot_top
-        y1 = plot_bot - height / top_r
-        cv.rect(ox + 4, int(y1), ox + pw - 14, int(y1) + 1, (180, 180, 180))  # the 1.0 line
-        cv.rect(ox + 4, plot_bot, ox + pw - 14, plot_bot + 1, (0, 0, 0))
-        bw = (pw - 30) // len(PATHS)
-        for j, (p, r, v) in enumerate(zip(PATHS, ratios, vals)):
-            bx = ox + 8 + j * bw
-            by = plot_bot - max(1, int(height * r / top_r))
-            cv.rect(bx + 4, by, bx + bw - 4, plot_bot, COLORS[p])
-            t = "%.2fX" % r if v is not None else "-"
-            cv.text(bx + (bw - Canvas.text_w(t)) // 2, by - 10, t)
-            vt = fmt(v).replace(",", "")
-            cv.text(bx + (bw - Canvas.text_w(vt)) // 2, plot_bot + 6, vt, (60, 60, 60))
-    return cv.png()
+    paths = [p for p in PATHS if p in res]
+    fig, axes = plt.subplots(2, 3, figsize=(19, 10.5), dpi=100)
+    shades = ["#4c72b0", "#dd8452", "#55a868", "#c44e52"]
+    for ax, (title, ylabel, log, variants) in zip(axes.flat, PANELS):
+        n = len(variants)
+        width = 0.8 / n
+        top = 0.0
+        missing = set()
+        for j, (vlabel, get) in enumerate(variants):
+            base = value(get, res[BASE])
+            xs, ys, labels = [], [], []
+            for i, p in enumerate(paths):
+                v = value(get, res[p])
+                if v is None:
+                    missing.add(i)
+                    continue
+                xs.append(i - 0.4 + width * (j + 0.5))
+                ys.append(v)
+                r = ratio(v, base)
+                labels.append("%.2f×" % r if r is not None else "")
+            bars = ax.bar(xs, ys, width * 0.92, label=vlabel, color=shades[j % len(shades)])
+            ax.bar_label(bars, labels, rotation=90, padding=2, fontsize=8)
+            top = max([top] + ys)
+        ax.set_title(title, fontsize=11)
+        ax.set_ylabel(ylabel)
+        ax.set_xticks(range(len(paths)))
+        ax.set_xticklabels(paths, rotation=15, fontsize=9)
+        for t, p in zip(ax.get_xticklabels(), paths):
+            t.set_color(COLORS.get(p, "black"))
+        if log:
+            ax.set_yscale("log")
+            if top:
+                ax.set_ylim(top=top * 6)
+            ax.yaxis.set_major_locator(LogLocator(base=10, subs=(1, 2, 5)))
+            ax.yaxis.set_minor_formatter(FuncFormatter(lambda _v, _pos: ""))
+        else:
+            ax.set_ylim(0, top * 1.3 if top else 1)
+        ax.yaxis.set_major_formatter(plain)
+        # A path that has none of a panel's variants (loopback has no busy polling, transparent
+        # runs TCP 1 stream, RR and sockperf only) says so instead of showing an empty slot.
+        for i in sorted(missing):
+            if all(value(get, res[paths[i]]) is None for _l, get in variants):
+                ax.text(i, 0.02, "not measured", transform=ax.get_xaxis_transform(),
+                        ha="center", va="bottom", fontsize=8, color="#777777")
+        ax.set_xlim(-0.6, len(paths) - 0.4)
+        ax.grid(axis="y", alpha=0.3)
+        ax.set_axisbelow(True)
+        if n > 1:
+            ax.legend(fontsize=8, loc="upper left", ncol=min(n, 4))
+    fig.suptitle("ivshmem-net benchmark %s%s: value per path, label = ratio to virtio-net "
+                 "(same run; %s guests, 1 vCPU each)"
+                 % (doc["timestamp"], " (smoke run)" if doc["smoke"] else "", doc.get("accel", "?")),
+                 fontsize=13)
+    fig.tight_layout(rect=(0, 0, 1, 0.96))
+    fig.savefig(path)
+    plt.close(fig)
+
+
+def region_points(doc):
+    """{path: [(region MiB, tcp1 Gbit/s, tcp4 Gbit/s)...]} for the ivshmem paths, from the
+    main pairs and any --regions pairs, sorted by size."""
+    pts = {}
+    for p in ("ivshmem-doorbell", "ivshmem-polling"):
+        r = doc["paths"].get(p)
+        if r and "tcp1" in r:
+            pts.setdefault(p, []).append((doc.get("region_mib", REGION_MIB), r["tcp1"]["gbit_s"],
+                                          value(lambda x: x["tcp4"]["gbit_s"], r)))
+    for e in doc.get("regions", []):
+        pts.setdefault(e["path"], []).append((e["region_mib"], e["tcp1"]["gbit_s"],
+                                              value(lambda x: x["tcp4"]["gbit_s"], e)))
+    return {p: sorted(v) for p, v in pts.items()}
+
+
+def region_chart(doc, path):
+    """Throughput against the region's size, a line per ivshmem-net mode, with virtio-net and
+    loopback of the same run as horizontal lines; writes a PNG to `path`."""
+    plt = pyplot()
+    pts = region_points(doc)
+    sizes = sorted({s for v in pts.values() for s, _a, _b in v})
+    fig, axes = plt.subplots(1, 2, figsize=(13, 5.5), dpi=100)
+    for ax, (idx, title) in zip(axes, ((1, "TCP 1 stream"), (2, "TCP 4 streams"))):
+        top = 0.0
+        for p, v in pts.items():
+            sel = [(t[0], t[idx]) for t in v if t[idx] is not None]
+            xs, ys = [x for x, _y in sel], [y for _x, y in sel]
+            ax.plot(xs, ys, marker="o", color=COLORS.get(p), label=p)
+            key = "tcp1" if idx == 1 else "tcp4"
+            base = value(lambda r: r[key]["gbit_s"], doc["paths"].get(BASE, {}))
+            for x, y in zip(xs, ys):
+                r = ratio(y, base)
+                ax.annotate("%.2f" % y + (" (%.2f×)" % r if r is not None else ""), (x, y),
+                            textcoords="offset points", xytext=(0, 7), ha="center", fontsize=8)
+            top = max([top] + ys)
+        for p, style in (("virtio-net", "--"), ("loopback", ":")):
+            key = "tcp1" if idx == 1 else "tcp4"
+            v = value(lambda r: r[key]["gbit_s"], doc["paths"].get(p, {}))
+            if v is not None:
+                ax.axhline(v, color=COLORS[p], linestyle=style, label="%s (%.2f)" % (p, v))
+                top = max(top, v)
+        ax.set_xscale("log", base=2)
+        ax.set_xticks(sizes)
+        ax.set_xticklabels([str(s) for s in sizes])
+        if sizes:
+            ax.set_xlim(sizes[0] / (2.5 if len(sizes) == 1 else 1.4),
+                        sizes[-1] * (2.5 if len(sizes) == 1 else 1.4))
+        ax.set_ylim(0, top * 1.25 if top else 1)
+        ax.set_xlabel("region size, MiB (default max_peers)")
+        ax.set_ylabel("Gbit/s received (iperf3)")
+        ax.set_title(title + ", higher is better", fontsize=11)
+        ax.grid(alpha=0.3)
+        ax.legend(fontsize=8, loc="best")
+    note = ("" if len(sizes) > 1 else
+            "  (one region size in this run; bench.py --regions 16,32,64 measures more)")
+    fig.suptitle("ivshmem-net throughput against region size, %s%s%s"
+                 % (doc["timestamp"], " (smoke run)" if doc["smoke"] else "", note), fontsize=12)
+    fig.tight_layout(rect=(0, 0, 1, 0.94))
+    fig.savefig(path)
+    plt.close(fig)
 
 
 # ------------------------------------------------------------------ main
 
 def main():
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    ap.add_argument("--smoke", action="store_true", help="a short run (~30 s) that checks every path works")
+    ap.add_argument("--smoke", action="store_true", help="a short run (~1.5 min) that checks every path works")
     ap.add_argument("--out", default=None, help="results directory [bench/results; smoke: build/bench-smoke]")
     ap.add_argument("--initrd", default=None, help="guest initramfs [build/initramfs.cpio.gz]")
     ap.add_argument("--profile", action="store_true",
                     help="sample both guests with perf during each measurement (initrd with perf)")
+    ap.add_argument("--regions", default=str(REGION_MIB), type=region_list,
+                    help="region sizes in MiB for the ivshmem paths' TCP figures, comma-separated "
+                         "[%d, the main pairs' size]" % REGION_MIB)
     args = ap.parse_args()
+    try:
+        pyplot()
+    except ImportError as e:
+        sys.exit("bench: matplotlib is missing (%s): run 'make deps' (python3-matplotlib)" % e)
     global PROFILE
     PROFILE = args.profile
     smoke = args.smoke
     out_dir = Path(args.out) if args.out else (vm.BUILD / "bench-smoke" if smoke else vm.TOP / "bench" / "results")
     if smoke:
         # iperf3's shortest run is 1 s (with -n, very short transfers report 0 bytes received).
-        plan = {"iperf_t": "-t 1", "udp_t": "-t 1", "rr_count": 300, "rr_timeout": 60,
-                "describe": "smoke: iperf3 -t 1 per case, 300 round trips"}
+        # sockperf needs about 2 s to report anything: 400 ms of warm-up are not counted.
+        plan = {"iperf_t": "-t 1", "udp_t": "-t 1", "rr_count": 300, "rr_timeout": 60, "sp_t": 2,
+                "describe": "smoke: iperf3 -t 1 per case, 300 round trips, sockperf -t 2"}
     else:
         # 10,000 round trips take about 2 ms each in polling mode under TCG (poll_ms=1 on
         # both sides), so about 20-30 s: within the budget.
-        plan = {"iperf_t": "-t 5", "udp_t": "-t 5", "rr_count": 10000, "rr_timeout": 240,
-                "describe": "iperf3 -t 5 per case, 10,000 round trips (+100 warm-up)"}
+        plan = {"iperf_t": "-t 5", "udp_t": "-t 5", "rr_count": 10000, "rr_timeout": 240, "sp_t": 5,
+                "describe": "iperf3 -t 5 per case, ivnet-rr 10,000 round trips (+100 warm-up), "
+                            "sockperf ping-pong -t 5"}
     stamp = time.strftime("%Y%m%d-%H%M%S")
     mem_mb = 256
-    doc = {"timestamp": stamp, "smoke": smoke, "plan": plan, "host": host_info(), "paths": {}}
+    doc = {"timestamp": stamp, "smoke": smoke, "plan": plan, "host": host_info(), "paths": {},
+           "region_mib": REGION_MIB, "regions": []}
     say("%s run; results to %s" % ("smoke" if smoke else "full", out_dir))
 
     ns = Netns(["ivtapA", "ivtapB"])
@@ -657,7 +788,7 @@ def main():
                           "taps": [("ivtapA", "52:54:00:1b:00:01")]},
                          {"name": "bB", "netns": ns.name, "mem_mb": mem_mb,
                           "taps": [("ivtapB", "52:54:00:1b:00:02")]}],
-                        shm_size=32 << 20, doorbell=1, initrd=args.initrd)
+                        shm_size=REGION_MIB << 20, doorbell=1, initrd=args.initrd)
         clusters.append(c1)
         c1.start()
         doc["accel"], doc["accel_reason"] = c1.accel, c1.accel_reason
@@ -679,7 +810,7 @@ def main():
         say("pair 1: reloaded with transparent=eth0; bB's eth0 address now via shared memory")
         t0 = ivshm_counter(a, "transparent_tx_packets")
         doc["paths"]["transparent"] = run_path("transparent", a, b, "10.91.0.2", plan,
-                                               only=("tcp1", "rr1"))
+                                               only=("tcp1", "rr1", "sp_udp", "sp_tcp"))
         doc["paths"]["transparent"]["transparent_tx_packets"] = (
             ivshm_counter(a, "transparent_tx_packets") - t0)
         say("transparent: %d packets went through shared memory"
@@ -688,7 +819,7 @@ def main():
         c1.close()
 
         c2 = vm.Cluster([{"name": "bC", "mem_mb": mem_mb}, {"name": "bD", "mem_mb": mem_mb}],
-                        shm_size=32 << 20, doorbell=None, initrd=args.initrd)
+                        shm_size=REGION_MIB << 20, doorbell=None, initrd=args.initrd)
         clusters.append(c2)
         c2.start()
         say("pair 2 (bC, bD) up: ivshmem-plain (polling)")
@@ -698,6 +829,10 @@ def main():
         doc["paths"]["ivshmem-polling"] = run_path("ivshmem-polling", cc, d, "10.90.0.2", plan)
         check_splats(c2)
         c2.close()
+
+        for mib in args.regions:
+            if mib != REGION_MIB:
+                doc["regions"] += run_region(mib, plan, mem_mb, args.initrd, clusters)
     finally:
         for c in clusters:
             c.close()
@@ -715,10 +850,65 @@ def main():
     Path(str(stem) + ".json").write_text(json.dumps(doc, indent=1))
     md = markdown(doc)
     Path(str(stem) + ".md").write_text(md)
-    Path(str(stem) + ".png").write_bytes(chart(doc))
+    chart(doc, str(stem) + ".png")
+    region_chart(doc, str(stem) + "-regions.png")
     print(md)
-    say("wrote %s.{json,md,png} in %.0f s" % (stem, time.time() - T0))
+    say("wrote %s.{json,md,png} and %s-regions.png in %.0f s" % (stem, stem.name, time.time() - T0))
+    problems = check_results(doc, [Path(str(stem) + ".png"), Path(str(stem) + "-regions.png")])
+    if problems:
+        for p in problems:
+            say("FAILED: " + p)
+        return 1
     return 0
+
+
+def region_list(text):
+    try:
+        sizes = sorted({int(x) for x in text.split(",") if x.strip()})
+    except ValueError:
+        raise argparse.ArgumentTypeError("--regions takes sizes in MiB, e.g. 16,32,64: %r" % text)
+    if not sizes or any(m < 1 or m & (m - 1) for m in sizes):
+        raise argparse.ArgumentTypeError("--regions: powers of two in MiB, e.g. 16,32,64: %r" % text)
+    return sizes
+
+
+def run_region(mib, plan, mem_mb, initrd, clusters):
+    """TCP 1 and 4 streams over ivshmem-net in both modes on a `mib` MiB region (a pair per
+    mode); returns one entry per mode for doc["regions"]."""
+    out = []
+    for path, doorbell in (("ivshmem-doorbell", 1), ("ivshmem-polling", None)):
+        c = vm.Cluster([{"name": "rA", "mem_mb": mem_mb}, {"name": "rB", "mem_mb": mem_mb}],
+                       shm_size=mib << 20, doorbell=doorbell, initrd=initrd)
+        clusters.append(c)
+        c.start()
+        say("region %d MiB: pair (rA, rB) up, %s" % (mib, path))
+        a, b = c["rA"], c["rB"]
+        for g, ip in ((a, "10.90.0.1"), (b, "10.90.0.2")):
+            g.run("insmod %s && ip addr add %s/24 dev ivshm0 && ip link set ivshm0 up && "
+                  "iperf3 -s -D --logfile /tmp/iperf3.log" % (KO, ip), check=True)
+        wait_reachable(a, "10.90.0.2")
+        r = run_path("%s %d MiB" % (path, mib), a, b, "10.90.0.2", plan, only=("tcp1", "tcp4"))
+        out.append({"region_mib": mib, "path": path, "tcp1": r["tcp1"], "tcp4": r["tcp4"]})
+        check_splats(c)
+        c.close()
+    return out
+
+
+def check_results(doc, pngs):
+    """What every run must yield (the smoke run's test relies on it too): sockperf figures for
+    every path, in order, and both charts. Returns the problems found."""
+    bad = []
+    for p, r in doc["paths"].items():
+        for key in ("sp_udp", "sp_tcp"):
+            sp = r.get(key)
+            if sp is None:
+                bad.append("%s: no %s figures" % (p, key))
+            elif not (sp["observations"] > 0 and 0 < sp["p50_us"] <= sp["p99_us"] <= sp["p99_9_us"]):
+                bad.append("%s %s: %r" % (p, key, sp))
+    for png in pngs:
+        if not png.exists() or png.read_bytes()[:8] != b"\x89PNG\r\n\x1a\n":
+            bad.append("%s: not written" % png)
+    return bad
 
 
 def check_splats(c):

@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # SPDX-License-Identifier: GPL-2.0
-# Build the guest initramfs: busybox-static, the real ip/ethtool/iperf3 with their shared
-# libraries, /init and the test agent, the ivnet-udp, ivnet-nd and
+# Build the guest initramfs: busybox-static, the real ip/ethtool/iperf3/sockperf with their
+# shared libraries (sockperf's include libstdc++), /init and the test agent, the ivnet-udp, ivnet-nd and
 # ivnet-gchannels test tools, and the module.
 #
 #   mkinitramfs.sh OUT.cpio.gz MODULE.ko [EXTRA_BINARY...]
@@ -22,7 +22,8 @@ for applet in $("$root/bin/busybox" --list); do
 done
 
 # Real tools (busybox has an `ip`, but not with `-d`/`-j` or ethtool's netlink features;
-# nft loads the stateful policy of the transparent-mode conntrack test).
+# nft loads the stateful policy of the transparent-mode conntrack test; sockperf is the
+# bench's request/response latency next to ivnet-rr).
 copy_with_libs() {
     local bin=$1
     cp -L "$bin" "$root/usr/local/bin/"
@@ -31,7 +32,7 @@ copy_with_libs() {
         cp -Ln "$lib" "$root$lib" 2>/dev/null || true
     done
 }
-for tool in ip ethtool iperf3 nft "$@"; do
+for tool in ip ethtool iperf3 nft sockperf "$@"; do
     path=$(command -v "$tool" || true)
     [ -n "$path" ] || { echo "mkinitramfs: $tool not found: run 'make deps'" >&2; exit 1; }
     copy_with_libs "$path"
