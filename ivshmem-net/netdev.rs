@@ -58,7 +58,7 @@ use crate::ext::{
 use crate::params::Params;
 use crate::protocol::frame;
 use crate::protocol::layout::{Attached, Claimed, Geometry, MAX_PEERS};
-use crate::protocol::link::{feature, Addrs, Link, LiveClock, Own, PeerState};
+use crate::protocol::link::{feature, Accepted, Addrs, Link, LiveClock, Own, PeerState};
 use crate::protocol::ring::{Consumer, Producer};
 use crate::ratelimit::Ratelimit;
 use crate::regs::{self, Irq};
@@ -267,9 +267,11 @@ impl Net {
         let mut rx_peers = KVec::with_capacity(n as usize, GFP_KERNEL)?;
         let mut links = KVec::with_capacity(n as usize, GFP_KERNEL)?;
         let mut transparent_peers = KVec::with_capacity(n as usize, GFP_KERNEL)?;
+        let mut transparent_seats = KVec::with_capacity(n as usize, GFP_KERNEL)?;
         for j in 0..n {
             links.push(Link::default(), GFP_KERNEL)?;
             transparent_peers.push(None, GFP_KERNEL)?;
+            transparent_seats.push(0, GFP_KERNEL)?;
             if j == me {
                 tx_peers.push(None, GFP_KERNEL)?;
                 rx_peers.push(None, GFP_KERNEL)?;
@@ -375,8 +377,11 @@ impl Net {
             transparent <- new_spinlock_bh!(
                 transparent::Peers {
                     addrs: transparent_peers,
+                    seats: transparent_seats,
+                    down: 0,
                     refused_logged: 0,
                     ours: Addrs::default(),
+                    ours_seq: 0,
                 },
                 "ivshmem_net::transparent"
             ),
@@ -455,13 +460,17 @@ impl Operations for Net {
         if ctl.published != Addrs::default() {
             ctl.published = Addrs::default();
             let _ = ctl.own.publish_addrs(&self.shm, &Addrs::default());
-            self.transparent.lock().ours = Addrs::default();
+            let mut peers = self.transparent.lock();
+            peers.ours = Addrs::default();
+            peers.ours_seq = ctl.own.published_seq();
         }
         self.regular_mac.store(0, Ordering::Relaxed);
         for j in self.others() {
             if let Some(link) = ctl.links.get_mut(j as usize) {
                 link.up = false;
             }
+            // Nothing reaches our regular interface through the rings while we are down.
+            let _ = ctl.own.accept(&self.shm, j, Accepted::default());
             self.link_down(j);
         }
         drop(ctl);

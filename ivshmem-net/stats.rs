@@ -97,6 +97,11 @@ pub(crate) struct Global {
     /// IPsec transform, or the address is off-link or not (yet) resolved by the regular
     /// interface to the MAC the peer published.
     pub(crate) transparent_unverified: Counter,
+    /// Transparent mode: packets for a peer's published address left to the regular
+    /// interface because the peer does not accept our claim for their IP version (it would
+    /// drop them: our address is off-link for it, or its neighbour table gives our address to
+    /// another MAC, or it has not read what we published yet).
+    pub(crate) transparent_unaccepted: Counter,
 }
 
 /// Counters of the link with one peer.
@@ -144,6 +149,7 @@ const GLOBAL: &[Field<Global>] = &[
     ("transparent_fallbacks", |s| &s.transparent_fallbacks),
     ("transparent_rx_dropped", |s| &s.transparent_rx_dropped),
     ("transparent_unverified", |s| &s.transparent_unverified),
+    ("transparent_unaccepted", |s| &s.transparent_unaccepted),
 ];
 
 /// `ethtool -S` name suffixes (after `peer<j>_`) and values of each peer's counters.

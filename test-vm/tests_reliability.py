@@ -387,7 +387,8 @@ def suite():
     region of another layout version, bad module parameters, garbage in a ring, impossible
     offload metadata, oversized frames, a stale slot, a peer that goes down or is killed, the server gone,
     a peer that forges another's MAC, and in transparent mode one that claims addresses it does
-    not hold or injects neighbour discovery."""
+    not hold, copies a peer whose link is down, or injects neighbour discovery, and two ends
+    that judge an address differently."""
     import tests_foundation
     import tests_links
     import tests_transparent
@@ -403,4 +404,6 @@ def suite():
             tests_links.test_duplicate_mac_first_claim_wins,
             tests_links.test_duplicate_mac_kept_while_holder_down,
             tests_transparent.test_transparent_refuses_false_claims,
-            tests_transparent.test_transparent_refuses_neighbour_discovery] + TESTS
+            tests_transparent.test_transparent_refuses_neighbour_discovery,
+            tests_transparent.test_transparent_claim_kept_while_holder_down,
+            tests_transparent.test_transparent_prefix_disagreement_falls_back] + TESTS

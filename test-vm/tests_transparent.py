@@ -192,8 +192,9 @@ def test_transparent_tcp_over_shm_and_fallback():
             check(ms <= 2000, "fallback took %d ms" % ms)
             check(delta(s2a, s3a, "eth0_tx_packets") >= 3,
                   "A's pings did not go out on eth0 after B's ifdown")
-            check("transparent: peer" in a.run("dmesg | grep withdrawn | tail -1").out,
-                  "A did not log the withdrawal")
+            check("transparent: peer" in a.run("dmesg | grep 'link down; its claim is kept' "
+                                               "| tail -1").out,
+                  "A did not log that it no longer sends to B through shared memory")
 
             # Back up: shared memory again.
             b.run("ip link set ivshm0 up", check=True)
@@ -265,9 +266,12 @@ def test_transparent_refuses_false_claims():
     sends C nothing (transparent_tx_packets +0, C receives nothing for its regular interface),
     counts each ping in transparent_unverified (so C's claim was in A's table), and the real
     owner answers over eth0. C, with a static neighbour entry for A, pings A from the
-    gateway's address through shared memory: A drops those frames (transparent_rx_dropped)
-    and answers none. Then C leaves, B publishes, and A's pings to B go through shared memory
-    again."""
+    gateway's address: A does not accept that claim, so C's driver keeps the pings off shared
+    memory (transparent_unaccepted); C then writes echo requests from the gateway's addresses
+    straight into its ring to A (ivnet-nd on a raw socket, as a peer that ignores A's refusal
+    would; A's eth0 and ivshm0 share a MAC here so that C's driver delivers them): A drops
+    them all (transparent_rx_dropped). Then C leaves, B publishes, and A's pings to B go
+    through shared memory again."""
     ns = Netns(["ivfc0", "ivfc1", "ivfc2"], prefix="ivfc")
     try:
         ns.open()
@@ -291,6 +295,10 @@ def test_transparent_refuses_false_claims():
                 if g.name in FC_ETH:
                     cmd += ("{ip} addr add {e4}/24 dev eth0 && "
                             "{ip} -6 addr add {e6}/64 dev eth0 nodad && ")
+                if g.name == "fcA":
+                    # One MAC for eth0 and ivshm0, so that C's driver delivers frames for
+                    # A's regular interface (written by ivnet-nd) to A.
+                    cmd += "{ip} link set eth0 address $(cat /sys/class/net/ivshm0/address) && "
                 cmd += "{ip} link set eth0 up"
                 if g.name == "fcA":
                     cmd += (" && {ip} route add default via 10.96.0.254 && "
@@ -300,6 +308,7 @@ def test_transparent_refuses_false_claims():
                       timeout=60, check=True)
 
             cl.parallel(setup_fc)
+            a_mac = a.run("cat /sys/class/net/eth0/address", check=True).out.strip()
 
             def published(g, v4, v6, timeout=20):
                 """Waits until `g` logs that it publishes v4 and v6. (In doorbell mode an idle
@@ -362,27 +371,39 @@ def test_transparent_refuses_false_claims():
                     claims_refused(what, dst, answered)
 
                 if v4 == "10.96.0.254":
-                    # C, as the gateway, with a static neighbour entry for A (so its own
-                    # driver sends through shared memory), pings A: A takes none of it.
+                    # C, as the gateway, with a static neighbour entry for A (so that only
+                    # A's refusal can keep its driver from sending through shared memory),
+                    # pings A: A does not accept the claim, and C's driver falls back.
                     c.run("{ip} neigh replace 10.96.0.1 lladdr {m} dev eth0 nud permanent && "
                           "{ip} -6 neigh replace fd96::1 lladdr {m} dev eth0 nud permanent"
-                          .format(ip=IP, m=FC_MAC["fcA"]), timeout=30, check=True)
+                          .format(ip=IP, m=a_mac), timeout=30, check=True)
                     for dst in FC_ETH["fcA"]:
-                        s0a, s0c = stats(a), stats(c)
-                        r = c.run("ping -c 3 -W 2 %s" % dst, timeout=60)
-                        s1a, s1c = stats(a), stats(c)
+                        s0c = stats(c)
+                        c.run("ping -c 3 -W 1 %s" % dst, timeout=60)
+                        s1c = stats(c)
                         print("    info: C pings A's %s from the gateway's address: C "
-                              "transparent_tx +%d; A transparent_rx +%d, rx_dropped +%d"
+                              "transparent_tx +%d, unaccepted +%d"
                               % (dst, delta(s0c, s1c, "transparent_tx_packets"),
-                                 delta(s0a, s1a, "transparent_rx_packets"),
+                                 delta(s0c, s1c, "transparent_unaccepted")), flush=True)
+                        check(delta(s0c, s1c, "transparent_tx_packets") == 0
+                              and delta(s0c, s1c, "transparent_unaccepted") >= 3,
+                              "C's driver sent pings from the gateway's address to A through "
+                              "shared memory, or did not count them as unaccepted: %r" % s1c)
+                    # C writes echo requests from the gateway's addresses into its ring to A
+                    # itself: A takes none of them.
+                    for src, dst in zip((v4, v6), FC_ETH["fcA"]):
+                        s0a = stats(a)
+                        c.run("ivnet-nd ivshm0 %s %s %s %s echo 3" % (a_mac, FC_MAC["fcC"], src, dst),
+                              timeout=30, check=True)
+                        time.sleep(0.5)
+                        s1a = stats(a)
+                        print("    info: C writes 3 echo requests from %s to A's %s: A "
+                              "transparent_rx +%d, rx_dropped +%d"
+                              % (src, dst, delta(s0a, s1a, "transparent_rx_packets"),
                                  delta(s0a, s1a, "transparent_rx_dropped")), flush=True)
-                        check(delta(s0c, s1c, "transparent_tx_packets") >= 3,
-                              "C did not send its pings to %s through shared memory" % dst)
                         check(delta(s0a, s1a, "transparent_rx_packets") == 0
                               and delta(s0a, s1a, "transparent_rx_dropped") >= 3,
                               "A delivered frames from C claiming the gateway's address: %r" % s1a)
-                        check(r.rc != 0, "A answered C's pings from the gateway's address: %s"
-                              % r.out)
                     c.run("{ip} neigh flush dev eth0; {ip} -6 neigh flush dev eth0".format(ip=IP),
                           timeout=30)
 
@@ -751,7 +772,206 @@ done""".format(d=dst, ip=IP), timeout=60)
 test_transparent_stale_neighbour_rechecked.modes = ("plain", "doorbell")
 
 
+CK_MAC = {"ckA": "52:54:00:7f:00:01", "ckB": "52:54:00:7f:00:02", "ckC": "52:54:00:7f:00:03"}
+CK_ETH = {"ckA": ("10.96.0.1", "fd96::1"), "ckB": ("10.96.0.2", "fd96::2")}
+CK_IVS = {"ckA": "10.95.0.1", "ckB": "10.95.0.2", "ckC": "10.95.0.3"}
+
+
+def send_via_shm(a, b, dst, n):
+    """A's pings to `dst` (B's) go through shared memory: waits until they start to (each end
+    reads the other's claim and acceptance when it looks, within seconds), then checks that
+    `n` more all went that way (A transparent_tx, B transparent_rx)."""
+    deadline = time.time() + 20
+    while True:
+        s0 = stats(a)
+        ok = a.run("ping -c 1 -W 1 %s" % dst, timeout=30).rc == 0
+        if ok and delta(s0, stats(a), "transparent_tx_packets") >= 1:
+            break
+        check(time.time() < deadline, "A never sent to %s through shared memory: %r"
+              % (dst, stats(a)))
+        time.sleep(0.3)
+    s0a, s0b = stats(a), stats(b)
+    ping_ok(a, dst, n)
+    s1a, s1b = stats(a), stats(b)
+    check(delta(s0a, s1a, "transparent_tx_packets") >= n
+          and delta(s0b, s1b, "transparent_rx_packets") >= n,
+          "A's %d pings to %s did not all go through shared memory: A %r, B %r"
+          % (n, dst, s1a, s1b))
+
+
+def test_transparent_claim_kept_while_holder_down():
+    """Issue 18: an address claim belongs to the holder's seat, as a MAC claim does. B
+    publishes its eth0 addresses and A sends to them through shared memory. C (on the
+    region, its eth0 off the segment) copies B's MAC and addresses: A refuses its claim. B's
+    ivshm0 goes down (its link with A with it; B stays loaded, its eth0 up): A's pings to
+    B's addresses go over eth0 to B (answered, transparent_tx_packets +0), and C receives
+    nothing for its regular interface, although C kicks A meanwhile so that A looks at every
+    claim again. B's ivshm0 comes back: A's pings to B go through shared memory again. A
+    driver that ended B's claim with its link took C's claim on A's next look and sent B's
+    traffic to C."""
+    ns = Netns(["ivck0", "ivck1", "ivck2"], prefix="ivck")
+    try:
+        ns.open()
+        ns.sh("ip", "link", "set", "ivck2", "nomaster")
+        with vm.Cluster([{"name": n, "netns": ns.name, "taps": [("ivck%d" % i, CK_MAC[n])]}
+                         for i, n in enumerate(["ckA", "ckB", "ckC"])]) as cl:
+            a, b, c = cl["ckA"], cl["ckB"], cl["ckC"]
+
+            def setup_ck(g):
+                cmd = "insmod {ko} transparent=eth0 && {ip} addr add {iv}/24 dev ivshm0 && "
+                if g.name == "ckC":
+                    # B's MAC and addresses on an eth0 off the segment; ivshm0 up later.
+                    e4, e6 = CK_ETH["ckB"]
+                    cmd += "{ip} link set eth0 address %s && " % CK_MAC["ckB"]
+                else:
+                    e4, e6 = CK_ETH[g.name]
+                    cmd += "{ip} link set ivshm0 up && "
+                cmd += ("{ip} addr add {e4}/24 dev eth0 && {ip} -6 addr add {e6}/64 dev eth0 "
+                        "nodad && {ip} link set eth0 up")
+                g.run(cmd.format(ko=KO, ip=IP, iv=CK_IVS[g.name], e4=e4, e6=e6),
+                      timeout=60, check=True)
+
+            cl.parallel(setup_ck)
+            wait_transparent(a)
+            for dst in CK_ETH["ckB"]:
+                send_via_shm(a, b, dst, 3)
+
+            def a_log():
+                return a.run("dmesg | grep 'transparent: peer'", timeout=30).out
+
+            c.run("ip link set ivshm0 up", check=True)
+            deadline = time.time() + 30
+            while "claims an address we or another peer hold" not in a_log():
+                check(time.time() < deadline, "A never refused C's copy of B's claim: %s"
+                      % a_log())
+                c.run("ping -c 1 -W 1 %s >/dev/null" % CK_IVS["ckA"], timeout=30)
+
+            resets = stats(a).get("peer_resets", 0)
+            b.run("ip link set ivshm0 down", check=True)
+            deadline = time.time() + 30
+            while stats(a).get("peer_resets", 0) <= resets:
+                check(time.time() < deadline, "A never saw B's link go down: %s" % a_log())
+                time.sleep(0.3)
+            # Give A's housekeeping every chance to look at C's claim again (C's pings to
+            # A's ivshm0 address kick A in doorbell mode).
+            ping_ok(c, CK_IVS["ckA"], 3)
+            for dst in CK_ETH["ckB"]:
+                s0a, s0c = stats(a), stats(c)
+                ping_ok(a, dst, 5)
+                s1a, s1c = stats(a), stats(c)
+                print("    info: B's ivshm0 down, C copies B: A's 5 pings to %s: transparent_tx "
+                      "+%d, eth0 rx +%d; C transparent_rx +%d"
+                      % (dst, delta(s0a, s1a, "transparent_tx_packets"),
+                         delta(s0a, s1a, "eth0_rx_packets"),
+                         delta(s0c, s1c, "transparent_rx_packets")), flush=True)
+                check(delta(s0a, s1a, "transparent_tx_packets") == 0
+                      and delta(s0c, s1c, "transparent_rx_packets") == 0,
+                      "A sent its pings to B's %s through shared memory (to C, the copier) "
+                      "while B's link was down: A %r, C %r" % (dst, s1a, s1c))
+                check(delta(s0a, s1a, "eth0_rx_packets") >= 5,
+                      "B did not answer A's pings to %s over eth0" % dst)
+
+            b.run("ip link set ivshm0 up", check=True)
+            for dst in CK_ETH["ckB"]:
+                send_via_shm(a, b, dst, 5)
+            no_splats(cl)
+    finally:
+        ns.close()
+
+
+test_transparent_claim_kept_while_holder_down.modes = ("plain", "doorbell")
+
+
+MM_MAC = {"mmA": "52:54:00:80:00:01", "mmB": "52:54:00:80:00:02"}
+
+
+def test_transparent_prefix_disagreement_falls_back():
+    """Issue 18: the two ends judge "on-link" differently (the sender by its route, the
+    receiver by its own prefixes), and a claim is used only where the receiver accepts it.
+    A has 10.96.0.200/24 and fd96::1/64; B has 10.96.0.2/25 and fd96::2/128 (as from DHCPv6),
+    with routes to A's addresses and the /64 on-link (as a router advertisement gives them).
+    A's routes to B are direct and B's addresses resolve to B's MAC, but for B A's addresses
+    are outside its prefixes, so B would drop what A sends through shared memory: B does not
+    accept A's claim, and A's pings to B go over eth0 (answered; A transparent_tx_packets +0,
+    transparent_unaccepted +5; B transparent_rx_dropped +0). With B's masks widened to /24
+    and /64, B accepts A's claim and A's pings go through shared memory. The old driver
+    sent them through shared memory from the start, and B dropped every one."""
+    ns = Netns(["ivmm0", "ivmm1"], prefix="ivmm")
+    try:
+        ns.open()
+        with vm.Cluster([{"name": n, "netns": ns.name, "taps": [("ivmm%d" % i, MM_MAC[n])]}
+                         for i, n in enumerate(["mmA", "mmB"])]) as cl:
+            a, b = cl["mmA"], cl["mmB"]
+            a.run("insmod {ko} transparent=eth0 && {ip} addr add 10.95.0.1/24 dev ivshm0 && "
+                  "{ip} link set ivshm0 up && {ip} addr add 10.96.0.200/24 dev eth0 && "
+                  "{ip} -6 addr add fd96::1/64 dev eth0 nodad && {ip} link set eth0 up"
+                  .format(ko=KO, ip=IP), timeout=60, check=True)
+            b.run("insmod {ko} transparent=eth0 && {ip} addr add 10.95.0.2/24 dev ivshm0 && "
+                  "{ip} link set ivshm0 up && {ip} addr add 10.96.0.2/25 dev eth0 && "
+                  "{ip} -6 addr add fd96::2/128 dev eth0 nodad && {ip} link set eth0 up && "
+                  "{ip} route add 10.96.0.200/32 dev eth0 && "
+                  "{ip} -6 route add fd96::/64 dev eth0"
+                  .format(ko=KO, ip=IP), timeout=60, check=True)
+            wait_transparent(a)
+            wait_transparent(b)
+            for dst in ("10.96.0.2", "fd96::2"):
+                ping_ok(a, dst, 1)  # resolves B's address on eth0
+                # Let B look at A's claim (A's ping to B's ivshm0 address kicks it).
+                ping_ok(a, "10.95.0.2", 2)
+                s0a, s0b = stats(a), stats(b)
+                r = a.run("ping -c 5 -W 2 %s" % dst, timeout=60)
+                s1a, s1b = stats(a), stats(b)
+                print("    info: B's prefix does not hold A: A's 5 pings to %s %s: A "
+                      "transparent_tx +%d, unaccepted +%d; B transparent_rx_dropped +%d"
+                      % (dst, "answered" if r.rc == 0 else "unanswered",
+                         delta(s0a, s1a, "transparent_tx_packets"),
+                         delta(s0a, s1a, "transparent_unaccepted"),
+                         delta(s0b, s1b, "transparent_rx_dropped")), flush=True)
+                check(delta(s0b, s1b, "transparent_rx_dropped") == 0,
+                      "B dropped %d frames A sent through shared memory to %s"
+                      % (delta(s0b, s1b, "transparent_rx_dropped"), dst))
+                check(delta(s0a, s1a, "transparent_tx_packets") == 0
+                      and delta(s0a, s1a, "transparent_unaccepted") >= 5,
+                      "A's pings to %s were not kept off shared memory as unaccepted: %r"
+                      % (dst, s1a))
+                check(r.rc == 0 and " 0% packet loss" in r.out,
+                      "A's pings to %s were lost: %s" % (dst, r.out))
+            b.run("{ip} addr replace 10.96.0.2/24 dev eth0 && "
+                  "{ip} -6 addr del fd96::2/128 dev eth0 && "
+                  "{ip} -6 addr add fd96::2/64 dev eth0 nodad".format(ip=IP),
+                  timeout=30, check=True)
+            b.run("{ip} addr del 10.96.0.2/25 dev eth0".format(ip=IP), timeout=30)
+            for dst in ("10.96.0.2", "fd96::2"):
+                # In doorbell mode B looks again when kicked: A's pings to B's ivshm0 address.
+                deadline = time.time() + 20
+                while True:
+                    ping_ok(a, "10.95.0.2", 1)
+                    s0 = stats(a)
+                    ok = a.run("ping -c 1 -W 1 %s" % dst, timeout=30).rc == 0
+                    if ok and delta(s0, stats(a), "transparent_tx_packets") >= 1:
+                        break
+                    check(time.time() < deadline, "with B's prefixes widened, A never sent to "
+                          "%s through shared memory: %r" % (dst, stats(a)))
+                    time.sleep(0.3)
+                s0a, s0b = stats(a), stats(b)
+                ping_ok(a, dst, 5)
+                s1a, s1b = stats(a), stats(b)
+                check(delta(s0a, s1a, "transparent_tx_packets") >= 5
+                      and delta(s0b, s1b, "transparent_rx_packets") >= 5
+                      and delta(s0b, s1b, "transparent_rx_dropped") == 0,
+                      "with B's prefixes widened, A's pings to %s did not all go through shared "
+                      "memory: A %r, B %r" % (dst, s1a, s1b))
+            no_splats(cl)
+    finally:
+        ns.close()
+
+
+test_transparent_prefix_disagreement_falls_back.modes = ("plain", "doorbell")
+
+
 TESTS = [test_transparent_tcp_over_shm_and_fallback, test_transparent_refuses_false_claims,
          test_transparent_two_addresses_each, test_transparent_stateful_firewall,
          test_transparent_refuses_neighbour_discovery,
-         test_transparent_stale_neighbour_rechecked]
+         test_transparent_stale_neighbour_rechecked,
+         test_transparent_claim_kept_while_holder_down,
+         test_transparent_prefix_disagreement_falls_back]

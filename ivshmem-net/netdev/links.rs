@@ -361,12 +361,15 @@ impl super::Net {
             }
         }
         if self.params.transparent.is_some() {
-            if ctl.links.get(j as usize).is_some_and(|l| l.up) {
-                let addrs = link::read_addrs(&self.shm, &self.geometry, j);
-                self.update_peer_addrs(dev, j, addrs, &ctl.published);
+            let accepted = if ctl.links.get(j as usize).is_some_and(|l| l.up) {
+                let published = link::read_addrs(&self.shm, &self.geometry, j);
+                self.update_peer_addrs(dev, j, published.map(|p| p.addrs), &ctl.published);
+                self.acceptance(j, published)
             } else {
                 self.withdraw(j);
-            }
+                link::Accepted::default()
+            };
+            let _ = ctl.own.accept(&self.shm, j, accepted);
         }
         (watch, suspicious)
     }

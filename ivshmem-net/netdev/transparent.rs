@@ -11,7 +11,12 @@
 //! (no gateway, no IPsec transform) and the regular interface itself puts the address on-link
 //! and resolved it to the MAC the peer published ([`Seen::may_send`]); a frame from it is
 //! delivered only from an on-link address no neighbour entry gives to another MAC
-//! ([`Seen::may_accept`]). Neighbour discovery and ICMP redirects never pass through shared
+//! ([`Seen::may_accept`]). Both ends say which claims they accept ([`link::Accepted`]): a
+//! packet goes to a peer only if that peer accepts our claim for its IP version, so where
+//! the two ends judge an address differently traffic stays on the regular interface instead
+//! of being dropped. A claim belongs to the peer's seat, as its MAC does: it is kept (and
+//! nobody else's overlapping claim taken) while the peer's link is down, and ends when the
+//! peer leaves its seat. Neighbour discovery and ICMP redirects never pass through shared
 //! memory, either way ([`may_cross`]): they would let a peer rewrite the neighbour table those
 //! checks read.
 
@@ -29,7 +34,8 @@ use crate::protocol::frame::{
     from_ours, hook_can_carry, mac_u64, may_cross, published_source, IpDst, IpVersion, Seen,
     ETH_HLEN, ETH_P_IP, ETH_P_IPV6,
 };
-use crate::protocol::link::Addrs;
+use crate::protocol::layout;
+use crate::protocol::link::{self, Accepted, Addrs, Published};
 use crate::{dev_info, dev_warn};
 use core::fmt;
 use core::sync::atomic::Ordering;
@@ -41,13 +47,23 @@ pub(super) const MAC_VALID: u64 = 1 << 48;
 /// The peers whose regular addresses we send to through the rings.
 pub(super) struct Peers {
     /// Indexed by peer id: the addresses peer `j` published, checked and not claimed by
-    /// another peer first; `None` while its link is down or it published nothing usable.
+    /// another peer first; `None` if it published nothing usable, or left the seat it
+    /// claimed them from.
     pub(super) addrs: KVec<Option<Addrs>>,
+    /// Indexed by peer id: the slot word (seat token) peer `j` held when its claim was taken
+    /// ([`layout::slot_token`]); its claim lasts while the slot holds it.
+    pub(super) seats: KVec<u32>,
+    /// Peers whose claim is kept while their link is down: nothing goes to them through the
+    /// rings, and nobody else can claim their addresses meanwhile.
+    pub(super) down: u64,
     /// Peers whose claim we refused (an address another peer or we hold) and logged.
     pub(super) refused_logged: u64,
     /// What we publish (a copy of `Ctl::published` the hook can read): peers take frames from
     /// these addresses only.
     pub(super) ours: Addrs,
+    /// The sequence word we published `ours` with ([`link::Own::published_seq`]): a peer
+    /// accepts our claim by writing it into its `accept_v4`/`accept_v6` word for us.
+    pub(super) ours_seq: u32,
 }
 
 /// What the receive path does with a frame.
@@ -130,15 +146,17 @@ impl super::Net {
         let Some(dst) = IpDst::of(version_of(proto), skb.head()) else {
             return Accept;
         };
-        let (peer, ours_src) = {
+        let (peer, ours_src, ours_seq) = {
             let peers = self.transparent.lock();
             let peer = self
                 .others()
+                .filter(|&j| peers.down & bit(j) == 0)
                 .find_map(|j| match peers.addrs.get(j as usize) {
                     Some(Some(a)) if dst.is_for(a) => Some((j, a.mac)),
                     _ => None,
                 });
-            (peer, from_ours(version_of(proto), skb.head(), &peers.ours))
+            let ours_src = from_ours(version_of(proto), skb.head(), &peers.ours);
+            (peer, ours_src, peers.ours_seq)
         };
         let Some((j, peer_mac)) = peer else {
             return Accept;
@@ -158,6 +176,14 @@ impl super::Net {
         // Only what the regular interface would hand straight to that MAC on its segment.
         if !pkt.direct_route() || !seen(state.out_ifindex(), dst, true).may_send(&peer_mac) {
             global.transparent_unverified.inc();
+            return Accept;
+        }
+        // Only what the peer says it takes from our published addresses: the read is once, of
+        // a word any peer can write, so it only spares an honest peer frames it would drop.
+        if !link::read_accepted(&self.shm, &self.geometry, j, self.me)
+            .covers(ours_seq, version_of(proto))
+        {
+            global.transparent_unaccepted.inc();
             return Accept;
         }
         let fallback = || {
@@ -235,13 +261,22 @@ impl super::Net {
         };
         self.regular_mac.store(mac, Ordering::Relaxed);
         if now == ctl.published {
+            // A repair may have published the same addresses again, with a new sequence word.
+            let seq = ctl.own.published_seq();
+            let mut peers = self.transparent.lock();
+            if peers.ours_seq != seq {
+                peers.ours_seq = seq;
+            }
             return;
         }
         if ctl.own.publish_addrs(&self.shm, &now).is_err() {
             return;
         }
         ctl.published = now;
-        self.transparent.lock().ours = now;
+        let mut peers = self.transparent.lock();
+        peers.ours = now;
+        peers.ours_seq = ctl.own.published_seq();
+        drop(peers);
         if now.is_empty() {
             dev_info!(
                 &self.pdev,
@@ -265,7 +300,8 @@ impl super::Net {
 
     /// Transparent mode: peer `j`'s link is up and it published `addrs` (`None`: nothing
     /// usable). The first claim of an address wins: a peer claiming one that another peer
-    /// holds in the table, or one of ours, gets no entry (logged once until it stops).
+    /// holds in the table (link up or down, as long as it holds its seat), or one of ours,
+    /// gets no entry (logged once until it stops).
     pub(super) fn update_peer_addrs(
         &self,
         dev: &Device,
@@ -273,7 +309,14 @@ impl super::Net {
         addrs: Option<Addrs>,
         ours: &Addrs,
     ) {
+        let seat_of = |k: u32| layout::slot_token(&self.shm, &self.geometry, k).unwrap_or(0);
         let mut peers = self.transparent.lock();
+        // First end the kept claims of peers that left their seats (each slot word read once).
+        for k in self.others() {
+            if peers.down & bit(k) != 0 && peers.seats.get(k as usize) != Some(&seat_of(k)) {
+                release(&mut peers, k);
+            }
+        }
         let conflict = addrs.is_some_and(|a| {
             a.overlaps(ours)
                 || peers
@@ -301,11 +344,16 @@ impl super::Net {
             peers.refused_logged &= !bit(j);
             addrs
         };
+        peers.down &= !bit(j);
+        if let Some(s) = peers.seats.get_mut(j as usize) {
+            *s = seat_of(j);
+        }
         let Some(slot) = peers.addrs.get_mut(j as usize) else {
             return;
         };
         if *slot != new {
             *slot = new;
+            drop(peers);
             // Rate-limited with the link lines: a peer can change what it publishes at will.
             let Some(missed) = self.logs.link.check(time::now_ms()) else {
                 return;
@@ -331,20 +379,78 @@ impl super::Net {
         }
     }
 
-    /// Transparent mode: stop sending to peer `j` through the rings (its link went down).
+    /// Transparent mode: which claims of peer `j` (whose link is up and which `published`
+    /// what it did) we take frames for, to publish with [`link::Own::accept`]: those of its
+    /// table entry (not refused) whose address our regular interface puts on-link with no
+    /// neighbour entry giving it to another MAC, which is what [`Self::regular_target`] checks
+    /// of every frame. Nothing while our regular interface is missing or down.
+    pub(super) fn acceptance(&self, j: u32, published: Option<Published>) -> Accepted {
+        let Some(p) = published else {
+            return Accepted::default();
+        };
+        if self.regular_mac.load(Ordering::Relaxed) & MAC_VALID == 0 {
+            return Accepted::default();
+        }
+        let entry = match self.transparent.lock().addrs.get(j as usize) {
+            Some(e) => *e,
+            None => None,
+        };
+        if entry != Some(p.addrs) {
+            return Accepted::default();
+        }
+        let ifindex = self.regular_ifindex.load(Ordering::Relaxed);
+        let takes = |ip: IpDst| seen(ifindex, ip, false).may_accept(&p.addrs.mac);
+        Accepted {
+            v4: if p.addrs.v4.is_some_and(|a| takes(IpDst::V4(a))) {
+                p.seq
+            } else {
+                0
+            },
+            v6: if p.addrs.v6.is_some_and(|a| takes(IpDst::V6(a))) {
+                p.seq
+            } else {
+                0
+            },
+        }
+    }
+
+    /// Transparent mode: peer `j`'s link is down, so nothing goes to it through the rings.
+    /// Its claim stays while it holds the seat it claimed from, as its MAC claim does
+    /// (`claim_mac`): a peer that copies its addresses gets nothing while it is merely down,
+    /// paused or garbled; the claim ends once its slot word changes (it unloaded, or a
+    /// staleness takeover gave its id to someone else).
     pub(super) fn withdraw(&self, j: u32) {
+        let seat = layout::slot_token(&self.shm, &self.geometry, j).unwrap_or(0);
         let mut peers = self.transparent.lock();
-        if let Some(slot) = peers.addrs.get_mut(j as usize) {
-            if slot.take().is_some() {
-                drop(peers);
-                if let Some(missed) = self.logs.link.check(time::now_ms()) {
-                    dev_info!(
-                        &self.pdev,
-                        "transparent: peer {} withdrawn (link down){}",
-                        j,
-                        missed
-                    );
-                }
+        if !matches!(peers.addrs.get(j as usize), Some(Some(_))) {
+            return;
+        }
+        let first = peers.down & bit(j) == 0;
+        peers.down |= bit(j);
+        let held = peers.seats.get(j as usize) == Some(&seat);
+        if held && !first {
+            return;
+        }
+        if !held {
+            release(&mut peers, j);
+        }
+        drop(peers);
+        if let Some(missed) = self.logs.link.check(time::now_ms()) {
+            if held {
+                dev_info!(
+                    &self.pdev,
+                    "transparent: peer {} link down; its claim is kept while it holds its \
+                     seat{}",
+                    j,
+                    missed
+                );
+            } else {
+                dev_info!(
+                    &self.pdev,
+                    "transparent: peer {} withdrawn (left its seat){}",
+                    j,
+                    missed
+                );
             }
         }
     }
@@ -359,7 +465,7 @@ impl super::Net {
             return Target::Ours;
         }
         let peers = self.transparent.lock();
-        let Some(Some(a)) = peers.addrs.get(j as usize).copied() else {
+        let (Some(Some(a)), 0) = (peers.addrs.get(j as usize).copied(), peers.down & bit(j)) else {
             return Target::Refuse;
         };
         drop(peers);
@@ -381,5 +487,16 @@ impl super::Net {
         } else {
             Target::Refuse
         }
+    }
+}
+
+/// Ends peer `k`'s claim (it left its seat): its addresses are free for the next claimant.
+fn release(peers: &mut Peers, k: u32) {
+    peers.down &= !bit(k);
+    if let Some(e) = peers.addrs.get_mut(k as usize) {
+        *e = None;
+    }
+    if let Some(s) = peers.seats.get_mut(k as usize) {
+        *s = 0;
     }
 }

@@ -22,10 +22,22 @@
 //! | 0x308, 0x30c  | transparent mode: the regular interface's MAC (as at 0x10)         |
 //! | 0x310         | transparent mode: its IPv4 address (bytes in network order)        |
 //! | 0x314..0x324  | transparent mode: its IPv6 address (bytes in network order)        |
+//! | 0x400 + 4 * j | transparent mode: `accept_v4[j]`, the sequence word of `j`'s block whose IPv4 claim the owner accepts (0: none) |
+//! | 0x500 + 4 * j | transparent mode: `accept_v6[j]`, the same for `j`'s IPv6 claim      |
 //!
 //! The transparent block (see [`Addrs`]) is written only by its owner, as a sequence lock:
 //! sequence made odd, fields, sequence made even again. A reader that sees the same even,
 //! non-zero sequence before and after reading the fields has a consistent copy.
+//!
+//! A claim is used only where both ends agree on it. The receiver `i` of `j`'s frames writes
+//! into `accept_v4[j]` / `accept_v6[j]` the sequence word of the block of `j`'s that it read,
+//! checked and would take frames from (the address is on-link for `i`, and no neighbour entry
+//! of `i`'s gives it to another MAC), 0 otherwise ([`Own::accept`]); `j` sends through the
+//! rings to `i`'s address only while `i`'s word for the packet's IP version equals the
+//! sequence word `j` itself last published ([`read_accepted`], [`Accepted::covers`]). Any
+//! disagreement between the two ends, or a block republished since, therefore falls back to
+//! the regular interface instead of losing frames. The words are only a courtesy between
+//! honest peers: a receiver still checks every frame, since any peer can write them.
 //!
 //! # The handshake
 //!
@@ -42,6 +54,7 @@
 //! beating for [`HEARTBEAT_TIMEOUT_MS`] ends up here too, so recovery needs no action from
 //! anybody else.
 
+use super::frame::IpVersion;
 use super::layout::{Error, Geometry, Region, MAX_PEERS};
 
 mod handshake;
@@ -83,6 +96,11 @@ pub mod ctrl {
     pub const TP_V4: usize = 0x310;
     /// Transparent mode: the IPv6 address, 16 bytes in network order.
     pub const TP_V6: usize = 0x314;
+    /// Transparent mode: `accept_v4[j]` is at `TP_ACCEPT_V4 + 4 * j` (see the module
+    /// documentation).
+    pub const TP_ACCEPT_V4: usize = 0x400;
+    /// Transparent mode: `accept_v6[j]` is at `TP_ACCEPT_V6 + 4 * j`.
+    pub const TP_ACCEPT_V6: usize = 0x500;
 }
 
 /// Which addresses a transparent block carries (its `TP_FLAGS` word).
@@ -170,10 +188,40 @@ impl Addrs {
     }
 }
 
+/// What a peer published in its transparent block, read once and consistent.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Published {
+    /// The addresses, [`Addrs::sanitized`] and not empty.
+    pub addrs: Addrs,
+    /// The block's sequence word when it held them (even, never 0): what a receiver that
+    /// accepts them writes into its `accept_v4`/`accept_v6` word for the peer.
+    pub seq: u32,
+}
+
 /// Reads peer `j`'s transparent block, once, as a sequence-lock reader: `None` when `j` does
 /// not announce [`feature::TRANSPARENT`], has never published, is rewriting the block, or
 /// published nothing usable (see [`Addrs::sanitized`]).
-pub fn read_addrs<R: Region + ?Sized>(r: &R, g: &Geometry, j: u32) -> Option<Addrs> {
+///
+/// # Examples
+///
+/// ```
+/// use ivshmem_net_protocol::layout::{attach, Geometry};
+/// use ivshmem_net_protocol::link::{feature, read_addrs, Addrs, Own};
+/// use ivshmem_net_protocol::HeapRegion;
+///
+/// let g = Geometry::new(4 << 20, 2)?;
+/// let region = HeapRegion::new(g.region_len as usize);
+/// attach(&region, g, 1, || false)?;
+/// let mut own = Own::new(&g, 0)?;
+/// own.attach(&region, [2, 0, 0, 0, 0, 1], 1500)?;
+/// own.set_features(&region, feature::TRANSPARENT)?;
+/// let a = Addrs { mac: [2, 0, 0, 0, 0, 9], v4: Some([10, 0, 0, 1]), v6: None };
+/// own.publish_addrs(&region, &a)?;
+/// let p = read_addrs(&region, &g, 0).expect("published");
+/// assert_eq!((p.addrs, p.seq), (a, own.published_seq()));
+/// # Ok::<(), ivshmem_net_protocol::layout::Error>(())
+/// ```
+pub fn read_addrs<R: Region + ?Sized>(r: &R, g: &Geometry, j: u32) -> Option<Published> {
     let base = g.ctrl_offset(j).ok()?;
     if r.load(base + ctrl::FEATURES).ok()? & feature::TRANSPARENT == 0 {
         return None;
@@ -199,7 +247,78 @@ pub fn read_addrs<R: Region + ?Sized>(r: &R, g: &Geometry, j: u32) -> Option<Add
         v6: (flags & addr_flags::V6 != 0).then_some(v6),
     }
     .sanitized();
-    (!a.is_empty()).then_some(a)
+    (!a.is_empty()).then_some(Published { addrs: a, seq })
+}
+
+/// Which claims of one peer the owner of a control block accepts: for each IP version, the
+/// sequence word of the peer's transparent block it accepted (0: none). See the module
+/// documentation.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct Accepted {
+    /// `accept_v4[j]`.
+    pub v4: u32,
+    /// `accept_v6[j]`.
+    pub v6: u32,
+}
+
+impl Accepted {
+    /// Whether this accepts the claim for IP version `version` of the block its peer
+    /// published with sequence word `seq` (0, or an odd word, is never accepted).
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use ivshmem_net_protocol::frame::IpVersion;
+    /// use ivshmem_net_protocol::link::Accepted;
+    /// let a = Accepted { v4: 6, v6: 0 };
+    /// assert!(a.covers(6, IpVersion::V4));
+    /// assert!(!a.covers(6, IpVersion::V6));
+    /// assert!(!a.covers(8, IpVersion::V4));
+    /// assert!(!Accepted::default().covers(0, IpVersion::V4));
+    /// ```
+    pub fn covers(&self, seq: u32, version: IpVersion) -> bool {
+        let word = match version {
+            IpVersion::V4 => self.v4,
+            IpVersion::V6 => self.v6,
+        };
+        seq != 0 && seq & 1 == 0 && word == seq
+    }
+}
+
+/// Reads, once, which claims of peer `me` peer `k` accepts (its `accept_v4[me]` and
+/// `accept_v6[me]`). Anything unreadable reads as nothing accepted.
+///
+/// # Examples
+///
+/// ```
+/// use ivshmem_net_protocol::frame::IpVersion;
+/// use ivshmem_net_protocol::layout::{attach, Geometry};
+/// use ivshmem_net_protocol::link::{read_accepted, Accepted, Own};
+/// use ivshmem_net_protocol::HeapRegion;
+///
+/// let g = Geometry::new(4 << 20, 2)?;
+/// let region = HeapRegion::new(g.region_len as usize);
+/// attach(&region, g, 1, || false)?;
+/// let mut own = Own::new(&g, 1)?;
+/// own.attach(&region, [2, 0, 0, 0, 0, 2], 1500)?;
+/// assert_eq!(read_accepted(&region, &g, 1, 0), Accepted::default());
+/// // Peer 1 accepts the IPv4 claim of peer 0's block with sequence word 4.
+/// own.accept(&region, 0, Accepted { v4: 4, v6: 0 })?;
+/// assert!(read_accepted(&region, &g, 1, 0).covers(4, IpVersion::V4));
+/// # Ok::<(), ivshmem_net_protocol::layout::Error>(())
+/// ```
+pub fn read_accepted<R: Region + ?Sized>(r: &R, g: &Geometry, k: u32, me: u32) -> Accepted {
+    let Ok(base) = g.ctrl_offset(k) else {
+        return Accepted::default();
+    };
+    if me >= g.max_peers || me >= MAX_PEERS {
+        return Accepted::default();
+    }
+    let word = |off: usize| r.load(base + off + 4 * me as usize).unwrap_or(0);
+    Accepted {
+        v4: word(ctrl::TP_ACCEPT_V4),
+        v6: word(ctrl::TP_ACCEPT_V6),
+    }
 }
 
 /// A peer's state as published in its control block.
@@ -294,6 +413,8 @@ pub struct Own {
     tp_seq: u32,
     /// The addresses last published with [`Own::publish_addrs`].
     tp_addrs: Addrs,
+    /// What we accept of each peer's claims ([`Own::accept`]).
+    tp_accepted: [Accepted; MAX_PEERS as usize],
 }
 
 /// The words of a transparent-mode address block but its sequence word, as
@@ -339,6 +460,7 @@ impl Own {
             acks: [0; MAX_PEERS as usize],
             tp_seq: 0,
             tp_addrs: Addrs::default(),
+            tp_accepted: [Accepted::default(); MAX_PEERS as usize],
         })
     }
 
@@ -363,6 +485,10 @@ impl Own {
             self.acks[j] = 0;
             r.store(self.base + ctrl::EPOCH + 4 * j, self.epochs[j])?;
             r.store(self.base + ctrl::ACK + 4 * j, 0)?;
+            // Nor are its acceptances: we accept nothing until we have looked.
+            self.tp_accepted[j] = Accepted::default();
+            r.store(self.base + ctrl::TP_ACCEPT_V4 + 4 * j, 0)?;
+            r.store(self.base + ctrl::TP_ACCEPT_V6 + 4 * j, 0)?;
         }
         self.mac = [
             u32::from_le_bytes([mac[0], mac[1], mac[2], mac[3]]),
@@ -413,6 +539,32 @@ impl Own {
             n => n,
         };
         r.store(self.base + ctrl::TP_SEQ, self.tp_seq)
+    }
+
+    /// The sequence word of our last publication ([`Own::publish_addrs`]): what a peer that
+    /// accepts our claim writes into its `accept_v4`/`accept_v6` word for us.
+    pub fn published_seq(&self) -> u32 {
+        self.tp_seq
+    }
+
+    /// Publishes which of peer `j`'s claims we accept (see the module documentation); only
+    /// words that change are written.
+    pub fn accept<R: Region + ?Sized>(&mut self, r: &R, j: u32, a: Accepted) -> Result<(), Error> {
+        let i = self.peer_index(j)?;
+        let old = self.tp_accepted[i];
+        self.tp_accepted[i] = a;
+        if old.v4 != a.v4 {
+            r.store(self.base + ctrl::TP_ACCEPT_V4 + 4 * i, a.v4)?;
+        }
+        if old.v6 != a.v6 {
+            r.store(self.base + ctrl::TP_ACCEPT_V6 + 4 * i, a.v6)?;
+        }
+        Ok(())
+    }
+
+    /// What we accept of peer `j`'s claims, as we last wrote it.
+    pub fn accepted(&self, j: u32) -> Result<Accepted, Error> {
+        Ok(self.tp_accepted[self.peer_index(j)?])
     }
 
     /// Publishes a new MTU.
@@ -487,6 +639,8 @@ impl Own {
         for j in 0..self.max_peers as usize {
             check(ctrl::EPOCH + 4 * j, self.epochs[j])?;
             check(ctrl::ACK + 4 * j, self.acks[j])?;
+            check(ctrl::TP_ACCEPT_V4 + 4 * j, self.tp_accepted[j].v4)?;
+            check(ctrl::TP_ACCEPT_V6 + 4 * j, self.tp_accepted[j].v6)?;
         }
         Ok(fixed)
     }

@@ -1,14 +1,18 @@
 // SPDX-License-Identifier: GPL-2.0
 /*
- * ivnet-nd: sends one hand-made ICMPv6 neighbour solicitation or advertisement as a raw
- * Ethernet frame (AF_PACKET) on an interface, bypassing the stack's IPv6 output and its
- * netfilter hooks: for the transparent-mode test where a peer injects neighbour discovery
- * through its ivshm0 (busybox has no such tool).
+ * ivnet-nd: sends a hand-made ICMPv6 neighbour solicitation or advertisement, or an echo
+ * request (ICMP or ICMPv6), as a raw Ethernet frame (AF_PACKET) on an interface, bypassing
+ * the stack's IP output, its netfilter hooks and its choice of source address: for the
+ * transparent-mode tests where a peer writes such frames straight into its ring (busybox has
+ * no such tool).
  *
  *   ivnet-nd IFACE DST_MAC SRC_MAC SRC_IP6 DST_IP6 ns|na TARGET_IP6 LLADDR [COUNT]
  *       ns: a solicitation for TARGET with LLADDR as its source link-layer address option;
  *       na: a solicited, override advertisement for TARGET with LLADDR as its target
  *       link-layer address option. Hop limit 255, valid checksum. Sent COUNT times (1).
+ *   ivnet-nd IFACE DST_MAC SRC_MAC SRC_IP DST_IP echo [COUNT]
+ *       an echo request from SRC_IP to DST_IP (both IPv4 or both IPv6), valid checksums,
+ *       sent COUNT times (1), 100 ms apart.
  */
 #include <arpa/inet.h>
 #include <net/if.h>
@@ -51,16 +55,125 @@ static uint16_t csum6(const uint8_t *src, const uint8_t *dst, const uint8_t *msg
 	return (uint16_t)~sum;
 }
 
+static uint16_t csum(const uint8_t *p, size_t len)
+{
+	uint32_t sum = 0;
+
+	for (size_t i = 0; i < len; i += 2)
+		sum += (uint32_t)(p[i] << 8 | (i + 1 < len ? p[i + 1] : 0));
+	while (sum >> 16)
+		sum = (sum & 0xffff) + (sum >> 16);
+	return (uint16_t)~sum;
+}
+
+static int send_frames(const char *ifname, const uint8_t *f, size_t len, int count)
+{
+	struct sockaddr_ll to = { 0 };
+	int fd = socket(AF_PACKET, SOCK_RAW, 0);
+
+	if (fd < 0) {
+		perror("ivnet-nd: socket");
+		return 1;
+	}
+	to.sll_family = AF_PACKET;
+	to.sll_ifindex = (int)if_nametoindex(ifname);
+	to.sll_halen = 6;
+	memcpy(to.sll_addr, f, 6);
+	if (!to.sll_ifindex) {
+		perror("ivnet-nd: interface");
+		close(fd);
+		return 1;
+	}
+	for (int i = 0; i < count; i++) {
+		if (sendto(fd, f, len, 0, (struct sockaddr *)&to, sizeof(to)) != (ssize_t)len) {
+			perror("ivnet-nd: sendto");
+			close(fd);
+			return 1;
+		}
+		usleep(100000);
+	}
+	close(fd);
+	return 0;
+}
+
+/* An echo request (id 0x4956, sequence 1, 8 bytes of payload) from argv[4] to argv[5]. */
+static int echo(int argc, char **argv)
+{
+	uint8_t f[14 + 40 + 16] = { 0 };
+	int count = argc > 7 ? atoi(argv[7]) : 1;
+	size_t len;
+	uint16_t c;
+
+	if (mac(argv[2], f) || mac(argv[3], f + 6)) {
+		fprintf(stderr, "ivnet-nd: bad address\n");
+		return 2;
+	}
+	if (inet_pton(AF_INET, argv[4], f + 14 + 12) == 1) {
+		uint8_t *ip = f + 14, *m = f + 34;
+
+		if (inet_pton(AF_INET, argv[5], ip + 16) != 1) {
+			fprintf(stderr, "ivnet-nd: bad address\n");
+			return 2;
+		}
+		f[12] = 0x08;
+		ip[0] = 0x45;
+		ip[3] = 20 + 16; /* total length */
+		ip[8] = 64; /* TTL */
+		ip[9] = 1; /* ICMP */
+		c = csum(ip, 20);
+		ip[10] = (uint8_t)(c >> 8);
+		ip[11] = (uint8_t)c;
+		m[0] = 8; /* echo request */
+		m[4] = 0x49;
+		m[5] = 0x56;
+		m[7] = 1;
+		memcpy(m + 8, "ivnet-nd", 8);
+		c = csum(m, 16);
+		m[2] = (uint8_t)(c >> 8);
+		m[3] = (uint8_t)c;
+		len = 14 + 20 + 16;
+	} else {
+		uint8_t *ip = f + 14, *m = f + 54;
+
+		if (inet_pton(AF_INET6, argv[4], ip + 8) != 1 ||
+		    inet_pton(AF_INET6, argv[5], ip + 24) != 1) {
+			fprintf(stderr, "ivnet-nd: bad address\n");
+			return 2;
+		}
+		f[12] = 0x86;
+		f[13] = 0xdd;
+		ip[0] = 0x60;
+		ip[5] = 16; /* payload length */
+		ip[6] = 58; /* ICMPv6 */
+		ip[7] = 64;
+		m[0] = 128; /* echo request */
+		m[4] = 0x49;
+		m[5] = 0x56;
+		m[7] = 1;
+		memcpy(m + 8, "ivnet-nd", 8);
+		c = csum6(ip + 8, ip + 24, m, 16);
+		m[2] = (uint8_t)(c >> 8);
+		m[3] = (uint8_t)c;
+		len = sizeof(f);
+	}
+	if (send_frames(argv[1], f, len, count))
+		return 1;
+	printf("sent %d echo requests from %s to %s\n", count, argv[4], argv[5]);
+	return 0;
+}
+
 int main(int argc, char **argv)
 {
 	uint8_t f[14 + 40 + 32] = { 0 }, *ip = f + 14, *m = f + 54;
-	struct sockaddr_ll to = { 0 };
-	int count = argc > 9 ? atoi(argv[9]) : 1, na, fd;
+	int count = argc > 9 ? atoi(argv[9]) : 1, na;
 	uint16_t c;
 
+	if (argc >= 7 && !strcmp(argv[6], "echo"))
+		return echo(argc, argv);
 	if (argc < 9 || (strcmp(argv[6], "ns") && strcmp(argv[6], "na"))) {
 		fprintf(stderr, "usage: ivnet-nd IFACE DST_MAC SRC_MAC SRC_IP6 DST_IP6 ns|na "
-			"TARGET_IP6 LLADDR [COUNT]\n");
+			"TARGET_IP6 LLADDR [COUNT]\n"
+			"       ivnet-nd IFACE DST_MAC SRC_MAC SRC_IP DST_IP echo [COUNT]\n");
 		return 2;
 	}
 	na = !strcmp(argv[6], "na");
@@ -85,27 +198,8 @@ int main(int argc, char **argv)
 	m[2] = (uint8_t)(c >> 8);
 	m[3] = (uint8_t)c;
 
-	fd = socket(AF_PACKET, SOCK_RAW, 0);
-	if (fd < 0) {
-		perror("ivnet-nd: socket");
+	if (send_frames(argv[1], f, sizeof(f), count))
 		return 1;
-	}
-	to.sll_family = AF_PACKET;
-	to.sll_ifindex = (int)if_nametoindex(argv[1]);
-	to.sll_halen = 6;
-	memcpy(to.sll_addr, f, 6);
-	if (!to.sll_ifindex) {
-		perror("ivnet-nd: interface");
-		return 1;
-	}
-	for (int i = 0; i < count; i++) {
-		if (sendto(fd, f, sizeof(f), 0, (struct sockaddr *)&to, sizeof(to)) != sizeof(f)) {
-			perror("ivnet-nd: sendto");
-			return 1;
-		}
-		usleep(100000);
-	}
 	printf("sent %d %s for %s from %s\n", count, argv[6], argv[7], argv[4]);
-	close(fd);
 	return 0;
 }

@@ -2,6 +2,7 @@
 //! The link handshake: two (or three) simulated peers sharing one region, stepping the pure
 //! state machine in `link.rs` the way the driver does.
 
+use ivshmem_net_protocol::frame::IpVersion;
 use ivshmem_net_protocol::layout::*;
 use ivshmem_net_protocol::link::*;
 use ivshmem_net_protocol::HeapRegion;
@@ -301,7 +302,7 @@ fn transparent_addresses_round_trip_only_with_the_feature() {
     // Without the feature bit the block is ignored.
     assert_eq!(read_addrs(&r, &g, 1), None);
     own.set_features(&r, feature::TRANSPARENT).unwrap();
-    assert_eq!(read_addrs(&r, &g, 1), Some(a));
+    assert_eq!(read_addrs(&r, &g, 1).map(|p| p.addrs), Some(a));
     // Withdrawn: nothing to route by.
     own.publish_addrs(&r, &Addrs::default()).unwrap();
     assert_eq!(read_addrs(&r, &g, 1), None);
@@ -326,6 +327,44 @@ fn transparent_block_being_rewritten_is_not_read() {
     assert_eq!(read_addrs(&r, &g, 0), None);
     r.store(base + ctrl::TP_SEQ, seq).unwrap();
     assert!(read_addrs(&r, &g, 0).is_some());
+}
+
+#[test]
+fn claims_are_accepted_only_for_the_block_read() {
+    let (r, g) = setup(3);
+    let (mut sender, mut receiver) = (Own::new(&g, 0).unwrap(), Own::new(&g, 1).unwrap());
+    sender.attach(&r, [2, 0, 0, 0, 0, 1], 1500).unwrap();
+    receiver.attach(&r, [2, 0, 0, 0, 0, 2], 1500).unwrap();
+    sender.set_features(&r, feature::TRANSPARENT).unwrap();
+    sender.publish_addrs(&r, &addrs(1, [10, 94, 0, 1])).unwrap();
+    let p = read_addrs(&r, &g, 0).unwrap();
+    assert_eq!(p.seq, sender.published_seq());
+    // Nothing accepted after attach.
+    assert!(!read_accepted(&r, &g, 1, 0).covers(p.seq, IpVersion::V4));
+    receiver
+        .accept(&r, 0, Accepted { v4: p.seq, v6: 0 })
+        .unwrap();
+    let seen = read_accepted(&r, &g, 1, 0);
+    assert!(seen.covers(sender.published_seq(), IpVersion::V4));
+    assert!(!seen.covers(sender.published_seq(), IpVersion::V6));
+    // Peer 2 sees nothing of what 1 accepts of 0.
+    assert_eq!(read_accepted(&r, &g, 1, 2), Accepted::default());
+    // The sender republishes (new addresses, or a repair): the old acceptance no longer
+    // covers it, until the receiver has read the new block.
+    sender.publish_addrs(&r, &addrs(1, [10, 94, 0, 7])).unwrap();
+    assert!(!read_accepted(&r, &g, 1, 0).covers(sender.published_seq(), IpVersion::V4));
+    // A scribbler's acceptance is put back by the receiver's repair.
+    let word = g.ctrl_offset(1).unwrap() + ctrl::TP_ACCEPT_V4;
+    r.store(word, sender.published_seq()).unwrap();
+    assert_eq!(receiver.repair(&r).unwrap(), 1);
+    assert_eq!(r.load(word).unwrap(), p.seq);
+    // A fresh attach of the receiver accepts nothing.
+    let mut again = Own::new(&g, 1).unwrap();
+    again.attach(&r, [2, 0, 0, 0, 0, 2], 1500).unwrap();
+    assert_eq!(read_accepted(&r, &g, 1, 0), Accepted::default());
+    // Out-of-range peers read as nothing accepted.
+    assert_eq!(read_accepted(&r, &g, 9, 0), Accepted::default());
+    assert_eq!(read_accepted(&r, &g, 1, 9), Accepted::default());
 }
 
 #[test]
