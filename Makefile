@@ -46,12 +46,13 @@ CARGO ?= cargo
 DEBIAN_PACKAGES := linux-source-6.12 rustc-web rust-web-src clang lld llvm libclang-dev \
 	flex bison bc libelf-dev libssl-dev cpio kmod gzip xz-utils make \
 	qemu-system-x86 busybox-static iproute2 ethtool iperf3 nftables pciutils python3 libc6-dev rsync dkms \
-	linux-perf sockperf python3-matplotlib
+	linux-perf sockperf python3-matplotlib python3-yaml dash
 # Installed without their Recommends: dkms's would pull in Debian's own 6.1 kernel headers.
 DEBIAN_NO_RECOMMENDS := dkms
 
 .PHONY: all deps kernel module module-build tools guest-tools initramfs test test-host test-vm \
 	demo bench bench-profile bench-smoke clean kernel-debug module-debug initramfs-debug test-reliability \
+	selftests-image \
 	install dkms-source dkms-install FORCE
 
 all: module tools
@@ -105,7 +106,7 @@ test-reliability: deps
 	@IVNET_RELIABILITY=full IVNET_QEMU_LIMIT=$${IVNET_QEMU_LIMIT:-7200} \
 	    $(PYTHON) test-vm/run-tests.py --suite reliability --kernel debug
 
-initramfs-debug: module-debug guest-tools
+initramfs-debug: module-debug guest-tools selftests-image
 	@test-vm/mkinitramfs.sh build/debug/initramfs.cpio.gz build/debug/ivshmem_net.ko $(GUEST_RR)
 
 # Bindings are generated, never checked in; regenerated when their inputs or the kernel change.
@@ -150,8 +151,13 @@ guest-tools:
 	@cd userspace-tools && RUSTFLAGS='-C target-feature=+crt-static' $(CARGO) build --release -q \
 	    -p ivshmem-bench --bin ivnet-rr --bin ivnet-stream --target x86_64-unknown-linux-gnu
 
-initramfs: module guest-tools
+initramfs: module guest-tools selftests-image
 	@test-vm/mkinitramfs.sh build/initramfs.cpio.gz build/ivshmem_net.ko $(GUEST_RR)
+
+# The kernel's driver selftests with Python for the guest, an overlay that the VM test
+# test_kernel_driver_selftests appends to the initramfs (test-vm/mkselftests.sh says what).
+selftests-image:
+	@test-vm/mkselftests.sh build/selftests.cpio.gz
 
 # The in-guest suite and host-side checks. Prints one 'N passed, N failed' line per part and
 # a final one for everything.

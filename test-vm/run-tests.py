@@ -29,6 +29,7 @@ import tests_datapath  # noqa: E402
 import tests_links  # noqa: E402
 import tests_reliability  # noqa: E402
 import tests_transparent  # noqa: E402
+import tests_kselftest  # noqa: E402
 
 TOP = vm.TOP
 
@@ -348,7 +349,7 @@ def main():
         vm.DEBUG_KERNEL = True
 
     vm_tests = (tests_foundation.TESTS + tests_datapath.TESTS + tests_links.TESTS
-                + tests_reliability.TESTS + tests_transparent.TESTS)
+                + tests_reliability.TESTS + tests_transparent.TESTS + tests_kselftest.TESTS)
     if args.suite == "reliability":
         vm_tests = tests_reliability.suite()
     if args.list:
