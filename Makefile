@@ -38,15 +38,18 @@ KERNEL_KEY ?= rust/generated/kdir.id
 # Same toolchain the kernel was built with (scripts/toolchain.sh says why it is explicit).
 KMAKE = . scripts/toolchain.sh && $(MAKE) -C $(KDIR) M=$(TOP) $$KMAKE_FLAGS
 
-# Debian's Python, whose packages (python3-matplotlib for the bench's charts) `make deps`
-# installs; a python3 earlier on PATH (pyenv) may not have them.
+# Debian's Python, whose packages (pytest, pytest-timeout, matplotlib) `make deps` installs; a
+# python3 earlier on PATH (pyenv) may not have them; .python-version does the same for pyenv's
+# shims.
 PYTHON ?= /usr/bin/python3
+# The tests (pytest.ini, test-vm/conftest.py); -rfE lists failures and errors at the end.
+PYTEST = $(PYTHON) -m pytest test-vm -rfE
 CARGO ?= cargo
 
 DEBIAN_PACKAGES := linux-source-6.12 rustc-web rust-web-src clang lld llvm libclang-dev \
 	flex bison bc libelf-dev libssl-dev cpio kmod gzip xz-utils make \
 	qemu-system-x86 busybox-static iproute2 ethtool iperf3 nftables pciutils python3 libc6-dev rsync dkms \
-	linux-perf sockperf python3-matplotlib python3-yaml dash
+	linux-perf sockperf python3-matplotlib python3-yaml dash python3-pytest python3-pytest-timeout
 # Installed without their Recommends: dkms's would pull in Debian's own 6.1 kernel headers.
 DEBIAN_NO_RECOMMENDS := dkms
 
@@ -97,14 +100,14 @@ module-debug: kernel-debug
 	@$(MAKE) --no-print-directory -C build/debug/src module-build KDIR=$(TOP)/build/guest-debug/kdir
 	@cp build/debug/src/build/ivshmem_net.ko build/debug/ivshmem_net.ko
 
-# The reliability suite (tests_reliability.suite(): hostile peers, crashes, unloads, bad
-# configuration), long forms, on the debug kernel: any KASAN, lockdep, atomic-sleep or
+# The reliability suite (the VM tests marked `reliability`: hostile peers, crashes, unloads,
+# bad configuration), long forms, on the debug kernel: any KASAN, lockdep, atomic-sleep or
 # list/object report in a guest console fails the test that was running. Guests may live 2 h.
-# Every VM test on the debug kernel: run-tests.py --suite vm --kernel debug (hours here).
+# Every VM test on the debug kernel: python3 -m pytest test-vm -m vm --kernel debug (hours here).
 test-reliability: deps
 	@$(MAKE) --no-print-directory tools initramfs-debug
 	@IVNET_RELIABILITY=full IVNET_QEMU_LIMIT=$${IVNET_QEMU_LIMIT:-7200} \
-	    $(PYTHON) test-vm/run-tests.py --suite reliability --kernel debug
+	    $(PYTEST) -m reliability --kernel debug --no-build
 
 initramfs-debug: module-debug guest-tools selftests-image
 	@test-vm/mkinitramfs.sh build/debug/initramfs.cpio.gz build/debug/ivshmem_net.ko $(GUEST_RR)
@@ -159,18 +162,19 @@ initramfs: module guest-tools selftests-image
 selftests-image:
 	@test-vm/mkselftests.sh build/selftests.cpio.gz
 
-# The in-guest suite and host-side checks. Prints one 'N passed, N failed' line per part and
-# a final one for everything.
+# Every test: host checks, cargo's, the VM tests in both modes, the bench smoke run. pytest
+# prints a line per test and its summary; the last line is 'N passed, N failed' with each of
+# cargo's tests counted. Results also in build/test-results.xml (JUnit XML).
 test: deps
 	@$(MAKE) --no-print-directory module tools initramfs
-	@$(PYTHON) test-vm/run-tests.py --suite all
+	@$(PYTEST) -v --no-build --junitxml=build/test-results.xml
 
-# Individual parts, for iterating.
-test-host: module tools
-	@$(PYTHON) test-vm/run-tests.py --suite host
+# Individual parts, for iterating (the tests build what they need; see docs/testing.md).
+test-host:
+	@$(PYTEST) -m host
 
-test-vm: initramfs
-	@$(PYTHON) test-vm/run-tests.py --suite vm
+test-vm:
+	@$(PYTEST) -m "vm or bench"
 
 demo: deps
 	@$(MAKE) --no-print-directory module tools initramfs

@@ -20,8 +20,12 @@ import struct
 import subprocess
 import time
 
+import pytest
+
 import vm
 from vm import Failed, check, no_splats
+
+pytestmark = pytest.mark.vm
 
 KO = "/lib/modules/ivshmem_net.ko"
 # busybox's sh runs its own `ip` applet before PATH; the real iproute2 is needed for -j/-d.
@@ -985,6 +989,7 @@ def layout_header(size, version, max_peers=MAX_PEERS):
     return bytes(hdr)
 
 
+@pytest.mark.reliability
 def test_layout_version_2_refused_untouched():
     """A region whose READY header has layout version 2: both guests load the module, refuse
     the region with the promised message, create no netdev, and leave every byte of the
@@ -1019,14 +1024,9 @@ def test_layout_version_2_refused_untouched():
         no_splats(c)
 
 
-# These run in both modes (see run-tests.py).
+# These run in both modes (see conftest.py).
 for _t in (test_pair_ping_ipv4_ipv6_and_ethtool, test_pair_tcp_256mib_sha256,
            test_pair_udp_sizes_and_counters, test_pair_mtu_9000_65535_tcp_and_ping,
            test_pair_offloads_on_and_each_off, test_pair_rmmod_drops_carrier_reload_restores,
            test_three_guests_all_pairs_and_isolation, test_layout_version_2_refused_untouched):
     _t.modes = ("plain", "doorbell")
-
-TESTS = [test_pair_ping_ipv4_ipv6_and_ethtool, test_pair_tcp_256mib_sha256,
-         test_pair_udp_sizes_and_counters, test_pair_mtu_9000_65535_tcp_and_ping,
-         test_pair_offloads_on_and_each_off, test_pair_rmmod_drops_carrier_reload_restores,
-         test_three_guests_all_pairs_and_isolation, test_layout_version_2_refused_untouched]

@@ -5,6 +5,8 @@ the guests really printed and did, and on the region file as the host sees it.""
 
 import re
 
+import pytest
+
 import vm
 
 KO = "/lib/modules/ivshmem_net.ko"
@@ -14,6 +16,9 @@ BOUND = re.compile(
 
 
 from vm import check, no_splats
+
+pytestmark = pytest.mark.vm
+
 
 def bound_lines(text):
     return [m.groups() for m in BOUND.finditer(text)]
@@ -75,6 +80,7 @@ def test_rmmod_insmod_twice():
         no_splats(c)
 
 
+@pytest.mark.reliability
 def test_no_device_and_bar2_too_small():
     """A guest without ivshmem loads the module and binds nothing; a guest whose BAR2 is
     4 KiB gets one clear probe error and -EINVAL, and the module stays loaded and unloadable."""
@@ -139,7 +145,3 @@ def test_interrupted_harness_leaves_nothing_behind():
     check(not files, "region files survived ^C: %s" % files)
     socks = [f for f in os.listdir(vm.VMDIR) if f in ("gX.agent", "gY.agent")]
     check(not socks, "agent sockets survived ^C: %s" % socks)
-
-
-TESTS = [test_two_guests_share_one_region, test_rmmod_insmod_twice,
-         test_no_device_and_bar2_too_small, test_interrupted_harness_leaves_nothing_behind]

@@ -15,9 +15,13 @@ import os
 import re
 import time
 
+import pytest
+
 import vm
 from vm import Failed, check, no_splats
 import tests_datapath as dp
+
+pytestmark = pytest.mark.vm
 
 SELFTESTS = "/opt/linux/tools/testing/selftests/drivers/net"
 OVERLAY = vm.BUILD / "selftests.cpio.gz"
@@ -154,5 +158,3 @@ def test_kernel_driver_selftests():
 
 
 test_kernel_driver_selftests.modes = ("plain", "doorbell")
-
-TESTS = [test_kernel_driver_selftests]

@@ -10,10 +10,14 @@ import struct
 import subprocess
 import time
 
+import pytest
+
 import vm
 from vm import check, no_splats
 import tests_datapath as dp
 from tests_datapath import Node
+
+pytestmark = pytest.mark.vm
 
 KO = "/lib/modules/ivshmem_net.ko"
 PEER_ID = re.compile(r"ivshm0: peer id (\d+) \(([^)]*)\)")
@@ -63,6 +67,7 @@ def ping(guest, ip, count=3):
           "%s: ping %s failed: %s" % (guest.name, ip, r.out))
 
 
+@pytest.mark.reliability
 def test_bad_module_parameters_refused():
     """Each out-of-range parameter makes insmod fail with a line naming it, binding nothing;
     a valid `id=` is used as given."""
@@ -86,6 +91,7 @@ def test_bad_module_parameters_refused():
         no_splats(c)
 
 
+@pytest.mark.reliability
 def test_peer_ifdown_ifup_and_kill():
     """`ip link set down` on B takes A's link down (left) and carrier off; up brings it back.
     Killing B's VM outright is noticed by the heartbeat within ~1 s (counted once as a
@@ -132,6 +138,7 @@ def test_peer_ifdown_ifup_and_kill():
         no_splats(c)
 
 
+@pytest.mark.reliability
 def test_stale_slot_taken_over():
     """With max_peers=2 both slots are held; when B dies, C finds no free slot, waits, sees
     B's heartbeat frozen and takes over B's slot, and A talks to C."""
@@ -167,6 +174,7 @@ def ring_offset(header, src, dst):
     return rings + idx * stride
 
 
+@pytest.mark.reliability
 def test_garbage_in_ring_resets_link():
     """The host scribbles an impossible producer index into the ring A -> B. B must not
     trust it: it counts one bad descriptor, says so in the log, restarts the link (A sees the
@@ -289,6 +297,7 @@ def test_plain_and_doorbell_guests_refuse_to_link():
 test_plain_and_doorbell_guests_refuse_to_link.modes = ("doorbell",)
 
 
+@pytest.mark.reliability
 def test_server_gone_traffic_goes_on():
     """Stopping the ivshmem-server while two doorbell guests run: QEMU keeps the eventfds it
     has, so existing links keep their interrupts and traffic flows (new guests could not join
@@ -362,6 +371,7 @@ def inject_frame(c, src, dst, frame, flags=0, gso_type=0, gso_size=0, csum_start
         f.write(struct.pack("<I", prod_idx + 1))
 
 
+@pytest.mark.reliability
 def test_inconsistent_offload_metadata_is_a_bad_descriptor():
     """The host, posing as A, publishes frames to B whose offload metadata cannot be right: TCP
     segmentation with a checksum at the UDP header's offset, and a checksum position beyond
@@ -395,6 +405,7 @@ def test_inconsistent_offload_metadata_is_a_bad_descriptor():
         no_splats(c)
 
 
+@pytest.mark.reliability
 def test_oversized_frames_dropped():
     """The host, posing as A, publishes frames to B that the ring carries but B must not take
     (issue 18): plain frames over B's MTU (1500) with Ethernet and VLAN headers, segmentation
@@ -491,6 +502,7 @@ def test_oversized_frames_dropped():
 HOSTILE = vm.BUILD / "bin" / "ivshmem-hostile"
 
 
+@pytest.mark.reliability
 def test_duplicate_mac_first_claim_wins():
     """A forger on the host (ivshmem-hostile --forge-mac-of) joins the region as a peer of
     its own that publishes A's MAC, and links with A and B by the protocol (issue 18). A and
@@ -556,6 +568,7 @@ def _link_ups(node, peer):
                if up and int(j) == peer)
 
 
+@pytest.mark.reliability
 def test_duplicate_mac_kept_while_holder_down():
     """A MAC claim belongs to the holder's seat, not its link (issue 18 review). The forger
     (id 0, A's MAC) is refused by B; then A's interface goes down (B sees its link leave),
@@ -621,19 +634,3 @@ def test_duplicate_mac_kept_while_holder_down():
 test_oversized_frames_dropped.modes = ("plain", "doorbell")
 test_duplicate_mac_first_claim_wins.modes = ("plain", "doorbell")
 test_duplicate_mac_kept_while_holder_down.modes = ("plain", "doorbell")
-
-
-TESTS = [
-    test_bad_module_parameters_refused,
-    test_peer_ifdown_ifup_and_kill,
-    test_stale_slot_taken_over,
-    test_garbage_in_ring_resets_link,
-    test_inconsistent_offload_metadata_is_a_bad_descriptor,
-    test_oversized_frames_dropped,
-    test_duplicate_mac_first_claim_wins,
-    test_duplicate_mac_kept_while_holder_down,
-    test_doorbell_idle_pair_is_quiet,
-    test_plain_and_doorbell_guests_refuse_to_link,
-    test_server_gone_traffic_goes_on,
-    test_doorbell_without_interrupt_polls,
-]

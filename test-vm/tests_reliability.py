@@ -15,10 +15,14 @@ import re
 import subprocess
 import time
 
+import pytest
+
 import vm
 from vm import check, no_splats
 import tests_datapath as dp
 from tests_datapath import Node
+
+pytestmark = [pytest.mark.vm, pytest.mark.reliability]
 
 FULL = os.environ.get("IVNET_RELIABILITY") == "full"
 STORM_S = 60 if FULL else 10
@@ -371,39 +375,3 @@ def test_same_id_and_other_geometry_refused():
 for _t in (test_hostile_peer_storm, test_kill_peer_during_tcp_cycles,
            test_rmmod_insmod_under_load, test_both_ways_at_once_sha256):
     _t.modes = ("plain", "doorbell")
-
-TESTS = [
-    test_same_id_and_other_geometry_refused,
-    test_hostile_peer_storm,
-    test_kill_peer_during_tcp_cycles,
-    test_rmmod_insmod_under_load,
-    test_both_ways_at_once_sha256,
-]
-
-
-def suite():
-    """`make test-reliability` (`run-tests.py --suite reliability`): this file's tests and the
-    ones elsewhere that feed a guest bad input or take its peer away: a too-small BAR2, a
-    region of another layout version, bad module parameters, garbage in a ring, impossible
-    offload metadata, oversized frames, a stale slot, a peer that goes down or is killed, the server gone,
-    a peer that forges another's MAC, and in transparent mode one that claims addresses it does
-    not hold, copies a peer whose link is down, or injects neighbour discovery, and two ends
-    that judge an address differently."""
-    import tests_foundation
-    import tests_links
-    import tests_transparent
-    return [tests_foundation.test_no_device_and_bar2_too_small,
-            dp.test_layout_version_2_refused_untouched,
-            tests_links.test_bad_module_parameters_refused,
-            tests_links.test_garbage_in_ring_resets_link,
-            tests_links.test_inconsistent_offload_metadata_is_a_bad_descriptor,
-            tests_links.test_oversized_frames_dropped,
-            tests_links.test_stale_slot_taken_over,
-            tests_links.test_peer_ifdown_ifup_and_kill,
-            tests_links.test_server_gone_traffic_goes_on,
-            tests_links.test_duplicate_mac_first_claim_wins,
-            tests_links.test_duplicate_mac_kept_while_holder_down,
-            tests_transparent.test_transparent_refuses_false_claims,
-            tests_transparent.test_transparent_refuses_neighbour_discovery,
-            tests_transparent.test_transparent_claim_kept_while_holder_down,
-            tests_transparent.test_transparent_prefix_disagreement_falls_back] + TESTS

@@ -8,10 +8,14 @@ import ipaddress
 import re
 import time
 
+import pytest
+
 import vm
 from vm import check, no_splats
 from bench import Netns
 from tests_datapath import IP, NOW_MS, tcp_receiver
+
+pytestmark = pytest.mark.vm
 
 KO = "/lib/modules/ivshmem_net.ko"
 ETH = {"tpA": "10.96.0.1", "tpB": "10.96.0.2"}
@@ -258,6 +262,7 @@ def v6_logged(a):
     return ":".join("%x" % int(g, 16) for g in ipaddress.IPv6Address(a).exploded.split(":"))
 
 
+@pytest.mark.reliability
 def test_transparent_refuses_false_claims():
     """Issue 18: a peer's published address is only a claim. Guest C (on the region, its eth0
     off the segment) publishes in turn the gateway's address, an address beyond the gateway,
@@ -607,6 +612,7 @@ test_transparent_stateful_firewall.modes = ("plain", "doorbell")
 ND_MAC_C = "52:54:00:7d:00:03"
 
 
+@pytest.mark.reliability
 def test_transparent_refuses_neighbour_discovery():
     """Review finding 1: a peer must not rewrite our neighbour table through shared memory. C
     publishes fd96::77 (on-link, nobody holds it, so A accepts frames from it) and writes
@@ -799,6 +805,7 @@ def send_via_shm(a, b, dst, n):
           % (n, dst, s1a, s1b))
 
 
+@pytest.mark.reliability
 def test_transparent_claim_kept_while_holder_down():
     """Issue 18: an address claim belongs to the holder's seat, as a MAC claim does. B
     publishes its eth0 addresses and A sends to them through shared memory. C (on the
@@ -885,6 +892,7 @@ test_transparent_claim_kept_while_holder_down.modes = ("plain", "doorbell")
 MM_MAC = {"mmA": "52:54:00:80:00:01", "mmB": "52:54:00:80:00:02"}
 
 
+@pytest.mark.reliability
 def test_transparent_prefix_disagreement_falls_back():
     """Issue 18: the two ends judge "on-link" differently (the sender by its route, the
     receiver by its own prefixes), and a claim is used only where the receiver accepts it.
@@ -968,10 +976,3 @@ def test_transparent_prefix_disagreement_falls_back():
 
 test_transparent_prefix_disagreement_falls_back.modes = ("plain", "doorbell")
 
-
-TESTS = [test_transparent_tcp_over_shm_and_fallback, test_transparent_refuses_false_claims,
-         test_transparent_two_addresses_each, test_transparent_stateful_firewall,
-         test_transparent_refuses_neighbour_discovery,
-         test_transparent_stale_neighbour_rechecked,
-         test_transparent_claim_kept_while_holder_down,
-         test_transparent_prefix_disagreement_falls_back]

@@ -41,6 +41,9 @@ SPLAT = re.compile(
 
 _live = set()
 _live_lock = threading.Lock()
+# Called with each new Cluster: test-vm/conftest.py checks the consoles of every cluster a
+# test started once the test is over.
+CLUSTER_HOOKS = []
 
 
 def _cleanup_all():
@@ -119,6 +122,7 @@ class Failed(Exception):
 
 
 def check(cond, msg):
+    __tracebackhide__ = True  # pytest: report the test's line, not this one
     if not cond:
         raise Failed(msg)
 
@@ -419,11 +423,20 @@ class Cluster:
                                      spec.get("args", []), plain, spec.get("cmdline", ""),
                                      spec.get("netns"), spec.get("taps", ())))
         self.closed = False
+        # The console lines matching SPLAT when the cluster was closed (its guests shut down).
+        self.splats_at_close = None
         with _live_lock:
             _live.add(self)
+        for hook in CLUSTER_HOOKS:
+            hook(self)
 
     def __enter__(self):
-        self.start()
+        try:
+            self.start()
+        except BaseException:
+            # __exit__ runs only once __enter__ has returned: stop the guests already booted.
+            self.close()
+            raise
         return self
 
     def __exit__(self, etype, err, tb):
@@ -544,6 +557,9 @@ class Cluster:
             g.poweroff(timeout=5)
         for g in self.guests:
             g.kill()
+        # Only guests that started: a console file of a guest that never did is another's.
+        self.splats_at_close = {g.name: g.splats() for g in self.guests
+                                if g.proc is not None and g.splats()}
         self.stop_server()
         for p in self.files:
             try:

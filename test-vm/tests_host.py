@@ -1,49 +1,29 @@
-#!/usr/bin/env python3
 # SPDX-License-Identifier: GPL-2.0
-"""ivshmem-net test runner: host-side checks, the userspace crates' tests, and the in-guest
-suites. Prints PASS/FAIL per test, a summary line per part, and a final
-'N passed, N failed' line; exits non-zero if anything failed.
+"""Host-side checks: the module's metadata and build log, where `unsafe` may appear and how it
+is documented, the protocol's `core`-only rule, rustfmt and clippy, `make install` and a DKMS
+build. No guest boots; conftest.py builds the module and tools first (`make module tools`)."""
 
-    run-tests.py [--suite host|cargo|vm|reliability|all] [--kernel guest|debug]
-                 [-k SUBSTRING] [--list]
-
-`reliability` is the VM tests about hostile peers, crashes, unloads and bad configuration
-(tests_reliability.suite()); `make test-reliability` runs it long on the debug kernel.
-"""
-
-import argparse
-import json
 import os
 import re
 import subprocess
-import sys
 import tempfile
-import time
-import traceback
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-import vm  # noqa: E402
-import tests_foundation  # noqa: E402
-import tests_datapath  # noqa: E402
-import tests_links  # noqa: E402
-import tests_reliability  # noqa: E402
-import tests_transparent  # noqa: E402
-import tests_kselftest  # noqa: E402
+import pytest
+
+import vm
+
+pytestmark = pytest.mark.host
 
 TOP = vm.TOP
+Failed = vm.Failed
+check = vm.check
 
 
 def run_host(cmd, timeout=600, cwd=TOP):
     p = subprocess.run(cmd, shell=True, cwd=cwd, capture_output=True, text=True, timeout=timeout)
     return p.returncode, p.stdout + p.stderr
 
-
-Failed = vm.Failed
-check = vm.check
-
-
-# ---------------------------------------------------------------- host-side checks
 
 def test_modinfo_pci_alias():
     rc, out = run_host("modinfo build/ivshmem_net.ko")
@@ -235,170 +215,3 @@ def test_dkms_build_install():
                            "--installtree %s/lib/modules" % (t, t, t))
         check("ivshmem-net/%s, %s, " % (version, rel) in out and out.rstrip().endswith("installed"),
               "dkms status: %s" % out)
-
-
-HOST_TESTS = [test_modinfo_pci_alias, test_module_built_without_warnings,
-              test_unsafe_only_in_rust_dir, test_protocol_uses_core_only,
-              test_unsafe_blocks_have_safety_comments,
-              test_rustfmt_clean, test_clippy_userspace_tools, test_make_install,
-              test_dkms_build_install]
-
-
-def test_bench_smoke():
-    """`bench.py --smoke` (what `make bench` runs, with tiny transfers): every path yields
-    numbers, and the JSON, markdown and PNG are written."""
-    out_dir = TOP / "build" / "bench-smoke"
-    before = set(out_dir.glob("*.json")) if out_dir.exists() else set()
-    rc, out = run_host("%s test-vm/bench.py --smoke --out %s" % (sys.executable, out_dir),
-                       timeout=300)
-    check(rc == 0, "bench.py --smoke failed (rc=%d):\n%s" % (rc, out[-4000:]))
-    new = sorted(set(out_dir.glob("*.json")) - before)
-    check(new, "bench.py --smoke wrote no JSON in %s:\n%s" % (out_dir, out[-2000:]))
-    doc = json.loads(new[-1].read_text())
-    for ext in (".md", ".png"):
-        check(new[-1].with_suffix(ext).exists(), "no %s next to %s" % (ext, new[-1]))
-    paths = doc.get("paths", {})
-    for p in ("ivshmem-doorbell", "ivshmem-polling", "virtio-net", "loopback"):
-        check(p in paths, "path %s missing from the results: %s" % (p, sorted(paths)))
-        r = paths[p]
-        for key in ("tcp1", "tcp4"):
-            check(r[key]["gbit_s"] > 0, "%s %s: %r" % (p, key, r[key]))
-        check(r["udp64"]["rx_pps"] > 0 and 0 <= r["udp64"]["loss_pct"] <= 100,
-              "%s udp64: %r" % (p, r["udp64"]))
-        rr = r["rr1"]
-        check(rr["count"] > 0 and rr["errors"] == 0 and 0 < rr["p50_us"] <= rr["p99_us"],
-              "%s rr1: %r" % (p, rr))
-        for key in ("tcp1", "tcp4", "udp64", "rr1"):
-            for side in ("cpu_client_pct", "cpu_server_pct"):
-                v = r[key][side]
-                check(v is None if (side == "cpu_server_pct" and p == "loopback")
-                      else 0 <= v <= 100, "%s %s %s: %r" % (p, key, side, v))
-    tp = paths.get("transparent", {})
-    check(tp.get("tcp1", {}).get("gbit_s", 0) > 0 and tp.get("rr1", {}).get("errors") == 0
-          and tp.get("transparent_tx_packets", 0) > 0,
-          "transparent path missing or not through shared memory: %r" % tp)
-    rb = doc.get("ring_bench", {})
-    check(rb.get("memcpy", {}).get("gb_per_sec", 0) > 0 and rb.get("errors") == 0
-          and rb.get("throughput") and rb.get("latency"), "ring-bench results: %r" % rb)
-
-
-# ---------------------------------------------------------------- cargo tests
-
-def run_cargo_tests():
-    """Runs the workspace's tests, the ivshmem-server test against real QEMU processes, then
-    the loom models of the ring (their own cfg and target directory); returns (passed,
-    failed)."""
-    start = time.time()
-    p = subprocess.run("cargo test --workspace --release 2>&1 && "
-                       "cargo test --release -p ivshmem-server --test qemu -- --ignored 2>&1 && "
-                       "cd protocol && CARGO_TARGET_DIR=../target/loom RUSTFLAGS='--cfg loom' "
-                       "cargo test --release --test loom 2>&1", shell=True,
-                       cwd=TOP / "userspace-tools", capture_output=True, text=True, timeout=1800)
-    out = p.stdout
-    passed = sum(int(m) for m in re.findall(r"test result: \w+\. (\d+) passed", out))
-    failed = sum(int(m) for m in re.findall(r"(\d+) failed;", out))
-    failures = re.findall(r"^test (\S+) \.\.\. FAILED$", out, re.M)
-    if p.returncode != 0 and failed == 0:
-        failed = 1
-        failures = ["cargo test exited %d:\n%s" % (p.returncode, out[-3000:])]
-    print("cargo: %d passed, %d failed (%.1f s)" % (passed, failed, time.time() - start))
-    for f in failures:
-        print("FAIL cargo %s" % f)
-    return passed, failed
-
-
-# ---------------------------------------------------------------- runner
-
-def run_tests(tests, label, pattern, suffix=""):
-    passed = failed = 0
-    results = []
-    for t in tests:
-        name = t.__name__ + suffix
-        if pattern and pattern not in name:
-            continue
-        start = time.time()
-        try:
-            t()
-            status, detail = "PASS", ""
-            passed += 1
-        except Exception as e:  # a test's failure, whatever raised it
-            status = "FAIL"
-            detail = str(e) if isinstance(e, (Failed, vm.AgentError)) else traceback.format_exc()
-            failed += 1
-        dt = time.time() - start
-        print("%s %s (%.1f s)%s" % (status, name, dt, ("\n    " + detail.replace("\n", "\n    ")) if detail else ""),
-              flush=True)
-        results.append({"name": name, "status": status, "seconds": round(dt, 2), "detail": detail})
-    print("%s: %d passed, %d failed" % (label, passed, failed), flush=True)
-    return passed, failed, results
-
-
-def main():
-    ap = argparse.ArgumentParser()
-    ap.add_argument("--suite", default="all", choices=["host", "cargo", "vm", "reliability", "all"])
-    ap.add_argument("-k", dest="pattern", default=None)
-    ap.add_argument("--list", action="store_true")
-    ap.add_argument("--kernel", choices=["guest", "debug"], default="guest",
-                    help="debug: run the VM tests on the KASAN/lockdep/kmemleak kernel "
-                         "(make initramfs-debug)")
-    args = ap.parse_args()
-    if args.kernel == "debug":
-        vm.DEFAULT_KERNEL = vm.BUILD / "guest-debug" / "bzImage"
-        vm.DEFAULT_INITRD = vm.BUILD / "debug" / "initramfs.cpio.gz"
-        vm.DEFAULT_MEM_MB = 768
-        vm.DEBUG_KERNEL = True
-
-    vm_tests = (tests_foundation.TESTS + tests_datapath.TESTS + tests_links.TESTS
-                + tests_reliability.TESTS + tests_transparent.TESTS + tests_kselftest.TESTS)
-    if args.suite == "reliability":
-        vm_tests = tests_reliability.suite()
-    if args.list:
-        host = HOST_TESTS if args.suite in ("host", "all") else []
-        smoke = [test_bench_smoke] if args.suite in ("vm", "all") else []
-        if args.suite in ("host", "cargo"):
-            vm_tests = []
-        for t in host + [t for t in vm_tests if "plain" in getattr(t, "modes", ("plain",))] + smoke:
-            print(t.__name__)
-        for t in vm_tests:
-            if "doorbell" in getattr(t, "modes", ()):
-                print(t.__name__ + "[doorbell]")
-        return 0
-
-    total_p = total_f = 0
-    report = []
-    if args.suite in ("host", "all"):
-        p, f, r = run_tests(HOST_TESTS, "host", args.pattern)
-        total_p, total_f, report = total_p + p, total_f + f, report + r
-    if args.suite in ("cargo", "all") and not args.pattern:
-        p, f = run_cargo_tests()
-        total_p, total_f = total_p + p, total_f + f
-    if args.suite in ("vm", "reliability", "all"):
-        accel, why = vm.choose_accel(vm.DEFAULT_KERNEL or vm.BUILD / "guest" / "bzImage",
-                                     vm.DEFAULT_INITRD or vm.BUILD / "initramfs.cpio.gz")
-        print("vm: accelerator %s (%s)" % (accel, why), flush=True)
-        # Every test in polling mode (ivshmem-plain); those that make sense there again in
-        # doorbell mode (ivshmem-doorbell through our ivshmem-server, MSI-X interrupts).
-        vm.DEFAULT_DOORBELL = None
-        plain = [t for t in vm_tests if "plain" in getattr(t, "modes", ("plain",))]
-        p, f, r = run_tests(plain, "vm (plain, polling)", args.pattern)
-        total_p, total_f, report = total_p + p, total_f + f, report + r
-        tests_datapath.drop_pair()
-        vm.DEFAULT_DOORBELL = 1
-        both = [t for t in vm_tests if "doorbell" in getattr(t, "modes", ())]
-        p, f, r = run_tests(both, "vm (doorbell, interrupts)", args.pattern, "[doorbell]")
-        total_p, total_f, report = total_p + p, total_f + f, report + r
-        tests_datapath.drop_pair()
-        vm.DEFAULT_DOORBELL = None
-        # The benchmark's smoke run (its own guests bA..bD, a netns with a bridge and taps);
-        # it measures the normal kernel, so not with --kernel debug.
-        if args.kernel == "guest" and args.suite != "reliability":
-            p, f, r = run_tests([test_bench_smoke], "bench (smoke)", args.pattern)
-            total_p, total_f, report = total_p + p, total_f + f, report + r
-
-    (vm.BUILD / "test-results.json").write_text(json.dumps(report, indent=1))
-    print("%d passed, %d failed" % (total_p, total_f), flush=True)
-    return 1 if total_f else 0
-
-
-if __name__ == "__main__":
-    sys.exit(main())
