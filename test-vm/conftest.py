@@ -55,6 +55,7 @@ class _Session:
     outcomes = {}  # nodeid -> "passed" | "failed" | "skipped"
     cargo = {}  # nodeid -> (passed, failed) of cargo's own tests
     collect_errors = 0
+    interrupted = False
     info = []  # (nodeid, [lines])
 
 
@@ -251,8 +252,9 @@ def pytest_collectreport(report):
         _Session.collect_errors += 1
 
 
-def pytest_sessionfinish(session):
+def pytest_sessionfinish(session, exitstatus):
     _drop_shared_pair()
+    _Session.interrupted = exitstatus == pytest.ExitCode.INTERRUPTED
 
 
 def pytest_terminal_summary(terminalreporter):
@@ -276,7 +278,8 @@ def _totals():
             passed += 1
         elif outcome == "failed":
             failed += 1
-    return passed, failed + _Session.collect_errors
+    # A run cut short (^C, SIGTERM) is not a pass, whatever ran before.
+    return passed, failed + _Session.collect_errors + (1 if _Session.interrupted else 0)
 
 
 def pytest_unconfigure(config):
