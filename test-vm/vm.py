@@ -401,7 +401,8 @@ class Cluster:
         self.initrd = Path(initrd or DEFAULT_INITRD or BUILD / "initramfs.cpio.gz")
         for p in (self.kernel, self.initrd):
             if not p.exists():
-                raise FileNotFoundError("%s missing: run 'make kernel initramfs'" % p)
+                raise FileNotFoundError("%s missing: run 'make %s'"
+                                        % (p, "initramfs-debug" if DEBUG_KERNEL else "initramfs"))
         self.accel, self.accel_reason = choose_accel(self.kernel, self.initrd)
         self.tag = "ivnet-%d-%s" % (os.getpid(), secrets.token_hex(3))
         self.shm_path = Path("/dev/shm") / self.tag
