@@ -37,6 +37,10 @@ pub(crate) struct Global {
     pub(crate) rx_bytes: Counter,
     /// Transmit found the destination ring full (queue stopped, or a broadcast copy dropped).
     pub(crate) tx_ring_full: Counter,
+    /// Times the transmit queue was stopped because a ring was (about to be) full.
+    pub(crate) tx_queue_stops: Counter,
+    /// Times the transmit queue was woken again.
+    pub(crate) tx_queue_wakes: Counter,
     /// Unicast to a MAC no peer with a running link owns, or nobody to broadcast to.
     pub(crate) tx_drop_no_peer: Counter,
     /// Frame longer than the destination peer's MTU allows.
@@ -127,6 +131,8 @@ const GLOBAL: &[Field<Global>] = &[
     ("rx_packets", |s| &s.rx_packets),
     ("rx_bytes", |s| &s.rx_bytes),
     ("tx_ring_full", |s| &s.tx_ring_full),
+    ("tx_queue_stops", |s| &s.tx_queue_stops),
+    ("tx_queue_wakes", |s| &s.tx_queue_wakes),
     ("tx_drop_no_peer", |s| &s.tx_drop_no_peer),
     ("tx_drop_too_big", |s| &s.tx_drop_too_big),
     ("tx_drop_error", |s| &s.tx_drop_error),

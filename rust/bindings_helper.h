@@ -18,6 +18,7 @@
 #include <linux/skbuff.h>
 #include <linux/timer.h>
 #include <linux/virtio_net.h>
+#include <net/netdev_queues.h>
 
 #include "helpers/iface.h"
 #include "helpers/napi.h"

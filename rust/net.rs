@@ -3,7 +3,7 @@
 //! Network devices: a `net_device` with its ops and ethtool ops, NAPI, socket buffers, and a
 //! timer for polling mode.
 //!
-//! A driver implements [`Operations`] and [`Ethtool`]; [`Registration::new`] allocates the `net_device`, sets
+//! A driver implements [`Operations`], [`Ethtool`] and [`QueueStats`]; [`Registration::new`] allocates the `net_device`, sets
 //! up NAPI and the timer in its private area, registers it, and undoes all of that on drop.
 //! The driver's data lives in the registration and is handed to every callback as `&T`.
 //!
@@ -11,6 +11,8 @@
 //! - `device.rs`: [`Device`] (`struct net_device`) and the private area of our devices.
 //! - `ops.rs`: the [`Operations`] trait (`struct net_device_ops`, NAPI poll, timer, interrupt).
 //! - `ethtool.rs`: the [`Ethtool`] trait (`struct ethtool_ops`), and [`RingParam`].
+//! - `qstats.rs`: the [`QueueStats`] trait (`struct netdev_stat_ops`): per-queue statistics
+//!   over netdev netlink.
 //! - `skbuff.rs`: [`SkBuff`], [`RxSkb`] and the [`Offload`] metadata (`struct sk_buff`).
 //! - `napi.rs`: [`NapiPoll`], a poll in progress, and [`Napi`] (`struct napi_struct`).
 //! - `registration.rs`: [`Config`] and [`Registration`].
@@ -27,6 +29,7 @@ mod ethtool;
 mod iface;
 mod napi;
 mod ops;
+mod qstats;
 mod registration;
 mod skbuff;
 
@@ -36,5 +39,6 @@ pub use ethtool::{Ethtool, RingParam};
 pub use iface::{iface, neighbour, Iface, IpAddr, Neighbour};
 pub use napi::{Napi, NapiPoll};
 pub use ops::{xmit_more, Operations, Stats64, Xmit};
+pub use qstats::{QueueStats, RxQueueStats, TxQueueStats};
 pub use registration::{Config, Registration};
 pub use skbuff::{Offload, RxSkb, SkBuff};

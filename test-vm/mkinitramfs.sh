@@ -51,6 +51,8 @@ cc=${CC:-$(command -v cc || command -v clang || true)}
     "$here/guest/ivnet-gchannels.c"
 # ivnet-nd: a hand-made neighbour solicitation or advertisement on a raw socket.
 "$cc" -static -O2 -Wall -Werror -o "$root/usr/local/bin/ivnet-nd" "$here/guest/ivnet-nd.c"
+# ivnet-qstats: netdev netlink's qstats-get, queue-get and napi-get for one interface.
+"$cc" -static -O2 -Wall -Werror -o "$root/usr/local/bin/ivnet-qstats" "$here/guest/ivnet-qstats.c"
 
 cp "$ko" "$root/lib/modules/ivshmem_net.ko"
 install -m 755 "$here/guest/init" "$root/init"

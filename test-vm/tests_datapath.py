@@ -14,6 +14,7 @@ fresh one. Tests with other clusters drop the pair first, so idle guests do not 
 import contextlib
 import itertools
 import json
+import os
 import re
 import secrets
 import struct
@@ -1030,3 +1031,109 @@ for _t in (test_pair_ping_ipv4_ipv6_and_ethtool, test_pair_tcp_256mib_sha256,
            test_pair_offloads_on_and_each_off, test_pair_rmmod_drops_carrier_reload_restores,
            test_three_guests_all_pairs_and_isolation, test_layout_version_2_refused_untouched):
     _t.modes = ("plain", "doorbell")
+
+# ---------------------------------------------------------------- netdev netlink
+
+def qstats(node):
+    """What netdev netlink says of ivshm0 (the guest's ivnet-qstats): {"dev": {key: value},
+    "queue-stats": {(type, id): {key: value}}, "queue": {(type, id): napi id},
+    "napi": {napi id: irq}}."""
+    out = node.run("ivnet-qstats %s" % IFACE, timeout=30, check=True).out
+    q = {"dev": {}, "queue-stats": {}, "queue": {}, "napi": {}}
+    for line in out.splitlines():
+        words = line.split()
+        kv = dict(w.split("=", 1) for w in words if "=" in w)
+        kv = {k: int(v) for k, v in kv.items()}
+        if words[:1] == ["dev"]:
+            q["dev"] = kv
+        elif words[:1] == ["queue-stats"]:
+            q["queue-stats"][(words[1], int(words[2]))] = kv
+        elif words[:1] == ["queue"]:
+            q["queue"][(words[1], int(words[2]))] = kv["napi-id"]
+        elif words[:1] == ["napi"]:
+            q["napi"][int(words[1])] = kv["irq"]
+    return q
+
+
+# What test_pair_qstats_agree_with_rtnl_and_ethtool sends before comparing (IVNET_QSTATS_MIB
+# to try it quickly).
+QSTATS_MIB = int(os.environ.get("IVNET_QSTATS_MIB", "1024"))
+
+# The qstats keys and the `ethtool -S` counters they come from (one table in stats.rs).
+QSTATS_KEYS = {"rx-packets": ["rx_packets"], "rx-bytes": ["rx_bytes"],
+               "tx-packets": ["tx_packets"], "tx-bytes": ["tx_bytes"],
+               "rx-alloc-fail": ["rx_drop_nomem"],
+               "rx-hw-drops": ["rx_drop_oversize", "rx_drop_error"],
+               "tx-hw-drops": ["tx_drop_no_peer", "tx_drop_too_big", "tx_drop_error"],
+               "tx-hw-drop-errors": ["tx_drop_error"],
+               "tx-stop": ["tx_queue_stops"], "tx-wake": ["tx_queue_wakes"]}
+
+
+def test_pair_qstats_agree_with_rtnl_and_ethtool():
+    """Issue 23: netdev netlink's statistics (qstats-get, as monitoring tools and the kernel's
+    driver selftests read them) come from the counters `ethtool -S` shows. After 1 GiB over
+    TCP from gA to gB, on each guest, read while no frame moves: the device totals of
+    qstats-get, sysfs and `ip -s link` (ndo_get_stats64) and `ethtool -S` agree on packets and
+    bytes each way, and every other qstats key equals its ethtool counters (drops, queue
+    stops and wakes); the one queue pair's statistics equal the device's. queue-get ties
+    receive and transmit queue 0 to one NAPI context, which napi-get lists, with the
+    device's interrupt in doorbell mode (the one /proc/interrupts names ivshmem_net) and
+    none in polling mode. Taking ivshm0 down keeps every total (monotonic; queues, no longer
+    active, are no longer listed), and up again it links."""
+    with pair() as (a, b):
+        tcp_transfer(a, b, QSTATS_MIB << 20, timeout=1800)
+        for n in (a, b):
+            for _ in range(10):
+                e1 = n.stat_dict()
+                q = qstats(n)
+                sysfs, ipj = n.ndo_stats()
+                e2 = n.stat_dict()
+                if traffic(e1) == traffic(e2):
+                    break
+                time.sleep(0.5)
+            else:
+                raise Failed("%s: counters kept moving; could not compare qstats" % n.name)
+            print("    info: %s qstats-get: %s" % (n.name, " ".join(
+                "%s=%d" % kv for kv in sorted(q["dev"].items()))), flush=True)
+            for key, names in QSTATS_KEYS.items():
+                want = sum(e1[k] for k in names)
+                check(q["dev"].get(key) == want, "%s: qstats %s is %s, ethtool -S %s sum to %d"
+                      % (n.name, key, q["dev"].get(key), "+".join(names), want))
+            for k in ("tx_packets", "tx_bytes", "rx_packets", "rx_bytes"):
+                key = k.replace("_", "-")
+                check(q["dev"][key] == sysfs[k] == ipj[k], "%s: %s: qstats %d, sysfs %d, ip -s "
+                      "link %d" % (n.name, k, q["dev"][key], sysfs[k], ipj[k]))
+            for (typ, qid), st in sorted(q["queue-stats"].items()):
+                check(qid == 0, "%s: a %s queue %d besides queue 0" % (n.name, typ, qid))
+                for key, v in st.items():
+                    check(q["dev"].get(key) == v, "%s: %s queue 0 %s is %d, the device's %s"
+                          % (n.name, typ, key, v, q["dev"].get(key)))
+            check(set(q["queue-stats"]) == {("rx", 0), ("tx", 0)},
+                  "%s: per-queue statistics for %s" % (n.name, sorted(q["queue-stats"])))
+            napi = q["queue"].get(("rx", 0))
+            check(napi and q["queue"].get(("tx", 0)) == napi and set(q["queue"]) == {("rx", 0), ("tx", 0)},
+                  "%s: queues and their NAPI: %r" % (n.name, q["queue"]))
+            check(napi in q["napi"], "%s: napi-get does not list NAPI %s: %r"
+                  % (n.name, napi, q["napi"]))
+            if a.g.cluster.doorbell is not None:
+                irqs = n.run("grep ivshmem_net /proc/interrupts | cut -d: -f1", timeout=30).out.split()
+                check([str(q["napi"][napi])] == irqs, "%s: NAPI %d has irq %d, /proc/interrupts "
+                      "%s" % (n.name, napi, q["napi"][napi], irqs))
+            else:
+                check(q["napi"][napi] == -1, "%s: polling, yet NAPI %d has irq %d"
+                      % (n.name, napi, q["napi"][napi]))
+        sent = qstats(a)["dev"]
+        check(sent["tx-bytes"] >= QSTATS_MIB << 20, "gA sent %d bytes for %d MiB" % (sent["tx-bytes"], QSTATS_MIB))
+        a.run("ip link set %s down" % IFACE, timeout=30, check=True)
+        down = qstats(a)
+        a.run("ip link set %s up" % IFACE, timeout=30, check=True)
+        back = [k for k, v in sent.items() if down["dev"].get(k, -1) < v]
+        check(not back, "gA: qstats went backwards on ifdown: %s"
+              % {k: (sent[k], down["dev"].get(k)) for k in back})
+        check(not down["queue-stats"] and not down["queue"],
+              "gA: queues listed while down: %r" % down)
+        wait_links([a, b])
+
+
+test_pair_qstats_agree_with_rtnl_and_ethtool.modes = ("plain", "doorbell")
+

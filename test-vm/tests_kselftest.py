@@ -38,12 +38,6 @@ ALLOWED = {
     # tests expect such a device to say so (EOPNOTSUPP), which is what XFAIL records.
     "stats.check_pause": ("XFAIL", "pause not supported by the device"),
     "stats.check_fec": ("XFAIL", "FEC not supported by the device"),
-    # TEMPORARY, must disappear: the driver does not report per-queue statistics over netdev
-    # netlink (struct netdev_stat_ops) yet; issue 23 items 1-2 add them. When they land these
-    # three cases run and must pass: delete these entries then.
-    "stats.pkt_byte_sum": ("SKIP", "qstats not supported by the device"),
-    "stats.qstat_by_ifindex": ("SKIP", "No ifindex supports qstats"),
-    "stats.check_down": ("SKIP", "qstats not supported by the device"),
     # TEMPORARY, must disappear: ivshm0 has one queue, so the test cannot take one away and
     # give it back; it runs once the multi-queue work (issue 19) gives it more (issue 23
     # item 3). Delete this entry then.

@@ -209,23 +209,23 @@ impl super::Net {
                 // Stop before the next frame can find the ring full.
                 if !self.room(tx, j, len, false) {
                     tx.stopped_for |= bit(j);
-                    dev.stop_queue();
+                    self.stop_queue_full(dev);
                     if self.arm_tx_event(tx, j, len) {
                         tx.stopped_for &= !bit(j);
-                        dev.wake_queue();
+                        self.wake_queue(dev);
                     }
                 }
                 Verdict::Sent
             }
             Sent::Full => {
                 tx.stopped_for |= bit(j);
-                dev.stop_queue();
+                self.stop_queue_full(dev);
                 global.tx_ring_full.inc();
                 self.stats.peer(j).tx_ring_full.inc();
                 if self.arm_tx_event(tx, j, len) {
                     // Room again already: let the stack retry at once.
                     tx.stopped_for &= !bit(j);
-                    dev.wake_queue();
+                    self.wake_queue(dev);
                 }
                 Verdict::Busy
             }
@@ -309,8 +309,25 @@ impl super::Net {
         }
         tx.stopped_for = still;
         if still == 0 {
-            dev.wake_queue();
+            self.wake_queue(dev);
         }
+    }
+
+    /// Stops the transmit queue because a ring is (about to be) full, counting it
+    /// (`tx_queue_stops`, the `stop` of the queue statistics) unless it was stopped already.
+    fn stop_queue_full(&self, dev: &Device) {
+        if !dev.queue_stopped() {
+            self.stats.global.tx_queue_stops.inc();
+        }
+        dev.stop_queue();
+    }
+
+    /// Wakes the transmit queue, counting it (`tx_queue_wakes`) if it was stopped.
+    fn wake_queue(&self, dev: &Device) {
+        if dev.queue_stopped() {
+            self.stats.global.tx_queue_wakes.inc();
+        }
+        dev.wake_queue();
     }
 
     /// Largest frame we send or accept at the current MTU ([`frame::max_len`]).

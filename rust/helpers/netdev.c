@@ -5,6 +5,7 @@
  */
 #include <net/arp.h>
 #include <net/ndisc.h>
+#include <net/netdev_queues.h>
 
 #include "netdev.h"
 
@@ -19,11 +20,13 @@ void ivnet_neigh_flush(struct net_device *dev)
 
 void ivnet_netdev_setup(struct net_device *dev, struct device *parent,
 			const struct net_device_ops *ops, const struct ethtool_ops *ethtool_ops,
-			unsigned int min_mtu, unsigned int max_mtu, unsigned int mtu)
+			const struct netdev_stat_ops *stat_ops, unsigned int min_mtu,
+			unsigned int max_mtu, unsigned int mtu)
 {
 	SET_NETDEV_DEV(dev, parent);
 	dev->netdev_ops = ops;
 	dev->ethtool_ops = ethtool_ops;
+	dev->stat_ops = stat_ops;
 	dev->min_mtu = min_mtu;
 	dev->max_mtu = max_mtu;
 	dev->mtu = mtu;
@@ -84,4 +87,15 @@ netdev_features_t ivnet_features_without(netdev_features_t f, bool csum, bool gs
 	if (gso)
 		f &= ~NETIF_F_GSO_MASK;
 	return f;
+}
+
+void ivnet_netdev_queues_napi(struct net_device *dev, struct napi_struct *napi)
+{
+	netif_queue_set_napi(dev, 0, NETDEV_QUEUE_TYPE_RX, napi);
+	netif_queue_set_napi(dev, 0, NETDEV_QUEUE_TYPE_TX, napi);
+}
+
+void ivnet_napi_set_irq(struct napi_struct *napi, int irq)
+{
+	netif_napi_set_irq(napi, irq);
 }

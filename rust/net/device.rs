@@ -150,19 +150,30 @@ impl Device {
 
     /// Enables NAPI: only the `open` trampoline does (`ops.rs`), which the core calls only
     /// while the device is down, so NAPI is disabled then.
+    /// The queue pair is tied to the NAPI context while it is enabled (netdev netlink's
+    /// `queue-get` shows it).
     pub(super) fn napi_enable(&self) {
         // SAFETY: as in `napi_schedule`; NAPI is disabled (the caller is the `open` trampoline,
-        // and the one place that enables it).
-        unsafe { bindings::napi_enable(self.napi()) }
+        // and the one place that enables it). The core calls `ndo_open` under RTNL, which
+        // tying the queues to it needs; the NAPI context belongs to this device.
+        unsafe {
+            bindings::napi_enable(self.napi());
+            bindings::ivnet_netdev_queues_napi(self.as_raw(), self.napi());
+        }
     }
 
     /// Disables NAPI and waits for a running poll to finish: only the `stop` trampoline does,
     /// and the `open` one if the driver's open fails (`ops.rs`), each after enabling it. May
     /// sleep.
+    /// The queues are untied from it first.
     pub(super) fn napi_disable(&self) {
         // SAFETY: as in `napi_schedule`; NAPI is enabled (each caller enabled it, or the core
         // calls `stop` only after an `open` that did), and only these two callers disable it.
-        unsafe { bindings::napi_disable(self.napi()) }
+        // Both run under RTNL (`ndo_open`, `ndo_stop`), which untying the queues needs.
+        unsafe {
+            bindings::ivnet_netdev_queues_napi(self.as_raw(), core::ptr::null_mut());
+            bindings::napi_disable(self.napi());
+        }
     }
 
     fn timer(&self) -> *mut bindings::timer_list {

@@ -10,7 +10,7 @@
 //! ethtool callbacks, a trait of their own ([`Ethtool`]) with their table, are in
 //! `ethtool.rs`.
 
-use super::{bindings, Device, Ethtool, Napi, NapiPoll, Private, SkBuff};
+use super::{bindings, Device, Ethtool, Napi, NapiPoll, Private, QueueStats, SkBuff};
 use core::{cell::Cell, marker::PhantomData, mem::offset_of, ptr::NonNull};
 use kernel::{
     error::{from_result, VTABLE_DEFAULT_ERROR},
@@ -48,9 +48,10 @@ pub enum Xmit {
 ///
 /// Implement it with `#[vtable]` on the `impl` block. The first six methods are required;
 /// of the others, only those implemented are offered to the core (each says what the core
-/// does without it). The ethtool callbacks are the [`Ethtool`] trait's, in `ethtool.rs`.
+/// does without it). The ethtool callbacks are the [`Ethtool`] trait's, in `ethtool.rs`; the
+/// per-queue statistics the [`QueueStats`] trait's, in `qstats.rs`.
 #[vtable]
-pub trait Operations: Ethtool + Send + Sync + Sized + 'static {
+pub trait Operations: Ethtool + QueueStats + Send + Sync + Sized + 'static {
     /// `ndo_open`: the interface goes up. NAPI is enabled before this is called, and disabled
     /// again if it fails.
     fn open(&self, dev: &Device) -> Result;

@@ -130,6 +130,11 @@ impl<T: Operations> Registration<T> {
                 parent.as_device_ptr(),
                 &Adapter::<T>::NETDEV_OPS,
                 &Adapter::<T>::ETHTOOL_OPS,
+                if Adapter::<T>::HAS_STAT_OPS {
+                    &Adapter::<T>::STAT_OPS
+                } else {
+                    core::ptr::null()
+                },
                 cfg.min_mtu,
                 cfg.max_mtu,
                 cfg.mtu,
@@ -165,6 +170,12 @@ impl<T: Operations> Registration<T> {
             }
             // INVARIANT: requested with `dev` as `dev_id`.
             netdev.irq = Some(irq);
+            // SAFETY: the NAPI context was added above and stays until `netdev` is dropped;
+            // this only records the number for netdev netlink's napi-get.
+            unsafe {
+                let private = bindings::netdev_priv(raw).cast::<Private<T>>();
+                bindings::ivnet_napi_set_irq(core::ptr::addr_of_mut!((*private).napi), irq as i32);
+            }
             // The handler is in place: the device may raise the interrupt now.
             data.irq_unmask();
         }
