@@ -2,11 +2,13 @@
 
 //! Text and JSON renderings of a [`Snapshot`].
 
-use crate::sample::{links, state_name, Liveness, Snapshot, Tracker};
+use crate::sample::{accepts, links, state_name, Liveness, Peer, Snapshot, Tracker};
 use ivshmem_net_protocol::layout::{phase, MAGIC};
+use ivshmem_net_protocol::link::Addrs;
 use ivshmem_net_protocol::link::{feature, HEARTBEAT_TIMEOUT_MS};
 use serde_json::{json, Value};
 use std::fmt::Write;
+use std::net::{Ipv4Addr, Ipv6Addr};
 use std::time::Duration;
 
 /// `1.5 KiB`, `32 MiB`, `100 B`.
@@ -160,6 +162,40 @@ pub fn text(path: &str, file_len: u64, s: &Snapshot, t: &Tracker) -> String {
             );
         }
     }
+    let published: Vec<&Peer> = s
+        .peers
+        .iter()
+        .filter(|p| p.present() && p.transparent.is_some())
+        .collect();
+    if !published.is_empty() {
+        let _ = writeln!(o, "transparent mode (published; claims accepted):");
+        for p in &published {
+            let Some(t) = p.transparent else { continue };
+            let taken: Vec<String> = published
+                .iter()
+                .filter(|j| j.id != p.id)
+                .filter_map(|j| {
+                    accepts(p, j).map(|(v4, v6)| match (v4, v6) {
+                        (true, true) => format!("{} (v4 v6)", j.id),
+                        (true, false) => format!("{} (v4)", j.id),
+                        _ => format!("{} (v6)", j.id),
+                    })
+                })
+                .collect();
+            let _ = writeln!(
+                o,
+                "  {:>2}  {}  seq {}; accepts {}",
+                p.id,
+                addrs_text(&t.addrs),
+                t.seq,
+                if taken.is_empty() {
+                    "none".to_string()
+                } else {
+                    taken.join(", ")
+                }
+            );
+        }
+    }
     if s.rings.is_empty() {
         let _ = writeln!(o, "rings: none between peers not RESET");
     } else {
@@ -237,6 +273,15 @@ pub fn json(path: &str, file_len: u64, interval: Duration, s: &Snapshot, t: &Tra
                 "liveness": liveness_json(t.liveness(p.id)),
                 "epochs": p.epochs,
                 "acks": p.acks,
+                "transparent": p.transparent.map(|t| json!({
+                    "mac": mac(&t.addrs.mac),
+                    "ipv4": t.addrs.v4.map(|a| Ipv4Addr::from(a).to_string()),
+                    "ipv6": t.addrs.v6.map(|a| Ipv6Addr::from(a).to_string()),
+                    "seq": t.seq,
+                })),
+                "accepts": s.peers.iter().filter(|j| j.id != p.id).filter_map(|j| {
+                    accepts(p, j).map(|(v4, v6)| json!({ "peer": j.id, "ipv4": v4, "ipv6": v6 }))
+                }).collect::<Vec<Value>>(),
             })
         })
         .collect();
@@ -312,4 +357,13 @@ mod tests {
     fn mac_is_colon_hex() {
         assert_eq!(mac(&[0x52, 0x54, 0, 0xab, 1, 0xff]), "52:54:00:ab:01:ff");
     }
+}
+
+/// A published address block: MAC, IPv4 and IPv6 address (`-` for none).
+fn addrs_text(a: &Addrs) -> String {
+    let v4 =
+        a.v4.map_or("-".to_string(), |x| Ipv4Addr::from(x).to_string());
+    let v6 =
+        a.v6.map_or("-".to_string(), |x| Ipv6Addr::from(x).to_string());
+    format!("{} {} {}", mac(&a.mac), v4, v6)
 }

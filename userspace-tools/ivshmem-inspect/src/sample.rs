@@ -5,10 +5,11 @@
 //! impossible values into "garbage" flags, never into panics.
 
 use crate::region::ReadOnlyRegion;
+use ivshmem_net_protocol::frame::IpVersion;
 use ivshmem_net_protocol::layout::{
     hdr, phase, read_geometry, Error, Geometry, Region, MAGIC, VERSION,
 };
-use ivshmem_net_protocol::link::{ctrl, PeerState};
+use ivshmem_net_protocol::link::{self, ctrl, Accepted, PeerState, Published};
 use ivshmem_net_protocol::ring::{off, FRAME_ALIGN};
 use std::collections::HashMap;
 use std::fmt;
@@ -104,6 +105,11 @@ pub struct Peer {
     pub epochs: Vec<u32>,
     /// `ack[j]` likewise.
     pub acks: Vec<u32>,
+    /// Transparent mode: what the peer publishes of its regular interface (`None`: nothing
+    /// usable, or the block is being rewritten, or the feature is off).
+    pub transparent: Option<Published>,
+    /// Transparent mode: `accept_v4[j]`/`accept_v6[j]` for every `j < max_peers`.
+    pub accepted: Vec<Accepted>,
 }
 
 impl Peer {
@@ -225,6 +231,9 @@ pub fn take(r: &ReadOnlyRegion) -> Result<Snapshot, Refusal> {
             epochs.push(word(ctrl::EPOCH + 4 * j)?);
             acks.push(word(ctrl::ACK + 4 * j)?);
         }
+        let accepted = (0..g.max_peers)
+            .map(|j| link::read_accepted(r, &g, id, j))
+            .collect();
         peers.push(Peer {
             id,
             token: r.load(hdr::PEER_SLOTS + 4 * id as usize)?,
@@ -235,6 +244,8 @@ pub fn take(r: &ReadOnlyRegion) -> Result<Snapshot, Refusal> {
             mac: [lo[0], lo[1], lo[2], lo[3], hi[0], hi[1]],
             epochs,
             acks,
+            transparent: link::read_addrs(r, &g, id),
+            accepted,
         });
     }
     let mut rings = Vec::new();
@@ -360,4 +371,14 @@ impl Tracker {
             at_least: Duration::ZERO,
         })
     }
+}
+
+/// Transparent mode: the IP versions of peer `j`'s current claim that peer `p` accepts
+/// (its acceptance words hold `j`'s current sequence word), or `None` if it accepts neither.
+pub fn accepts(p: &Peer, j: &Peer) -> Option<(bool, bool)> {
+    let published = j.transparent?;
+    let a = p.accepted.get(j.id as usize)?;
+    let v4 = a.covers(published.seq, IpVersion::V4);
+    let v6 = a.covers(published.seq, IpVersion::V6);
+    (v4 || v6).then_some((v4, v6))
 }

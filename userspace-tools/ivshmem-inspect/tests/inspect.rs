@@ -3,7 +3,7 @@
 //! Runs the `ivshmem-inspect` binary against region files built with the layout crate.
 
 use ivshmem_net_protocol::layout::{attach, claim_slot, hdr, Geometry, Region};
-use ivshmem_net_protocol::link::{feature, Own, PeerState};
+use ivshmem_net_protocol::link::{feature, read_addrs, Accepted, Addrs, Own, PeerState};
 use ivshmem_net_protocol::ring::{Consumer, Desc, Producer};
 use ivshmem_net_protocol::MmapRegion;
 use serde_json::Value;
@@ -385,4 +385,68 @@ fn shm_name_and_watch() {
     assert!(t.matches("\x1b[H\x1b[2J").count() >= 2, "{t}");
     assert!(t.contains("refreshing every 1 s"), "{t}");
     std::fs::remove_file(&path).unwrap();
+}
+
+/// Transparent mode: what peers 0 and 1 publish, and which claims each accepts: 1 accepts
+/// both of 0's, 0 accepts only the IPv4 one of 1's; an acceptance of a block 1 has since
+/// republished does not count.
+#[test]
+fn transparent_claims_and_acceptance() {
+    let f = region_file();
+    let (r, g, _) = build(f.path());
+    let mut own: Vec<Own> = (0..2).map(|id| Own::new(&g, id).unwrap()).collect();
+    for (id, o) in own.iter_mut().enumerate() {
+        o.attach(&r, [0x52, 0x54, 0, 0, 0, id as u8], 1500).unwrap();
+        o.set_state(&r, PeerState::Run).unwrap();
+        o.set_features(&r, feature::TRANSPARENT).unwrap();
+        let n = id as u8 + 1;
+        let a = Addrs {
+            mac: [0x52, 0x54, 0, 0x7a, 0, n],
+            v4: Some([10, 96, 0, n]),
+            v6: Some([0xfd, 0x96, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, n]),
+        };
+        o.publish_addrs(&r, &a).unwrap();
+    }
+    let (s0, s1) = (own[0].published_seq(), own[1].published_seq());
+    own[1].accept(&r, 0, Accepted { v4: s0, v6: s0 }).unwrap();
+    own[0].accept(&r, 1, Accepted { v4: s1, v6: s1 }).unwrap();
+    // 1 republishes: 0's acceptance of its IPv6 claim is stale; 0 renews only the IPv4 one.
+    let mut a1 = read_addrs(&r, &g, 1).unwrap().addrs;
+    a1.v4 = Some([10, 96, 0, 12]);
+    own[1].publish_addrs(&r, &a1).unwrap();
+    let s1 = own[1].published_seq();
+    own[0].accept(&r, 1, Accepted { v4: s1, v6: 0 }).unwrap();
+
+    let out = run(&[f.path().to_str().unwrap()]);
+    let t = text(&out);
+    assert!(out.status.success(), "{t}");
+    assert!(
+        t.contains("transparent mode (published; claims accepted):"),
+        "{t}"
+    );
+    assert!(
+        t.contains("0  52:54:00:7a:00:01 10.96.0.1 fd96::1  seq") && t.contains("accepts 1 (v4)\n"),
+        "{t}"
+    );
+    assert!(
+        t.contains("1  52:54:00:7a:00:02 10.96.0.12 fd96::2  seq")
+            && t.contains("accepts 0 (v4 v6)\n"),
+        "{t}"
+    );
+
+    let out = run(&["--json", f.path().to_str().unwrap()]);
+    let v: Value = serde_json::from_slice(&out.stdout).unwrap();
+    let p = &v["peers"];
+    assert_eq!(p[0]["transparent"]["ipv4"], "10.96.0.1");
+    assert_eq!(p[0]["transparent"]["ipv6"], "fd96::1");
+    assert_eq!(p[1]["transparent"]["seq"], s1);
+    assert_eq!(
+        p[0]["accepts"],
+        serde_json::json!([{"peer": 1, "ipv4": true, "ipv6": false}])
+    );
+    assert_eq!(
+        p[1]["accepts"],
+        serde_json::json!([{"peer": 0, "ipv4": true, "ipv6": true}])
+    );
+    assert!(p[2]["transparent"].is_null());
 }
