@@ -340,6 +340,15 @@ pub fn json(path: &str, file_len: u64, interval: Duration, s: &Snapshot, t: &Tra
     })
 }
 
+/// A published address block: MAC, IPv4 and IPv6 address (`-` for none).
+fn addrs_text(a: &Addrs) -> String {
+    let v4 =
+        a.v4.map_or("-".to_string(), |x| Ipv4Addr::from(x).to_string());
+    let v6 =
+        a.v6.map_or("-".to_string(), |x| Ipv6Addr::from(x).to_string());
+    format!("{} {} {}", mac(&a.mac), v4, v6)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
