@@ -367,12 +367,3 @@ mod tests {
         assert_eq!(mac(&[0x52, 0x54, 0, 0xab, 1, 0xff]), "52:54:00:ab:01:ff");
     }
 }
-
-/// A published address block: MAC, IPv4 and IPv6 address (`-` for none).
-fn addrs_text(a: &Addrs) -> String {
-    let v4 =
-        a.v4.map_or("-".to_string(), |x| Ipv4Addr::from(x).to_string());
-    let v6 =
-        a.v6.map_or("-".to_string(), |x| Ipv6Addr::from(x).to_string());
-    format!("{} {} {}", mac(&a.mac), v4, v6)
-}
