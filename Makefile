@@ -49,7 +49,8 @@ CARGO ?= cargo
 DEBIAN_PACKAGES := linux-source-6.12 rustc-web rust-web-src clang lld llvm libclang-dev \
 	flex bison bc libelf-dev libssl-dev cpio kmod gzip xz-utils make \
 	qemu-system-x86 busybox-static iproute2 ethtool iperf3 nftables pciutils python3 libc6-dev rsync dkms \
-	linux-perf sockperf python3-matplotlib python3-yaml dash python3-pytest python3-pytest-timeout
+	linux-perf sockperf python3-matplotlib python3-yaml dash python3-pytest python3-pytest-timeout \
+	iputils-ping socat
 # Installed without their Recommends: dkms's would pull in Debian's own 6.1 kernel headers.
 DEBIAN_NO_RECOMMENDS := dkms
 

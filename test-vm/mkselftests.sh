@@ -16,6 +16,10 @@
 #   tarball when no kernel was built on this machine;
 # - Debian's python3.11 (interpreter, the standard library without its tests, GUI, packaging
 #   and build parts, the compiled modules and their shared libraries) and python3-yaml;
+# - bash, iputils' ping and socat in /opt/ksft/bin, which the test puts first on PATH for
+#   ping.py only: its remote end runs commands with `ip netns exec NS bash -c`, it pings with
+#   `-W0.5` (busybox's ping takes whole seconds) and checks TCP with socat; the other tests'
+#   scripts keep busybox's ping, whose output they parse;
 # - dash as /bin/sh: the tests run their commands through `sh -c`, and busybox's sh runs its
 #   own `ip` and other applets before any program on PATH, so `ip -j` and `ethtool` would reach
 #   busybox's. With dash, PATH decides, and /usr/local/bin (iproute2, ethtool) comes first.
@@ -29,14 +33,17 @@ cache=${IVNET_CACHE:-/var/cache/ivshmem-net}
 py=/usr/bin/python3.11
 src_tar=/usr/src/linux-source-6.12.tar.xz
 
-for need in "$src_tar" "$py" /usr/lib/python3/dist-packages/yaml/__init__.py /bin/dash; do
+tools=(/bin/bash /usr/bin/ping /usr/bin/socat)
+for need in "$src_tar" "$py" /usr/lib/python3/dist-packages/yaml/__init__.py /bin/dash \
+        "${tools[@]}"; do
     [ -e "$need" ] || { echo "mkselftests: $need missing: run 'make deps'" >&2; exit 1; }
 done
 ver() { dpkg-query -W -f '${Version}' "$1"; }
 src_ver=$(ver linux-source-6.12)
 key=$( {
     echo "src=$src_ver python=$(ver python3.11-minimal) stdlib=$(ver libpython3.11-stdlib)"
-    echo "yaml=$(ver python3-yaml) dash=$(ver dash)"
+    echo "yaml=$(ver python3-yaml) dash=$(ver dash) bash=$(ver bash)"
+    echo "ping=$(ver iputils-ping) socat=$(ver socat)"
     cat "$0"
 } | sha256sum | cut -c1-16)
 if [ -f "$out" ] && [ "$(cat "$out.key" 2>/dev/null)" = "$key" ]; then
@@ -86,7 +93,7 @@ rsync -a --copy-links /usr/lib/python3.11/ "$root/usr/lib/python3.11/" \
 cp -a /usr/lib/python3/dist-packages/yaml /usr/lib/python3/dist-packages/_yaml \
     "$root/usr/lib/python3/dist-packages/"
 for bin in "$root/usr/bin/python3.11" "$root"/usr/lib/python3.11/lib-dynload/*.so \
-        "$root"/usr/lib/python3/dist-packages/yaml/*.so /bin/dash; do
+        "$root"/usr/lib/python3/dist-packages/yaml/*.so /bin/dash "${tools[@]}"; do
     for lib in $(ldd "$bin" | awk '/=> \// {print $3}'); do
         mkdir -p "$root$(dirname "$lib")"
         [ -e "$root$lib" ] || cp -L "$lib" "$root$lib"
@@ -97,6 +104,8 @@ missing=$(for so in "$root"/usr/lib/python3.11/lib-dynload/*.so; do
     ldd "$so" | grep 'not found' || true; done)
 [ -z "$missing" ] || { echo "mkselftests: unresolved libraries: $missing" >&2; exit 1; }
 
+mkdir -p "$root/opt/ksft/bin"
+cp -L "${tools[@]}" "$root/opt/ksft/bin/"
 cp -L /bin/dash "$root/bin/dash"
 ln -s dash "$root/bin/sh"
 ln -s /run "$root/var/run"  # `ip netns` keeps its names in /var/run/netns

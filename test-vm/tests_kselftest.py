@@ -30,6 +30,7 @@ OVERLAY = vm.BUILD / "selftests.cpio.gz"
 CASES = {
     "stats": ["check_pause", "check_fec", "pkt_byte_sum", "qstat_by_ifindex", "check_down"],
     "queues": ["get_queues", "addremove_queues"],
+    "ping": ["test_v4", "test_v6", "test_tcp"],
 }
 
 # The outcomes other than `ok` a case may have: {case: (directive, reason as printed)}.
@@ -132,7 +133,7 @@ def test_kernel_driver_selftests():
             dp.bring_up([a, b])
             dp.ping(a, b.ip4)
             dp.ping(b, a.ip6)
-            for script in CASES:
+            for script in ("stats", "queues"):
                 rc, out = run_selftest(a, script)
                 results, summary = parse_ktap(script, out)
                 for line in summary:
@@ -151,4 +152,91 @@ def test_kernel_driver_selftests():
         initrd.unlink(missing_ok=True)
 
 
-test_kernel_driver_selftests.modes = ("plain", "doorbell")
+# ping.py: gA's ivshm0 (root namespace) and ivshm1 (namespace `remote`), two devices on one
+# shared region, are the local and the remote end.
+PING_ENV = ("NETIF=ivshm0 LOCAL_V4=10.79.0.1 REMOTE_V4=10.79.0.2 LOCAL_V6=fd79::1 "
+            "REMOTE_V6=fd79::2 REMOTE_TYPE=netns REMOTE_ARGS=remote")
+
+
+def second_device(c):
+    """QEMU arguments giving a guest of cluster `c` a second ivshmem device on the cluster's
+    region: ivshmem-plain on the same file, or ivshmem-doorbell on the same server (which
+    must run already)."""
+    if c.doorbell is None:
+        return ["-object", "memory-backend-file,id=shm2,mem-path=%s,size=%d,share=on"
+                % (c.shm_path, c.shm_size), "-device", "ivshmem-plain,memdev=shm2"]
+    sock, vectors = c.doorbell
+    return ["-chardev", "socket,path=%s,id=ivs2" % sock,
+            "-device", "ivshmem-doorbell,chardev=ivs2,vectors=%d" % vectors]
+
+
+def test_kernel_selftest_ping_netns():
+    """ping.py from the kernel's driver selftests with REMOTE_TYPE=netns: one guest with two
+    ivshmem devices on one region, so two ivshm netdevs that link to each other; ivshm1 moves
+    into the namespace `remote`. IPv4 and IPv6 pings both ways and a TCP exchange with socat
+    (test_v4, test_v6, test_tcp) must all be ok; both netdevs are still linked afterwards and
+    no kernel report."""
+    dp.drop_pair()
+    initrd = selftest_initrd()
+    try:
+        c = vm.Cluster([{"name": "gA", "mem_mb": max(vm.DEFAULT_MEM_MB, 512)}], initrd=initrd)
+        try:
+            if isinstance(c.doorbell, int):
+                c.start_server()
+            c["gA"].extra_args += second_device(c)
+        except BaseException:
+            c.close()
+            raise
+        with c:
+            a = c["gA"]
+            r = a.run("insmod {ko}; ls /sys/class/net | grep ivshm | tr '\\n' ' '; echo; "
+                      "dmesg | grep 'peer id'".format(ko=dp.KO), timeout=60)
+            check(r.out.split("\n")[0].split() == ["ivshm0", "ivshm1"],
+                  "gA: expected the netdevs ivshm0 and ivshm1 from two ivshmem devices:\n%s"
+                  % r.out)
+            a.run("""set -e
+ip netns add remote
+ip link set ivshm1 netns remote
+ip -n remote link set lo up
+ip addr add 10.79.0.1/24 dev ivshm0
+ip -6 addr add fd79::1/64 dev ivshm0 nodad
+ip link set ivshm0 up
+ip -n remote addr add 10.79.0.2/24 dev ivshm1
+ip -n remote -6 addr add fd79::2/64 dev ivshm1 nodad
+ip -n remote link set ivshm1 up""", timeout=60, check=True)
+            r = a.run("i=0; while [ $i -lt 100 ]; do "
+                      "[ \"$(cat /sys/class/net/ivshm0/carrier)$(ip netns exec remote "
+                      "cat /sys/class/net/ivshm1/carrier)\" = 11 ] && exit 0; "
+                      "sleep 0.2; i=$((i + 1)); done; exit 1", timeout=60)
+            check(r.rc == 0, "gA: ivshm0 and ivshm1 (in netns remote) never both had carrier:"
+                  "\n%s" % a.run("dmesg | grep ivshm | tail -20", timeout=30).out)
+            pings = a.run("ping -c 3 -w 20 10.79.0.2; ip netns exec remote ping -c 3 -w 20 "
+                          "fd79::1", timeout=60)
+            check(pings.out.count(" 3 packets received") == 2,
+                  "gA: ivshm0 <-> ivshm1 pings failed:\n%s" % pings.out)
+            t0 = time.time()
+            r = a.run("cd %s && PATH=/opt/ksft/bin:$PATH %s python3 ping.py 2>&1; "
+                      "echo ksft_rc=$?" % (SELFTESTS, PING_ENV), timeout=600)
+            m = re.search(r"^ksft_rc=(\d+)$", r.out, re.M)
+            check(m, "gA: ping.py did not finish:\n%s" % r.out[-3000:])
+            print("    info: ping.py ran in %.1f s" % (time.time() - t0))
+            results, summary = parse_ktap("ping", r.out)
+            for line in summary:
+                print("    info: ping.py: %s" % line)
+            for name, ok, directive, reason in results:
+                print("    info: %s: %s%s" % (name, "ok" if ok else "not ok",
+                                             " # %s %s" % (directive, reason)
+                                             if directive else ""))
+            judge("ping", results, r.out)
+            check(m.group(1) == "0", "ping.py exited %s:\n%s" % (m.group(1), r.out[-3000:]))
+            pings = a.run("ping -c 2 -w 20 10.79.0.2; ip netns exec remote ping -c 2 -w 20 "
+                          "10.79.0.1", timeout=60)
+            check(pings.out.count(" 2 packets received") == 2,
+                  "gA: ivshm0 <-> ivshm1 pings failed after ping.py:\n%s" % pings.out)
+            no_splats(c)
+    finally:
+        initrd.unlink(missing_ok=True)
+
+
+for _t in (test_kernel_driver_selftests, test_kernel_selftest_ping_netns):
+    _t.modes = ("plain", "doorbell")
