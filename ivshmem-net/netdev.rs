@@ -230,6 +230,9 @@ pub(crate) struct Net {
     logs: Logs,
     /// Doorbell mode: when the NAPI poll last looked at the links, in ms.
     last_manage_ms: AtomicU64,
+    /// Polling mode: polls without frames the poll hrtimer still follows up within
+    /// `poll_us` before leaving it to the timer (see `keep_polling`).
+    linger: AtomicU32,
     /// Doorbell mode: the timer is armed to fire within [`WATCH_MS`] (frames in flight are
     /// being watched); an audit ([`AUDIT_MS`]) does not count.
     watching: AtomicBool,
@@ -338,6 +341,7 @@ impl Net {
                 repair: Ratelimit::new(1000, 1),
             },
             last_manage_ms: AtomicU64::new(0),
+            linger: AtomicU32::new(0),
             watching: AtomicBool::new(false),
             running: AtomicBool::new(false),
             regular_mac: AtomicU64::new(0),

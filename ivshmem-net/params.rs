@@ -8,6 +8,8 @@ use kernel::{prelude::*, str::CStr};
 
 /// Longest timer interval: the heartbeat must advance at least every 100 ms.
 const MAX_POLL_MS: u32 = 100;
+/// Longest `poll_us`: beyond a millisecond the `poll_ms` timer does as well.
+const MAX_POLL_US: u32 = 1000;
 
 /// Validated module parameters.
 #[derive(Debug, Clone, Copy)]
@@ -20,6 +22,9 @@ pub(crate) struct Params {
     pub(crate) poll_ms: u32,
     /// `poll_idle_ms=`: longest timer interval when idle.
     pub(crate) poll_idle_ms: u32,
+    /// `poll_us=`: while traffic flows, how soon (µs) to poll again after a poll that found
+    /// frames or a send; 0: only the timer polls.
+    pub(crate) poll_us: u32,
     /// `transparent=`: the regular interface of transparent mode, `None` when off.
     pub(crate) transparent: Option<&'static CStr>,
 }
@@ -67,6 +72,11 @@ impl Params {
             );
             return Err(EINVAL);
         }
+        let poll_us = raw::poll_us();
+        if poll_us > MAX_POLL_US {
+            pr_err!("poll_us={} is out of range 0..={}\n", poll_us, MAX_POLL_US);
+            return Err(EINVAL);
+        }
         let name = raw::transparent();
         let transparent = match name.len() {
             0 => None,
@@ -93,6 +103,7 @@ impl Params {
             max_peers,
             poll_ms,
             poll_idle_ms,
+            poll_us,
             transparent,
         })
     }

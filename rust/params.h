@@ -8,6 +8,7 @@
 int ivnet_param_id(void);
 unsigned int ivnet_param_max_peers(void);
 unsigned int ivnet_param_poll_ms(void);
+unsigned int ivnet_param_poll_us(void);
 unsigned int ivnet_param_poll_idle_ms(void);
 const char *ivnet_param_transparent(void);
 

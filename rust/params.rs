@@ -23,6 +23,12 @@ pub fn poll_ms() -> u32 {
     unsafe { bindings::ivnet_param_poll_ms() }
 }
 
+/// `poll_us=`.
+pub fn poll_us() -> u32 {
+    // SAFETY: as in `id`.
+    unsafe { bindings::ivnet_param_poll_us() }
+}
+
 /// `poll_idle_ms=`.
 pub fn poll_idle_ms() -> u32 {
     // SAFETY: as in `id`.

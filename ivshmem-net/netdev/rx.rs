@@ -24,6 +24,9 @@ const PUBLISH_EVERY: u32 = 16;
 /// page fragments. Holds the Ethernet, IP and TCP headers the stack (and transparent mode's
 /// source check) reads first; `virtio_net_hdr_to_skb` pulls more if an offload needs it.
 const RX_HEAD: u32 = 256;
+/// Polling mode: how long (µs of `poll_us` polls) the poll hrtimer keeps following up polls
+/// that find nothing before leaving polling to the timer ([`super::Net::keep_polling`]).
+const LINGER_US: u32 = 2000;
 
 impl super::Net {
     /// The NAPI poll: in doorbell mode, a look at the links first (kicks announce link
@@ -71,6 +74,9 @@ impl super::Net {
         if done > 0 {
             self.busy.store(true, Ordering::Relaxed);
         }
+        if !self.interrupts() {
+            self.keep_polling(dev, done > 0);
+        }
         self.tx_wake(dev);
         if done < budget {
             let completed = napi.complete_done(done);
@@ -86,6 +92,30 @@ impl super::Net {
             }
         }
         done
+    }
+
+    /// Polling mode with `poll_us`: traffic is flowing (`found`: this poll took frames, or we
+    /// just sent some and an answer may follow), so poll again within `poll_us` rather than
+    /// at the next timer tick, and keep doing so through [`LINGER_US`] of polls that find
+    /// nothing; then only the timer polls (every `poll_ms`, backing off to `poll_idle_ms`),
+    /// so an idle guest pays no more than before.
+    pub(super) fn keep_polling(&self, dev: &Device, found: bool) {
+        let us = self.params.poll_us;
+        if us == 0 {
+            return;
+        }
+        let polls = (LINGER_US / us).max(1);
+        let left = if found {
+            self.linger.store(polls, Ordering::Relaxed);
+            polls
+        } else {
+            self.linger
+                .fetch_update(Ordering::Relaxed, Ordering::Relaxed, |n| n.checked_sub(1))
+                .unwrap_or(0)
+        };
+        if left > 0 {
+            dev.poll_within_ns(u64::from(us) * 1000);
+        }
     }
 
     /// Receives up to `budget` frames from peer `j`; returns how many it took off the ring.

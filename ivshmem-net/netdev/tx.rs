@@ -244,6 +244,10 @@ impl super::Net {
             dev.timer_arm_within(time::ms_to_jiffies(WATCH_MS));
         }
         let pending = core::mem::take(&mut tx.unpublished);
+        if pending != 0 && !self.interrupts() {
+            // Polling mode: an answer to what we publish may follow within microseconds.
+            self.keep_polling(dev, true);
+        }
         for j in self.others().filter(|&j| pending & bit(j) != 0) {
             let Some(Some(p)) = tx.peers.get_mut(j as usize) else {
                 continue;

@@ -193,6 +193,20 @@ impl Device {
         unsafe { bindings::mod_timer(self.timer(), Self::expiry(delay)) };
     }
 
+    fn poll_timer(&self) -> *mut bindings::hrtimer {
+        // SAFETY: as in `napi`; the hrtimer is the third field of the `repr(C)` private area
+        // and its offset does not depend on `T`.
+        unsafe { core::ptr::addr_of_mut!((*self.private::<()>()).poll_timer) }
+    }
+
+    /// Makes sure the NAPI poll is scheduled within `ns` nanoseconds (a high-resolution
+    /// timer; already armed, it keeps its expiry). Any context.
+    pub fn poll_within_ns(&self, ns: u64) {
+        // SAFETY: the hrtimer was set up in `Registration::new` and lives with the device;
+        // it is cancelled only once nothing can arm it any more (see `Netdev::drop`).
+        unsafe { bindings::ivnet_hrtimer_arm_within(self.poll_timer(), ns) };
+    }
+
     /// Makes sure the device's timer fires within `delay` jiffies: arms it if it is idle, brings
     /// it forward if it is armed for later, leaves it if it fires sooner (`timer_reduce`).
     pub fn timer_arm_within(&self, delay: usize) {
@@ -208,5 +222,7 @@ impl Device {
 pub(super) struct Private<T> {
     pub(super) napi: bindings::napi_struct,
     pub(super) timer: bindings::timer_list,
+    /// Schedules the NAPI poll within microseconds ([`Device::poll_within_ns`]).
+    pub(super) poll_timer: bindings::hrtimer,
     pub(super) data: *const T,
 }

@@ -261,6 +261,30 @@ impl<T: Operations> Adapter<T> {
         data.timer(dev);
     }
 
+    /// The poll hrtimer ([`Device::poll_within_ns`]) fired: schedule the NAPI poll.
+    ///
+    /// # Safety
+    ///
+    /// Called by the hrtimer core for the hrtimer of a `Private<T>` set up in
+    /// `Registration::new`.
+    pub(super) unsafe extern "C" fn poll_timer(
+        timer: *mut bindings::hrtimer,
+    ) -> bindings::hrtimer_restart {
+        // SAFETY: the hrtimer lives at this offset in a `Private<T>` (container_of).
+        let private = unsafe {
+            timer
+                .cast::<u8>()
+                .sub(offset_of!(Private<T>, poll_timer))
+                .cast::<Private<T>>()
+        };
+        // SAFETY: the private area belongs to a live device (the hrtimer is cancelled before
+        // the device is freed), and `napi.dev` points back to it. Scheduling a disabled NAPI
+        // context does nothing.
+        let dev = unsafe { Device::from_raw((*private).napi.dev) };
+        dev.napi_schedule();
+        bindings::hrtimer_restart_HRTIMER_NORESTART
+    }
+
     /// # Safety
     ///
     /// Called by the interrupt core for the interrupt requested in `Registration::new`, whose

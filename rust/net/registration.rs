@@ -89,6 +89,10 @@ impl<T: Operations> Drop for Netdev<T> {
             if self.registered {
                 bindings::unregister_netdev(raw);
             }
+            // Only the NAPI poll, `start_xmit`, the timer and the interrupt handler arm the
+            // poll hrtimer, and none of them runs any more: cancel waits for a running
+            // expiry (whose `napi_schedule` found NAPI disabled), after which it never fires.
+            bindings::hrtimer_cancel(core::ptr::addr_of_mut!((*private).poll_timer));
             bindings::netif_napi_del(core::ptr::addr_of_mut!((*private).napi));
             bindings::free_netdev(raw);
         }
@@ -112,6 +116,10 @@ impl<T: Operations> Registration<T> {
             bindings::ivnet_timer_setup(
                 core::ptr::addr_of_mut!((*private).timer),
                 Some(Adapter::<T>::timer),
+            );
+            bindings::ivnet_hrtimer_setup(
+                core::ptr::addr_of_mut!((*private).poll_timer),
+                Some(Adapter::<T>::poll_timer),
             );
             bindings::netif_napi_add_weight(
                 raw,
