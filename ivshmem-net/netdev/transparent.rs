@@ -301,7 +301,8 @@ impl super::Net {
     /// Transparent mode: peer `j`'s link is up and it published `addrs` (`None`: nothing
     /// usable). The first claim of an address wins: a peer claiming one that another peer
     /// holds in the table (link up or down, as long as it holds its seat), or one of ours,
-    /// gets no entry (logged once until it stops).
+    /// gets no entry (logged once until it stops). A claim ends when its holder publishes
+    /// other addresses or leaves its seat; publishing nothing only suspends it.
     pub(super) fn update_peer_addrs(
         &self,
         dev: &Device,
@@ -344,6 +345,13 @@ impl super::Net {
             peers.refused_logged &= !bit(j);
             addrs
         };
+        if addrs.is_none() && matches!(peers.addrs.get(j as usize), Some(Some(_))) {
+            // Nothing published (yet: a peer whose interface comes back up publishes again on
+            // its next pass, after its link is up): its claim stays, unused, as while its link
+            // was down, so that nobody else's copy of it is taken in between.
+            peers.down |= bit(j);
+            return;
+        }
         peers.down &= !bit(j);
         if let Some(s) = peers.seats.get_mut(j as usize) {
             *s = seat_of(j);
