@@ -36,9 +36,25 @@ static int mac(const char *s, uint8_t *m)
 	return 0;
 }
 
+/* Adds the 16-bit words of `len` bytes (an odd last byte padded with zero) to `sum`. */
+static uint32_t sum16(uint32_t sum, const uint8_t *p, size_t len)
+{
+	for (size_t i = 0; i < len; i += 2)
+		sum += (uint32_t)(p[i] << 8 | (i + 1 < len ? p[i + 1] : 0));
+	return sum;
+}
+
+/* The Internet checksum of what `sum16` summed. */
+static uint16_t fold(uint32_t sum)
+{
+	while (sum >> 16)
+		sum = (sum & 0xffff) + (sum >> 16);
+	return (uint16_t)~sum;
+}
+
+/* ICMPv6 checksum of `msg` (`len` bytes) with the pseudo-header of `src` and `dst`. */
 static uint16_t csum6(const uint8_t *src, const uint8_t *dst, const uint8_t *msg, size_t len)
 {
-	uint32_t sum = 0;
 	uint8_t pseudo[40] = { 0 };
 
 	memcpy(pseudo, src, 16);
@@ -46,24 +62,17 @@ static uint16_t csum6(const uint8_t *src, const uint8_t *dst, const uint8_t *msg
 	pseudo[34] = (uint8_t)(len >> 8);
 	pseudo[35] = (uint8_t)len;
 	pseudo[39] = 58;
-	for (size_t i = 0; i < sizeof(pseudo); i += 2)
-		sum += (uint32_t)(pseudo[i] << 8 | pseudo[i + 1]);
-	for (size_t i = 0; i < len; i += 2)
-		sum += (uint32_t)(msg[i] << 8 | (i + 1 < len ? msg[i + 1] : 0));
-	while (sum >> 16)
-		sum = (sum & 0xffff) + (sum >> 16);
-	return (uint16_t)~sum;
+	return fold(sum16(sum16(0, pseudo, sizeof(pseudo)), msg, len));
 }
 
-static uint16_t csum(const uint8_t *p, size_t len)
+/* An echo request of `type` (8: ICMP, 128: ICMPv6): id 0x4956, sequence 1, 8 bytes of data. */
+static void echo_body(uint8_t *m, uint8_t type)
 {
-	uint32_t sum = 0;
-
-	for (size_t i = 0; i < len; i += 2)
-		sum += (uint32_t)(p[i] << 8 | (i + 1 < len ? p[i + 1] : 0));
-	while (sum >> 16)
-		sum = (sum & 0xffff) + (sum >> 16);
-	return (uint16_t)~sum;
+	m[0] = type;
+	m[4] = 0x49;
+	m[5] = 0x56;
+	m[7] = 1;
+	memcpy(m + 8, "ivnet-nd", 8);
 }
 
 static int send_frames(const char *ifname, const uint8_t *f, size_t len, int count)
@@ -120,15 +129,11 @@ static int echo(int argc, char **argv)
 		ip[3] = 20 + 16; /* total length */
 		ip[8] = 64; /* TTL */
 		ip[9] = 1; /* ICMP */
-		c = csum(ip, 20);
+		c = fold(sum16(0, ip, 20));
 		ip[10] = (uint8_t)(c >> 8);
 		ip[11] = (uint8_t)c;
-		m[0] = 8; /* echo request */
-		m[4] = 0x49;
-		m[5] = 0x56;
-		m[7] = 1;
-		memcpy(m + 8, "ivnet-nd", 8);
-		c = csum(m, 16);
+		echo_body(m, 8);
+		c = fold(sum16(0, m, 16));
 		m[2] = (uint8_t)(c >> 8);
 		m[3] = (uint8_t)c;
 		len = 14 + 20 + 16;
@@ -146,11 +151,7 @@ static int echo(int argc, char **argv)
 		ip[5] = 16; /* payload length */
 		ip[6] = 58; /* ICMPv6 */
 		ip[7] = 64;
-		m[0] = 128; /* echo request */
-		m[4] = 0x49;
-		m[5] = 0x56;
-		m[7] = 1;
-		memcpy(m + 8, "ivnet-nd", 8);
+		echo_body(m, 128);
 		c = csum6(ip + 8, ip + 24, m, 16);
 		m[2] = (uint8_t)(c >> 8);
 		m[3] = (uint8_t)c;
