@@ -60,8 +60,8 @@ use crate::ext::{
 };
 use crate::params::Params;
 use crate::protocol::frame;
-use crate::protocol::layout::{Attached, Claimed, Geometry, MAX_PEERS};
-use crate::protocol::link::{feature, Accepted, Addrs, Link, LiveClock, Own, PeerState};
+use crate::protocol::layout::{self, Attached, Claimed, Geometry, MAX_PEERS};
+use crate::protocol::link::{feature, Accepted, Addrs, Link, LiveClock, Own, PeerState, Probe};
 use crate::protocol::ring::{Consumer, Producer};
 use crate::ratelimit::Ratelimit;
 use crate::regs::{self, Irq};
@@ -186,6 +186,11 @@ struct Ctl {
     garbage: u64,
     /// When each peer was last kicked for an answer (`links::REKICK_MS`), in ms.
     rekick_ms: [u64; MAX_PEERS as usize],
+    /// Doorbell mode: the header's `departures` word when we last looked (see
+    /// `protocol::link::Probe`).
+    departures: u32,
+    /// Doorbell mode: the sign of life asked of each linked peer since `departures` changed.
+    probes: [Probe; MAX_PEERS as usize],
     /// Transparent mode: what we last published of our regular interface.
     published: Addrs,
     /// A peer went away or came back with another MAC: the stack's neighbour entries through
@@ -309,6 +314,8 @@ impl Net {
             )?;
         }
         let stats = Stats::new(n, me)?;
+        // Departures before we came are none of our business.
+        let departures = layout::departures(&shm).unwrap_or(0);
         let features = feature::CSUM
             | feature::GSO
             | if irq == Irq::None {
@@ -356,6 +363,8 @@ impl Net {
                     mismatch_logged: 0,
                     garbage: 0,
                     rekick_ms: [0; MAX_PEERS as usize],
+                    departures,
+                    probes: [Probe::default(); MAX_PEERS as usize],
                     neigh_stale: false,
                     published: Addrs::default(),
                 },

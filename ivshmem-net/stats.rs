@@ -76,6 +76,10 @@ pub(crate) struct Global {
     pub(crate) kicks_suppressed: Counter,
     /// Doorbell mode: kicks repeated because frames waited unconsumed (a lost interrupt).
     pub(crate) doorbells_repeated: Counter,
+    /// Doorbell mode: linked peers asked for a sign of life because the host's ivshmem-server
+    /// saw a client leave ([`crate::protocol::link::Probe`]); those that gave none count in
+    /// `heartbeat_losses`.
+    pub(crate) departure_probes: Counter,
     /// Peers whose link came up with a MAC another peer (or we) held first: they get no
     /// unicast for it (the first claim wins).
     pub(crate) peer_mac_conflicts: Counter,
@@ -148,6 +152,7 @@ const GLOBAL: &[Field<Global>] = &[
     ("doorbells_received", |s| &s.doorbells_received),
     ("kicks_suppressed", |s| &s.kicks_suppressed),
     ("doorbells_repeated", |s| &s.doorbells_repeated),
+    ("departure_probes", |s| &s.departure_probes),
     ("peer_mac_conflicts", |s| &s.peer_mac_conflicts),
     ("region_repairs", |s| &s.region_repairs),
     ("transparent_tx_packets", |s| &s.transparent_tx_packets),

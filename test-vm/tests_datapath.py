@@ -47,7 +47,7 @@ LINK_LINE = re.compile(
 GLOBAL_STATS = ["tx_packets", "tx_bytes", "rx_packets", "rx_bytes", "tx_ring_full",
                 "tx_queue_stops", "tx_queue_wakes", "tx_drop_no_peer", "tx_drop_too_big", "tx_drop_error", "rx_drop_nomem",
                 "rx_drop_oversize", "rx_drop_error", "rx_polls", "rx_bad_desc", "peer_resets", "heartbeat_losses", "own_stalls",
-                "doorbells_sent", "doorbells_received", "kicks_suppressed", "doorbells_repeated",
+                "doorbells_sent", "doorbells_received", "kicks_suppressed", "doorbells_repeated", "departure_probes",
                 "peer_mac_conflicts", "region_repairs",
                 "transparent_tx_packets", "transparent_rx_packets", "transparent_fallbacks",
                 "transparent_rx_dropped", "transparent_unverified", "transparent_unaccepted"]

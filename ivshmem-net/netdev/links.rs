@@ -9,7 +9,9 @@
 use super::{bit, Ctl, Mac, AUDIT_MS, NO_DOORBELL, WATCH_MS};
 use crate::ext::{net::Device, time};
 use crate::protocol::layout::{self, Error as LayoutError};
-use crate::protocol::link::{self, feature, Action, DownReason, Liveness, PeerState};
+use crate::protocol::link::{
+    self, feature, Action, DownReason, Liveness, PeerState, ProbeState, PROBE_REKICK_MS,
+};
 use crate::regs::{self, device_type, Irq};
 use crate::{dev_info, dev_warn};
 use core::sync::atomic::Ordering;
@@ -162,12 +164,21 @@ impl super::Net {
             self.publish_regular(&mut ctl, dev, name);
         }
         let reset = self.reset_req.swap(0, Ordering::Relaxed);
+        // Doorbell mode: the host's ivshmem-server saw a client leave. It may have been one of
+        // ours, asleep as far as we can tell: ask every linked peer for a sign of life.
+        let mut probe = false;
+        if self.interrupts() {
+            if let Ok(departures) = layout::departures(&self.shm) {
+                probe = departures != ctl.departures;
+                ctl.departures = departures;
+            }
+        }
         let (mut watch, mut audit) = (false, false);
         for j in self.others() {
             if reset & bit(j) != 0 {
                 self.restart(&mut ctl, dev, j, "reset");
             }
-            let (w, a) = self.manage(&mut ctl, dev, j, now, live);
+            let (w, a) = self.manage(&mut ctl, dev, j, now, live, probe);
             watch |= w;
             audit |= a;
         }
@@ -199,10 +210,20 @@ impl super::Net {
     }
 
     /// One step of the handshake with `j` (see [`crate::protocol::link`]). Returns whether the
-    /// link needs watching (a handshake under way, or frames in flight) and whether something
-    /// is wrong with the peer that needs an audit now and then ([`AUDIT_MS`]). `now` is real
-    /// time (ms), `live` the [`link::LiveClock`]'s time the peer's liveness is judged by.
-    fn manage(&self, ctl: &mut Ctl, dev: &Device, j: u32, now: u64, live: u64) -> (bool, bool) {
+    /// link needs watching (a handshake under way, frames in flight or a sign of life asked
+    /// for) and whether something is wrong with the peer that needs an audit now and then
+    /// ([`AUDIT_MS`]). `now` is real time (ms), `live` the [`link::LiveClock`]'s time the
+    /// peer's liveness is judged by; `probe` asks a linked peer for a sign of life
+    /// ([`link::Probe`]).
+    fn manage(
+        &self,
+        ctl: &mut Ctl,
+        dev: &Device,
+        j: u32,
+        now: u64,
+        live: u64,
+        probe: bool,
+    ) -> (bool, bool) {
         let Ok(mut view) = link::read_peer(&self.shm, &self.geometry, j, self.me) else {
             return (false, false);
         };
@@ -235,6 +256,8 @@ impl super::Net {
         else {
             return (false, false);
         };
+        let was_up = ctl.links.get(j as usize).is_some_and(|l| l.up);
+        let mut asked = None;
         let (liveness, waiting) = if self.irq == Irq::None {
             (
                 Liveness::Heartbeat {
@@ -244,10 +267,24 @@ impl super::Net {
             )
         } else {
             let waiting = self.waiting_ms(j, live);
-            let stalled = waiting.is_some_and(|ms| ms > link::HEARTBEAT_TIMEOUT_MS);
+            let mut stalled = waiting.is_some_and(|ms| ms > link::HEARTBEAT_TIMEOUT_MS);
+            if let Some(p) = ctl.probes.get_mut(j as usize) {
+                if !was_up {
+                    p.cancel();
+                } else if probe && p.start(live, view.heartbeat) {
+                    self.stats.global.departure_probes.inc();
+                    self.kick(j);
+                    ctl.rekick_ms[j as usize] = now;
+                }
+                match p.check(view.heartbeat, live) {
+                    ProbeState::Waiting(ms) => asked = Some(ms),
+                    ProbeState::Expired => stalled = true,
+                    ProbeState::Idle | ProbeState::Answered => {}
+                }
+            }
             (Liveness::Progress { stalled }, waiting)
         };
-        let in_flight = waiting.is_some();
+        let in_flight = waiting.is_some() || asked.is_some();
         let Some(link) = ctl.links.get_mut(j as usize) else {
             return (false, false);
         };
@@ -343,6 +380,14 @@ impl super::Net {
             && view.state == Some(PeerState::Run)
             && ctl.own.epoch(&self.shm, j).is_ok_and(|e| e != view.ack);
         let suspicious = unanswered || mismatch || ctl.garbage & bit(j) != 0;
+        if up && asked.is_some_and(|ms| ms >= PROBE_REKICK_MS) {
+            if let Some(last) = ctl.rekick_ms.get_mut(j as usize) {
+                if now.saturating_sub(*last) >= PROBE_REKICK_MS {
+                    *last = now;
+                    self.kick(j);
+                }
+            }
+        }
         if up && waiting.is_some_and(|ms| ms >= WAKE_AGAIN_MS) {
             if let Some(last) = ctl.rekick_ms.get_mut(j as usize) {
                 if now.saturating_sub(*last) >= WAKE_AGAIN_MS {

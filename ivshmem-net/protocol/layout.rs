@@ -37,10 +37,25 @@
 //! | 0x30   | rings offset     | initialiser                                         |
 //! | 0x38   | nonce, low       | initialiser: random, names this incarnation         |
 //! | 0x3c   | nonce, high      | initialiser                                         |
+//! | 0x40   | departures       | the host's ivshmem-server: +1 when a client leaves (see *Departures*) |
 //! | 0x100  | peer slot `i`    | 0 = free, else owner's token: CAS by claimants, cleared by owner (4 bytes each, `i < MAX_PEERS`; see *Peer ids*) |
 //!
 //! A peer never trusts the header: it reads each field once, checks it against what it computed
 //! itself from the region size and its `max_peers`, and refuses the region on any difference.
+//!
+//! # Departures
+//!
+//! A guest that dies (its QEMU killed, the host's OOM killer) leaves its control block saying
+//! `Run`. In polling mode its heartbeat stops and the others notice within
+//! [`super::link::HEARTBEAT_TIMEOUT_MS`]; in doorbell mode nobody looks while all is quiet, so
+//! a dead peer would be noticed only when frames sent to it stay unconsumed. The host's
+//! ivshmem-server sees a client leave at once (its socket closes): it adds one to the header's
+//! `departures` word ([`departures`]) and then rings vector 0 of every client still connected.
+//! A peer that finds the word changed asks every peer it is linked with for a sign of life
+//! (kicks it and waits for its heartbeat to move), and takes down the links of those that give
+//! none. The word says only "someone left", never who: any peer can write it, and a change
+//! costs each reader one round of kicks, so a forged change gains a peer nothing. QEMU's own
+//! ivshmem-server does not write it; with it, a dead peer is found as before.
 //!
 //! # Peer ids
 //!
@@ -120,6 +135,8 @@ pub mod hdr {
     pub const NONCE_LO: usize = 0x38;
     /// See the table in the module documentation.
     pub const NONCE_HI: usize = 0x3c;
+    /// See the table in the module documentation and [`super::departures`].
+    pub const DEPARTURES: usize = 0x40;
     /// First peer-slot word; slot `i` is at `PEER_SLOTS + 4 * i`.
     pub const PEER_SLOTS: usize = 0x100;
 }
@@ -618,6 +635,27 @@ pub fn repair_header<R: Region + ?Sized>(r: &R, a: &Attached) -> Result<u32, Err
     // Last: a joining peer reads the other words only once this says READY.
     check(hdr::STATE, a.state)?;
     Ok(fixed)
+}
+
+/// The header's `departures` word: how many clients the host's ivshmem-server has seen leave
+/// (see *Departures* in the module documentation). Read once; only a change means anything, so
+/// callers keep the value they saw last and compare.
+///
+/// # Examples
+///
+/// ```
+/// use ivshmem_net_protocol::layout::{departures, hdr, Region};
+/// use ivshmem_net_protocol::HeapRegion;
+///
+/// let r = HeapRegion::new(4096);
+/// let seen = departures(&r)?;
+/// // The server, as a client of its disconnects: one more departure.
+/// r.store(hdr::DEPARTURES, seen.wrapping_add(1))?;
+/// assert_ne!(departures(&r)?, seen);
+/// # Ok::<(), ivshmem_net_protocol::layout::Error>(())
+/// ```
+pub fn departures<R: Region + ?Sized>(r: &R) -> Result<u32, Error> {
+    r.load(hdr::DEPARTURES)
 }
 
 /// Reads the geometry another peer wrote into a `READY` header, checking that it is one this

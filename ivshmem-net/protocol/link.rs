@@ -58,11 +58,13 @@ use super::frame::IpVersion;
 use super::layout::{Error, Geometry, Region, MAX_PEERS};
 
 mod handshake;
+mod probe;
 
 pub use handshake::{
     decide, decide_with, Action, DownReason, Link, LiveClock, Liveness, HEARTBEAT_TIMEOUT_MS,
     MAX_LOOK_GAP_MS,
 };
+pub use probe::{Probe, ProbeState, PROBE_REKICK_MS, PROBE_TIMEOUT_MS};
 
 /// Byte offsets inside a control block.
 pub mod ctrl {

@@ -64,6 +64,9 @@ kinds! {
     HdrState = "hdr-state",
     /// A new nonce, as if the region had been reinitialised.
     HdrNonce = "hdr-nonce",
+    /// The `departures` word moved (one more, or a random value), as if a client had left:
+    /// every doorbell-mode guest asks its linked peers for a sign of life.
+    HdrDepartures = "hdr-departures",
     /// A peer slot token zeroed: the id looks free.
     SlotZero = "slot-zero",
     /// A peer slot token replaced (random, all ones, another slot's token).
@@ -237,6 +240,15 @@ pub fn run<R: Region + ?Sized>(c: &mut Ctx<'_, R>, k: Kind) -> Result<(), Error>
             let v = c.rng.next_u32();
             let at = c.rng.pick(&[hdr::NONCE_LO, hdr::NONCE_HI]);
             c.r.store(at, v)
+        }
+        Kind::HdrDepartures => {
+            let now = c.r.load(hdr::DEPARTURES)?;
+            let v = if c.rng.next_u32() & 1 == 0 {
+                now.wrapping_add(1)
+            } else {
+                c.rng.next_u32()
+            };
+            c.r.store(hdr::DEPARTURES, v)
         }
         Kind::SlotZero => {
             let j = c.t.peer(c.rng);

@@ -15,11 +15,13 @@
 //! the child is ready, or 1 if it failed. So `ivshmem-server -S s ... && qemu ...` is race-free.
 
 mod cli;
+mod departures;
 mod server;
 mod shm;
 mod sys;
 
 use cli::{human, Command, Options, ShmSource};
+use departures::Departures;
 use server::{Config, Exit, Server};
 use shm::SharedMemory;
 use std::fs;
@@ -135,6 +137,7 @@ fn run(mut opts: Options, res: &mut Resources) -> Result<(), String> {
     );
     let shm = res.shm.insert(shm);
     let shm_fd = shm.fd.try_clone().map_err(|e| format!("dup: {e}"))?;
+    let departures = Departures::new(&shm.fd, shm.size)?;
 
     let (listener, socket) = bind(&opts.socket_path)?;
     res.socket = Some(socket);
@@ -168,6 +171,7 @@ fn run(mut opts: Options, res: &mut Resources) -> Result<(), String> {
         listener,
         shm_fd,
         signals,
+        departures,
     );
     let result = match server.run() {
         Exit::Signal(sig) => {

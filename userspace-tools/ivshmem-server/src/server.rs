@@ -12,6 +12,7 @@
 //!
 //! Ids are never handed out again soon after they were used: see [`next_free_id`].
 
+use crate::departures::Departures;
 use crate::sys::{self, Peek};
 use crate::{log, vlog};
 use std::collections::{BTreeMap, VecDeque};
@@ -57,6 +58,7 @@ pub struct Server {
     spare: Option<OwnedFd>,
     /// A client with more queued messages than this is not reading and is disconnected.
     queue_limit: usize,
+    departures: Departures,
 }
 
 /// Why the loop ended.
@@ -66,7 +68,13 @@ pub enum Exit {
 }
 
 impl Server {
-    pub fn new(cfg: Config, listener: UnixListener, shm: OwnedFd, signals: OwnedFd) -> Server {
+    pub fn new(
+        cfg: Config,
+        listener: UnixListener,
+        shm: OwnedFd,
+        signals: OwnedFd,
+        departures: Departures,
+    ) -> Server {
         // The most a client can legitimately have queued: the setup burst (3 + one message per
         // vector of every peer) plus a complete turnover of all the other peers; then some.
         let per_round = cfg.max_clients as usize * cfg.vectors as usize;
@@ -79,6 +87,7 @@ impl Server {
             peers: BTreeMap::new(),
             next_id: 0,
             spare: std::fs::File::open("/dev/null").ok().map(OwnedFd::from),
+            departures,
         }
     }
 
@@ -347,6 +356,19 @@ impl Server {
                     value: i64::from(id),
                     fd: None,
                 });
+            }
+        }
+        // The guests hear nothing of the notices above (QEMU keeps them): an ivshmem-net
+        // region gets the departure counted and everyone rung (see `departures`).
+        if self.departures.announce() {
+            for (id, other) in &self.peers {
+                let Some(fd) = other.eventfds.first() else {
+                    continue;
+                };
+                match sys::eventfd_signal(fd.as_fd()) {
+                    Ok(()) => vlog!("peer {id}: rung about the departure"),
+                    Err(e) => log!("peer {id}: ringing about the departure failed: {e}"),
+                }
             }
         }
         self.flush_all();

@@ -70,6 +70,20 @@ pub fn eventfd() -> io::Result<OwnedFd> {
     Ok(unsafe { OwnedFd::from_raw_fd(fd) })
 }
 
+/// Adds one to an eventfd's counter: an interrupt for the QEMU that polls it.
+pub fn eventfd_signal(fd: BorrowedFd<'_>) -> io::Result<()> {
+    let one = 1u64.to_ne_bytes();
+    // SAFETY: writes 8 bytes from a live local buffer to a descriptor we borrow.
+    let n = unsafe { libc::write(fd.as_raw_fd(), one.as_ptr().cast(), one.len()) };
+    match n {
+        8 => Ok(()),
+        n if n < 0 => Err(io::Error::last_os_error()),
+        n => Err(io::Error::other(format!(
+            "short eventfd write ({n} of 8 bytes)"
+        ))),
+    }
+}
+
 /// Ignores SIGPIPE and blocks `signals` in this (single-threaded) process, so that they stay
 /// pending until read from the signalfd that [`signalfd`] makes for them.
 pub fn block_signals(signals: &[libc::c_int]) -> io::Result<()> {

@@ -112,6 +112,16 @@ impl MmapRegion {
         })
     }
 
+    /// Maps the first `len` bytes of an open region (a file or a shared-memory object that is
+    /// at least that long) read-write and shared.
+    pub fn map_fd<F: std::os::fd::AsRawFd>(fd: &F, len: usize) -> std::io::Result<Self> {
+        Ok(MmapRegion {
+            map: memmap2::MmapOptions::new()
+                .len(len)
+                .map_raw(fd.as_raw_fd())?,
+        })
+    }
+
     fn word(&self, off: usize) -> &AtomicU32 {
         // SAFETY: callers checked `off` with `check_range(.., atomic = true)`, so it is 4-aligned
         // and `off + 4 <= len`; the mapping is page-aligned, lives as long as `self`, and is
