@@ -50,9 +50,13 @@ DEBIAN_PACKAGES := linux-source-6.12 rustc-web rust-web-src clang lld llvm libcl
 	flex bison bc libelf-dev libssl-dev cpio kmod gzip xz-utils make \
 	qemu-system-x86 busybox-static iproute2 ethtool iperf3 nftables pciutils python3 libc6-dev rsync dkms \
 	linux-perf sockperf python3-matplotlib python3-yaml dash python3-pytest python3-pytest-timeout \
-	iputils-ping socat
+	iputils-ping socat python3-pip
 # Installed without their Recommends: dkms's would pull in Debian's own 6.1 kernel headers.
 DEBIAN_NO_RECOMMENDS := dkms
+# From PyPI for $(PYTHON), which Debian 12 does not package: the QEMU project's QMP library, with
+# which the VM tests hot-unplug and hot-plug devices (test-vm/vm.py). Debian marks its Python as
+# externally managed, so pip needs --break-system-packages; the package goes to /usr/local.
+PYPI_PACKAGES := qemu.qmp==0.0.6
 
 .PHONY: all deps kernel module module-build tools guest-tools initramfs test test-host test-vm \
 	demo bench bench-profile bench-smoke clean kernel-debug module-debug initramfs-debug test-reliability \
@@ -80,6 +84,13 @@ deps:
 	    $(CARGO) install -q bindgen-cli --version $(BINDGEN_VERSION) --locked \
 	        --root $(IVNET_CACHE)/tools/bindgen-$(BINDGEN_VERSION); \
 	fi
+	@missing=$$(for p in $(PYPI_PACKAGES); do \
+	    $(PYTHON) -c "import importlib.metadata as m, sys; \
+	        sys.exit(m.version('$${p%%==*}') != '$${p##*==}')" 2>/dev/null || echo $$p; done); \
+	if [ -n "$$missing" ]; then \
+	    echo "deps: installing from PyPI for $(PYTHON):" $$missing; \
+	    $(PYTHON) -m pip install -q --root-user-action=ignore --break-system-packages $$missing; \
+	else echo "deps: PyPI packages present ($(words $(PYPI_PACKAGES)) checked)"; fi
 	@/usr/bin/rustc --version | grep -q '^rustc 1\.' || { echo "deps: /usr/bin/rustc missing" >&2; exit 1; }
 
 kernel:

@@ -4,12 +4,15 @@
 A `Cluster` boots N guests that share one ivshmem region (a file under /dev/shm), each with a
 serial console logged to build/vm/<name>.log and a second serial port on which the guest's
 agent (test-vm/guest/agent) runs scripts the host sends and returns exit code and output.
+Each guest also has a QMP socket; `Guest.qmp` talks to it through the QEMU project's own
+library (`qemu.qmp`), for hot-unplugging and hot-plugging its ivshmem device.
 
 Everything has a deadline: booting, each script, shutdown. QEMU processes die with this
 process (PR_SET_PDEATHSIG) and run under `timeout` as a last resort; `Cluster.close()` (also
 run from atexit and on SIGINT/SIGTERM) kills them and removes the region files and sockets.
 """
 
+import asyncio
 import atexit
 import base64
 import ctypes
@@ -21,6 +24,7 @@ import signal
 import socket
 import struct
 import subprocess
+import sys
 import threading
 import time
 from pathlib import Path
@@ -159,6 +163,77 @@ class Result:
         return "Result(rc=%d, out=%r)" % (self.rc, self.out[-500:])
 
 
+class Qmp:
+    """A QMP connection to one QEMU process, through `qemu.qmp`'s asyncio client running in a
+    thread of its own, so that any test thread can call it. Every DEVICE_DELETED event is
+    kept from the moment of connecting, so none is missed between a command and the wait
+    for it."""
+
+    def __init__(self, path, name, timeout=10):
+        try:
+            from qemu.qmp import EventListener, QMPClient
+        except ImportError as e:
+            raise AgentError("QMP needs the qemu.qmp package for %s: run 'make deps' (%s)"
+                             % (sys.executable, e)) from e
+        self.name = name
+        self.loop = asyncio.new_event_loop()
+        self.thread = threading.Thread(target=self.loop.run_forever, daemon=True,
+                                       name="qmp-%s" % name)
+        self.thread.start()
+        self.client = QMPClient(name)
+        self.deleted = None
+
+        async def connect():
+            self.deleted = EventListener(("DEVICE_DELETED",))
+            self.client.register_listener(self.deleted)
+            await self.client.connect(str(path))
+
+        try:
+            self._call(connect(), timeout)
+        except BaseException:
+            self.close()
+            raise
+
+    def _call(self, coro, timeout):
+        fut = asyncio.run_coroutine_threadsafe(asyncio.wait_for(coro, timeout), self.loop)
+        try:
+            return fut.result(timeout + 5)
+        except (asyncio.TimeoutError, TimeoutError):
+            raise AgentError("%s: QMP: no answer within %.0f s" % (self.name, timeout))
+
+    def cmd(self, name, timeout=10, **args):
+        """Executes QMP command `name` with `args` (names with a '-': `**{"qom-type": ..}`);
+        returns its return value; an error reply raises qemu.qmp.ExecuteError."""
+        return self._call(self.client.execute(name, args or None), timeout)
+
+    def wait_deleted(self, dev_id, timeout):
+        """Waits for DEVICE_DELETED of `dev_id` (the guest ejected it); returns the event."""
+        async def wait():
+            while True:
+                ev = await self.deleted.get()
+                if ev.get("data", {}).get("device") == dev_id:
+                    return ev
+
+        try:
+            return self._call(wait(), timeout)
+        except AgentError:
+            raise AgentError("%s: no DEVICE_DELETED for %s within %.0f s (the guest did not "
+                             "eject it)" % (self.name, dev_id, timeout))
+
+    def close(self):
+        if self.loop.is_closed():
+            return
+        if self.client.runstate.name != "IDLE":
+            try:
+                self._call(self.client.disconnect(), 5)
+            except Exception:  # QEMU already gone: nothing to say goodbye to
+                pass
+        self.loop.call_soon_threadsafe(self.loop.stop)
+        self.thread.join(5)
+        if not self.thread.is_alive():
+            self.loop.close()
+
+
 class Guest:
     """One QEMU guest. Built by `Cluster`; use `run()` to execute shell scripts inside."""
 
@@ -175,6 +250,12 @@ class Guest:
         self.extra_args = extra_args
         self.log = VMDIR / ("%s.log" % name)
         self.sock_path = VMDIR / ("%s.agent" % name)
+        self.qmp_path = VMDIR / ("%s.qmp" % name)
+        self._qmp = None
+        # QEMU ids of the ivshmem device and of its backend (memory-backend-file or chardev);
+        # None once hot-unplugged. Each hot-plug names them afresh (ivshmem1, shm1/ivs1, ...).
+        self.ivshmem_id = self.ivshmem_backend = None
+        self.hotplugs = 0
         self.proc = None
         self.sock = None
         self.buf = b""
@@ -195,7 +276,8 @@ class Guest:
                "%s %s" % (self.name, _tsc_args(), self.cmdline),
                "-chardev", "file,id=con,path=%s" % self.log, "-serial", "chardev:con",
                "-chardev", "socket,id=agent,path=%s,server=on,wait=off" % self.sock_path,
-               "-serial", "chardev:agent"]
+               "-serial", "chardev:agent",
+               "-qmp", "unix:%s,server=on,wait=off" % self.qmp_path]
         if c.accel == "tcg":
             # Guests share memory with other QEMU processes, so TCG must emit the guest's
             # memory barriers and atomic instructions as such. It does that only in parallel
@@ -208,11 +290,13 @@ class Guest:
             # ivshmem-doorbell: memory and eventfds come from an ivshmem-server on a socket.
             sock, vectors = c.doorbell
             cmd += ["-chardev", "socket,path=%s,id=ivs" % sock,
-                    "-device", "ivshmem-doorbell,chardev=ivs,vectors=%d" % vectors]
+                    "-device", "ivshmem-doorbell,chardev=ivs,vectors=%d,id=ivshmem0" % vectors]
+            self.ivshmem_id, self.ivshmem_backend = "ivshmem0", "ivs"
         elif self.ivshmem is not None:
             path, size = self.ivshmem
             cmd += ["-object", "memory-backend-file,id=shm,mem-path=%s,size=%d,share=on" % (path, size),
-                    "-device", "ivshmem-plain,memdev=shm"]
+                    "-device", "ivshmem-plain,memdev=shm,id=ivshmem0"]
+            self.ivshmem_id, self.ivshmem_backend = "ivshmem0", "shm"
         for i, (ifname, mac) in enumerate(self.taps):
             # QEMU's userspace virtio-net backend (vhost off) on a tap device that must exist
             # (in `netns` if given); the guest sees it as eth<i>.
@@ -225,7 +309,7 @@ class Guest:
 
     def start(self):
         VMDIR.mkdir(parents=True, exist_ok=True)
-        for p in (self.log, self.sock_path):
+        for p in (self.log, self.sock_path, self.qmp_path):
             if p.exists():
                 p.unlink()
         self.log.touch()
@@ -330,6 +414,61 @@ class Guest:
     def console(self):
         return self.log.read_text(errors="replace") if self.log.exists() else ""
 
+    @property
+    def qmp(self):
+        """This guest's QMP connection (`Qmp`), made on first use."""
+        if self._qmp is None:
+            self._qmp = Qmp(self.qmp_path, self.name)
+        return self._qmp
+
+    def device_del(self, dev_id, timeout=60):
+        """Hot-unplugs device `dev_id` (QMP device_del: an ACPI eject request to the guest) and
+        waits for QEMU's DEVICE_DELETED, sent once the guest's driver has let go and the guest
+        ejected the slot. Returns the seconds from the command to the event (host clock)."""
+        t0 = time.time()
+        self.qmp.cmd("device_del", id=dev_id)
+        self.qmp.wait_deleted(dev_id, timeout)
+        return time.time() - t0
+
+    def ivshmem_detach(self, timeout=60):
+        """Hot-unplugs the ivshmem device, then removes its backend: the memory backend
+        (ivshmem-plain), or the chardev to the ivshmem-server (doorbell), whose connection
+        closes, so that the server frees the VM ID and tells the other peers this one left.
+        Returns the seconds from device_del to DEVICE_DELETED."""
+        check(self.ivshmem_id is not None, "%s: no ivshmem device to detach" % self.name)
+        took = self.device_del(self.ivshmem_id, timeout)
+        if self.ivshmem_backend.startswith("ivs"):
+            self.qmp.cmd("chardev-remove", id=self.ivshmem_backend)
+        else:
+            self.qmp.cmd("object-del", id=self.ivshmem_backend)
+        self.ivshmem_id = self.ivshmem_backend = None
+        return took
+
+    def ivshmem_attach(self, path=None, size=None, server=None):
+        """Hot-plugs a new ivshmem device: ivshmem-plain on the file `path` of `size` bytes,
+        or with `server=(socket path, vectors)` ivshmem-doorbell connected to that
+        ivshmem-server. Returns the new device's QEMU id."""
+        check(self.ivshmem_id is None, "%s: ivshmem device %s still attached"
+              % (self.name, self.ivshmem_id))
+        self.hotplugs += 1
+        n = self.hotplugs
+        dev = "ivshmem%d" % n
+        if server is not None:
+            sock, vectors = server
+            backend = "ivs%d" % n
+            self.qmp.cmd("chardev-add", id=backend, backend={
+                "type": "socket",
+                "data": {"addr": {"type": "unix", "data": {"path": str(sock)}}, "server": False}})
+            self.qmp.cmd("device_add", driver="ivshmem-doorbell", id=dev, chardev=backend,
+                         vectors=vectors)
+        else:
+            backend = "shm%d" % n
+            self.qmp.cmd("object-add", **{"qom-type": "memory-backend-file", "id": backend,
+                                          "mem-path": str(path), "size": size, "share": True})
+            self.qmp.cmd("device_add", driver="ivshmem-plain", id=dev, memdev=backend)
+        self.ivshmem_id, self.ivshmem_backend = dev, backend
+        return dev
+
     def splats(self):
         return [l for l in self.console().splitlines() if SPLAT.search(l)]
 
@@ -356,6 +495,9 @@ class Guest:
         if self.sock:
             self.sock.close()
             self.sock = None
+        if self._qmp is not None:
+            self._qmp.close()
+            self._qmp = None
 
 
 # What `Cluster(doorbell="default")` means: None for ivshmem-plain, N for ivshmem-doorbell with
@@ -568,9 +710,10 @@ class Cluster:
             except FileNotFoundError:
                 pass
         for g in self.guests:
-            try:
-                g.sock_path.unlink()
-            except FileNotFoundError:
-                pass
+            for p in (g.sock_path, g.qmp_path):
+                try:
+                    p.unlink()
+                except FileNotFoundError:
+                    pass
         with _live_lock:
             _live.discard(self)
