@@ -133,7 +133,8 @@ def check(cond, msg):
 
 def _tsc_args():
     """Kernel arguments that keep the guest on the TSC under TCG. The guest cannot calibrate
-    it (no PIT reply in time, no HPET or PM timer in this kernel) and on a busy host the
+    it early (no PIT reply in time, no PM timer in this kernel; the HPET that ACPI shows it
+    only refines the given rate later, by ~10 ppm here) and on a busy host the
     clocksource watchdog finds it "skewed" against jiffies; either way the guest clock then
     ticks in 1 ms steps, which voids every latency figure. QEMU's TCG TSC runs at the host's
     TSC rate, which a host with constant_tsc reports in /proc/cpuinfo."""
