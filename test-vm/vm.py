@@ -207,6 +207,14 @@ class Qmp:
         returns its return value; an error reply raises qemu.qmp.ExecuteError."""
         return self._call(self.client.execute(name, args or None), timeout)
 
+    def getfd(self, fd, name, timeout=10):
+        """Passes file descriptor `fd` to QEMU (SCM_RIGHTS), which keeps it open as `name`."""
+        async def send():
+            self.client.send_fd_scm(fd)
+            return await self.client.execute("getfd", {"fdname": name})
+
+        return self._call(send(), timeout)
+
     def wait_deleted(self, dev_id, timeout):
         """Waits for DEVICE_DELETED of `dev_id` (the guest ejected it); returns the event."""
         async def wait():
@@ -257,6 +265,8 @@ class Guest:
         # None once hot-unplugged. Each hot-plug names them afresh (ivshmem1, shm1/ivs1, ...).
         self.ivshmem_id = self.ivshmem_backend = None
         self.hotplugs = 0
+        self.hold_pipe = None  # see _hold_freed_fds
+        self.held_fds = 0
         self.proc = None
         self.sock = None
         self.buf = b""
@@ -431,14 +441,56 @@ class Guest:
         self.qmp.wait_deleted(dev_id, timeout)
         return time.time() - t0
 
+    def qemu_pid(self):
+        """The QEMU process's pid (`proc` runs it under `timeout`, maybe under `ip netns
+        exec`), or None."""
+        pid = self.proc.pid
+        for _ in range(4):
+            try:
+                if "qemu-system" in os.readlink("/proc/%d/exe" % pid):
+                    return pid
+                children = Path("/proc/%d/task/%d/children" % (pid, pid)).read_text().split()
+            except OSError:
+                return None
+            if not children:
+                return None
+            pid = int(children[0])
+        return None
+
+    def _hold_freed_fds(self, pid, freed):
+        """Works around a QEMU bug (7.2 here; upstream's hw/misc/ivshmem.c unchanged): without
+        KVM's irqfd (under TCG) ivshmem-doorbell watches its own vectors' eventfds with
+        qemu_set_fd_handler and never removes those handlers when the device goes, only
+        closes the eventfds. A file QEMU opens later under the same number wakes the stale
+        handler, which reads the freed device: QEMU segfaulted in ivshmem_vector_notify when
+        a device_add'ed device rang a peer whose eventfd got such a number. So the numbers
+        the unplug freed are filled with ends of a pipe nobody writes to (QMP getfd: QEMU
+        keeps them open; the kernel gives out the lowest free number first), and never
+        wake anything."""
+        if self.hold_pipe is None:
+            self.hold_pipe = os.pipe()
+        for _ in range(64):
+            fds = set(os.listdir("/proc/%d/fd" % pid))
+            if freed <= fds:
+                return
+            self.held_fds += 1
+            self.qmp.getfd(self.hold_pipe[0], "ivnet-hold%d" % self.held_fds)
+        raise AgentError("%s: QEMU's freed file descriptors %s not all filled after 64 getfd"
+                         % (self.name, sorted(freed - fds)))
+
     def ivshmem_detach(self, timeout=60):
         """Hot-unplugs the ivshmem device, then removes its backend: the memory backend
         (ivshmem-plain), or the chardev to the ivshmem-server (doorbell), whose connection
         closes, so that the server frees the VM ID and tells the other peers this one left.
         Returns the seconds from device_del to DEVICE_DELETED."""
         check(self.ivshmem_id is not None, "%s: no ivshmem device to detach" % self.name)
+        doorbell = self.ivshmem_backend.startswith("ivs")
+        pid = self.qemu_pid() if doorbell else None
+        before = set(os.listdir("/proc/%d/fd" % pid)) if pid else set()
         took = self.device_del(self.ivshmem_id, timeout)
-        if self.ivshmem_backend.startswith("ivs"):
+        if doorbell:
+            if pid:
+                self._hold_freed_fds(pid, before - set(os.listdir("/proc/%d/fd" % pid)))
             self.qmp.cmd("chardev-remove", id=self.ivshmem_backend)
         else:
             self.qmp.cmd("object-del", id=self.ivshmem_backend)
@@ -499,6 +551,10 @@ class Guest:
         if self._qmp is not None:
             self._qmp.close()
             self._qmp = None
+        if self.hold_pipe is not None and (self.proc is None or self.proc.poll() is not None):
+            for fd in self.hold_pipe:
+                os.close(fd)
+            self.hold_pipe = None
 
 
 # What `Cluster(doorbell="default")` means: None for ivshmem-plain, N for ivshmem-doorbell with
