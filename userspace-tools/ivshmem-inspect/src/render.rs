@@ -89,12 +89,14 @@ pub fn text(path: &str, file_len: u64, s: &Snapshot, t: &Tracker) -> String {
     };
     let _ = writeln!(
         o,
-        "header: magic {magic}  version {}  state {} (attempt {})  header {} B  nonce {:#018x}",
+        "header: magic {magic}  version {}  state {} (attempt {})  header {} B  nonce {:#018x}  \
+         departures {}",
         h.version,
         phase_name(h.state),
         h.state >> 2,
         h.header_len,
-        h.nonce
+        h.nonce,
+        h.departures
     );
     let _ = writeln!(
         o,
@@ -333,6 +335,7 @@ pub fn json(path: &str, file_len: u64, interval: Duration, s: &Snapshot, t: &Tra
             "rings_offset": g.rings_offset,
             "rings": g.rings(),
             "nonce": format!("{:#018x}", h.nonce),
+            "departures": h.departures,
         },
         "peers": peers,
         "links": links,

@@ -87,6 +87,8 @@ pub struct Header {
     pub version: u32,
     pub header_len: u32,
     pub nonce: u64,
+    /// Clients the ivshmem-server has seen leave (`layout::departures`).
+    pub departures: u32,
 }
 
 /// One peer's slot word and control block, each word read once.
@@ -218,6 +220,7 @@ pub fn take(r: &ReadOnlyRegion) -> Result<Snapshot, Refusal> {
         version: r.load(hdr::VERSION)?,
         header_len: r.load(hdr::HEADER_LEN)?,
         nonce: u64::from(r.load(hdr::NONCE_LO)?) | u64::from(r.load(hdr::NONCE_HI)?) << 32,
+        departures: r.load(hdr::DEPARTURES)?,
     };
     let mut peers = Vec::with_capacity(g.max_peers as usize);
     for id in 0..g.max_peers {
