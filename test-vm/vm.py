@@ -247,8 +247,9 @@ class Guest:
     """One QEMU guest. Built by `Cluster`; use `run()` to execute shell scripts inside."""
 
     def __init__(self, cluster, name, ivshmem, mem_mb, extra_args, plain=False, cmdline="",
-                 netns=None, taps=()):
+                 netns=None, taps=(), vcpus=1):
         self.cluster = cluster
+        self.vcpus = vcpus  # virtual CPUs (the guest kernel brings each up from ACPI's MADT)
         self.netns = netns  # run QEMU inside this network namespace (ip netns exec)
         self.taps = list(taps)  # [(ifname, mac)]: a virtio-net NIC on each tap device
         self.cmdline = cmdline  # extra kernel command line
@@ -276,7 +277,7 @@ class Guest:
     def qemu_cmd(self):
         c = self.cluster
         cmd = ["timeout", "-s", "KILL", str(QEMU_HARD_LIMIT_S),
-               "qemu-system-x86_64", "-accel", c.accel, "-m", str(self.mem_mb), "-smp", "1",
+               "qemu-system-x86_64", "-accel", c.accel, "-m", str(self.mem_mb), "-smp", str(self.vcpus),
                "-nodefaults", "-no-user-config", "-display", "none", "-no-reboot",
                "-kernel", str(c.kernel), "-initrd", str(c.initrd),
                # no_timer_check: under TCG on a loaded host the boot-time check that the
@@ -292,11 +293,12 @@ class Guest:
         if c.accel == "tcg":
             # Guests share memory with other QEMU processes, so TCG must emit the guest's
             # memory barriers and atomic instructions as such. It does that only in parallel
-            # mode: multi-threaded TCG with more than one possible vCPU (maxcpus=2; one vCPU
-            # runs). Single-threaded TCG drops barriers and makes cmpxchg non-atomic, which
-            # loses wake-ups across VMs (the ring's event index relies on store-fence-load).
+            # mode: multi-threaded TCG with more than one possible vCPU (maxcpus at least 2;
+            # a 1-vCPU guest runs one). Single-threaded TCG drops barriers and makes cmpxchg
+            # non-atomic, which loses wake-ups across VMs (the ring's event index relies on
+            # store-fence-load).
             cmd[cmd.index("-accel") + 1] = "tcg,thread=multi"
-            cmd[cmd.index("-smp") + 1] = "1,maxcpus=2"
+            cmd[cmd.index("-smp") + 1] = "%d,maxcpus=%d" % (self.vcpus, max(self.vcpus, 2))
         if c.doorbell is not None and self.ivshmem is not None and not self.plain:
             # ivshmem-doorbell: memory and eventfds come from an ivshmem-server on a socket.
             sock, vectors = c.doorbell
@@ -579,7 +581,7 @@ class Cluster:
     size_bytes ("plain-shared": ivshmem-plain on the shared region even with `doorbell`),
     "cmdline": extra kernel command line,
     "netns": run QEMU in that network namespace, "taps": [(tap ifname, MAC)] virtio-net NICs,
-    "mem_mb", "args"}; a size gives that guest a private region of its own. With
+    "mem_mb", "vcpus" (default 1), "args"}; a size gives that guest a private region of its own. With
     `doorbell=N` the shared guests use ivshmem-doorbell with N vectors instead of ivshmem-plain:
     the cluster runs our ivshmem-server (build/bin) for them, whose shared memory is the same
     /dev/shm file `shm_path` names; `doorbell=(socket_path, N)` uses a server already
@@ -621,7 +623,8 @@ class Cluster:
                 iv = (private, iv)
             self.guests.append(Guest(self, spec["name"], iv, spec.get("mem_mb", DEFAULT_MEM_MB),
                                      spec.get("args", []), plain, spec.get("cmdline", ""),
-                                     spec.get("netns"), spec.get("taps", ())))
+                                     spec.get("netns"), spec.get("taps", ()),
+                                     spec.get("vcpus", 1)))
         self.closed = False
         # The console lines matching SPLAT when the cluster was closed (its guests shut down).
         self.splats_at_close = None
