@@ -274,7 +274,9 @@ impl super::Net {
                 } else if probe && p.start(live, view.heartbeat) {
                     self.stats.global.departure_probes.inc();
                     self.kick(j);
-                    ctl.rekick_ms[j as usize] = now;
+                    if let Some(last) = ctl.rekick_ms.get_mut(j as usize) {
+                        *last = now;
+                    }
                 }
                 match p.check(view.heartbeat, live) {
                     ProbeState::Waiting(ms) => asked = Some(ms),
@@ -381,29 +383,16 @@ impl super::Net {
             && ctl.own.epoch(&self.shm, j).is_ok_and(|e| e != view.ack);
         let suspicious = unanswered || mismatch || ctl.garbage & bit(j) != 0;
         if up && asked.is_some_and(|ms| ms >= PROBE_REKICK_MS) {
-            if let Some(last) = ctl.rekick_ms.get_mut(j as usize) {
-                if now.saturating_sub(*last) >= PROBE_REKICK_MS {
-                    *last = now;
-                    self.kick(j);
-                }
-            }
+            self.kick_again(ctl, j, now, PROBE_REKICK_MS);
         }
-        if up && waiting.is_some_and(|ms| ms >= WAKE_AGAIN_MS) {
-            if let Some(last) = ctl.rekick_ms.get_mut(j as usize) {
-                if now.saturating_sub(*last) >= WAKE_AGAIN_MS {
-                    *last = now;
-                    self.stats.global.doorbells_repeated.inc();
-                    self.kick(j);
-                }
-            }
+        if up
+            && waiting.is_some_and(|ms| ms >= WAKE_AGAIN_MS)
+            && self.kick_again(ctl, j, now, WAKE_AGAIN_MS)
+        {
+            self.stats.global.doorbells_repeated.inc();
         }
         if suspicious {
-            if let Some(last) = ctl.rekick_ms.get_mut(j as usize) {
-                if now.saturating_sub(*last) >= REKICK_MS {
-                    *last = now;
-                    self.kick(j);
-                }
-            }
+            self.kick_again(ctl, j, now, REKICK_MS);
         }
         if self.params.transparent.is_some() {
             let accepted = if ctl.links.get(j as usize).is_some_and(|l| l.up) {
@@ -417,6 +406,20 @@ impl super::Net {
             let _ = ctl.own.accept(&self.shm, j, accepted);
         }
         (watch, suspicious)
+    }
+
+    /// Kicks `j` if its last kick (`Ctl::rekick_ms`) is at least `every` ms old at real time
+    /// `now`; returns whether it did.
+    fn kick_again(&self, ctl: &mut Ctl, j: u32, now: u64, every: u64) -> bool {
+        let Some(last) = ctl.rekick_ms.get_mut(j as usize) else {
+            return false;
+        };
+        if now.saturating_sub(*last) < every {
+            return false;
+        }
+        *last = now;
+        self.kick(j);
+        true
     }
 
     /// Doorbell mode liveness of `j`: how long (ms of the [`link::LiveClock`] time `now`) the oldest
