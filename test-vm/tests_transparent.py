@@ -976,3 +976,100 @@ def test_transparent_prefix_disagreement_falls_back():
 
 test_transparent_prefix_disagreement_falls_back.modes = ("plain", "doorbell")
 
+
+
+def retrans_segs(g):
+    """The guest's TCP RetransSegs (/proc/net/snmp)."""
+    lines = [l.split() for l in g.run("grep ^Tcp: /proc/net/snmp", timeout=30, check=True)
+             .out.splitlines()]
+    return int(lines[1][lines[0].index("RetransSegs")])
+
+
+def test_transparent_follows_hot_unplug_and_plug(ivnet_mode):
+    """Issue 22, item 3. B streams to A's eth0 address (transparent=eth0 on both), paced, for
+    15 s or more. A's ivshmem device is hot-unplugged in the middle: the stream goes on over
+    virtio-net. A new device is hot-plugged into A (same region; doorbell: the same server, a
+    new VM ID): the link and B's transparent entry for A come back and the stream moves back
+    into shared memory. Every byte arrives (sha256 on both ends), and TCP never breaks."""
+    chunks, pause_us = (24, 400000) if vm.DEBUG_KERNEL else (100, 150000)
+    slow = 6 if vm.DEBUG_KERNEL else 1
+    ns = Netns(["ivtp0", "ivtp1"], prefix="ivtp")
+    try:
+        ns.open()
+        with vm.Cluster([{"name": "tpA", "netns": ns.name,
+                          "taps": [("ivtp0", "52:54:00:7a:00:01")]},
+                         {"name": "tpB", "netns": ns.name,
+                          "taps": [("ivtp1", "52:54:00:7a:00:02")]}]) as c:
+            a, b = c["tpA"], c["tpB"]
+            c.parallel(setup)
+            wait_transparent(a)
+            wait_transparent(b)
+            ping_ok(b, ETH["tpA"], 1)  # B's eth0 resolves A's address (the MAC A published)
+
+            rx = listen(a, 5603, 300 * slow)
+            retrans0 = retrans_segs(b)
+            tx = send_background(b, ETH["tpA"], 5603, chunks, pause_us, 300 * slow)
+            s0 = stats(b)
+            time.sleep(2.5)
+            s1 = stats(b)
+            check(delta(s0, s1, "transparent_tx_packets") >= 50,
+                  "the stream did not go through shared memory before the unplug: %d"
+                  % delta(s0, s1, "transparent_tx_packets"))
+
+            took = a.ivshmem_detach(timeout=60)
+            ms = time_to_answer(b, ETH["tpA"])
+            time.sleep(1.5)
+            s2 = stats(b)
+            time.sleep(1.5)
+            s3 = stats(b)
+            print("    info: %s: A's device unplugged (DEVICE_DELETED after %.2f s); A's eth0 "
+                  "address answered B over virtio-net %d ms later; 1.5 s of the stream then: B "
+                  "eth0 tx +%d, transparent_tx +%d" % (ivnet_mode, took, ms,
+                  delta(s2, s3, "eth0_tx_packets"), delta(s2, s3, "transparent_tx_packets")),
+                  flush=True)
+            check(delta(s2, s3, "eth0_tx_packets") >= 100,
+                  "the stream did not go on over virtio-net after the unplug: B eth0 tx +%d"
+                  % delta(s2, s3, "eth0_tx_packets"))
+            check(delta(s2, s3, "transparent_tx_packets") == 0,
+                  "B still sent through shared memory with A's device gone")
+
+            seen = b.run("dmesg | grep -cE 'transparent: peer [0-9]+ is [0-9a-f:]{17}'", timeout=30).out.strip()
+            t0 = time.time()
+            if ivnet_mode == "doorbell":
+                a.ivshmem_attach(server=c.doorbell)
+            else:
+                a.ivshmem_attach(path=c.shm_path, size=c.shm_size)
+            a.run("i=0; while [ ! -d /sys/class/net/ivshm0 ] && [ $i -lt 300 ]; do usleep 100000; "
+                  "i=$((i + 1)); done; {ip} addr add {iv}/24 dev ivshm0 && {ip} link set ivshm0 up"
+                  .format(ip=IP, iv=IVS["tpA"]), timeout=60, check=True)
+            back = None
+            deadline = time.time() + 30 * slow
+            while time.time() < deadline:
+                n = b.run("dmesg | grep -cE 'transparent: peer [0-9]+ is [0-9a-f:]{17}'", timeout=30).out.strip()
+                s4 = stats(b)
+                time.sleep(0.5)
+                if n != seen and delta(s4, stats(b), "transparent_tx_packets") >= 20:
+                    back = time.time() - t0
+                    break
+            check(back is not None, "the stream never went back into shared memory after the "
+                  "hot-plug: %s" % b.run("dmesg | tail -15").out)
+            print("    info: %s: device_add to the stream back in shared memory: %.1f s"
+                  % (ivnet_mode, back), flush=True)
+
+            tb = wait_done(b, tx, 300 * slow)
+            ta = wait_done(a, rx, 60 * slow)
+            s5 = stats(b)
+            print("    info: %s: %d MiB B -> A across the unplug and the plug: transparent_tx %d, "
+                  "eth0 tx %d, fallbacks %d, TCP segments retransmitted by B %d; sha256 %s"
+                  % (ivnet_mode, chunks, delta(s0, s5, "transparent_tx_packets"),
+                     delta(s0, s5, "eth0_tx_packets"), delta(s0, s5, "transparent_fallbacks"),
+                     retrans_segs(b) - retrans0, tb["sum"][:16]), flush=True)
+            check(tb["rc"] == "0" and ta["bytes"] == str(chunks << 20)
+                  and ta["sum"] == tb["sum"] and len(tb["sum"]) == 64,
+                  "%d MiB across the unplug and plug: sent %r, received %r" % (chunks, tb, ta))
+            no_splats(c)
+    finally:
+        ns.close()
+
+
+test_transparent_follows_hot_unplug_and_plug.modes = ("plain", "doorbell")
