@@ -103,9 +103,14 @@ class Node:
         check("insmod_rc=0" in r.out, "%s: insmod failed: %s" % (self.name, r.out))
         check("has_netdev" in r.out, "%s: no %s netdev after insmod; dmesg:\n%s"
               % (self.name, IFACE, self.current_kmsg()[-2000:]))
+        self.adopt("insmod")
+
+    def adopt(self, after):
+        """Takes the new netdev's identity from the one `peer id` line since the kmsg mark
+        (`after`: what made it, for the message) and brings it up with the node's addresses."""
         peers = PEER_LINE.findall(self.current_kmsg())
-        check(len(peers) == 1, "%s: expected one 'ivshm0: peer id' line after insmod, got %d:\n%s"
-              % (self.name, len(peers), self.current_kmsg()[-2000:]))
+        check(len(peers) == 1, "%s: expected one 'ivshm0: peer id' line after %s, got %d:\n%s"
+              % (self.name, after, len(peers), self.current_kmsg()[-2000:]))
         pci, pid, how, mac, max_mtu = peers[0]
         self.pci, self.id, self.how, self.mac = pci, int(pid), how, mac.lower()
         self.max_mtu = int(max_mtu)

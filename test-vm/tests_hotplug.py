@@ -110,13 +110,7 @@ def reprobe(node, timeout=30):
     while not dp.PEER_LINE.search(node.current_kmsg()) and time.time() < deadline:
         time.sleep(0.2)
         node.read_kmsg()
-    peers = dp.PEER_LINE.findall(node.current_kmsg())
-    check(len(peers) == 1, "%s: expected one 'ivshm0: peer id' line after device_add, got %d:\n%s"
-          % (node.name, len(peers), node.current_kmsg()[-2000:]))
-    pci, pid, how, mac, max_mtu = peers[0]
-    node.pci, node.id, node.how, node.mac = pci, int(pid), how, mac.lower()
-    node.max_mtu = int(max_mtu)
-    node.up()
+    node.adopt("device_add")
 
 
 def ivposition(node):

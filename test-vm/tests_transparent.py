@@ -4,6 +4,7 @@ between them (taps in a bridge in a network namespace, as in the benchmark). Tra
 peer's virtio-net address goes through shared memory while both ivshmem sides are up, and
 back through virtio-net at once when one goes away, without breaking a TCP connection."""
 
+import contextlib
 import ipaddress
 import re
 import time
@@ -51,6 +52,25 @@ def stats(g):
 
 def delta(a, b, k):
     return b.get(k, 0) - a.get(k, 0)
+
+
+@contextlib.contextmanager
+def transparent_pair():
+    """tpA and tpB on a bridge in a network namespace (virtio-net on taps) and on one region,
+    the driver loaded with transparent=eth0 and addresses set on both; yields (cluster, tpA,
+    tpB, the transparent-entry log line of each) once each has an entry for the other."""
+    ns = Netns(["ivtp0", "ivtp1"], prefix="ivtp")
+    try:
+        ns.open()
+        with vm.Cluster([{"name": "tpA", "netns": ns.name,
+                          "taps": [("ivtp0", "52:54:00:7a:00:01")]},
+                         {"name": "tpB", "netns": ns.name,
+                          "taps": [("ivtp1", "52:54:00:7a:00:02")]}]) as c:
+            a, b = c["tpA"], c["tpB"]
+            c.parallel(setup)
+            yield c, a, b, wait_transparent(a), wait_transparent(b)
+    finally:
+        ns.close()
 
 
 def wait_transparent(g, timeout=20):
@@ -127,115 +147,105 @@ def test_transparent_tcp_over_shm_and_fallback():
     transfer running while A (the sender) unloads the module finishes with its sha256 intact
     over virtio-net."""
     BIG_MIB, ACROSS_MIB, SLOW = transfer_mib()
-    ns = Netns(["ivtp0", "ivtp1"], prefix="ivtp")
-    try:
-        ns.open()
-        with vm.Cluster([{"name": "tpA", "netns": ns.name,
-                          "taps": [("ivtp0", "52:54:00:7a:00:01")]},
-                         {"name": "tpB", "netns": ns.name,
-                          "taps": [("ivtp1", "52:54:00:7a:00:02")]}]) as c:
-            a, b = c["tpA"], c["tpB"]
-            c.parallel(setup)
-            print("    info: A: %s" % wait_transparent(a), flush=True)
-            print("    info: B: %s" % wait_transparent(b), flush=True)
+    with transparent_pair() as (c, a, b, line_a, line_b):
+        print("    info: A: %s" % line_a, flush=True)
+        print("    info: B: %s" % line_b, flush=True)
 
-            # Until A's eth0 has resolved B's addresses (ARP, NDP) to the MAC B published,
-            # A's packets to them stay on eth0: one ping each resolves them.
-            ping_ok(a, ETH["tpB"], 1)
-            ping_ok(a, ETH6["tpB"], 1)
-            # Small traffic: both address families, through shared memory.
-            sa, sb = stats(a), stats(b)
-            ping_ok(a, ETH["tpB"], 5)
-            ping_ok(a, ETH6["tpB"], 5)
-            ea, eb = stats(a), stats(b)
-            check(delta(sa, ea, "transparent_tx_packets") >= 10,
-                  "A: pings to B's eth0 addresses did not go through ivshm0: %d"
-                  % delta(sa, ea, "transparent_tx_packets"))
-            check(delta(sb, eb, "transparent_rx_packets") >= 10
-                  and delta(sb, eb, "transparent_tx_packets") >= 10,
-                  "B: echo requests/replies not through ivshm0: rx %d tx %d"
-                  % (delta(sb, eb, "transparent_rx_packets"), delta(sb, eb, "transparent_tx_packets")))
-            # eth0 may send a few of its own (IPv6 router solicitations, MLD reports).
-            print("    info: 10 pings A -> B: A transparent_tx +%d, A eth0 tx +%d"
-                  % (delta(sa, ea, "transparent_tx_packets"), delta(sa, ea, "eth0_tx_packets")),
-                  flush=True)
-            check(delta(sa, ea, "eth0_tx_packets") < 10,
-                  "A: eth0 sent %d packets during the pings" % delta(sa, ea, "eth0_tx_packets"))
+        # Until A's eth0 has resolved B's addresses (ARP, NDP) to the MAC B published,
+        # A's packets to them stay on eth0: one ping each resolves them.
+        ping_ok(a, ETH["tpB"], 1)
+        ping_ok(a, ETH6["tpB"], 1)
+        # Small traffic: both address families, through shared memory.
+        sa, sb = stats(a), stats(b)
+        ping_ok(a, ETH["tpB"], 5)
+        ping_ok(a, ETH6["tpB"], 5)
+        ea, eb = stats(a), stats(b)
+        check(delta(sa, ea, "transparent_tx_packets") >= 10,
+              "A: pings to B's eth0 addresses did not go through ivshm0: %d"
+              % delta(sa, ea, "transparent_tx_packets"))
+        check(delta(sb, eb, "transparent_rx_packets") >= 10
+              and delta(sb, eb, "transparent_tx_packets") >= 10,
+              "B: echo requests/replies not through ivshm0: rx %d tx %d"
+              % (delta(sb, eb, "transparent_rx_packets"), delta(sb, eb, "transparent_tx_packets")))
+        # eth0 may send a few of its own (IPv6 router solicitations, MLD reports).
+        print("    info: 10 pings A -> B: A transparent_tx +%d, A eth0 tx +%d"
+              % (delta(sa, ea, "transparent_tx_packets"), delta(sa, ea, "eth0_tx_packets")),
+              flush=True)
+        check(delta(sa, ea, "eth0_tx_packets") < 10,
+              "A: eth0 sent %d packets during the pings" % delta(sa, ea, "eth0_tx_packets"))
 
-            # BIG_MIB over TCP to B's eth0 address.
-            rx = listen(b, 5601, 120 * SLOW)
-            s0a, s0b = stats(a), stats(b)
-            tx = send_background(a, ETH["tpB"], 5601, BIG_MIB, 0, 120 * SLOW)
-            ta = wait_done(a, tx, 120 * SLOW)
-            tb = wait_done(b, rx, 60 * SLOW)
-            s1a, s1b = stats(a), stats(b)
-            check(ta["rc"] == "0" and tb["bytes"] == str(BIG_MIB << 20)
-                  and ta["sum"] == tb["sum"] and len(ta["sum"]) == 64, "%d MiB over TCP: sent %r, received %r"
-                  % (BIG_MIB, ta, tb))
-            t_tx, e_tx = delta(s0a, s1a, "transparent_tx_packets"), delta(s0a, s1a, "eth0_tx_packets")
-            e_rx = delta(s0b, s1b, "eth0_rx_packets")
-            print("    info: %d MiB A -> B: A transparent_tx %d, A eth0 tx %d, B transparent_rx "
-                  "%d, B eth0 rx %d, fallbacks %d" % (BIG_MIB, t_tx, e_tx,
-                  delta(s0b, s1b, "transparent_rx_packets"), e_rx,
-                  delta(s0a, s1a, "transparent_fallbacks")), flush=True)
-            check(t_tx >= 500, "A: only %d packets through ivshm0 for %d MiB" % (t_tx, BIG_MIB))
-            check(e_tx < t_tx // 10 and e_rx < t_tx // 10,
-                  "virtio-net carried too much: A eth0 tx %d, B eth0 rx %d (ivshm0: %d)"
-                  % (e_tx, e_rx, t_tx))
+        # BIG_MIB over TCP to B's eth0 address.
+        rx = listen(b, 5601, 120 * SLOW)
+        s0a, s0b = stats(a), stats(b)
+        tx = send_background(a, ETH["tpB"], 5601, BIG_MIB, 0, 120 * SLOW)
+        ta = wait_done(a, tx, 120 * SLOW)
+        tb = wait_done(b, rx, 60 * SLOW)
+        s1a, s1b = stats(a), stats(b)
+        check(ta["rc"] == "0" and tb["bytes"] == str(BIG_MIB << 20)
+              and ta["sum"] == tb["sum"] and len(ta["sum"]) == 64, "%d MiB over TCP: sent %r, received %r"
+              % (BIG_MIB, ta, tb))
+        t_tx, e_tx = delta(s0a, s1a, "transparent_tx_packets"), delta(s0a, s1a, "eth0_tx_packets")
+        e_rx = delta(s0b, s1b, "eth0_rx_packets")
+        print("    info: %d MiB A -> B: A transparent_tx %d, A eth0 tx %d, B transparent_rx "
+              "%d, B eth0 rx %d, fallbacks %d" % (BIG_MIB, t_tx, e_tx,
+              delta(s0b, s1b, "transparent_rx_packets"), e_rx,
+              delta(s0a, s1a, "transparent_fallbacks")), flush=True)
+        check(t_tx >= 500, "A: only %d packets through ivshm0 for %d MiB" % (t_tx, BIG_MIB))
+        check(e_tx < t_tx // 10 and e_rx < t_tx // 10,
+              "virtio-net carried too much: A eth0 tx %d, B eth0 rx %d (ivshm0: %d)"
+              % (e_tx, e_rx, t_tx))
 
-            # B's ivshmem side goes away: B's address answers over virtio-net at once.
-            s2a = stats(a)
-            b.run("ip link set ivshm0 down", check=True)
-            ms = time_to_answer(a, ETH["tpB"])
-            ping_ok(a, ETH["tpB"], 3)
-            s3a = stats(a)
-            print("    info: B's ivshm0 down: B's eth0 address answered after %d ms; A eth0 tx "
-                  "+%d, transparent_tx +%d" % (ms, delta(s2a, s3a, "eth0_tx_packets"),
-                                               delta(s2a, s3a, "transparent_tx_packets")),
-                  flush=True)
-            check(ms <= 2000, "fallback took %d ms" % ms)
-            check(delta(s2a, s3a, "eth0_tx_packets") >= 3,
-                  "A's pings did not go out on eth0 after B's ifdown")
-            check("transparent: peer" in a.run("dmesg | grep 'link down; its claim is kept' "
-                                               "| tail -1").out,
-                  "A did not log that it no longer sends to B through shared memory")
+        # B's ivshmem side goes away: B's address answers over virtio-net at once.
+        s2a = stats(a)
+        b.run("ip link set ivshm0 down", check=True)
+        ms = time_to_answer(a, ETH["tpB"])
+        ping_ok(a, ETH["tpB"], 3)
+        s3a = stats(a)
+        print("    info: B's ivshm0 down: B's eth0 address answered after %d ms; A eth0 tx "
+              "+%d, transparent_tx +%d" % (ms, delta(s2a, s3a, "eth0_tx_packets"),
+                                           delta(s2a, s3a, "transparent_tx_packets")),
+              flush=True)
+        check(ms <= 2000, "fallback took %d ms" % ms)
+        check(delta(s2a, s3a, "eth0_tx_packets") >= 3,
+              "A's pings did not go out on eth0 after B's ifdown")
+        check("transparent: peer" in a.run("dmesg | grep 'link down; its claim is kept' "
+                                           "| tail -1").out,
+              "A did not log that it no longer sends to B through shared memory")
 
-            # Back up: shared memory again.
-            b.run("ip link set ivshm0 up", check=True)
-            deadline = time.time() + 20
-            while True:
-                s4a = stats(a)
-                ping_ok(a, ETH["tpB"], 2)
-                if delta(s4a, stats(a), "transparent_tx_packets") >= 2:
-                    break
-                check(time.time() < deadline, "A never went back to shared memory")
-                time.sleep(0.5)
+        # Back up: shared memory again.
+        b.run("ip link set ivshm0 up", check=True)
+        deadline = time.time() + 20
+        while True:
+            s4a = stats(a)
+            ping_ok(a, ETH["tpB"], 2)
+            if delta(s4a, stats(a), "transparent_tx_packets") >= 2:
+                break
+            check(time.time() < deadline, "A never went back to shared memory")
+            time.sleep(0.5)
 
-            # A long transfer across an rmmod on the sender: TCP carries on over virtio-net.
-            rx = listen(b, 5602, 240 * SLOW)
-            s5a, s5b = stats(a), stats(b)
-            tx = send_background(a, ETH["tpB"], 5602, ACROSS_MIB, 100000, 240 * SLOW)
-            time.sleep(2.5)
-            s6b = stats(b)
-            a.run("rmmod ivshmem_net", timeout=60, check=True)
-            s6a = stats(a)
-            ta = wait_done(a, tx, 240 * SLOW)
-            tb = wait_done(b, rx, 60 * SLOW)
-            s7a, s7b = stats(a), stats(b)
-            print("    info: %d MiB across rmmod on A: B transparent_rx %d before it, A eth0 tx "
-                  "%d until the rmmod returned and %d after it; sha256 %s" % (ACROSS_MIB,
-                      delta(s5b, s6b, "transparent_rx_packets"), delta(s5a, s6a, "eth0_tx_packets"),
-                      delta(s6a, s7a, "eth0_tx_packets"), ta["sum"][:16]), flush=True)
-            check(ta["rc"] == "0" and tb["bytes"] == str(ACROSS_MIB << 20)
-                  and ta["sum"] == tb["sum"] and len(ta["sum"]) == 64, "%d MiB across rmmod: sent %r, received %r"
-                  % (ACROSS_MIB, ta, tb))
-            check(delta(s5b, s6b, "transparent_rx_packets") >= 50,
-                  "the transfer did not use shared memory before the rmmod")
-            check(delta(s6a, s7a, "eth0_tx_packets") >= 1000,
-                  "the transfer did not go on over virtio-net after the rmmod")
-            no_splats(c)
-    finally:
-        ns.close()
+        # A long transfer across an rmmod on the sender: TCP carries on over virtio-net.
+        rx = listen(b, 5602, 240 * SLOW)
+        s5a, s5b = stats(a), stats(b)
+        tx = send_background(a, ETH["tpB"], 5602, ACROSS_MIB, 100000, 240 * SLOW)
+        time.sleep(2.5)
+        s6b = stats(b)
+        a.run("rmmod ivshmem_net", timeout=60, check=True)
+        s6a = stats(a)
+        ta = wait_done(a, tx, 240 * SLOW)
+        tb = wait_done(b, rx, 60 * SLOW)
+        s7a, s7b = stats(a), stats(b)
+        print("    info: %d MiB across rmmod on A: B transparent_rx %d before it, A eth0 tx "
+              "%d until the rmmod returned and %d after it; sha256 %s" % (ACROSS_MIB,
+                  delta(s5b, s6b, "transparent_rx_packets"), delta(s5a, s6a, "eth0_tx_packets"),
+                  delta(s6a, s7a, "eth0_tx_packets"), ta["sum"][:16]), flush=True)
+        check(ta["rc"] == "0" and tb["bytes"] == str(ACROSS_MIB << 20)
+              and ta["sum"] == tb["sum"] and len(ta["sum"]) == 64, "%d MiB across rmmod: sent %r, received %r"
+              % (ACROSS_MIB, ta, tb))
+        check(delta(s5b, s6b, "transparent_rx_packets") >= 50,
+              "the transfer did not use shared memory before the rmmod")
+        check(delta(s6a, s7a, "eth0_tx_packets") >= 1000,
+              "the transfer did not go on over virtio-net after the rmmod")
+        no_splats(c)
 
 
 test_transparent_tcp_over_shm_and_fallback.modes = ("plain", "doorbell")
@@ -993,83 +1003,71 @@ def test_transparent_follows_hot_unplug_and_plug(ivnet_mode):
     into shared memory. Every byte arrives (sha256 on both ends), and TCP never breaks."""
     chunks, pause_us = (24, 400000) if vm.DEBUG_KERNEL else (100, 150000)
     slow = 6 if vm.DEBUG_KERNEL else 1
-    ns = Netns(["ivtp0", "ivtp1"], prefix="ivtp")
-    try:
-        ns.open()
-        with vm.Cluster([{"name": "tpA", "netns": ns.name,
-                          "taps": [("ivtp0", "52:54:00:7a:00:01")]},
-                         {"name": "tpB", "netns": ns.name,
-                          "taps": [("ivtp1", "52:54:00:7a:00:02")]}]) as c:
-            a, b = c["tpA"], c["tpB"]
-            c.parallel(setup)
-            wait_transparent(a)
-            wait_transparent(b)
-            ping_ok(b, ETH["tpA"], 1)  # B's eth0 resolves A's address (the MAC A published)
+    with transparent_pair() as (c, a, b, _, _):
+        ping_ok(b, ETH["tpA"], 1)  # B's eth0 resolves A's address (the MAC A published)
 
-            rx = listen(a, 5603, 300 * slow)
-            retrans0 = retrans_segs(b)
-            tx = send_background(b, ETH["tpA"], 5603, chunks, pause_us, 300 * slow)
-            s0 = stats(b)
-            time.sleep(2.5)
-            s1 = stats(b)
-            check(delta(s0, s1, "transparent_tx_packets") >= 50,
-                  "the stream did not go through shared memory before the unplug: %d"
-                  % delta(s0, s1, "transparent_tx_packets"))
+        rx = listen(a, 5603, 300 * slow)
+        retrans0 = retrans_segs(b)
+        tx = send_background(b, ETH["tpA"], 5603, chunks, pause_us, 300 * slow)
+        s0 = stats(b)
+        time.sleep(2.5)
+        s1 = stats(b)
+        check(delta(s0, s1, "transparent_tx_packets") >= 50,
+              "the stream did not go through shared memory before the unplug: %d"
+              % delta(s0, s1, "transparent_tx_packets"))
 
-            took = a.ivshmem_detach(timeout=60)
-            ms = time_to_answer(b, ETH["tpA"])
-            time.sleep(1.5)
-            s2 = stats(b)
-            time.sleep(1.5)
-            s3 = stats(b)
-            print("    info: %s: A's device unplugged (DEVICE_DELETED after %.2f s); A's eth0 "
-                  "address answered B over virtio-net %d ms later; 1.5 s of the stream then: B "
-                  "eth0 tx +%d, transparent_tx +%d" % (ivnet_mode, took, ms,
-                  delta(s2, s3, "eth0_tx_packets"), delta(s2, s3, "transparent_tx_packets")),
-                  flush=True)
-            check(delta(s2, s3, "eth0_tx_packets") >= 100,
-                  "the stream did not go on over virtio-net after the unplug: B eth0 tx +%d"
-                  % delta(s2, s3, "eth0_tx_packets"))
-            check(delta(s2, s3, "transparent_tx_packets") == 0,
-                  "B still sent through shared memory with A's device gone")
+        took = a.ivshmem_detach(timeout=60)
+        ms = time_to_answer(b, ETH["tpA"])
+        time.sleep(1.5)
+        s2 = stats(b)
+        time.sleep(1.5)
+        s3 = stats(b)
+        print("    info: %s: A's device unplugged (DEVICE_DELETED after %.2f s); A's eth0 "
+              "address answered B over virtio-net %d ms later; 1.5 s of the stream then: B "
+              "eth0 tx +%d, transparent_tx +%d" % (ivnet_mode, took, ms,
+              delta(s2, s3, "eth0_tx_packets"), delta(s2, s3, "transparent_tx_packets")),
+              flush=True)
+        check(delta(s2, s3, "eth0_tx_packets") >= 100,
+              "the stream did not go on over virtio-net after the unplug: B eth0 tx +%d"
+              % delta(s2, s3, "eth0_tx_packets"))
+        check(delta(s2, s3, "transparent_tx_packets") == 0,
+              "B still sent through shared memory with A's device gone")
 
-            seen = b.run("dmesg | grep -cE 'transparent: peer [0-9]+ is [0-9a-f:]{17}'", timeout=30).out.strip()
-            t0 = time.time()
-            if ivnet_mode == "doorbell":
-                a.ivshmem_attach(server=c.doorbell)
-            else:
-                a.ivshmem_attach(path=c.shm_path, size=c.shm_size)
-            a.run("i=0; while [ ! -d /sys/class/net/ivshm0 ] && [ $i -lt 300 ]; do usleep 100000; "
-                  "i=$((i + 1)); done; {ip} addr add {iv}/24 dev ivshm0 && {ip} link set ivshm0 up"
-                  .format(ip=IP, iv=IVS["tpA"]), timeout=60, check=True)
-            back = None
-            deadline = time.time() + 30 * slow
-            while time.time() < deadline:
-                n = b.run("dmesg | grep -cE 'transparent: peer [0-9]+ is [0-9a-f:]{17}'", timeout=30).out.strip()
-                s4 = stats(b)
-                time.sleep(0.5)
-                if n != seen and delta(s4, stats(b), "transparent_tx_packets") >= 20:
-                    back = time.time() - t0
-                    break
-            check(back is not None, "the stream never went back into shared memory after the "
-                  "hot-plug: %s" % b.run("dmesg | tail -15").out)
-            print("    info: %s: device_add to the stream back in shared memory: %.1f s"
-                  % (ivnet_mode, back), flush=True)
+        seen = b.run("dmesg | grep -cE 'transparent: peer [0-9]+ is [0-9a-f:]{17}'", timeout=30).out.strip()
+        t0 = time.time()
+        if ivnet_mode == "doorbell":
+            a.ivshmem_attach(server=c.doorbell)
+        else:
+            a.ivshmem_attach(path=c.shm_path, size=c.shm_size)
+        a.run("i=0; while [ ! -d /sys/class/net/ivshm0 ] && [ $i -lt 300 ]; do usleep 100000; "
+              "i=$((i + 1)); done; {ip} addr add {iv}/24 dev ivshm0 && {ip} link set ivshm0 up"
+              .format(ip=IP, iv=IVS["tpA"]), timeout=60, check=True)
+        back = None
+        deadline = time.time() + 30 * slow
+        while time.time() < deadline:
+            n = b.run("dmesg | grep -cE 'transparent: peer [0-9]+ is [0-9a-f:]{17}'", timeout=30).out.strip()
+            s4 = stats(b)
+            time.sleep(0.5)
+            if n != seen and delta(s4, stats(b), "transparent_tx_packets") >= 20:
+                back = time.time() - t0
+                break
+        check(back is not None, "the stream never went back into shared memory after the "
+              "hot-plug: %s" % b.run("dmesg | tail -15").out)
+        print("    info: %s: device_add to the stream back in shared memory: %.1f s"
+              % (ivnet_mode, back), flush=True)
 
-            tb = wait_done(b, tx, 300 * slow)
-            ta = wait_done(a, rx, 60 * slow)
-            s5 = stats(b)
-            print("    info: %s: %d MiB B -> A across the unplug and the plug: transparent_tx %d, "
-                  "eth0 tx %d, fallbacks %d, TCP segments retransmitted by B %d; sha256 %s"
-                  % (ivnet_mode, chunks, delta(s0, s5, "transparent_tx_packets"),
-                     delta(s0, s5, "eth0_tx_packets"), delta(s0, s5, "transparent_fallbacks"),
-                     retrans_segs(b) - retrans0, tb["sum"][:16]), flush=True)
-            check(tb["rc"] == "0" and ta["bytes"] == str(chunks << 20)
-                  and ta["sum"] == tb["sum"] and len(tb["sum"]) == 64,
-                  "%d MiB across the unplug and plug: sent %r, received %r" % (chunks, tb, ta))
-            no_splats(c)
-    finally:
-        ns.close()
+        tb = wait_done(b, tx, 300 * slow)
+        ta = wait_done(a, rx, 60 * slow)
+        s5 = stats(b)
+        print("    info: %s: %d MiB B -> A across the unplug and the plug: transparent_tx %d, "
+              "eth0 tx %d, fallbacks %d, TCP segments retransmitted by B %d; sha256 %s"
+              % (ivnet_mode, chunks, delta(s0, s5, "transparent_tx_packets"),
+                 delta(s0, s5, "eth0_tx_packets"), delta(s0, s5, "transparent_fallbacks"),
+                 retrans_segs(b) - retrans0, tb["sum"][:16]), flush=True)
+        check(tb["rc"] == "0" and ta["bytes"] == str(chunks << 20)
+              and ta["sum"] == tb["sum"] and len(tb["sum"]) == 64,
+              "%d MiB across the unplug and plug: sent %r, received %r" % (chunks, tb, ta))
+        no_splats(c)
 
 
 test_transparent_follows_hot_unplug_and_plug.modes = ("plain", "doorbell")
