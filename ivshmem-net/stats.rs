@@ -110,6 +110,14 @@ pub(crate) struct Global {
     /// drop them: our address is off-link for it, or its neighbour table gives our address to
     /// another MAC, or it has not read what we published yet).
     pub(crate) transparent_unaccepted: Counter,
+    /// Transparent mode: times a peer's addresses moved from the regular interface into
+    /// shared memory (its link came up with a claim we took, or came back up with the claim
+    /// it kept).
+    pub(crate) transparent_to_shm: Counter,
+    /// Transparent mode: times a peer's addresses moved from shared memory back to the
+    /// regular interface (its link went down, it left, or its claim was withdrawn or
+    /// refused).
+    pub(crate) transparent_to_regular: Counter,
 }
 
 /// Counters of the link with one peer.
@@ -161,6 +169,8 @@ const GLOBAL: &[Field<Global>] = &[
     ("transparent_rx_dropped", |s| &s.transparent_rx_dropped),
     ("transparent_unverified", |s| &s.transparent_unverified),
     ("transparent_unaccepted", |s| &s.transparent_unaccepted),
+    ("transparent_to_shm", |s| &s.transparent_to_shm),
+    ("transparent_to_regular", |s| &s.transparent_to_regular),
 ];
 
 /// `ethtool -S` name suffixes (after `peer<j>_`) and values of each peer's counters.

@@ -50,7 +50,8 @@ GLOBAL_STATS = ["tx_packets", "tx_bytes", "rx_packets", "rx_bytes", "tx_ring_ful
                 "doorbells_sent", "doorbells_received", "kicks_suppressed", "doorbells_repeated", "departure_probes",
                 "peer_mac_conflicts", "region_repairs",
                 "transparent_tx_packets", "transparent_rx_packets", "transparent_fallbacks",
-                "transparent_rx_dropped", "transparent_unverified", "transparent_unaccepted"]
+                "transparent_rx_dropped", "transparent_unverified", "transparent_unaccepted",
+                "transparent_to_shm", "transparent_to_regular"]
 PEER_STATS = ["tx_packets", "tx_bytes", "rx_packets", "rx_bytes", "tx_ring_full",
               "rx_drop_oversize", "bad_desc", "resets", "heartbeat_losses"]
 

@@ -35,6 +35,14 @@ def transfer_mib():
 TP_LINE = re.compile(r"ivshm0: transparent: peer (\d+) is ([0-9a-f:]{17})")
 
 
+def switch_logged(g, way, ip4):
+    """Whether `g` logged that the peer with IPv4 address `ip4` switched `way` ("through shared
+    memory" or "over the regular interface")."""
+    line = re.compile(r"transparent: peer \d+ \([0-9a-f:]{17} %s [^)]*\): %s from now"
+                      % (re.escape(ip4), way))
+    return line.search(g.run("dmesg | grep 'from now' | tail -5", timeout=30).out) is not None
+
+
 def setup(g):
     g.run("insmod {ko} transparent=eth0 && {ip} addr add {iv}/24 dev ivshm0 && "
           "{ip} link set ivshm0 up && {ip} addr add {e4}/24 dev eth0 && "
@@ -1000,7 +1008,10 @@ def test_transparent_follows_hot_unplug_and_plug(ivnet_mode):
     15 s or more. A's ivshmem device is hot-unplugged in the middle: the stream goes on over
     virtio-net. A new device is hot-plugged into A (same region; doorbell: the same server, a
     new VM ID): the link and B's transparent entry for A come back and the stream moves back
-    into shared memory. Every byte arrives (sha256 on both ends), and TCP never breaks."""
+    into shared memory. Every byte arrives (sha256 on both ends), and TCP never breaks. B
+    counts each switch once (transparent_to_regular at the unplug, transparent_to_shm at the
+    plug) and logs a line for each naming A's addresses; A's new device counts B's arrival
+    once."""
     chunks, pause_us = (24, 400000) if vm.DEBUG_KERNEL else (100, 150000)
     slow = 6 if vm.DEBUG_KERNEL else 1
     with transparent_pair() as (c, a, b, _, _):
@@ -1032,6 +1043,11 @@ def test_transparent_follows_hot_unplug_and_plug(ivnet_mode):
               % delta(s2, s3, "eth0_tx_packets"))
         check(delta(s2, s3, "transparent_tx_packets") == 0,
               "B still sent through shared memory with A's device gone")
+        switches = (delta(s0, s3, "transparent_to_regular"), delta(s0, s3, "transparent_to_shm"))
+        check(switches == (1, 0), "B's switch counters across the unplug (to_regular, to_shm): "
+              "%s, expected (1, 0)" % (switches,))
+        check(switch_logged(b, "over the regular interface", ETH["tpA"]),
+              "B did not log that A's address went back to the regular interface")
 
         seen = b.run("dmesg | grep -cE 'transparent: peer [0-9]+ is [0-9a-f:]{17}'", timeout=30).out.strip()
         t0 = time.time()
@@ -1055,6 +1071,14 @@ def test_transparent_follows_hot_unplug_and_plug(ivnet_mode):
               "hot-plug: %s" % b.run("dmesg | tail -15").out)
         print("    info: %s: device_add to the stream back in shared memory: %.1f s"
               % (ivnet_mode, back), flush=True)
+        s4, sa = stats(b), stats(a)
+        switches = (delta(s3, s4, "transparent_to_regular"), delta(s3, s4, "transparent_to_shm"),
+                    sa.get("transparent_to_regular"), sa.get("transparent_to_shm"))
+        check(switches == (0, 1, 0, 1), "switch counters after the plug (B to_regular, B "
+              "to_shm, A's new device to_regular, to_shm): %s, expected (0, 1, 0, 1)"
+              % (switches,))
+        check(switch_logged(b, "through shared memory", ETH["tpA"]),
+              "B did not log that A's address went back into shared memory")
 
         tb = wait_done(b, tx, 300 * slow)
         ta = wait_done(a, rx, 60 * slow)

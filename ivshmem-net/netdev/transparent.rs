@@ -318,6 +318,7 @@ impl super::Net {
                 release(&mut peers, k);
             }
         }
+        let was = usable(&peers, j);
         let conflict = addrs.is_some_and(|a| {
             a.overlaps(ours)
                 || peers
@@ -350,6 +351,11 @@ impl super::Net {
             // its next pass, after its link is up): its claim stays, unused, as while its link
             // was down, so that nobody else's copy of it is taken in between.
             peers.down |= bit(j);
+            let held = peers.addrs.get(j as usize).copied().flatten();
+            drop(peers);
+            if let (true, Some(a)) = (was, held) {
+                self.switched(j, &a, Some("it published nothing"));
+            }
             return;
         }
         peers.down &= !bit(j);
@@ -359,9 +365,15 @@ impl super::Net {
         let Some(slot) = peers.addrs.get_mut(j as usize) else {
             return;
         };
-        if *slot != new {
-            *slot = new;
-            drop(peers);
+        let old = *slot;
+        *slot = new;
+        drop(peers);
+        match (was, old, new) {
+            (false, _, Some(a)) => self.switched(j, &a, None),
+            (true, Some(a), None) => self.switched(j, &a, Some("its claim is refused")),
+            _ => {}
+        }
+        if old != new {
             // Rate-limited with the link lines: a peer can change what it publishes at will.
             let Some(missed) = self.logs.link.check(time::now_ms()) else {
                 return;
@@ -433,33 +445,66 @@ impl super::Net {
         if !matches!(peers.addrs.get(j as usize), Some(Some(_))) {
             return;
         }
-        let first = peers.down & bit(j) == 0;
+        let was = usable(&peers, j);
+        let claim = peers.addrs.get(j as usize).copied().flatten();
         peers.down |= bit(j);
         let held = peers.seats.get(j as usize) == Some(&seat);
-        if held && !first {
-            return;
-        }
         if !held {
             release(&mut peers, j);
         }
         drop(peers);
-        if let Some(missed) = self.logs.link.check(time::now_ms()) {
-            if held {
-                dev_info!(
-                    &self.pdev,
-                    "transparent: peer {} link down; its claim is kept while it holds its \
-                     seat{}",
-                    j,
-                    missed
-                );
-            } else {
-                dev_info!(
-                    &self.pdev,
-                    "transparent: peer {} withdrawn (left its seat){}",
-                    j,
-                    missed
-                );
+        match (was, claim, held) {
+            (true, Some(a), true) => self.switched(
+                j,
+                &a,
+                Some("link down; its claim is kept while it holds its seat"),
+            ),
+            (true, Some(a), false) => self.switched(j, &a, Some("link down, left its seat")),
+            (false, _, false) => {
+                if let Some(missed) = self.logs.link.check(time::now_ms()) {
+                    dev_info!(
+                        &self.pdev,
+                        "transparent: peer {} withdrawn (left its seat){}",
+                        j,
+                        missed
+                    );
+                }
             }
+            _ => {}
+        }
+    }
+
+    /// Transparent mode: traffic for peer `j`'s claim `a` moves into shared memory (`why` is
+    /// `None`) or back to the regular interface (`why` says what took the peer away): counted,
+    /// and logged with the peer and its addresses (rate-limited with the link lines: a peer
+    /// can make its link flap at will).
+    fn switched(&self, j: u32, a: &Addrs, why: Option<&str>) {
+        let global = &self.stats.global;
+        match why {
+            None => global.transparent_to_shm.inc(),
+            Some(_) => global.transparent_to_regular.inc(),
+        }
+        let Some(missed) = self.logs.link.check(time::now_ms()) else {
+            return;
+        };
+        match why {
+            None => dev_info!(
+                &self.pdev,
+                "transparent: peer {} ({} {}): through shared memory from now{}",
+                j,
+                Mac(a.mac),
+                Ips(a),
+                missed
+            ),
+            Some(why) => dev_info!(
+                &self.pdev,
+                "transparent: peer {} ({} {}): over the regular interface from now ({}){}",
+                j,
+                Mac(a.mac),
+                Ips(a),
+                why,
+                missed
+            ),
         }
     }
 
@@ -496,6 +541,11 @@ impl super::Net {
             Target::Refuse
         }
     }
+}
+
+/// Whether packets for peer `j`'s claim go through its ring: it has one and its link is up.
+fn usable(peers: &Peers, j: u32) -> bool {
+    peers.down & bit(j) == 0 && matches!(peers.addrs.get(j as usize), Some(Some(_)))
 }
 
 /// Ends peer `k`'s claim (it left its seat): its addresses are free for the next claimant.
