@@ -110,6 +110,13 @@ class Netns:
         self.sh("ip", "link", "set", "ivbr0", "up")
         return self
 
+    def add_tap(self, tap):
+        """One more tap device on the bridge, up (e.g. for a migrated guest's destination)."""
+        self.taps.append(tap)
+        self.sh("ip", "tuntap", "add", "dev", tap, "mode", "tap")
+        self.sh("ip", "link", "set", tap, "master", "ivbr0")
+        self.sh("ip", "link", "set", tap, "up")
+
     def close(self):
         if not self.made:
             return

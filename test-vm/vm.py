@@ -247,8 +247,12 @@ class Guest:
     """One QEMU guest. Built by `Cluster`; use `run()` to execute shell scripts inside."""
 
     def __init__(self, cluster, name, ivshmem, mem_mb, extra_args, plain=False, cmdline="",
-                 netns=None, taps=(), vcpus=1):
+                 netns=None, taps=(), vcpus=1, master=False):
         self.cluster = cluster
+        # ivshmem's master=on: QEMU migrates the region's contents with the guest (the
+        # default, off, refuses to migrate while the device is attached).
+        self.master = master
+        self.migrations = 0  # live migrations done (`migrate_to`): this QEMU is the n-th
         self.vcpus = vcpus  # virtual CPUs (the guest kernel brings each up from ACPI's MADT)
         self.netns = netns  # run QEMU inside this network namespace (ip netns exec)
         self.taps = list(taps)  # [(ifname, mac)]: a virtio-net NIC on each tap device
@@ -274,8 +278,28 @@ class Guest:
         self.seq = 0
         self.lock = threading.Lock()
 
-    def qemu_cmd(self):
+    def _ivshmem_args(self, dev_id, backend, path=None, size=None, server=None, addr=None):
+        """QEMU arguments for an ivshmem device `dev_id` with backend `backend`: ivshmem-plain
+        on the file `path` of `size` bytes, or with `server=(socket, vectors)`
+        ivshmem-doorbell connected to that ivshmem-server; at PCI slot `addr` if given."""
+        extra = (",master=on" if self.master else "") + (",addr=%02x.0" % addr if addr else "")
+        if server is not None:
+            sock, vectors = server
+            return ["-chardev", "socket,path=%s,id=%s" % (sock, backend),
+                    "-device", "ivshmem-doorbell,chardev=%s,vectors=%d,id=%s%s"
+                    % (backend, vectors, dev_id, extra)]
+        return ["-object", "memory-backend-file,id=%s,mem-path=%s,size=%d,share=on"
+                % (backend, path, size),
+                "-device", "ivshmem-plain,memdev=%s,id=%s%s" % (backend, dev_id, extra)]
+
+    def qemu_cmd(self, incoming=None, ivshmem=None, slots=None):
+        """QEMU's command line: the guest as configured, or with `incoming` (a QEMU
+        `-incoming` URI) the destination of a migration of it (`migrate_to`): console appended
+        to the same log, the ivshmem device (if one is attached now) on `ivshmem`
+        (`{"path", "size"}` or `{"server"}`), each device at the PCI slot `slots` gives its
+        QEMU id, as on the source."""
         c = self.cluster
+        slots = slots or {}
         cmd = ["timeout", "-s", "KILL", str(QEMU_HARD_LIMIT_S),
                "qemu-system-x86_64", "-accel", c.accel, "-m", str(self.mem_mb), "-smp", str(self.vcpus),
                "-nodefaults", "-no-user-config", "-display", "none", "-no-reboot",
@@ -286,7 +310,8 @@ class Guest:
                # `make test`; the timer works, the check is what hypervisors' guests skip.
                "-append", "console=ttyS0 ivnet.name=%s panic=-1 quiet loglevel=6 no_timer_check "
                "%s %s" % (self.name, _tsc_args(), self.cmdline),
-               "-chardev", "file,id=con,path=%s" % self.log, "-serial", "chardev:con",
+               "-chardev", "file,id=con,path=%s%s" % (self.log, ",append=on" if incoming else ""),
+               "-serial", "chardev:con",
                "-chardev", "socket,id=agent,path=%s,server=on,wait=off" % self.sock_path,
                "-serial", "chardev:agent",
                "-qmp", "unix:%s,server=on,wait=off" % self.qmp_path]
@@ -299,23 +324,28 @@ class Guest:
             # store-fence-load).
             cmd[cmd.index("-accel") + 1] = "tcg,thread=multi"
             cmd[cmd.index("-smp") + 1] = "%d,maxcpus=%d" % (self.vcpus, max(self.vcpus, 2))
-        if c.doorbell is not None and self.ivshmem is not None and not self.plain:
+        if incoming is not None:
+            if self.ivshmem_id is not None:
+                cmd += self._ivshmem_args(self.ivshmem_id, self.ivshmem_backend,
+                                          addr=slots.get(self.ivshmem_id), **ivshmem)
+        elif c.doorbell is not None and self.ivshmem is not None and not self.plain:
             # ivshmem-doorbell: memory and eventfds come from an ivshmem-server on a socket.
-            sock, vectors = c.doorbell
-            cmd += ["-chardev", "socket,path=%s,id=ivs" % sock,
-                    "-device", "ivshmem-doorbell,chardev=ivs,vectors=%d,id=ivshmem0" % vectors]
+            cmd += self._ivshmem_args("ivshmem0", "ivs", server=c.doorbell)
             self.ivshmem_id, self.ivshmem_backend = "ivshmem0", "ivs"
         elif self.ivshmem is not None:
             path, size = self.ivshmem
-            cmd += ["-object", "memory-backend-file,id=shm,mem-path=%s,size=%d,share=on" % (path, size),
-                    "-device", "ivshmem-plain,memdev=shm,id=ivshmem0"]
+            cmd += self._ivshmem_args("ivshmem0", "shm", path=path, size=size)
             self.ivshmem_id, self.ivshmem_backend = "ivshmem0", "shm"
         for i, (ifname, mac) in enumerate(self.taps):
             # QEMU's userspace virtio-net backend (vhost off) on a tap device that must exist
             # (in `netns` if given); the guest sees it as eth<i>.
+            nic = "nic%d" % i
             cmd += ["-netdev", "tap,id=n%d,ifname=%s,script=no,downscript=no,vhost=off"
                     % (i, ifname),
-                    "-device", "virtio-net-pci,netdev=n%d,mac=%s" % (i, mac)]
+                    "-device", "virtio-net-pci,netdev=n%d,mac=%s,id=%s%s"
+                    % (i, mac, nic, ",addr=%02x.0" % slots[nic] if nic in slots else "")]
+        if incoming is not None:
+            cmd += ["-incoming", incoming]
         if self.netns:
             cmd = ["ip", "netns", "exec", self.netns] + cmd
         return cmd + list(self.extra_args)
@@ -352,7 +382,9 @@ class Guest:
         raise AgentError("%s: agent socket never appeared" % self.name)
 
     def qemu_stderr(self):
-        p = VMDIR / ("%s.qemu.err" % self.name)
+        """The end of the current QEMU process's stderr."""
+        n = self.migrations
+        p = VMDIR / ("%s%s.qemu.err" % (self.name, ".m%d" % n if n else ""))
         return p.read_text(errors="replace").strip()[-500:] if p.exists() else ""
 
     def _readline(self, deadline):
@@ -524,6 +556,124 @@ class Guest:
         self.ivshmem_id, self.ivshmem_backend = dev, backend
         return dev
 
+    def pci_slots(self):
+        """{QEMU device id: PCI slot} of the devices on bus 0 that have an id (QMP query-pci)."""
+        return {d["qdev_id"]: d["slot"] for bus in self.qmp.cmd("query-pci")
+                for d in bus["devices"] if d.get("qdev_id")}
+
+    def migrate_to(self, taps=None, ivshmem=None, timeout=300, max_bandwidth=1 << 30,
+                   paused=False):
+        """Live-migrates this guest (QMP `migrate`) to a new QEMU process on this machine,
+        started with `-incoming defer` and the same devices at the same PCI slots as the
+        source has now, and follows it there: from then on this Guest's process, pid, QMP
+        connection and agent connection are the destination's, and its console log goes on in
+        the same file. `taps` replaces the NICs' [(tap ifname, MAC)] (new taps, which must
+        exist, on the same segment; the guest's MAC must stay the same); `ivshmem` is where the
+        destination's ivshmem device (only if one is attached now: with master=off QEMU
+        refuses to migrate one, detach it first) gets its region: {"path", "size"} or
+        {"server": (socket, vectors)}. `max_bandwidth` (bytes/s) lifts QEMU's default cap.
+        With `paused` the destination starts with -S and stays paused once the migration
+        completed, until `resume()` (QMP `cont`), e.g. to look at its region first.
+
+        Returns what the source's query-migrate said once the migration completed (with
+        `downtime` in ms: how long the guest was paused for the switch-over, as QEMU
+        reports it, and `total-time`) plus `completed_at`, the host time at which the
+        completion was seen, and (unless `paused`) `agent_s`, the seconds from there until
+        the guest's agent answered on the destination."""
+        check(self.ivshmem_id is None or ivshmem is not None,
+              "%s: migrating with ivshmem device %s attached needs its destination region"
+              % (self.name, self.ivshmem_id))
+        n = self.migrations + 1
+        if taps is not None:
+            check([m for _, m in taps] == [m for _, m in self.taps],
+                  "%s: the destination NICs must keep the MACs %s" % (self.name, self.taps))
+        slots = self.pci_slots()
+        old = {"proc": self.proc, "sock": self.sock, "qmp": self.qmp, "taps": self.taps,
+               "sock_path": self.sock_path, "qmp_path": self.qmp_path,
+               "hold_pipe": self.hold_pipe}
+        uri = "unix:%s" % (VMDIR / ("%s.m%d.migrate" % (self.name, n)))
+        self.taps = list(taps) if taps is not None else self.taps
+        self.sock_path = VMDIR / ("%s.m%d.agent" % (self.name, n))
+        self.qmp_path = VMDIR / ("%s.m%d.qmp" % (self.name, n))
+        for p in (self.sock_path, self.qmp_path, Path(uri[5:])):
+            if p.exists():
+                p.unlink()
+        cmd = self.qemu_cmd(incoming="defer", ivshmem=ivshmem, slots=slots)
+        if paused:
+            cmd.append("-S")
+        dest = subprocess.Popen(cmd, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
+                                stderr=open(VMDIR / ("%s.m%d.qemu.err" % (self.name, n)), "wb"),
+                                preexec_fn=_die_with_parent)
+        # From here on the destination is ours: Cluster.close() kills it whatever happens.
+        self.proc, self.sock, self._qmp, self.buf = dest, None, None, b""
+        self.migrations = n
+        try:
+            deadline = time.time() + 30
+            while not self.qmp_path.exists():
+                if dest.poll() is not None or time.time() > deadline:
+                    raise AgentError("%s: the destination QEMU did not start (%s): %s"
+                                     % (self.name, dest.returncode, self.qemu_stderr()))
+                time.sleep(0.05)
+            self.qmp.cmd("migrate-incoming", uri=uri)
+            src = old["qmp"]
+            src.cmd("migrate-set-parameters", **{"max-bandwidth": max_bandwidth})
+            src.cmd("migrate", uri=uri)
+            deadline = time.time() + timeout
+            while True:
+                info = src.cmd("query-migrate")
+                status = info.get("status")
+                if status == "completed":
+                    break
+                if status in ("failed", "cancelled") or time.time() > deadline:
+                    raise AgentError("%s: migration %s: %s; destination: %s"
+                                     % (self.name, status if status != "active" else
+                                        "not done in %d s" % timeout, info,
+                                        self.qemu_stderr()))
+                time.sleep(0.05)
+            info["completed_at"] = time.time()
+            # The source stays paused (postmigrate) until told to quit.
+            try:
+                src.cmd("quit")
+            except Exception:  # it may close the connection before answering
+                pass
+            try:
+                old["proc"].wait(timeout=30)
+            except subprocess.TimeoutExpired:
+                os.killpg(old["proc"].pid, signal.SIGKILL)
+                old["proc"].wait(timeout=10)
+            if not paused:
+                self.wait_ready(60)
+                info["agent_s"] = time.time() - info["completed_at"]
+        except BaseException:
+            # Leave nothing running that Cluster.close() would not find: the source too.
+            if old["proc"].poll() is None:
+                try:
+                    os.killpg(old["proc"].pid, signal.SIGKILL)
+                except OSError:
+                    pass
+            raise
+        finally:
+            if old["qmp"] is not None:
+                old["qmp"].close()
+            if old["sock"] is not None:
+                old["sock"].close()
+            if old["hold_pipe"] is not None and old["proc"].poll() is not None:
+                for fd in old["hold_pipe"]:
+                    os.close(fd)
+                self.hold_pipe, self.held_fds = None, 0
+            for p in (old["sock_path"], old["qmp_path"], Path(uri[5:])):
+                try:
+                    p.unlink()
+                except FileNotFoundError:
+                    pass
+        return info
+
+    def resume(self, timeout=60):
+        """Lets a guest paused by `migrate_to(paused=True)` run (QMP `cont`) and waits for its
+        agent."""
+        self.qmp.cmd("cont")
+        self.wait_ready(timeout)
+
     def splats(self):
         return [l for l in self.console().splitlines() if SPLAT.search(l)]
 
@@ -581,7 +731,7 @@ class Cluster:
     size_bytes ("plain-shared": ivshmem-plain on the shared region even with `doorbell`),
     "cmdline": extra kernel command line,
     "netns": run QEMU in that network namespace, "taps": [(tap ifname, MAC)] virtio-net NICs,
-    "mem_mb", "vcpus" (default 1), "args"}; a size gives that guest a private region of its own. With
+    "mem_mb", "vcpus" (default 1), "master" (ivshmem master=on), "args"}; a size gives that guest a private region of its own. With
     `doorbell=N` the shared guests use ivshmem-doorbell with N vectors instead of ivshmem-plain:
     the cluster runs our ivshmem-server (build/bin) for them, whose shared memory is the same
     /dev/shm file `shm_path` names; `doorbell=(socket_path, N)` uses a server already
@@ -624,7 +774,7 @@ class Cluster:
             self.guests.append(Guest(self, spec["name"], iv, spec.get("mem_mb", DEFAULT_MEM_MB),
                                      spec.get("args", []), plain, spec.get("cmdline", ""),
                                      spec.get("netns"), spec.get("taps", ()),
-                                     spec.get("vcpus", 1)))
+                                     spec.get("vcpus", 1), spec.get("master", False)))
         self.closed = False
         # The console lines matching SPLAT when the cluster was closed (its guests shut down).
         self.splats_at_close = None
