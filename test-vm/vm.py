@@ -859,10 +859,31 @@ class Cluster:
             with open(self.shm_path, "wb") as f:
                 f.write(self.region_init)
                 f.truncate(self.shm_size)
-        for g in self.guests:
+        # QEMU refuses an ivshmem-doorbell master=on device whose VM ID is not 0 ("master must
+        # connect to the server before any peers"): such a guest starts alone, the others once
+        # the server has counted it (booting them together lost that race 1 time in 4).
+        first = [g for g in self.guests if g.master and self.server is not None]
+        for g in first:
             g.start()
+        if first:
+            self.wait_server_clients(len(first))
+        for g in self.guests:
+            if g not in first:
+                g.start()
         for g in self.guests:
             g.wait_ready(self.boot_timeout)
+
+    def wait_server_clients(self, n, timeout=30):
+        """Waits until our ivshmem-server's log says `n` clients are connected."""
+        deadline = time.time() + timeout
+        while True:
+            counts = re.findall(r"; (\d+) connected", self.server_log.read_text(errors="replace"))
+            if counts and int(counts[-1]) >= n:
+                return
+            if time.time() > deadline:
+                raise AgentError("ivshmem-server: %d clients not connected within %d s: %s"
+                                 % (n, timeout, self.server_log.read_text(errors="replace")[-500:]))
+            time.sleep(0.05)
 
     def parallel(self, fn, guests=None):
         """Runs fn(guest) for each guest in its own thread; returns the results in order."""
