@@ -317,6 +317,9 @@ def test_migration_keeps_connection(ivnet_mode):
             off = carrier_off_after(b, t_del)
             check(off <= CARRIER_OFF_LIMIT_S, "B's carrier went to 0 %.0f ms after device_del "
                   "(limit %.0f ms)" % (off * 1000, CARRIER_OFF_LIMIT_S * 1000))
+            why = b.run("dmesg | grep 'ivshm0: link to peer .* down' | tail -1", timeout=30).out
+            check(why.rstrip().endswith("down (left)"), "B should have logged A's link down as "
+                  "'left' (its goodbye, not the heartbeat timeout): %r" % why)
 
             # Migrate to host 2: a new QEMU, its NIC on a new tap of the same bridge.
             ns.add_tap("ivmg3")
