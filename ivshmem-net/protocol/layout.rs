@@ -1,6 +1,6 @@
 // SPDX-License-Identifier: GPL-2.0
 
-//! Shared-memory layout of an ivshmem-net region, version 1.
+//! Shared-memory layout of an ivshmem-net region, version 2.
 //!
 //! Part of the protocol (see `mod.rs`), so compiled twice: into the kernel module and into the
 //! `ivshmem-net-protocol` host crate, where it is unit- and property-tested.
@@ -15,8 +15,14 @@
 //!                                   except `state` (CAS by any peer) and the peer slots
 //! 0x1000  control block of peer 0   (CTRL_STRIDE bytes each, written only by its owner)
 //!   ...   control block of peer max_peers-1
-//! rings   one ring per ordered pair (i -> j), `ring_stride` bytes each, i != j
+//! rings   descriptor rings: `queues` per ordered pair (i -> j, q), `ring_stride` bytes each
+//! pools   one transmit pool per peer, `pool_len` bytes each: the frame data peer i sends
 //! ```
+//!
+//! Version 2 puts the memory where the traffic is: a peer's frames to every other peer come
+//! from its one pool (see `ring.rs`), so a peer with one busy link can use all of it, while the
+//! descriptor rings of the pairs that stay idle cost 16 KiB each. The rings take at most an
+//! eighth of the region (see [`Geometry::new`]).
 //!
 //! # Header (all fields little-endian u32)
 //!
@@ -30,14 +36,16 @@
 //! | 0x14   | region size, high| initialiser                                         |
 //! | 0x18   | max peers        | initialiser                                         |
 //! | 0x1c   | ring slots       | initialiser (descriptors per ring, power of two)    |
-//! | 0x20   | ring data length | initialiser (bytes of frame data per ring, 2^n)     |
+//! | 0x20   | pool length      | initialiser (bytes of each peer's transmit pool, 4 KiB multiple) |
 //! | 0x24   | ring stride      | initialiser                                         |
 //! | 0x28   | control offset   | initialiser                                         |
 //! | 0x2c   | control stride   | initialiser                                         |
 //! | 0x30   | rings offset     | initialiser                                         |
+//! | 0x34   | pools offset     | initialiser                                         |
 //! | 0x38   | nonce, low       | initialiser: random, names this incarnation         |
 //! | 0x3c   | nonce, high      | initialiser                                         |
 //! | 0x40   | departures       | the host's ivshmem-server: +1 when a client leaves (see *Departures*) |
+//! | 0x44   | queues           | initialiser (descriptor rings per ordered pair, 1, 2, 4 or 8) |
 //! | 0x100  | peer slot `i`    | 0 = free, else owner's token: CAS by claimants, cleared by owner (4 bytes each, `i < MAX_PEERS`; see *Peer ids*) |
 //!
 //! A peer never trusts the header: it reads each field once, checks it against what it computed
@@ -77,7 +85,7 @@ pub use slots::{
 /// `IVNT`, little-endian.
 pub const MAGIC: u32 = u32::from_le_bytes(*b"IVNT");
 /// The layout version this file describes.
-pub const VERSION: u32 = 1;
+pub const VERSION: u32 = 2;
 
 /// Smallest region the layout accepts.
 pub const MIN_REGION_LEN: u64 = 4 << 20;
@@ -98,10 +106,20 @@ pub const CTRL_STRIDE: u32 = 4096;
 pub const RING_HDR_LEN: u32 = 256;
 /// Bytes per descriptor.
 pub const DESC_LEN: u32 = 32;
-/// Bounds for a ring's data area.
-pub const MIN_RING_DATA: u32 = 64 << 10;
-/// See [`MIN_RING_DATA`].
-pub const MAX_RING_DATA: u32 = 16 << 20;
+/// Descriptors per ring: a power of two, the same at every region size. 512 frames of 1500
+/// bytes (750 KiB) in flight to one peer keep a TCP stream going; more would only cost ring
+/// memory in every idle pair.
+pub const RING_SLOTS: u32 = 512;
+/// Most descriptor rings per ordered pair (transmit queues, one per vCPU; issue 19).
+pub const MAX_QUEUES: u32 = 8;
+/// Largest frame a ring carries when its sender's pool is large enough: a 64 KiB segmentation
+/// offload frame with its headers, or a 65535-byte MTU, with room to spare.
+pub const MAX_FRAME: u32 = 128 << 10;
+/// Smallest pool the layout accepts: two largest frames, so a largest frame always fits into a
+/// drained pool and one can be consumed while the next is written.
+pub const MIN_POOL: u32 = 2 * MAX_FRAME;
+/// Pools are this long a multiple of, and start at such a boundary.
+pub const POOL_ALIGN: u32 = 4096;
 
 /// Header field offsets.
 pub mod hdr {
@@ -122,7 +140,7 @@ pub mod hdr {
     /// See the table in the module documentation.
     pub const RING_SLOTS: usize = 0x1c;
     /// See the table in the module documentation.
-    pub const RING_DATA: usize = 0x20;
+    pub const POOL_LEN: usize = 0x20;
     /// See the table in the module documentation.
     pub const RING_STRIDE: usize = 0x24;
     /// See the table in the module documentation.
@@ -132,11 +150,15 @@ pub mod hdr {
     /// See the table in the module documentation.
     pub const RINGS_OFFSET: usize = 0x30;
     /// See the table in the module documentation.
+    pub const POOLS_OFFSET: usize = 0x34;
+    /// See the table in the module documentation.
     pub const NONCE_LO: usize = 0x38;
     /// See the table in the module documentation.
     pub const NONCE_HI: usize = 0x3c;
     /// See the table in the module documentation and [`super::departures`].
     pub const DEPARTURES: usize = 0x40;
+    /// See the table in the module documentation.
+    pub const QUEUES: usize = 0x44;
     /// First peer-slot word; slot `i` is at `PEER_SLOTS + 4 * i`.
     pub const PEER_SLOTS: usize = 0x100;
 }
@@ -181,7 +203,8 @@ pub enum Error {
     /// The peer on the other side of a ring published something the ring protocol cannot
     /// produce; what exactly is in the [`Corrupt`].
     Corrupt(Corrupt),
-    /// A frame length of zero, or longer than the ring's largest frame (half its data area).
+    /// A frame length of zero, or longer than the ring's largest frame (see
+    /// [`super::ring::Ring::max_frame`]).
     BadFrameLen(u32),
     /// A frame was committed to a ring without a successful reservation first.
     NotReserved,
@@ -207,18 +230,13 @@ pub enum Error {
 pub enum Corrupt {
     /// The producer's descriptor index is behind ours or more than a ring ahead of it.
     ProdIdx,
-    /// The producer's byte position is behind ours or more than the data area ahead of it.
-    ProdBytes,
     /// A descriptor's length is zero or longer than the ring's largest frame.
     DescLen,
-    /// A descriptor's frame does not start where the next frame must, runs past the end of the
-    /// data area, or past the bytes the producer published.
+    /// A descriptor's frame does not start inside the sender's pool at a multiple of
+    /// [`super::ring::FRAME_ALIGN`].
     DescPos,
-    /// The consumer's descriptor index is ahead of what we published or more than a ring behind.
+    /// The consumer's descriptor index is ahead of what we published or behind where it was.
     ConsIdx,
-    /// The consumer's byte position is ahead of what we published or more than the data area
-    /// behind.
-    ConsBytes,
 }
 
 /// Bounds-checked access to a shared region. Implementations check every offset and length
@@ -328,19 +346,26 @@ pub fn check_range(region_len: usize, off: usize, len: usize, atomic: bool) -> R
 /// # Examples
 ///
 /// ```
-/// use ivshmem_net_protocol::layout::{Error, Geometry};
+/// use ivshmem_net_protocol::layout::{Error, Geometry, RING_SLOTS};
 ///
-/// let g = Geometry::new(64 << 20, 4)?;
-/// assert_eq!(g.rings(), 12);
-/// assert!(g.ring_slots.is_power_of_two() && g.ring_data.is_power_of_two());
-/// // One ring per ordered pair, one stride apart, all inside the region.
-/// assert_eq!(g.ring_offset(0, 2)? - g.ring_offset(0, 1)?, g.ring_stride as usize);
-/// let end = g.ring_offset(3, 2)? + g.ring_stride as usize;
-/// assert!(end as u64 <= g.region_len);
-/// assert_eq!(g.ring_offset(1, 1), Err(Error::OutOfBounds));
+/// let g = Geometry::new(16 << 20, 8)?;
+/// // Two descriptor rings per ordered pair fit into an eighth of 16 MiB, four would not.
+/// assert_eq!((g.queues, g.rings()), (2, 112));
+/// assert_eq!(g.ring_slots, RING_SLOTS);
+/// // Queue q of pair (i, j) follows queue q - 1; pair (0, 2) follows pair (0, 1).
+/// assert_eq!(g.ring_offset(0, 1, 1)? - g.ring_offset(0, 1, 0)?, g.ring_stride as usize);
+/// assert_eq!(g.ring_offset(0, 2, 0)? - g.ring_offset(0, 1, 1)?, g.ring_stride as usize);
+/// assert!(g.ring_offset(7, 6, 1)? + g.ring_stride as usize <= g.pools_offset as usize);
+/// assert_eq!(g.ring_offset(1, 1, 0), Err(Error::OutOfBounds));
+/// assert_eq!(g.ring_offset(0, 1, 2), Err(Error::OutOfBounds));
+/// // The rest is one pool per peer, 1.77 MiB each, the last one ending inside the region.
+/// assert_eq!(g.pool_len, 1_859_584);
+/// assert_eq!(g.pool_offset(1)? - g.pool_offset(0)?, g.pool_len as usize);
+/// assert!(g.pool_offset(7)? as u64 + u64::from(g.pool_len) <= g.region_len);
 /// // The same inputs give every peer the same geometry.
-/// assert_eq!(Geometry::new(64 << 20, 4)?, g);
+/// assert_eq!(Geometry::new(16 << 20, 8)?, g);
 /// assert_eq!(Geometry::new(1 << 20, 4), Err(Error::TooSmall { len: 1 << 20 }));
+/// assert_eq!(Geometry::new(4 << 20, 16), Err(Error::TooSmall { len: 4 << 20 }));
 /// assert_eq!(Geometry::new(64 << 20, 65), Err(Error::BadMaxPeers(65)));
 /// # Ok::<(), Error>(())
 /// ```
@@ -350,10 +375,10 @@ pub struct Geometry {
     pub region_len: u64,
     /// Peer ids are `0..max_peers`.
     pub max_peers: u32,
-    /// Descriptors per ring (power of two).
+    /// Descriptors per ring (a power of two, at most [`RING_SLOTS`]).
     pub ring_slots: u32,
-    /// Bytes of frame data per ring (power of two).
-    pub ring_data: u32,
+    /// Descriptor rings per ordered pair.
+    pub queues: u32,
     /// Bytes from one ring to the next.
     pub ring_stride: u32,
     /// Offset of peer 0's control block.
@@ -362,6 +387,10 @@ pub struct Geometry {
     pub ctrl_stride: u32,
     /// Offset of the first ring.
     pub rings_offset: u32,
+    /// Offset of peer 0's transmit pool.
+    pub pools_offset: u32,
+    /// Bytes of each peer's transmit pool (and from one pool to the next).
+    pub pool_len: u32,
 }
 
 const fn align_up(v: u64, a: u64) -> u64 {
@@ -370,6 +399,12 @@ const fn align_up(v: u64, a: u64) -> u64 {
 
 impl Geometry {
     /// Computes the geometry for a region of `len` bytes shared by up to `max_peers` peers.
+    ///
+    /// Every ring has [`RING_SLOTS`] descriptors. `queues` is the largest power of two up to
+    /// [`MAX_QUEUES`] whose rings (`max_peers * (max_peers - 1) * queues` of them) take at most
+    /// an eighth of the region, and at least 1. What is left after the header, the control
+    /// blocks and the rings is split evenly into one pool per peer, rounded down to
+    /// [`POOL_ALIGN`]; a pool smaller than [`MIN_POOL`] is [`Error::TooSmall`].
     pub fn new(len: u64, max_peers: u32) -> Result<Self, Error> {
         if len < MIN_REGION_LEN {
             return Err(Error::TooSmall { len });
@@ -384,62 +419,57 @@ impl Geometry {
         };
         let ctrl_offset = HEADER_LEN as u64;
         let rings_offset = align_up(ctrl_offset + max_peers as u64 * CTRL_STRIDE as u64, 4096);
-        let rings = max_peers as u64 * (max_peers as u64 - 1);
-        let per_ring = (region_len.saturating_sub(rings_offset)) / rings;
-        // The largest power-of-two data area whose ring still fits in `per_ring`.
-        let mut data = MAX_RING_DATA as u64;
-        while data >= MIN_RING_DATA as u64 {
-            if Self::stride_for(data) <= per_ring {
-                break;
-            }
-            data /= 2;
+        let stride = RING_HDR_LEN as u64 + RING_SLOTS as u64 * DESC_LEN as u64;
+        let pairs = max_peers as u64 * (max_peers as u64 - 1);
+        let mut queues = MAX_QUEUES as u64;
+        while queues > 1 && pairs * queues * stride > region_len / 8 {
+            queues /= 2;
         }
-        if data < MIN_RING_DATA as u64 {
+        let pools_offset = align_up(rings_offset + pairs * queues * stride, POOL_ALIGN as u64);
+        let pool_len =
+            (region_len.saturating_sub(pools_offset) / max_peers as u64) & !(POOL_ALIGN as u64 - 1);
+        if pool_len < MIN_POOL as u64 {
             return Err(Error::TooSmall { len });
         }
+        // All below 1 GiB (`MAX_REGION_LEN`): the casts cannot truncate.
         Ok(Geometry {
             region_len,
             max_peers,
-            ring_slots: Self::slots_for(data) as u32,
-            ring_data: data as u32,
-            ring_stride: Self::stride_for(data) as u32,
+            ring_slots: RING_SLOTS,
+            queues: queues as u32,
+            ring_stride: stride as u32,
             ctrl_offset: ctrl_offset as u32,
             ctrl_stride: CTRL_STRIDE,
             rings_offset: rings_offset as u32,
+            pools_offset: pools_offset as u32,
+            pool_len: pool_len as u32,
         })
     }
 
-    /// One descriptor per 512 bytes of data, at least 64 and at most 8192.
-    const fn slots_for(data: u64) -> u64 {
-        let s = data / 512;
-        if s < 64 {
-            64
-        } else if s > 8192 {
-            8192
-        } else {
-            s
-        }
-    }
-
-    const fn stride_for(data: u64) -> u64 {
-        align_up(
-            RING_HDR_LEN as u64 + Self::slots_for(data) * DESC_LEN as u64 + data,
-            4096,
-        )
-    }
-
-    /// Number of rings: one per ordered pair of distinct peers.
+    /// Number of rings: `queues` per ordered pair of distinct peers.
     pub fn rings(&self) -> u32 {
-        self.max_peers * (self.max_peers - 1)
+        self.max_peers * (self.max_peers - 1) * self.queues
     }
 
-    /// Offset of the ring carrying frames from peer `from` to peer `to`.
-    pub fn ring_offset(&self, from: u32, to: u32) -> Result<usize, Error> {
-        if from >= self.max_peers || to >= self.max_peers || from == to {
+    /// Offset of ring `queue` carrying frames from peer `from` to peer `to`.
+    pub fn ring_offset(&self, from: u32, to: u32, queue: u32) -> Result<usize, Error> {
+        if from >= self.max_peers || to >= self.max_peers || from == to || queue >= self.queues {
             return Err(Error::OutOfBounds);
         }
-        let idx = from * (self.max_peers - 1) + if to < from { to } else { to - 1 };
-        Ok(self.rings_offset as usize + idx as usize * self.ring_stride as usize)
+        let pair = from as u64 * (self.max_peers as u64 - 1)
+            + if to < from { to } else { to - 1 } as u64;
+        let idx = pair * self.queues as u64 + queue as u64;
+        usize::try_from(self.rings_offset as u64 + idx * self.ring_stride as u64)
+            .map_err(|_| Error::OutOfBounds)
+    }
+
+    /// Offset of peer `id`'s transmit pool; it is [`Geometry::pool_len`] bytes long.
+    pub fn pool_offset(&self, id: u32) -> Result<usize, Error> {
+        if id >= self.max_peers {
+            return Err(Error::OutOfBounds);
+        }
+        usize::try_from(self.pools_offset as u64 + id as u64 * self.pool_len as u64)
+            .map_err(|_| Error::OutOfBounds)
     }
 
     /// Offset of peer `id`'s control block.
@@ -450,18 +480,20 @@ impl Geometry {
         Ok(self.ctrl_offset as usize + id as usize * self.ctrl_stride as usize)
     }
 
-    fn fields(&self) -> [(usize, u32); 10] {
+    fn fields(&self) -> [(usize, u32); 12] {
         [
             (hdr::HEADER_LEN, HEADER_LEN),
             (hdr::SIZE_LO, self.region_len as u32),
             (hdr::SIZE_HI, (self.region_len >> 32) as u32),
             (hdr::MAX_PEERS, self.max_peers),
             (hdr::RING_SLOTS, self.ring_slots),
-            (hdr::RING_DATA, self.ring_data),
+            (hdr::POOL_LEN, self.pool_len),
             (hdr::RING_STRIDE, self.ring_stride),
             (hdr::CTRL_OFFSET, self.ctrl_offset),
             (hdr::CTRL_STRIDE, self.ctrl_stride),
             (hdr::RINGS_OFFSET, self.rings_offset),
+            (hdr::POOLS_OFFSET, self.pools_offset),
+            (hdr::QUEUES, self.queues),
         ]
     }
 }

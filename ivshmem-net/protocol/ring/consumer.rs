@@ -2,19 +2,19 @@
 
 //! The receiving side of a ring: [`Consumer`].
 //!
-//! The consumer reads the descriptors and frames the producer handed over (see *Ownership* in
-//! [`super`]) and writes only its own words of the ring header, `cons_idx`, `cons_bytes` and
-//! `cons_event`. Of the producer's words it reads `prod_idx`, `prod_bytes` and `prod_event`,
-//! each once into a local, and checks every descriptor before it hands it out.
+//! The consumer reads the descriptors the producer handed over and the frames they name in the
+//! producer's pool (see *Ownership* in [`super`]), and writes only its own words of the ring
+//! header, `cons_idx` and `cons_event`. Of the producer's words it reads `prod_idx` and
+//! `prod_event`, each once into a local, and checks every descriptor before it hands it out.
 
 use super::super::layout::{Corrupt, Error, Geometry, Region, DESC_LEN};
-use super::{align_frame, need_event, off, Desc, Ring, FRAME_ALIGN};
+use super::{need_event, off, Desc, Ring, Span, FRAME_ALIGN};
 
 /// The receiving side of a ring.
 ///
 /// [`Consumer::peek`] returns the next frame's checked descriptor, the caller copies the frame
-/// from [`Consumer::frame_range`], [`Consumer::pop`] moves past it, and
-/// [`Consumer::publish`] gives every popped frame's space back to the producer at once.
+/// from [`Consumer::span`] (one or two pieces), [`Consumer::pop`] moves past it, and
+/// [`Consumer::publish`] gives every popped frame back to the producer at once.
 ///
 /// # Examples
 ///
@@ -27,7 +27,7 @@ use super::{align_frame, need_event, off, Desc, Ring, FRAME_ALIGN};
 ///
 /// let g = Geometry::new(4 << 20, 2)?;
 /// let region = HeapRegion::new(g.region_len as usize);
-/// let mut rx = Consumer::new(&g, 0, 1)?;
+/// let mut rx = Consumer::new(&g, 0, 1, 0)?;
 /// rx.reset(&region)?;
 /// assert_eq!(rx.peek(&region)?, None);
 /// region.store(rx.ring().base() + off::PROD_IDX, g.ring_slots + 1)?;
@@ -39,20 +39,17 @@ pub struct Consumer {
     ring: Ring,
     /// Descriptors popped, published or not; our shadow of `cons_idx`.
     idx: u32,
-    /// Data position after the last popped frame; our shadow of `cons_bytes`.
-    bytes: u32,
     /// `cons_idx` as last published.
     published_idx: u32,
-    /// The producer's `prod_idx` and `prod_bytes` as we last read and checked them. Frames
-    /// below this index are taken from these copies without looking at the producer's words
-    /// again, which it rewrites with every publication: reading them once per batch instead of
-    /// once per frame keeps that cache line from bouncing between the two sides.
+    /// The producer's `prod_idx` as we last read and checked it. Frames below this index are
+    /// taken without looking at the producer's word again, which it rewrites with every
+    /// publication: reading it once per batch instead of once per frame keeps that cache line
+    /// from bouncing between the two sides.
     seen_idx: u32,
-    seen_bytes: u32,
 }
 
 impl Consumer {
-    /// The consumer of the ring from peer `from` to peer `to`, with all indices zero. Call
+    /// The consumer of ring `queue` from peer `from` to peer `to`, with all indices zero. Call
     /// [`Consumer::reset`] to write them to the region.
     ///
     /// # Examples
@@ -64,21 +61,19 @@ impl Consumer {
     ///
     /// let g = Geometry::new(4 << 20, 2)?;
     /// let region = HeapRegion::new(g.region_len as usize);
-    /// let mut rx = Consumer::new(&g, 0, 1)?;
+    /// let mut rx = Consumer::new(&g, 0, 1, 0)?;
     /// rx.reset(&region)?;
     /// assert_eq!(rx.pending(&region)?, 0);
     /// // The two halves of one ring.
-    /// assert_eq!(rx.ring(), Producer::new(&g, 0, 1)?.ring());
+    /// assert_eq!(rx.ring(), Producer::new(&g, 0, 1, 0)?.ring());
     /// # Ok::<(), ivshmem_net_protocol::layout::Error>(())
     /// ```
-    pub fn new(g: &Geometry, from: u32, to: u32) -> Result<Self, Error> {
+    pub fn new(g: &Geometry, from: u32, to: u32, queue: u32) -> Result<Self, Error> {
         Ok(Consumer {
-            ring: Ring::new(g, from, to)?,
+            ring: Ring::new(g, from, to, queue)?,
             idx: 0,
-            bytes: 0,
             published_idx: 0,
             seen_idx: 0,
-            seen_bytes: 0,
         })
     }
 
@@ -90,28 +85,18 @@ impl Consumer {
     /// Zeroes the consumer's words in the region and our copies of them, when the link
     /// (re)starts.
     pub fn reset<R: Region + ?Sized>(&mut self, r: &R) -> Result<(), Error> {
-        self.reset_at(r, 0, 0)
+        self.reset_at(r, 0)
     }
 
-    /// Like [`Consumer::reset`] but starting at index `idx` and data position `bytes` (rounded
-    /// down to [`FRAME_ALIGN`]); see [`Producer::reset_at`].
+    /// Like [`Consumer::reset`] but starting at index `idx`; see [`Producer::reset_at`].
     ///
     /// [`Producer::reset_at`]: super::Producer::reset_at
     #[doc(hidden)]
-    pub fn reset_at<R: Region + ?Sized>(
-        &mut self,
-        r: &R,
-        idx: u32,
-        bytes: u32,
-    ) -> Result<(), Error> {
-        let bytes = bytes & !(FRAME_ALIGN - 1);
+    pub fn reset_at<R: Region + ?Sized>(&mut self, r: &R, idx: u32) -> Result<(), Error> {
         self.idx = idx;
-        self.bytes = bytes;
         self.published_idx = idx;
         self.seen_idx = idx;
-        self.seen_bytes = bytes;
         r.store(self.ring.word(off::CONS_EVENT), idx)?;
-        r.store(self.ring.word(off::CONS_BYTES), bytes)?;
         r.store(self.ring.word(off::CONS_IDX), idx)
     }
 
@@ -126,7 +111,7 @@ impl Consumer {
         // below this index are written before we read them.
         let prod_idx = r.load(self.ring.word(off::PROD_IDX))?;
         let avail = prod_idx.wrapping_sub(self.idx);
-        if avail > self.ring.slots {
+        if avail > self.ring.slots() {
             return Err(Error::Corrupt(Corrupt::ProdIdx));
         }
         Ok(avail)
@@ -144,96 +129,79 @@ impl Consumer {
     }
 
     /// The next frame's descriptor, read once and checked, or `Ok(None)` if the ring is empty.
-    /// A descriptor that passes describes a frame inside this ring's data area, published by
-    /// the producer and not overlapping any frame still unconsumed.
+    /// A descriptor that passes names a frame of 1 to [`Ring::max_frame`] bytes starting at a
+    /// multiple of [`FRAME_ALIGN`] inside the sender's pool ([`Consumer::span`] says where it
+    /// lies). Nothing else needs to hold: the sender can only point into its own pool.
     ///
     /// # Errors
     ///
-    /// [`Error::Corrupt`] if `prod_idx`, `prod_bytes` or the descriptor are impossible; the ring
-    /// is then unusable until both sides reset it.
+    /// [`Error::Corrupt`] if `prod_idx` or the descriptor are impossible; the ring is then
+    /// unusable until both sides reset it.
     ///
     /// # Examples
     ///
     /// ```
     /// use ivshmem_net_protocol::layout::{Geometry, Region};
-    /// use ivshmem_net_protocol::ring::{Consumer, Desc, Producer};
+    /// use ivshmem_net_protocol::ring::{Consumer, Desc, Pool, Producer};
     /// use ivshmem_net_protocol::HeapRegion;
     ///
     /// let g = Geometry::new(4 << 20, 2)?;
     /// let region = HeapRegion::new(g.region_len as usize);
-    /// let (mut tx, mut rx) = (Producer::new(&g, 1, 0)?, Consumer::new(&g, 1, 0)?);
+    /// let mut pool = Pool::new(&g, 1)?;
+    /// let (mut tx, mut rx) = (Producer::new(&g, 1, 0, 0)?, Consumer::new(&g, 1, 0, 0)?);
     /// tx.reset(&region)?;
     /// rx.reset(&region)?;
     /// for frame in [&b"first"[..], b"second"] {
-    ///     let at = tx.reserve(&region, frame.len() as u32)?.expect("room");
-    ///     region.write(at, frame)?;
-    ///     tx.commit(&region, &Desc::default())?;
+    ///     let span = tx.reserve(&region, &pool, frame.len() as u32)?.expect("room");
+    ///     span.write(&region, 0, frame)?;
+    ///     tx.commit(&region, &mut pool, &Desc::default())?;
     /// }
     /// tx.publish(&region)?;
     ///
     /// let d = rx.peek(&region)?.expect("two frames");
-    /// assert_eq!(d.len, 5);
+    /// assert_eq!((d.pos, d.len), (0, 5));
     /// // Peeking again returns the same frame: only `pop` moves on.
     /// assert_eq!(rx.peek(&region)?, Some(d));
-    /// let at = rx.frame_range(&d)?;
+    /// let at = rx.span(&d)?.first();
     /// let mut first = [0u8; 5];
     /// region.read(at.start, &mut first)?;
-    /// assert_eq!((at.len(), &first), (5, b"first"));
-    /// rx.pop(&d);
+    /// assert_eq!((at.start - g.pool_offset(1)?, &first), (0, b"first"));
+    /// rx.pop();
     /// let d = rx.peek(&region)?.expect("one more");
+    /// assert_eq!(d.pos, 64);
     /// let mut buf = [0u8; 16];
     /// assert_eq!(rx.read_frame(&region, &d, &mut buf)?, 6);
     /// assert_eq!(&buf[..6], b"second");
-    /// rx.pop(&d);
+    /// rx.pop();
     /// assert_eq!(rx.peek(&region)?, None);
     /// # Ok::<(), ivshmem_net_protocol::layout::Error>(())
     /// ```
     pub fn peek<R: Region + ?Sized>(&mut self, r: &R) -> Result<Option<Desc>, Error> {
         if self.seen_idx == self.idx {
-            // Everything we knew of is consumed: read the producer's words again.
+            // Everything we knew of is consumed: read the producer's word again.
             let avail = self.available(r)?;
             if avail == 0 {
                 return Ok(None);
             }
-            // Acquire, after `prod_idx`: at least the value published with it.
-            let prod_bytes = r.load(self.ring.word(off::PROD_BYTES))?;
-            if prod_bytes.wrapping_sub(self.bytes) > self.ring.data_len {
-                return Err(Error::Corrupt(Corrupt::ProdBytes));
-            }
             self.seen_idx = self.idx.wrapping_add(avail);
-            self.seen_bytes = prod_bytes;
         }
         let mut raw = [0u8; DESC_LEN as usize];
         r.read(self.ring.desc(self.idx), &mut raw)?;
         let d = Desc::decode(&raw);
-        // At most `data_len` (checked when read; `bytes` only moves towards `seen_bytes`).
-        let published = self.seen_bytes.wrapping_sub(self.bytes);
         if d.len == 0 || d.len > self.ring.max_frame() {
             return Err(Error::Corrupt(Corrupt::DescLen));
         }
-        let mask = self.ring.data_len - 1;
-        // The frame starts where the last one ended, or at the next multiple of `data_len`
-        // when the producer skipped the rest of the data area.
-        let skip = self.ring.data_len - (self.bytes & mask);
-        let start = d.pos.wrapping_sub(self.bytes);
-        let offset = d.pos & mask;
-        if (start != 0 && (start != skip || skip == self.ring.data_len))
-            || d.len > self.ring.data_len - offset
-        {
-            return Err(Error::Corrupt(Corrupt::DescPos));
-        }
-        // No wrap: `start < data_len` and `len <= data_len / 2`, both at most 2^31.
-        let end = align_frame(d.pos.wrapping_add(d.len));
-        if end.wrapping_sub(self.bytes) > published {
+        if d.pos >= self.ring.pool_len() || !d.pos.is_multiple_of(FRAME_ALIGN) {
             return Err(Error::Corrupt(Corrupt::DescPos));
         }
         Ok(Some(d))
     }
 
-    /// Region offset of the frame of `d`, a descriptor [`Consumer::peek`] returned; the frame is
-    /// `d.len` bytes long and inside the ring's data area.
-    pub fn frame_offset(&self, d: &Desc) -> usize {
-        self.ring.data(d.pos)
+    /// Where the frame of `d` (a descriptor [`Consumer::peek`] returned) lies in the region:
+    /// one or two pieces inside the sender's pool. [`Error::BadFrameLen`] for a descriptor
+    /// whose frame would not lie there (not one `peek` returned).
+    pub fn span(&self, d: &Desc) -> Result<Span, Error> {
+        self.ring.span(d.pos, d.len)
     }
 
     /// Copies the frame of `d`, a descriptor [`Consumer::peek`] returned, into the start of
@@ -244,68 +212,48 @@ impl Consumer {
         d: &Desc,
         buf: &mut [u8],
     ) -> Result<usize, Error> {
-        let len = d.len as usize;
-        let buf = buf.get_mut(..len).ok_or(Error::BadFrameLen(d.len))?;
-        r.read(self.frame_offset(d), buf)?;
-        Ok(len)
+        self.span(d)?.read(r, buf)
     }
 
-    /// Where the frame of `d` (a descriptor [`Consumer::peek`] returned) lies in the region,
-    /// for copying it out in one piece: `d.len` bytes from [`Consumer::frame_offset`], inside
-    /// this ring's data area. [`Error::BadFrameLen`] for a descriptor whose frame would not lie
-    /// there (empty, or running past the data area's end: not one `peek` returned).
-    pub fn frame_range(&self, d: &Desc) -> Result<core::ops::Range<usize>, Error> {
-        let offset = d.pos & (self.ring.data_len - 1);
-        if d.len == 0 || d.len > self.ring.data_len - offset {
-            return Err(Error::BadFrameLen(d.len));
-        }
-        let start = self.frame_offset(d);
-        // Cannot overflow: the data area fits in the region (`Ring`'s invariant).
-        Ok(start..start + d.len as usize)
-    }
-
-    /// Moves past the frame of `d`, the descriptor [`Consumer::peek`] just returned. Its space
-    /// goes back to the producer with the next [`Consumer::publish`], so the caller must be done
-    /// with the frame's bytes by then.
-    pub fn pop(&mut self, d: &Desc) {
+    /// Moves past the frame [`Consumer::peek`] just returned. It goes back to the producer
+    /// with the next [`Consumer::publish`], so the caller must be done with its bytes by then.
+    pub fn pop(&mut self) {
         self.idx = self.idx.wrapping_add(1);
-        self.bytes = align_frame(d.pos.wrapping_add(d.len));
     }
 
-    /// Gives the space of every popped frame back to the producer. Returns `cons_idx` as
-    /// published before, for [`Consumer::kick_needed`].
+    /// Gives every popped frame back to the producer. Returns `cons_idx` as published before,
+    /// for [`Consumer::kick_needed`].
     ///
     /// # Examples
     ///
     /// ```
     /// use ivshmem_net_protocol::layout::Geometry;
-    /// use ivshmem_net_protocol::ring::{Consumer, Desc, Producer};
+    /// use ivshmem_net_protocol::ring::{Consumer, Desc, Pool, Producer};
     /// use ivshmem_net_protocol::HeapRegion;
     ///
     /// let g = Geometry::new(4 << 20, 2)?;
     /// let region = HeapRegion::new(g.region_len as usize);
-    /// let (mut tx, mut rx) = (Producer::new(&g, 0, 1)?, Consumer::new(&g, 0, 1)?);
+    /// let mut pool = Pool::new(&g, 0)?;
+    /// let (mut tx, mut rx) = (Producer::new(&g, 0, 1, 0)?, Consumer::new(&g, 0, 1, 0)?);
     /// tx.reset(&region)?;
     /// rx.reset(&region)?;
-    /// let max = tx.ring().max_frame();
     /// for _ in 0..2 {
-    ///     tx.reserve(&region, max)?.expect("room");
-    ///     tx.commit(&region, &Desc::default())?;
+    ///     tx.reserve(&region, &pool, 1000)?.expect("room");
+    ///     tx.commit(&region, &mut pool, &Desc::default())?;
     /// }
     /// tx.publish(&region)?;
-    /// assert!(!tx.fits(&region, max)?);
-    /// let d = rx.peek(&region)?.expect("a frame");
-    /// rx.pop(&d);
-    /// // Popped is not yet given back: the producer sees the space after `publish`.
-    /// assert!(!tx.fits(&region, max)?);
+    /// rx.peek(&region)?.expect("a frame");
+    /// rx.pop();
+    /// // Popped is not yet given back: the producer sees it after `publish`.
+    /// assert_eq!(tx.collect(&region)?, 0);
     /// assert_eq!(rx.publish(&region)?, 0);
-    /// assert!(tx.fits(&region, max)?);
+    /// assert_eq!(tx.collect(&region)?, 1);
+    /// assert_eq!(pool.reclaim([&tx]), 1024);
     /// # Ok::<(), ivshmem_net_protocol::layout::Error>(())
     /// ```
     pub fn publish<R: Region + ?Sized>(&mut self, r: &R) -> Result<u32, Error> {
-        // Release, bytes first: orders our reads of the popped frames and descriptors before the
-        // producer can see their space as free.
-        r.store(self.ring.word(off::CONS_BYTES), self.bytes)?;
+        // Release: orders our reads of the popped frames and descriptors before the producer
+        // can reuse them.
         r.store(self.ring.word(off::CONS_IDX), self.idx)?;
         let old = self.published_idx;
         self.published_idx = self.idx;
@@ -334,24 +282,25 @@ impl Consumer {
     ///
     /// ```
     /// use ivshmem_net_protocol::layout::Geometry;
-    /// use ivshmem_net_protocol::ring::{Consumer, Desc, Producer};
+    /// use ivshmem_net_protocol::ring::{Consumer, Desc, Pool, Producer};
     /// use ivshmem_net_protocol::HeapRegion;
     ///
     /// let g = Geometry::new(4 << 20, 2)?;
     /// let region = HeapRegion::new(g.region_len as usize);
-    /// let (mut tx, mut rx) = (Producer::new(&g, 0, 1)?, Consumer::new(&g, 0, 1)?);
+    /// let mut pool = Pool::new(&g, 0)?;
+    /// let (mut tx, mut rx) = (Producer::new(&g, 0, 1, 0)?, Consumer::new(&g, 0, 1, 0)?);
     /// tx.reset(&region)?;
     /// rx.reset(&region)?;
     /// for _ in 0..2 {
-    ///     tx.reserve(&region, 60)?.expect("room");
-    ///     tx.commit(&region, &Desc::default())?;
+    ///     tx.reserve(&region, &pool, 60)?.expect("room");
+    ///     tx.commit(&region, &mut pool, &Desc::default())?;
     /// }
     /// tx.publish(&region)?;
     /// // The producer wants to hear once the consumer is past frame 1 (the second one).
     /// tx.set_event(&region, 1)?;
     /// let mut consume_one = |rx: &mut Consumer| -> Result<bool, _> {
-    ///     let d = rx.peek(&region)?.expect("a frame");
-    ///     rx.pop(&d);
+    ///     rx.peek(&region)?.expect("a frame");
+    ///     rx.pop();
     ///     let old = rx.publish(&region)?;
     ///     rx.kick_needed(&region, old)
     /// };
