@@ -10,24 +10,48 @@ const MIB: u64 = 1 << 20;
 #[test]
 fn geometry_fits_every_supported_size() {
     for shift in 22..=30 {
-        for peers in [2, 3, 8, 16] {
+        for peers in [2, 3, 8, 16, 64] {
             let len = 1u64 << shift;
             let g = match Geometry::new(len, peers) {
                 Ok(g) => g,
                 Err(Error::TooSmall { .. }) if peers > DEFAULT_MAX_PEERS => continue,
                 Err(e) => panic!("{len} bytes, {peers} peers: {e:?}"),
             };
-            assert!(g.ring_slots.is_power_of_two() && g.ring_data.is_power_of_two());
-            assert!(g.ring_data >= MIN_RING_DATA);
-            let last = g.ring_offset(peers - 1, peers - 2).unwrap() + g.ring_stride as usize;
-            assert!(
-                last as u64 <= g.region_len,
-                "{len}/{peers}: rings end at {last}"
-            );
+            assert_eq!(g.ring_slots, RING_SLOTS);
+            assert!(g.queues.is_power_of_two() && g.queues <= MAX_QUEUES);
+            // The rings take at most an eighth of the region, unless one queue already does.
+            let rings = u64::from(g.rings()) * u64::from(g.ring_stride);
+            assert!(g.queues == 1 || rings <= g.region_len / 8, "{len}/{peers}");
+            // And the next power of two would not have fitted.
+            assert!(g.queues == MAX_QUEUES || 2 * rings > g.region_len / 8, "{len}/{peers}");
+            assert!(g.pool_len >= MIN_POOL && g.pool_len % POOL_ALIGN == 0);
+            assert_eq!(g.pools_offset % POOL_ALIGN, 0);
+            let last = g.ring_offset(peers - 1, peers - 2, g.queues - 1).unwrap()
+                + g.ring_stride as usize;
+            assert!(last <= g.pools_offset as usize, "{len}/{peers}: rings end at {last}");
+            let end = g.pool_offset(peers - 1).unwrap() as u64 + u64::from(g.pool_len);
+            assert!(end <= g.region_len, "{len}/{peers}: pools end at {end}");
+            // Less than a pool's alignment per peer is left over.
+            assert!(g.region_len - end < u64::from(peers) * u64::from(POOL_ALIGN) + 4096);
             assert!(
                 g.ctrl_offset(peers - 1).unwrap() + CTRL_STRIDE as usize <= g.rings_offset as usize
             );
         }
+    }
+}
+
+#[test]
+fn geometry_at_the_sizes_the_issue_names() {
+    // (region, max_peers) -> (queues, pool length): 16 MiB and 8 peers gives every sender
+    // 1.77 MiB where version 1 gave each ring 256 KiB.
+    for (len, peers, queues, pool) in [
+        (16 * MIB, 8, 2, 1_859_584),
+        (32 * MIB, 8, 4, 3_723_264),
+        (64 * MIB, 8, 8, 7_450_624),
+        (4 * MIB, 2, 8, 1_957_888),
+    ] {
+        let g = Geometry::new(len, peers).unwrap();
+        assert_eq!((g.queues, g.pool_len), (queues, pool), "{len}/{peers}");
     }
 }
 
@@ -37,16 +61,24 @@ fn ring_offsets_are_distinct_and_checked() {
     let mut seen = std::collections::BTreeSet::new();
     for i in 0..4 {
         for j in 0..4 {
-            if i == j {
-                assert_eq!(g.ring_offset(i, j), Err(Error::OutOfBounds));
-            } else {
-                assert!(seen.insert(g.ring_offset(i, j).unwrap()));
+            for q in 0..g.queues {
+                if i == j {
+                    assert_eq!(g.ring_offset(i, j, q), Err(Error::OutOfBounds));
+                } else {
+                    let off = g.ring_offset(i, j, q).unwrap();
+                    assert!(off >= g.rings_offset as usize);
+                    assert!(seen.insert(off));
+                }
             }
         }
     }
     assert_eq!(seen.len() as u32, g.rings());
-    assert_eq!(g.ring_offset(4, 0), Err(Error::OutOfBounds));
+    assert_eq!(g.ring_offset(4, 0, 0), Err(Error::OutOfBounds));
+    assert_eq!(g.ring_offset(0, 1, g.queues), Err(Error::OutOfBounds));
     assert_eq!(g.ctrl_offset(4), Err(Error::OutOfBounds));
+    assert_eq!(g.pool_offset(4), Err(Error::OutOfBounds));
+    let pools: Vec<_> = (0..4).map(|i| g.pool_offset(i).unwrap()).collect();
+    assert!(pools.windows(2).all(|w| w[1] - w[0] == g.pool_len as usize));
 }
 
 #[test]
@@ -82,8 +114,11 @@ fn scribbled_header_is_repaired_by_an_attached_peer() {
     assert_eq!(repair_header(&r, &b).unwrap(), 0);
     for (off, val) in [
         (hdr::MAGIC, 0),
-        (hdr::VERSION, 2),
+        (hdr::VERSION, 1),
         (hdr::MAX_PEERS, 1000),
+        (hdr::POOL_LEN, 4096),
+        (hdr::POOLS_OFFSET, 0),
+        (hdr::QUEUES, 3),
         (hdr::NONCE_HI, 5),
         (hdr::STATE, 0),
     ] {
@@ -91,7 +126,7 @@ fn scribbled_header_is_repaired_by_an_attached_peer() {
     }
     assert!(read_geometry(&r).is_err());
     // Either peer's copy restores the same header: they attached to the same one.
-    assert_eq!(repair_header(&r, &a).unwrap(), 5);
+    assert_eq!(repair_header(&r, &a).unwrap(), 8);
     assert_eq!(repair_header(&r, &b).unwrap(), 0);
     assert_eq!(read_geometry(&r), Ok(g));
     let c = attach(&r, g, 9, || panic!("no wait expected")).unwrap();
@@ -108,8 +143,12 @@ fn refuses_other_version_and_geometry_and_leaves_region_alone() {
 
     let other = Geometry::new(16 * MIB, 4).unwrap();
     assert_eq!(attach(&r, other, 1, || true), Err(Error::GeometryMismatch));
-    r.store(hdr::VERSION, 2).unwrap();
-    assert_eq!(attach(&r, g, 1, || true), Err(Error::BadVersion(2)));
+    // A region a version-1 peer set up (or a version-3 one) is refused, untouched.
+    r.store(hdr::VERSION, 1).unwrap();
+    assert_eq!(attach(&r, g, 1, || true), Err(Error::BadVersion(1)));
+    assert_eq!(read_geometry(&r), Err(Error::BadVersion(1)));
+    r.store(hdr::VERSION, 3).unwrap();
+    assert_eq!(attach(&r, g, 1, || true), Err(Error::BadVersion(3)));
     r.store(hdr::VERSION, VERSION).unwrap();
     r.store(hdr::MAGIC, 0xdead_beef).unwrap();
     assert_eq!(attach(&r, g, 1, || true), Err(Error::BadMagic(0xdead_beef)));

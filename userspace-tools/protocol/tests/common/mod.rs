@@ -4,33 +4,49 @@
 #![allow(dead_code)]
 
 use ivshmem_net_protocol::layout::{Error, Geometry, Region, DESC_LEN, RING_HDR_LEN};
-use ivshmem_net_protocol::ring::{Consumer, Desc, Producer};
+use ivshmem_net_protocol::ring::{Consumer, Desc, Pool, Producer};
 use ivshmem_net_protocol::HeapRegion;
 
-/// A geometry of two peers whose two rings start at offset 0, with `slots` descriptors and
-/// `data` bytes each and no slack, so that a test region is just the rings.
-pub fn small_geometry(slots: u32, data: u32) -> Geometry {
-    let stride = RING_HDR_LEN + slots * DESC_LEN + data;
+/// A geometry of `peers` peers (one queue) whose rings start at offset 0, with `slots`
+/// descriptors each and pools of `pool` bytes right after them, and no slack, so that a test
+/// region is just the rings and the pools.
+pub fn geometry(peers: u32, slots: u32, pool: u32) -> Geometry {
+    let stride = RING_HDR_LEN + slots * DESC_LEN;
+    let rings = peers * (peers - 1) * stride;
     Geometry {
-        region_len: 2 * stride as u64,
-        max_peers: 2,
+        region_len: u64::from(rings) + u64::from(peers) * u64::from(pool),
+        max_peers: peers,
         ring_slots: slots,
-        ring_data: data,
+        queues: 1,
         ring_stride: stride,
         ctrl_offset: 0,
         ctrl_stride: 0,
         rings_offset: 0,
+        pools_offset: rings,
+        pool_len: pool,
     }
 }
 
+/// [`geometry`] for two peers.
+pub fn small_geometry(slots: u32, pool: u32) -> Geometry {
+    geometry(2, slots, pool)
+}
+
+/// The sending side of ring 0 -> 1: peer 0's pool and its producer.
+pub struct Tx {
+    pub pool: Pool,
+    pub p: Producer,
+}
+
 /// A zeroed region for `g`, with both sides of ring 0 -> 1 reset.
-pub fn setup(g: &Geometry) -> (HeapRegion, Producer, Consumer) {
+pub fn setup(g: &Geometry) -> (HeapRegion, Tx, Consumer) {
     let r = HeapRegion::new(g.region_len as usize);
-    let mut p = Producer::new(g, 0, 1).unwrap();
-    let mut c = Consumer::new(g, 0, 1).unwrap();
+    let mut p = Producer::new(g, 0, 1, 0).unwrap();
+    let mut c = Consumer::new(g, 0, 1, 0).unwrap();
     p.reset(&r).unwrap();
     c.reset(&r).unwrap();
-    (r, p, c)
+    let pool = Pool::new(g, 0).unwrap();
+    (r, Tx { pool, p }, c)
 }
 
 /// Frame bytes that tell frames apart: `seq` and the offset in the frame, mixed.
@@ -40,17 +56,9 @@ pub fn pattern(seq: u32, len: u32) -> Vec<u8> {
         .collect()
 }
 
-/// Reserves, copies and commits `frame` (not published); `Ok(None)` if the ring is full.
-pub fn push<R: Region + ?Sized>(
-    p: &mut Producer,
-    r: &R,
-    frame: &[u8],
-) -> Result<Option<Desc>, Error> {
-    let Some(at) = p.reserve(r, frame.len() as u32)? else {
-        return Ok(None);
-    };
-    r.write(at, frame)?;
-    let meta = Desc {
+/// The offload metadata every pushed frame carries.
+pub fn meta() -> Desc {
+    Desc {
         flags: 1,
         gso_type: 4,
         gso_size: 1448,
@@ -58,32 +66,54 @@ pub fn push<R: Region + ?Sized>(
         csum_offset: 16,
         hdr_len: 66,
         ..Desc::default()
-    };
-    p.commit(r, &meta).map(Some)
+    }
 }
 
-/// Peeks, checks the frame lies in the ring's data area, copies it out and pops it.
+/// Reserves, copies and commits `frame` (not published), collecting and reclaiming once if
+/// there is no room at first; `Ok(None)` if there is none even then.
+pub fn push<R: Region + ?Sized>(tx: &mut Tx, r: &R, frame: &[u8]) -> Result<Option<Desc>, Error> {
+    let len = frame.len() as u32;
+    let span = match tx.p.reserve(r, &tx.pool, len)? {
+        Some(s) => s,
+        None => {
+            tx.p.collect(r)?;
+            tx.pool.reclaim([&tx.p]);
+            match tx.p.reserve(r, &tx.pool, len)? {
+                Some(s) => s,
+                None => return Ok(None),
+            }
+        }
+    };
+    span.write(r, 0, frame)?;
+    tx.p.commit(r, &mut tx.pool, &meta()).map(Some)
+}
+
+/// Peeks, checks the frame lies in the sender's pool, copies it out and pops it.
 pub fn pop<R: Region + ?Sized>(c: &mut Consumer, r: &R) -> Result<Option<Vec<u8>>, Error> {
     let Some(d) = c.peek(r)? else {
         return Ok(None);
     };
-    assert_in_data_area(c, &d);
+    assert_in_pool(c, &d);
     let mut buf = vec![0u8; d.len as usize];
     c.read_frame(r, &d, &mut buf)?;
-    c.pop(&d);
+    c.pop();
     Ok(Some(buf))
 }
 
-/// Panics unless the frame of `d` lies inside the data area of `c`'s ring.
-pub fn assert_in_data_area(c: &Consumer, d: &Desc) {
+/// Panics unless the frame of `d` lies inside the pool of `c`'s sender, in one piece or two.
+pub fn assert_in_pool(c: &Consumer, d: &Desc) {
     let ring = c.ring();
-    let start = ring.data_start();
-    let end = start + ring.data_len() as usize;
-    let off = c.frame_offset(d);
-    assert!(d.len > 0, "{d:?}");
-    assert!(
-        off >= start && off + d.len as usize <= end,
-        "frame {off}+{} outside data area {start}..{end}",
-        d.len
-    );
+    let pool = ring.pool()..ring.pool() + ring.pool_len() as usize;
+    let s = c.span(d).expect("peek returned it");
+    assert_eq!(s.len(), d.len);
+    for piece in [Some(s.first()), s.second()].into_iter().flatten() {
+        assert!(
+            !piece.is_empty() && pool.start <= piece.start && piece.end <= pool.end,
+            "{piece:?} of {d:?} outside pool {pool:?}"
+        );
+    }
+    if let Some(second) = s.second() {
+        assert_eq!(s.first().end, pool.end);
+        assert_eq!(second.start, pool.start);
+    }
 }
