@@ -14,7 +14,7 @@
 #![cfg(loom)]
 
 use ivshmem_net_protocol::layout::{check_range, Error, Geometry, Region, DESC_LEN, RING_HDR_LEN};
-use ivshmem_net_protocol::ring::{Consumer, Desc, Producer};
+use ivshmem_net_protocol::ring::{Consumer, Desc, Pool, Producer};
 use loom::cell::UnsafeCell;
 use loom::sync::atomic::{fence, AtomicU32, Ordering};
 use loom::sync::{Arc, Notify};
@@ -131,18 +131,21 @@ impl Region for LoomRegion {
     }
 }
 
-/// One ring at offset 0 with four slots and a 256-byte data area.
+/// One ring at offset 0 with four slots, then the sender's 256-byte pool (peer 1's rings and
+/// pool are not there: only ring 0 -> 1 is used).
 fn tiny() -> Geometry {
-    let stride = RING_HDR_LEN + 4 * DESC_LEN + 256;
+    let stride = RING_HDR_LEN + 4 * DESC_LEN;
     Geometry {
-        region_len: stride as u64,
+        region_len: (stride + 256) as u64,
         max_peers: 2,
         ring_slots: 4,
-        ring_data: 256,
+        queues: 1,
         ring_stride: stride,
         ctrl_offset: 0,
         ctrl_stride: 0,
         rings_offset: 0,
+        pools_offset: stride,
+        pool_len: 256,
     }
 }
 
@@ -156,32 +159,42 @@ fn builder() -> loom::model::Builder {
     b
 }
 
-/// Frames of 100, 40 and 100 bytes, the first two published together. They end at 128 and
-/// 192; the third does not fit before the end of the 256-byte data area, so it skips to the
-/// next lap, where it reuses the first frame's bytes: the producer must wait for them.
+/// Frames of 100, 40 and 100 bytes, the first two published together. They take 128 and 64
+/// bytes of the 256-byte pool; the third runs from 192 over the pool's end into the first
+/// frame's bytes: the producer must wait until the consumer gave those back.
 const LENS: [u32; 3] = [100, 40, 100];
 
 fn stream(mode: Mode) {
     builder().check(move || {
         let g = tiny();
         let r = Arc::new(LoomRegion::new(g.region_len as usize, mode, true));
-        let mut p = Producer::new(&g, 0, 1).unwrap();
-        let mut c = Consumer::new(&g, 0, 1).unwrap();
+        let mut pool = Pool::new(&g, 0).unwrap();
+        let mut p = Producer::new(&g, 0, 1, 0).unwrap();
+        let mut c = Consumer::new(&g, 0, 1, 0).unwrap();
         p.reset(&*r).unwrap();
         c.reset(&*r).unwrap();
 
         let pr = r.clone();
         let producer = loom::thread::spawn(move || {
             for (seq, &len) in LENS.iter().enumerate() {
-                let at = loop {
-                    match p.reserve(&*pr, len).unwrap() {
-                        Some(at) => break at,
-                        None => loom::thread::yield_now(),
+                let span = loop {
+                    match p.reserve(&*pr, &pool, len).unwrap() {
+                        Some(span) => break span,
+                        None => {
+                            p.collect(&*pr).unwrap();
+                            if pool.reclaim([&p]) == 0 {
+                                loom::thread::yield_now();
+                            }
+                        }
                     }
                 };
-                pr.write(at, &frame(seq as u8, len)).unwrap();
+                if seq == 2 {
+                    assert!(span.second().is_some(), "the third frame wraps");
+                }
+                span.write(&*pr, 0, &frame(seq as u8, len)).unwrap();
                 p.commit(
                     &*pr,
+                    &mut pool,
                     &Desc {
                         flags: seq as u16,
                         ..Desc::default()
@@ -205,7 +218,7 @@ fn stream(mode: Mode) {
             let mut buf = vec![0; len as usize];
             c.read_frame(&*r, &d, &mut buf).unwrap();
             assert_eq!(buf, frame(seq as u8, len));
-            c.pop(&d);
+            c.pop();
             c.publish(&*r).unwrap();
         }
         producer.join().unwrap();
@@ -237,8 +250,9 @@ fn wakeups(fence: bool) {
             fence,
         )));
         let irq: &'static Notify = Box::leak(Box::new(Notify::new()));
-        let mut p = Producer::new(&g, 0, 1).unwrap();
-        let mut c = Consumer::new(&g, 0, 1).unwrap();
+        let mut pool = Pool::new(&g, 0).unwrap();
+        let mut p = Producer::new(&g, 0, 1, 0).unwrap();
+        let mut c = Consumer::new(&g, 0, 1, 0).unwrap();
         p.reset(r).unwrap();
         c.reset(r).unwrap();
         // The consumer starts asleep, having asked for a kick on the first frame.
@@ -246,9 +260,9 @@ fn wakeups(fence: bool) {
 
         let producer = loom::thread::spawn(move || {
             for seq in 0..2u8 {
-                let at = p.reserve(r, 8).unwrap().unwrap();
-                r.write(at, &frame(seq, 8)).unwrap();
-                p.commit(r, &Desc::default()).unwrap();
+                let span = p.reserve(r, &pool, 8).unwrap().unwrap();
+                span.write(r, 0, &frame(seq, 8)).unwrap();
+                p.commit(r, &mut pool, &Desc::default()).unwrap();
                 let old = p.publish(r).unwrap();
                 if p.kick_needed(r, old).unwrap() {
                     irq.notify();
@@ -264,7 +278,7 @@ fn wakeups(fence: bool) {
                     let mut buf = [0; 8];
                     c.read_frame(r, &d, &mut buf).unwrap();
                     assert_eq!(buf[..], frame(got, 8)[..]);
-                    c.pop(&d);
+                    c.pop();
                     got += 1;
                 }
                 c.publish(r).unwrap();
