@@ -456,8 +456,8 @@ impl Geometry {
         if from >= self.max_peers || to >= self.max_peers || from == to || queue >= self.queues {
             return Err(Error::OutOfBounds);
         }
-        let pair = from as u64 * (self.max_peers as u64 - 1)
-            + if to < from { to } else { to - 1 } as u64;
+        let pair =
+            from as u64 * (self.max_peers as u64 - 1) + if to < from { to } else { to - 1 } as u64;
         let idx = pair * self.queues as u64 + queue as u64;
         usize::try_from(self.rings_offset as u64 + idx * self.ring_stride as u64)
             .map_err(|_| Error::OutOfBounds)

@@ -23,12 +23,18 @@ fn geometry_fits_every_supported_size() {
             let rings = u64::from(g.rings()) * u64::from(g.ring_stride);
             assert!(g.queues == 1 || rings <= g.region_len / 8, "{len}/{peers}");
             // And the next power of two would not have fitted.
-            assert!(g.queues == MAX_QUEUES || 2 * rings > g.region_len / 8, "{len}/{peers}");
+            assert!(
+                g.queues == MAX_QUEUES || 2 * rings > g.region_len / 8,
+                "{len}/{peers}"
+            );
             assert!(g.pool_len >= MIN_POOL && g.pool_len % POOL_ALIGN == 0);
             assert_eq!(g.pools_offset % POOL_ALIGN, 0);
-            let last = g.ring_offset(peers - 1, peers - 2, g.queues - 1).unwrap()
-                + g.ring_stride as usize;
-            assert!(last <= g.pools_offset as usize, "{len}/{peers}: rings end at {last}");
+            let last =
+                g.ring_offset(peers - 1, peers - 2, g.queues - 1).unwrap() + g.ring_stride as usize;
+            assert!(
+                last <= g.pools_offset as usize,
+                "{len}/{peers}: rings end at {last}"
+            );
             let end = g.pool_offset(peers - 1).unwrap() as u64 + u64::from(g.pool_len);
             assert!(end <= g.region_len, "{len}/{peers}: pools end at {end}");
             // Less than a pool's alignment per peer is left over.

@@ -88,7 +88,11 @@ fn geometry_is_checked() {
         },
     ];
     for b in bad {
-        assert_eq!(Ring::new(&b, 0, 1, 0), Err(Error::GeometryMismatch), "{b:?}");
+        assert_eq!(
+            Ring::new(&b, 0, 1, 0),
+            Err(Error::GeometryMismatch),
+            "{b:?}"
+        );
     }
     // Peer 1's pool ends the region: one byte less and its rings are refused.
     let short = Geometry {
@@ -174,7 +178,9 @@ fn batch_is_invisible_until_published() {
     let g = small_geometry(SLOTS, POOL);
     let (r, mut tx, mut c) = setup(&g);
     for seq in 0..5 {
-        push(&mut tx, &r, &pattern(seq, 100 + seq)).unwrap().unwrap();
+        push(&mut tx, &r, &pattern(seq, 100 + seq))
+            .unwrap()
+            .unwrap();
     }
     assert_eq!(tx.p.index(), 5);
     assert_eq!(c.peek(&r), Ok(None));
@@ -306,22 +312,37 @@ fn bad_lengths_pools_and_commit_without_reserve_are_errors() {
     let max = tx.p.ring().max_frame();
     let pool = &mut tx.pool;
     assert_eq!(tx.p.reserve(&r, pool, 0), Err(Error::BadFrameLen(0)));
-    assert_eq!(tx.p.reserve(&r, pool, max + 1), Err(Error::BadFrameLen(max + 1)));
-    assert_eq!(tx.p.reserve(&r, pool, u32::MAX), Err(Error::BadFrameLen(u32::MAX)));
+    assert_eq!(
+        tx.p.reserve(&r, pool, max + 1),
+        Err(Error::BadFrameLen(max + 1))
+    );
+    assert_eq!(
+        tx.p.reserve(&r, pool, u32::MAX),
+        Err(Error::BadFrameLen(u32::MAX))
+    );
     // Only the sender's own pool.
     let other = Pool::new(&g, 1).unwrap();
     assert_eq!(tx.p.reserve(&r, &other, 1), Err(Error::GeometryMismatch));
-    assert_eq!(tx.p.commit(&r, pool, &Desc::default()), Err(Error::NotReserved));
+    assert_eq!(
+        tx.p.commit(&r, pool, &Desc::default()),
+        Err(Error::NotReserved)
+    );
     tx.p.reserve(&r, pool, max).unwrap().unwrap();
     tx.p.commit(&r, pool, &Desc::default()).unwrap();
-    assert_eq!(tx.p.commit(&r, pool, &Desc::default()), Err(Error::NotReserved));
+    assert_eq!(
+        tx.p.commit(&r, pool, &Desc::default()),
+        Err(Error::NotReserved)
+    );
     assert_eq!(tx.p.index(), 1);
     // A reservation the pool moved past (another ring committed in between) is void.
     tx.p.reserve(&r, pool, 10).unwrap().unwrap();
     let mut p2 = tx.p.clone();
     p2.reserve(&r, pool, 10).unwrap().unwrap();
     p2.commit(&r, pool, &Desc::default()).unwrap();
-    assert_eq!(tx.p.commit(&r, pool, &Desc::default()), Err(Error::NotReserved));
+    assert_eq!(
+        tx.p.commit(&r, pool, &Desc::default()),
+        Err(Error::NotReserved)
+    );
     assert_eq!(tx.p.index(), 1);
 }
 
@@ -383,7 +404,11 @@ fn span_refuses_what_peek_never_returns() {
             len,
             ..Desc::default()
         };
-        assert_eq!(c.span(&d), Err(Error::BadFrameLen(len)), "pos {pos} len {len}");
+        assert_eq!(
+            c.span(&d),
+            Err(Error::BadFrameLen(len)),
+            "pos {pos} len {len}"
+        );
     }
 }
 
@@ -423,7 +448,10 @@ fn data_integrity_over_many_laps() {
     let g = small_geometry(SLOTS, POOL);
     let (r, mut tx, mut c) = setup(&g);
     run_frames(&r, &mut tx, &mut c, 5000);
-    assert!(tx.pool.head() > 100 * u64::from(POOL), "many laps of the pool");
+    assert!(
+        tx.pool.head() > 100 * u64::from(POOL),
+        "many laps of the pool"
+    );
 }
 
 #[test]
@@ -458,7 +486,12 @@ fn reset_zeroes_each_side_forgets_a_reservation_and_frees_the_pool() {
         tx.p.commit(&r, &mut tx.pool, &Desc::default()),
         Err(Error::NotReserved)
     );
-    for w in [off::PROD_IDX, off::PROD_EVENT, off::CONS_IDX, off::CONS_EVENT] {
+    for w in [
+        off::PROD_IDX,
+        off::PROD_EVENT,
+        off::CONS_IDX,
+        off::CONS_EVENT,
+    ] {
         assert_eq!(r.load(w), Ok(0), "word {w:#x}");
     }
     assert_eq!((tx.p.index(), c.index(), tx.p.oldest()), (0, 0, None));
@@ -604,7 +637,10 @@ fn impossible_peer_values_are_reported() {
             }
             other => break other,
         }
-        assert!(pushed <= SLOTS, "reserve never looked at the consumer again");
+        assert!(
+            pushed <= SLOTS,
+            "reserve never looked at the consumer again"
+        );
     };
     assert_eq!(err, corrupt(Corrupt::ConsIdx), "after {pushed} frames");
     // A consumer that moves back is as impossible as one ahead.

@@ -137,7 +137,10 @@ fn check(slots: u32, pool_len: u32, idx: u32, ops: Vec<Op>) {
                 let side = &mut sides[d];
                 let got = side.p.reserve(&r, &pool, len).unwrap();
                 assert_eq!(got.is_some(), fits, "{len} bytes to {d}");
-                assert_eq!(side.p.consumed() as u64 & 0xffff_ffff, ring.cons_seen & 0xffff_ffff);
+                assert_eq!(
+                    side.p.consumed() as u64 & 0xffff_ffff,
+                    ring.cons_seen & 0xffff_ffff
+                );
                 let Some(span) = got else { continue };
                 let pos = (m.head % pool_len as u64) as u32;
                 assert_eq!(span.first().start, pool.base() + pos as usize);
@@ -204,7 +207,10 @@ fn check(slots: u32, pool_len: u32, idx: u32, ops: Vec<Op>) {
         assert_eq!((pool.head(), pool.tail()), (m.head, m.tail));
         for (side, ring) in sides.iter().zip(&m.rings) {
             assert_eq!(side.c.pending(&r).unwrap() as usize, ring.published.len());
-            assert_eq!(side.p.free_slots() as u64, slots as u64 - (ring.prod_idx - ring.cons_seen));
+            assert_eq!(
+                side.p.free_slots() as u64,
+                slots as u64 - (ring.prod_idx - ring.cons_seen)
+            );
         }
     }
     // Drain: everything committed comes out, in order, and then the pool is empty again.
