@@ -11,7 +11,7 @@
 //! frames ([`Pool::reclaim`]). None of this state is in shared memory.
 
 use super::super::layout::{Error, Geometry, MAX_FRAME};
-use super::{footprint, Producer, Ring};
+use super::{footprint, Producer, Ring, FRAME_ALIGN};
 
 /// A sender's private allocator over its transmit pool, shared by its rings of one transmit
 /// queue.
@@ -101,6 +101,20 @@ impl Pool {
             head: 0,
             tail: 0,
         })
+    }
+
+    /// Like [`Pool::new`] but as if `serial` bytes (rounded down to [`FRAME_ALIGN`]) had been
+    /// handed out and taken back already, so tests can cross serials that matter (2^32:
+    /// producers keep the low 32 bits).
+    #[doc(hidden)]
+    pub fn starting_at(g: &Geometry, sender: u32, serial: u64) -> Result<Self, Error> {
+        let serial = serial & !u64::from(FRAME_ALIGN - 1);
+        let mut pool = Self::new(g, sender)?;
+        // INVARIANT: empty, and `head_pos == head % len`.
+        pool.head = serial;
+        pool.tail = serial;
+        pool.head_pos = (serial % u64::from(pool.len)) as u32;
+        Ok(pool)
     }
 
     /// Region offset of the pool.

@@ -75,8 +75,13 @@ pub struct Producer {
     cons: u32,
     reserved: Option<Reserved>,
     /// The pool serial of the first byte of the frame of each index in `[cons, idx)`, in slot
-    /// `index & (slots - 1)`: the frames in flight, in increasing serial order.
-    starts: [u64; RING_SLOTS as usize],
+    /// `index & (slots - 1)`: the frames in flight, in increasing serial order. Only the low 32
+    /// bits are kept (2 KiB rather than 4 for 512 slots: the driver keeps one per peer);
+    /// [`Producer::start`] puts the rest back from `oldest`.
+    starts: [u32; RING_SLOTS as usize],
+    /// The whole serial of the frame at index `cons`, when `cons != idx`. Every frame in
+    /// flight starts at most a pool length (below 2^31) after it.
+    oldest: u64,
 }
 
 impl Producer {
@@ -109,6 +114,7 @@ impl Producer {
             cons: 0,
             reserved: None,
             starts: [0; RING_SLOTS as usize],
+            oldest: 0,
         })
     }
 
@@ -173,6 +179,10 @@ impl Producer {
         // frames it gave back happen before we reuse their bytes.
         let cons_idx = self.check_cons(r.load(self.ring.word(off::CONS_IDX))?)?;
         let n = cons_idx.wrapping_sub(self.cons);
+        if n != 0 && cons_idx != self.idx {
+            // Computed before `cons` moves: relative to the old oldest frame.
+            self.oldest = self.start(cons_idx);
+        }
         self.cons = cons_idx;
         Ok(n)
     }
@@ -180,13 +190,16 @@ impl Producer {
     /// The pool serial of the oldest frame in flight on this ring (committed and not yet
     /// collected as consumed), if any.
     pub fn oldest(&self) -> Option<u64> {
-        (self.cons != self.idx).then(|| self.start(self.cons))
+        (self.cons != self.idx).then_some(self.oldest)
     }
 
+    /// The serial of the frame of index `idx`, one in `[cons, idx)`: its low 32 bits are
+    /// stored, and it is at most a pool length after `oldest`.
     fn start(&self, idx: u32) -> u64 {
         let slot = (idx & (self.ring.slots() - 1)) as usize;
         // `slots <= RING_SLOTS` (`Ring`'s invariant): always `Some`.
-        self.starts.get(slot).copied().unwrap_or(0)
+        let low = self.starts.get(slot).copied().unwrap_or(0);
+        self.oldest + u64::from(low.wrapping_sub(self.oldest as u32))
     }
 
     /// Frames published and not yet consumed: `prod_idx - cons_idx`, with the consumer's
@@ -331,9 +344,13 @@ impl Producer {
         // Plain write: ordered before the consumer's reads by the release in `publish`.
         r.write(self.ring.desc(self.idx), &d.encode())?;
         pool.take(footprint(res.len));
+        if self.cons == self.idx {
+            self.oldest = res.serial;
+        }
         let slot = (self.idx & (self.ring.slots() - 1)) as usize;
         if let Some(s) = self.starts.get_mut(slot) {
-            *s = res.serial;
+            // The low 32 bits; see `start`.
+            *s = res.serial as u32;
         }
         self.idx = self.idx.wrapping_add(1);
         Ok(d)

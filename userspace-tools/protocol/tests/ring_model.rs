@@ -49,8 +49,18 @@ fn ops(max: u32) -> impl Strategy<Value = Vec<Op>> {
     )
 }
 
-fn start() -> impl Strategy<Value = u32> {
-    prop_oneof![Just(0), any::<u32>(), (u32::MAX - 40)..=u32::MAX]
+/// Where the ring indices and the pool's serials start: anywhere, and near the wraps at 2^32
+/// (indices are `u32`; producers keep the low 32 bits of serials).
+fn start() -> impl Strategy<Value = (u32, u64)> {
+    (
+        prop_oneof![Just(0), any::<u32>(), (u32::MAX - 40)..=u32::MAX],
+        prop_oneof![
+            Just(0u64),
+            (1u64 << 32) - 20_000..(1u64 << 32),
+            (5u64 << 32) - 3000..(5u64 << 32) + 10,
+            0..u64::MAX / 2,
+        ],
+    )
 }
 
 /// The model of one ring: frames as queues, indices as unbounded integers.
@@ -91,10 +101,10 @@ fn mark(owners: &mut [Option<u64>], pos: u32, len: u32, serial: Option<u64>) {
     }
 }
 
-fn check(slots: u32, pool_len: u32, idx: u32, ops: Vec<Op>) {
+fn check(slots: u32, pool_len: u32, (idx, serial): (u32, u64), ops: Vec<Op>) {
     let g = geometry(3, slots, pool_len);
     let r = HeapRegion::new(g.region_len as usize);
-    let mut pool = Pool::new(&g, 0).unwrap();
+    let mut pool = Pool::starting_at(&g, 0, serial).unwrap();
     let mut sides: Vec<Side> = [1, 2]
         .into_iter()
         .map(|to| {
@@ -105,10 +115,11 @@ fn check(slots: u32, pool_len: u32, idx: u32, ops: Vec<Op>) {
             Side { p, c }
         })
         .collect();
+    let serial = serial & !u64::from(FRAME_ALIGN - 1);
     let mut m = Model {
         rings: Default::default(),
-        head: 0,
-        tail: 0,
+        head: serial,
+        tail: serial,
         seq: 0,
     };
     for ring in &mut m.rings {
