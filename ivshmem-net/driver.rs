@@ -131,19 +131,29 @@ impl pci::Driver for IvshmemNet {
         })
         .map_err(|e| {
             let (why, err) = describe(e);
-            dev_err!(
-                dev,
-                "refusing the shared region: {} ({:?}); left untouched",
-                why,
-                e
-            );
+            if let layout::Error::BadVersion(v) = e {
+                dev_err!(
+                    dev,
+                    "refusing the shared region: it was set up for layout version {}, this \
+                     driver speaks version {} only; left untouched",
+                    v,
+                    layout::VERSION
+                );
+            } else {
+                dev_err!(
+                    dev,
+                    "refusing the shared region: {} ({:?}); left untouched",
+                    why,
+                    e
+                );
+            }
             err
         })?;
 
         dev_info!(
             dev,
             "bound: {} mode, IVPosition {}, BAR2 {} MiB mapped write-back; layout v{} {} \
-             (nonce {:#018x}, {} peers, {} KiB ring data)",
+             (nonce {:#018x}, {} peers, {} KiB transmit pool each, {} queues)",
             if doorbell { "doorbell" } else { "plain" },
             ivposition,
             shm.len() >> 20,
@@ -154,7 +164,8 @@ impl pci::Driver for IvshmemNet {
             },
             attached.nonce,
             geometry.max_peers,
-            geometry.ring_data >> 10,
+            geometry.pool_len >> 10,
+            geometry.queues,
         );
 
         // Our peer id (slot): `id=`, or the first free slot. In doorbell mode the IVPosition
@@ -190,7 +201,7 @@ impl pci::Driver for IvshmemNet {
         let mut mac = [0u8; 6];
         random::fill(&mut mac);
         mac[0] = (mac[0] & 0xfe) | 0x02; // unicast, locally administered
-        let max_frame = Ring::new(&geometry, 0, 1).map_or(0, |r| r.max_frame());
+        let max_frame = Ring::new(&geometry, 0, 1, 0).map_or(0, |r| r.max_frame());
         let max_mtu = frame::max_mtu(max_frame);
         let mtu = frame::DEFAULT_MTU.min(max_mtu);
         // Doorbell mode: one vector, MSI-X if the device has it, else INTx.

@@ -62,7 +62,7 @@ use crate::params::Params;
 use crate::protocol::frame;
 use crate::protocol::layout::{self, Attached, Claimed, Geometry, MAX_PEERS};
 use crate::protocol::link::{feature, Accepted, Addrs, Link, LiveClock, Own, PeerState, Probe};
-use crate::protocol::ring::{Consumer, Producer};
+use crate::protocol::ring::{Consumer, Pool, Producer};
 use crate::ratelimit::Ratelimit;
 use crate::regs::{self, Irq};
 use crate::stats::Stats;
@@ -104,9 +104,25 @@ impl fmt::Display for Mac {
     }
 }
 
+/// Where a producer keeps the pool serials of its frames in flight: on the heap (2 KiB per
+/// peer), not in the producer, which is built on the probe's stack.
+struct Starts(KVec<u32>);
+
+impl AsRef<[u32]> for Starts {
+    fn as_ref(&self) -> &[u32] {
+        &self.0
+    }
+}
+
+impl AsMut<[u32]> for Starts {
+    fn as_mut(&mut self) -> &mut [u32] {
+        &mut self.0
+    }
+}
+
 /// Our producer of the ring to peer `j`, and what we know of `j` for transmitting.
 struct TxPeer {
-    prod: Producer,
+    prod: Producer<Starts>,
     /// The peer's MAC, MTU and feature bits, copied from its control block (used only in
     /// comparisons).
     mac: [u8; 6],
@@ -130,11 +146,14 @@ struct TxPeer {
 
 /// Transmit state, under the `tx` lock.
 struct Tx {
+    /// Our transmit pool: every frame we send, to whichever peer, is written there (one
+    /// transmit queue, so one allocator over the whole pool).
+    pool: Pool,
     /// Indexed by peer id; `None` for our own id.
     peers: KVec<Option<TxPeer>>,
     /// Peers whose links carry traffic.
     up: u64,
-    /// Peers whose full ring stopped the queue.
+    /// Peers whose full ring stopped the queue (out of descriptor slots).
     stopped_for: u64,
     /// Peers with committed frames not yet published (batching with `xmit_more`).
     unpublished: u64,
@@ -288,8 +307,13 @@ impl Net {
                 rx_peers.push(None, GFP_KERNEL)?;
                 continue;
             }
-            let prod = Producer::new(&geometry, me, j).map_err(|_| EINVAL)?;
-            let cons = Consumer::new(&geometry, j, me).map_err(|_| EINVAL)?;
+            let starts = Starts(KVec::from_elem(
+                0,
+                geometry.ring_slots as usize,
+                GFP_KERNEL,
+            )?);
+            let prod = Producer::with_storage(&geometry, me, j, 0, starts).map_err(|_| EINVAL)?;
+            let cons = Consumer::new(&geometry, j, me, 0).map_err(|_| EINVAL)?;
             tx_peers.push(
                 Some(TxPeer {
                     prod,
@@ -313,6 +337,7 @@ impl Net {
                 GFP_KERNEL,
             )?;
         }
+        let pool = Pool::new(&geometry, me).map_err(|_| EINVAL)?;
         let stats = Stats::new(n, me)?;
         // Departures before we came are none of our business.
         let departures = layout::departures(&shm).unwrap_or(0);
@@ -372,6 +397,7 @@ impl Net {
             ),
             tx <- new_spinlock_bh!(
                 Tx {
+                    pool,
                     peers: tx_peers,
                     up: 0,
                     stopped_for: 0,
@@ -414,9 +440,10 @@ impl Net {
         self.me
     }
 
-    /// The largest frame the rings carry (half a ring's data area: a frame never wraps).
+    /// The largest frame the rings carry (see `protocol::ring::Ring::max_frame`): the same
+    /// for every ring of the region, since every pool has the same length.
     pub(super) fn max_frame(&self) -> u32 {
-        self.geometry.ring_data / 2
+        (self.geometry.pool_len / 2).min(layout::MAX_FRAME)
     }
 
     /// Ids of the other peers.

@@ -978,9 +978,9 @@ def test_three_guests_all_pairs_and_isolation():
 
 # ---------------------------------------------------------------- refusal
 
-def layout_header(size, version, max_peers=MAX_PEERS):
-    """A READY header as layout.rs writes it (its geometry computed the same way), with the
-    given version."""
+def layout_v1_header(size, max_peers=MAX_PEERS):
+    """A READY header as a version-1 driver wrote it (layout.rs before version 2: one ring
+    with its own data area per ordered pair, the data length at 0x20)."""
     def align(v, a):
         return (v + a - 1) & ~(a - 1)
 
@@ -998,7 +998,7 @@ def layout_header(size, version, max_peers=MAX_PEERS):
     while data >= 64 << 10 and stride(data) > per_ring:
         data //= 2
     hdr = bytearray(4096)
-    struct.pack_into("<4sIIIIIIIIIIII", hdr, 0, b"IVNT", (1 << 2) | 2, version, 4096,
+    struct.pack_into("<4sIIIIIIIIIIII", hdr, 0, b"IVNT", (1 << 2) | 2, 1, 4096,
                      region & 0xffffffff, region >> 32, max_peers, slots(data), data,
                      stride(data), ctrl_off, 4096, rings_off)
     struct.pack_into("<Q", hdr, 0x38, secrets.randbits(64))
@@ -1006,13 +1006,14 @@ def layout_header(size, version, max_peers=MAX_PEERS):
 
 
 @pytest.mark.reliability
-def test_layout_version_2_refused_untouched():
-    """A region whose READY header has layout version 2: both guests load the module, refuse
-    the region with the promised message, create no netdev, and leave every byte of the
-    region as it was; the module unloads."""
+def test_layout_version_1_refused_untouched():
+    """A region a version-1 peer set up (its READY header as that driver wrote it): both
+    guests load this (version 2) module, refuse the region with one line naming both
+    versions, create no netdev, and leave every byte of the region as it was; the module
+    unloads."""
     drop_pair()
     size = 32 << 20
-    hdr = layout_header(size, 2)
+    hdr = layout_v1_header(size)
     with vm.Cluster(["gA", "gB"], shm_size=size, region_init=hdr) as c:
         before = hdr + bytes(size - len(hdr))
         check(c.region_bytes() == before, "the region file does not hold the prepared header")
@@ -1023,8 +1024,8 @@ def test_layout_version_2_refused_untouched():
         for g, out in zip(c.guests, outs):
             check("insmod_rc=0" in out, "%s: insmod failed: %s" % (g.name, out[-1000:]))
             refusals = re.findall(
-                r"ivshmem_net \S+: refusing the shared region: region uses another layout "
-                r"version \(BadVersion\(2\)\); left untouched", out)
+                r"ivshmem_net \S+: refusing the shared region: it was set up for layout "
+                r"version 1, this driver speaks version 2 only; left untouched", out)
             check(len(refusals) == 1, "%s: expected one refusal line, got %d:\n%s"
                   % (g.name, len(refusals), out[-2000:]))
             check(not re.search(r"^ivshm", out, re.M), "%s: a netdev exists:\n%s" % (g.name, out))
@@ -1044,7 +1045,7 @@ def test_layout_version_2_refused_untouched():
 for _t in (test_pair_ping_ipv4_ipv6_and_ethtool, test_pair_tcp_256mib_sha256,
            test_pair_udp_sizes_and_counters, test_pair_mtu_9000_65535_tcp_and_ping,
            test_pair_offloads_on_and_each_off, test_pair_rmmod_drops_carrier_reload_restores,
-           test_three_guests_all_pairs_and_isolation, test_layout_version_2_refused_untouched):
+           test_three_guests_all_pairs_and_isolation, test_layout_version_1_refused_untouched):
     _t.modes = ("plain", "doorbell")
 
 # ---------------------------------------------------------------- netdev netlink

@@ -41,7 +41,7 @@ def test_two_guests_share_one_region():
         (_, mode_b, _, mib_b, ver_b, how_b, nonce_b, _), = found[1]
         check(mode_a == mode_b == "plain", "expected plain mode: %s %s" % (mode_a, mode_b))
         check(mib_a == mib_b == "32", "BAR2 size: %s %s" % (mib_a, mib_b))
-        check(ver_a == ver_b == "1", "layout version")
+        check(ver_a == ver_b == "2", "layout version")
         check(sorted([how_a, how_b]) == ["initialised", "joined"],
               "exactly one guest must initialise: %s, %s" % (how_a, how_b))
         check(nonce_a == nonce_b, "guests disagree on the nonce: %s vs %s" % (nonce_a, nonce_b))

@@ -177,9 +177,10 @@ def test_stale_slot_taken_over():
 
 def ring_offset(header, src, dst):
     """Region offset of the ring src -> dst, from the header the guests wrote (layout.rs)."""
-    max_peers, stride, rings = (struct.unpack_from("<I", header, o)[0] for o in (0x18, 0x24, 0x30))
-    idx = src * (max_peers - 1) + (dst if dst < src else dst - 1)
-    return rings + idx * stride
+    max_peers, stride, rings, queues = (struct.unpack_from("<I", header, o)[0]
+                                        for o in (0x18, 0x24, 0x30, 0x44))
+    pair = src * (max_peers - 1) + (dst if dst < src else dst - 1)
+    return rings + pair * queues * stride
 
 
 @pytest.mark.reliability

@@ -473,11 +473,16 @@ impl super::Net {
         self.withdraw(j);
     }
 
-    /// Stops traffic with `j` in both directions.
+    /// Stops traffic with `j` in both directions. What we sent it and it did not consume is
+    /// dropped: it shares our pool with every other peer's frames, and a peer that went away
+    /// must not hold it (the ring is reset before the link comes up again).
     pub(super) fn link_down(&self, j: u32) {
         let mut tx = self.tx.lock();
         tx.up &= !bit(j);
         tx.stopped_for &= !bit(j);
+        if let Some(Some(p)) = tx.peers.get_mut(j as usize) {
+            p.prod.abandon();
+        }
         drop(tx);
         self.rx.lock().up &= !bit(j);
         self.withdraw(j);

@@ -183,13 +183,14 @@ impl super::Net {
                     }
                 }
             };
-            // Copied whole into the buffer from where the frame lies in the ring. The range is
-            // inside the ring, so inside the mapping: a failed copy would be ours, not the
-            // peer's, and costs only the frame.
+            // Copied whole into the buffer from where the frame lies in the sender's pool, in
+            // one piece or two. The ranges are inside the pool, so inside the mapping: a failed
+            // copy would be ours, not the peer's, and costs only the frame.
             let filled = skb.map(|skb| {
-                p.cons
-                    .frame_range(&d)
-                    .map(|range| skb.fill(self.shm.region(), range.start))
+                p.cons.span(&d).map(|span| {
+                    let second = span.second().unwrap_or(0..0);
+                    skb.fill_pieces(self.shm.region(), span.first(), second)
+                })
             });
             let skb = match filled {
                 None => None,
@@ -241,7 +242,7 @@ impl super::Net {
                     peer.rx_bytes.add(d.len.into());
                 }
             }
-            p.cons.pop(&d);
+            p.cons.pop();
             unpublished += 1;
             if unpublished == PUBLISH_EVERY {
                 self.give_back(&mut p.cons, j);

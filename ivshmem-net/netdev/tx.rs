@@ -1,10 +1,11 @@
 // SPDX-License-Identifier: GPL-2.0
 
 //! Transmit, under the `tx` lock: frames from `start_xmit` (and from transparent mode's hook)
-//! are copied into the ring of the peer that owns the destination MAC (every peer whose link
-//! is up, for broadcast and multicast), published in batches (`xmit_more`), and the peer is
-//! kicked if its consumer asked for it. A full ring stops the queue until the peer has taken
-//! a quarter of the ring, in doorbell mode with an event asking it to kick us then.
+//! are copied into our transmit pool and described in the ring of the peer that owns the
+//! destination MAC (every peer whose link is up, for broadcast and multicast), published in
+//! batches (`xmit_more`), and the peer is kicked if its consumer asked for it. A full pool or
+//! ring stops the queue until a quarter of the pool (and of that ring's descriptors) is free
+//! again, in doorbell mode with events asking the peers holding it to kick us then.
 
 use super::{bit, Mac, Tx, WATCH_MS};
 use crate::dev_warn;
@@ -13,9 +14,9 @@ use crate::ext::{
     time,
 };
 use crate::protocol::frame::{self, ETH_HLEN};
-use crate::protocol::layout::{self, Error as LayoutError, Region};
+use crate::protocol::layout::{self, Error as LayoutError};
 use crate::protocol::link::feature;
-use crate::protocol::ring::{Desc, Ring};
+use crate::protocol::ring::{footprint, Desc};
 use crate::regs::Irq;
 use crate::stats::{Counter, Global};
 use core::sync::atomic::Ordering;
@@ -42,14 +43,11 @@ enum Verdict {
     Dropped(Option<fn(&Global) -> &Counter>),
 }
 
-/// The room a stopped queue waits for in `ring` before it wakes, with frames of up to `len`
-/// bytes: a quarter of the descriptors, and a quarter of the data or a frame's worst footprint
-/// if that is more (descriptors, data bytes).
-fn wake_need(ring: &Ring, len: u32) -> (u32, u32) {
-    (
-        (ring.slots() / 4).max(1),
-        ring.max_footprint(len).max(ring.data_len() / 4),
-    )
+/// The room a stopped queue waits for before it wakes, with frames of up to `len` bytes and
+/// rings of `slots` descriptors: a quarter of the descriptors of the ring that ran out of them,
+/// and a quarter of the pool or a frame's footprint if that is more (descriptors, pool bytes).
+fn wake_need(slots: u32, pool: u32, len: u32) -> (u32, u32) {
+    ((slots / 4).max(1), footprint(len).max(pool / 4))
 }
 
 /// The ring descriptor's offload fields for a frame whose socket buffer carries `o`.
@@ -121,13 +119,33 @@ impl super::Net {
             // gets here.
             return Sent::Unsupported;
         }
-        let res = p.prod.reserve(&self.shm, len).and_then(|off| match off {
+        let mut span = p.prod.reserve(&self.shm, &tx.pool, len);
+        if matches!(span, Ok(None)) {
+            // No room as far as we know: take back what the peers consumed, and look again.
+            self.reclaim(dev, tx);
+            span = match tx.peers.get_mut(j as usize) {
+                Some(Some(p)) if tx.up & bit(j) != 0 => p.prod.reserve(&self.shm, &tx.pool, len),
+                _ => return Sent::Broken,
+            };
+        }
+        let Some(Some(p)) = tx.peers.get_mut(j as usize) else {
+            return Sent::Broken;
+        };
+        let res = span.and_then(|span| match span {
             None => Ok(false),
-            Some(off) => {
-                self.shm.write(off, prefix)?;
-                skb.copy_to(self.shm.region(), off + prefix.len())
+            Some(span) => {
+                span.write(&self.shm, 0, prefix)?;
+                // The frame's bytes behind the prefix, in one piece or two (the second from
+                // the pool's start).
+                let [a, b] = span.pieces(prefix.len() as u32, skb.len())?;
+                let region = self.shm.region();
+                skb.copy_bits_to(0, region, a.start, a.len())
                     .map_err(|_| LayoutError::OutOfBounds)?;
-                p.prod.commit(&self.shm, meta)?;
+                if !b.is_empty() {
+                    skb.copy_bits_to(a.len() as u32, region, b.start, b.len())
+                        .map_err(|_| LayoutError::OutOfBounds)?;
+                }
+                p.prod.commit(&self.shm, &mut tx.pool, meta)?;
                 Ok(true)
             }
         });
@@ -206,27 +224,16 @@ impl super::Net {
         let len = self.max_len(dev);
         match self.send(dev, tx, j, skb, &meta, &[]) {
             Sent::Ok => {
-                // Stop before the next frame can find the ring full.
-                if !self.room(tx, j, len, false) {
-                    tx.stopped_for |= bit(j);
-                    self.stop_queue_full(dev);
-                    if self.arm_tx_event(tx, j, len) {
-                        tx.stopped_for &= !bit(j);
-                        self.wake_queue(dev);
-                    }
+                // Stop before the next frame can find the pool or the ring full.
+                if !self.room(dev, tx, Some(j), len, false) {
+                    self.stop_for(dev, tx, j);
                 }
                 Verdict::Sent
             }
             Sent::Full => {
-                tx.stopped_for |= bit(j);
-                self.stop_queue_full(dev);
+                self.stop_for(dev, tx, j);
                 global.tx_ring_full.inc();
                 self.stats.peer(j).tx_ring_full.inc();
-                if self.arm_tx_event(tx, j, len) {
-                    // Room again already: let the stack retry at once.
-                    tx.stopped_for &= !bit(j);
-                    self.wake_queue(dev);
-                }
                 Verdict::Busy
             }
             Sent::TooBig => Verdict::Dropped(Some(|g| &g.tx_drop_too_big)),
@@ -265,54 +272,116 @@ impl super::Net {
         }
     }
 
-    /// Queue stopped for `j`: in doorbell mode, asks `j` to kick us once it has consumed what
-    /// frees the room [`Self::room`] wakes the queue for, descriptors and bytes alike, then looks
-    /// again (so a kick cannot be lost, nor come before there is room: see
-    /// [`crate::protocol::ring::Producer::arm_wake`]). Returns whether there is room already.
-    fn arm_tx_event(&self, tx: &mut Tx, j: u32, len: u32) -> bool {
-        if self.irq == Irq::None {
-            return self.room(tx, j, len, true);
+    /// Takes back the pool bytes of every frame the peers consumed: reads each linked peer's
+    /// consumer index once ([`crate::protocol::ring::Producer::collect`]; an impossible one
+    /// breaks that link), then moves the pool's tail past everything no ring holds any more.
+    /// Rings of links that are down but not yet reset keep what they hold. Returns the bytes
+    /// that came back.
+    pub(super) fn reclaim(&self, dev: &Device, tx: &mut Tx) -> u32 {
+        let up = tx.up;
+        for j in self.others().filter(|&j| up & bit(j) != 0) {
+            let Some(Some(p)) = tx.peers.get_mut(j as usize) else {
+                continue;
+            };
+            if let Err(e) = p.prod.collect(&self.shm) {
+                let acked = p.ack;
+                tx.up &= !bit(j);
+                tx.unpublished &= !bit(j);
+                self.ring_broken(dev, j, acked, e);
+            }
         }
-        let Some(Some(p)) = tx.peers.get_mut(j as usize) else {
-            return true;
-        };
-        let (slots, bytes) = wake_need(p.prod.ring(), len);
-        // A corrupt consumer index shows up on the next send; here it just means "no room".
-        p.prod.arm_wake(&self.shm, slots, bytes).unwrap_or(false)
+        tx.pool.reclaim(tx.peers.iter().flatten().map(|p| &p.prod))
     }
 
-    /// Whether the ring to `j` has room for a frame of `len` bytes, or, with `wake`, for a
-    /// quarter of the ring and such a frame (the hysteresis for waking the queue).
-    fn room(&self, tx: &Tx, j: u32, len: u32, wake: bool) -> bool {
-        let Some(Some(p)) = tx.peers.get(j as usize) else {
-            return true;
-        };
-        let ring = p.prod.ring();
+    /// Whether the pool has room for a frame of `len` bytes and the ring to `j` a descriptor
+    /// for it, or, with `wake`, [`wake_need`] of both (the hysteresis for waking the queue; `j`
+    /// none if no ring ran out of descriptors). Reclaims if what we knew was not enough.
+    fn room(&self, dev: &Device, tx: &mut Tx, j: Option<u32>, len: u32, wake: bool) -> bool {
         let (slots, bytes) = if wake {
-            wake_need(ring, len)
+            wake_need(self.geometry.ring_slots, tx.pool.len(), len)
         } else {
-            (1, ring.max_footprint(len))
+            (1, footprint(len))
         };
-        // A corrupt consumer index shows up on the next send; here it just means "no room".
-        p.prod.has_room(&self.shm, slots, bytes).unwrap_or(false)
+        let enough = |tx: &Tx| {
+            tx.pool.free() >= bytes
+                && j.is_none_or(|j| match tx.peers.get(j as usize) {
+                    Some(Some(p)) => p.prod.free_slots() >= slots,
+                    _ => true,
+                })
+        };
+        if enough(tx) {
+            return true;
+        }
+        self.reclaim(dev, tx);
+        enough(tx)
     }
 
-    /// Wakes the queue once every ring that stopped it has room again (or its link is gone).
+    /// Queue stopped: in doorbell mode, asks every linked peer holding back the room
+    /// [`Self::room`] wakes the queue for (pool bytes, and descriptors of the rings in
+    /// `stopped_for`) to kick us once it no longer does, then looks again (so a kick cannot be
+    /// lost: see [`crate::protocol::ring::Producer::arm_wake`]). Returns whether there is room
+    /// already.
+    fn arm_tx_event(&self, dev: &Device, tx: &mut Tx, len: u32) -> bool {
+        let slots_full = tx.stopped_for & tx.up;
+        if self.irq == Irq::None {
+            return self.room_for_all(dev, tx, len);
+        }
+        let (slots, bytes) = wake_need(self.geometry.ring_slots, tx.pool.len(), len);
+        let target = tx.pool.wake_target(bytes);
+        let up = tx.up;
+        for j in self.others().filter(|&j| up & bit(j) != 0) {
+            let Some(Some(p)) = tx.peers.get_mut(j as usize) else {
+                continue;
+            };
+            let want = if slots_full & bit(j) != 0 { slots } else { 0 };
+            if let Err(e) = p.prod.arm_wake(&self.shm, want, target) {
+                let acked = p.ack;
+                tx.up &= !bit(j);
+                tx.unpublished &= !bit(j);
+                self.ring_broken(dev, j, acked, e);
+            }
+        }
+        self.room_for_all(dev, tx, len)
+    }
+
+    /// [`Self::room`] to wake the queue, for the pool and every ring in `stopped_for`.
+    fn room_for_all(&self, dev: &Device, tx: &mut Tx, len: u32) -> bool {
+        if !self.room(dev, tx, None, len, true) {
+            return false;
+        }
+        let full = tx.stopped_for & tx.up;
+        self.others()
+            .filter(|&j| full & bit(j) != 0)
+            .all(|j| self.room(dev, tx, Some(j), len, true))
+    }
+
+    /// Wakes the queue once the pool and every ring that stopped it have room again (or their
+    /// link is gone).
     pub(super) fn tx_wake(&self, dev: &Device) {
         if !dev.queue_stopped() {
             return;
         }
         let len = self.max_len(dev);
         let mut tx = self.tx.lock();
-        let mut still = 0;
-        for j in self.others() {
-            let b = bit(j);
-            if tx.stopped_for & b != 0 && tx.up & b != 0 && !self.arm_tx_event(&mut tx, j, len) {
-                still |= b;
-            }
+        if self.arm_tx_event(dev, &mut tx, len) {
+            tx.stopped_for = 0;
+            self.wake_queue(dev);
         }
-        tx.stopped_for = still;
-        if still == 0 {
+    }
+
+    /// Stops the queue because the pool or the ring to `j` is (about to be) full, and arms the
+    /// wake-up; if there is room again already, lets the stack retry at once.
+    fn stop_for(&self, dev: &Device, tx: &mut Tx, j: u32) {
+        // The ring's descriptors count only if they are what ran out.
+        if matches!(tx.peers.get(j as usize), Some(Some(p)) if p.prod.free_slots() == 0) {
+            tx.stopped_for |= bit(j);
+        }
+        self.stop_queue_full(dev);
+        // Let everything committed reach the peers first: frames that are not published
+        // cannot be consumed, and would hold the room we wait for.
+        self.flush(dev, tx);
+        if self.arm_tx_event(dev, tx, self.max_len(dev)) {
+            tx.stopped_for = 0;
             self.wake_queue(dev);
         }
     }

@@ -26,8 +26,8 @@ impl Napi {
         self.0.get()
     }
 
-    /// A receive buffer for a frame of `len` bytes, to be filled in ([`RxSkb::fill`]): at most `head`
-    /// of them linear (so the headers the stack looks at first are there), the rest in order-0
+    /// A receive buffer for a frame of `len` bytes, to be filled in
+    /// ([`RxSkb::fill_pieces`]): at most `head` of them linear (so the headers the stack looks at first are there), the rest in order-0
     /// pages, so large frames need no high-order allocation in atomic context. `E2BIG` if
     /// `len` does not fit `head` bytes and `MAX_SKB_FRAGS` pages (never one high-order buffer
     /// instead), `ENOMEM` if out of memory.

@@ -14,7 +14,7 @@ use core::ptr::NonNull;
 use kernel::prelude::*;
 
 /// A receive buffer from [`Napi::alloc_rx_skb`], sized for a frame but holding no bytes of it
-/// yet; freed on drop. [`RxSkb::fill`] is the only way to an [`SkBuff`]: it writes every byte
+/// yet; freed on drop. [`RxSkb::fill_pieces`] is the only way to an [`SkBuff`]: it writes every byte
 /// at once, so neither the driver nor the stack ever reads memory nobody wrote, and no
 /// reference to such memory is ever made.
 ///
@@ -37,26 +37,49 @@ impl RxSkb {
         self.len() == 0
     }
 
-    /// Copies the frame, [`RxSkb::len`] bytes at `off` in `shm`, into the buffer (linear part
-    /// first, then each page fragment) and returns it as a frame. `EINVAL` (buffer freed) if
-    /// those bytes are not all inside the mapping. The bytes are whatever they are at the time
-    /// of the copy: a peer writing them meanwhile can only change the frame's contents, which
-    /// everything after this takes from the buffer, never from `shm` again.
-    pub fn fill(self, shm: &shm::SharedMem, off: usize) -> Result<SkBuff> {
-        let len = self.len();
-        let n = i32::try_from(len).map_err(|_| EINVAL)?;
-        let src = shm.range_ptr(off, len as usize).map_err(|_| EINVAL)?;
+    /// Copies the frame, [`RxSkb::len`] bytes lying in `shm` as the range `first` followed by
+    /// the range `second` (a frame that runs over the end of its sender's pool and on from its
+    /// start; `second` is empty otherwise), into the buffer (linear part first, then each page
+    /// fragment) and returns it as a frame. `EINVAL` (buffer freed) unless the pieces are inside
+    /// the mapping and together [`RxSkb::len`] bytes long. The bytes are whatever they are at
+    /// the time of the copy: a peer writing them meanwhile can only change the frame's
+    /// contents, which everything after this takes from the buffer, never from `shm` again.
+    pub fn fill_pieces(
+        self,
+        shm: &shm::SharedMem,
+        first: core::ops::Range<usize>,
+        second: core::ops::Range<usize>,
+    ) -> Result<SkBuff> {
+        let len = self.len() as usize;
+        let (a, b) = (first.len(), second.len());
+        if a.checked_add(b) != Some(len) {
+            return Err(EINVAL);
+        }
+        // Both checked before anything is written, so an `SkBuff` is never half filled.
+        let src_a = shm.range_ptr(first.start, a).map_err(|_| EINVAL)?;
+        let src_b = shm.range_ptr(second.start, b).map_err(|_| EINVAL)?;
+        let (na, nb) = (
+            i32::try_from(a).map_err(|_| EINVAL)?,
+            i32::try_from(b).map_err(|_| EINVAL)?,
+        );
         let p = self.0;
         core::mem::forget(self);
-        // INVARIANT: owned (taken over from `self`); written whole below before anything
-        // reads it, or freed on error by the `SkBuff`'s drop without being read.
+        // INVARIANT: owned (taken over from `self`); written whole below (`a + b == len`)
+        // before anything reads it, or freed on error by the `SkBuff`'s drop without being read.
         let skb = SkBuff(p);
         // SAFETY: `p` is valid and ours, and its `len` bytes lie in its linear part and its own
-        // pages (type invariant); `src` points to `len` readable bytes of the mapping (checked
-        // by `range_ptr`). `skb_store_bits` copies through raw pointers, mapping each fragment
-        // as it goes, and fails (-EFAULT) rather than write past `len`.
-        let ret = unsafe { bindings::skb_store_bits(p.as_ptr(), 0, src.cast_const().cast(), n) };
+        // pages (type invariant); `src_a` points to `a` readable bytes of the mapping (checked
+        // by `range_ptr`), stored at offset 0; `skb_store_bits` fails (-EFAULT) rather than
+        // write past `len`.
+        let ret = unsafe { bindings::skb_store_bits(p.as_ptr(), 0, src_a.cast_const().cast(), na) };
         kernel::error::to_result(ret)?;
+        if b != 0 {
+            // SAFETY: as above, with `src_b` pointing to `b` readable bytes, stored at offset
+            // `a`: `a + b == len`.
+            let ret =
+                unsafe { bindings::skb_store_bits(p.as_ptr(), na, src_b.cast_const().cast(), nb) };
+            kernel::error::to_result(ret)?;
+        }
         Ok(skb)
     }
 }
@@ -188,13 +211,22 @@ impl SkBuff {
         kernel::error::to_result(unsafe { bindings::ivnet_skb_set_offload(self.0.as_ptr(), &h) })
     }
 
-    /// Copies the whole frame, linear part and fragments, into `shm` at `off`.
-    pub fn copy_to(&self, shm: &shm::SharedMem, off: usize) -> Result {
-        let len = self.len() as usize;
+    /// Copies `len` bytes of the frame from byte `from` (linear part and fragments alike) into
+    /// `shm` at `off`; `EINVAL` unless those lie inside the frame and the mapping.
+    pub fn copy_bits_to(&self, from: u32, shm: &shm::SharedMem, off: usize, len: usize) -> Result {
+        let end = (from as usize).checked_add(len).ok_or(EINVAL)?;
+        if end > self.len() as usize {
+            return Err(EINVAL);
+        }
         let dst = shm.range_ptr(off, len).map_err(|_| EINVAL)?;
+        let (from, n) = (
+            i32::try_from(from).map_err(|_| EINVAL)?,
+            i32::try_from(len).map_err(|_| EINVAL)?,
+        );
         // SAFETY: `dst` points to `len` writable bytes of the mapping (checked by
-        // `range_ptr`); the frame is valid and owned; `skb_copy_bits` copies exactly `len`.
-        let ret = unsafe { bindings::skb_copy_bits(self.0.as_ptr(), 0, dst.cast(), len as i32) };
+        // `range_ptr`); the frame is valid and owned and holds `from + len` bytes (checked);
+        // `skb_copy_bits` copies exactly `len` from `from`.
+        let ret = unsafe { bindings::skb_copy_bits(self.0.as_ptr(), from, dst.cast(), n) };
         kernel::error::to_result(ret)
     }
 

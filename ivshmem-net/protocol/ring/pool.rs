@@ -183,7 +183,11 @@ impl Pool {
     ///
     /// A producer reset drops its frames ([`Producer::reset`]); so a dead or slow consumer
     /// holds pool bytes only until its link is reset.
-    pub fn reclaim<'a, I: IntoIterator<Item = &'a Producer>>(&mut self, producers: I) -> u32 {
+    pub fn reclaim<'a, S, I>(&mut self, producers: I) -> u32
+    where
+        S: AsRef<[u32]> + AsMut<[u32]> + 'a,
+        I: IntoIterator<Item = &'a Producer<S>>,
+    {
         let oldest = producers
             .into_iter()
             .filter_map(Producer::oldest)

@@ -63,8 +63,15 @@ struct Reserved {
 /// assert_eq!(pool.reclaim([&tx]), 64);
 /// # Ok::<(), ivshmem_net_protocol::layout::Error>(())
 /// ```
+///
+/// # Storage
+///
+/// A producer keeps the low 32 bits of the pool serial of every frame in flight, one `u32` per
+/// descriptor slot, in `S`: a `[u32; RING_SLOTS]` inside it by default (2 KiB), or storage of
+/// the caller's ([`Producer::with_storage`]; the kernel driver keeps it on the heap, off its
+/// stack).
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Producer {
+pub struct Producer<S = [u32; RING_SLOTS as usize]> {
     ring: Ring,
     /// Descriptors committed, published or not; our shadow of `prod_idx`.
     idx: u32,
@@ -77,8 +84,8 @@ pub struct Producer {
     /// The pool serial of the first byte of the frame of each index in `[cons, idx)`, in slot
     /// `index & (slots - 1)`: the frames in flight, in increasing serial order. Only the low 32
     /// bits are kept (2 KiB rather than 4 for 512 slots: the driver keeps one per peer);
-    /// [`Producer::start`] puts the rest back from `oldest`.
-    starts: [u32; RING_SLOTS as usize],
+    /// [`Producer::start`] puts the rest back from `oldest`. At least `slots` long.
+    starts: S,
     /// The whole serial of the frame at index `cons`, when `cons != idx`. Every frame in
     /// flight starts at most a pool length (below 2^31) after it.
     oldest: u64,
@@ -107,13 +114,45 @@ impl Producer {
     /// # Ok::<(), Error>(())
     /// ```
     pub fn new(g: &Geometry, from: u32, to: u32, queue: u32) -> Result<Self, Error> {
+        Self::with_storage(g, from, to, queue, [0; RING_SLOTS as usize])
+    }
+}
+
+impl<S: AsRef<[u32]> + AsMut<[u32]>> Producer<S> {
+    /// Like [`Producer::new`], keeping the pool serials of the frames in flight in `starts`,
+    /// which must hold at least `ring_slots` of them ([`Error::GeometryMismatch`] otherwise).
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use ivshmem_net_protocol::layout::{Error, Geometry};
+    /// use ivshmem_net_protocol::ring::Producer;
+    ///
+    /// let g = Geometry::new(4 << 20, 2)?;
+    /// let tx = Producer::with_storage(&g, 0, 1, 0, vec![0u32; g.ring_slots as usize])?;
+    /// assert_eq!(tx.free_slots(), g.ring_slots);
+    /// let short = vec![0u32; g.ring_slots as usize - 1];
+    /// assert_eq!(Producer::with_storage(&g, 0, 1, 0, short).err(), Some(Error::GeometryMismatch));
+    /// # Ok::<(), Error>(())
+    /// ```
+    pub fn with_storage(
+        g: &Geometry,
+        from: u32,
+        to: u32,
+        queue: u32,
+        starts: S,
+    ) -> Result<Self, Error> {
+        let ring = Ring::new(g, from, to, queue)?;
+        if starts.as_ref().len() < ring.slots() as usize {
+            return Err(Error::GeometryMismatch);
+        }
         Ok(Producer {
-            ring: Ring::new(g, from, to, queue)?,
+            ring,
             idx: 0,
             published_idx: 0,
             cons: 0,
             reserved: None,
-            starts: [0; RING_SLOTS as usize],
+            starts,
             oldest: 0,
         })
     }
@@ -140,6 +179,36 @@ impl Producer {
         self.reserved = None;
         r.store(self.ring.word(off::PROD_EVENT), idx)?;
         r.store(self.ring.word(off::PROD_IDX), idx)
+    }
+
+    /// Drops every frame in flight (and a reservation) without touching the region, when the
+    /// link goes down and the consumer will not give them back (it left, restarted, or broke
+    /// the ring): their pool bytes come back with the next [`Pool::reclaim`]. The ring must be
+    /// [`Producer::reset`] before it carries frames again.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use ivshmem_net_protocol::layout::Geometry;
+    /// use ivshmem_net_protocol::ring::{Desc, Pool, Producer};
+    /// use ivshmem_net_protocol::HeapRegion;
+    ///
+    /// let g = Geometry::new(4 << 20, 2)?;
+    /// let region = HeapRegion::new(g.region_len as usize);
+    /// let (mut pool, mut tx) = (Pool::new(&g, 0)?, Producer::new(&g, 0, 1, 0)?);
+    /// tx.reset(&region)?;
+    /// tx.reserve(&region, &pool, 1500)?.expect("room");
+    /// tx.commit(&region, &mut pool, &Desc::default())?;
+    /// tx.publish(&region)?;
+    /// // The peer left without consuming: its frame must not hold our pool.
+    /// tx.abandon();
+    /// assert_eq!((tx.oldest(), pool.reclaim([&tx])), (None, 1536));
+    /// # Ok::<(), ivshmem_net_protocol::layout::Error>(())
+    /// ```
+    pub fn abandon(&mut self) {
+        self.cons = self.idx;
+        self.published_idx = self.idx;
+        self.reserved = None;
     }
 
     /// Descriptors committed so far (our `prod_idx`, including what is not yet published).
@@ -197,8 +266,8 @@ impl Producer {
     /// stored, and it is at most a pool length after `oldest`.
     fn start(&self, idx: u32) -> u64 {
         let slot = (idx & (self.ring.slots() - 1)) as usize;
-        // `slots <= RING_SLOTS` (`Ring`'s invariant): always `Some`.
-        let low = self.starts.get(slot).copied().unwrap_or(0);
+        // `starts` holds at least `slots` (checked in `with_storage`): always `Some`.
+        let low = self.starts.as_ref().get(slot).copied().unwrap_or(0);
         self.oldest + u64::from(low.wrapping_sub(self.oldest as u32))
     }
 
@@ -348,7 +417,7 @@ impl Producer {
             self.oldest = res.serial;
         }
         let slot = (self.idx & (self.ring.slots() - 1)) as usize;
-        if let Some(s) = self.starts.get_mut(slot) {
+        if let Some(s) = self.starts.as_mut().get_mut(slot) {
             // The low 32 bits; see `start`.
             *s = res.serial as u32;
         }
