@@ -354,30 +354,37 @@ test_peer_ifdown_ifup_and_kill.modes = ("plain", "doorbell")
 test_stale_slot_taken_over.modes = ("plain", "doorbell")
 test_garbage_in_ring_resets_link.modes = ("plain", "doorbell")
 
+# Where inject_frame writes its next frame in a sender's pool (by region file and sender).
+_inject_at = {}
+
+
 def inject_frame(c, src, dst, frame, flags=0, gso_type=0, gso_size=0, csum_start=0,
                  csum_offset=0, hdr_len=0):
-    """Plays peer `src`'s producer from the host: appends one frame with the given descriptor
-    metadata to the ring src -> dst (layout.rs/ring.rs offsets) and publishes it."""
+    """Plays peer `src`'s producer from the host: writes one frame into `src`'s transmit pool
+    and publishes a descriptor naming it with the given metadata in the ring src -> dst
+    (layout version 2: layout.rs/ring.rs offsets). The frame goes from the middle of the pool
+    on, one after the other (64-byte aligned, never wrapping): `src` is kept quiet by the
+    tests, and what it sent before was consumed, so nothing in flight is overwritten."""
     hdr = c.region_header()
-    slots, data = struct.unpack_from("<II", hdr, 0x1c)
+    slots, pool_len = struct.unpack_from("<II", hdr, 0x1c)
+    pools = struct.unpack_from("<I", hdr, 0x34)[0]
     base = ring_offset(hdr, src, dst)
+    key = (str(c.shm_path), src)
+    pos = _inject_at.get(key, pool_len // 2)
+    if pos + len(frame) > pool_len:
+        pos = 0
+    _inject_at[key] = (pos + len(frame) + 63) // 64 * 64
     with open(c.shm_path, "r+b") as f:
         f.seek(base)
-        prod_idx, prod_bytes = struct.unpack("<II", f.read(8))
-        pos = prod_bytes
-        if (pos % data) + len(frame) > data:
-            pos += data - pos % data
-        f.seek(base + 0x100 + slots * 32 + pos % data)
+        prod_idx = struct.unpack("<I", f.read(4))[0]
+        f.seek(pools + src * pool_len + pos)
         f.write(frame)
         f.seek(base + 0x100 + (prod_idx % slots) * 32)
         f.write(struct.pack("<IIHBBHHHH", pos, len(frame), flags, gso_type, 0, gso_size,
                             csum_start, csum_offset, hdr_len).ljust(32, b"\0"))
         f.flush()
-        f.seek(base + 4)
-        f.write(struct.pack("<I", (pos + len(frame) + 63) // 64 * 64))
-        f.flush()
         f.seek(base)
-        f.write(struct.pack("<I", prod_idx + 1))
+        f.write(struct.pack("<I", (prod_idx + 1) & 0xffffffff))
 
 
 @pytest.mark.reliability
@@ -434,8 +441,9 @@ def test_oversized_frames_dropped():
               check=True)
         time.sleep(0.5)
         hdr = c.region_header()
-        _slots, data = struct.unpack_from("<II", hdr, 0x1c)
-        max_frame = data // 2
+        # Layout v2: the largest frame is 128 KiB, or half the sender's pool if that is less.
+        _slots, pool_len = struct.unpack_from("<II", hdr, 0x1c)
+        max_frame = min(pool_len // 2, 128 << 10)
         # frame::max_len at MTU 1500: tso_max (64 KiB at most) and headers, within the ring.
         gso_max = min(max(1500 + 18, min(max_frame - 19, 65536) + 18), max_frame)
         dst = bytes.fromhex(b.mac.replace(":", ""))
