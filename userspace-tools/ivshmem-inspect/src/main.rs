@@ -38,10 +38,12 @@ OPTIONS:
     -V, --version     print the version
 
 SHOWS:
-    the header (magic, version, state, size, max peers, ring geometry, nonce); every peer
-    slot and control block (slot token, state RESET/INIT/READY/RUN, MAC, MTU, heartbeat and
-    whether it moved between two samples); the link handshake between peers that are not
-    RESET; and each ring between them (prod_idx, cons_idx, fill, bytes in flight, events).
+    the header (magic, version, state, size, max peers, queues, ring and pool geometry,
+    nonce); every peer slot and control block (slot token, state RESET/INIT/READY/RUN, MAC,
+    MTU, heartbeat and whether it moved between two samples); the link handshake between
+    peers that are not RESET; each ring of every queue between them (prod_idx, cons_idx,
+    fill, pool bytes in flight, events, impossible descriptors); and each such peer's
+    transmit pool (frames and bytes in flight over all its rings).
 
 EXIT STATUS:
     0 shown; 1 the file cannot be opened or mapped; 2 the region is not one this tool

@@ -2,7 +2,9 @@
 
 //! Text and JSON renderings of a [`Snapshot`].
 
-use crate::sample::{accepts, links, state_name, Liveness, Peer, Snapshot, Tracker};
+use crate::sample::{
+    accepts, links, max_frame, pools, state_name, Liveness, Peer, Snapshot, Tracker,
+};
 use ivshmem_net_protocol::layout::{phase, MAGIC};
 use ivshmem_net_protocol::link::Addrs;
 use ivshmem_net_protocol::link::{feature, HEARTBEAT_TIMEOUT_MS};
@@ -109,13 +111,21 @@ pub fn text(path: &str, file_len: u64, s: &Snapshot, t: &Tracker) -> String {
     );
     let _ = writeln!(
         o,
-        "        rings: {} at {:#x} every {:#x}: {} slots, {} data, max frame {}",
+        "        rings: {} ({} queues per pair) at {:#x} every {:#x}: {} slots, max frame {}",
         g.rings(),
+        g.queues,
         g.rings_offset,
         g.ring_stride,
         g.ring_slots,
-        human_bytes(g.ring_data.into()),
-        human_bytes((g.ring_data / 2).into())
+        human_bytes(max_frame(g).into())
+    );
+    let _ = writeln!(
+        o,
+        "        pools: {} of {} ({} B) at {:#x}",
+        g.max_peers,
+        human_bytes(g.pool_len.into()),
+        g.pool_len,
+        g.pools_offset
     );
     let _ = writeln!(o, "peers:");
     let _ = writeln!(
@@ -201,37 +211,75 @@ pub fn text(path: &str, file_len: u64, s: &Snapshot, t: &Tracker) -> String {
     if s.rings.is_empty() {
         let _ = writeln!(o, "rings: none between peers not RESET");
     } else {
-        let _ = writeln!(o, "rings (between peers not RESET):");
+        let _ = writeln!(o, "rings (every queue between peers not RESET):");
         let _ = writeln!(
             o,
-            "  {:<6}  {:>10}  {:>10}  {:>11}  {:>10}  {:>10}  {:>10}",
-            "ring", "prod_idx", "cons_idx", "fill", "in flight", "prod_event", "cons_event"
+            "  {:<6}  {:>5}  {:>10}  {:>10}  {:>11}  {:>10}  {:>10}  {:>10}",
+            "ring",
+            "queue",
+            "prod_idx",
+            "cons_idx",
+            "fill",
+            "in flight",
+            "prod_event",
+            "cons_event"
         );
         for rs in &s.rings {
-            let rep = rs.report(g.ring_slots, g.ring_data);
+            let rep = rs.report(g.ring_slots, g.pool_len, max_frame(g));
             let fill = if rep.fill > g.ring_slots {
                 "garbage".to_string()
             } else {
                 format!("{}/{}", rep.fill, g.ring_slots)
             };
-            let bytes = if rep.bytes > g.ring_data {
-                "garbage".to_string()
-            } else {
-                human_bytes(rep.bytes.into())
-            };
             let _ = writeln!(
                 o,
-                "  {:<6}  {:>10}  {:>10}  {:>11}  {:>10}  {:>10}  {:>10}",
+                "  {:<6}  {:>5}  {:>10}  {:>10}  {:>11}  {:>10}  {:>10}  {:>10}",
                 format!("{}->{}", rs.from, rs.to),
+                rs.queue,
                 rs.prod_idx,
                 rs.cons_idx,
                 fill,
-                bytes,
+                human_bytes(rep.bytes),
                 rs.prod_event,
                 rs.cons_event
             );
             for p in &rep.problems {
                 let _ = writeln!(o, "          ! {p}");
+            }
+        }
+        let _ = writeln!(
+            o,
+            "pools (senders not RESET; frames in flight on their rings):"
+        );
+        let _ = writeln!(
+            o,
+            "  {:<6}  {:>10}  {:>10}  {:>7}  {:>10}  {:>5}",
+            "pool", "offset", "length", "frames", "in flight", "used"
+        );
+        for p in pools(s) {
+            let used = p.bytes as f64 * 100.0 / f64::from(p.len.max(1));
+            let _ = writeln!(
+                o,
+                "  {:<6}  {:>10}  {:>10}  {:>7}  {:>10}  {:>4.0}%",
+                format!("pool{}", p.id),
+                format!("{:#x}", p.offset),
+                human_bytes(p.len.into()),
+                p.frames,
+                human_bytes(p.bytes),
+                used
+            );
+            if p.bytes > u64::from(p.len) {
+                let _ = writeln!(
+                    o,
+                    "          ! the frames in flight take more than the pool"
+                );
+            }
+            if p.bad_rings != 0 {
+                let _ = writeln!(
+                    o,
+                    "          ! {} of its rings hold impossible words or descriptors",
+                    p.bad_rings
+                );
             }
         }
     }
@@ -295,21 +343,35 @@ pub fn json(path: &str, file_len: u64, interval: Duration, s: &Snapshot, t: &Tra
         .rings
         .iter()
         .map(|r| {
-            let rep = r.report(g.ring_slots, g.ring_data);
+            let rep = r.report(g.ring_slots, g.pool_len, max_frame(g));
             json!({
                 "from": r.from,
                 "to": r.to,
+                "queue": r.queue,
                 "offset": r.offset,
                 "prod_idx": r.prod_idx,
-                "prod_bytes": r.prod_bytes,
                 "prod_event": r.prod_event,
                 "cons_idx": r.cons_idx,
-                "cons_bytes": r.cons_bytes,
                 "cons_event": r.cons_event,
                 "fill": rep.fill,
                 "bytes_in_flight": rep.bytes,
+                "in_flight": r.descs.iter().map(|d| json!({ "pos": d.pos, "len": d.len })).collect::<Vec<Value>>(),
                 "valid": rep.problems.is_empty(),
                 "problems": rep.problems,
+            })
+        })
+        .collect();
+    let pools: Vec<Value> = pools(s)
+        .iter()
+        .map(|p| {
+            json!({
+                "id": p.id,
+                "offset": p.offset,
+                "len": p.len,
+                "frames": p.frames,
+                "bytes_in_flight": p.bytes,
+                "bad_rings": p.bad_rings,
+                "valid": p.bad_rings == 0 && p.bytes <= u64::from(p.len),
             })
         })
         .collect();
@@ -328,8 +390,11 @@ pub fn json(path: &str, file_len: u64, interval: Duration, s: &Snapshot, t: &Tra
             "region_len": g.region_len,
             "max_peers": g.max_peers,
             "ring_slots": g.ring_slots,
-            "ring_data": g.ring_data,
+            "queues": g.queues,
             "ring_stride": g.ring_stride,
+            "max_frame": max_frame(g),
+            "pool_len": g.pool_len,
+            "pools_offset": g.pools_offset,
             "ctrl_offset": g.ctrl_offset,
             "ctrl_stride": g.ctrl_stride,
             "rings_offset": g.rings_offset,
@@ -340,6 +405,7 @@ pub fn json(path: &str, file_len: u64, interval: Duration, s: &Snapshot, t: &Tra
         "peers": peers,
         "links": links,
         "rings": rings,
+        "pools": pools,
     })
 }
 

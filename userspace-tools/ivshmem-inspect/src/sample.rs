@@ -7,10 +7,11 @@
 use crate::region::ReadOnlyRegion;
 use ivshmem_net_protocol::frame::IpVersion;
 use ivshmem_net_protocol::layout::{
-    hdr, phase, read_geometry, Error, Geometry, Region, MAGIC, VERSION,
+    hdr, phase, read_geometry, Error, Geometry, Region, DESC_LEN, MAGIC, MAX_FRAME, RING_HDR_LEN,
+    VERSION,
 };
 use ivshmem_net_protocol::link::{self, ctrl, Accepted, PeerState, Published};
-use ivshmem_net_protocol::ring::{off, FRAME_ALIGN};
+use ivshmem_net_protocol::ring::{footprint, off, Desc, FRAME_ALIGN};
 use std::collections::HashMap;
 use std::fmt;
 use std::time::{Duration, Instant};
@@ -59,7 +60,7 @@ impl fmt::Display for Refusal {
             ),
             Refusal::Layout(Error::GeometryMismatch) => write!(
                 f,
-                "the header's ring geometry is not the one its size and peer count give"
+                "the header's ring and pool geometry is not the one its size and peer count give"
             ),
             Refusal::Layout(Error::TooSmall { len }) => write!(
                 f,
@@ -138,18 +139,20 @@ pub fn state_name(raw: u32) -> String {
 }
 
 /// One ring's index words, the consumer's read before the producer's so that a well-behaved
-/// pair never shows the consumer ahead.
+/// pair never shows the consumer ahead, and the descriptors in flight between them.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct RingSample {
     pub from: u32,
     pub to: u32,
+    pub queue: u32,
     pub offset: usize,
     pub cons_idx: u32,
-    pub cons_bytes: u32,
     pub cons_event: u32,
     pub prod_idx: u32,
-    pub prod_bytes: u32,
     pub prod_event: u32,
+    /// The descriptors of indices `[cons_idx, prod_idx)`, each read once; empty when that is
+    /// more than the ring holds (garbage indices).
+    pub descs: Vec<Desc>,
 }
 
 /// What a [`RingSample`] means, given the ring's dimensions.
@@ -157,31 +160,41 @@ pub struct RingSample {
 pub struct RingReport {
     /// Descriptors published and not consumed (`prod_idx - cons_idx`, mod 2^32).
     pub fill: u32,
-    /// Data bytes published and not consumed (`prod_bytes - cons_bytes`, mod 2^32).
-    pub bytes: u32,
-    /// What is impossible about the words; empty for a sane ring.
+    /// Pool bytes the frames in flight take (each its length rounded up to 64), over the
+    /// descriptors that are valid.
+    pub bytes: u64,
+    /// What is impossible about the words and descriptors; empty for a sane ring.
     pub problems: Vec<&'static str>,
 }
 
 impl RingSample {
-    /// Checks the sample against a ring of `slots` descriptors and `data` bytes.
-    pub fn report(&self, slots: u32, data: u32) -> RingReport {
+    /// Checks the sample against a ring of `slots` descriptors whose sender's pool is
+    /// `pool_len` bytes, taking frames of at most `max_frame` bytes (as a consumer would).
+    pub fn report(&self, slots: u32, pool_len: u32, max_frame: u32) -> RingReport {
         let fill = self.prod_idx.wrapping_sub(self.cons_idx);
-        let bytes = self.prod_bytes.wrapping_sub(self.cons_bytes);
         let mut problems = Vec::new();
         if fill > slots {
             problems.push("fill exceeds the ring's slots (prod_idx/cons_idx garbage)");
         }
-        if bytes > data {
-            problems.push("bytes in flight exceed the data area (prod_bytes/cons_bytes garbage)");
+        let mut bytes = 0u64;
+        let (mut bad_len, mut bad_pos) = (false, false);
+        for d in &self.descs {
+            let len_ok = d.len != 0 && d.len <= max_frame;
+            let pos_ok = d.pos < pool_len && d.pos.is_multiple_of(FRAME_ALIGN);
+            bad_len |= !len_ok;
+            bad_pos |= !pos_ok;
+            if len_ok && pos_ok {
+                bytes += u64::from(footprint(d.len));
+            }
         }
-        if fill == 0 && bytes != 0 {
-            problems.push("no descriptors in flight but data bytes are");
+        if bad_len {
+            problems.push("a descriptor in flight has length 0 or above the largest frame");
         }
-        if !self.prod_bytes.is_multiple_of(FRAME_ALIGN)
-            || !self.cons_bytes.is_multiple_of(FRAME_ALIGN)
-        {
-            problems.push("byte position not 64-byte aligned");
+        if bad_pos {
+            problems.push("a descriptor in flight points outside its sender's pool or unaligned");
+        }
+        if bytes > u64::from(pool_len) {
+            problems.push("the frames in flight take more than the sender's pool");
         }
         RingReport {
             fill,
@@ -191,13 +204,71 @@ impl RingSample {
     }
 }
 
+/// What a sender's transmit pool holds, summed over its rings to peers not RESET.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PoolReport {
+    pub id: u32,
+    pub offset: usize,
+    pub len: u32,
+    /// Frames in flight on its rings (valid descriptors only).
+    pub frames: u32,
+    /// Pool bytes they take.
+    pub bytes: u64,
+    /// Rings whose words or descriptors are impossible.
+    pub bad_rings: u32,
+}
+
+/// The pool of every sender that is not RESET.
+pub fn pools(s: &Snapshot) -> Vec<PoolReport> {
+    let g = &s.geometry;
+    let max_frame = max_frame(g);
+    s.peers
+        .iter()
+        .filter(|p| p.present())
+        .filter_map(|p| {
+            let offset = g.pool_offset(p.id).ok()?;
+            let mut rep = PoolReport {
+                id: p.id,
+                offset,
+                len: g.pool_len,
+                frames: 0,
+                bytes: 0,
+                bad_rings: 0,
+            };
+            for rs in s.rings.iter().filter(|rs| rs.from == p.id) {
+                let r = rs.report(g.ring_slots, g.pool_len, max_frame);
+                if !r.problems.is_empty() {
+                    rep.bad_rings += 1;
+                }
+                rep.frames += rs
+                    .descs
+                    .iter()
+                    .filter(|d| {
+                        d.len != 0
+                            && d.len <= max_frame
+                            && d.pos < g.pool_len
+                            && d.pos.is_multiple_of(FRAME_ALIGN)
+                    })
+                    .count() as u32;
+                rep.bytes += r.bytes;
+            }
+            Some(rep)
+        })
+        .collect()
+}
+
+/// The largest frame a ring of geometry `g` carries (as `Ring::max_frame`).
+pub fn max_frame(g: &Geometry) -> u32 {
+    (g.pool_len / 2).min(MAX_FRAME)
+}
+
 /// Everything read in one look.
 #[derive(Debug, Clone)]
 pub struct Snapshot {
     pub geometry: Geometry,
     pub header: Header,
     pub peers: Vec<Peer>,
-    /// Rings between every ordered pair of present peers.
+    /// Rings of every queue between every ordered pair of present peers.
     pub rings: Vec<RingSample>,
     pub at: Instant,
 }
@@ -254,19 +325,9 @@ pub fn take(r: &ReadOnlyRegion) -> Result<Snapshot, Refusal> {
     let mut rings = Vec::new();
     for a in peers.iter().filter(|p| p.present()) {
         for b in peers.iter().filter(|p| p.present() && p.id != a.id) {
-            let base = g.ring_offset(a.id, b.id)?;
-            let word = |o: usize| r.load(base + o);
-            rings.push(RingSample {
-                from: a.id,
-                to: b.id,
-                offset: base,
-                cons_idx: word(off::CONS_IDX)?,
-                cons_bytes: word(off::CONS_BYTES)?,
-                cons_event: word(off::CONS_EVENT)?,
-                prod_idx: word(off::PROD_IDX)?,
-                prod_bytes: word(off::PROD_BYTES)?,
-                prod_event: word(off::PROD_EVENT)?,
-            });
+            for queue in 0..g.queues {
+                rings.push(sample_ring(r, &g, a.id, b.id, queue)?);
+            }
         }
     }
     Ok(Snapshot {
@@ -275,6 +336,44 @@ pub fn take(r: &ReadOnlyRegion) -> Result<Snapshot, Refusal> {
         peers,
         rings,
         at: Instant::now(),
+    })
+}
+
+/// Reads ring `queue` from `from` to `to`: its words once each, then the descriptors in flight.
+fn sample_ring(
+    r: &ReadOnlyRegion,
+    g: &Geometry,
+    from: u32,
+    to: u32,
+    queue: u32,
+) -> Result<RingSample, Refusal> {
+    let base = g.ring_offset(from, to, queue)?;
+    let word = |o: usize| r.load(base + o);
+    let cons_idx = word(off::CONS_IDX)?;
+    let cons_event = word(off::CONS_EVENT)?;
+    let prod_idx = word(off::PROD_IDX)?;
+    let prod_event = word(off::PROD_EVENT)?;
+    let fill = prod_idx.wrapping_sub(cons_idx);
+    let mut descs = Vec::new();
+    if fill <= g.ring_slots {
+        let first = base + RING_HDR_LEN as usize;
+        for k in 0..fill {
+            let slot = (cons_idx.wrapping_add(k) & (g.ring_slots - 1)) as usize;
+            let mut raw = [0u8; DESC_LEN as usize];
+            r.read(first + slot * DESC_LEN as usize, &mut raw)?;
+            descs.push(Desc::decode(&raw));
+        }
+    }
+    Ok(RingSample {
+        from,
+        to,
+        queue,
+        offset: base,
+        cons_idx,
+        cons_event,
+        prod_idx,
+        prod_event,
+        descs,
     })
 }
 

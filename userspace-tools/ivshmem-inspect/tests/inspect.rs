@@ -4,7 +4,7 @@
 
 use ivshmem_net_protocol::layout::{attach, claim_slot, hdr, Geometry, Region};
 use ivshmem_net_protocol::link::{feature, read_addrs, Accepted, Addrs, Own, PeerState};
-use ivshmem_net_protocol::ring::{Consumer, Desc, Producer};
+use ivshmem_net_protocol::ring::{off, Consumer, Desc, Pool, Producer};
 use ivshmem_net_protocol::MmapRegion;
 use serde_json::Value;
 use std::path::Path;
@@ -23,7 +23,8 @@ fn region_file() -> tempfile::NamedTempFile {
 }
 
 /// Four peer ids: 0 and 1 in RUN with their link synced, 2 READY, 3 never attached. Ring 0 -> 1
-/// holds two frames of 100 bytes (three sent, one consumed).
+/// queue 0 holds two frames of 100 bytes (three sent, one consumed), ring 0 -> 2 queue 0 one
+/// of 1000 bytes, all from peer 0's pool.
 fn build(path: &Path) -> (MmapRegion, Geometry, Own) {
     let r = MmapRegion::open(path).unwrap();
     let g = Geometry::new(LEN, 4).unwrap();
@@ -44,20 +45,42 @@ fn build(path: &Path) -> (MmapRegion, Geometry, Own) {
     own[2].set_state(&r, PeerState::Ready).unwrap();
     own[2].set_features(&r, feature::DOORBELL).unwrap();
 
-    let mut p = Producer::new(&g, 0, 1).unwrap();
-    let mut c = Consumer::new(&g, 0, 1).unwrap();
+    let mut pool = Pool::new(&g, 0).unwrap();
+    let mut p = Producer::new(&g, 0, 1, 0).unwrap();
+    let mut c = Consumer::new(&g, 0, 1, 0).unwrap();
     p.reset(&r).unwrap();
     c.reset(&r).unwrap();
     for i in 0..3u8 {
-        let at = p.reserve(&r, 100).unwrap().unwrap();
-        r.write(at, &[i; 100]).unwrap();
-        p.commit(&r, &Desc::default()).unwrap();
+        let span = p.reserve(&r, &pool, 100).unwrap().unwrap();
+        span.write(&r, 0, &[i; 100]).unwrap();
+        p.commit(&r, &mut pool, &Desc::default()).unwrap();
     }
     p.publish(&r).unwrap();
-    let d = c.peek(&r).unwrap().unwrap();
-    c.pop(&d);
+    c.peek(&r).unwrap().unwrap();
+    c.pop();
     c.publish(&r).unwrap();
+    let mut p2 = Producer::new(&g, 0, 2, 0).unwrap();
+    p2.reset(&r).unwrap();
+    let span = p2.reserve(&r, &pool, 1000).unwrap().unwrap();
+    span.write(&r, 0, &[9; 1000]).unwrap();
+    p2.commit(&r, &mut pool, &Desc::default()).unwrap();
+    p2.publish(&r).unwrap();
     (r, g, own[0])
+}
+
+/// The inspector's rendering of a byte count of at least 1 KiB with no fraction or one digit.
+fn render_bytes(n: u32) -> String {
+    let k = f64::from(n) / 1024.0;
+    let (v, unit) = if k >= 1024.0 {
+        (k / 1024.0, "MiB")
+    } else {
+        (k, "KiB")
+    };
+    if v.fract() == 0.0 {
+        format!("{v:.0} {unit}")
+    } else {
+        format!("{v:.1} {unit}")
+    }
 }
 
 fn run(args: &[&str]) -> Output {
@@ -97,7 +120,7 @@ fn text_report() {
         String::from_utf8_lossy(&out.stderr)
     );
     assert!(
-        t.contains("magic IVNT  version 1  state READY (attempt 1)"),
+        t.contains("magic IVNT  version 2  state READY (attempt 1)"),
         "{t}"
     );
     assert!(t.contains("max peers 4"), "{t}");
@@ -126,10 +149,58 @@ fn text_report() {
     assert!(p3.contains("free") && p3.contains("RESET"), "{p3}");
     assert!(t.contains("0 <-> 1  up"), "{t}");
     assert!(t.contains("0 <-> 2  down"), "{t}");
+    let g = Geometry::new(LEN, 4).unwrap();
+    assert!(
+        t.contains(&format!(
+            "rings: {} ({} queues per pair) at {:#x}",
+            g.rings(),
+            g.queues,
+            g.rings_offset
+        )),
+        "{t}"
+    );
+    assert!(
+        t.contains(&format!(
+            "pools: 4 of {} ({} B) at {:#x}",
+            render_bytes(g.pool_len),
+            g.pool_len,
+            g.pools_offset
+        )),
+        "{t}"
+    );
+    // The first line of ring 0 -> 1 is its queue 0: two frames, 128 bytes each in the pool.
     let ring = line("0->1");
-    assert!(ring.contains("2/512") && ring.contains("256 B"), "{ring}");
-    // Rings only between peers that are not RESET: 3 peers, 6 rings; none with peer 3.
+    let cols: Vec<&str> = ring.split_whitespace().collect();
+    assert_eq!(
+        &cols[..6],
+        ["0->1", "0", "3", "1", "2/512", "256"],
+        "{ring}"
+    );
+    let ring = line("0->2");
+    assert!(ring.contains("1/512") && ring.contains("1 KiB"), "{ring}");
+    // Every queue of the rings between peers that are not RESET: 3 peers, 6 pairs; none
+    // with peer 3.
+    let rings = t
+        .lines()
+        .filter(|l| {
+            l.trim_start()
+                .split(' ')
+                .next()
+                .is_some_and(|w| w.contains("->"))
+        })
+        .count();
+    assert_eq!(rings as u32, 6 * g.queues, "{t}");
     assert!(t.lines().any(|l| l.trim_start().starts_with("2->1")), "{t}");
+    // Peer 0's pool holds its three frames in flight on two rings; the others none.
+    let pool0 = line("pool0");
+    assert!(
+        pool0.contains(&format!("{:#x}", g.pool_offset(0).unwrap()))
+            && pool0.contains("   3  ")
+            && pool0.contains("1.2 KiB"),
+        "{pool0}"
+    );
+    assert!(line("pool1").contains(" 0 B"), "{t}");
+    assert!(!t.contains("pool3"), "{t}");
     assert!(!t.contains("3->") && !t.contains("->3"), "{t}");
     assert!(!t.contains('!'), "no ring problems expected:\n{t}");
 }
@@ -151,12 +222,15 @@ fn json_report() {
     let v: Value = serde_json::from_slice(&out.stdout).unwrap();
     let h = &v["header"];
     assert_eq!(h["magic_ok"], true);
-    assert_eq!(h["version"], 1);
+    assert_eq!(h["version"], 2);
     assert_eq!(h["state"], "READY");
     assert_eq!(h["region_len"], LEN);
     assert_eq!(h["max_peers"], 4);
     assert_eq!(h["ring_slots"], g.ring_slots);
-    assert_eq!(h["ring_data"], g.ring_data);
+    assert_eq!(h["queues"], g.queues);
+    assert_eq!(h["pool_len"], g.pool_len);
+    assert_eq!(h["pools_offset"], g.pools_offset);
+    assert_eq!(h["max_frame"], 128 << 10);
     assert_eq!(h["nonce"], "0x1122334455667788");
     assert_eq!(v["interval_ms"], 100);
     let peers = v["peers"].as_array().unwrap();
@@ -177,17 +251,41 @@ fn json_report() {
     assert_eq!(links.len(), 3);
     assert_eq!(links[0]["up"], true);
     let rings = v["rings"].as_array().unwrap();
-    assert_eq!(rings.len(), 6);
-    let r01 = rings
-        .iter()
-        .find(|x| x["from"] == 0 && x["to"] == 1)
-        .unwrap();
+    assert_eq!(rings.len() as u32, 6 * g.queues);
+    let ring = |from: u32, to: u32, queue: u32| {
+        rings
+            .iter()
+            .find(|x| x["from"] == from && x["to"] == to && x["queue"] == queue)
+            .unwrap()
+    };
+    let r01 = ring(0, 1, 0);
     assert_eq!(r01["prod_idx"], 3);
     assert_eq!(r01["cons_idx"], 1);
     assert_eq!(r01["fill"], 2);
     assert_eq!(r01["bytes_in_flight"], 256);
+    // The two frames still in flight: the second and third, 64-byte aligned in 0's pool.
+    assert_eq!(
+        r01["in_flight"],
+        serde_json::json!([{"pos": 128, "len": 100}, {"pos": 256, "len": 100}])
+    );
     assert_eq!(r01["valid"], true);
-    assert_eq!(r01["offset"], g.ring_offset(0, 1).unwrap());
+    assert_eq!(r01["offset"], g.ring_offset(0, 1, 0).unwrap());
+    assert_eq!(
+        ring(0, 2, 0)["in_flight"],
+        serde_json::json!([{"pos": 384, "len": 1000}])
+    );
+    if g.queues > 1 {
+        assert_eq!(ring(0, 1, 1)["fill"], 0);
+        assert_eq!(ring(0, 1, 1)["offset"], g.ring_offset(0, 1, 1).unwrap());
+    }
+    let pools = v["pools"].as_array().unwrap();
+    assert_eq!(pools.len(), 3);
+    assert_eq!(pools[0]["offset"], g.pool_offset(0).unwrap());
+    assert_eq!(pools[0]["len"], g.pool_len);
+    assert_eq!(pools[0]["frames"], 3);
+    assert_eq!(pools[0]["bytes_in_flight"], 256 + 1024);
+    assert_eq!(pools[0]["valid"], true);
+    assert_eq!(pools[1]["frames"], 0);
 }
 
 #[test]
@@ -229,10 +327,18 @@ fn unknown_regions_are_refused() {
     refused(f.path(), "bad magic 0xdeadbeef");
     r.store(hdr::MAGIC, u32::from_le_bytes(*b"IVNT")).unwrap();
 
-    // Another layout version.
-    r.store(hdr::VERSION, 2).unwrap();
-    refused(f.path(), "layout version 2");
+    // Another layout version (the first one, say).
     r.store(hdr::VERSION, 1).unwrap();
+    refused(f.path(), "layout version 1");
+    r.store(hdr::VERSION, 2).unwrap();
+
+    // Pool length, pools offset or queues that the size and peer count do not give.
+    for field in [hdr::POOL_LEN, hdr::POOLS_OFFSET, hdr::QUEUES] {
+        let v = r.load(field).unwrap();
+        r.store(field, v * 2).unwrap();
+        refused(f.path(), "geometry");
+        r.store(field, v).unwrap();
+    }
 
     // Geometry that its size and peer count do not give.
     let slots = r.load(hdr::RING_SLOTS).unwrap();
@@ -449,4 +555,61 @@ fn transparent_claims_and_acceptance() {
         serde_json::json!([{"peer": 0, "ipv4": true, "ipv6": true}])
     );
     assert!(p[2]["transparent"].is_null());
+}
+
+/// Descriptors in flight that a consumer would refuse (outside the sender's pool, unaligned,
+/// length 0 or above the largest frame) are flagged on their ring and their sender's pool, and
+/// their bytes are not counted.
+#[test]
+fn impossible_descriptors_are_flagged() {
+    let f = region_file();
+    let (r, g, _) = build(f.path());
+    let base = g.ring_offset(0, 1, 0).unwrap();
+    // Index 1 (slot 1) and 2 are in flight on ring 0 -> 1.
+    let desc = |idx: usize| base + 256 + 32 * idx;
+    let cases: [(u32, u32, &str); 4] = [
+        (g.pool_len, 100, "outside its sender's pool"),
+        (100, 100, "outside its sender's pool or unaligned"),
+        (0, 0, "length 0 or above the largest frame"),
+        (0, (128 << 10) + 1, "length 0 or above the largest frame"),
+    ];
+    for (pos, len, want) in cases {
+        let d = Desc {
+            pos,
+            len,
+            ..Desc::default()
+        };
+        r.write(desc(2), &d.encode()).unwrap();
+        let out = run(&["--interval", "1", f.path().to_str().unwrap()]);
+        let t = text(&out);
+        assert!(out.status.success(), "{t}");
+        assert!(
+            t.contains("! a descriptor in flight") && t.contains(want),
+            "{t}"
+        );
+        assert!(
+            t.contains("! 1 of its rings hold impossible words or descriptors"),
+            "{t}"
+        );
+        let out = run(&["--json", "--interval", "1", f.path().to_str().unwrap()]);
+        let v: Value = serde_json::from_slice(&out.stdout).unwrap();
+        let r01 = &v["rings"][0];
+        assert_eq!(
+            (r01["from"].as_u64(), r01["to"].as_u64()),
+            (Some(0), Some(1))
+        );
+        assert_eq!(r01["valid"], false);
+        // Only the valid frame of the two counts.
+        assert_eq!(r01["bytes_in_flight"], 128);
+        assert_eq!(v["pools"][0]["valid"], false);
+        assert_eq!(v["pools"][0]["frames"], 2);
+    }
+    // A producer index a ring ahead of the consumer: fill is garbage, no descriptor is read.
+    r.store(base + off::PROD_IDX, 1 + g.ring_slots + 1).unwrap();
+    let out = run(&["--json", "--interval", "1", f.path().to_str().unwrap()]);
+    let v: Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(v["rings"][0]["valid"], false);
+    assert_eq!(v["rings"][0]["in_flight"], serde_json::json!([]));
+    let out = run(&["--interval", "1", f.path().to_str().unwrap()]);
+    assert!(text(&out).contains("garbage"), "{}", text(&out));
 }
