@@ -4,7 +4,7 @@
 //! writes of values that sit on the edges of what a peer validates.
 //!
 //! One attack is one "write" in the counts and in `--rate`, although a few take several stores
-//! (a forged frame is its data, its descriptor and the producer's two words). Values relative
+//! (a forged frame is its data in the sender's pool, its descriptor and `prod_idx`). Values relative
 //! to what is in the region (say, `prod_idx` just past `cons_idx + slots`) are computed from a
 //! fresh read of the words involved; all arithmetic on them wraps, as the ring's does.
 
@@ -13,7 +13,8 @@ use ivshmem_net_protocol::layout::{
     hdr, Error, Region, HEADER_LEN, MAGIC, MAX_PEERS, RING_HDR_LEN,
 };
 use ivshmem_net_protocol::link::{ctrl, feature, PeerState};
-use ivshmem_net_protocol::ring::{off, Desc, FRAME_ALIGN};
+use ivshmem_net_protocol::ring::{footprint, off, Desc, FRAME_ALIGN};
+use std::ops::Range;
 
 use crate::rng::Rng;
 use crate::target::{RingAt, Targets};
@@ -49,8 +50,8 @@ kinds! {
     RandomRingHeader = "random-ring-header",
     /// Random bytes or a random word over a descriptor (often the next one to be consumed).
     RandomDesc = "random-desc",
-    /// Random bytes or a random word in a ring's data area.
-    RandomData = "random-data",
+    /// Random bytes or a random word in a sender's transmit pool, often over a frame in flight.
+    RandomPool = "random-pool",
     /// Random bytes or a random word anywhere in the used part of the region.
     RandomAnywhere = "random-anywhere",
 
@@ -58,7 +59,8 @@ kinds! {
     HdrMagic = "hdr-magic",
     /// Header layout version 0, 2, ...
     HdrVersion = "hdr-version",
-    /// One geometry field absurd or off by a little (max peers 0/1/1000, ring slots 0, ...).
+    /// One geometry field absurd or off by a little (max peers 0/1/1000, ring slots 0, pool
+    /// length, pools offset, queues 0/3/16, ...).
     HdrGeometry = "hdr-geometry",
     /// Header state word EMPTY, INITIALISING, an impossible phase.
     HdrState = "hdr-state",
@@ -98,30 +100,37 @@ kinds! {
     ProdAhead = "prod-ahead",
     /// `prod_idx` behind `cons_idx` (wrapped).
     ProdBehind = "prod-behind",
-    /// `prod_bytes` past a whole data area, behind, unaligned, all ones.
-    ProdBytes = "prod-bytes",
+    /// `prod_idx` jumping forward by 1 to a whole ring without new descriptors: the consumer
+    /// reads stale descriptors, which still point into the sender's pool.
+    ProdJump = "prod-jump",
     /// `cons_idx` beyond `prod_idx`, or more than a ring behind it.
     ConsBeyond = "cons-beyond",
-    /// `cons_bytes` beyond `prod_bytes`, too far behind, unaligned, all ones.
-    ConsBytes = "cons-bytes",
+    /// `cons_idx` moved back (by 1, a ring, half the index space): the producer must not take
+    /// it as frames consumed, nor free pool bytes for it.
+    ConsBack = "cons-back",
     /// `prod_event` or `cons_event` garbage or on the edges of the kick window.
     EventGarbage = "event-garbage",
 
     /// A descriptor with length 0.
     DescLenZero = "desc-len-zero",
-    /// A descriptor longer than the ring's largest frame (half the data area, all of it, 2^31).
+    /// A descriptor longer than the ring's largest frame (the whole pool, 2^31, all ones).
     DescLenHuge = "desc-len-huge",
     /// A well-placed plain frame longer than any MTU allows, without segmentation offload.
     DescLenMtu = "desc-len-mtu",
-    /// A descriptor whose frame starts outside the published data (a data area on, behind).
+    /// A descriptor whose frame starts outside the sender's pool (at its length, past it,
+    /// 2^31, anywhere above it).
     DescPosOutside = "desc-pos-outside",
     /// A descriptor whose frame starts off the 64-byte frame alignment.
     DescPosUnaligned = "desc-pos-unaligned",
-    /// A frame in the last 64 bytes of the data area that would wrap past its end.
+    /// A frame starting in the last 64 bytes of the sender's pool and running on at its start:
+    /// legal (a frame may wrap once), so the receiver must copy it in two pieces.
     DescWrap = "desc-wrap",
     /// A well-placed frame with garbage offload fields: checksum start/offset past the frame,
     /// segmentation with gso_size 0 or an unknown gso type, unknown flags, hdr_len past the frame.
     DescOffload = "desc-offload",
+    /// Random bytes over the first bytes of a frame in flight, in its sender's pool (its
+    /// descriptor untouched: the ring checks pass, the headers are garbage).
+    PoolGarbage = "pool-garbage",
     /// A well-placed frame with hostile contents: runts shorter than an Ethernet header,
     /// random ethertypes, broadcast, the victim's own MAC as source.
     FrameInject = "frame-inject",
@@ -213,10 +222,15 @@ pub fn run<R: Region + ?Sized>(c: &mut Ctx<'_, R>, k: Kind) -> Result<(), Error>
             let at = ra.desc(idx);
             scribble(c, at, at + 32)
         }
-        Kind::RandomData => {
+        Kind::RandomPool => {
             let ra = c.t.ring(c.rng);
-            let start = ra.ring.data_start();
-            scribble(c, start, start + ra.ring.data_len() as usize)
+            if c.rng.chance(1, 2) {
+                if let Some(at) = in_flight(c, &ra)? {
+                    return scribble(c, at.start, at.end);
+                }
+            }
+            let pool = ra.pool();
+            scribble(c, pool.start, pool.end)
         }
         Kind::RandomAnywhere => scribble(c, 0, c.t.used_end),
 
@@ -227,7 +241,7 @@ pub fn run<R: Region + ?Sized>(c: &mut Ctx<'_, R>, k: Kind) -> Result<(), Error>
             c.r.store(hdr::MAGIC, v)
         }
         Kind::HdrVersion => {
-            let v = c.rng.edge(&[0, 2, 3, u32::MAX]);
+            let v = c.rng.edge(&[0, 1, 3, u32::MAX]);
             c.r.store(hdr::VERSION, v)
         }
         Kind::HdrGeometry => hdr_geometry(c),
@@ -360,11 +374,19 @@ pub fn run<R: Region + ?Sized>(c: &mut Ctx<'_, R>, k: Kind) -> Result<(), Error>
             let back = 1 + c.rng.below32(ra.ring.slots());
             c.r.store(ra.word(off::PROD_IDX), cons.wrapping_sub(back))
         }
-        Kind::ProdBytes => {
+        Kind::ProdJump => {
             let ra = c.t.ring(c.rng);
-            let cb = c.r.load(ra.word(off::CONS_BYTES))?;
-            let v = c.rng.edge(&bytes_edges(cb, ra.ring.data_len()));
-            c.r.store(ra.word(off::PROD_BYTES), v)
+            let prod = c.r.load(ra.word(off::PROD_IDX))?;
+            let cons = c.r.load(ra.word(off::CONS_IDX))?;
+            // Up to exactly a ring ahead of the consumer: the index check passes.
+            let room = ra
+                .ring
+                .slots()
+                .saturating_sub(prod.wrapping_sub(cons))
+                .max(1);
+            let some = 1 + c.rng.below32(room);
+            let step = c.rng.edge(&[1, 2, room, some]);
+            c.r.store(ra.word(off::PROD_IDX), prod.wrapping_add(step))
         }
         Kind::ConsBeyond => {
             let ra = c.t.ring(c.rng);
@@ -377,17 +399,11 @@ pub fn run<R: Region + ?Sized>(c: &mut Ctx<'_, R>, k: Kind) -> Result<(), Error>
             ]);
             c.r.store(ra.word(off::CONS_IDX), v)
         }
-        Kind::ConsBytes => {
+        Kind::ConsBack => {
             let ra = c.t.ring(c.rng);
-            let pb = c.r.load(ra.word(off::PROD_BYTES))?;
-            let d = ra.ring.data_len();
-            let v = c.rng.edge(&[
-                pb.wrapping_add(FRAME_ALIGN),
-                pb.wrapping_sub(d).wrapping_sub(FRAME_ALIGN),
-                pb.wrapping_add(1),
-                u32::MAX,
-            ]);
-            c.r.store(ra.word(off::CONS_BYTES), v)
+            let cons = c.r.load(ra.word(off::CONS_IDX))?;
+            let back = c.rng.edge(&[1, 2, ra.ring.slots(), 0x8000_0000]);
+            c.r.store(ra.word(off::CONS_IDX), cons.wrapping_sub(back))
         }
         Kind::EventGarbage => {
             let ra = c.t.ring(c.rng);
@@ -407,8 +423,8 @@ pub fn run<R: Region + ?Sized>(c: &mut Ctx<'_, R>, k: Kind) -> Result<(), Error>
 
         Kind::DescLenZero => forge(c, |_, _, d| d.len = 0),
         Kind::DescLenHuge => forge(c, |rng, ra, d| {
-            let data = ra.ring.data_len();
-            d.len = rng.pick(&[ra.ring.max_frame() + 1, data, 0x8000_0000, u32::MAX]);
+            let pool = ra.ring.pool_len();
+            d.len = rng.pick(&[ra.ring.max_frame() + 1, pool, 0x8000_0000, u32::MAX]);
         }),
         Kind::DescLenMtu => {
             let ra = c.t.ring(c.rng);
@@ -421,29 +437,53 @@ pub fn run<R: Region + ?Sized>(c: &mut Ctx<'_, R>, k: Kind) -> Result<(), Error>
             frame(c, ra, len, false)
         }
         Kind::DescPosOutside => forge(c, |rng, ra, d| {
-            let data = ra.ring.data_len();
-            let anywhere = rng.next_u32() & !(FRAME_ALIGN - 1);
+            let pool = ra.ring.pool_len();
+            // Aligned, at or above the pool's length: only the bounds check can catch it.
+            let above = (pool + rng.below32(u32::MAX - pool)) & !(FRAME_ALIGN - 1);
             d.pos = rng.pick(&[
-                d.pos.wrapping_add(data),
-                d.pos.wrapping_sub(FRAME_ALIGN),
-                d.pos.wrapping_add(data / 2),
-                d.pos.wrapping_add(0x8000_0000),
-                anywhere,
+                pool,
+                pool.saturating_add(d.pos % pool),
+                0x8000_0000,
+                !(FRAME_ALIGN - 1),
+                above.max(pool),
             ]);
         }),
         Kind::DescPosUnaligned => forge(c, |rng, _, d| {
             d.pos = d.pos.wrapping_add(1 + rng.below32(FRAME_ALIGN - 1));
         }),
-        Kind::DescWrap => forge(c, |rng, ra, d| {
-            let data = ra.ring.data_len();
-            // The last frame slot of the data area, with a frame that runs past its end.
-            d.pos = (d.pos | (data - 1)) & !(FRAME_ALIGN - 1);
-            d.len = FRAME_ALIGN + 1 + rng.below32(ra.ring.max_frame() - FRAME_ALIGN);
-        }),
+        Kind::DescWrap => {
+            // The last frame slot of the pool, with a frame that runs past its end.
+            let ra = c.t.ring(c.rng);
+            let len = FRAME_ALIGN + 1 + c.rng.below32(ra.ring.max_frame() - FRAME_ALIGN);
+            let pos = ra.ring.pool_len() - FRAME_ALIGN;
+            frame_at(c, ra, pos, len.min(ra.ring.max_frame()))
+        }
         Kind::DescOffload => {
             let ra = c.t.ring(c.rng);
             let len = 54 + c.rng.below32(1461);
             frame(c, ra, len.min(ra.ring.max_frame()), true)
+        }
+        Kind::PoolGarbage => {
+            let ra = c.t.ring(c.rng);
+            match in_flight(c, &ra)? {
+                Some(at) => {
+                    let n = at.len().min(1 + c.rng.index(64));
+                    let mut buf = [0u8; 64];
+                    let buf = &mut buf[..n];
+                    c.rng.fill(buf);
+                    c.r.write(at.start, buf)
+                }
+                // Nothing in flight there: garbage where the next frame would go.
+                None => {
+                    let pos = next_pos(c, &ra)?;
+                    let at = ra.ring.pool() + pos as usize;
+                    let n = (ra.ring.pool_len() - pos).min(64) as usize;
+                    let mut buf = [0u8; 64];
+                    let buf = &mut buf[..n];
+                    c.rng.fill(buf);
+                    c.r.write(at, buf)
+                }
+            }
         }
         Kind::FrameInject => {
             let ra = c.t.ring(c.rng);
@@ -510,17 +550,6 @@ fn slot(j: u32) -> usize {
     hdr::PEER_SLOTS + 4 * j as usize
 }
 
-/// Byte positions on the edges of the check `prod_bytes - cons_bytes <= data_len`, from `base`.
-fn bytes_edges(base: u32, data: u32) -> [u32; 5] {
-    [
-        base.wrapping_add(data).wrapping_add(FRAME_ALIGN),
-        base.wrapping_sub(FRAME_ALIGN),
-        base.wrapping_add(1),
-        base.wrapping_add(0x8000_0000),
-        u32::MAX,
-    ]
-}
-
 /// Random bytes (1 to 64 of them), or one time in eight an aligned random or edge word, at a
 /// random offset in `[lo, hi)`; the bytes stop at the end of the used region.
 fn scribble<R: Region + ?Sized>(c: &mut Ctx<'_, R>, lo: usize, hi: usize) -> Result<(), Error> {
@@ -539,16 +568,31 @@ fn scribble<R: Region + ?Sized>(c: &mut Ctx<'_, R>, lo: usize, hi: usize) -> Res
 
 fn hdr_geometry<R: Region + ?Sized>(c: &mut Ctx<'_, R>) -> Result<(), Error> {
     let g = c.t.geometry;
-    let (at, edges): (usize, [u32; 4]) = match c.rng.below(9) {
+    let (at, edges): (usize, [u32; 4]) = match c.rng.below(11) {
         0 => (hdr::MAX_PEERS, [0, 1, 1000, MAX_PEERS + 1]),
         1 => (
             hdr::RING_SLOTS,
             [0, 3, g.ring_slots.wrapping_mul(2), u32::MAX],
         ),
         2 => (
-            hdr::RING_DATA,
-            [0, 100, g.ring_data.wrapping_mul(2), 0x8000_0000],
+            hdr::POOL_LEN,
+            [
+                0,
+                g.pool_len.wrapping_sub(FRAME_ALIGN),
+                g.pool_len.wrapping_mul(2),
+                0x8000_0000,
+            ],
         ),
+        9 => (
+            hdr::POOLS_OFFSET,
+            [
+                0,
+                g.rings_offset,
+                g.pools_offset.wrapping_add(4096),
+                u32::MAX,
+            ],
+        ),
+        10 => (hdr::QUEUES, [0, 3, g.queues.wrapping_mul(2), 16]),
         3 => (
             hdr::RING_STRIDE,
             [
@@ -612,19 +656,55 @@ fn fake_run<R: Region + ?Sized>(c: &mut Ctx<'_, R>) -> Result<(), Error> {
     c.r.store(base + ctrl::DOORBELL_ID, db)
 }
 
-/// The ring's producer words and the descriptor the consumer reads next, each read once.
+/// The ring's two indices, each read once.
 struct Seen {
     prod: u32,
-    prod_bytes: u32,
     cons: u32,
 }
 
 fn seen<R: Region + ?Sized>(c: &Ctx<'_, R>, ra: &RingAt) -> Result<Seen, Error> {
     Ok(Seen {
         prod: c.r.load(ra.word(off::PROD_IDX))?,
-        prod_bytes: c.r.load(ra.word(off::PROD_BYTES))?,
         cons: c.r.load(ra.word(off::CONS_IDX))?,
     })
+}
+
+/// The descriptor of index `idx`, read once.
+fn desc_at<R: Region + ?Sized>(c: &Ctx<'_, R>, ra: &RingAt, idx: u32) -> Result<Desc, Error> {
+    let mut raw = [0u8; 32];
+    c.r.read(ra.desc(idx), &mut raw)?;
+    Ok(Desc::decode(&raw))
+}
+
+/// Where the sender's next frame would go: just after the frame of the last descriptor it
+/// published (as its pool allocator hands bytes out), or the pool's start if that descriptor
+/// names no frame in the pool.
+fn next_pos<R: Region + ?Sized>(c: &Ctx<'_, R>, ra: &RingAt) -> Result<u32, Error> {
+    let prod = c.r.load(ra.word(off::PROD_IDX))?;
+    let d = desc_at(c, ra, prod.wrapping_sub(1))?;
+    Ok(match ra.ring.span(d.pos, d.len) {
+        Ok(_) if d.pos.is_multiple_of(FRAME_ALIGN) => {
+            let end = u64::from(d.pos) + u64::from(footprint(d.len));
+            (end % u64::from(ra.ring.pool_len())) as u32
+        }
+        _ => 0,
+    })
+}
+
+/// The region range of the first piece of a frame in flight on ring `ra` (one the consumer has
+/// yet to take), if there is one with a descriptor that names a frame in the pool.
+fn in_flight<R: Region + ?Sized>(
+    c: &mut Ctx<'_, R>,
+    ra: &RingAt,
+) -> Result<Option<Range<usize>>, Error> {
+    let s = seen(c, ra)?;
+    let pending = s.prod.wrapping_sub(s.cons);
+    if pending == 0 || pending > ra.ring.slots() {
+        return Ok(None);
+    }
+    let idx = s.cons.wrapping_add(c.rng.below32(pending));
+    let d = desc_at(c, ra, idx)?;
+    Ok(ra.ring.span(d.pos, d.len).ok().map(|sp| sp.first()))
 }
 
 /// A bad descriptor, `edit` applied to a plausible one. Half the time it replaces a
@@ -643,21 +723,17 @@ fn forge<R: Region + ?Sized>(
         } else {
             s.cons
         };
-        let mut raw = [0u8; 32];
-        c.r.read(ra.desc(idx), &mut raw)?;
-        let mut d = Desc::decode(&raw);
+        let mut d = desc_at(c, &ra, idx)?;
         edit(c.rng, &ra, &mut d);
         c.r.write(ra.desc(idx), &d.encode())
     } else {
         let mut d = Desc {
-            pos: s.prod_bytes,
+            pos: next_pos(c, &ra)?,
             len: 60 + c.rng.below32(1455).min(ra.ring.max_frame() - 60),
             ..Desc::default()
         };
         edit(c.rng, &ra, &mut d);
         c.r.write(ra.desc(s.prod), &d.encode())?;
-        let end = d.pos.wrapping_add(d.len.min(ra.ring.data_len()));
-        c.r.store(ra.word(off::PROD_BYTES), align(end))?;
         c.r.store(ra.word(off::PROD_IDX), s.prod.wrapping_add(1))
     }
 }
@@ -680,10 +756,46 @@ fn frame<R: Region + ?Sized>(
 }
 
 /// [`frame`], with `edit` setting the descriptor's offload fields (in place, a frame already
-/// published keeps its length and position).
+/// published keeps its length and position). A new frame goes where the sender's next one
+/// would ([`next_pos`]), running on at the pool's start if it does not fit before its end.
 fn frame_with<R: Region + ?Sized>(
     c: &mut Ctx<'_, R>,
     ra: RingAt,
+    len: u32,
+    edit: impl FnOnce(&mut Rng, &mut Desc),
+) -> Result<(), Error> {
+    let pos = next_pos(c, &ra)?;
+    place(c, ra, pos, len, edit)
+}
+
+/// A new frame of `len` bytes at pool offset `pos` (a multiple of 64 inside the pool), well
+/// formed and published, with hostile contents.
+fn frame_at<R: Region + ?Sized>(
+    c: &mut Ctx<'_, R>,
+    ra: RingAt,
+    pos: u32,
+    len: u32,
+) -> Result<(), Error> {
+    let s = seen(c, &ra)?;
+    write_frame(
+        c,
+        ra,
+        s.prod,
+        Desc {
+            pos,
+            len,
+            ..Desc::default()
+        },
+        true,
+    )
+}
+
+/// [`frame_with`] at pool offset `pos`: a new frame there, or one time in three (if the ring
+/// holds any) the headers of a frame already published and unread overwritten in place.
+fn place<R: Region + ?Sized>(
+    c: &mut Ctx<'_, R>,
+    ra: RingAt,
+    pos: u32,
     len: u32,
     edit: impl FnOnce(&mut Rng, &mut Desc),
 ) -> Result<(), Error> {
@@ -692,17 +804,8 @@ fn frame_with<R: Region + ?Sized>(
     let in_place = pending > 0 && pending <= ra.ring.slots() && c.rng.chance(1, 3);
     let (idx, mut d) = if in_place {
         let idx = s.cons.wrapping_add(c.rng.below32(pending));
-        let mut raw = [0u8; 32];
-        c.r.read(ra.desc(idx), &mut raw)?;
-        (idx, Desc::decode(&raw))
+        (idx, desc_at(c, &ra, idx)?)
     } else {
-        let data = ra.ring.data_len();
-        let room = data - (s.prod_bytes & (data - 1));
-        let pos = if len > room {
-            s.prod_bytes.wrapping_add(room)
-        } else {
-            s.prod_bytes
-        };
         (
             s.prod,
             Desc {
@@ -713,20 +816,29 @@ fn frame_with<R: Region + ?Sized>(
         )
     };
     edit(c.rng, &mut d);
-    let fill = d.len.clamp(1, FILL_MAX) as usize;
-    if d.len <= ra.ring.max_frame() {
+    write_frame(c, ra, idx, d, !in_place)
+}
+
+/// Writes hostile headers into the frame of `d` (if it names one in the pool: an in-place
+/// victim may be garbage already), its descriptor at index `idx`, and with `publish` moves
+/// `prod_idx` past it.
+fn write_frame<R: Region + ?Sized>(
+    c: &mut Ctx<'_, R>,
+    ra: RingAt,
+    idx: u32,
+    d: Desc,
+    publish: bool,
+) -> Result<(), Error> {
+    if let Ok(span) = ra.ring.span(d.pos, d.len) {
+        let fill = d.len.clamp(1, FILL_MAX) as usize;
         let mut buf = [0u8; FILL_MAX as usize];
         let buf = &mut buf[..fill];
         ethernet(c, &ra, buf)?;
-        // A frame that would run past the data area (an in-place victim that was garbage
-        // already) gets only what fits.
-        let room = (ra.ring.data_len() - (d.pos & (ra.ring.data_len() - 1))) as usize;
-        c.r.write(ra.data(d.pos), &buf[..fill.min(room)])?;
+        span.write(c.r, 0, buf)?;
     }
     c.r.write(ra.desc(idx), &d.encode())?;
-    if !in_place {
-        c.r.store(ra.word(off::PROD_BYTES), align(d.pos.wrapping_add(d.len)))?;
-        c.r.store(ra.word(off::PROD_IDX), s.prod.wrapping_add(1))?;
+    if publish {
+        c.r.store(ra.word(off::PROD_IDX), idx.wrapping_add(1))?;
     }
     Ok(())
 }
@@ -812,18 +924,13 @@ fn garbage_offload(rng: &mut Rng, d: &mut Desc) {
     }
 }
 
-/// A data position rounded up to the frame alignment, wrapping like the ring's.
-fn align(pos: u32) -> u32 {
-    pos.wrapping_add(FRAME_ALIGN - 1) & !(FRAME_ALIGN - 1)
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
     use ivshmem_net_protocol::frame::{rx_verdict, RxVerdict};
     use ivshmem_net_protocol::layout::{attach, claim_slot, Geometry};
     use ivshmem_net_protocol::link::Own;
-    use ivshmem_net_protocol::ring::{Consumer, Producer};
+    use ivshmem_net_protocol::ring::{Consumer, Pool, Producer};
     use ivshmem_net_protocol::HeapRegion;
 
     /// A 4 MiB region for 4 peers: 0 and 1 attached and in RUN, ring 0 -> 1 holding two frames.
@@ -837,13 +944,14 @@ mod tests {
             o.attach(&r, [2, 0, 0, 0, 0, id as u8], 1500).unwrap();
             o.set_state(&r, PeerState::Run).unwrap();
         }
-        let mut p = Producer::new(&g, 0, 1).unwrap();
-        Consumer::new(&g, 0, 1).unwrap().reset(&r).unwrap();
+        let mut pool = Pool::new(&g, 0).unwrap();
+        let mut p = Producer::new(&g, 0, 1, 0).unwrap();
+        Consumer::new(&g, 0, 1, 0).unwrap().reset(&r).unwrap();
         p.reset(&r).unwrap();
         for _ in 0..2 {
-            let at = p.reserve(&r, 100).unwrap().unwrap();
-            r.write(at, &[0xaa; 100]).unwrap();
-            p.commit(&r, &Desc::default()).unwrap();
+            let span = p.reserve(&r, &pool, 100).unwrap().unwrap();
+            span.write(&r, 0, &[0xaa; 100]).unwrap();
+            p.commit(&r, &mut pool, &Desc::default()).unwrap();
         }
         p.publish(&r).unwrap();
         (r, g)
@@ -875,7 +983,7 @@ mod tests {
     fn every_kind_writes_something_inside_the_used_region() {
         for &k in Kind::ALL {
             let (r, g) = region();
-            let t = Targets::new(&r, g).unwrap();
+            let t = Targets::new(&r, g, None).unwrap();
             let before = words(&r);
             let mut rng = Rng::new(k.index() as u64);
             for _ in 0..50 {
@@ -904,12 +1012,12 @@ mod tests {
     fn oversize_frames_pass_the_ring_checks_and_fail_the_receivers() {
         // Into an empty ring, so every frame is a new one of the length the kind chose.
         let (r, g) = region();
-        let t = Targets::new(&r, g).unwrap();
-        let ra = t.ring_of(1, 0);
+        let t = Targets::new(&r, g, None).unwrap();
+        let ra = t.ring_of(1, 0, 1);
         let mtu = r.load(t.ctrl(0) + ctrl::MTU).unwrap();
-        let mut cons = Consumer::new(&g, 1, 0).unwrap();
+        let mut cons = Consumer::new(&g, 1, 0, 1).unwrap();
         cons.reset(&r).unwrap();
-        Producer::new(&g, 1, 0).unwrap().reset(&r).unwrap();
+        Producer::new(&g, 1, 0, 1).unwrap().reset(&r).unwrap();
         let mut rng = Rng::new(7);
         let kinds = [
             (Kind::FrameOverMtu, RxVerdict::OverMtu),
@@ -936,7 +1044,7 @@ mod tests {
                 "{}: {d:?}",
                 k.name()
             );
-            cons.pop(&d);
+            cons.pop();
             cons.publish(&r).unwrap();
         }
     }
@@ -946,12 +1054,13 @@ mod tests {
         // `frame-inject` into an empty ring: the consumer must accept what it forged (that is
         // the point: the payload and offload fields reach the driver).
         let (r, g) = region();
-        let t = Targets::new(&r, g).unwrap();
-        let ra = t.ring_of(1, 0);
-        let mut cons = Consumer::new(&g, 1, 0).unwrap();
+        let t = Targets::new(&r, g, None).unwrap();
+        let ra = t.ring_of(1, 0, 0);
+        let mut cons = Consumer::new(&g, 1, 0, 0).unwrap();
         cons.reset(&r).unwrap();
-        Producer::new(&g, 1, 0).unwrap().reset(&r).unwrap();
+        Producer::new(&g, 1, 0, 0).unwrap().reset(&r).unwrap();
         let mut rng = Rng::new(5);
+        let mut wrapped = 0;
         for i in 0..200u32 {
             let mut c = Ctx {
                 r: &r,
@@ -959,12 +1068,121 @@ mod tests {
                 rng: &mut rng,
                 frozen: 0,
             };
-            let len = 1 + i * 97 % ra.ring.max_frame();
+            // Lengths up to the largest frame, so that frames run past the pool's end.
+            let len = 1 + (i * 7919 + i * i * 97) % ra.ring.max_frame();
             frame(&mut c, ra, len, i % 2 == 0).unwrap();
             let d = cons.peek(&r).unwrap().expect("a frame");
             assert_eq!(d.len, len);
-            cons.pop(&d);
+            let span = cons.span(&d).unwrap();
+            wrapped += span.second().is_some() as u32;
+            // Placed one after the other, as the sender's allocator would.
+            let mut buf = vec![0u8; len as usize];
+            cons.read_frame(&r, &d, &mut buf).unwrap();
+            cons.pop();
             cons.publish(&r).unwrap();
+        }
+        assert!(wrapped > 0, "no forged frame ran past the pool's end");
+    }
+
+    /// `desc-wrap` forges frames that run past the end of the sender's pool: legal, so the ring
+    /// checks pass and the frame comes out in two pieces, its hostile headers at the pool's end.
+    #[test]
+    fn wrapping_frames_pass_the_ring_checks_in_two_pieces() {
+        let (r, g) = region();
+        let t = Targets::new(&r, g, Some(0)).unwrap();
+        let mut cons = Consumer::new(&g, 1, 0, 0).unwrap();
+        cons.reset(&r).unwrap();
+        Producer::new(&g, 1, 0, 0).unwrap().reset(&r).unwrap();
+        let mut rng = Rng::new(11);
+        let mut seen = 0;
+        for _ in 0..300 {
+            let mut c = Ctx {
+                r: &r,
+                t: &t,
+                rng: &mut rng,
+                frozen: 0,
+            };
+            run(&mut c, Kind::DescWrap).unwrap();
+            // Whichever ring it chose: take what is on ring 1 -> 0.
+            while let Some(d) = cons.peek(&r).unwrap() {
+                assert_eq!(d.pos, g.pool_len - FRAME_ALIGN);
+                let span = cons.span(&d).unwrap();
+                assert_eq!(span.first().len(), FRAME_ALIGN as usize);
+                assert!(span
+                    .second()
+                    .is_some_and(|b| b.start == g.pool_offset(1).unwrap()));
+                cons.pop();
+                seen += 1;
+            }
+            cons.publish(&r).unwrap();
+        }
+        assert!(seen > 10, "{seen}");
+    }
+
+    /// The attacks on a ring's words and descriptors are caught by the ring's checks: each
+    /// makes the consumer (or, for `cons-back`, the producer) report `Corrupt`.
+    #[test]
+    fn crafted_ring_attacks_are_caught_by_the_ring_checks() {
+        use ivshmem_net_protocol::layout::Corrupt;
+        let cases = [
+            (Kind::ProdAhead, Corrupt::ProdIdx),
+            (Kind::ProdBehind, Corrupt::ProdIdx),
+            (Kind::DescLenZero, Corrupt::DescLen),
+            (Kind::DescLenHuge, Corrupt::DescLen),
+            (Kind::DescPosOutside, Corrupt::DescPos),
+            (Kind::DescPosUnaligned, Corrupt::DescPos),
+            (Kind::ConsBeyond, Corrupt::ConsIdx),
+            (Kind::ConsBack, Corrupt::ConsIdx),
+        ];
+        for (k, want) in cases {
+            let mut caught = 0;
+            for seed in 0..40 {
+                let (r, g) = region();
+                // Peers 0 and 1 only, queue 0: the ring 0 -> 1 with its two frames, or 1 -> 0.
+                let t = Targets::new(&r, g, Some(0)).unwrap();
+                let mut rng = Rng::new(seed);
+                let mut c = Ctx {
+                    r: &r,
+                    t: &t,
+                    rng: &mut rng,
+                    frozen: 0,
+                };
+                run(&mut c, k).unwrap();
+                // The producer as the sender knows it: two frames published on 0 -> 1.
+                let mut pool = Pool::new(&g, 0).unwrap();
+                let mut p = Producer::new(&g, 0, 1, 0).unwrap();
+                let shadow = HeapRegion::new(r.len());
+                p.reset(&shadow).unwrap();
+                for _ in 0..2 {
+                    p.reserve(&shadow, &pool, 100).unwrap().unwrap();
+                    p.commit(&shadow, &mut pool, &Desc::default()).unwrap();
+                }
+                p.publish(&shadow).unwrap();
+                let got = if matches!(k, Kind::ConsBeyond | Kind::ConsBack) {
+                    p.collect(&r).err()
+                } else {
+                    let mut cons = Consumer::new(&g, 0, 1, 0).unwrap();
+                    let mut err = None;
+                    for _ in 0..=g.ring_slots {
+                        match cons.peek(&r) {
+                            Ok(Some(_)) => cons.pop(),
+                            Ok(None) => break,
+                            Err(e) => {
+                                err = Some(e);
+                                break;
+                            }
+                        }
+                    }
+                    err
+                };
+                // Only attacks that landed on ring 0 -> 1 count.
+                if got == Some(Error::Corrupt(want)) {
+                    caught += 1;
+                } else {
+                    assert_eq!(got, None, "{}: {got:?}", k.name());
+                }
+            }
+            assert!(caught >= 5, "{}: caught {caught} of 40", k.name());
         }
     }
 }

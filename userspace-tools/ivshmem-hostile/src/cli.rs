@@ -32,6 +32,8 @@ pub struct Args {
     pub json: bool,
     /// Instead of storming: forge this peer's MAC (`--forge-mac-of`).
     pub forge_mac_of: Option<u32>,
+    /// Aim at the rings of this queue only (`--queue`); every queue otherwise.
+    pub queue: Option<u32>,
 }
 
 /// The command line's meaning.
@@ -81,6 +83,8 @@ OPTIONS:
                       printed at the start and in the summary]
     --json            print the summary as one JSON object on one line:
                       {{\"seconds\", \"writes\", \"by_kind\": {{name: count}}, \"seed\"}}
+    --queue Q         aim the ring and descriptor attacks at queue Q's rings only (0 to the
+                      header's queues - 1) [default: every queue]
     --forge-mac-of ID instead of storming, play a peer that publishes peer ID's MAC (and MTU,
                       features, doorbell id) as its own: claim a free id, link with every peer
                       by the protocol, beat, drain what they send, restart every link on
@@ -92,7 +96,8 @@ OPTIONS:
 
 The geometry is read from the header once, at the start; from then on anything may be written,
 the header included. Peers present at the start (slot token or control-block state nonzero)
-are aimed at three times in four, the other ids the rest of the time.
+are aimed at three times in four, the other ids the rest of the time. Frames forged into a ring
+are written into its sender's transmit pool, where the sender's next frame would go.
 
 ATTACKS (one attack = one write in --rate and the counts):
   random: 1 to 64 random bytes, or one time in eight an aligned random word, in
@@ -157,6 +162,7 @@ where
         seed: None,
         json: false,
         forge_mac_of: None,
+        queue: None,
     };
     let mut only_paths = false;
     while let Some(arg) = it.next() {
@@ -185,7 +191,7 @@ where
                 flag(&inline)?;
                 a.json = true;
             }
-            "--seconds" | "--mode" | "--rate" | "--seed" | "--forge-mac-of" => {
+            "--seconds" | "--mode" | "--rate" | "--seed" | "--forge-mac-of" | "--queue" => {
                 let v = match inline {
                     Some(v) => v,
                     None => it
@@ -196,6 +202,12 @@ where
                     "--seconds" => a.duration = parse_seconds(&v)?,
                     "--mode" => a.mode = parse_mode(&v)?,
                     "--rate" => a.rate = parse_rate(&v)?,
+                    "--queue" => {
+                        a.queue = Some(
+                            v.parse::<u32>()
+                                .map_err(|_| format!("--queue {v:?}: want a queue number"))?,
+                        )
+                    }
                     "--forge-mac-of" => {
                         a.forge_mac_of = Some(
                             v.parse::<u32>()
@@ -236,8 +248,11 @@ mod tests {
                 seed: None,
                 json: false,
                 forge_mac_of: None,
+                queue: None,
             }
         );
+        assert_eq!(run(&["--queue", "1", "r"]).unwrap().queue, Some(1));
+        assert_eq!(run(&["--queue=0", "r"]).unwrap().queue, Some(0));
         assert_eq!(
             run(&["--forge-mac-of", "3", "r"]).unwrap().forge_mac_of,
             Some(3)
@@ -302,6 +317,7 @@ mod tests {
             (&["r", "--seed", "18446744073709551616"], "--seed"),
             (&["r", "--json=1"], "takes no value"),
             (&["r", "--forge-mac-of", "x"], "want a peer id"),
+            (&["r", "--queue", "-1"], "want a queue number"),
         ] {
             let err = run(args).expect_err(&format!("{args:?} accepted"));
             assert!(err.contains(want), "{args:?}: {err}");

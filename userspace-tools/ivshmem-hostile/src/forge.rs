@@ -85,11 +85,24 @@ impl Forged {
     }
 }
 
-/// Our halves of the rings with one peer.
+/// Our halves of the rings with one peer, one of each per queue.
 struct Halves {
     link: Link,
-    prod: Producer,
-    cons: Consumer,
+    prod: Vec<Producer>,
+    cons: Vec<Consumer>,
+}
+
+impl Halves {
+    /// Resets our side of every ring with the peer, when the link (re)starts.
+    fn reset<R: Region + ?Sized>(&mut self, r: &R) -> Result<(), Error> {
+        for p in &mut self.prod {
+            p.reset(r)?;
+        }
+        for c in &mut self.cons {
+            c.reset(r)?;
+        }
+        Ok(())
+    }
 }
 
 /// Forges peer `victim`'s MAC in region `r` of geometry `g` for `duration` (or until `stop`),
@@ -126,8 +139,12 @@ pub fn forge_mac<R: Region + ?Sized>(
         } else {
             Some(Halves {
                 link: Link::default(),
-                prod: Producer::new(g, id, j)?,
-                cons: Consumer::new(g, j, id)?,
+                prod: (0..g.queues)
+                    .map(|q| Producer::new(g, id, j, q))
+                    .collect::<Result<_, _>>()?,
+                cons: (0..g.queues)
+                    .map(|q| Consumer::new(g, j, id, q))
+                    .collect::<Result<_, _>>()?,
             })
         });
     }
@@ -149,8 +166,7 @@ pub fn forge_mac<R: Region + ?Sized>(
             for (j, h) in (0..g.max_peers).zip(peers.iter_mut()) {
                 let Some(h) = h else { continue };
                 h.link.up = false;
-                h.prod.reset(&seat)?;
-                h.cons.reset(&seat)?;
+                h.reset(&seat)?;
                 own.bump_epoch(&seat, j)?;
             }
         }
@@ -168,8 +184,7 @@ pub fn forge_mac<R: Region + ?Sized>(
                 now_ms,
             ) {
                 Action::Resync(e) => {
-                    h.prod.reset(&seat)?;
-                    h.cons.reset(&seat)?;
+                    h.reset(&seat)?;
                     own.ack(&seat, j, e)?;
                 }
                 Action::Up => {
@@ -181,11 +196,16 @@ pub fn forge_mac<R: Region + ?Sized>(
                 Action::Down(_) => h.link.up = false,
                 Action::Stay => {}
             }
-            if h.link.up && drain(&seat, &mut h.cons, &mut out).is_err() {
+            let mut drained = || -> Result<(), Error> {
+                for c in &mut h.cons {
+                    drain(&seat, c, &mut out)?;
+                }
+                Ok(())
+            };
+            if h.link.up && drained().is_err() {
                 // A ring we cannot follow: start the link afresh.
                 h.link.up = false;
-                h.prod.reset(&seat)?;
-                h.cons.reset(&seat)?;
+                h.reset(&seat)?;
                 own.bump_epoch(&seat, j)?;
             }
         }
@@ -198,20 +218,26 @@ pub fn forge_mac<R: Region + ?Sized>(
     Ok(out)
 }
 
-/// Takes every frame a peer published for us off its ring (`cons`), counting those addressed
-/// to the forged MAC (`out.mac`).
+/// Takes every frame a peer published for us off one of its rings (`cons`), counting those
+/// addressed to the forged MAC (`out.mac`).
 fn drain<R: Region + ?Sized>(r: &R, cons: &mut Consumer, out: &mut Forged) -> Result<(), Error> {
     let mut any = false;
     while let Some(d) = cons.peek(r)? {
         let mut dst = [0u8; 6];
         if d.len >= 6 {
-            r.read(cons.frame_range(&d)?.start, &mut dst)?;
+            // The destination may straddle the end of the sender's pool.
+            let [a, b] = cons.span(&d)?.pieces(0, 6)?;
+            let (x, y) = dst.split_at_mut(a.len());
+            r.read(a.start, x)?;
+            if !y.is_empty() {
+                r.read(b.start, y)?;
+            }
         }
         out.rx_frames += 1;
         if dst == out.mac {
             out.rx_stolen += 1;
         }
-        cons.pop(&d);
+        cons.pop();
         any = true;
     }
     if any {

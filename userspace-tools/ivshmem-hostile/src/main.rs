@@ -143,7 +143,14 @@ fn main() -> ExitCode {
             }
         };
     }
-    let mut storm = match Storm::new(&r, g, seed) {
+    if let Some(q) = args.queue.filter(|&q| q >= g.queues) {
+        eprintln!(
+            "ivshmem-hostile: --queue {q}: the region has queues 0 to {}",
+            g.queues - 1
+        );
+        return ExitCode::from(2);
+    }
+    let mut storm = match Storm::new(&r, g, seed, args.queue) {
         Ok(s) => s,
         Err(e) => {
             eprintln!("ivshmem-hostile: refusing {}: {e:?}", args.path.display());
@@ -152,7 +159,7 @@ fn main() -> ExitCode {
     };
     eprintln!(
         "ivshmem-hostile: storming {} for {} s: mode {}, rate {}, seed {seed}; {} peer ids, \
-         present at start: {:?}",
+         present at start: {:?}; rings of {}",
         args.path.display(),
         args.duration.as_secs_f64(),
         args.mode.name(),
@@ -163,6 +170,10 @@ fn main() -> ExitCode {
         },
         g.max_peers,
         storm.targets().live,
+        match args.queue {
+            Some(q) => format!("queue {q} of {}", g.queues),
+            None => format!("all {} queues", g.queues),
+        },
     );
     let result = storm.run(args.mode, args.duration, args.rate, &stop);
     let ran = match &result {

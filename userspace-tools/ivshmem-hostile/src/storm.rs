@@ -64,9 +64,10 @@ pub struct Storm<'a, R: Region + ?Sized> {
 
 impl<'a, R: Region + ?Sized> Storm<'a, R> {
     /// A storm over `r`, whose geometry `g` was read before (and is never read again), driven
-    /// by `seed`. Notes which peers are present now; see [`Targets::new`].
-    pub fn new(r: &'a R, g: Geometry, seed: u64) -> Result<Self, Error> {
-        let targets = Targets::new(r, g)?;
+    /// by `seed`, aiming at the rings of `queue` only if given. Notes which peers are present
+    /// now; see [`Targets::new`].
+    pub fn new(r: &'a R, g: Geometry, seed: u64, queue: Option<u32>) -> Result<Self, Error> {
+        let targets = Targets::new(r, g, queue)?;
         let mut rng = Rng::new(seed);
         let frozen = rng.next_u32();
         let next_crafted = rng.index(Kind::CRAFTED.len());
@@ -258,7 +259,7 @@ mod tests {
     fn the_seed_reproduces_the_storm() {
         let run = |seed| {
             let (r, g) = region();
-            let mut s = Storm::new(&r, g, seed).unwrap();
+            let mut s = Storm::new(&r, g, seed, None).unwrap();
             for i in 0..3000 {
                 s.step(if i % 2 == 0 {
                     Mode::Random
@@ -276,7 +277,7 @@ mod tests {
     #[test]
     fn crafted_mode_cycles_through_every_kind() {
         let (r, g) = region();
-        let mut s = Storm::new(&r, g, 3).unwrap();
+        let mut s = Storm::new(&r, g, 3, None).unwrap();
         for _ in 0..Kind::CRAFTED.len() * 2 {
             s.step(Mode::Crafted).unwrap();
         }
@@ -291,7 +292,7 @@ mod tests {
     #[test]
     fn paced_run_keeps_to_the_rate_and_stops_on_the_flag() {
         let (r, g) = region();
-        let mut s = Storm::new(&r, g, 1).unwrap();
+        let mut s = Storm::new(&r, g, 1, None).unwrap();
         let stop = AtomicBool::new(false);
         let ran = s
             .run(Mode::Mixed, Duration::from_millis(300), 10_000, &stop)
@@ -313,7 +314,7 @@ mod tests {
     #[test]
     fn summary_lists_the_modes_kinds() {
         let (r, g) = region();
-        let mut s = Storm::new(&r, g, 1).unwrap();
+        let mut s = Storm::new(&r, g, 1, None).unwrap();
         for _ in 0..100 {
             s.step(Mode::Random).unwrap();
         }

@@ -1,26 +1,30 @@
 // SPDX-License-Identifier: GPL-2.0
 
 //! What the storm aims at: the geometry read once at the start (the header may be garbage a
-//! moment later, so it is never read again), the peers that were present then, and every ring.
+//! moment later, so it is never read again), the peers that were present then, every ring of
+//! every queue, and every sender's transmit pool.
 //!
 //! Attacks favour the present peers' control blocks and the rings between them, where the
 //! guests will notice, but keep hitting empty ids too: a guest must not trust a peer that
-//! appears out of nowhere either.
+//! appears out of nowhere either. Rings are aimed at on every queue, or on one (`--queue`).
 
 use ivshmem_net_protocol::layout::{hdr, Error, Geometry, Region, RING_HDR_LEN};
 use ivshmem_net_protocol::link::ctrl;
 use ivshmem_net_protocol::ring::Ring;
+use std::ops::Range;
 
 use crate::rng::Rng;
 
-/// One ring and the peers at its ends.
+/// One ring, the peers at its ends and its queue.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct RingAt {
-    /// The producer's id.
+    /// The producer's id (whose pool the ring's frames live in).
     pub from: u32,
     /// The consumer's id.
     pub to: u32,
-    /// Where it lives.
+    /// The queue.
+    pub queue: u32,
+    /// Where it and its sender's pool live.
     pub ring: Ring,
 }
 
@@ -38,9 +42,9 @@ impl RingAt {
             + slot * ivshmem_net_protocol::layout::DESC_LEN as usize
     }
 
-    /// Region offset of free-running data position `pos`.
-    pub fn data(&self, pos: u32) -> usize {
-        self.ring.data_start() + (pos & (self.ring.data_len() - 1)) as usize
+    /// Region range of the sender's pool.
+    pub fn pool(&self) -> Range<usize> {
+        self.ring.pool()..self.ring.pool() + self.ring.pool_len() as usize
     }
 }
 
@@ -53,14 +57,20 @@ pub struct Targets {
     pub live: Vec<u32>,
     /// Every ring, in `Geometry::ring_offset` order.
     pub rings: Vec<RingAt>,
-    /// End of the last ring: nothing past it is used.
+    /// The only queue aimed at, if one was chosen.
+    pub queue: Option<u32>,
+    /// End of the last pool: nothing past it is used.
     pub used_end: usize,
 }
 
 impl Targets {
     /// Looks once at which peers are present in `r`, whose geometry is `g` (as
-    /// `layout::read_geometry` returned it), and lays out every ring.
-    pub fn new<R: Region + ?Sized>(r: &R, g: Geometry) -> Result<Self, Error> {
+    /// `layout::read_geometry` returned it), and lays out every ring. With `queue`, rings are
+    /// aimed at on that queue only; [`Error::OutOfBounds`] if the region has no such queue.
+    pub fn new<R: Region + ?Sized>(r: &R, g: Geometry, queue: Option<u32>) -> Result<Self, Error> {
+        if queue.is_some_and(|q| q >= g.queues) {
+            return Err(Error::OutOfBounds);
+        }
         let mut live = Vec::new();
         for j in 0..g.max_peers {
             let slot = r.load(hdr::PEER_SLOTS + 4 * j as usize)?;
@@ -72,14 +82,17 @@ impl Targets {
         let mut rings = Vec::new();
         for from in 0..g.max_peers {
             for to in (0..g.max_peers).filter(|&to| to != from) {
-                rings.push(RingAt {
-                    from,
-                    to,
-                    ring: Ring::new(&g, from, to)?,
-                });
+                for q in 0..g.queues {
+                    rings.push(RingAt {
+                        from,
+                        to,
+                        queue: q,
+                        ring: Ring::new(&g, from, to, q)?,
+                    });
+                }
             }
         }
-        let used_end = g.rings_offset as usize + g.rings() as usize * g.ring_stride as usize;
+        let used_end = g.pool_offset(g.max_peers - 1)? + g.pool_len as usize;
         if used_end > r.len() {
             return Err(Error::OutOfBounds);
         }
@@ -87,6 +100,7 @@ impl Targets {
             geometry: g,
             live,
             rings,
+            queue,
             used_end,
         })
     }
@@ -113,7 +127,7 @@ impl Targets {
     }
 
     /// A ring: mostly one between two present peers, sometimes one with a single present end,
-    /// sometimes any.
+    /// sometimes any; on the chosen queue, or any.
     pub fn ring(&self, rng: &mut Rng) -> RingAt {
         let n = self.geometry.max_peers;
         let (from, to) = match rng.below32(10) {
@@ -136,13 +150,18 @@ impl Targets {
                 (from, self.other(rng, from))
             }
         };
-        self.ring_of(from, to)
+        let queue = match self.queue {
+            Some(q) => q,
+            None => rng.below32(self.geometry.queues),
+        };
+        self.ring_of(from, to, queue)
     }
 
-    /// The ring `from -> to`; both below `max_peers` and distinct.
-    pub fn ring_of(&self, from: u32, to: u32) -> RingAt {
-        let idx = from * (self.geometry.max_peers - 1) + if to < from { to } else { to - 1 };
-        self.rings[idx as usize]
+    /// The ring `from -> to` of `queue`; both ids below `max_peers` and distinct, the queue
+    /// below `queues`.
+    pub fn ring_of(&self, from: u32, to: u32, queue: u32) -> RingAt {
+        let pair = from * (self.geometry.max_peers - 1) + if to < from { to } else { to - 1 };
+        self.rings[(pair * self.geometry.queues + queue) as usize]
     }
 
     /// Region offset of peer `j`'s control block; `j` below `max_peers`.
@@ -164,24 +183,40 @@ mod tests {
         attach(&r, g, 1, || false).unwrap();
         r.store(hdr::PEER_SLOTS + 4, 0x55).unwrap();
         r.store(g.ctrl_offset(3).unwrap() + ctrl::STATE, 2).unwrap();
-        let t = Targets::new(&r, g).unwrap();
+        let t = Targets::new(&r, g, None).unwrap();
         assert_eq!(t.live, vec![1, 3]);
-        assert_eq!(t.rings.len(), 12);
+        assert_eq!(t.rings.len() as u32, 12 * g.queues);
+        assert!(g.queues > 1, "the test wants several queues: {g:?}");
         for ra in &t.rings {
-            assert_eq!(ra.ring.base(), g.ring_offset(ra.from, ra.to).unwrap());
-            assert_eq!(t.ring_of(ra.from, ra.to), *ra);
+            assert_eq!(
+                ra.ring.base(),
+                g.ring_offset(ra.from, ra.to, ra.queue).unwrap()
+            );
+            assert_eq!(ra.pool().start, g.pool_offset(ra.from).unwrap());
+            assert_eq!(t.ring_of(ra.from, ra.to, ra.queue), *ra);
         }
         for j in 0..4 {
             assert_eq!(t.ctrl(j), g.ctrl_offset(j).unwrap());
         }
+        assert_eq!(t.used_end, g.pool_offset(3).unwrap() + g.pool_len as usize);
         assert!(t.used_end <= r.len());
         let mut rng = Rng::new(9);
+        let mut queues = vec![0; g.queues as usize];
         for _ in 0..1000 {
             let ra = t.ring(&mut rng);
             assert_ne!(ra.from, ra.to);
+            queues[ra.queue as usize] += 1;
             let p = t.peer(&mut rng);
             assert!(p < 4);
             assert_ne!(t.other(&mut rng, p), p);
         }
+        assert!(
+            queues.iter().all(|&n| n > 100),
+            "every queue is aimed at: {queues:?}"
+        );
+        // One queue only, when asked; none the region does not have.
+        let t = Targets::new(&r, g, Some(1)).unwrap();
+        assert!((0..200).all(|_| t.ring(&mut rng).queue == 1));
+        assert!(Targets::new(&r, g, Some(g.queues)).is_err());
     }
 }

@@ -8,7 +8,7 @@
 use ivshmem_hostile::forge::forge_mac;
 use ivshmem_net_protocol::layout::{attach, claim_slot, hdr, Geometry, Region};
 use ivshmem_net_protocol::link::{decide, read_peer, Action, Link, Own, PeerState};
-use ivshmem_net_protocol::ring::{Consumer, Desc, Producer};
+use ivshmem_net_protocol::ring::{Consumer, Desc, Pool, Producer};
 use ivshmem_net_protocol::HeapRegion;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
@@ -45,10 +45,16 @@ fn forger_links_under_the_victims_mac_and_counts_unicast_for_it() {
             )
         });
         // The sender: links with whoever shows up at id 0, then sends it one frame for the
-        // victim's MAC and one broadcast.
+        // victim's MAC on queue 0 and one broadcast on the last queue (the forger must drain
+        // every queue), both from its one pool.
         let sender = &mut own[1];
         let mut link = Link::default();
-        let mut prod = Producer::new(&g, 2, 0).unwrap();
+        let last = g.queues - 1;
+        assert!(last > 0, "the test wants several queues: {g:?}");
+        let mut pool = Pool::new(&g, 2).unwrap();
+        let mut prods: Vec<Producer> = (0..g.queues)
+            .map(|q| Producer::new(&g, 2, 0, q).unwrap())
+            .collect();
         let mut sent = false;
         let mut sent_at = None;
         let start = Instant::now();
@@ -59,8 +65,10 @@ fn forger_links_under_the_victims_mac_and_counts_unicast_for_it() {
                 let (e, a) = (sender.epoch(&r, 0).unwrap(), sender.acked(&r, 0).unwrap());
                 match decide(&mut link, e, a, &view, now) {
                     Action::Resync(epoch) => {
-                        prod.reset(&r).unwrap();
-                        Consumer::new(&g, 0, 2).unwrap().reset(&r).unwrap();
+                        for (q, p) in (0..).zip(prods.iter_mut()) {
+                            p.reset(&r).unwrap();
+                            Consumer::new(&g, 0, 2, q).unwrap().reset(&r).unwrap();
+                        }
                         sender.ack(&r, 0, epoch).unwrap();
                     }
                     Action::Up => {
@@ -77,14 +85,15 @@ fn forger_links_under_the_victims_mac_and_counts_unicast_for_it() {
                 }
             }
             if link.up && !sent {
-                for dst in [VICTIM_MAC, [0xff; 6]] {
+                for (q, dst) in [(0, VICTIM_MAC), (last, [0xff; 6])] {
                     let mut frame = [0u8; 60];
                     frame[..6].copy_from_slice(&dst);
-                    let at = prod.reserve(&r, 60).unwrap().unwrap();
-                    r.write(at, &frame).unwrap();
-                    prod.commit(&r, &Desc::default()).unwrap();
+                    let p = &mut prods[q as usize];
+                    let span = p.reserve(&r, &pool, 60).unwrap().unwrap();
+                    span.write(&r, 0, &frame).unwrap();
+                    p.commit(&r, &mut pool, &Desc::default()).unwrap();
+                    p.publish(&r).unwrap();
                 }
-                prod.publish(&r).unwrap();
                 sent = true;
                 sent_at = Some(Instant::now());
             }

@@ -9,7 +9,7 @@ use ivshmem_net_protocol::layout::{
     HEADER_LEN, RING_HDR_LEN,
 };
 use ivshmem_net_protocol::link::{peer_doorbell, read_peer, Own, PeerState};
-use ivshmem_net_protocol::ring::{Consumer, Desc, Producer};
+use ivshmem_net_protocol::ring::{Consumer, Desc, Pool, Producer};
 use ivshmem_net_protocol::MmapRegion;
 use serde_json::Value;
 use std::ops::Range;
@@ -27,10 +27,15 @@ fn region_file() -> tempfile::NamedTempFile {
 }
 
 /// A region for the default 8 peer ids with peers 0 and 1 attached, in RUN, their link synced;
-/// ring 0 -> 1 holds three frames and ring 1 -> 0 two, none consumed.
+/// ring 0 -> 1 holds three frames and ring 1 -> 0 two (on every queue), none consumed.
 fn build(path: &Path) -> Geometry {
+    build_for(path, DEFAULT_MAX_PEERS)
+}
+
+/// [`build`] for `peers` peer ids.
+fn build_for(path: &Path, peers: u32) -> Geometry {
     let r = MmapRegion::open(path).unwrap();
-    let g = Geometry::new(LEN, DEFAULT_MAX_PEERS).unwrap();
+    let g = Geometry::new(LEN, peers).unwrap();
     attach(&r, g, 0x1122_3344_5566_7788, || false).unwrap();
     let mut own = Vec::new();
     for id in 0..2u32 {
@@ -46,15 +51,18 @@ fn build(path: &Path) -> Geometry {
         o.set_state(&r, PeerState::Run).unwrap();
     }
     for (from, to, frames) in [(0, 1, 3u8), (1, 0, 2)] {
-        let mut p = Producer::new(&g, from, to).unwrap();
-        Consumer::new(&g, from, to).unwrap().reset(&r).unwrap();
-        p.reset(&r).unwrap();
-        for i in 0..frames {
-            let at = p.reserve(&r, 100 + u32::from(i)).unwrap().unwrap();
-            r.write(at, &[i; 100]).unwrap();
-            p.commit(&r, &Desc::default()).unwrap();
+        let mut pool = Pool::new(&g, from).unwrap();
+        for q in 0..g.queues {
+            let mut p = Producer::new(&g, from, to, q).unwrap();
+            Consumer::new(&g, from, to, q).unwrap().reset(&r).unwrap();
+            p.reset(&r).unwrap();
+            for i in 0..frames {
+                let span = p.reserve(&r, &pool, 100 + u32::from(i)).unwrap().unwrap();
+                span.write(&r, 0, &[i; 100]).unwrap();
+                p.commit(&r, &mut pool, &Desc::default()).unwrap();
+            }
+            p.publish(&r).unwrap();
         }
-        p.publish(&r).unwrap();
     }
     g
 }
@@ -120,11 +128,11 @@ fn refuses_what_is_not_a_region_and_leaves_it_byte_identical() {
             }),
         ),
         (
-            "version 2",
+            "version 1",
             Box::new(|p: &Path| {
                 std::fs::write(p, vec![0u8; LEN as usize]).unwrap();
                 build(p);
-                MmapRegion::open(p).unwrap().store(hdr::VERSION, 2).unwrap();
+                MmapRegion::open(p).unwrap().store(hdr::VERSION, 1).unwrap();
             }),
         ),
         (
@@ -169,15 +177,19 @@ fn refuses_what_is_not_a_region_and_leaves_it_byte_identical() {
 }
 
 /// The byte ranges a storm must have changed, by name.
-fn areas(g: &Geometry, random: bool) -> Vec<(String, Range<usize>)> {
+fn areas(g: &Geometry) -> Vec<(String, Range<usize>)> {
     let ctrl = |j: u32| {
         let b = g.ctrl_offset(j).unwrap();
         b..b + g.ctrl_stride as usize
     };
-    let ring = |from, to| g.ring_offset(from, to).unwrap();
+    let ring = |from, to| g.ring_offset(from, to, 0).unwrap();
     let descs = |from, to| {
         let b = ring(from, to) + RING_HDR_LEN as usize;
         b..b + (g.ring_slots * DESC_LEN) as usize
+    };
+    let pool = |j| {
+        let b = g.pool_offset(j).unwrap();
+        b..b + g.pool_len as usize
     };
     let mut v = vec![
         ("header".to_string(), 0..HEADER_LEN as usize),
@@ -203,10 +215,8 @@ fn areas(g: &Geometry, random: bool) -> Vec<(String, Range<usize>)> {
             .filter(|(i, _)| i % 7 == 0)
             .map(|(i, r)| (format!("empty ring #{i}"), r)),
     );
-    if random {
-        let d = descs(0, 1).end;
-        v.push(("data 0->1".into(), d..d + g.ring_data as usize));
-    }
+    v.push(("pool 0".into(), pool(0)));
+    v.push(("pool 1".into(), pool(1)));
     v
 }
 
@@ -215,32 +225,35 @@ fn areas(g: &Geometry, random: bool) -> Vec<(String, Range<usize>)> {
 /// operations reported an error.
 fn read_everything(r: &MmapRegion, g: &Geometry) -> usize {
     let mut errors = 0;
-    let mut buf = vec![0u8; g.ring_data as usize];
+    let mut buf = vec![0u8; g.pool_len as usize];
     for from in 0..g.max_peers {
+        let pool = Pool::new(g, from).unwrap();
         for to in (0..g.max_peers).filter(|&to| to != from) {
-            let mut c = Consumer::new(g, from, to).unwrap();
-            errors += c.pending(r).is_err() as usize;
-            for _ in 0..=g.ring_slots {
-                match c.peek(r) {
-                    Ok(Some(d)) => {
-                        assert!(c.read_frame(r, &d, &mut buf).is_ok());
-                        c.pop(&d);
-                    }
-                    Ok(None) => break,
-                    Err(_) => {
-                        errors += 1;
-                        break;
+            for q in 0..g.queues {
+                let mut c = Consumer::new(g, from, to, q).unwrap();
+                errors += c.pending(r).is_err() as usize;
+                for _ in 0..=g.ring_slots {
+                    match c.peek(r) {
+                        Ok(Some(d)) => {
+                            assert!(c.read_frame(r, &d, &mut buf).is_ok());
+                            c.pop();
+                        }
+                        Ok(None) => break,
+                        Err(_) => {
+                            errors += 1;
+                            break;
+                        }
                     }
                 }
+                let _ = c.prod_event(r);
+                let _ = c.kick_needed(r, 0);
+                let mut p = Producer::new(g, from, to, q).unwrap();
+                errors += p.in_flight(r).is_err() as usize;
+                errors += p.collect(r).is_err() as usize;
+                errors += p.reserve(r, &pool, 100).is_err() as usize;
+                let _ = p.cons_event(r);
+                let _ = p.kick_needed(r, 0);
             }
-            let _ = c.prod_event(r);
-            let _ = c.kick_needed(r, 0);
-            let mut p = Producer::new(g, from, to).unwrap();
-            errors += p.in_flight(r).is_err() as usize;
-            errors += p.free_slots(r).is_err() as usize;
-            errors += p.reserve(r, 100).is_err() as usize;
-            let _ = p.fits(r, 1);
-            let _ = p.kick_needed(r, 0);
         }
     }
     for j in 0..g.max_peers {
@@ -298,7 +311,7 @@ fn storm(mode: &str, seed: &str) {
     );
 
     let after = std::fs::read(f.path()).unwrap();
-    for (name, range) in areas(&g, mode == "random") {
+    for (name, range) in areas(&g) {
         assert!(
             before[range.clone()] != after[range.clone()],
             "{mode} storm left {name} ({range:?}) unchanged"
@@ -374,4 +387,64 @@ fn sigterm_stops_the_storm_with_a_summary() {
     assert!(j["seconds"].as_f64().unwrap() < 10.0);
     assert!(j["writes"].as_u64().unwrap() > 0);
     assert!(j["seed"].is_u64());
+}
+
+/// `--queue Q` aims the ring attacks at queue Q only: a crafted storm (which writes rings only
+/// through the ring attacks) leaves every ring of the other queue as it was, and changes queue
+/// Q's rings between the present peers; a queue the region lacks is refused.
+#[test]
+fn queue_option_aims_at_one_queue() {
+    let f = region_file();
+    // 4 peer ids in 4 MiB: two queues per pair.
+    let g = build_for(f.path(), 4);
+    assert_eq!(g.queues, 2);
+    let before = std::fs::read(f.path()).unwrap();
+    let o = run(&[
+        f.path().to_str().unwrap(),
+        "--queue",
+        "2",
+        "--seconds",
+        "0.1",
+    ]);
+    assert_eq!(o.status.code(), Some(2), "{}", stderr(&o));
+    assert!(stderr(&o).contains("queues 0 to 1"), "{}", stderr(&o));
+    assert!(std::fs::read(f.path()).unwrap() == before);
+    let o = run(&[
+        f.path().to_str().unwrap(),
+        "--seconds",
+        "0.5",
+        "--mode",
+        "crafted",
+        "--queue",
+        "1",
+        "--seed",
+        "3",
+    ]);
+    assert_eq!(o.status.code(), Some(0), "{}", stderr(&o));
+    assert!(
+        stderr(&o).contains("rings of queue 1 of 2"),
+        "{}",
+        stderr(&o)
+    );
+    let after = std::fs::read(f.path()).unwrap();
+    let ring = |from, to, q| {
+        let b = g.ring_offset(from, to, q).unwrap();
+        b..b + g.ring_stride as usize
+    };
+    for from in 0..4 {
+        for to in (0..4).filter(|&to| to != from) {
+            let r = ring(from, to, 0);
+            assert!(
+                before[r.clone()] == after[r.clone()],
+                "queue 0 ring {from}->{to} changed"
+            );
+        }
+    }
+    for (from, to) in [(0, 1), (1, 0)] {
+        let r = ring(from, to, 1);
+        assert!(
+            before[r.clone()] != after[r.clone()],
+            "queue 1 ring {from}->{to} unchanged"
+        );
+    }
 }
