@@ -13,7 +13,7 @@ use ivshmem_bench::frame;
 use ivshmem_bench::stats::{ns, Summary};
 use ivshmem_net_protocol::layout::{attach, claim_slot, Geometry, Region};
 use ivshmem_net_protocol::link::{Own, PeerState};
-use ivshmem_net_protocol::ring::{Consumer, Desc, Producer};
+use ivshmem_net_protocol::ring::{Consumer, Desc, Pool, Producer};
 use ivshmem_net_protocol::MmapRegion;
 use serde_json::{json, Value};
 use std::io::{BufRead, BufReader, Read, Write};
@@ -258,27 +258,67 @@ impl Shm {
         })
     }
 
-    /// Zeroes both sides of both rings, before a child starts with fresh shadows.
+    /// Zeroes both sides of every ring of both directions, before a child starts with fresh
+    /// shadows.
     fn reset_rings(&self) -> Res<()> {
         for (a, b) in [(0, 1), (1, 0)] {
-            Producer::new(&self.g, a, b)
-                .and_then(|mut p| p.reset(&self.r))
-                .map_err(err("reset producer"))?;
-            Consumer::new(&self.g, a, b)
-                .and_then(|mut c| c.reset(&self.r))
-                .map_err(err("reset consumer"))?;
+            for q in 0..self.g.queues {
+                Producer::new(&self.g, a, b, q)
+                    .and_then(|mut p| p.reset(&self.r))
+                    .map_err(err("reset producer"))?;
+                Consumer::new(&self.g, a, b, q)
+                    .and_then(|mut c| c.reset(&self.r))
+                    .map_err(err("reset consumer"))?;
+            }
         }
         Ok(())
     }
 }
 
-/// Reserves (spinning while the ring is full), copies, commits and publishes one frame.
-fn ring_send(r: &MmapRegion, p: &mut Producer, f: &[u8]) -> Res<()> {
+/// A sender's side of one ring: its producer and the pool allocator its frames come from.
+struct Tx {
+    p: Producer,
+    pool: Pool,
+}
+
+impl Tx {
+    /// Peer `from`'s side of its ring to `to` on `queue`, with an allocator over its pool.
+    fn new(g: &Geometry, from: u32, to: u32, queue: u32) -> Res<Tx> {
+        Ok(Tx {
+            p: Producer::new(g, from, to, queue).map_err(err("producer"))?,
+            pool: Pool::new(g, from).map_err(err("pool"))?,
+        })
+    }
+
+    /// Reads how far the consumer got and takes the bytes of what it consumed back.
+    fn reclaim(&mut self, r: &MmapRegion) -> Res<()> {
+        self.p.collect(r).map_err(err("collect"))?;
+        self.pool.reclaim([&self.p]);
+        Ok(())
+    }
+
+    /// Frames published and not yet consumed.
+    fn in_flight(&self, r: &MmapRegion) -> Res<u32> {
+        self.p.in_flight(r).map_err(err("in flight"))
+    }
+}
+
+/// Reserves (collecting what the consumer is done with and spinning while ring or pool is
+/// full), copies, commits and publishes one frame.
+fn ring_send(r: &MmapRegion, tx: &mut Tx, f: &[u8]) -> Res<()> {
     let len = f.len() as u32;
-    let at = spin_until("ring full", || p.reserve(r, len).map_err(err("reserve")))?;
-    r.write(at, f).map_err(err("write frame"))?;
-    p.commit(r, &Desc::default()).map_err(err("commit"))?;
-    p.publish(r).map_err(err("publish"))?;
+    let span = spin_until("ring full", || {
+        if let Some(s) = tx.p.reserve(r, &tx.pool, len).map_err(err("reserve"))? {
+            return Ok(Some(s));
+        }
+        // No slot or no pool room: bytes come back only through reclaim.
+        tx.reclaim(r)?;
+        tx.p.reserve(r, &tx.pool, len).map_err(err("reserve"))
+    })?;
+    span.write(r, 0, f).map_err(err("write frame"))?;
+    tx.p.commit(r, &mut tx.pool, &Desc::default())
+        .map_err(err("commit"))?;
+    tx.p.publish(r).map_err(err("publish"))?;
     Ok(())
 }
 
@@ -288,7 +328,7 @@ fn ring_recv(r: &MmapRegion, c: &mut Consumer, buf: &mut [u8]) -> Res<Option<usi
         return Ok(None);
     };
     let n = c.read_frame(r, &d, buf).map_err(err("read frame"))?;
-    c.pop(&d);
+    c.pop();
     Ok(Some(n))
 }
 
@@ -370,8 +410,8 @@ fn ready() {
 fn child_ring(mode: &str, path: &Path) -> Res<Tally> {
     let shm = Shm::join(path)?;
     let (r, g) = (&shm.r, &shm.g);
-    let mut c = Consumer::new(g, 0, 1).map_err(err("consumer"))?;
-    let mut p = Producer::new(g, 1, 0).map_err(err("producer"))?;
+    let mut c = Consumer::new(g, 0, 1, 0).map_err(err("consumer"))?;
+    let mut tx = Tx::new(g, 1, 0, 0)?;
     let mut buf = vec![0u8; MAX_FRAME];
     let mut t = Tally::default();
     ready();
@@ -405,7 +445,7 @@ fn child_ring(mode: &str, path: &Path) -> Res<Tally> {
             let n = spin_until("echo", || ring_recv(r, &mut c, &mut buf))?;
             c.publish(r).map_err(err("publish"))?;
             let end = t.take(&buf[..n]);
-            ring_send(r, &mut p, &buf[..n])?;
+            ring_send(r, &mut tx, &buf[..n])?;
             if end {
                 return Ok(t);
             }
@@ -618,21 +658,18 @@ fn throughput_ring(plan: &Plan, shm: &Shm, size: usize) -> Res<(u64, u64, f64, T
     shm.reset_rings()?;
     let peer = Peer::spawn(Transport::Ring, "sink", &shm.path.to_string_lossy())?;
     let r = &shm.r;
-    let mut p = Producer::new(&shm.g, 0, 1).map_err(err("producer"))?;
-    let slots = p.ring().slots();
+    let mut tx = Tx::new(&shm.g, 0, 1, 0)?;
     let mut f = frame::template(size);
     let mut endf = frame::template(64);
     frame::stamp(&mut endf, frame::END);
     let (sent, timed, secs) = one_way(plan, |seq| match seq {
         Some(seq) => {
             frame::stamp(&mut f, seq);
-            ring_send(r, &mut p, &f)
+            ring_send(r, &mut tx, &f)
         }
         None => {
-            ring_send(r, &mut p, &endf)?;
-            spin_until("drain", || {
-                Ok((p.free_slots(r).map_err(err("free"))? == slots).then_some(()))
-            })
+            ring_send(r, &mut tx, &endf)?;
+            spin_until("drain", || Ok((tx.in_flight(r)? == 0).then_some(())))
         }
     })?;
     let tally = peer.finish()?;
@@ -772,13 +809,13 @@ fn latency_ring(plan: &Plan, shm: &Shm) -> Res<(Vec<u64>, u64, Tally)> {
     shm.reset_rings()?;
     let peer = Peer::spawn(Transport::Ring, "echo", &shm.path.to_string_lossy())?;
     let r = &shm.r;
-    let mut p = Producer::new(&shm.g, 0, 1).map_err(err("producer"))?;
-    let mut c = Consumer::new(&shm.g, 1, 0).map_err(err("consumer"))?;
+    let mut tx = Tx::new(&shm.g, 0, 1, 0)?;
+    let mut c = Consumer::new(&shm.g, 1, 0, 0).map_err(err("consumer"))?;
     let mut f = frame::template(LAT_SIZE);
     let mut buf = vec![0u8; MAX_FRAME];
     let mut rt = |seq: u64| -> Res<bool> {
         frame::stamp(&mut f, seq);
-        ring_send(r, &mut p, &f)?;
+        ring_send(r, &mut tx, &f)?;
         let n = spin_until("echo", || ring_recv(r, &mut c, &mut buf))?;
         c.publish(r).map_err(err("publish"))?;
         Ok(frame::check(&buf[..n]) == Some(seq))
@@ -898,7 +935,8 @@ impl Report {
                 "len": g.region_len,
                 "max_peers": g.max_peers,
                 "ring_slots": g.ring_slots,
-                "ring_data": g.ring_data,
+                "queues": g.queues,
+                "pool_len": g.pool_len,
             },
             "throughput": self.throughput.iter().map(|t| json!({
                 "transport": t.transport.name(),
@@ -944,13 +982,13 @@ impl Report {
         let mut o = String::new();
         let _ = writeln!(
             o,
-            "ring-bench ({} run, {} CPUs; ring: {} MiB region, {} peers, {} slots, {} MiB data per ring)",
+            "ring-bench ({} run, {} CPUs; ring: {} MiB region, {} peers, {} slots, {:.1} MiB pool per sender)",
             if self.plan.quick { "quick" } else { "full" },
             std::thread::available_parallelism().map(|n| n.get()).unwrap_or(0),
             g.region_len >> 20,
             g.max_peers,
             g.ring_slots,
-            g.ring_data >> 20
+            f64::from(g.pool_len) / f64::from(1u32 << 20)
         );
         let _ = writeln!(o);
         let head = match self.plan.trials {
@@ -1176,19 +1214,27 @@ mod tests {
     fn ring_frames_round_trip_through_a_region_file() {
         let shm = Shm::create().unwrap();
         shm.reset_rings().unwrap();
-        let mut p = Producer::new(&shm.g, 0, 1).unwrap();
-        let mut c = Consumer::new(&shm.g, 0, 1).unwrap();
+        let mut tx = Tx::new(&shm.g, 0, 1, 0).unwrap();
+        let mut c = Consumer::new(&shm.g, 0, 1, 0).unwrap();
         let mut buf = vec![0u8; MAX_FRAME];
         let mut t = Tally::default();
-        for (seq, len) in [(0, 64), (1, 1500), (2, 65536)] {
+        // Enough 64 KiB frames to go round the pool several times, so that frames run past
+        // its end and ring_send must reclaim.
+        let laps = 3 * shm.g.pool_len as usize / (64 << 10);
+        let lens = [64, 1500, 65536]
+            .into_iter()
+            .chain(std::iter::repeat_n(65536 - 40, laps));
+        for (seq, len) in (0..).zip(lens) {
             let mut f = frame::template(len);
             frame::stamp(&mut f, seq);
-            ring_send(&shm.r, &mut p, &f).unwrap();
+            ring_send(&shm.r, &mut tx, &f).unwrap();
             let n = ring_recv(&shm.r, &mut c, &mut buf).unwrap().unwrap();
             assert_eq!(n, len);
             assert!(!t.take(&buf[..n]));
+            c.publish(&shm.r).unwrap();
         }
-        assert_eq!((t.frames, t.errors), (3, 0));
+        assert_eq!((t.frames, t.errors), (3 + laps as u64, 0));
+        assert!(tx.pool.head() > 2 * u64::from(shm.g.pool_len));
         let path = shm.path.clone();
         drop(shm);
         assert!(!path.exists());
