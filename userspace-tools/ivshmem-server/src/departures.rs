@@ -104,6 +104,32 @@ mod tests {
         let _ = std::fs::remove_file(path);
     }
 
+    /// A header as a guest lays it out (layout version 2: pools, queues): the server counts in
+    /// the word the guests read, and changes no geometry word they check.
+    #[test]
+    fn counts_in_a_header_a_guest_laid_out() {
+        let len = 16 << 20;
+        let (fd, path) = region("v2", len);
+        let view = MmapRegion::map_fd(&fd, len as usize).expect("mapping the region");
+        let g = layout::Geometry::new(len, 8).expect("geometry");
+        let a = layout::attach(&view, g, 0x1234, || false).expect("laid out");
+        let mut before = [0u8; HEADER_LEN as usize];
+        view.read(0, &mut before).expect("header");
+        let d = Departures::new(&fd, len).expect("mapping");
+        let seen = layout::departures(&view).expect("departures");
+        assert!(d.announce() && d.announce());
+        assert_eq!(layout::departures(&view), Ok(seen.wrapping_add(2)));
+        let mut after = [0u8; HEADER_LEN as usize];
+        view.read(0, &mut after).expect("header");
+        let dep = hdr::DEPARTURES..hdr::DEPARTURES + 4;
+        assert_eq!(before[..dep.start], after[..dep.start]);
+        assert_eq!(before[dep.end..], after[dep.end..]);
+        // Nothing for a guest to repair, and a guest joining still accepts the header.
+        assert_eq!(layout::repair_header(&view, &a), Ok(0));
+        assert_eq!(layout::read_geometry(&view), Ok(g));
+        let _ = std::fs::remove_file(path);
+    }
+
     #[test]
     fn a_region_smaller_than_a_header_is_never_touched() {
         let (fd, path) = region("small", 1024);
