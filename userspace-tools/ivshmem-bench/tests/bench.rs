@@ -30,6 +30,11 @@ fn ring_bench_quick_json() {
     assert_eq!(v["errors"], 0);
     assert_eq!(v["region"]["len"], 32 << 20);
     assert_eq!(v["region"]["max_peers"], 2);
+    assert_eq!(v["region"]["ring_slots"], 512);
+    assert_eq!(v["region"]["queues"], 8);
+    // Layout v2: the rest of the region after the rings is one pool per sender.
+    let pool = v["region"]["pool_len"].as_u64().unwrap();
+    assert!((15 << 20..16 << 20).contains(&pool), "{pool}");
     let tp = v["throughput"].as_array().unwrap();
     assert_eq!(tp.len(), 9);
     for t in tp {
@@ -57,12 +62,35 @@ fn ring_bench_quick_json() {
         );
         assert!(0.0 < p50 && p50 <= p99 && p99 <= max, "{l}");
     }
+    // Thread pairs on their own queues, 1 and 2 of them by default.
+    let sc = &v["scaling"];
+    assert_eq!(sc["frame_bytes"], 1500);
+    assert_eq!(sc["region"]["max_peers"], 3);
+    let runs = sc["runs"].as_array().unwrap();
+    assert_eq!(runs.len(), 2);
+    for (i, run) in runs.iter().enumerate() {
+        assert_eq!(run["pairs"], i + 1, "{run}");
+        assert_eq!(run["errors"], 0, "{run}");
+        assert!(run["failed"].is_null(), "{run}");
+        let each = run["per_pair_frames_per_sec"].as_array().unwrap();
+        assert_eq!(each.len(), i + 1, "{run}");
+        assert!(each.iter().all(|x| x.as_f64().unwrap() > 0.0), "{run}");
+        let sum: f64 = each.iter().map(|x| x.as_f64().unwrap()).sum();
+        assert!(
+            (sum - run["frames_per_sec"].as_f64().unwrap()).abs() < 1.0,
+            "{run}"
+        );
+    }
+    assert_eq!(runs[0]["speedup"], 1.0);
+    assert!(runs[1]["speedup"].as_f64().unwrap() > 0.0);
     assert_eq!(v["memcpy"]["buffer_bytes"], 64 << 20);
     assert!(v["memcpy"]["gb_per_sec"].as_f64().unwrap() > 0.0);
     assert_eq!(v["memcpy"]["errors"], 0);
     // No region file left behind.
-    let leftover = format!("/dev/shm/ring-bench-{pid}");
-    assert!(!std::path::Path::new(&leftover).exists());
+    for tag in ["", "-pairs"] {
+        let leftover = format!("/dev/shm/ring-bench-{pid}{tag}");
+        assert!(!std::path::Path::new(&leftover).exists(), "{leftover}");
+    }
 }
 
 #[test]
@@ -72,6 +100,14 @@ fn ring_bench_help_and_bad_args() {
     assert!(String::from_utf8_lossy(&out.stdout).contains("--quick"));
     let out = Command::new(RING_BENCH).arg("--bogus").output().unwrap();
     assert_eq!(out.status.code(), Some(64));
+    for bad in [&["--pairs", "6"][..], &["--pairs", "x"], &["--pairs"]] {
+        let out = Command::new(RING_BENCH).args(bad).output().unwrap();
+        assert_eq!(out.status.code(), Some(64), "{bad:?}");
+        assert!(
+            String::from_utf8_lossy(&out.stderr).contains("--pairs"),
+            "{bad:?}"
+        );
+    }
 }
 
 /// Starts `ivnet-rr server` on 127.0.0.1 with a port the system picks; returns it and the port.

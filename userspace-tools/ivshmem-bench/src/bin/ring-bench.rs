@@ -21,11 +21,18 @@ use std::net::{TcpListener, TcpStream};
 use std::os::unix::net::{UnixListener, UnixStream};
 use std::path::{Path, PathBuf};
 use std::process::{Child, ChildStdout, Command, ExitCode, Stdio};
+use std::sync::Barrier;
 use std::time::{Duration, Instant};
 
 const REGION_LEN: u64 = 32 << 20;
 const SIZES: [usize; 3] = [64, 1500, 64 << 10];
 const LAT_SIZE: usize = 64;
+/// Frame size of the thread-pair scaling runs (issue 19's target is stated for it).
+const SCALE_SIZE: usize = 1500;
+/// Thread pairs measured unless `--pairs` says otherwise.
+const DEFAULT_PAIRS: usize = 2;
+/// Most thread pairs: with one peer more, a 32 MiB region still has a queue for each pair.
+const MAX_PAIRS: usize = 5;
 /// Largest frame the receivers accept.
 const MAX_FRAME: usize = 1 << 20;
 /// A side that sees no progress for this long gives up.
@@ -39,7 +46,7 @@ const USAGE: &str = "\
 ring-bench: the ivshmem-net ring on the host, next to Unix sockets, TCP loopback and memcpy
 
 USAGE:
-    ring-bench [--quick] [--json]
+    ring-bench [--quick] [--pairs N] [--json]
 
 Two processes (this one and a copy of itself) exchange frames of 64 B, 1500 B and 64 KiB:
   - through the ivshmem-net ring (Producer/Consumer of the layout crate) in a 32 MiB region
@@ -50,8 +57,15 @@ For each: one-way throughput (frames/s and GB/s of frame bytes, sender to draine
 the median of 3 interleaved trials) and 64-byte ping-pong latency (p50/p99 over at least 10,000 round trips). Also the host's
 memcpy bandwidth (a 64 MiB buffer copied repeatedly). Every frame is checked on receipt.
 
+Then the scaling of independent queues (issue 19): 1, 2, ... N pairs of threads in this
+process, one region, 1500 B frames one way, each pair on its own queue q with its own
+sender (peer q+1 -> peer 0, queue q, peer q+1's pool): per-queue allocators over partitions
+of one sender's pool would touch memory the same way, and the protocol has no partitioned
+pool yet. Every thread busy-polls, so more pairs than half the CPUs only share them.
+
 OPTIONS:
     --quick     short runs (about 5 s in all), for smoke tests; the default takes under 60 s
+    --pairs N   thread pairs for the scaling runs, 0 to 5 (0: none) [default: 2]
     --json      print one JSON document instead of the table
     -h, --help  print this help
 
@@ -61,6 +75,8 @@ EXIT STATUS: 0 when every run finished without frame errors, 1 otherwise.
 #[derive(Debug, Clone, Copy)]
 struct Plan {
     quick: bool,
+    /// Most thread pairs in the scaling runs.
+    pairs: usize,
     /// One-way trials per transport and size (interleaved); the median is reported.
     trials: usize,
     /// Timed part of each one-way trial.
@@ -75,10 +91,11 @@ struct Plan {
 }
 
 impl Plan {
-    fn new(quick: bool) -> Self {
+    fn new(quick: bool, pairs: usize) -> Self {
         if quick {
             Plan {
                 quick,
+                pairs,
                 trials: 1,
                 throughput: Duration::from_millis(200),
                 warmup: Duration::from_millis(30),
@@ -90,6 +107,7 @@ impl Plan {
         } else {
             Plan {
                 quick,
+                pairs,
                 trials: 3,
                 throughput: Duration::from_millis(500),
                 warmup: Duration::from_millis(100),
@@ -188,14 +206,15 @@ fn geometry() -> Res<Geometry> {
 }
 
 impl Shm {
-    /// Creates the region file (pages allocated up front) and initialises it.
-    fn create() -> Res<Shm> {
+    /// Creates the region file for `peers` peers (pages allocated up front) and initialises
+    /// it; `tag` tells the files of one run apart.
+    fn create(peers: u32, tag: &str) -> Res<Shm> {
         let dir = if Path::new("/dev/shm").is_dir() {
             PathBuf::from("/dev/shm")
         } else {
             std::env::temp_dir()
         };
-        let path = dir.join(format!("ring-bench-{}", std::process::id()));
+        let path = dir.join(format!("ring-bench-{}{tag}", std::process::id()));
         let mut f = std::fs::File::create(&path).map_err(err("create region file"))?;
         let chunk = vec![0u8; 1 << 20];
         for _ in 0..REGION_LEN / chunk.len() as u64 {
@@ -204,7 +223,7 @@ impl Shm {
         drop(f);
         let mut shm = Shm {
             r: MmapRegion::open(&path).map_err(err("map region"))?,
-            g: geometry()?,
+            g: Geometry::new(REGION_LEN, peers).map_err(err("geometry"))?,
             path,
             owner: true,
         };
@@ -215,12 +234,12 @@ impl Shm {
         Ok(shm)
     }
 
-    /// Claims both peer ids and fills in both control blocks as two linked peers in RUN, so
+    /// Claims every peer id and fills in the control blocks as peers in RUN, all linked, so
     /// that `ivshmem-inspect --shm ring-bench-PID` shows the benchmark's rings while it runs.
     /// The benchmark itself needs none of it.
     fn publish_peers(&self) -> Res<()> {
         let mut own = Vec::new();
-        for id in 0..2 {
+        for id in 0..self.g.max_peers {
             claim_slot(&self.r, &self.g, Some(id), 0x5242_0000 | id, |_| {})
                 .map_err(err("claim slot"))?;
             let mut o = Own::new(&self.g, id).map_err(err("control block"))?;
@@ -228,7 +247,8 @@ impl Shm {
                 .map_err(err("control block"))?;
             own.push(o);
         }
-        for (i, j) in [(0, 1), (1, 0)] {
+        let n = own.len();
+        for (i, j) in (0..n).flat_map(|i| (0..n).filter(move |&j| j != i).map(move |j| (i, j))) {
             let e = own[j].epoch(&self.r, i as u32).map_err(err("epoch"))?;
             own[i].ack(&self.r, j as u32, e).map_err(err("ack"))?;
         }
@@ -258,10 +278,10 @@ impl Shm {
         })
     }
 
-    /// Zeroes both sides of every ring of both directions, before a child starts with fresh
-    /// shadows.
+    /// Zeroes both sides of every ring, before a run starts with fresh shadows.
     fn reset_rings(&self) -> Res<()> {
-        for (a, b) in [(0, 1), (1, 0)] {
+        let n = self.g.max_peers;
+        for (a, b) in (0..n).flat_map(|a| (0..n).filter(move |&b| b != a).map(move |b| (a, b))) {
             for q in 0..self.g.queues {
                 Producer::new(&self.g, a, b, q)
                     .and_then(|mut p| p.reset(&self.r))
@@ -416,31 +436,7 @@ fn child_ring(mode: &str, path: &Path) -> Res<Tally> {
     let mut t = Tally::default();
     ready();
     match mode {
-        "sink" => {
-            let mut batch = 0;
-            loop {
-                let got = ring_recv(r, &mut c, &mut buf)?;
-                let Some(n) = got else {
-                    if batch > 0 {
-                        c.publish(r).map_err(err("publish"))?;
-                        batch = 0;
-                    }
-                    spin_until("sink", || {
-                        Ok((c.pending(r).map_err(err("pending"))? > 0).then_some(()))
-                    })?;
-                    continue;
-                };
-                let end = t.take(&buf[..n]);
-                batch += 1;
-                if end || batch >= 32 {
-                    c.publish(r).map_err(err("publish"))?;
-                    batch = 0;
-                }
-                if end {
-                    return Ok(t);
-                }
-            }
-        }
+        "sink" => sink(r, &mut c),
         "echo" => loop {
             let n = spin_until("echo", || ring_recv(r, &mut c, &mut buf))?;
             c.publish(r).map_err(err("publish"))?;
@@ -451,6 +447,35 @@ fn child_ring(mode: &str, path: &Path) -> Res<Tally> {
             }
         },
         m => Err(format!("unknown mode {m}")),
+    }
+}
+
+/// Receives and checks frames from `c` until the end marker, giving them back 32 at a time.
+fn sink(r: &MmapRegion, c: &mut Consumer) -> Res<Tally> {
+    let mut buf = vec![0u8; MAX_FRAME];
+    let mut t = Tally::default();
+    let mut batch = 0;
+    loop {
+        let got = ring_recv(r, c, &mut buf)?;
+        let Some(n) = got else {
+            if batch > 0 {
+                c.publish(r).map_err(err("publish"))?;
+                batch = 0;
+            }
+            spin_until("sink", || {
+                Ok((c.pending(r).map_err(err("pending"))? > 0).then_some(()))
+            })?;
+            continue;
+        };
+        let end = t.take(&buf[..n]);
+        batch += 1;
+        if end || batch >= 32 {
+            c.publish(r).map_err(err("publish"))?;
+            batch = 0;
+        }
+        if end {
+            return Ok(t);
+        }
     }
 }
 
@@ -872,6 +897,149 @@ fn latency(plan: &Plan, shm: &Shm, kind: Transport) -> Latency {
     }
 }
 
+// ---------------------------------------------------------------------------------------------
+// Independent queues: thread pairs in this process, one region.
+
+/// One scaling figure: `pairs` thread pairs at once.
+#[derive(Debug, Clone)]
+struct Scaling {
+    pairs: usize,
+    /// Frames per second of all pairs together in the median trial, and of every trial.
+    frames_per_sec: f64,
+    trials: Vec<f64>,
+    /// Of each pair in the median trial.
+    per_pair: Vec<f64>,
+    errors: u64,
+    failed: Option<String>,
+}
+
+/// What one pair did: frames sent, timed frames and seconds (as [`one_way`]), and the
+/// receiver's tally.
+type PairRun = ((u64, u64, f64), Tally);
+
+/// One trial of `pairs` pairs on the scaling region: pair `q` sends from peer `q + 1` to peer
+/// 0 on queue `q`. All threads start together; each sender runs [`one_way`].
+fn scale_trial(plan: &Plan, shm: &Shm, pairs: usize) -> Res<Vec<PairRun>> {
+    let (r, g) = (&shm.r, &shm.g);
+    if pairs as u32 > g.queues || pairs as u32 >= g.max_peers {
+        return Err(format!(
+            "{pairs} pairs: the region has {} queues and {} peers",
+            g.queues, g.max_peers
+        ));
+    }
+    shm.reset_rings()?;
+    // Everything that can fail is set up before any thread waits on the barrier.
+    let mut sides = Vec::new();
+    for q in 0..pairs as u32 {
+        let tx = Tx::new(g, q + 1, 0, q)?;
+        let rx = Consumer::new(g, q + 1, 0, q).map_err(err("consumer"))?;
+        sides.push((tx, rx));
+    }
+    let start = Barrier::new(2 * pairs);
+    let start = &start;
+    std::thread::scope(|s| {
+        let runs: Vec<_> = sides
+            .into_iter()
+            .map(|(mut tx, mut rx)| {
+                let sink = s.spawn(move || {
+                    start.wait();
+                    sink(r, &mut rx)
+                });
+                let send = s.spawn(move || {
+                    let mut f = frame::template(SCALE_SIZE);
+                    let mut endf = frame::template(64);
+                    frame::stamp(&mut endf, frame::END);
+                    start.wait();
+                    one_way(plan, |seq| match seq {
+                        Some(seq) => {
+                            frame::stamp(&mut f, seq);
+                            ring_send(r, &mut tx, &f)
+                        }
+                        None => {
+                            ring_send(r, &mut tx, &endf)?;
+                            spin_until("drain", || Ok((tx.in_flight(r)? == 0).then_some(())))
+                        }
+                    })
+                });
+                (send, sink)
+            })
+            .collect();
+        // Join every thread before looking at any result: a failed sender's receiver gives up
+        // on its own after [`STALL`].
+        let joined: Vec<_> = runs
+            .into_iter()
+            .map(|(send, sink)| (send.join(), sink.join()))
+            .collect();
+        joined
+            .into_iter()
+            .map(|(send, sink)| {
+                let send = send.map_err(|_| "a sender thread panicked".to_string())??;
+                let sink = sink.map_err(|_| "a receiver thread panicked".to_string())??;
+                Ok((send, sink))
+            })
+            .collect()
+    })
+}
+
+/// The scaling figures for 1 to `plan.pairs` pairs, each the median of `plan.trials`
+/// interleaved trials.
+fn scaling(plan: &Plan, shm: &Shm) -> Vec<Scaling> {
+    let mut runs: Vec<Vec<Scaling>> = vec![Vec::new(); plan.pairs];
+    for _ in 0..plan.trials.max(1) {
+        for (i, runs) in runs.iter_mut().enumerate() {
+            let pairs = i + 1;
+            runs.push(match scale_trial(plan, shm, pairs) {
+                Ok(v) => {
+                    let per_pair: Vec<f64> = v
+                        .iter()
+                        .map(|((_, timed, secs), _)| {
+                            if *secs > 0.0 {
+                                *timed as f64 / secs
+                            } else {
+                                0.0
+                            }
+                        })
+                        .collect();
+                    Scaling {
+                        pairs,
+                        frames_per_sec: per_pair.iter().sum(),
+                        trials: Vec::new(),
+                        per_pair,
+                        errors: v
+                            .iter()
+                            .map(|((sent, _, _), t)| t.errors + sent.abs_diff(t.frames))
+                            .sum(),
+                        failed: None,
+                    }
+                }
+                Err(e) => Scaling {
+                    pairs,
+                    frames_per_sec: 0.0,
+                    trials: Vec::new(),
+                    per_pair: Vec::new(),
+                    errors: 1,
+                    failed: Some(e),
+                },
+            });
+        }
+    }
+    runs.into_iter()
+        .map(|mut trials| {
+            let rates: Vec<f64> = trials.iter().map(|t| t.frames_per_sec).collect();
+            let errors = trials.iter().map(|t| t.errors).sum();
+            let failed = trials.iter().find_map(|t| t.failed.clone());
+            trials.sort_by(|a, b| a.frames_per_sec.total_cmp(&b.frames_per_sec));
+            let mid = trials.swap_remove(trials.len() / 2);
+            Scaling {
+                trials: rates,
+                errors,
+                failed,
+                ..mid
+            }
+        })
+        .collect()
+}
+
 #[derive(Debug, Clone, Copy)]
 struct Memcpy {
     bytes: usize,
@@ -916,6 +1084,9 @@ struct Report {
     geometry: Geometry,
     throughput: Vec<Throughput>,
     latency: Vec<Latency>,
+    /// The scaling region's geometry, if there were scaling runs.
+    scaling_geometry: Option<Geometry>,
+    scaling: Vec<Scaling>,
     memcpy: Memcpy,
 }
 
@@ -923,7 +1094,19 @@ impl Report {
     fn errors(&self) -> u64 {
         self.throughput.iter().map(|t| t.errors).sum::<u64>()
             + self.latency.iter().map(|l| l.errors).sum::<u64>()
+            + self.scaling.iter().map(|s| s.errors).sum::<u64>()
             + self.memcpy.errors
+    }
+
+    /// Frames per second of `pairs` pairs over one pair's, if both ran.
+    fn speedup(&self, pairs: usize) -> Option<f64> {
+        let of = |n: usize| {
+            self.scaling
+                .iter()
+                .find(|s| s.pairs == n && s.failed.is_none() && s.frames_per_sec > 0.0)
+                .map(|s| s.frames_per_sec)
+        };
+        Some(of(pairs)? / of(1)?)
     }
 
     fn json(&self) -> Value {
@@ -965,6 +1148,25 @@ impl Report {
                     "failed": l.failed,
                 })
             }).collect::<Vec<_>>(),
+            "scaling": {
+                "frame_bytes": SCALE_SIZE,
+                "region": self.scaling_geometry.map(|g| json!({
+                    "len": g.region_len,
+                    "max_peers": g.max_peers,
+                    "queues": g.queues,
+                    "pool_len": g.pool_len,
+                })),
+                "runs": self.scaling.iter().map(|s| json!({
+                    "pairs": s.pairs,
+                    "frames_per_sec": s.frames_per_sec,
+                    "gb_per_sec": s.frames_per_sec * SCALE_SIZE as f64 / 1e9,
+                    "speedup": self.speedup(s.pairs),
+                    "per_pair_frames_per_sec": s.per_pair,
+                    "trials_frames_per_sec": s.trials,
+                    "errors": s.errors,
+                    "failed": s.failed,
+                })).collect::<Vec<_>>(),
+            },
             "memcpy": {
                 "buffer_bytes": self.memcpy.bytes,
                 "copies": self.memcpy.copies,
@@ -1059,6 +1261,39 @@ impl Report {
         }
         let _ = writeln!(o);
         let _ = writeln!(o);
+        if let Some(g) = &self.scaling_geometry {
+            let _ = writeln!(
+                o,
+                "thread pairs, {SCALE_SIZE} B frames one way, one region ({} MiB, {} peers, {} \
+                 queues); pair q: peer q+1 -> peer 0 on queue q",
+                g.region_len >> 20,
+                g.max_peers,
+                g.queues
+            );
+            for sc in &self.scaling {
+                let label = format!(
+                    "  {} pair{}",
+                    sc.pairs,
+                    if sc.pairs == 1 { "" } else { "s" }
+                );
+                let cell = match &sc.failed {
+                    None => format!(
+                        "{:>9}/s {:>6.2} GB/s  {:.2}x one pair  (each: {})",
+                        rate(sc.frames_per_sec),
+                        sc.frames_per_sec * SCALE_SIZE as f64 / 1e9,
+                        self.speedup(sc.pairs).unwrap_or(0.0),
+                        sc.per_pair
+                            .iter()
+                            .map(|&v| format!("{}/s", rate(v)))
+                            .collect::<Vec<_>>()
+                            .join(", ")
+                    ),
+                    Some(e) => format!("FAILED: {e}"),
+                };
+                let _ = writeln!(o, "{label:<22}  {cell}");
+            }
+            let _ = writeln!(o);
+        }
         let _ = writeln!(
             o,
             "memcpy, 64 MiB buffer: {:.2} GB/s ({} copies in {:.2} s)",
@@ -1098,7 +1333,7 @@ fn rate(v: f64) -> String {
 }
 
 fn run(plan: Plan) -> Res<Report> {
-    let shm = Shm::create()?;
+    let shm = Shm::create(2, "")?;
     // Trials outermost, so that a burst of other load on the machine spoils one trial of
     // several transports rather than every trial of one.
     let cases: Vec<(usize, Transport)> = SIZES
@@ -1112,16 +1347,26 @@ fn run(plan: Plan) -> Res<Report> {
         }
     }
     let throughputs = runs.into_iter().map(median).collect();
+    let shm_geometry = shm.g;
     let latencies = TRANSPORTS
         .iter()
         .map(|&t| latency(&plan, &shm, t))
         .collect();
+    drop(shm);
+    let (scaling_geometry, scaling) = if plan.pairs > 0 {
+        let shm = Shm::create(plan.pairs as u32 + 1, "-pairs")?;
+        (Some(shm.g), scaling(&plan, &shm))
+    } else {
+        (None, Vec::new())
+    };
     let memcpy = memcpy(&plan);
     Ok(Report {
         plan,
-        geometry: shm.g,
+        geometry: shm_geometry,
         throughput: throughputs,
         latency: latencies,
+        scaling_geometry,
+        scaling,
         memcpy,
     })
 }
@@ -1131,11 +1376,23 @@ fn main() -> ExitCode {
     if args.first().map(String::as_str) == Some("--child") {
         return child(&args[1..]);
     }
-    let (mut quick, mut as_json) = (false, false);
-    for a in &args {
+    let (mut quick, mut as_json, mut pairs) = (false, false, DEFAULT_PAIRS);
+    let mut it = args.iter();
+    while let Some(a) = it.next() {
         match a.as_str() {
             "--quick" => quick = true,
             "--json" => as_json = true,
+            "--pairs" => match ivshmem_bench::num::<usize>("--pairs", it.next().cloned()) {
+                Ok(n) if n <= MAX_PAIRS => pairs = n,
+                Ok(n) => {
+                    eprintln!("ring-bench: --pairs {n}: at most {MAX_PAIRS} (see --help)");
+                    return ExitCode::from(64);
+                }
+                Err(e) => {
+                    eprintln!("ring-bench: {e} (see --help)");
+                    return ExitCode::from(64);
+                }
+            },
             "-h" | "--help" => {
                 print!("{USAGE}");
                 return ExitCode::SUCCESS;
@@ -1146,7 +1403,7 @@ fn main() -> ExitCode {
             }
         }
     }
-    let report = match run(Plan::new(quick)) {
+    let report = match run(Plan::new(quick, pairs)) {
         Ok(r) => r,
         Err(e) => {
             eprintln!("ring-bench: {e}");
@@ -1212,7 +1469,7 @@ mod tests {
 
     #[test]
     fn ring_frames_round_trip_through_a_region_file() {
-        let shm = Shm::create().unwrap();
+        let shm = Shm::create(2, "-test").unwrap();
         shm.reset_rings().unwrap();
         let mut tx = Tx::new(&shm.g, 0, 1, 0).unwrap();
         let mut c = Consumer::new(&shm.g, 0, 1, 0).unwrap();
