@@ -323,16 +323,15 @@ impl Tx {
     }
 }
 
-/// Reserves (collecting what the consumer is done with and spinning while ring or pool is
-/// full), copies, commits and publishes one frame.
+/// Reserves (spinning while ring or pool is full), copies, commits and publishes one frame.
+/// Pool bytes are reclaimed only when the pool is full, so a frame costs one look at the
+/// consumer's index only when the ring's slots run out (`reserve` collects then).
 fn ring_send(r: &MmapRegion, tx: &mut Tx, f: &[u8]) -> Res<()> {
     let len = f.len() as u32;
     let span = spin_until("ring full", || {
-        if let Some(s) = tx.p.reserve(r, &tx.pool, len).map_err(err("reserve"))? {
-            return Ok(Some(s));
+        if !tx.pool.fits(len) {
+            tx.reclaim(r)?;
         }
-        // No slot or no pool room: bytes come back only through reclaim.
-        tx.reclaim(r)?;
         tx.p.reserve(r, &tx.pool, len).map_err(err("reserve"))
     })?;
     span.write(r, 0, f).map_err(err("write frame"))?;
