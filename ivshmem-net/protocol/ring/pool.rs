@@ -113,7 +113,8 @@ impl Pool {
         // INVARIANT: empty, and `head_pos == head % len`.
         pool.head = serial;
         pool.tail = serial;
-        pool.head_pos = (serial % u64::from(pool.len)) as u32;
+        // `checked_rem`: no division-by-zero panic path in the module (`len` is nonzero anyway).
+        pool.head_pos = serial.checked_rem(u64::from(pool.len)).unwrap_or(0) as u32;
         Ok(pool)
     }
 
