@@ -24,6 +24,7 @@ import vm
 from vm import check, no_splats
 import tests_datapath as dp
 from tests_datapath import SYS, Node
+import tests_links as links
 import tests_reliability as rel
 import tests_transparent as tp
 from bench import Netns
@@ -419,20 +420,24 @@ MO_GHOST_LIMIT_S = 3.0
 
 def foreign_ranges(header, me):
     """The byte ranges of a region (from its header) that peer `me` must never write: the
-    header but for its slot word, the other peers' control blocks, and the rings between two
-    other peers."""
-    max_peers, ring_stride, ctrl_off, ctrl_stride, rings_off = (
-        struct.unpack_from("<I", header, o)[0] for o in (0x18, 0x24, 0x28, 0x2c, 0x30))
+    header but for its slot word, the other peers' control blocks and transmit pools, and the
+    rings (every queue's) between two other peers (layout version 2)."""
+    max_peers, pool_len, ring_stride, ctrl_off, ctrl_stride, pools_off, queues = (
+        struct.unpack_from("<I", header, o)[0] for o in (0x18, 0x20, 0x24, 0x28, 0x2c, 0x34,
+                                                          0x44))
     slot = 0x100 + 4 * me
     ranges = [("header", 0, slot), ("header", slot + 4, 4096)]
-    ranges += [("control block %d" % j, ctrl_off + j * ctrl_stride,
-                ctrl_off + (j + 1) * ctrl_stride) for j in range(max_peers) if j != me]
+    for j in range(max_peers):
+        if j != me:
+            ranges.append(("control block %d" % j, ctrl_off + j * ctrl_stride,
+                           ctrl_off + (j + 1) * ctrl_stride))
+            ranges.append(("pool %d" % j, pools_off + j * pool_len,
+                           pools_off + (j + 1) * pool_len))
     for f in range(max_peers):
         for t in range(max_peers):
             if me not in (f, t) and f != t:
-                idx = f * (max_peers - 1) + (t if t < f else t - 1)
-                off = rings_off + idx * ring_stride
-                ranges.append(("ring %d->%d" % (f, t), off, off + ring_stride))
+                off = links.ring_offset(header, f, t)
+                ranges.append(("rings %d->%d" % (f, t), off, off + queues * ring_stride))
     return ranges
 
 
