@@ -650,6 +650,24 @@ struct Latency {
 /// Times a one-way run: `send(Some(seq))` sends frame `seq`; `send(None)` sends the end
 /// marker and returns once the receiver has everything. Returns (frames sent, timed frames,
 /// seconds): the timed part starts after the warm-up and ends when the receiver is drained.
+/// [`one_way`] over a ring: numbered frames of `size` bytes, then the end frame, then waits
+/// until the consumer has taken everything.
+fn ring_one_way(plan: &Plan, r: &MmapRegion, tx: &mut Tx, size: usize) -> Res<(u64, u64, f64)> {
+    let mut f = frame::template(size);
+    let mut endf = frame::template(64);
+    frame::stamp(&mut endf, frame::END);
+    one_way(plan, |seq| match seq {
+        Some(seq) => {
+            frame::stamp(&mut f, seq);
+            ring_send(r, tx, &f)
+        }
+        None => {
+            ring_send(r, tx, &endf)?;
+            spin_until("drain", || Ok((tx.in_flight(r)? == 0).then_some(())))
+        }
+    })
+}
+
 fn one_way(plan: &Plan, mut send: impl FnMut(Option<u64>) -> Res<()>) -> Res<(u64, u64, f64)> {
     let start = Instant::now();
     let (warm_end, stop) = (start + plan.warmup, start + plan.warmup + plan.throughput);
@@ -683,19 +701,7 @@ fn throughput_ring(plan: &Plan, shm: &Shm, size: usize) -> Res<(u64, u64, f64, T
     let peer = Peer::spawn(Transport::Ring, "sink", &shm.path.to_string_lossy())?;
     let r = &shm.r;
     let mut tx = Tx::new(&shm.g, 0, 1, 0)?;
-    let mut f = frame::template(size);
-    let mut endf = frame::template(64);
-    frame::stamp(&mut endf, frame::END);
-    let (sent, timed, secs) = one_way(plan, |seq| match seq {
-        Some(seq) => {
-            frame::stamp(&mut f, seq);
-            ring_send(r, &mut tx, &f)
-        }
-        None => {
-            ring_send(r, &mut tx, &endf)?;
-            spin_until("drain", || Ok((tx.in_flight(r)? == 0).then_some(())))
-        }
-    })?;
+    let (sent, timed, secs) = ring_one_way(plan, r, &mut tx, size)?;
     let tally = peer.finish()?;
     Ok((sent, timed, secs, tally))
 }
@@ -945,20 +951,8 @@ fn scale_trial(plan: &Plan, shm: &Shm, pairs: usize) -> Res<Vec<PairRun>> {
                     sink(r, &mut rx)
                 });
                 let send = s.spawn(move || {
-                    let mut f = frame::template(SCALE_SIZE);
-                    let mut endf = frame::template(64);
-                    frame::stamp(&mut endf, frame::END);
                     start.wait();
-                    one_way(plan, |seq| match seq {
-                        Some(seq) => {
-                            frame::stamp(&mut f, seq);
-                            ring_send(r, &mut tx, &f)
-                        }
-                        None => {
-                            ring_send(r, &mut tx, &endf)?;
-                            spin_until("drain", || Ok((tx.in_flight(r)? == 0).then_some(())))
-                        }
-                    })
+                    ring_one_way(plan, r, &mut tx, SCALE_SIZE)
                 });
                 (send, sink)
             })
