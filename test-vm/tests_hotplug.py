@@ -340,14 +340,7 @@ def test_migration_keeps_connection(ivnet_mode):
                                           tp.delta(s2, s3, "transparent_tx_packets")))
 
             # Arrive on host 2: a device on region 2 (doorbell: host 2's server).
-            if ivnet_mode == "doorbell":
-                a.ivshmem_attach(server=c2.doorbell)
-            else:
-                a.ivshmem_attach(path=c2.shm_path, size=c2.shm_size)
-            a.run("i=0; while [ ! -d {s} ] && [ $i -lt 300 ]; do usleep 100000; "
-                  "i=$((i + 1)); done; {ip} addr add {iv}/24 dev ivshm0 && "
-                  "{ip} link set ivshm0 up".format(s=SYS, ip=dp.IP, iv=MG_IVS["mgA"]),
-                  timeout=60, check=True)
+            tp.attach_ivshm0(a, c2, ivnet_mode, MG_IVS["mgA"])
             no_fast = None
             deadline = time.time() + 30 * slow
             while time.time() < deadline:

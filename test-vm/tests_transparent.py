@@ -62,6 +62,18 @@ def delta(a, b, k):
     return b.get(k, 0) - a.get(k, 0)
 
 
+def attach_ivshm0(guest, cluster, mode, addr):
+    """Hot-plugs a new ivshmem device on `cluster`'s region (doorbell: through its server) into
+    `guest`, waits (30 s at most) for the driver's ivshm0 and brings it up with `addr`/24."""
+    if mode == "doorbell":
+        guest.ivshmem_attach(server=cluster.doorbell)
+    else:
+        guest.ivshmem_attach(path=cluster.shm_path, size=cluster.shm_size)
+    guest.run("i=0; while [ ! -d /sys/class/net/ivshm0 ] && [ $i -lt 300 ]; do usleep 100000; "
+              "i=$((i + 1)); done; {ip} addr add {iv}/24 dev ivshm0 && {ip} link set ivshm0 up"
+              .format(ip=IP, iv=addr), timeout=60, check=True)
+
+
 @contextlib.contextmanager
 def transparent_pair():
     """tpA and tpB on a bridge in a network namespace (virtio-net on taps) and on one region,
@@ -1051,13 +1063,7 @@ def test_transparent_follows_hot_unplug_and_plug(ivnet_mode):
 
         seen = b.run("dmesg | grep -cE 'transparent: peer [0-9]+ is [0-9a-f:]{17}'", timeout=30).out.strip()
         t0 = time.time()
-        if ivnet_mode == "doorbell":
-            a.ivshmem_attach(server=c.doorbell)
-        else:
-            a.ivshmem_attach(path=c.shm_path, size=c.shm_size)
-        a.run("i=0; while [ ! -d /sys/class/net/ivshm0 ] && [ $i -lt 300 ]; do usleep 100000; "
-              "i=$((i + 1)); done; {ip} addr add {iv}/24 dev ivshm0 && {ip} link set ivshm0 up"
-              .format(ip=IP, iv=IVS["tpA"]), timeout=60, check=True)
+        attach_ivshm0(a, c, ivnet_mode, IVS["tpA"])
         back = None
         deadline = time.time() + 30 * slow
         while time.time() < deadline:
