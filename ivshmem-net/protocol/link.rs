@@ -15,6 +15,8 @@
 //! | 0x0c          | feature bits                                                       |
 //! | 0x10, 0x14    | MAC address, bytes 0-3 and 4-5 (little-endian)                     |
 //! | 0x18          | doorbell id: the owner's IVPosition (doorbell mode), for kicking it |
+//! | 0x1c          | queues: the owner's active channel count (see *Several queues*)    |
+//! | 0x20          | vectors: doorbell mode, how many interrupt vectors the owner listens on |
 //! | 0x40 + 4 * j  | `epoch[j]`: the owner's epoch of its link with peer `j`            |
 //! | 0x140 + 4 * j | `ack[j]`: the epoch of `j`'s side of the link the owner has synced |
 //! | 0x300         | transparent mode: sequence word (odd while being rewritten, 0: never) |
@@ -39,6 +41,26 @@
 //! the regular interface instead of losing frames. The words are only a courtesy between
 //! honest peers: a receiver still checks every frame, since any peer can write them.
 //!
+//! # Several queues
+//!
+//! A peer moves frames on `n` *channels* (transmit queue, receive queue and, in doorbell
+//! mode, interrupt vector `c`), `1 <= n <= Geometry::queues`, and publishes `n` in its
+//! `queues` word ([`Own::set_queues`]). The link between `i` and `j` carries
+//! [`link_queues`]`(n_i, n_j)` = `min(n_i, n_j)` of them, fixed when it comes up: ring
+//! `(i -> j, q)` carries channel `q` for `q` below it, and transmit queue `t` of `i` sends to `j`
+//! on ring [`ring_for`]`(t, k)` = `t % k`. A peer that changes `n` writes the word first and
+//! then restarts every link ([`Own::bump_epoch`]); [`read_peer`] reads the epoch before the
+//! `queues` word, so whoever sees the new epoch sees the new count.
+//!
+//! In doorbell mode the `vectors` word says how many interrupt vectors the owner listens on
+//! ([`Own::set_vectors`]); a kick for channel `c` goes to its vector [`kick_vector`]`(c,
+//! vectors)` = `c % vectors`.
+//!
+//! Both words are read once and sanitised ([`PeerView::queues`], [`PeerView::vectors`]): a
+//! value outside `1..=Geometry::queues` (queues) or `1..=MAX_QUEUES` (vectors) reads as 1, the
+//! word's value for a layout-v2 peer that predates it (0). A peer that writes garbage there
+//! only limits itself to one channel.
+//!
 //! # The handshake
 //!
 //! The link between `i` and `j` uses two rings, `i -> j` and `j -> i`; `i` owns the producer
@@ -55,7 +77,7 @@
 //! anybody else.
 
 use super::frame::IpVersion;
-use super::layout::{Error, Geometry, Region, MAX_PEERS};
+use super::layout::{Error, Geometry, Region, MAX_PEERS, MAX_QUEUES};
 
 mod handshake;
 mod probe;
@@ -82,6 +104,10 @@ pub mod ctrl {
     pub const MAC_HI: usize = 0x14;
     /// See the table in the module documentation.
     pub const DOORBELL_ID: usize = 0x18;
+    /// The owner's active channel count (see *Several queues* in the module documentation).
+    pub const QUEUES: usize = 0x1c;
+    /// Doorbell mode: how many interrupt vectors the owner listens on.
+    pub const VECTORS: usize = 0x20;
     /// `epoch[j]` is at `EPOCH + 4 * j`.
     pub const EPOCH: usize = 0x40;
     /// `ack[j]` is at `ACK + 4 * j`.
@@ -367,6 +393,11 @@ pub struct PeerView {
     pub mtu: u32,
     /// The peer's feature bits ([`feature`]).
     pub features: u32,
+    /// The peer's active channel count, `1..=Geometry::queues` (anything else read as 1).
+    pub queues: u32,
+    /// Doorbell mode: how many interrupt vectors the peer listens on, `1..=MAX_QUEUES`
+    /// (anything else read as 1).
+    pub vectors: u32,
 }
 
 /// This peer's own control block, written only through this type.
@@ -404,12 +435,16 @@ pub struct Own {
     base: usize,
     id: u32,
     max_peers: u32,
+    /// The region's rings per pair (`Geometry::queues`): the most channels we may publish.
+    max_queues: u32,
     state: u32,
     heartbeat: u32,
     mtu: u32,
     features: u32,
     mac: [u32; 2],
     doorbell_id: u32,
+    queues: u32,
+    vectors: u32,
     epochs: [u32; MAX_PEERS as usize],
     acks: [u32; MAX_PEERS as usize],
     tp_seq: u32,
@@ -452,12 +487,15 @@ impl Own {
             base: g.ctrl_offset(id)?,
             id,
             max_peers: g.max_peers,
+            max_queues: g.queues.min(MAX_QUEUES),
             state: PeerState::Reset as u32,
             heartbeat: 0,
             mtu: 0,
             features: 0,
             mac: [0; 2],
             doorbell_id: 0,
+            queues: 1,
+            vectors: 1,
             epochs: [0; MAX_PEERS as usize],
             acks: [0; MAX_PEERS as usize],
             tp_seq: 0,
@@ -500,6 +538,9 @@ impl Own {
         r.store(self.base + ctrl::MAC_HI, self.mac[1])?;
         self.set_mtu(r, mtu)?;
         self.set_features(r, 0)?;
+        // What `set_queues` and `set_vectors` last published (1 and 1 until they are called).
+        r.store(self.base + ctrl::QUEUES, self.queues)?;
+        r.store(self.base + ctrl::VECTORS, self.vectors)?;
         // A previous incarnation's addresses are not ours: start with none published.
         self.tp_seq = r.load(self.base + ctrl::TP_SEQ)?;
         self.publish_addrs(r, &Addrs::default())?;
@@ -523,6 +564,85 @@ impl Own {
     pub fn set_doorbell_id<R: Region + ?Sized>(&mut self, r: &R, id: u32) -> Result<(), Error> {
         self.doorbell_id = id;
         r.store(self.base + ctrl::DOORBELL_ID, id)
+    }
+
+    /// Publishes our active channel count `n` (see *Several queues* in the module
+    /// documentation). Links that are up keep the count they came up with: restart them
+    /// ([`Own::bump_epoch`]) after this for a new count to take effect. [`Own::attach`] keeps
+    /// what this last published.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::OutOfBounds`] unless `1 <= n <= Geometry::queues`; nothing is written then.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use ivshmem_net_protocol::layout::{attach, Error, Geometry};
+    /// use ivshmem_net_protocol::link::{read_peer, Own};
+    /// use ivshmem_net_protocol::HeapRegion;
+    ///
+    /// let g = Geometry::new(16 << 20, 8)?;
+    /// let region = HeapRegion::new(g.region_len as usize);
+    /// attach(&region, g, 1, || false)?;
+    /// let mut own = Own::new(&g, 0)?;
+    /// own.attach(&region, [2, 0, 0, 0, 0, 1], 1500)?;
+    /// assert_eq!(read_peer(&region, &g, 0, 1)?.queues, 1);
+    /// own.set_queues(&region, 2)?;
+    /// assert_eq!((own.queues(), read_peer(&region, &g, 0, 1)?.queues), (2, 2));
+    /// assert_eq!(own.set_queues(&region, 0), Err(Error::OutOfBounds));
+    /// assert_eq!(own.set_queues(&region, g.queues + 1), Err(Error::OutOfBounds));
+    /// assert_eq!(own.queues(), 2);
+    /// # Ok::<(), Error>(())
+    /// ```
+    pub fn set_queues<R: Region + ?Sized>(&mut self, r: &R, n: u32) -> Result<(), Error> {
+        if !(1..=self.max_queues).contains(&n) {
+            return Err(Error::OutOfBounds);
+        }
+        self.queues = n;
+        r.store(self.base + ctrl::QUEUES, n)
+    }
+
+    /// Our active channel count, as we last published it.
+    pub fn queues(&self) -> u32 {
+        self.queues
+    }
+
+    /// Publishes how many interrupt vectors we listen on (doorbell mode): peers kick channel
+    /// `c` on our vector `c % vectors` ([`kick_vector`]).
+    ///
+    /// # Errors
+    ///
+    /// [`Error::OutOfBounds`] unless `1 <= vectors <= MAX_QUEUES`; nothing is written then.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use ivshmem_net_protocol::layout::{attach, Error, Geometry};
+    /// use ivshmem_net_protocol::link::{read_peer, Own};
+    /// use ivshmem_net_protocol::HeapRegion;
+    ///
+    /// let g = Geometry::new(16 << 20, 8)?;
+    /// let region = HeapRegion::new(g.region_len as usize);
+    /// attach(&region, g, 1, || false)?;
+    /// let mut own = Own::new(&g, 3)?;
+    /// own.attach(&region, [2, 0, 0, 0, 0, 4], 1500)?;
+    /// own.set_vectors(&region, 2)?;
+    /// assert_eq!((own.vectors(), read_peer(&region, &g, 3, 0)?.vectors), (2, 2));
+    /// assert_eq!(own.set_vectors(&region, 9), Err(Error::OutOfBounds));
+    /// # Ok::<(), Error>(())
+    /// ```
+    pub fn set_vectors<R: Region + ?Sized>(&mut self, r: &R, vectors: u32) -> Result<(), Error> {
+        if !(1..=MAX_QUEUES).contains(&vectors) {
+            return Err(Error::OutOfBounds);
+        }
+        self.vectors = vectors;
+        r.store(self.base + ctrl::VECTORS, vectors)
+    }
+
+    /// How many interrupt vectors we listen on, as we last published it.
+    pub fn vectors(&self) -> u32 {
+        self.vectors
     }
 
     /// Publishes the addresses of our regular interface for transparent mode (none: an empty
@@ -638,6 +758,8 @@ impl Own {
         check(ctrl::MAC_LO, self.mac[0])?;
         check(ctrl::MAC_HI, self.mac[1])?;
         check(ctrl::DOORBELL_ID, self.doorbell_id)?;
+        check(ctrl::QUEUES, self.queues)?;
+        check(ctrl::VECTORS, self.vectors)?;
         for j in 0..self.max_peers as usize {
             check(ctrl::EPOCH + 4 * j, self.epochs[j])?;
             check(ctrl::ACK + 4 * j, self.acks[j])?;
@@ -690,6 +812,14 @@ pub fn next_epoch(e: u32) -> u32 {
 /// region.store(state, 77)?;
 /// assert_eq!(read_peer(&region, &g, 1, 0)?.state, None);
 /// assert_eq!(read_peer(&region, &g, 0, 0), Err(Error::OutOfBounds));
+/// // A layout-v2 peer that predates the queue count left 0 there: one queue, one vector.
+/// let v = read_peer(&region, &g, 1, 0)?;
+/// assert_eq!((v.queues, v.vectors), (1, 1));
+/// // More queues than the region has rings for: garbage, one queue.
+/// region.store(g.ctrl_offset(1)? + ctrl::QUEUES, g.queues + 1)?;
+/// assert_eq!(read_peer(&region, &g, 1, 0)?.queues, 1);
+/// region.store(g.ctrl_offset(1)? + ctrl::QUEUES, g.queues)?;
+/// assert_eq!(read_peer(&region, &g, 1, 0)?.queues, g.queues);
 /// # Ok::<(), Error>(())
 /// ```
 pub fn read_peer<R: Region + ?Sized>(
@@ -704,13 +834,75 @@ pub fn read_peer<R: Region + ?Sized>(
     let base = g.ctrl_offset(j)?;
     let lo = r.load(base + ctrl::MAC_LO)?.to_le_bytes();
     let hi = r.load(base + ctrl::MAC_HI)?.to_le_bytes();
+    let state = PeerState::try_from(r.load(base + ctrl::STATE)?).ok();
+    let heartbeat = r.load(base + ctrl::HEARTBEAT)?;
+    // The epoch before the queue count (both acquire): the owner writes its new count before
+    // it bumps its epochs, so a view with the new epoch has the new count.
+    let epoch = r.load(base + ctrl::EPOCH + 4 * me as usize)?;
+    let ack = r.load(base + ctrl::ACK + 4 * me as usize)?;
+    let queues = r.load(base + ctrl::QUEUES)?;
+    let vectors = r.load(base + ctrl::VECTORS)?;
     Ok(PeerView {
-        state: PeerState::try_from(r.load(base + ctrl::STATE)?).ok(),
-        heartbeat: r.load(base + ctrl::HEARTBEAT)?,
-        epoch: r.load(base + ctrl::EPOCH + 4 * me as usize)?,
-        ack: r.load(base + ctrl::ACK + 4 * me as usize)?,
+        state,
+        heartbeat,
+        epoch,
+        ack,
         mac: [lo[0], lo[1], lo[2], lo[3], hi[0], hi[1]],
         mtu: r.load(base + ctrl::MTU)?,
         features: r.load(base + ctrl::FEATURES)?,
+        queues: if (1..=g.queues.min(MAX_QUEUES)).contains(&queues) {
+            queues
+        } else {
+            1
+        },
+        vectors: if (1..=MAX_QUEUES).contains(&vectors) {
+            vectors
+        } else {
+            1
+        },
     })
+}
+
+/// The channel count of a link: the smaller of ours and the peer's ([`PeerView::queues`]),
+/// and at least 1. See *Several queues* in the module documentation.
+///
+/// # Examples
+///
+/// ```
+/// use ivshmem_net_protocol::link::link_queues;
+/// assert_eq!(link_queues(2, 1), 1);
+/// assert_eq!(link_queues(2, 4), 2);
+/// assert_eq!(link_queues(0, 4), 1);
+/// ```
+pub fn link_queues(ours: u32, theirs: u32) -> u32 {
+    ours.min(theirs).max(1)
+}
+
+/// The ring (queue) of a link with `link_queues` channels that our transmit queue `tx_queue`
+/// sends on: `tx_queue % link_queues` (0 for a count of 0, which [`link_queues`] never gives).
+///
+/// # Examples
+///
+/// ```
+/// use ivshmem_net_protocol::link::ring_for;
+/// assert_eq!((ring_for(0, 2), ring_for(1, 2), ring_for(3, 2)), (0, 1, 1));
+/// assert_eq!((ring_for(1, 1), ring_for(5, 0)), (0, 0));
+/// ```
+pub fn ring_for(tx_queue: u32, link_queues: u32) -> u32 {
+    tx_queue.checked_rem(link_queues).unwrap_or(0)
+}
+
+/// The peer's interrupt vector a kick for channel `channel` goes to, when it listens on
+/// `vectors` of them ([`PeerView::vectors`]): `channel % vectors` (0 for 0 vectors, which
+/// [`read_peer`] never gives).
+///
+/// # Examples
+///
+/// ```
+/// use ivshmem_net_protocol::link::kick_vector;
+/// assert_eq!((kick_vector(0, 2), kick_vector(1, 2), kick_vector(2, 2)), (0, 1, 0));
+/// assert_eq!((kick_vector(1, 1), kick_vector(3, 0)), (0, 0));
+/// ```
+pub fn kick_vector(channel: u32, vectors: u32) -> u32 {
+    channel.checked_rem(vectors).unwrap_or(0)
 }

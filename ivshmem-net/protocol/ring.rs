@@ -70,13 +70,16 @@
 //!   ring again ([`Consumer::pending`]) before it sleeps. The same holds the other way round
 //!   for `prod_event` and TX completion ([`Producer::set_event`], [`Consumer::kick_needed`]).
 //!
-//! # Several queues (issue 19, not built yet)
+//! # Several queues
 //!
-//! The layout already has `queues` rings per pair. With more than one transmit queue in use,
-//! each queue gets an allocator over its own partition of the sender's pool (the pool split
-//! evenly, each part a multiple of [`FRAME_ALIGN`]; the partition is the sender's private
-//! business: receivers only check that a frame lies in the pool). The allocator of queue `q`
-//! is shared by the rings `(i, *, q)`. Today one queue (`q = 0`) uses the whole pool.
+//! The layout has `queues` rings per pair. A sender using `n > 1` transmit queues splits its
+//! pool into `n` partitions ([`Pool::partition`], at most [`Pool::max_partitions`]): equal
+//! parts, each a multiple of [`FRAME_ALIGN`] and at least twice a largest frame. The
+//! allocator of partition `q` is shared by the rings `(i, *, q)`. A frame never wraps inside a
+//! partition: one that would run past its end starts at its start, and the skipped bytes are
+//! handed out with it ([`Pool::needs`]). The partition is the sender's private business:
+//! receivers check only that a frame lies in the whole pool (where a frame may wrap, for a
+//! sender with one queue, whose partition is the whole pool).
 //!
 //! [`Region`]: super::layout::Region
 //! [`Region::fence`]: super::layout::Region::fence

@@ -212,6 +212,8 @@ pub enum Liveness {
 ///     mac: [2, 0, 0, 0, 0, 1],
 ///     mtu: 1500,
 ///     features: feature::DOORBELL,
+///     queues: 1,
+///     vectors: 1,
 /// };
 /// let late = HEARTBEAT_TIMEOUT_MS + 1;
 /// // Doorbell mode: it sleeps while idle, so only frames it leaves waiting count.

@@ -8,15 +8,20 @@
 //! into a local that is checked before use.
 
 use super::super::layout::{Corrupt, Error, Geometry, Region, RING_SLOTS};
-use super::{footprint, need_event, off, Desc, Pool, Ring, Span};
+use super::{need_event, off, Desc, Pool, Ring, Span};
 
 /// A reservation made by [`Producer::reserve`] and not yet committed.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 struct Reserved {
-    /// Pool offset and serial of the frame's first byte.
+    /// Pool offset of the frame's first byte, and the pool serial its bytes start at (the
+    /// pool's head when reserved: with a skipped partition tail, that tail's first byte).
     pos: u32,
     serial: u64,
     len: u32,
+    /// The pool bytes the frame takes ([`Pool::needs`]).
+    need: u32,
+    /// Region offset of the pool (partition) it was reserved in.
+    pool: usize,
 }
 
 /// The sending side of a ring.
@@ -301,12 +306,14 @@ impl<S: AsRef<[u32]> + AsMut<[u32]>> Producer<S> {
     /// frame (one or two pieces, [`Span::write`]) before [`Producer::commit`], `Ok(None)` means
     /// no room: no free descriptor slot (after reading `cons_idx` again), or not enough free
     /// bytes in `pool` (call [`Pool::reclaim`] after collecting every ring sharing it, and
-    /// retry). A later `reserve` replaces an uncommitted reservation.
+    /// retry). A later `reserve` replaces an uncommitted reservation. `pool` is this ring's
+    /// sender's whole pool or one partition of it ([`Pool::partition`]).
     ///
     /// # Errors
     ///
     /// [`Error::BadFrameLen`] for a length of zero or above [`Ring::max_frame`];
-    /// [`Error::GeometryMismatch`] for a pool that is not this ring's sender's;
+    /// [`Error::GeometryMismatch`] for a pool (partition) that is not inside this ring's
+    /// sender's pool;
     /// [`Error::Corrupt`] if the consumer's `cons_idx` is impossible.
     ///
     /// # Examples
@@ -341,7 +348,13 @@ impl<S: AsRef<[u32]> + AsMut<[u32]>> Producer<S> {
         len: u32,
     ) -> Result<Option<Span>, Error> {
         self.check_len(len)?;
-        if pool.base() != self.ring.pool() || pool.len() != self.ring.pool_len() {
+        // The partition lies where it says in the sender's pool (whole pools: offset 0).
+        let pool_end = u64::from(pool.offset()) + u64::from(pool.len());
+        if pool.base().checked_sub(pool.offset() as usize) != Some(self.ring.pool())
+            || pool_end > u64::from(self.ring.pool_len())
+            || (pool.wraps() && pool.len() != self.ring.pool_len())
+            || len > pool.max_frame()
+        {
             return Err(Error::GeometryMismatch);
         }
         // The consumer only moves forward: read `cons_idx` only when our last reading of it
@@ -352,15 +365,17 @@ impl<S: AsRef<[u32]> + AsMut<[u32]>> Producer<S> {
                 return Ok(None);
             }
         }
-        if !pool.fits(len) {
+        let (pos, need) = pool.place(len);
+        if need > pool.free() {
             return Ok(None);
         }
-        let pos = pool.head_pos();
         let span = self.ring.span(pos, len)?;
         self.reserved = Some(Reserved {
             pos,
             serial: pool.head(),
             len,
+            need,
+            pool: pool.base(),
         });
         Ok(Some(span))
     }
@@ -402,7 +417,7 @@ impl<S: AsRef<[u32]> + AsMut<[u32]>> Producer<S> {
         d: &Desc,
     ) -> Result<Desc, Error> {
         let res = self.reserved.take().ok_or(Error::NotReserved)?;
-        if res.serial != pool.head() || pool.base() != self.ring.pool() {
+        if res.serial != pool.head() || pool.base() != res.pool {
             return Err(Error::NotReserved);
         }
         let d = Desc {
@@ -412,7 +427,7 @@ impl<S: AsRef<[u32]> + AsMut<[u32]>> Producer<S> {
         };
         // Plain write: ordered before the consumer's reads by the release in `publish`.
         r.write(self.ring.desc(self.idx), &d.encode())?;
-        pool.take(footprint(res.len));
+        pool.take(res.need);
         if self.cons == self.idx {
             self.oldest = res.serial;
         }

@@ -16,6 +16,8 @@ struct Peer {
     resyncs: Vec<u32>,
     downs: Vec<DownReason>,
     beating: bool,
+    /// Each link's queue count, fixed when it came up ([`link_queues`]).
+    queues: Vec<u32>,
 }
 
 impl Peer {
@@ -29,6 +31,7 @@ impl Peer {
             resyncs: vec![0; g.max_peers as usize],
             downs: vec![],
             beating: true,
+            queues: vec![0; g.max_peers as usize],
         }
     }
 
@@ -51,7 +54,10 @@ impl Peer {
                     self.resyncs[j as usize] += 1;
                     self.own.ack(r, j, e).unwrap();
                 }
-                Action::Up => link.up = true,
+                Action::Up => {
+                    link.up = true;
+                    self.queues[j as usize] = link_queues(self.own.queues(), view.queues);
+                }
                 Action::Down(why) => {
                     link.up = false;
                     self.downs.push(why);
@@ -544,4 +550,112 @@ fn ring_progress_counts_as_a_heartbeat() {
         decide_with(link, e, k, &view, t, frozen),
         Action::Down(DownReason::Silent)
     );
+}
+
+/// Issue 19: two peers link with the smaller of their queue counts, fixed when the link comes
+/// up; a peer that changes its count and restarts its links gets the new one on both sides.
+#[test]
+fn links_take_the_smaller_queue_count_and_renegotiate_on_restart() {
+    let (r, g) = setup(2);
+    assert_eq!(g.queues, 2);
+    let mut a = Peer::new(&r, &g, 0, 1);
+    let mut b = Peer::new(&r, &g, 1, 2);
+    a.own.set_queues(&r, 2).unwrap();
+    for t in 0..3 {
+        a.step(&r, &g, t);
+        b.step(&r, &g, t);
+    }
+    assert!(a.up(1) && b.up(0));
+    assert_eq!((a.queues[1], b.queues[0]), (1, 1));
+    // b goes to 2 queues: count first, then restart the link.
+    b.own.set_queues(&r, 2).unwrap();
+    b.own.bump_epoch(&r, 0).unwrap();
+    let mut came_back = false;
+    for t in 3..10 {
+        a.step(&r, &g, t);
+        b.step(&r, &g, t);
+        came_back |= !a.up(1);
+    }
+    assert!(came_back && a.up(1) && b.up(0));
+    assert_eq!((a.queues[1], b.queues[0]), (2, 2));
+    // And down to 1 again.
+    a.own.set_queues(&r, 1).unwrap();
+    a.own.bump_epoch(&r, 1).unwrap();
+    for t in 10..16 {
+        a.step(&r, &g, t);
+        b.step(&r, &g, t);
+    }
+    assert!(a.up(1) && b.up(0));
+    assert_eq!((a.queues[1], b.queues[0]), (1, 1));
+}
+
+/// The queue and vector words are read once and sanitised: garbage limits the writer to one
+/// channel and one vector; our own words are kept across attach and repaired when scribbled.
+#[test]
+fn queue_and_vector_words_are_sanitised_kept_and_repaired() {
+    let (r, g) = setup(2);
+    let mut own = Own::new(&g, 0).unwrap();
+    own.set_queues(&r, 2).unwrap();
+    own.set_vectors(&r, 2).unwrap();
+    own.attach(&r, [2, 0, 0, 0, 0, 1], 1500).unwrap();
+    let v = read_peer(&r, &g, 0, 1).unwrap();
+    assert_eq!((v.queues, v.vectors), (2, 2));
+    let base = g.ctrl_offset(0).unwrap();
+    for (word, val, want) in [
+        (ctrl::QUEUES, 0, 1),
+        (ctrl::QUEUES, 3, 1),
+        (ctrl::QUEUES, u32::MAX, 1),
+        (ctrl::QUEUES, 1, 1),
+        (ctrl::VECTORS, 0, 1),
+        (ctrl::VECTORS, MAX_QUEUES, MAX_QUEUES),
+        (ctrl::VECTORS, MAX_QUEUES + 1, 1),
+        (ctrl::VECTORS, 0x8000_0000, 1),
+    ] {
+        r.store(base + word, val).unwrap();
+        let v = read_peer(&r, &g, 0, 1).unwrap();
+        let got = if word == ctrl::QUEUES {
+            v.queues
+        } else {
+            v.vectors
+        };
+        assert_eq!(got, want, "word {word:#x} = {val:#x}");
+        // Every channel's kick lands on a vector the peer has, every ring below the count.
+        for c in 0..MAX_QUEUES {
+            assert!(kick_vector(c, v.vectors) < v.vectors);
+            assert!(ring_for(c, link_queues(MAX_QUEUES, v.queues)) < v.queues);
+        }
+    }
+    // Both words scribbled: repair puts back what we published.
+    r.store(base + ctrl::QUEUES, 7).unwrap();
+    r.store(base + ctrl::VECTORS, 7).unwrap();
+    assert_eq!(own.repair(&r).unwrap(), 2);
+    let v = read_peer(&r, &g, 0, 1).unwrap();
+    assert_eq!((v.queues, v.vectors), (2, 2));
+    // Out of range is refused and changes nothing.
+    assert_eq!(own.set_queues(&r, 3), Err(Error::OutOfBounds));
+    assert_eq!(own.set_vectors(&r, 0), Err(Error::OutOfBounds));
+    assert_eq!((own.queues(), own.vectors()), (2, 2));
+}
+
+/// A transmit queue maps to a ring below the link's count, the identity for the queues the
+/// link has; a channel's kick goes to one of the peer's vectors, spread evenly.
+#[test]
+fn queue_and_vector_mapping_cover_every_channel() {
+    for k in 1..=MAX_QUEUES {
+        for t in 0..MAX_QUEUES {
+            let q = ring_for(t, k);
+            assert!(q < k);
+            if t < k {
+                assert_eq!(q, t);
+            }
+        }
+        let mut hits = vec![0; k as usize];
+        for c in 0..MAX_QUEUES * k {
+            hits[kick_vector(c, k) as usize] += 1;
+        }
+        assert!(hits.iter().all(|&h| h == MAX_QUEUES));
+    }
+    for (ours, theirs) in [(1, 8), (8, 1), (4, 4), (2, 3)] {
+        assert_eq!(link_queues(ours, theirs), ours.min(theirs));
+    }
 }

@@ -6,6 +6,12 @@
 //! frame exactly when the model, which does its arithmetic on unbounded integers, says it fits,
 //! at the pool offset the model says; and no reservation ever covers a byte of a frame its
 //! consumer has not given back.
+//!
+//! The same with the pool in partitions (issue 19): peer 0 sends on 2 or 3 queues, the rings
+//! of queue `q` (to peers 1 and 2) taking frames from partition `q`. Every frame lies inside
+//! its partition in one piece (one that would run past the partition's end starts at its
+//! start, the skipped bytes handed out with it), no two frames in flight share a byte over the
+//! whole pool, and once drained every partition has all its bytes back.
 
 mod common;
 
@@ -14,14 +20,16 @@ use ivshmem_net_protocol::layout::Region;
 use ivshmem_net_protocol::ring::{footprint, off, Consumer, Pool, Producer, FRAME_ALIGN};
 use ivshmem_net_protocol::HeapRegion;
 use proptest::prelude::*;
-use std::collections::VecDeque;
+use std::collections::{HashMap, VecDeque};
 
 #[derive(Debug, Clone)]
 enum Op {
+    /// A frame of `.1` bytes on ring `.0` (to peer `1 + .0 / queues` on queue `.0 % queues`).
     Push(usize, u32),
     Publish(usize),
     Pop(usize),
     ConsPublish(usize),
+    /// Collect every ring, reclaim every partition.
     Reclaim,
 }
 
@@ -35,17 +43,17 @@ fn len(max: u32) -> impl Strategy<Value = u32> {
     ]
 }
 
-fn ops(max: u32) -> impl Strategy<Value = Vec<Op>> {
-    let dest = 0..2usize;
+fn ops(rings: usize, max: u32, n: usize) -> impl Strategy<Value = Vec<Op>> {
+    let ring = 0..rings;
     prop::collection::vec(
         prop_oneof![
-            5 => (dest.clone(), len(max)).prop_map(|(d, l)| Op::Push(d, l)),
-            2 => dest.clone().prop_map(Op::Publish),
-            3 => dest.clone().prop_map(Op::Pop),
-            2 => dest.prop_map(Op::ConsPublish),
+            5 => (ring.clone(), len(max)).prop_map(|(d, l)| Op::Push(d, l)),
+            2 => ring.clone().prop_map(Op::Publish),
+            3 => ring.clone().prop_map(Op::Pop),
+            2 => ring.prop_map(Op::ConsPublish),
             2 => Just(Op::Reclaim),
         ],
-        1..400,
+        1..n,
     )
 }
 
@@ -81,11 +89,10 @@ struct RingModel {
     cons_seen: u64,
 }
 
-struct Model {
-    rings: [RingModel; 2],
+/// The model of one partition's allocator: serials as unbounded integers.
+struct PartModel {
     head: u64,
     tail: u64,
-    seq: u32,
 }
 
 struct Side {
@@ -93,48 +100,68 @@ struct Side {
     c: Consumer,
 }
 
-/// Who holds each pool byte: the serial of the frame on it, or `None`.
-fn mark(owners: &mut [Option<u64>], pos: u32, len: u32, serial: Option<u64>) {
-    let n = owners.len() as u32;
-    for i in 0..len {
-        owners[((pos + i) % n) as usize] = serial;
+/// Who holds each `FRAME_ALIGN` granule of the whole pool: (partition, serial) of the frame
+/// on it, or `None`. Frames start on a granule and own their footprint.
+fn mark(owners: &mut [Option<(usize, u64)>], pos: u32, len: u32, who: Option<(usize, u64)>) {
+    let n = owners.len();
+    let first = (pos / FRAME_ALIGN) as usize;
+    for k in 0..(footprint(len) / FRAME_ALIGN) as usize {
+        owners[(first + k) % n] = who;
     }
 }
 
-fn check(slots: u32, pool_len: u32, (idx, serial): (u32, u64), ops: Vec<Op>) {
-    let g = geometry(3, slots, pool_len);
+/// Runs `ops` on `queues` queues from peer 0 to peers 1 and 2 (ring `k` is to peer
+/// `1 + k / queues` on queue `k % queues`), each queue on its partition of `queues`.
+fn check(queues: u32, slots: u32, pool_len: u32, (idx, serial): (u32, u64), ops: Vec<Op>) {
+    let g = geometry_queues(3, queues, slots, pool_len);
+    assert!(Pool::max_partitions(&g) >= queues);
     let r = HeapRegion::new(g.region_len as usize);
-    let mut pool = Pool::starting_at(&g, 0, serial).unwrap();
-    let mut sides: Vec<Side> = [1, 2]
-        .into_iter()
-        .map(|to| {
-            let mut p = Producer::new(&g, 0, to, 0).unwrap();
-            let mut c = Consumer::new(&g, 0, to, 0).unwrap();
+    let count = queues as usize;
+    let mut pools: Vec<Pool> = (0..queues)
+        .map(|q| {
+            Pool::partition(&g, 0, q, queues)
+                .unwrap()
+                .starting_at(serial)
+        })
+        .collect();
+    let plen = pools[0].len();
+    assert!(pools
+        .iter()
+        .all(|p| p.len() == plen && p.len() % FRAME_ALIGN == 0));
+    let mut sides: Vec<Side> = (0..2 * queues)
+        .map(|k| {
+            let (to, q) = (1 + k / queues, k % queues);
+            let mut p = Producer::new(&g, 0, to, q).unwrap();
+            let mut c = Consumer::new(&g, 0, to, q).unwrap();
             p.reset_at(&r, idx).unwrap();
             c.reset_at(&r, idx).unwrap();
             Side { p, c }
         })
         .collect();
     let serial = serial & !u64::from(FRAME_ALIGN - 1);
-    let mut m = Model {
-        rings: Default::default(),
-        head: serial,
-        tail: serial,
-        seq: 0,
-    };
-    for ring in &mut m.rings {
+    let mut parts: Vec<PartModel> = (0..count)
+        .map(|_| PartModel {
+            head: serial,
+            tail: serial,
+        })
+        .collect();
+    let mut rings: Vec<RingModel> = (0..2 * count).map(|_| RingModel::default()).collect();
+    for ring in &mut rings {
         ring.prod_idx = idx.into();
         ring.cons_published = idx.into();
         ring.cons_seen = idx.into();
     }
-    // Bytes of frames not yet given back by their consumer, by pool offset.
-    let mut owners = vec![None; pool_len as usize];
-    let mut pos_of = std::collections::HashMap::new();
+    let mut seq = 0u32;
+    // Granules of frames not yet given back by their consumer.
+    let mut owners = vec![None; (pool_len / FRAME_ALIGN) as usize];
+    let mut pos_of = HashMap::new();
     let max = sides[0].p.ring().max_frame();
+    let pool_base = sides[0].p.ring().pool();
     for op in ops {
         match op {
-            Op::Push(d, len) => {
-                let ring = &mut m.rings[d];
+            Op::Push(k, len) => {
+                let q = k % count;
+                let ring = &mut rings[k];
                 // `reserve` reads the consumer again when it has no slot left.
                 if ring.prod_idx - ring.cons_seen == slots as u64 {
                     ring.cons_seen = ring.cons_published;
@@ -143,44 +170,62 @@ fn check(slots: u32, pool_len: u32, (idx, serial): (u32, u64), ops: Vec<Op>) {
                 }
                 let slot_free = ring.prod_idx - ring.cons_seen < slots as u64;
                 let foot = footprint(len) as u64;
-                let fits = slot_free && foot <= pool_len as u64 - (m.head - m.tail);
-                let frame = pattern(m.seq, len);
-                let side = &mut sides[d];
-                let got = side.p.reserve(&r, &pool, len).unwrap();
-                assert_eq!(got.is_some(), fits, "{len} bytes to {d}");
+                let part = &mut parts[q];
+                let at = part.head % plen as u64;
+                // A partition of several never wraps a frame: it skips to its start.
+                let (at, need) = if count == 1 || at + foot <= plen as u64 {
+                    (at, foot)
+                } else {
+                    (0, plen as u64 - at + foot)
+                };
+                let fits = slot_free && need <= plen as u64 - (part.head - part.tail);
+                let frame = pattern(seq, len);
+                let side = &mut sides[k];
+                let got = side.p.reserve(&r, &pools[q], len).unwrap();
+                assert_eq!(got.is_some(), fits, "{len} bytes on ring {k}");
+                assert_eq!(pools[q].needs(len) as u64, need);
                 assert_eq!(
                     side.p.consumed() as u64 & 0xffff_ffff,
                     ring.cons_seen & 0xffff_ffff
                 );
                 let Some(span) = got else { continue };
-                let pos = (m.head % pool_len as u64) as u32;
-                assert_eq!(span.first().start, pool.base() + pos as usize);
-                // Never a byte of a frame still in flight.
-                for i in 0..len {
-                    let at = ((pos + i) % pool_len) as usize;
-                    assert_eq!(owners[at], None, "byte {at} handed out twice");
+                let pos = q as u32 * plen + at as u32;
+                assert_eq!(span.first().start, pool_base + pos as usize);
+                if count > 1 {
+                    // Inside the partition, in one piece.
+                    assert_eq!(span.second(), None);
+                    assert!(
+                        at + len as u64 <= plen as u64,
+                        "{len} bytes at {at} of {plen}"
+                    );
+                }
+                // Never a byte of a frame still in flight, in any partition.
+                let first = (pos / FRAME_ALIGN) as usize;
+                for g in 0..(foot / FRAME_ALIGN as u64) as usize {
+                    let g = (first + g) % owners.len();
+                    assert_eq!(owners[g], None, "granule {g} handed out twice");
                 }
                 span.write(&r, 0, &frame).unwrap();
-                let desc = side.p.commit(&r, &mut pool, &meta()).unwrap();
+                let desc = side.p.commit(&r, &mut pools[q], &meta()).unwrap();
                 assert_eq!((desc.pos, desc.len), (pos, len));
-                mark(&mut owners, pos, len, Some(m.head));
-                pos_of.insert(m.head, (pos, len));
-                ring.committed.push_back((m.head, frame));
-                ring.held.push_back(m.head);
+                mark(&mut owners, pos, len, Some((q, part.head)));
+                pos_of.insert((q, part.head), (pos, len));
+                ring.committed.push_back((part.head, frame));
+                ring.held.push_back(part.head);
                 ring.prod_idx += 1;
-                m.head += foot;
-                m.seq += 1;
+                part.head += need;
+                seq += 1;
             }
-            Op::Publish(d) => {
-                sides[d].p.publish(&r).unwrap();
-                let ring = &mut m.rings[d];
+            Op::Publish(k) => {
+                sides[k].p.publish(&r).unwrap();
+                let ring = &mut rings[k];
                 ring.published.extend(ring.committed.drain(..));
-                let prod = sides[d].p.ring().base() + off::PROD_IDX;
+                let prod = sides[k].p.ring().base() + off::PROD_IDX;
                 assert_eq!(r.load(prod).unwrap() as u64, ring.prod_idx & 0xffff_ffff);
             }
-            Op::Pop(d) => {
-                let got = pop(&mut sides[d].c, &r).unwrap();
-                let ring = &mut m.rings[d];
+            Op::Pop(k) => {
+                let got = pop(&mut sides[k].c, &r).unwrap();
+                let ring = &mut rings[k];
                 match (got, ring.published.pop_front()) {
                     (None, None) => {}
                     (Some(frame), Some((serial, want))) => {
@@ -190,33 +235,42 @@ fn check(slots: u32, pool_len: u32, (idx, serial): (u32, u64), ops: Vec<Op>) {
                     (got, want) => panic!("popped {got:?}, model {want:?}"),
                 }
             }
-            Op::ConsPublish(d) => {
-                sides[d].c.publish(&r).unwrap();
-                let ring = &mut m.rings[d];
+            Op::ConsPublish(k) => {
+                sides[k].c.publish(&r).unwrap();
+                let q = k % count;
+                let ring = &mut rings[k];
                 ring.cons_published += ring.popped.len() as u64;
                 for serial in ring.popped.drain(..) {
-                    let (pos, len) = pos_of[&serial];
+                    let (pos, len) = pos_of[&(q, serial)];
                     mark(&mut owners, pos, len, None);
                     ring.returned.push_back(serial);
                 }
             }
             Op::Reclaim => {
-                for (side, ring) in sides.iter_mut().zip(&mut m.rings) {
+                for (side, ring) in sides.iter_mut().zip(&mut rings) {
                     let n = side.p.collect(&r).unwrap();
                     assert_eq!(n as usize, ring.returned.len());
                     ring.cons_seen = ring.cons_published;
                     ring.held.drain(..ring.returned.len());
                     ring.returned.clear();
                 }
-                let oldest = m.rings.iter().filter_map(|x| x.held.front()).min();
-                let tail = oldest.copied().unwrap_or(m.head);
-                let freed = pool.reclaim(sides.iter().map(|s| &s.p));
-                assert_eq!(freed as u64, tail - m.tail);
-                m.tail = tail;
+                for (q, (pool, part)) in pools.iter_mut().zip(&mut parts).enumerate() {
+                    let of_q = |k: &usize| k % count == q;
+                    let oldest = (0..2 * count)
+                        .filter(of_q)
+                        .filter_map(|k| rings[k].held.front())
+                        .min();
+                    let tail = oldest.copied().unwrap_or(part.head);
+                    let freed = pool.reclaim((0..2 * count).filter(of_q).map(|k| &sides[k].p));
+                    assert_eq!(freed as u64, tail - part.tail);
+                    part.tail = tail;
+                }
             }
         }
-        assert_eq!((pool.head(), pool.tail()), (m.head, m.tail));
-        for (side, ring) in sides.iter().zip(&m.rings) {
+        for (pool, part) in pools.iter().zip(&parts) {
+            assert_eq!((pool.head(), pool.tail()), (part.head, part.tail));
+        }
+        for (side, ring) in sides.iter().zip(&rings) {
             assert_eq!(side.c.pending(&r).unwrap() as usize, ring.published.len());
             assert_eq!(
                 side.p.free_slots() as u64,
@@ -224,8 +278,8 @@ fn check(slots: u32, pool_len: u32, (idx, serial): (u32, u64), ops: Vec<Op>) {
             );
         }
     }
-    // Drain: everything committed comes out, in order, and then the pool is empty again.
-    for (side, ring) in sides.iter_mut().zip(&mut m.rings) {
+    // Drain: everything committed comes out, in order, and then every partition is empty.
+    for (side, ring) in sides.iter_mut().zip(&mut rings) {
         side.p.publish(&r).unwrap();
         ring.published.extend(ring.committed.drain(..));
         while let Some((_, want)) = ring.published.pop_front() {
@@ -236,9 +290,20 @@ fn check(slots: u32, pool_len: u32, (idx, serial): (u32, u64), ops: Vec<Op>) {
         side.p.collect(&r).unwrap();
         assert_eq!(side.p.free_slots(), slots);
     }
-    pool.reclaim(sides.iter().map(|s| &s.p));
-    assert_eq!(pool.free(), pool_len);
-    assert!(pool.fits(max));
+    for (q, pool) in pools.iter_mut().enumerate() {
+        pool.reclaim(
+            (0..2 * count)
+                .filter(|k| k % count == q)
+                .map(|k| &sides[k].p),
+        );
+        assert_eq!(pool.free(), plen);
+        assert!(pool.fits(max));
+    }
+}
+
+/// A pool of `count` partitions that each just hold two largest frames, plus `slack` bytes.
+fn partitioned_pool(count: u32, slack: u32) -> u32 {
+    count * 2 * footprint(128 << 10) + slack
 }
 
 proptest! {
@@ -249,17 +314,35 @@ proptest! {
     })]
 
     #[test]
-    fn pool_matches_model_small(start in start(), ops in ops(128)) {
-        check(4, 256, start, ops);
+    fn pool_matches_model_small(start in start(), ops in ops(2, 128, 400)) {
+        check(1, 4, 256, start, ops);
     }
 
     #[test]
-    fn pool_matches_model_medium(start in start(), ops in ops(2048)) {
-        check(16, 4096, start, ops);
+    fn pool_matches_model_medium(start in start(), ops in ops(2, 2048, 400)) {
+        check(1, 16, 4096, start, ops);
     }
 
     #[test]
-    fn pool_matches_model_many_slots(start in start(), ops in ops(512)) {
-        check(64, 1024, start, ops);
+    fn pool_matches_model_many_slots(start in start(), ops in ops(2, 512, 400)) {
+        check(1, 64, 1024, start, ops);
+    }
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig {
+        cases: 96,
+        failure_persistence: None,
+        ..ProptestConfig::default()
+    })]
+
+    #[test]
+    fn partitions_match_model_two(start in start(), ops in ops(4, 128 << 10, 300)) {
+        check(2, 8, partitioned_pool(2, 4096 + 64), start, ops);
+    }
+
+    #[test]
+    fn partitions_match_model_three(start in start(), ops in ops(6, 128 << 10, 300)) {
+        check(3, 4, partitioned_pool(3, 3 * 64), start, ops);
     }
 }

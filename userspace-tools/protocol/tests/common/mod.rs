@@ -11,13 +11,18 @@ use ivshmem_net_protocol::HeapRegion;
 /// descriptors each and pools of `pool` bytes right after them, and no slack, so that a test
 /// region is just the rings and the pools.
 pub fn geometry(peers: u32, slots: u32, pool: u32) -> Geometry {
+    geometry_queues(peers, 1, slots, pool)
+}
+
+/// [`geometry`] with `queues` rings per ordered pair.
+pub fn geometry_queues(peers: u32, queues: u32, slots: u32, pool: u32) -> Geometry {
     let stride = RING_HDR_LEN + slots * DESC_LEN;
-    let rings = peers * (peers - 1) * stride;
+    let rings = peers * (peers - 1) * queues * stride;
     Geometry {
         region_len: u64::from(rings) + u64::from(peers) * u64::from(pool),
         max_peers: peers,
         ring_slots: slots,
-        queues: 1,
+        queues,
         ring_stride: stride,
         ctrl_offset: 0,
         ctrl_stride: 0,
