@@ -10,7 +10,7 @@
 
 use ivshmem_net_protocol::frame::{max_len, ETH_HLEN, MAX_MTU, MIN_GSO_SIZE, VLAN_HLEN};
 use ivshmem_net_protocol::layout::{
-    hdr, Error, Region, HEADER_LEN, MAGIC, MAX_PEERS, RING_HDR_LEN,
+    hdr, Error, Region, HEADER_LEN, MAGIC, MAX_PEERS, MAX_QUEUES, RING_HDR_LEN,
 };
 use ivshmem_net_protocol::link::{ctrl, feature, PeerState};
 use ivshmem_net_protocol::ring::{footprint, off, Desc, FRAME_ALIGN};
@@ -91,6 +91,9 @@ kinds! {
     CtrlFeatures = "ctrl-features",
     /// Doorbell id: above 16 bits, all ones, the victim's own.
     CtrlDoorbell = "ctrl-doorbell",
+    /// Channel count or vector count (issue 19): 0, above the region's queues or 8, all ones,
+    /// or another legal count (a peer changing its count without restarting its links).
+    CtrlQueues = "ctrl-queues",
     /// Heartbeat set to one fixed value (chosen per run): frozen, as far as this writer goes.
     HeartbeatFreeze = "heartbeat-freeze",
     /// Heartbeat jumping far forward or one step back.
@@ -347,6 +350,17 @@ pub fn run<R: Region + ?Sized>(c: &mut Ctx<'_, R>, k: Kind) -> Result<(), Error>
             let i = c.t.peer(c.rng);
             let v = c.rng.edge(&[u32::MAX, 0x1_0000, 0xffff, 0, i]);
             c.r.store(c.t.ctrl(i) + ctrl::DOORBELL_ID, v)
+        }
+        Kind::CtrlQueues => {
+            let i = c.t.peer(c.rng);
+            let q = c.t.geometry.queues;
+            let (word, edges) = if c.rng.chance(1, 2) {
+                (ctrl::QUEUES, [0, q + 1, u32::MAX, 1, q])
+            } else {
+                (ctrl::VECTORS, [0, MAX_QUEUES + 1, u32::MAX, 1, 2])
+            };
+            let v = c.rng.edge(&edges);
+            c.r.store(c.t.ctrl(i) + word, v)
         }
         Kind::HeartbeatFreeze => {
             let base = c.t.ctrl(c.t.peer(c.rng));
@@ -653,7 +667,11 @@ fn fake_run<R: Region + ?Sized>(c: &mut Ctx<'_, R>) -> Result<(), Error> {
     let features = c.rng.edge(&[u32::MAX, u32::MAX, feature::DOORBELL]);
     c.r.store(base + ctrl::FEATURES, features)?;
     let db = c.rng.edge(&[u32::MAX, 0x1_0000, 0]);
-    c.r.store(base + ctrl::DOORBELL_ID, db)
+    c.r.store(base + ctrl::DOORBELL_ID, db)?;
+    let queues = c.rng.edge(&[0, u32::MAX, MAX_QUEUES]);
+    c.r.store(base + ctrl::QUEUES, queues)?;
+    let vectors = c.rng.edge(&[0, u32::MAX, MAX_QUEUES]);
+    c.r.store(base + ctrl::VECTORS, vectors)
 }
 
 /// The ring's two indices, each read once.

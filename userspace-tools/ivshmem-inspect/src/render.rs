@@ -56,6 +56,16 @@ fn ms(d: Duration) -> String {
     }
 }
 
+/// A `queues` or `vectors` word: its value, or what peers take it for after the raw word
+/// when that differs (0 from a peer that predates the word, or garbage).
+fn count_text(raw: u32, sane: u32) -> String {
+    if raw == sane {
+        raw.to_string()
+    } else {
+        format!("{sane} ({raw:#x})")
+    }
+}
+
 /// Whether a peer's feature word says it uses doorbells (and so beats only while busy).
 fn doorbell(features: u32) -> bool {
     features & feature::DOORBELL != 0
@@ -130,8 +140,8 @@ pub fn text(path: &str, file_len: u64, s: &Snapshot, t: &Tracker) -> String {
     let _ = writeln!(o, "peers:");
     let _ = writeln!(
         o,
-        "  {:>2}  {:<10}  {:<19}  {:<17}  {:>10}  {:>10}  {:>10}  heartbeat age",
-        "id", "slot", "state", "MAC", "MTU", "features", "heartbeat"
+        "  {:>2}  {:<10}  {:<19}  {:<17}  {:>10}  {:>10}  {:>12}  {:>12}  {:>10}  heartbeat age",
+        "id", "slot", "state", "MAC", "MTU", "features", "queues", "vectors", "heartbeat"
     );
     for p in &s.peers {
         let token = if p.token == 0 {
@@ -141,13 +151,15 @@ pub fn text(path: &str, file_len: u64, s: &Snapshot, t: &Tracker) -> String {
         };
         let _ = writeln!(
             o,
-            "  {:>2}  {:<10}  {:<19}  {:<17}  {:>10}  {:>10}  {:>10}  {}",
+            "  {:>2}  {:<10}  {:<19}  {:<17}  {:>10}  {:>10}  {:>12}  {:>12}  {:>10}  {}",
             p.id,
             token,
             state_name(p.state_raw),
             mac(&p.mac),
             p.mtu,
             format!("{:#x}", p.features),
+            count_text(p.queues_raw, p.queues(g)),
+            count_text(p.vectors_raw, p.vectors()),
             p.heartbeat,
             liveness_text(t.liveness(p.id), p.features)
         );
@@ -319,6 +331,10 @@ pub fn json(path: &str, file_len: u64, interval: Duration, s: &Snapshot, t: &Tra
                 "mtu": p.mtu,
                 "features": p.features,
                 "doorbell": doorbell(p.features),
+                "queues": p.queues(g),
+                "queues_raw": p.queues_raw,
+                "vectors": p.vectors(),
+                "vectors_raw": p.vectors_raw,
                 "heartbeat": p.heartbeat,
                 "liveness": liveness_json(t.liveness(p.id)),
                 "epochs": p.epochs,

@@ -7,8 +7,8 @@
 use crate::region::ReadOnlyRegion;
 use ivshmem_net_protocol::frame::IpVersion;
 use ivshmem_net_protocol::layout::{
-    hdr, phase, read_geometry, Error, Geometry, Region, DESC_LEN, MAGIC, MAX_FRAME, RING_HDR_LEN,
-    VERSION,
+    hdr, phase, read_geometry, Error, Geometry, Region, DESC_LEN, MAGIC, MAX_FRAME, MAX_QUEUES,
+    RING_HDR_LEN, VERSION,
 };
 use ivshmem_net_protocol::link::{self, ctrl, Accepted, PeerState, Published};
 use ivshmem_net_protocol::ring::{footprint, off, Desc, FRAME_ALIGN};
@@ -103,6 +103,10 @@ pub struct Peer {
     pub heartbeat: u32,
     pub mtu: u32,
     pub features: u32,
+    /// Raw `queues` word: the peer's active channel count; see [`Peer::queues`].
+    pub queues_raw: u32,
+    /// Raw `vectors` word (doorbell mode); see [`Peer::vectors`].
+    pub vectors_raw: u32,
     pub mac: [u8; 6],
     /// `epoch[j]` for every `j < max_peers` (own entry included, meaningless).
     pub epochs: Vec<u32>,
@@ -121,9 +125,30 @@ impl Peer {
         PeerState::try_from(self.state_raw).ok()
     }
 
+    /// The channel count peers take from the `queues` word: itself if in `1..=g.queues`, else 1
+    /// (as `link::read_peer` reads it).
+    pub fn queues(&self, g: &Geometry) -> u32 {
+        sane_count(self.queues_raw, g.queues)
+    }
+
+    /// The vector count peers take from the `vectors` word: itself if in `1..=MAX_QUEUES`,
+    /// else 1 (as `link::read_peer` reads it).
+    pub fn vectors(&self) -> u32 {
+        sane_count(self.vectors_raw, MAX_QUEUES)
+    }
+
     /// Whether the peer is anything but cleanly detached (garbage counts as present).
     pub fn present(&self) -> bool {
         self.state_raw != PeerState::Reset as u32
+    }
+}
+
+/// `raw` if it is in `1..=max`, else 1.
+pub fn sane_count(raw: u32, max: u32) -> u32 {
+    if (1..=max).contains(&raw) {
+        raw
+    } else {
+        1
     }
 }
 
@@ -315,6 +340,8 @@ pub fn take(r: &ReadOnlyRegion) -> Result<Snapshot, Refusal> {
             heartbeat: word(ctrl::HEARTBEAT)?,
             mtu: word(ctrl::MTU)?,
             features: word(ctrl::FEATURES)?,
+            queues_raw: word(ctrl::QUEUES)?,
+            vectors_raw: word(ctrl::VECTORS)?,
             mac: [lo[0], lo[1], lo[2], lo[3], hi[0], hi[1]],
             epochs,
             acks,

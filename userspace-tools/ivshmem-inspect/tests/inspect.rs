@@ -3,10 +3,10 @@
 //! Runs the `ivshmem-inspect` binary against region files built with the layout crate.
 
 use ivshmem_net_protocol::layout::{attach, claim_slot, hdr, Geometry, Region};
-use ivshmem_net_protocol::link::{feature, read_addrs, Accepted, Addrs, Own, PeerState};
+use ivshmem_net_protocol::link::{ctrl, feature, read_addrs, Accepted, Addrs, Own, PeerState};
 use ivshmem_net_protocol::ring::{off, Consumer, Desc, Pool, Producer};
 use ivshmem_net_protocol::MmapRegion;
-use serde_json::Value;
+use serde_json::{json, Value};
 use std::path::Path;
 use std::process::{Command, Output};
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -44,6 +44,11 @@ fn build(path: &Path) -> (MmapRegion, Geometry, Own) {
     own[1].set_state(&r, PeerState::Run).unwrap();
     own[2].set_state(&r, PeerState::Ready).unwrap();
     own[2].set_features(&r, feature::DOORBELL).unwrap();
+    // Peer 0 runs 2 channels, peer 2 listens on 2 vectors; peer 1's queue word is garbage.
+    own[0].set_queues(&r, 2).unwrap();
+    own[2].set_vectors(&r, 2).unwrap();
+    r.store(g.ctrl_offset(1).unwrap() + ctrl::QUEUES, 0x33)
+        .unwrap();
 
     let mut pool = Pool::new(&g, 0).unwrap();
     let mut p = Producer::new(&g, 0, 1, 0).unwrap();
@@ -138,8 +143,13 @@ fn text_report() {
         "{p0}"
     );
     assert!(p0.contains("beating (+"), "{p0}");
+    // Columns after the features: queues, vectors.
+    let cols = |l: &str| -> Vec<String> { l.split_whitespace().map(String::from).collect() };
+    assert_eq!(cols(&p0)[6..8], ["2", "1"], "{p0}");
     let p1 = line("1");
     assert!(p1.contains("RUN") && p1.contains("stale for ≥ 2"), "{p1}");
+    assert_eq!(cols(&p1)[6..9], ["1", "(0x33)", "1"], "{p1}");
+    assert_eq!(cols(&line("2"))[6..8], ["1", "2"]);
     let p2 = line("2");
     assert!(
         p2.contains("READY") && p2.contains("0x1") && p2.contains("doorbell"),
@@ -239,6 +249,18 @@ fn json_report() {
     assert_eq!(peers[0]["slot_token"], 0xabc0);
     assert_eq!(peers[0]["mac"], "52:54:00:00:00:00");
     assert_eq!(peers[0]["mtu"], 1500);
+    assert_eq!(
+        (&peers[0]["queues"], &peers[0]["vectors"]),
+        (&json!(2), &json!(1))
+    );
+    assert_eq!(
+        (&peers[1]["queues"], &peers[1]["queues_raw"]),
+        (&json!(1), &json!(0x33))
+    );
+    assert_eq!(
+        (&peers[2]["vectors"], &peers[2]["vectors_raw"]),
+        (&json!(2), &json!(2))
+    );
     assert_eq!(peers[0]["liveness"]["beating"], true);
     assert_eq!(peers[1]["liveness"]["beating"], false);
     assert!(peers[1]["liveness"]["stale_ms_at_least"].as_u64().unwrap() >= 100);
