@@ -65,7 +65,8 @@ fn ring_bench_quick_json() {
     // Thread pairs on their own queues, 1 and 2 of them by default.
     let sc = &v["scaling"];
     assert_eq!(sc["frame_bytes"], 1500);
-    assert_eq!(sc["region"]["max_peers"], 3);
+    // One sender (peer 0) and one receiver: the pairs share its pool, a partition each.
+    assert_eq!(sc["region"]["max_peers"], 2);
     let runs = sc["runs"].as_array().unwrap();
     assert_eq!(runs.len(), 2);
     for (i, run) in runs.iter().enumerate() {

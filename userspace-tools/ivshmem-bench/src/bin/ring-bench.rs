@@ -31,7 +31,7 @@ const LAT_SIZE: usize = 64;
 const SCALE_SIZE: usize = 1500;
 /// Thread pairs measured unless `--pairs` says otherwise.
 const DEFAULT_PAIRS: usize = 2;
-/// Most thread pairs: with one peer more, a 32 MiB region still has a queue for each pair.
+/// Most thread pairs: a 32 MiB region of 2 peers has 8 queues, its pools 8 partitions.
 const MAX_PAIRS: usize = 5;
 /// Largest frame the receivers accept.
 const MAX_FRAME: usize = 1 << 20;
@@ -58,10 +58,9 @@ the median of 3 interleaved trials) and 64-byte ping-pong latency (p50/p99 over 
 memcpy bandwidth (a 64 MiB buffer copied repeatedly). Every frame is checked on receipt.
 
 Then the scaling of independent queues (issue 19): 1, 2, ... N pairs of threads in this
-process, one region, 1500 B frames one way, each pair on its own queue q with its own
-sender (peer q+1 -> peer 0, queue q, peer q+1's pool): per-queue allocators over partitions
-of one sender's pool would touch memory the same way, and the protocol has no partitioned
-pool yet. Every thread busy-polls, so more pairs than half the CPUs only share them.
+process, one region, 1500 B frames one way from peer 0 to peer 1, pair q on queue q with
+its frames in partition q of peer 0's pool (N pairs: N partitions), as the driver's
+transmit queues. Every thread busy-polls, so more pairs than half the CPUs only share them.
 
 OPTIONS:
     --quick     short runs (about 5 s in all), for smoke tests; the default takes under 60 s
@@ -304,9 +303,14 @@ struct Tx {
 impl Tx {
     /// Peer `from`'s side of its ring to `to` on `queue`, with an allocator over its pool.
     fn new(g: &Geometry, from: u32, to: u32, queue: u32) -> Res<Tx> {
+        Self::on_partition(g, from, to, queue, 1)
+    }
+
+    /// Like [`Tx::new`], the allocator over partition `queue` of `count` of the pool.
+    fn on_partition(g: &Geometry, from: u32, to: u32, queue: u32, count: u32) -> Res<Tx> {
         Ok(Tx {
             p: Producer::new(g, from, to, queue).map_err(err("producer"))?,
-            pool: Pool::new(g, from).map_err(err("pool"))?,
+            pool: Pool::partition(g, from, queue, count).map_err(err("pool partition"))?,
         })
     }
 
@@ -922,22 +926,24 @@ struct Scaling {
 /// receiver's tally.
 type PairRun = ((u64, u64, f64), Tally);
 
-/// One trial of `pairs` pairs on the scaling region: pair `q` sends from peer `q + 1` to peer
-/// 0 on queue `q`. All threads start together; each sender runs [`one_way`].
+/// One trial of `pairs` pairs on the scaling region: pair `q` sends from peer 0 to peer 1 on
+/// queue `q`, from partition `q` of `pairs` of peer 0's pool. All threads start together;
+/// each sender runs [`one_way`].
 fn scale_trial(plan: &Plan, shm: &Shm, pairs: usize) -> Res<Vec<PairRun>> {
     let (r, g) = (&shm.r, &shm.g);
-    if pairs as u32 > g.queues || pairs as u32 >= g.max_peers {
+    if pairs as u32 > Pool::max_partitions(g) {
         return Err(format!(
-            "{pairs} pairs: the region has {} queues and {} peers",
-            g.queues, g.max_peers
+            "{pairs} pairs: the region has {} queues, its pools {} partitions",
+            g.queues,
+            Pool::max_partitions(g)
         ));
     }
     shm.reset_rings()?;
     // Everything that can fail is set up before any thread waits on the barrier.
     let mut sides = Vec::new();
     for q in 0..pairs as u32 {
-        let tx = Tx::new(g, q + 1, 0, q)?;
-        let rx = Consumer::new(g, q + 1, 0, q).map_err(err("consumer"))?;
+        let tx = Tx::on_partition(g, 0, 1, q, pairs as u32)?;
+        let rx = Consumer::new(g, 0, 1, q).map_err(err("consumer"))?;
         sides.push((tx, rx));
     }
     let start = Barrier::new(2 * pairs);
@@ -1258,7 +1264,7 @@ impl Report {
             let _ = writeln!(
                 o,
                 "thread pairs, {SCALE_SIZE} B frames one way, one region ({} MiB, {} peers, {} \
-                 queues); pair q: peer q+1 -> peer 0 on queue q",
+                 queues); pair q: peer 0 -> peer 1 on queue q, partition q of peer 0's pool",
                 g.region_len >> 20,
                 g.max_peers,
                 g.queues
@@ -1347,7 +1353,7 @@ fn run(plan: Plan) -> Res<Report> {
         .collect();
     drop(shm);
     let (scaling_geometry, scaling) = if plan.pairs > 0 {
-        let shm = Shm::create(plan.pairs as u32 + 1, "-pairs")?;
+        let shm = Shm::create(2, "-pairs")?;
         (Some(shm.g), scaling(&plan, &shm))
     } else {
         (None, Vec::new())
