@@ -330,6 +330,7 @@ impl<R: Region + ?Sized> Region for &R {
 
 /// Checks that `[off, off + len)` lies inside a region of `region_len` bytes, and for atomics
 /// that `off` is 4-aligned. Shared by every [`Region`] implementation so they cannot disagree.
+#[inline]
 pub fn check_range(region_len: usize, off: usize, len: usize, atomic: bool) -> Result<(), Error> {
     if atomic && !off.is_multiple_of(4) {
         return Err(Error::Misaligned);

@@ -113,6 +113,7 @@ pub const FRAME_ALIGN: u32 = 64;
 
 /// The pool bytes a frame of `len` bytes takes: `len` rounded up to [`FRAME_ALIGN`]
 /// (saturating; only ever compared with what is free).
+#[inline]
 pub const fn footprint(len: u32) -> u32 {
     len.saturating_add(FRAME_ALIGN - 1) & !(FRAME_ALIGN - 1)
 }
@@ -120,6 +121,7 @@ pub const fn footprint(len: u32) -> u32 {
 /// Whether a side that moved its index from `old` to `new` must notify a peer that asked to be
 /// told when the index passes `event`, i.e. whether `event` lies in `[old, new)`, modulo 2^32
 /// (virtio's `vring_need_event` on `u32`).
+#[inline]
 pub const fn need_event(event: u32, new: u32, old: u32) -> bool {
     new.wrapping_sub(event).wrapping_sub(1) < new.wrapping_sub(old)
 }
@@ -148,6 +150,7 @@ pub struct Desc {
 
 impl Desc {
     /// The descriptor's 32 bytes as they are stored in the ring.
+    #[inline]
     pub fn encode(&self) -> [u8; DESC_LEN as usize] {
         let [p0, p1, p2, p3] = self.pos.to_le_bytes();
         let [l0, l1, l2, l3] = self.len.to_le_bytes();
@@ -193,6 +196,7 @@ impl Desc {
     }
 
     /// The descriptor stored as `b`; reserved bytes are ignored.
+    #[inline]
     pub fn decode(b: &[u8; DESC_LEN as usize]) -> Self {
         let [p0, p1, p2, p3, l0, l1, l2, l3, f0, f1, gso_type, _, g0, g1, s0, s1, o0, o1, h0, h1, ..] =
             *b;
@@ -280,38 +284,45 @@ impl Ring {
     }
 
     /// Descriptor slots.
+    #[inline]
     pub fn slots(&self) -> u32 {
         self.slots
     }
 
     /// Region offset of the ring's header.
+    #[inline]
     pub fn base(&self) -> usize {
         self.base
     }
 
     /// Region offset of the sender's pool; it is [`Ring::pool_len`] bytes long.
+    #[inline]
     pub fn pool(&self) -> usize {
         self.pool
     }
 
     /// Bytes of the sender's pool.
+    #[inline]
     pub fn pool_len(&self) -> u32 {
         self.pool_len
     }
 
     /// Largest frame the ring carries: [`MAX_FRAME`](super::layout::MAX_FRAME), or half the
     /// pool if that is less, so that a largest frame always fits into a drained pool.
+    #[inline]
     pub fn max_frame(&self) -> u32 {
         (self.pool_len / 2).min(super::layout::MAX_FRAME)
     }
 
     /// Region offset of header word `word` (one of [`off`]).
+    #[inline]
     fn word(&self, word: usize) -> usize {
         // Cannot wrap: `word < RING_HDR_LEN` and the ring fits (type invariant).
         self.base.wrapping_add(word)
     }
 
     /// Region offset of the descriptor slot of free-running index `idx`.
+    #[inline]
     fn desc(&self, idx: u32) -> usize {
         let slot = (idx & (self.slots - 1)) as usize;
         // Cannot wrap: the slot is below `slots` and the descriptors fit (type invariant).
@@ -342,6 +353,7 @@ impl Ring {
     /// assert_eq!(ring.span(0, 0), Err(Error::BadFrameLen(0)));
     /// # Ok::<(), Error>(())
     /// ```
+    #[inline]
     pub fn span(&self, pos: u32, len: u32) -> Result<Span, Error> {
         if pos >= self.pool_len || len == 0 || len > self.max_frame() {
             return Err(Error::BadFrameLen(len));
@@ -374,22 +386,26 @@ pub struct Span {
 
 impl Span {
     /// The frame's length in bytes.
+    #[inline]
     pub fn len(&self) -> u32 {
         // Cannot overflow: both are at most `max_frame` together.
         self.head_len + self.tail_len
     }
 
     /// Never: a frame has at least one byte. For clippy's `len_without_is_empty`.
+    #[inline]
     pub fn is_empty(&self) -> bool {
         self.len() == 0
     }
 
     /// The region range of the frame's first piece.
+    #[inline]
     pub fn first(&self) -> Range<usize> {
         self.head..self.head + self.head_len as usize
     }
 
     /// The region range of the frame's second piece, from the pool's start, if it wraps.
+    #[inline]
     pub fn second(&self) -> Option<Range<usize>> {
         (self.tail_len != 0).then(|| self.tail..self.tail + self.tail_len as usize)
     }
@@ -412,6 +428,7 @@ impl Span {
     /// assert_eq!(s.pieces(90, 11), Err(Error::OutOfBounds));
     /// # Ok::<(), Error>(())
     /// ```
+    #[inline]
     pub fn pieces(&self, at: u32, len: u32) -> Result<[Range<usize>; 2], Error> {
         let end = at.checked_add(len).ok_or(Error::OutOfBounds)?;
         if end > self.len() {
@@ -430,6 +447,7 @@ impl Span {
     }
 
     /// Copies `buf` into the frame at byte `at` (split over the two pieces as needed).
+    #[inline]
     pub fn write<R: Region + ?Sized>(&self, r: &R, at: u32, buf: &[u8]) -> Result<(), Error> {
         let len = u32::try_from(buf.len()).map_err(|_| Error::OutOfBounds)?;
         let [a, b] = self.pieces(at, len)?;
@@ -443,6 +461,7 @@ impl Span {
 
     /// Copies the frame into the start of `buf` and returns its length;
     /// [`Error::BadFrameLen`] if `buf` is shorter than the frame.
+    #[inline]
     pub fn read<R: Region + ?Sized>(&self, r: &R, buf: &mut [u8]) -> Result<usize, Error> {
         let len = self.len() as usize;
         let buf = buf.get_mut(..len).ok_or(Error::BadFrameLen(self.len()))?;

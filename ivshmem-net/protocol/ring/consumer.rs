@@ -101,11 +101,13 @@ impl Consumer {
     }
 
     /// Descriptors popped so far (our `cons_idx`, including what is not yet published).
+    #[inline]
     pub fn index(&self) -> u32 {
         self.idx
     }
 
     /// Reads `prod_idx` once and returns how many descriptors it is ahead of us.
+    #[inline]
     fn available<R: Region + ?Sized>(&self, r: &R) -> Result<u32, Error> {
         // Acquire: pairs with the release in `Producer::publish`, so the descriptors and frames
         // below this index are written before we read them.
@@ -124,6 +126,7 @@ impl Consumer {
     }
 
     /// Frames published and not yet popped.
+    #[inline]
     pub fn pending<R: Region + ?Sized>(&self, r: &R) -> Result<u32, Error> {
         self.available(r)
     }
@@ -176,6 +179,7 @@ impl Consumer {
     /// assert_eq!(rx.peek(&region)?, None);
     /// # Ok::<(), ivshmem_net_protocol::layout::Error>(())
     /// ```
+    #[inline]
     pub fn peek<R: Region + ?Sized>(&mut self, r: &R) -> Result<Option<Desc>, Error> {
         if self.seen_idx == self.idx {
             // Everything we knew of is consumed: read the producer's word again.
@@ -200,12 +204,14 @@ impl Consumer {
     /// Where the frame of `d` (a descriptor [`Consumer::peek`] returned) lies in the region:
     /// one or two pieces inside the sender's pool. [`Error::BadFrameLen`] for a descriptor
     /// whose frame would not lie there (not one `peek` returned).
+    #[inline]
     pub fn span(&self, d: &Desc) -> Result<Span, Error> {
         self.ring.span(d.pos, d.len)
     }
 
     /// Copies the frame of `d`, a descriptor [`Consumer::peek`] returned, into the start of
     /// `buf` and returns its length; [`Error::BadFrameLen`] if `buf` is shorter than the frame.
+    #[inline]
     pub fn read_frame<R: Region + ?Sized>(
         &self,
         r: &R,
@@ -217,6 +223,7 @@ impl Consumer {
 
     /// Moves past the frame [`Consumer::peek`] just returned. It goes back to the producer
     /// with the next [`Consumer::publish`], so the caller must be done with its bytes by then.
+    #[inline]
     pub fn pop(&mut self) {
         self.idx = self.idx.wrapping_add(1);
     }
@@ -251,6 +258,7 @@ impl Consumer {
     /// assert_eq!(pool.reclaim([&tx]), 1024);
     /// # Ok::<(), ivshmem_net_protocol::layout::Error>(())
     /// ```
+    #[inline]
     pub fn publish<R: Region + ?Sized>(&mut self, r: &R) -> Result<u32, Error> {
         // Release: orders our reads of the popped frames and descriptors before the producer
         // can reuse them.

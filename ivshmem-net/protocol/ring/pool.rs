@@ -235,53 +235,63 @@ impl Pool {
     }
 
     /// Region offset of the pool (of the partition).
+    #[inline]
     pub fn base(&self) -> usize {
         self.base
     }
 
     /// Offset of the partition in the sender's pool (0 for the whole pool).
+    #[inline]
     pub fn offset(&self) -> u32 {
         self.offset
     }
 
     /// Bytes of the pool (of the partition).
+    #[inline]
     pub fn len(&self) -> u32 {
         self.len
     }
 
     /// Whether frames may wrap at the end of this pool: it is the whole pool, not one of
     /// several partitions.
+    #[inline]
     pub fn wraps(&self) -> bool {
         self.wraps
     }
 
     /// Never: a pool has bytes. For clippy's `len_without_is_empty`.
+    #[inline]
     pub fn is_empty(&self) -> bool {
         self.len == 0
     }
 
     /// Bytes in flight (handed out and not yet reclaimed).
+    #[inline]
     pub fn used(&self) -> u32 {
         // At most `len` (type invariant).
         (self.head - self.tail) as u32
     }
 
     /// Bytes free for new frames.
+    #[inline]
     pub fn free(&self) -> u32 {
         self.len - self.used()
     }
 
     /// Largest frame the pool takes: [`Ring::max_frame`] of its rings.
+    #[inline]
     pub fn max_frame(&self) -> u32 {
         self.max_frame
     }
 
     /// Serial of the next byte to hand out.
+    #[inline]
     pub fn head(&self) -> u64 {
         self.head
     }
 
     /// Serial of the oldest byte in flight (or [`Pool::head`] when none is).
+    #[inline]
     pub fn tail(&self) -> u64 {
         self.tail
     }
@@ -290,6 +300,7 @@ impl Pool {
     /// `pos` its offset in the sender's whole pool (what its descriptor says). `need` is its
     /// footprint, plus, in a partition of several, the partition's tail it skips when it does
     /// not fit before the partition's end.
+    #[inline]
     pub(super) fn place(&self, len: u32) -> (u32, u32) {
         let foot = footprint(len);
         // `head_pos < len`: no underflow.
@@ -333,16 +344,19 @@ impl Pool {
     /// assert!(pool.fits(100) && !pool.fits(60_000));
     /// # Ok::<(), ivshmem_net_protocol::layout::Error>(())
     /// ```
+    #[inline]
     pub fn needs(&self, len: u32) -> u32 {
         self.place(len).1
     }
 
     /// Whether a frame of `len` bytes fits now ([`Pool::needs`] at most [`Pool::free`]).
+    #[inline]
     pub fn fits(&self, len: u32) -> bool {
         self.needs(len) <= self.free()
     }
 
     /// Hands out the next `need` bytes (a [`Pool::needs`] that [`Pool::fits`]).
+    #[inline]
     pub(super) fn take(&mut self, need: u32) {
         let need = need.min(self.free());
         self.head += u64::from(need);

@@ -163,6 +163,7 @@ impl<S: AsRef<[u32]> + AsMut<[u32]>> Producer<S> {
     }
 
     /// The ring this produces into.
+    #[inline]
     pub fn ring(&self) -> &Ring {
         &self.ring
     }
@@ -217,22 +218,26 @@ impl<S: AsRef<[u32]> + AsMut<[u32]>> Producer<S> {
     }
 
     /// Descriptors committed so far (our `prod_idx`, including what is not yet published).
+    #[inline]
     pub fn index(&self) -> u32 {
         self.idx
     }
 
     /// `prod_idx` as last published.
+    #[inline]
     pub fn published(&self) -> u32 {
         self.published_idx
     }
 
     /// The consumer's `cons_idx` as last collected.
+    #[inline]
     pub fn consumed(&self) -> u32 {
         self.cons
     }
 
     /// Checks a `cons_idx` read from the ring: it may only have moved forward from where we
     /// last saw it, up to what we published.
+    #[inline]
     fn check_cons(&self, cons_idx: u32) -> Result<u32, Error> {
         if cons_idx.wrapping_sub(self.cons) > self.published_idx.wrapping_sub(self.cons) {
             return Err(Error::Corrupt(Corrupt::ConsIdx));
@@ -248,6 +253,7 @@ impl<S: AsRef<[u32]> + AsMut<[u32]>> Producer<S> {
     /// [`Error::Corrupt`] (`ConsIdx`) if the consumer claims to be behind where it was, or
     /// past what we published: a hostile consumer cannot free bytes of frames it has not been
     /// given. Nothing changes then.
+    #[inline]
     pub fn collect<R: Region + ?Sized>(&mut self, r: &R) -> Result<u32, Error> {
         // Acquire: pairs with the release in `Consumer::publish`, so the consumer's reads of the
         // frames it gave back happen before we reuse their bytes.
@@ -263,12 +269,14 @@ impl<S: AsRef<[u32]> + AsMut<[u32]>> Producer<S> {
 
     /// The pool serial of the oldest frame in flight on this ring (committed and not yet
     /// collected as consumed), if any.
+    #[inline]
     pub fn oldest(&self) -> Option<u64> {
         (self.cons != self.idx).then_some(self.oldest)
     }
 
     /// The serial of the frame of index `idx`, one in `[cons, idx)`: its low 32 bits are
     /// stored, and it is at most a pool length after `oldest`.
+    #[inline]
     fn start(&self, idx: u32) -> u64 {
         let slot = (idx & (self.ring.slots() - 1)) as usize;
         // `starts` holds at least `slots` (checked in `with_storage`): always `Some`.
@@ -278,6 +286,7 @@ impl<S: AsRef<[u32]> + AsMut<[u32]>> Producer<S> {
 
     /// Frames published and not yet consumed: `prod_idx - cons_idx`, with the consumer's
     /// `cons_idx` read once and checked like in [`Producer::collect`] (but not collected).
+    #[inline]
     pub fn in_flight<R: Region + ?Sized>(&self, r: &R) -> Result<u32, Error> {
         let cons_idx = self.check_cons(r.load(self.ring.word(off::CONS_IDX))?)?;
         Ok(self.published_idx.wrapping_sub(cons_idx))
@@ -290,11 +299,13 @@ impl<S: AsRef<[u32]> + AsMut<[u32]>> Producer<S> {
     }
 
     /// Descriptor slots free for new frames as of the last [`Producer::collect`].
+    #[inline]
     pub fn free_slots(&self) -> u32 {
         // `idx - cons <= slots`: `reserve` never hands out more.
         self.ring.slots() - self.idx.wrapping_sub(self.cons)
     }
 
+    #[inline]
     fn check_len(&self, len: u32) -> Result<(), Error> {
         if len == 0 || len > self.ring.max_frame() {
             return Err(Error::BadFrameLen(len));
@@ -341,6 +352,7 @@ impl<S: AsRef<[u32]> + AsMut<[u32]>> Producer<S> {
     /// assert_eq!(tx.reserve(&region, &Pool::new(&g, 1)?, 1), Err(Error::GeometryMismatch));
     /// # Ok::<(), Error>(())
     /// ```
+    #[inline]
     pub fn reserve<R: Region + ?Sized>(
         &mut self,
         r: &R,
@@ -410,6 +422,7 @@ impl<S: AsRef<[u32]> + AsMut<[u32]>> Producer<S> {
     /// assert_eq!(tx.commit(&region, &mut pool, &Desc::default()), Err(Error::NotReserved));
     /// # Ok::<(), Error>(())
     /// ```
+    #[inline]
     pub fn commit<R: Region + ?Sized>(
         &mut self,
         r: &R,
@@ -442,6 +455,7 @@ impl<S: AsRef<[u32]> + AsMut<[u32]>> Producer<S> {
 
     /// Hands every committed frame to the consumer. Returns `prod_idx` as published before, for
     /// [`Producer::kick_needed`].
+    #[inline]
     pub fn publish<R: Region + ?Sized>(&mut self, r: &R) -> Result<u32, Error> {
         // Release: orders the frames' bytes and descriptors before it.
         r.store(self.ring.word(off::PROD_IDX), self.idx)?;

@@ -16,17 +16,20 @@ trait Words {
     /// The word at `off`; callers checked `off` with `check_range(.., atomic = true)`.
     fn word_at(&self, off: usize) -> &AtomicU32;
 
+    #[inline]
     fn load_word(&self, off: usize) -> Result<u32, Error> {
         check_range(self.byte_len(), off, 4, true)?;
         Ok(self.word_at(off).load(Ordering::Acquire))
     }
 
+    #[inline]
     fn store_word(&self, off: usize, val: u32) -> Result<(), Error> {
         check_range(self.byte_len(), off, 4, true)?;
         self.word_at(off).store(val, Ordering::Release);
         Ok(())
     }
 
+    #[inline]
     fn cas_word(&self, off: usize, cur: u32, new: u32) -> Result<Result<u32, u32>, Error> {
         check_range(self.byte_len(), off, 4, true)?;
         Ok(self
@@ -122,6 +125,7 @@ impl MmapRegion {
         })
     }
 
+    #[inline]
     fn word(&self, off: usize) -> &AtomicU32 {
         // SAFETY: callers checked `off` with `check_range(.., atomic = true)`, so it is 4-aligned
         // and `off + 4 <= len`; the mapping is page-aligned, lives as long as `self`, and is
@@ -131,27 +135,34 @@ impl MmapRegion {
 }
 
 impl Words for MmapRegion {
+    #[inline]
     fn byte_len(&self) -> usize {
         self.map.len()
     }
+    #[inline]
     fn word_at(&self, off: usize) -> &AtomicU32 {
         self.word(off)
     }
 }
 
 impl Region for MmapRegion {
+    #[inline]
     fn len(&self) -> usize {
         self.map.len()
     }
+    #[inline]
     fn load(&self, off: usize) -> Result<u32, Error> {
         self.load_word(off)
     }
+    #[inline]
     fn store(&self, off: usize, val: u32) -> Result<(), Error> {
         self.store_word(off, val)
     }
+    #[inline]
     fn compare_exchange(&self, off: usize, cur: u32, new: u32) -> Result<Result<u32, u32>, Error> {
         self.cas_word(off, cur, new)
     }
+    #[inline]
     fn read(&self, off: usize, buf: &mut [u8]) -> Result<(), Error> {
         check_range(self.len(), off, buf.len(), false)?;
         // SAFETY: the range is inside the mapping (checked above) and `buf` is a distinct,
@@ -161,6 +172,7 @@ impl Region for MmapRegion {
         };
         Ok(())
     }
+    #[inline]
     fn write(&self, off: usize, buf: &[u8]) -> Result<(), Error> {
         check_range(self.len(), off, buf.len(), false)?;
         // SAFETY: as in `read`, with the copy going the other way.
