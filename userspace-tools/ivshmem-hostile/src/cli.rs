@@ -34,6 +34,10 @@ pub struct Args {
     pub forge_mac_of: Option<u32>,
     /// Aim at the rings of this queue only (`--queue`); every queue otherwise.
     pub queue: Option<u32>,
+    /// Instead of storming: play a peer that holds what it is sent (`--hog`).
+    pub hog: bool,
+    /// With `hog`: consume one frame per peer this often (`--drain-every`).
+    pub drain_every: Option<Duration>,
 }
 
 /// The command line's meaning.
@@ -91,6 +95,14 @@ OPTIONS:
                       SIGUSR1; the summary (--json: {{\"victim\", \"mac\", \"id\", \"linked\",
                       \"rx_frames\", \"rx_stolen\", \"restarts\", \"seconds\"}}) counts the
                       frames sent to the forged MAC (rx_stolen)
+    --hog             instead of storming, play a peer that links with every peer by the
+                      protocol under a MAC of its own (02:68:6f:67:00:ID, ID its peer id) and
+                      beats, but consumes nothing it is sent; the summary (--json: {{\"id\",
+                      \"mac\", \"linked\", \"rx_frames\", \"resets\": [{{\"peer\", \"held_ms\"}}],
+                      \"other_downs\", \"longest_hold_ms\", \"seconds\"}}) says which peers reset
+                      their link while it held their frames, and after how long
+    --drain-every MS  with --hog: consume one frame of each peer every MS milliseconds (a slow
+                      but live peer)
     -h, --help        print this help
     -V, --version     print the version
 
@@ -163,6 +175,8 @@ where
         json: false,
         forge_mac_of: None,
         queue: None,
+        hog: false,
+        drain_every: None,
     };
     let mut only_paths = false;
     while let Some(arg) = it.next() {
@@ -191,7 +205,12 @@ where
                 flag(&inline)?;
                 a.json = true;
             }
-            "--seconds" | "--mode" | "--rate" | "--seed" | "--forge-mac-of" | "--queue" => {
+            "--hog" => {
+                flag(&inline)?;
+                a.hog = true;
+            }
+            "--seconds" | "--mode" | "--rate" | "--seed" | "--forge-mac-of" | "--queue"
+            | "--drain-every" => {
                 let v = match inline {
                     Some(v) => v,
                     None => it
@@ -208,6 +227,16 @@ where
                                 .map_err(|_| format!("--queue {v:?}: want a queue number"))?,
                         )
                     }
+                    "--drain-every" => {
+                        a.drain_every = match v.parse::<u64>() {
+                            Ok(ms) if ms > 0 => Some(Duration::from_millis(ms)),
+                            _ => {
+                                return Err(format!(
+                                    "--drain-every {v:?}: want milliseconds above 0"
+                                ))
+                            }
+                        }
+                    }
                     "--forge-mac-of" => {
                         a.forge_mac_of = Some(
                             v.parse::<u32>()
@@ -221,6 +250,12 @@ where
         }
     }
     a.path = path.ok_or("no region given (e.g. ivshmem-hostile /dev/shm/ivnet-xyz)")?;
+    if a.drain_every.is_some() && !a.hog {
+        return Err("--drain-every goes with --hog".into());
+    }
+    if a.hog && a.forge_mac_of.is_some() {
+        return Err("--hog and --forge-mac-of: one peer at a time".into());
+    }
     Ok(Command::Run(a))
 }
 
@@ -249,8 +284,16 @@ mod tests {
                 json: false,
                 forge_mac_of: None,
                 queue: None,
+                hog: false,
+                drain_every: None,
             }
         );
+        let a = run(&["--hog", "--drain-every", "200", "r"]).unwrap();
+        assert_eq!(
+            (a.hog, a.drain_every),
+            (true, Some(Duration::from_millis(200)))
+        );
+        assert_eq!(run(&["--hog", "r"]).unwrap().drain_every, None);
         assert_eq!(run(&["--queue", "1", "r"]).unwrap().queue, Some(1));
         assert_eq!(run(&["--queue=0", "r"]).unwrap().queue, Some(0));
         assert_eq!(
@@ -318,6 +361,10 @@ mod tests {
             (&["r", "--json=1"], "takes no value"),
             (&["r", "--forge-mac-of", "x"], "want a peer id"),
             (&["r", "--queue", "-1"], "want a queue number"),
+            (&["r", "--hog", "--drain-every", "0"], "above 0"),
+            (&["r", "--drain-every", "5"], "goes with --hog"),
+            (&["r", "--hog", "--forge-mac-of", "1"], "one peer at a time"),
+            (&["r", "--hog=1"], "takes no value"),
         ] {
             let err = run(args).expect_err(&format!("{args:?} accepted"));
             assert!(err.contains(want), "{args:?}: {err}");

@@ -1,10 +1,10 @@
 // SPDX-License-Identifier: GPL-2.0
 
-//! `--forge-mac-of ID`: a forger. Unlike the storm, it plays by the protocol: it claims a
-//! free peer id, publishes peer `ID`'s MAC (with its MTU, feature bits and doorbell id) as its
-//! own, brings its link up with every peer through the ordinary handshake, beats its
-//! heartbeat, and consumes whatever the peers send it, noting the frames addressed to the
-//! forged MAC: unicast stolen from `ID`, if a peer sends it any.
+//! `--forge-mac-of ID`: a forger. Unlike the storm, it plays by the protocol
+//! ([`crate::peer`]): it claims a free peer id, publishes peer `ID`'s MAC (with its MTU,
+//! feature bits and doorbell id) as its own, brings its link up with every peer through the
+//! ordinary handshake, beats its heartbeat, and consumes whatever the peers send it, noting
+//! the frames addressed to the forged MAC: unicast stolen from `ID`, if a peer sends it any.
 //!
 //! A peer that gives a MAC to the first peer that claimed it sends the forger none (it may
 //! still send it broadcast and multicast frames, which every linked peer gets).
@@ -13,14 +13,11 @@
 //! (a new epoch towards each): a peer that freed the MAC when its holder's link went down
 //! would then hand it to the forger as its link comes back up.
 
-use ivshmem_net_protocol::layout::{claim_slot, Claimed, Error, Geometry, Region};
-use ivshmem_net_protocol::link::{self, decide, read_peer, Action, Link, Own, PeerState};
-use ivshmem_net_protocol::ring::{Consumer, Producer};
-use std::sync::atomic::{AtomicBool, Ordering};
-use std::time::{Duration, Instant};
-
-/// How often the forger beats, looks at the links and drains its rings.
-const TICK: Duration = Duration::from_millis(5);
+use crate::peer::{play, Persona, Role};
+use ivshmem_net_protocol::layout::{Error, Geometry, Region};
+use ivshmem_net_protocol::ring::Consumer;
+use std::sync::atomic::AtomicBool;
+use std::time::Duration;
 
 /// What a forger did.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -85,21 +82,53 @@ impl Forged {
     }
 }
 
-/// Our halves of the rings with one peer, one of each per queue.
-struct Halves {
-    link: Link,
-    prod: Vec<Producer>,
-    cons: Vec<Consumer>,
+/// The forger's role: drains every frame, counting those for the forged MAC.
+struct Drain {
+    mac: [u8; 6],
+    rx_frames: u64,
+    rx_stolen: u64,
 }
 
-impl Halves {
-    /// Resets our side of every ring with the peer, when the link (re)starts.
-    fn reset<R: Region + ?Sized>(&mut self, r: &R) -> Result<(), Error> {
-        for p in &mut self.prod {
-            p.reset(r)?;
+impl Role for Drain {
+    fn serve<R: Region + ?Sized>(
+        &mut self,
+        r: &R,
+        _j: u32,
+        cons: &mut [Consumer],
+        _now: Duration,
+    ) -> Result<(), Error> {
+        for c in cons {
+            self.drain(r, c)?;
         }
-        for c in &mut self.cons {
-            c.reset(r)?;
+        Ok(())
+    }
+}
+
+impl Drain {
+    /// Takes every frame a peer published for us off one of its rings (`cons`), counting
+    /// those addressed to the forged MAC.
+    fn drain<R: Region + ?Sized>(&mut self, r: &R, cons: &mut Consumer) -> Result<(), Error> {
+        let mut any = false;
+        while let Some(d) = cons.peek(r)? {
+            let mut dst = [0u8; 6];
+            if d.len >= 6 {
+                // The destination may straddle the end of the sender's pool.
+                let [a, b] = cons.span(&d)?.pieces(0, 6)?;
+                let (x, y) = dst.split_at_mut(a.len());
+                r.read(a.start, x)?;
+                if !y.is_empty() {
+                    r.read(b.start, y)?;
+                }
+            }
+            self.rx_frames += 1;
+            if dst == self.mac {
+                self.rx_stolen += 1;
+            }
+            cons.pop();
+            any = true;
+        }
+        if any {
+            cons.publish(r)?;
         }
         Ok(())
     }
@@ -117,131 +146,23 @@ pub fn forge_mac<R: Region + ?Sized>(
     stop: &AtomicBool,
     restart: &AtomicBool,
 ) -> Result<Forged, Error> {
-    let sleep = |ms: u32| std::thread::sleep(Duration::from_millis(ms.into()));
-    // Whoever reads it: any id but the victim's.
-    let other = if victim == 0 { 1 } else { 0 };
-    let view = read_peer(r, g, victim, other)?;
-    if view.state.is_none() || view.mac == [0; 6] {
-        return Err(Error::BadState(view.state.map_or(u32::MAX, |s| s as u32)));
-    }
-    let doorbell = link::peer_doorbell(r, g, victim).unwrap_or(0);
-    let (id, _) = claim_slot(r, g, None, token, sleep)?;
-    let seat = Claimed::new(r, g, id, token)?;
-    let mut own = Own::new(g, id)?;
-    own.attach(&seat, view.mac, view.mtu)?;
-    own.set_features(&seat, view.features)?;
-    own.set_doorbell_id(&seat, doorbell)?;
-    own.set_state(&seat, PeerState::Run)?;
-    let mut peers = Vec::new();
-    for j in 0..g.max_peers {
-        peers.push(if j == id {
-            None
-        } else {
-            Some(Halves {
-                link: Link::default(),
-                prod: (0..g.queues)
-                    .map(|q| Producer::new(g, id, j, q))
-                    .collect::<Result<_, _>>()?,
-                cons: (0..g.queues)
-                    .map(|q| Consumer::new(g, j, id, q))
-                    .collect::<Result<_, _>>()?,
-            })
-        });
-    }
-    let mut out = Forged {
-        victim,
-        mac: view.mac,
-        id,
-        linked: Vec::new(),
+    let persona = Persona::of(r, g, victim)?;
+    let mut role = Drain {
+        mac: persona.mac,
         rx_frames: 0,
         rx_stolen: 0,
-        restarts: 0,
-        ran: Duration::ZERO,
     };
-    let start = Instant::now();
-    while start.elapsed() < duration && !stop.load(Ordering::Relaxed) {
-        own.beat(&seat)?;
-        if restart.swap(false, Ordering::Relaxed) {
-            out.restarts += 1;
-            for (j, h) in (0..g.max_peers).zip(peers.iter_mut()) {
-                let Some(h) = h else { continue };
-                h.link.up = false;
-                h.reset(&seat)?;
-                own.bump_epoch(&seat, j)?;
-            }
-        }
-        let now_ms = start.elapsed().as_millis() as u64;
-        for (j, h) in (0..g.max_peers).zip(peers.iter_mut()) {
-            let Some(h) = h else { continue };
-            let Ok(view) = read_peer(&seat, g, j, id) else {
-                continue;
-            };
-            match decide(
-                &mut h.link,
-                own.epoch(&seat, j)?,
-                own.acked(&seat, j)?,
-                &view,
-                now_ms,
-            ) {
-                Action::Resync(e) => {
-                    h.reset(&seat)?;
-                    own.ack(&seat, j, e)?;
-                }
-                Action::Up => {
-                    h.link.up = true;
-                    if !out.linked.contains(&j) {
-                        out.linked.push(j);
-                    }
-                }
-                Action::Down(_) => h.link.up = false,
-                Action::Stay => {}
-            }
-            let mut drained = || -> Result<(), Error> {
-                for c in &mut h.cons {
-                    drain(&seat, c, &mut out)?;
-                }
-                Ok(())
-            };
-            if h.link.up && drained().is_err() {
-                // A ring we cannot follow: start the link afresh.
-                h.link.up = false;
-                h.reset(&seat)?;
-                own.bump_epoch(&seat, j)?;
-            }
-        }
-        std::thread::sleep(TICK);
-    }
-    out.ran = start.elapsed();
-    let _ = own.detach(&seat);
-    // Dropping the seat releases the slot.
-    drop(seat);
-    Ok(out)
-}
-
-/// Takes every frame a peer published for us off one of its rings (`cons`), counting those
-/// addressed to the forged MAC (`out.mac`).
-fn drain<R: Region + ?Sized>(r: &R, cons: &mut Consumer, out: &mut Forged) -> Result<(), Error> {
-    let mut any = false;
-    while let Some(d) = cons.peek(r)? {
-        let mut dst = [0u8; 6];
-        if d.len >= 6 {
-            // The destination may straddle the end of the sender's pool.
-            let [a, b] = cons.span(&d)?.pieces(0, 6)?;
-            let (x, y) = dst.split_at_mut(a.len());
-            r.read(a.start, x)?;
-            if !y.is_empty() {
-                r.read(b.start, y)?;
-            }
-        }
-        out.rx_frames += 1;
-        if dst == out.mac {
-            out.rx_stolen += 1;
-        }
-        cons.pop();
-        any = true;
-    }
-    if any {
-        cons.publish(r)?;
-    }
-    Ok(())
+    let played = play(
+        r, g, persona, None, token, duration, stop, restart, &mut role,
+    )?;
+    Ok(Forged {
+        victim,
+        mac: persona.mac,
+        id: played.id,
+        linked: played.linked,
+        rx_frames: role.rx_frames,
+        rx_stolen: role.rx_stolen,
+        restarts: played.restarts,
+        ran: played.ran,
+    })
 }

@@ -14,11 +14,15 @@
 //! - [`target`]: the geometry read once at the start, the peers present then, every ring.
 //! - [`attack`]: the attack kinds.
 //! - [`storm`]: pacing, modes, counts, the summary.
+//! - [`peer`]: a peer played by the protocol, for the two below.
 //! - [`forge`]: `--forge-mac-of`, a forger that links with the peers under another's MAC.
+//! - [`hog`]: `--hog`, a peer that links and beats but never consumes what it is sent.
 
 pub mod attack;
 pub mod cli;
 pub mod forge;
+pub mod hog;
+pub mod peer;
 pub mod rng;
 pub mod storm;
 pub mod target;

@@ -8,6 +8,7 @@
 
 use ivshmem_hostile::cli::{self, Args, Command};
 use ivshmem_hostile::forge;
+use ivshmem_hostile::hog;
 use ivshmem_hostile::storm::Storm;
 use ivshmem_net_protocol::layout::{
     phase, read_geometry, Error, Geometry, MAGIC, MIN_REGION_LEN, VERSION,
@@ -111,6 +112,38 @@ fn main() -> ExitCode {
     {
         eprintln!("ivshmem-hostile: cannot handle SIGUSR1: {e}");
         return ExitCode::from(1);
+    }
+    if args.hog {
+        let token = (ivshmem_hostile::rng::Rng::new(seed).next_u32()) | 1;
+        return match hog::hog(
+            &r,
+            &g,
+            args.drain_every,
+            token,
+            args.duration,
+            &stop,
+            &restart,
+        ) {
+            Ok(h) => {
+                let out = if args.json {
+                    format!("{}\n", h.json())
+                } else {
+                    h.text()
+                };
+                let mut stdout = std::io::stdout().lock();
+                let _ = stdout
+                    .write_all(out.as_bytes())
+                    .and_then(|()| stdout.flush());
+                ExitCode::SUCCESS
+            }
+            Err(e) => {
+                eprintln!(
+                    "ivshmem-hostile: cannot hog in {} (no peer present to model?): {e:?}",
+                    args.path.display()
+                );
+                ExitCode::from(1)
+            }
+        };
     }
     if let Some(victim) = args.forge_mac_of {
         if victim >= g.max_peers {
