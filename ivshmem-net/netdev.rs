@@ -134,8 +134,8 @@ struct TxPeer {
     /// The peer's epoch we acknowledged: a ring error while the peer's epoch differs is the
     /// peer restarting, not corruption.
     ack: u32,
-    /// Doorbell mode liveness: the peer's consumer index when it last moved, and when (on
-    /// the [`LiveClock`]).
+    /// The peer's consumer index when it last moved, and when (on the [`LiveClock`]): its
+    /// liveness in doorbell mode, whether it holds the transmit queue in polling mode.
     last_cons: u32,
     cons_change_ms: u64,
     /// Whether frames were in flight when we last looked: frames found in flight after a

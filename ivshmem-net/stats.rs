@@ -64,6 +64,11 @@ pub(crate) struct Global {
     pub(crate) peer_resets: Counter,
     /// Links taken down because the peer's heartbeat stopped.
     pub(crate) heartbeat_losses: Counter,
+    /// Polling mode: links restarted because frames we sent the peer stayed unconsumed for
+    /// the liveness timeout while they kept the transmit queue stopped (the pool they hold is
+    /// every peer's); also counted in `peer_resets`. Doorbell mode counts such a peer in
+    /// `heartbeat_losses`.
+    pub(crate) pool_hog_resets: Counter,
     /// Our own housekeeping came over 250 ms late (this guest or its host was not running):
     /// that stretch was not held against the peers' liveness
     /// ([`crate::protocol::link::LiveClock`]).
@@ -155,6 +160,7 @@ const GLOBAL: &[Field<Global>] = &[
     ("rx_bad_desc", |s| &s.rx_bad_desc),
     ("peer_resets", |s| &s.peer_resets),
     ("heartbeat_losses", |s| &s.heartbeat_losses),
+    ("pool_hog_resets", |s| &s.pool_hog_resets),
     ("own_stalls", |s| &s.own_stalls),
     ("doorbells_sent", |s| &s.doorbells_sent),
     ("doorbells_received", |s| &s.doorbells_received),

@@ -42,11 +42,12 @@ PEER_LINE = re.compile(
     r"id= parameter|IVPosition)\), MAC ([0-9a-fA-F:]{17}), max MTU (\d+)")
 LINK_LINE = re.compile(
     r"ivshmem_net (\S+): ivshm0: link to peer (\d+) (?:\(([0-9a-fA-F:]{17})\) (up)|"
-    r"(down) \((left|silent|restarted|garbage|reset)\))")
+    r"(down) \((left|silent|restarted|garbage|reset|unconsumed)\))")
 
 GLOBAL_STATS = ["tx_packets", "tx_bytes", "rx_packets", "rx_bytes", "tx_ring_full",
                 "tx_queue_stops", "tx_queue_wakes", "tx_drop_no_peer", "tx_drop_too_big", "tx_drop_error", "rx_drop_nomem",
-                "rx_drop_oversize", "rx_drop_error", "rx_polls", "rx_bad_desc", "peer_resets", "heartbeat_losses", "own_stalls",
+                "rx_drop_oversize", "rx_drop_error", "rx_polls", "rx_bad_desc", "peer_resets", "heartbeat_losses",
+                "pool_hog_resets", "own_stalls",
                 "doorbells_sent", "doorbells_received", "kicks_suppressed", "doorbells_repeated", "departure_probes",
                 "peer_mac_conflicts", "region_repairs",
                 "transparent_tx_packets", "transparent_rx_packets", "transparent_fallbacks",

@@ -364,6 +364,133 @@ def test_same_id_and_other_geometry_refused():
         no_splats(c)
 
 
+
+# ---------------------------------------------------------------- 6. a peer holding the pool
+
+HOG_IP = "10.77.0.99"
+HOG_MAC_PREFIX = "02:68:6f:67:00:"  # ivshmem-hostile --hog: "hog", then its peer id
+HOG_BYTES = 64 << 20
+
+
+def _start_hog(c, *extra):
+    return subprocess.Popen([str(HOSTILE), str(c.shm_path), "--hog", "--seconds", "600",
+                             "--json"] + list(extra),
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+
+
+def _hog_linked(node, hog, timeout=20):
+    """Waits until `node` logs its link to the hog up; returns the hog's peer id and MAC."""
+    deadline = time.time() + timeout
+    while True:
+        node.read_kmsg()
+        for j, (state, mac) in node.links().items():
+            if state == "up" and mac.startswith(HOG_MAC_PREFIX):
+                return j, mac
+        check(time.time() < deadline and hog.poll() is None,
+              "%s never linked with the hog: links %s, hog %s"
+              % (node.name, node.links(), hog.poll()))
+        time.sleep(0.2)
+
+
+def _end_hog(hog):
+    hog.terminate()
+    out, err = hog.communicate(timeout=30)
+    check(hog.returncode == 0, "the hog failed (%d): %s" % (hog.returncode, err))
+    print("    info: hog: %s" % out.strip(), flush=True)
+    return json.loads(out)
+
+
+def _transfer_with_one_frame_for(a, cc, mac):
+    """HOG_BYTES A -> C (checksummed), with one ping to MAC (a static neighbour entry) once
+    32 MiB of it went out; returns the transfer's seconds."""
+    a.run("{ip} neigh replace {h} lladdr {mac} dev ivshm0 nud permanent; "
+          "(f={sys}/statistics/tx_bytes; b0=$(cat $f); "
+          "while [ $(( $(cat $f) - b0 )) -lt 33554432 ]; do usleep 10000; done; "
+          "ping -c 1 -W 1 {h}) </dev/null >/dev/null 2>&1 &"
+          .format(ip=dp.IP, h=HOG_IP, mac=mac, sys=dp.SYS), timeout=30, check=True)
+    return dp.stream_transfers([(a, cc)], HOG_BYTES, timeout=300)[0]
+
+
+def test_peer_holding_the_pool_is_reset():
+    """Layout v2 keeps every frame a guest sends, to whichever peer, in one transmit pool whose
+    bytes come back in order. A host-side peer (ivshmem-hostile --hog) links with gA and gC and
+    beats its heartbeat, so it looks alive. First it consumes slowly (one frame a 100 ms): a
+    64 MiB checksummed transfer gA -> gC with one ping to it in the middle completes and
+    nobody resets anything. Then it consumes nothing: the same transfer with one frame for it
+    in the middle fills gA's pool behind that frame, gA resets its link (polling mode:
+    pool_hog_resets +1 and its log lines; doorbell mode: the frame unconsumed, a silent peer,
+    heartbeat_losses) no sooner than 0.7 s after the frame, the transfer completes with its
+    checksum, and a transfer afterwards runs at the speed of the one before the hog came."""
+    check(HOSTILE.exists(), "%s missing (make tools)" % HOSTILE)
+    with vm.Cluster(["gA", "gC"]) as c:
+        polling = c.doorbell is None
+        a, cc = Node(c["gA"], 1), Node(c["gC"], 3)
+        dp.bring_up([a, cc])
+        base = dp.stream_transfers([(a, cc)], HOG_BYTES, timeout=300)[0]
+        resets = ("peer_resets", "heartbeat_losses", "pool_hog_resets")
+
+        # A slow peer: it holds up gA's queue a 100 ms at a time, and keeps its link.
+        hog = _start_hog(c, "--drain-every", "100")
+        try:
+            hid, mac = _hog_linked(a, hog)
+            _hog_linked(cc, hog)
+            s0 = {n: n.stat_dict() for n in (a, cc)}
+            slow = _transfer_with_one_frame_for(a, cc, mac)
+            time.sleep(1)
+            s1 = {n: n.stat_dict() for n in (a, cc)}
+        finally:
+            h = _end_hog(hog)
+        for n in (a, cc):
+            d = {k: dp.delta(s0[n], s1[n], k) for k in resets}
+            check(not any(d.values()), "%s reset a link of a slow peer: %s" % (n.name, d))
+        check(h["rx_frames"] >= 1 and not h["resets"] and h["other_downs"] == 0,
+              "the slow peer should have consumed the ping and seen no reset: %s" % h)
+
+        # A hog: it holds gA's pool until gA resets its link.
+        hog = _start_hog(c)
+        try:
+            hid, mac = _hog_linked(a, hog)
+            s0 = a.stat_dict()
+            during = _transfer_with_one_frame_for(a, cc, mac)
+            time.sleep(1)
+            s1 = a.stat_dict()
+            after = dp.stream_transfers([(a, cc)], HOG_BYTES, timeout=300)[0]
+            s2 = a.stat_dict()
+        finally:
+            h = _end_hog(hog)
+        counter = "pool_hog_resets" if polling else "heartbeat_losses"
+        d = {k: dp.delta(s0, s1, k) for k in resets}
+        print("    info: gA -> gC %d MiB: %.2f s before the hog, %.2f s with a slow peer, "
+              "%.2f s with the hog holding a frame, %.2f s after; gA's resets %s; hog held "
+              "gA's frames %s ms until each reset"
+              % (HOG_BYTES >> 20, base, slow, during, after, d,
+                 [r["held_ms"] for r in h["resets"] if r["peer"] == a.id]), flush=True)
+        check(d[counter] >= 1, "gA never reset the hog's link (%s): %s" % (counter, d))
+        check(not polling or (d["peer_resets"] == d[counter] and d["heartbeat_losses"] == 0),
+              "gA reset links for other reasons as well: %s" % d)
+        check(dp.delta(s0, s1, "peer%d_resets" % cc.id) == 0
+              and dp.delta(s0, s1, "peer%d_heartbeat_losses" % cc.id) == 0,
+              "gA reset its link to gC")
+        held = [r["held_ms"] for r in h["resets"] if r["peer"] == a.id]
+        check(held and min(held) >= 650,
+              "the hog should have seen gA reset its link no sooner than 0.7 s after it held "
+              "a frame: %s" % h["resets"])
+        a.read_kmsg()
+        why = "unconsumed" if polling else "silent"
+        check("link to peer %d down (%s)" % (hid, why) in a.current_kmsg(),
+              "gA: no 'link to peer %d down (%s)' line" % (hid, why))
+        if polling:
+            check("peer %d left our frames unconsumed" % hid in a.current_kmsg(),
+                  "gA: no warning naming the hog (peer %d)" % hid)
+        check(dp.delta(s1, s2, counter) == 0 or not polling,
+              "gA reset the hog again during a transfer that sent it nothing: %s"
+              % dp.delta(s1, s2, counter))
+        check(after <= 2 * base + 1,
+              "gA -> gC took %.2f s after the reset, %.2f s before the hog came" % (after, base))
+        no_splats(c)
+
+
 for _t in (test_hostile_peer_storm, test_kill_peer_during_tcp_cycles,
-           test_rmmod_insmod_under_load, test_both_ways_at_once_sha256):
+           test_rmmod_insmod_under_load, test_both_ways_at_once_sha256,
+           test_peer_holding_the_pool_is_reset):
     _t.modes = ("plain", "doorbell")

@@ -259,6 +259,31 @@ impl super::Net {
         let was_up = ctl.links.get(j as usize).is_some_and(|l| l.up);
         let mut asked = None;
         let (liveness, waiting) = if self.irq == Irq::None {
+            // Polling mode: a peer that beats its heartbeat looks alive, yet one that leaves
+            // our frames unconsumed holds our transmit pool, which every peer's frames share:
+            // once they are what keeps the queue stopped, traffic to every peer waits for it.
+            // It is restarted after the liveness timeout without consuming any (its frames
+            // dropped, the handshake brings it back); one that consumes, however slowly, or
+            // whose unconsumed frames hold up nobody, keeps its link.
+            let stalled = self
+                .waiting_ms(j, live)
+                .is_some_and(|ms| ms > link::HEARTBEAT_TIMEOUT_MS);
+            if was_up && stalled && self.holds_queue(dev, j) {
+                self.stats.global.pool_hog_resets.inc();
+                if let Some(missed) = self.logs.ring.check(now) {
+                    dev_warn!(
+                        &self.pdev,
+                        "{}: peer {} left our frames unconsumed for over {} ms while they held \
+                         our transmit queue (every peer's traffic) stopped; resetting the link{}",
+                        dev.name(),
+                        j,
+                        link::HEARTBEAT_TIMEOUT_MS,
+                        missed
+                    );
+                }
+                self.restart(ctl, dev, j, "unconsumed");
+                return (true, false);
+            }
             (
                 Liveness::Heartbeat {
                     rings: self.ring_indices(j),
@@ -422,9 +447,10 @@ impl super::Net {
         true
     }
 
-    /// Doorbell mode liveness of `j`: how long (ms of the [`link::LiveClock`] time `now`) the oldest
-    /// frames we sent it have waited while it consumed none, or `None` when nothing is in
-    /// flight.
+    /// What `j` consumes (in doorbell mode its only sign of life, in polling mode whether it
+    /// holds the transmit queue): how long (ms of the [`link::LiveClock`] time `now`) the
+    /// oldest frames we sent it have waited while it consumed none, or `None` when nothing is
+    /// in flight.
     fn waiting_ms(&self, j: u32, now: u64) -> Option<u64> {
         let mut tx = self.tx.lock();
         let Some(Some(p)) = tx.peers.get_mut(j as usize) else {

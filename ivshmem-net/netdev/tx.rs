@@ -316,6 +316,33 @@ impl super::Net {
         enough(tx)
     }
 
+    /// Whether frames sent to `j` are what keeps the stopped queue stopped: its ring lacks
+    /// the descriptors the queue waits for (it stopped for them), or the pool lacks the room
+    /// the queue waits for and `j`'s oldest frame in flight is the oldest of all, which the
+    /// pool's tail cannot pass ([`crate::protocol::ring::Pool::reclaim`]). Takes back what
+    /// the peers consumed first, so that only what they still hold counts.
+    pub(super) fn holds_queue(&self, dev: &Device, j: u32) -> bool {
+        if !dev.queue_stopped() {
+            return false;
+        }
+        let mut tx = self.tx.lock();
+        let (slots, bytes) = wake_need(self.geometry.ring_slots, tx.pool.len(), self.max_len(dev));
+        self.reclaim(dev, &mut tx);
+        let Some(Some(p)) = tx.peers.get(j as usize).filter(|_| tx.up & bit(j) != 0) else {
+            return false;
+        };
+        if tx.stopped_for & bit(j) != 0 && p.prod.free_slots() < slots {
+            return true;
+        }
+        let oldest = tx
+            .peers
+            .iter()
+            .flatten()
+            .filter_map(|p| p.prod.oldest())
+            .min();
+        tx.pool.free() < bytes && oldest.is_some() && p.prod.oldest() == oldest
+    }
+
     /// Queue stopped: in doorbell mode, asks every linked peer holding back the room
     /// [`Self::room`] wakes the queue for (pool bytes, and descriptors of the rings in
     /// `stopped_for`) to kick us once it no longer does, then looks again (so a kick cannot be
