@@ -482,9 +482,10 @@ def test_peer_holding_the_pool_is_reset():
         if polling:
             check("peer %d left our frames unconsumed" % hid in a.current_kmsg(),
                   "gA: no warning naming the hog (peer %d)" % hid)
-        check(dp.delta(s1, s2, counter) == 0 or not polling,
-              "gA reset the hog again during a transfer that sent it nothing: %s"
-              % dp.delta(s1, s2, counter))
+        # The hog may be reset again meanwhile: it gets a copy of every broadcast (the ARP
+        # for gC after the link change flushed gA's neighbours) and holds it too.
+        print("    info: gA's %s during the transfer after: %d"
+              % (counter, dp.delta(s1, s2, counter)), flush=True)
         check(after <= 2 * base + 1,
               "gA -> gC took %.2f s after the reset, %.2f s before the hog came" % (after, base))
         no_splats(c)
