@@ -268,7 +268,17 @@ impl pci::Driver for IvshmemNet {
             max_mtu,
             mtu,
             tso_max: Some(frame::tso_max(max_frame)),
-            irq: irq_num,
+            queues_max: 1,
+            queues: 1,
+            irqs: match irq_num {
+                Some(n) => {
+                    let mut v = KVec::with_capacity(1, GFP_KERNEL)?;
+                    v.push(n, GFP_KERNEL)?;
+                    v
+                }
+                None => KVec::new(),
+            },
+            irq_affinity: irq == Irq::Msix,
         };
         let mut netreg = net::Registration::new(dev, data, &cfg)?;
         if let Some(name) = params.transparent {

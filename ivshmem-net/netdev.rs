@@ -490,7 +490,7 @@ impl Operations for Net {
         ctl.interval_ms = self.params.poll_ms;
         drop(ctl);
         self.kick_all();
-        dev.start_queue();
+        dev.start_queues();
         dev.timer_arm(1);
         Ok(())
     }
@@ -519,7 +519,7 @@ impl Operations for Net {
         drop(ctl);
         self.kick_all();
         dev.carrier_off();
-        dev.stop_queue();
+        dev.stop_queues();
         // NAPI is disabled after this returns: see `net::Operations::stop`.
         Ok(())
     }
@@ -528,7 +528,7 @@ impl Operations for Net {
         self.xmit(dev, skb)
     }
 
-    fn poll(&self, dev: &Device, napi: NapiPoll<'_>, budget: u32) -> u32 {
+    fn poll(&self, dev: &Device, _q: u32, napi: NapiPoll<'_>, budget: u32) -> u32 {
         self.napi_poll(dev, napi, budget)
     }
 
@@ -540,7 +540,7 @@ impl Operations for Net {
         self.offloads_to(dst)
     }
 
-    fn interrupt(&self, dev: &Device) -> bool {
+    fn interrupt(&self, dev: &Device, _vector: u32) -> bool {
         match self.irq {
             Irq::None | Irq::Polled => return false,
             // A shared line: ours only if the device says so (reading clears it).
@@ -553,7 +553,7 @@ impl Operations for Net {
         }
         self.stats.global.doorbells_received.inc();
         if self.running.load(Ordering::Relaxed) {
-            dev.napi_schedule();
+            dev.napi_schedule(0);
         } else {
             // Interface down: no NAPI, but a peer may be asking whether we are alive (a
             // joining guest probing slots): one timer tick beats the heartbeat.

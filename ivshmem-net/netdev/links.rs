@@ -45,7 +45,7 @@ impl super::Net {
         let later = self.housekeeping(dev, now);
         let running = self.running.load(Ordering::Relaxed);
         let next = if !self.interrupts() {
-            let busy = self.busy.swap(false, Ordering::Relaxed) || dev.queue_stopped();
+            let busy = self.busy.swap(false, Ordering::Relaxed) || dev.queue_stopped(0);
             let mut ctl = self.ctl.lock();
             ctl.interval_ms = if busy {
                 self.params.poll_ms
@@ -64,7 +64,7 @@ impl super::Net {
         };
         if running {
             self.tx_wake(dev);
-            dev.napi_schedule();
+            dev.napi_schedule(0);
         }
         match next {
             // Doorbell mode: someone may have armed the timer while this ran (a `flush`
@@ -192,7 +192,7 @@ impl super::Net {
             dev.carrier_off();
         }
         let stale = core::mem::take(&mut ctl.neigh_stale);
-        let next = if watch || dev.queue_stopped() {
+        let next = if watch || dev.queue_stopped(0) {
             Some(WATCH_MS)
         } else if audit || !any_up {
             Some(AUDIT_MS)

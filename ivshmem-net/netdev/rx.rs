@@ -87,7 +87,7 @@ impl super::Net {
                     self.quiet_rx_events();
                 } else if self.arm_rx_events() {
                     // A frame slipped in before the peer could see our event: poll again.
-                    dev.napi_schedule();
+                    dev.napi_schedule(0);
                 }
             }
         }

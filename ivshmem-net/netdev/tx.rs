@@ -72,7 +72,7 @@ impl super::Net {
         // Publish the batch unless the stack promises more frames right away. A frame handed
         // back as busy ends the batch: what is committed must reach the peer, or its space
         // would never come back.
-        if matches!(verdict, Verdict::Busy) || !net::xmit_more() || dev.queue_stopped() {
+        if matches!(verdict, Verdict::Busy) || !net::xmit_more() || dev.queue_stopped(0) {
             self.flush(dev, &mut tx);
         }
         drop(tx);
@@ -322,7 +322,7 @@ impl super::Net {
     /// pool's tail cannot pass ([`crate::protocol::ring::Pool::reclaim`]). Takes back what
     /// the peers consumed first, so that only what they still hold counts.
     pub(super) fn holds_queue(&self, dev: &Device, j: u32) -> bool {
-        if !dev.queue_stopped() {
+        if !dev.queue_stopped(0) {
             return false;
         }
         let mut tx = self.tx.lock();
@@ -385,7 +385,7 @@ impl super::Net {
     /// Wakes the queue once the pool and every ring that stopped it have room again (or their
     /// link is gone).
     pub(super) fn tx_wake(&self, dev: &Device) {
-        if !dev.queue_stopped() {
+        if !dev.queue_stopped(0) {
             return;
         }
         let len = self.max_len(dev);
@@ -416,18 +416,18 @@ impl super::Net {
     /// Stops the transmit queue because a ring is (about to be) full, counting it
     /// (`tx_queue_stops`, the `stop` of the queue statistics) unless it was stopped already.
     fn stop_queue_full(&self, dev: &Device) {
-        if !dev.queue_stopped() {
+        if !dev.queue_stopped(0) {
             self.stats.global.tx_queue_stops.inc();
         }
-        dev.stop_queue();
+        dev.stop_queue(0);
     }
 
     /// Wakes the transmit queue, counting it (`tx_queue_wakes`) if it was stopped.
     fn wake_queue(&self, dev: &Device) {
-        if dev.queue_stopped() {
+        if dev.queue_stopped(0) {
             self.stats.global.tx_queue_wakes.inc();
         }
-        dev.wake_queue();
+        dev.wake_queue(0);
     }
 
     /// Largest frame we send or accept at the current MTU ([`frame::max_len`]).

@@ -1,8 +1,9 @@
 // SPDX-License-Identifier: GPL-2.0
 /*
- * net_device helpers: setting up a device, the fields the stack reads with READ_ONCE, feature
- * bits, and flushing its neighbour entries.
+ * net_device helpers: setting up a device and its queues, the fields the stack reads with
+ * READ_ONCE, feature bits, flushing its neighbour entries, and interrupt affinity.
  */
+#include <linux/interrupt.h>
 #include <net/arp.h>
 #include <net/ndisc.h>
 #include <net/netdev_queues.h>
@@ -89,13 +90,78 @@ netdev_features_t ivnet_features_without(netdev_features_t f, bool csum, bool gs
 	return f;
 }
 
-void ivnet_netdev_queues_napi(struct net_device *dev, struct napi_struct *napi)
+void ivnet_netdev_queues_napi(struct net_device *dev, struct napi_struct *napis, unsigned int n)
 {
-	netif_queue_set_napi(dev, 0, NETDEV_QUEUE_TYPE_RX, napi);
-	netif_queue_set_napi(dev, 0, NETDEV_QUEUE_TYPE_TX, napi);
+	unsigned int q;
+
+	for (q = 0; q < dev->num_tx_queues && q < dev->num_rx_queues; q++) {
+		struct napi_struct *napi = napis && q < n ? &napis[q] : NULL;
+
+		netif_queue_set_napi(dev, q, NETDEV_QUEUE_TYPE_RX, napi);
+		netif_queue_set_napi(dev, q, NETDEV_QUEUE_TYPE_TX, napi);
+	}
+}
+
+unsigned int ivnet_netdev_queues(const struct net_device *dev)
+{
+	return READ_ONCE(dev->real_num_tx_queues);
+}
+
+int ivnet_netdev_set_queues(struct net_device *dev, unsigned int n, struct napi_struct *napis,
+			    bool napi_enabled)
+{
+	unsigned int old = dev->real_num_tx_queues, q, cpu;
+	cpumask_var_t mask;
+	int err;
+
+	if (!n || n > dev->num_tx_queues || n > dev->num_rx_queues)
+		return -EINVAL;
+	/* Queues about to go are untied from their NAPI contexts first. */
+	if (napi_enabled && n < old)
+		ivnet_netdev_queues_napi(dev, napis, n);
+	err = netif_set_real_num_tx_queues(dev, n);
+	if (err)
+		goto out;
+	err = netif_set_real_num_rx_queues(dev, n);
+	if (err) {
+		/* Shrinking back cannot fail. */
+		netif_set_real_num_tx_queues(dev, old);
+		goto out;
+	}
+	/*
+	 * XPS: CPU c sends on queue c % n, so a flow stays on its CPU's queue (shrinking already
+	 * dropped the maps of the queues gone). A map that cannot be set leaves the stack's hash
+	 * choosing the queue: not an error. Registered devices only: unregistering frees the
+	 * maps, and a device whose registration failed would leak them.
+	 */
+	if (dev->reg_state == NETREG_REGISTERED && zalloc_cpumask_var(&mask, GFP_KERNEL)) {
+		for (q = 0; q < n; q++) {
+			cpumask_clear(mask);
+			for_each_possible_cpu(cpu)
+				if (cpu % n == q)
+					cpumask_set_cpu(cpu, mask);
+			netif_set_xps_queue(dev, mask, q);
+		}
+		free_cpumask_var(mask);
+	}
+out:
+	if (napi_enabled)
+		ivnet_netdev_queues_napi(dev, napis, dev->real_num_tx_queues);
+	return err;
 }
 
 void ivnet_napi_set_irq(struct napi_struct *napi, int irq)
 {
 	netif_napi_set_irq(napi, irq);
+}
+
+int ivnet_irq_set_affinity_hint(unsigned int irq, unsigned int index)
+{
+	/* Spread over the online CPUs: the index-th, wrapping around. */
+	return irq_set_affinity_hint(irq, cpumask_of(cpumask_local_spread(index, NUMA_NO_NODE)));
+}
+
+void ivnet_irq_clear_affinity_hint(unsigned int irq)
+{
+	irq_set_affinity_hint(irq, NULL);
 }

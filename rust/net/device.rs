@@ -1,8 +1,9 @@
 // SPDX-License-Identifier: GPL-2.0
 
-//! `struct net_device`: [`Device`], what the driver may do with its device (carrier, queue,
+//! `struct net_device`: [`Device`], what the driver may do with its device (carrier, queues,
 //! MTU, NAPI scheduling, the polling timer), and [`Private`], the private area every device
-//! of ours carries: NAPI context, timer and a pointer to the driver data.
+//! of ours carries: a NAPI context per queue pair, timers, interrupt vectors and a pointer to
+//! the driver data.
 
 use super::{bindings, time};
 use kernel::{prelude::*, types::Opaque};
@@ -84,28 +85,92 @@ impl Device {
         unsafe { bindings::netif_carrier_ok(self.as_raw()) }
     }
 
-    /// Allows the stack to call `start_xmit`.
-    pub fn start_queue(&self) {
+    /// Allows the stack to call `start_xmit` on every transmit queue.
+    pub fn start_queues(&self) {
         // SAFETY: as in `carrier_on`.
-        unsafe { bindings::netif_start_queue(self.as_raw()) }
+        unsafe { bindings::netif_tx_start_all_queues(self.as_raw()) }
     }
 
-    /// Stops the stack from calling `start_xmit` (ring full).
-    pub fn stop_queue(&self) {
+    /// Stops the stack from calling `start_xmit` on any transmit queue (interface down).
+    pub fn stop_queues(&self) {
         // SAFETY: as in `carrier_on`.
-        unsafe { bindings::netif_stop_queue(self.as_raw()) }
+        unsafe { bindings::netif_tx_stop_all_queues(self.as_raw()) }
     }
 
-    /// Lets a stopped queue transmit again (and schedules it).
-    pub fn wake_queue(&self) {
-        // SAFETY: as in `carrier_on`.
-        unsafe { bindings::netif_wake_queue(self.as_raw()) }
+    /// Stops the stack from calling `start_xmit` for transmit queue `q` (ring full); nothing
+    /// for a queue the device does not have.
+    pub fn stop_queue(&self, q: u32) {
+        if let Some(q) = self.txq(q) {
+            // SAFETY: as in `carrier_on`; `q` is below the allocated number of queues.
+            unsafe { bindings::netif_stop_subqueue(self.as_raw(), q) }
+        }
     }
 
-    /// Whether the queue is stopped.
-    pub fn queue_stopped(&self) -> bool {
-        // SAFETY: as in `carrier_on`.
-        unsafe { bindings::netif_queue_stopped(self.as_raw()) }
+    /// Lets stopped transmit queue `q` transmit again (and schedules it).
+    pub fn wake_queue(&self, q: u32) {
+        if let Some(q) = self.txq(q) {
+            // SAFETY: as in `stop_queue`.
+            unsafe { bindings::netif_wake_subqueue(self.as_raw(), q) }
+        }
+    }
+
+    /// Whether transmit queue `q` is stopped (`false` for a queue the device does not have).
+    pub fn queue_stopped(&self, q: u32) -> bool {
+        match self.txq(q) {
+            // SAFETY: as in `stop_queue`.
+            Some(q) => unsafe { bindings::__netif_subqueue_stopped(self.as_raw(), q) },
+            None => false,
+        }
+    }
+
+    /// `q` as a queue index if the device has that many transmit queues allocated.
+    fn txq(&self, q: u32) -> Option<u16> {
+        if q < MAX_QUEUES {
+            u16::try_from(q).ok()
+        } else {
+            None
+        }
+    }
+
+    /// The number of active queue pairs (channels): the real number of transmit (and receive)
+    /// queues, between 1 and [`Device::queues_max`].
+    pub fn queues(&self) -> u32 {
+        // SAFETY: valid by the type invariant; a `READ_ONCE` of the field.
+        unsafe { bindings::ivnet_netdev_queues(self.as_raw()) }
+    }
+
+    /// The most queue pairs the device may have active: one NAPI context each
+    /// ([`Config::queues_max`]).
+    ///
+    /// [`Config::queues_max`]: super::Config::queues_max
+    pub fn queues_max(&self) -> u32 {
+        // SAFETY: as in `napi`; set before registration, never changed.
+        unsafe { (*self.private::<()>()).queues_max }
+    }
+
+    /// Sets the number of active queue pairs to `n` (`1..=queues_max`), with XPS (CPU `c`
+    /// sends on queue `c % n`; only once the device is registered) and, while NAPI is enabled, each active queue pair tied to its
+    /// NAPI context (netdev netlink's `queue-get`), the queues beyond `n` untied first.
+    ///
+    /// # Safety
+    ///
+    /// The device must be unregistered, or the caller must hold RTNL.
+    pub(super) unsafe fn set_queues(&self, n: u32) -> Result {
+        if n == 0 || n > self.queues_max() {
+            return Err(EINVAL);
+        }
+        let private = self.private::<()>();
+        // SAFETY: RTNL or an unregistered device (caller), which the field needs too (only
+        // written under either); `napi` holds `queues_max` added NAPI contexts.
+        let ret = unsafe {
+            bindings::ivnet_netdev_set_queues(
+                self.as_raw(),
+                n,
+                core::ptr::addr_of_mut!((*private).napi).cast(),
+                (*private).napi_enabled,
+            )
+        };
+        kernel::error::to_result(ret)
     }
 
     /// The current MTU.
@@ -136,49 +201,77 @@ impl Device {
         unsafe { CStr::from_char_ptr(bindings::ivnet_netdev_name(self.as_raw())) }
     }
 
-    fn napi(&self) -> *mut bindings::napi_struct {
-        // SAFETY: the private area is a `Private<T>` for some `T`, whose first field, at the
-        // same offset for every `T` (`repr(C)`), is the NAPI context.
-        unsafe { core::ptr::addr_of_mut!((*self.private::<()>()).napi) }
+    fn napi(&self, q: u32) -> Option<*mut bindings::napi_struct> {
+        if q >= self.queues_max() {
+            return None;
+        }
+        // SAFETY: the private area is a `Private<T>` for some `T`, whose fields but the last,
+        // at the same offsets for every `T` (`repr(C)`), include the NAPI contexts; `q` is
+        // below `queues_max`, at most `MAX_QUEUES`.
+        Some(unsafe { core::ptr::addr_of_mut!((*self.private::<()>()).napi[q as usize]) })
     }
 
-    /// Schedules the NAPI poll (from a timer, an interrupt, or `open`).
-    pub fn napi_schedule(&self) {
-        // SAFETY: the NAPI context was added in `Registration::new` and lives with the device.
-        unsafe { bindings::napi_schedule(self.napi()) };
-    }
-
-    /// Enables NAPI: only the `open` trampoline does (`ops.rs`), which the core calls only
-    /// while the device is down, so NAPI is disabled then.
-    /// The queue pair is tied to the NAPI context while it is enabled (netdev netlink's
-    /// `queue-get` shows it).
-    pub(super) fn napi_enable(&self) {
-        // SAFETY: as in `napi_schedule`; NAPI is disabled (the caller is the `open` trampoline,
-        // and the one place that enables it). The core calls `ndo_open` under RTNL, which
-        // tying the queues to it needs; the NAPI context belongs to this device.
-        unsafe {
-            bindings::napi_enable(self.napi());
-            bindings::ivnet_netdev_queues_napi(self.as_raw(), self.napi());
+    /// Schedules NAPI context `q`'s poll (from a timer, an interrupt, or `open`); nothing for
+    /// a context the device does not have.
+    pub fn napi_schedule(&self, q: u32) {
+        if let Some(napi) = self.napi(q) {
+            // SAFETY: the NAPI context was added in `Registration::new` and lives with the
+            // device.
+            unsafe { bindings::napi_schedule(napi) };
         }
     }
 
-    /// Disables NAPI and waits for a running poll to finish: only the `stop` trampoline does,
-    /// and the `open` one if the driver's open fails (`ops.rs`), each after enabling it. May
-    /// sleep.
-    /// The queues are untied from it first.
-    pub(super) fn napi_disable(&self) {
-        // SAFETY: as in `napi_schedule`; NAPI is enabled (each caller enabled it, or the core
-        // calls `stop` only after an `open` that did), and only these two callers disable it.
-        // Both run under RTNL (`ndo_open`, `ndo_stop`), which untying the queues needs.
+    /// Enables every NAPI context: only the `open` trampoline does (`ops.rs`), which the core
+    /// calls only while the device is down, so NAPI is disabled then.
+    /// The active queue pairs are tied to their NAPI contexts while they are enabled (netdev
+    /// netlink's `queue-get` shows it).
+    pub(super) fn napi_enable(&self) {
+        let private = self.private::<()>();
+        for q in 0..self.queues_max() {
+            if let Some(napi) = self.napi(q) {
+                // SAFETY: as in `napi_schedule`; NAPI is disabled (the caller is the `open`
+                // trampoline, and the one place that enables it).
+                unsafe { bindings::napi_enable(napi) };
+            }
+        }
+        // SAFETY: the core calls `ndo_open` under RTNL, which tying the queues to the NAPI
+        // contexts needs, and which guards the flag (only written here and in
+        // `napi_disable`); the contexts belong to this device.
         unsafe {
-            bindings::ivnet_netdev_queues_napi(self.as_raw(), core::ptr::null_mut());
-            bindings::napi_disable(self.napi());
+            (*private).napi_enabled = true;
+            bindings::ivnet_netdev_queues_napi(
+                self.as_raw(),
+                core::ptr::addr_of_mut!((*private).napi).cast(),
+                self.queues(),
+            );
+        }
+    }
+
+    /// Disables every NAPI context and waits for running polls to finish: only the `stop`
+    /// trampoline does, and the `open` one if the driver's open fails (`ops.rs`), each after
+    /// enabling them. May sleep.
+    /// The queues are untied from them first.
+    pub(super) fn napi_disable(&self) {
+        let private = self.private::<()>();
+        // SAFETY: both callers run under RTNL (`ndo_open`, `ndo_stop`), which untying the
+        // queues needs and which guards the flag.
+        unsafe {
+            bindings::ivnet_netdev_queues_napi(self.as_raw(), core::ptr::null_mut(), 0);
+            (*private).napi_enabled = false;
+        }
+        for q in 0..self.queues_max() {
+            if let Some(napi) = self.napi(q) {
+                // SAFETY: as in `napi_schedule`; NAPI is enabled (each caller enabled it, or
+                // the core calls `stop` only after an `open` that did), and only these two
+                // callers disable it.
+                unsafe { bindings::napi_disable(napi) };
+            }
         }
     }
 
     fn timer(&self) -> *mut bindings::timer_list {
-        // SAFETY: as in `napi`; the timer is the second field of the `repr(C)` private area
-        // and its offset does not depend on `T`.
+        // SAFETY: as in `napi`; the timer is a field of the `repr(C)` private area before
+        // `data`, so its offset does not depend on `T`.
         unsafe { core::ptr::addr_of_mut!((*self.private::<()>()).timer) }
     }
 
@@ -194,13 +287,12 @@ impl Device {
     }
 
     fn poll_timer(&self) -> *mut bindings::hrtimer {
-        // SAFETY: as in `napi`; the hrtimer is the third field of the `repr(C)` private area
-        // and its offset does not depend on `T`.
+        // SAFETY: as in `timer`.
         unsafe { core::ptr::addr_of_mut!((*self.private::<()>()).poll_timer) }
     }
 
-    /// Makes sure the NAPI poll is scheduled within `ns` nanoseconds (a high-resolution
-    /// timer; already armed, it keeps its expiry). Any context.
+    /// Makes sure the NAPI poll of every active queue pair is scheduled within `ns`
+    /// nanoseconds (a high-resolution timer; already armed, it keeps its expiry). Any context.
     pub fn poll_within_ns(&self, ns: u64) {
         // SAFETY: the hrtimer was set up in `Registration::new` and lives with the device;
         // it is cancelled only once nothing can arm it any more (see `Netdev::drop`).
@@ -215,14 +307,37 @@ impl Device {
     }
 }
 
-/// The private area of every device: NAPI context, timer, and a pointer to the driver's data.
-/// `repr(C)`, with the fields that do not depend on `T` first, so `Device` can reach them
-/// without knowing `T`.
+/// The most queue pairs (channels) a device may have: transmit and receive queues allocated,
+/// NAPI contexts and interrupt vectors at most.
+pub const MAX_QUEUES: u32 = 8;
+
+/// What an interrupt vector's handler gets as `dev_id`: the device and the vector's index.
+#[repr(C)]
+pub(super) struct Vector {
+    pub(super) dev: *mut bindings::net_device,
+    pub(super) index: u32,
+}
+
+/// The private area of every device: NAPI contexts, timers, the interrupt vectors' `dev_id`s
+/// and a pointer to the driver's data. `repr(C)`, with the fields that do not depend on `T`
+/// first, so `Device` can reach them without knowing `T`.
+///
+/// # Invariants
+///
+/// `dev` points back to the device; `napi[..queues_max]` are added to it (from
+/// `Registration::new` until the device is freed) and the others zero; `napi_enabled` says
+/// whether they are enabled and is only changed under RTNL.
 #[repr(C)]
 pub(super) struct Private<T> {
-    pub(super) napi: bindings::napi_struct,
+    pub(super) dev: *mut bindings::net_device,
     pub(super) timer: bindings::timer_list,
-    /// Schedules the NAPI poll within microseconds ([`Device::poll_within_ns`]).
+    /// Schedules the NAPI polls within microseconds ([`Device::poll_within_ns`]).
     pub(super) poll_timer: bindings::hrtimer,
+    /// NAPI context `q` polls receive queue `q`.
+    pub(super) napi: [bindings::napi_struct; MAX_QUEUES as usize],
+    pub(super) napi_enabled: bool,
+    pub(super) queues_max: u32,
+    /// `dev_id` of interrupt vector `v`.
+    pub(super) vectors: [Vector; MAX_QUEUES as usize],
     pub(super) data: *const T,
 }

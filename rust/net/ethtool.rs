@@ -1,11 +1,11 @@
 // SPDX-License-Identifier: GPL-2.0
 
 //! `struct ethtool_ops`: the [`Ethtool`] callbacks a network driver may implement (`-i`, `-S`,
-//! `-g`/`-G`), the trampolines that call them from C, and their op table; each entry is set
+//! `-g`/`-G`, `-l`/`-L`), the trampolines that call them from C, and their op table; each entry is set
 //! only if the driver implements the method (`T::HAS_<METHOD>`). `-l` and the link state are
 //! always there. Adding an ethtool operation touches this file and the driver's `impl`.
 
-use super::{bindings, ops::Adapter, Operations};
+use super::{bindings, ops::Adapter, Device, Operations};
 use kernel::{error::VTABLE_DEFAULT_ERROR, prelude::*};
 
 /// The ethtool callbacks of a network driver ([`Operations`] requires it); all optional.
@@ -41,6 +41,29 @@ pub trait Ethtool {
     fn set_ringparam(&self, _want: RingParam) -> core::result::Result<(), (Error, &'static CStr)> {
         kernel::build_error(VTABLE_DEFAULT_ERROR)
     }
+    /// `ethtool -l`: combined channels (queue pairs), most and current. Without it the
+    /// device reports one.
+    fn channels(&self, _dev: &Device) -> Channels {
+        kernel::build_error(VTABLE_DEFAULT_ERROR)
+    }
+    /// `ethtool -L combined N` (under RTNL; the core checked `1..=max` and that no separate
+    /// rx, tx or other channels are asked for). The device's real number of queues is `count`
+    /// already when this is called ([`Device::queues`]), and back to what it was if this
+    /// fails (`ethtool_ops::set_channels` has no extended ack: log why). Needs `channels`
+    /// (checked at build time).
+    fn set_channels(&self, _dev: &Device, _count: u32) -> Result {
+        kernel::build_error(VTABLE_DEFAULT_ERROR)
+    }
+}
+
+/// Combined channels for `ethtool -l`: a channel is a transmit and a receive queue with its
+/// NAPI context.
+#[derive(Default, Clone, Copy)]
+pub struct Channels {
+    /// The most the device can have.
+    pub max: u32,
+    /// Active now.
+    pub count: u32,
 }
 
 /// Ring sizes for `ethtool -g`.
@@ -192,21 +215,65 @@ impl<T: Operations> Adapter<T> {
     ///
     /// As `Adapter::open` (`ops.rs`); `ch` is valid for writes.
     unsafe extern "C" fn get_channels(
-        _dev: *mut bindings::net_device,
+        dev: *mut bindings::net_device,
         ch: *mut bindings::ethtool_channels,
     ) {
-        // One queue pair, served by one NAPI context and one interrupt. The core hands over
-        // the structure zeroed but for `cmd` (`ETHTOOL_GCHANNELS`, which the ioctl copies back
-        // to the caller): only the two counts that are not zero are set.
+        let c = if T::HAS_CHANNELS {
+            // SAFETY: by the function's safety requirement.
+            let (dev, data) = unsafe { Self::data(dev) };
+            data.channels(dev)
+        } else {
+            // One queue pair, served by one NAPI context and one interrupt.
+            Channels { max: 1, count: 1 }
+        };
+        // The core hands over the structure zeroed but for `cmd` (`ETHTOOL_GCHANNELS`, which
+        // the ioctl copies back to the caller): only the two counts that are not zero are set.
         // SAFETY: `ch` is valid for writes (caller).
         unsafe {
-            (*ch).max_combined = 1;
-            (*ch).combined_count = 1;
+            (*ch).max_combined = c.max;
+            (*ch).combined_count = c.count;
+        }
+    }
+
+    /// # Safety
+    ///
+    /// As `Adapter::open` (`ops.rs`), under RTNL (the ethtool core holds it); `ch` is valid
+    /// for reads.
+    unsafe extern "C" fn set_channels(
+        dev: *mut bindings::net_device,
+        ch: *mut bindings::ethtool_channels,
+    ) -> i32 {
+        // SAFETY: by the function's safety requirement.
+        let (dev, data) = unsafe { Self::data(dev) };
+        // SAFETY: `ch` is valid for reads (caller).
+        let (count, others) = unsafe {
+            (
+                (*ch).combined_count,
+                (*ch).rx_count | (*ch).tx_count | (*ch).other_count,
+            )
+        };
+        // The core checked these against the maxima (0 for all but combined); kept anyway.
+        if others != 0 || count == 0 || count > dev.queues_max() {
+            return EINVAL.to_errno();
+        }
+        let old = dev.queues();
+        // SAFETY: under RTNL (the function's safety requirement).
+        if let Err(e) = unsafe { dev.set_queues(count) } {
+            return e.to_errno();
+        }
+        match data.set_channels(dev, count) {
+            Ok(()) => 0,
+            Err(e) => {
+                // SAFETY: as above. Back to a count the device had: shrinking cannot fail,
+                // and growing back only re-creates what shrinking just removed.
+                let _ = unsafe { dev.set_queues(old) };
+                e.to_errno()
+            }
         }
     }
 
     /// The `ethtool_ops` of a `T`'s devices. `get_link` and `get_channels` are always there
-    /// (carrier state; one queue pair).
+    /// (carrier state; one queue pair unless the driver says otherwise).
     pub(super) const ETHTOOL_OPS: bindings::ethtool_ops = {
         // The core sizes the `get_strings` and `get_ethtool_stats` buffers with
         // `get_sset_count`, and offers `-G` only with `-g`.
@@ -217,6 +284,10 @@ impl<T: Operations> Adapter<T> {
         assert!(
             T::HAS_RINGPARAM || !T::HAS_SET_RINGPARAM,
             "net::Ethtool: set_ringparam needs ringparam"
+        );
+        assert!(
+            T::HAS_CHANNELS || !T::HAS_SET_CHANNELS,
+            "net::Ethtool: set_channels needs channels"
         );
         // SAFETY: all-zero is a valid `ethtool_ops` (no callbacks, no capabilities).
         let mut ops: bindings::ethtool_ops = unsafe { core::mem::zeroed() };
@@ -242,6 +313,11 @@ impl<T: Operations> Adapter<T> {
             None
         };
         ops.get_channels = Some(Self::get_channels);
+        ops.set_channels = if T::HAS_SET_CHANNELS {
+            Some(Self::set_channels)
+        } else {
+            None
+        };
         ops
     };
 }

@@ -10,7 +10,9 @@
 //! ethtool callbacks, a trait of their own ([`Ethtool`]) with their table, are in
 //! `ethtool.rs`.
 
-use super::{bindings, Device, Ethtool, Napi, NapiPoll, Private, QueueStats, SkBuff};
+use super::{
+    bindings, device::Vector, Device, Ethtool, Napi, NapiPoll, Private, QueueStats, SkBuff,
+};
 use core::{cell::Cell, marker::PhantomData, mem::offset_of, ptr::NonNull};
 use kernel::{
     error::{from_result, VTABLE_DEFAULT_ERROR},
@@ -58,32 +60,35 @@ pub trait Operations: Ethtool + QueueStats + Send + Sync + Sized + 'static {
     /// `ndo_stop`: the interface goes down. NAPI is disabled after this returns (a poll may
     /// run until then).
     fn stop(&self, dev: &Device) -> Result;
-    /// `ndo_start_xmit`.
+    /// `ndo_start_xmit`, on the transmit queue [`SkBuff::queue_mapping`] names (below
+    /// [`Device::queues`] when the stack chose it).
     fn start_xmit(&self, dev: &Device, skb: SkBuff) -> Xmit;
-    /// The NAPI poll: receive up to `budget` frames and return how many; if fewer, complete
+    /// The poll of NAPI context `q` (receive queue `q`, below [`Device::queues_max`]): receive
+    /// up to `budget` frames and return how many; if fewer, complete
     /// the poll with `napi.complete_done`, which consumes `napi` (the count returned after
     /// completing is reported to NAPI as below the budget; a poll that did not complete is
     /// reported as having used the whole budget, so NAPI polls it again).
-    fn poll(&self, dev: &Device, napi: NapiPoll<'_>, budget: u32) -> u32;
+    fn poll(&self, dev: &Device, q: u32, napi: NapiPoll<'_>, budget: u32) -> u32;
     /// The device's timer fired (softirq context).
     fn timer(&self, dev: &Device);
-    /// The device's interrupt fired (hard interrupt context; only if [`Config::irq`] was
-    /// set). Returns whether it was ours (a shared INTx line may belong to others).
+    /// The device's interrupt vector `vector` (its index in [`Config::irqs`]) fired (hard
+    /// interrupt context). Returns whether it was ours (a shared INTx line may belong to
+    /// others).
     ///
-    /// [`Config::irq`]: super::Config::irq
-    fn interrupt(&self, dev: &Device) -> bool;
+    /// [`Config::irqs`]: super::Config::irqs
+    fn interrupt(&self, dev: &Device, vector: u32) -> bool;
 
-    /// The interrupt of [`Config::irq`] was requested: let the device raise it (e.g. unmask
+    /// The interrupts of [`Config::irqs`] were requested: let the device raise it (e.g. unmask
     /// it). Called before the device is registered. Without it nothing is done.
     ///
-    /// [`Config::irq`]: super::Config::irq
+    /// [`Config::irqs`]: super::Config::irq
     fn irq_unmask(&self) {}
-    /// The interrupt of [`Config::irq`] is about to be freed (on unbind, or on an error path
+    /// The interrupts of [`Config::irqs`] are about to be freed (on unbind, or on an error path
     /// after it was requested): keep the device from raising it any more and acknowledge what
     /// it raised, so that no level-triggered line stays asserted with nobody to handle it.
     /// Without it nothing is done.
     ///
-    /// [`Config::irq`]: super::Config::irq
+    /// [`Config::irqs`]: super::Config::irq
     fn irq_mask(&self) {}
 
     /// `ndo_change_mtu` (the core already checked `min_mtu..=max_mtu`). Without it the core
@@ -216,21 +221,27 @@ impl<T: Operations> Adapter<T> {
 
     /// # Safety
     ///
-    /// Called by NAPI for the context added in `Registration::new`.
+    /// Called by NAPI for a context added in `Registration::new`.
     pub(super) unsafe extern "C" fn poll(napi: *mut bindings::napi_struct, budget: i32) -> i32 {
-        // CAST: the NAPI context is the first field of the `repr(C)` `Private<T>`.
-        let private = napi.cast::<Private<T>>();
-        // SAFETY: `napi` is inside the private area of one of our devices, whose `dev`
-        // field NAPI set when it was added.
+        // SAFETY: `napi` is one of the contexts in the private area of one of our devices,
+        // whose `dev` field NAPI set when it was added.
         let (dev, data) = unsafe { Self::data((*napi).dev) };
+        // SAFETY: as above: the private area is a `Private<T>`.
+        let first = unsafe { bindings::netdev_priv((*napi).dev) }
+            .cast::<Private<T>>()
+            .cast::<u8>()
+            .wrapping_add(offset_of!(Private<T>, napi));
+        // Which one: its offset in the array (contexts are `size_of::<napi_struct>()` apart).
+        let q = ((napi as usize).wrapping_sub(first as usize) / size_of::<bindings::napi_struct>())
+            as u32;
         // CAST: `Napi` is `repr(transparent)` over `Opaque<napi_struct>`.
         // SAFETY: valid during the poll.
         // INVARIANT: NAPI polls only contexts it added; the reference is handed on only inside
         // the `NapiPoll`, which completing the poll consumes, and ends with the poll anyway.
-        let napi = unsafe { &*private.cast::<Napi>() };
+        let napi = unsafe { &*napi.cast::<Napi>() };
         let budget = budget.max(0) as u32;
         let completed = Cell::new(false);
-        let work = data.poll(dev, NapiPoll::new(napi, budget, &completed), budget);
+        let work = data.poll(dev, q, NapiPoll::new(napi, budget, &completed), budget);
         // NAPI's rules: less than the budget once completed (NAPI would otherwise poll a
         // context it no longer owns again), and exactly the budget if not: `net_rx_action`
         // polls again only a context that used its whole budget, so one that returned less
@@ -256,12 +267,13 @@ impl<T: Operations> Adapter<T> {
                 .cast::<Private<T>>()
         };
         // SAFETY: the private area belongs to a live device (the timer is cancelled before
-        // the device is freed), and `napi.dev` points back to it.
-        let (dev, data) = unsafe { Self::data((*private).napi.dev) };
+        // the device is freed), and `dev` points back to it.
+        let (dev, data) = unsafe { Self::data((*private).dev) };
         data.timer(dev);
     }
 
-    /// The poll hrtimer ([`Device::poll_within_ns`]) fired: schedule the NAPI poll.
+    /// The poll hrtimer ([`Device::poll_within_ns`]) fired: schedule the NAPI poll of every
+    /// active queue pair.
     ///
     /// # Safety
     ///
@@ -278,25 +290,31 @@ impl<T: Operations> Adapter<T> {
                 .cast::<Private<T>>()
         };
         // SAFETY: the private area belongs to a live device (the hrtimer is cancelled before
-        // the device is freed), and `napi.dev` points back to it. Scheduling a disabled NAPI
+        // the device is freed), and `dev` points back to it. Scheduling a disabled NAPI
         // context does nothing.
-        let dev = unsafe { Device::from_raw((*private).napi.dev) };
-        dev.napi_schedule();
+        let dev = unsafe { Device::from_raw((*private).dev) };
+        for q in 0..dev.queues() {
+            dev.napi_schedule(q);
+        }
         bindings::hrtimer_restart_HRTIMER_NORESTART
     }
 
     /// # Safety
     ///
-    /// Called by the interrupt core for the interrupt requested in `Registration::new`, whose
-    /// `dev_id` is our `net_device`.
+    /// Called by the interrupt core for an interrupt requested in `Registration::new`, whose
+    /// `dev_id` is a `Vector` in our device's private area.
     pub(super) unsafe extern "C" fn irq(
         _irq: i32,
         dev_id: *mut core::ffi::c_void,
     ) -> bindings::irqreturn {
-        // SAFETY: `dev_id` is the device the interrupt was requested for; it is freed only
-        // after `free_irq` (see `Registration::drop`).
-        let (dev, data) = unsafe { Self::data(dev_id.cast()) };
-        if data.interrupt(dev) {
+        // SAFETY: `dev_id` is the vector the interrupt was requested for, inside the private
+        // area of a device that is freed only after `free_irq` (see `Registration::drop`).
+        let (dev, data, vector) = unsafe {
+            let v = &*dev_id.cast::<Vector>();
+            let (dev, data) = Self::data(v.dev);
+            (dev, data, v.index)
+        };
+        if data.interrupt(dev, vector) {
             bindings::irqreturn_IRQ_HANDLED
         } else {
             bindings::irqreturn_IRQ_NONE

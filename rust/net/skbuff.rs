@@ -99,6 +99,12 @@ impl Drop for RxSkb {
 pub struct SkBuff(pub(in super::super) NonNull<bindings::sk_buff>);
 
 impl SkBuff {
+    /// The transmit queue the stack chose for the frame (`skb_get_queue_mapping`).
+    pub fn queue_mapping(&self) -> u32 {
+        // SAFETY: valid by the type invariant; reads one field.
+        u32::from(unsafe { bindings::skb_get_queue_mapping(self.0.as_ptr()) })
+    }
+
     /// Total length of the frame in bytes.
     pub fn len(&self) -> u32 {
         // SAFETY: valid by the type invariant.
