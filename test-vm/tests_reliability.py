@@ -378,14 +378,21 @@ def _start_hog(c, *extra):
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
 
 
-def _hog_linked(node, hog, timeout=20):
-    """Waits until `node` logs its link to the hog up; returns the hog's peer id and MAC."""
+def _hog_ups(node):
+    """`node`'s 'link to peer J (MAC) up' lines for a hog's MAC so far, as (J, MAC)."""
+    node.read_kmsg()
+    return [(int(j), m.lower()) for _p, j, m, up, _d, _w in dp.LINK_LINE.findall(
+        node.current_kmsg()) if up and m.lower().startswith(HOG_MAC_PREFIX)]
+
+
+def _hog_linked(node, hog, before, timeout=20):
+    """Waits until `node` logs a link to a hog up after the `before` lines of `_hog_ups`
+    (an earlier hog may have had the same id and MAC); returns its peer id and MAC."""
     deadline = time.time() + timeout
     while True:
-        node.read_kmsg()
-        for j, (state, mac) in node.links().items():
-            if state == "up" and mac.startswith(HOG_MAC_PREFIX):
-                return j, mac
+        ups = _hog_ups(node)
+        if len(ups) > len(before) and node.links().get(ups[-1][0]) == ("up", ups[-1][1]):
+            return ups[-1]
         check(time.time() < deadline and hog.poll() is None,
               "%s never linked with the hog: links %s, hog %s"
               % (node.name, node.links(), hog.poll()))
@@ -430,10 +437,11 @@ def test_peer_holding_the_pool_is_reset():
         resets = ("peer_resets", "heartbeat_losses", "pool_hog_resets")
 
         # A slow peer: it holds up gA's queue a 100 ms at a time, and keeps its link.
+        before = {n: _hog_ups(n) for n in (a, cc)}
         hog = _start_hog(c, "--drain-every", "100")
         try:
-            hid, mac = _hog_linked(a, hog)
-            _hog_linked(cc, hog)
+            hid, mac = _hog_linked(a, hog, before[a])
+            _hog_linked(cc, hog, before[cc])
             s0 = {n: n.stat_dict() for n in (a, cc)}
             slow = _transfer_with_one_frame_for(a, cc, mac)
             time.sleep(1)
@@ -447,9 +455,10 @@ def test_peer_holding_the_pool_is_reset():
               "the slow peer should have consumed the ping and seen no reset: %s" % h)
 
         # A hog: it holds gA's pool until gA resets its link.
+        before = _hog_ups(a)
         hog = _start_hog(c)
         try:
-            hid, mac = _hog_linked(a, hog)
+            hid, mac = _hog_linked(a, hog, before)
             s0 = a.stat_dict()
             during = _transfer_with_one_frame_for(a, cc, mac)
             time.sleep(1)
@@ -466,17 +475,23 @@ def test_peer_holding_the_pool_is_reset():
               % (HOG_BYTES >> 20, base, slow, during, after, d,
                  [r["held_ms"] for r in h["resets"] if r["peer"] == a.id]), flush=True)
         check(d[counter] >= 1, "gA never reset the hog's link (%s): %s" % (counter, d))
-        check(not polling or (d["peer_resets"] == d[counter] and d["heartbeat_losses"] == 0),
+        check(d["peer_resets"] == d[counter] and d["heartbeat_losses"] == 0 if polling
+              else d["peer_resets"] == 0 and d["pool_hog_resets"] == 0,
               "gA reset links for other reasons as well: %s" % d)
         check(dp.delta(s0, s1, "peer%d_resets" % cc.id) == 0
               and dp.delta(s0, s1, "peer%d_heartbeat_losses" % cc.id) == 0,
               "gA reset its link to gC")
         held = [r["held_ms"] for r in h["resets"] if r["peer"] == a.id]
+        print("    info: frames of gA's the hog held until each reset: %s"
+              % [r["frame"] for r in h["resets"] if r["peer"] == a.id], flush=True)
         check(held and min(held) >= 650,
               "the hog should have seen gA reset its link no sooner than 0.7 s after it held "
               "a frame: %s" % h["resets"])
         a.read_kmsg()
         why = "unconsumed" if polling else "silent"
+        print("    info: gA's link to the hog went down: %s"
+              % [w for _p, j, _m, up, _d, w in dp.LINK_LINE.findall(a.current_kmsg())
+                 if int(j) == hid and not up], flush=True)
         check("link to peer %d down (%s)" % (hid, why) in a.current_kmsg(),
               "gA: no 'link to peer %d down (%s)' line" % (hid, why))
         if polling:
@@ -484,9 +499,11 @@ def test_peer_holding_the_pool_is_reset():
                   "gA: no warning naming the hog (peer %d)" % hid)
         # The hog may be reset again meanwhile: it gets a copy of every broadcast (the ARP
         # for gC after the link change flushed gA's neighbours) and holds it too.
-        print("    info: gA's %s during the transfer after: %d"
-              % (counter, dp.delta(s1, s2, counter)), flush=True)
-        check(after <= 2 * base + 1,
+        print("    info: gA's %s during the transfer after: %d (frames to the hog: %d)"
+              % (counter, dp.delta(s1, s2, counter), dp.delta(s1, s2, "peer%d_tx_packets" % hid)),
+              flush=True)
+        # Loose: the machine's load makes TCG throughput vary by 2x between runs.
+        check(after <= 3 * base + 2,
               "gA -> gC took %.2f s after the reset, %.2f s before the hog came" % (after, base))
         no_splats(c)
 

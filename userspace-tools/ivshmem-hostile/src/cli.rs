@@ -98,9 +98,10 @@ OPTIONS:
     --hog             instead of storming, play a peer that links with every peer by the
                       protocol under a MAC of its own (02:68:6f:67:00:ID, ID its peer id) and
                       beats, but consumes nothing it is sent; the summary (--json: {{\"id\",
-                      \"mac\", \"linked\", \"rx_frames\", \"resets\": [{{\"peer\", \"held_ms\"}}],
+                      \"mac\", \"linked\", \"rx_frames\", \"resets\": [{{\"peer\", \"held_ms\", \"frame\"}}],
                       \"other_downs\", \"longest_hold_ms\", \"seconds\"}}) says which peers reset
-                      their link while it held their frames, and after how long
+                      their link while it held their frames, after how long, and the oldest
+                      frame held (Ethernet header and length)
     --drain-every MS  with --hog: consume one frame of each peer every MS milliseconds (a slow
                       but live peer)
     -h, --help        print this help

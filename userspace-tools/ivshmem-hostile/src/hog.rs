@@ -35,6 +35,31 @@ pub struct Reset {
     pub peer: u32,
     /// How long the hog had held the peer's oldest frame then without consuming any.
     pub held: Duration,
+    /// That frame's Ethernet header (as much of it as the frame has) and length.
+    pub frame: ([u8; ETH_HLEN], u32),
+}
+
+/// Ethernet header length.
+const ETH_HLEN: usize = 14;
+
+impl Reset {
+    /// The held frame as text: `dst src type, len B`.
+    pub fn frame_text(&self) -> String {
+        let (h, len) = self.frame;
+        let mac = |m: &[u8]| {
+            m.iter()
+                .map(|b| format!("{b:02x}"))
+                .collect::<Vec<_>>()
+                .join(":")
+        };
+        format!(
+            "{} {} {:02x}{:02x}, {len} B",
+            mac(&h[..6]),
+            mac(&h[6..12]),
+            h[12],
+            h[13]
+        )
+    }
 }
 
 /// What a hog did.
@@ -69,12 +94,18 @@ impl Hogged {
     }
 
     /// One line of JSON: `{"id", "mac", "linked", "rx_frames", "resets": [{"peer",
-    /// "held_ms"}], "other_downs", "longest_hold_ms", "seconds"}`.
+    /// "held_ms", "frame"}], "other_downs", "longest_hold_ms", "seconds"}`.
     pub fn json(&self) -> String {
         let resets: Vec<_> = self
             .resets
             .iter()
-            .map(|r| serde_json::json!({"peer": r.peer, "held_ms": r.held.as_millis() as u64}))
+            .map(|r| {
+                serde_json::json!({
+                    "peer": r.peer,
+                    "held_ms": r.held.as_millis() as u64,
+                    "frame": r.frame_text(),
+                })
+            })
             .collect();
         serde_json::json!({
             "id": self.id,
@@ -94,7 +125,14 @@ impl Hogged {
         let resets: Vec<String> = self
             .resets
             .iter()
-            .map(|r| format!("peer {} after {} ms", r.peer, r.held.as_millis()))
+            .map(|r| {
+                format!(
+                    "peer {} after {} ms ({})",
+                    r.peer,
+                    r.held.as_millis(),
+                    r.frame_text()
+                )
+            })
             .collect();
         format!(
             "hogged as peer {} ({}) for {:.1} s: links up with {:?}; {} frames consumed; \
@@ -114,8 +152,10 @@ impl Hogged {
 /// The hog's role: holds every frame, or drains one per peer every `every`.
 struct Hold {
     every: Option<Duration>,
-    /// Per peer: since when the hog has held its frames without consuming any.
+    /// Per peer: since when the hog has held its frames without consuming any, and the
+    /// oldest of them (header and length).
     since: Vec<Option<Duration>>,
+    oldest: Vec<([u8; ETH_HLEN], u32)>,
     /// Per peer: when the next frame may be consumed (`every`).
     next: Vec<Duration>,
     rx_frames: u64,
@@ -148,6 +188,11 @@ impl Role for Hold {
             *since = None;
             return Ok(());
         };
+        if since.is_none() {
+            if let (Some(c), Some(oldest)) = (cons.get_mut(q), self.oldest.get_mut(j)) {
+                *oldest = header(r, c)?;
+            }
+        }
         let start = *since.get_or_insert(now);
         self.longest = self.longest.max(now.saturating_sub(start));
         let Some(every) = self.every.filter(|_| now >= *next) else {
@@ -169,10 +214,33 @@ impl Role for Hold {
             Some(start) => self.resets.push(Reset {
                 peer: j,
                 held: now.saturating_sub(start),
+                frame: self
+                    .oldest
+                    .get(j as usize)
+                    .copied()
+                    .unwrap_or(([0; ETH_HLEN], 0)),
             }),
             None => self.other_downs += 1,
         }
     }
+}
+
+/// The Ethernet header (as much as there is) and length of the next frame on `cons`, one
+/// [`Consumer::peek`] found.
+fn header<R: Region + ?Sized>(r: &R, cons: &mut Consumer) -> Result<([u8; ETH_HLEN], u32), Error> {
+    let mut h = [0u8; ETH_HLEN];
+    let Some(d) = cons.peek(r)? else {
+        return Ok((h, 0));
+    };
+    let n = (d.len as usize).min(ETH_HLEN);
+    // The header may straddle the end of the sender's pool.
+    let [a, b] = cons.span(&d)?.pieces(0, n as u32)?;
+    let (x, y) = h[..n].split_at_mut(a.len());
+    r.read(a.start, x)?;
+    if !y.is_empty() {
+        r.read(b.start, y)?;
+    }
+    Ok((h, d.len))
 }
 
 /// Hogs in region `r` of geometry `g` for `duration` (or until `stop`), with `token`
@@ -200,6 +268,7 @@ pub fn hog<R: Region + ?Sized>(
     let mut role = Hold {
         every: drain_every,
         since: vec![None; n],
+        oldest: vec![([0; ETH_HLEN], 0); n],
         next: vec![Duration::ZERO; n],
         rx_frames: 0,
         resets: Vec::new(),

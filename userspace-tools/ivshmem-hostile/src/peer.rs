@@ -18,6 +18,12 @@ use std::time::{Duration, Instant};
 /// How often the player beats, looks at the links and serves its rings.
 pub const TICK: Duration = Duration::from_millis(5);
 
+/// How long a linked peer's rings may stay unusable before the player restarts the link. A
+/// peer restarting the link resets its halves before it moves its epoch: in between, its ring
+/// looks broken to us, and restarting ours then would be a second restart, counted by the
+/// peer as ours.
+const BROKEN_GRACE: Duration = Duration::from_millis(50);
+
 /// What the player publishes in its control block.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Persona {
@@ -81,6 +87,8 @@ struct Halves {
     link: Link,
     prod: Vec<Producer>,
     cons: Vec<Consumer>,
+    /// Since when its rings have been unusable, while the link is up.
+    broken: Option<Duration>,
 }
 
 impl Halves {
@@ -136,6 +144,7 @@ pub fn play<R: Region + ?Sized, P: Role>(
                 cons: (0..g.queues)
                     .map(|q| Consumer::new(g, j, id, q))
                     .collect::<Result<_, _>>()?,
+                broken: None,
             })
         });
     }
@@ -194,9 +203,13 @@ pub fn play<R: Region + ?Sized, P: Role>(
                 }
                 Action::Stay => {}
             }
-            if h.link.up && role.serve(&seat, j, &mut h.cons, now).is_err() {
-                // A ring we cannot follow: start the link afresh.
+            if !h.link.up || role.serve(&seat, j, &mut h.cons, now).is_ok() {
+                h.broken = None;
+            } else if now.saturating_sub(*h.broken.get_or_insert(now)) >= BROKEN_GRACE {
+                // A ring we cannot follow, and the peer is not restarting the link: start
+                // it afresh.
                 h.link.up = false;
+                h.broken = None;
                 h.reset(&seat)?;
                 own.bump_epoch(&seat, j)?;
             }

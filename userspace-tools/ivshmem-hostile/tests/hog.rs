@@ -112,11 +112,12 @@ fn hog_holds_the_frames_and_notes_how_long_until_the_reset() {
         held >= Duration::from_millis(350) && held < Duration::from_millis(700),
         "held {held:?}, reset 400 ms after the frames were sent"
     );
-    assert!(
-        h.json().contains("\"resets\":[{\"held_ms\":"),
-        "{}",
-        h.json()
+    assert_eq!(
+        h.resets[0].frame_text(),
+        "ff:ff:ff:ff:ff:ff ff:ff:ff:ff:ff:ff ffff, 60 B",
+        "the oldest frame held"
     );
+    assert!(h.json().contains("\"peer\":2"), "{}", h.json());
 }
 
 #[test]
