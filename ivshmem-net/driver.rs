@@ -5,18 +5,18 @@
 
 use crate::ext::{
     errno::eproto,
-    net,
+    net, params as ext_params,
     pci::{self, BarRegion, Enabled, IrqVectors},
     random,
     shm::SharedMem,
     time,
 };
-use crate::netdev::{Mac, Net};
+use crate::netdev::{Mac, Net, Queues};
 use crate::params::Params;
 use crate::protocol::frame;
 use crate::protocol::layout::{self, Attach, Claim, Geometry, Region};
 use crate::protocol::link::{self, Own, PeerState};
-use crate::protocol::ring::Ring;
+use crate::protocol::ring::{Pool, Ring};
 use crate::regs::{self, Irq};
 use crate::{dev_err, dev_info, dev_warn};
 use kernel::{c_str, prelude::*};
@@ -204,9 +204,30 @@ impl pci::Driver for IvshmemNet {
         let max_frame = Ring::new(&geometry, 0, 1, 0).map_or(0, |r| r.max_frame());
         let max_mtu = frame::max_mtu(max_frame);
         let mtu = frame::DEFAULT_MTU.min(max_mtu);
-        // Doorbell mode: one vector, MSI-X if the device has it, else INTx.
+        // Channels: `queues=` or one per online CPU, capped at what the layout has rings for
+        // and the pool partitions allow (each partition holds two of the largest frames);
+        // `ethtool -L` may go up to that cap.
+        let queues_max = layout::MAX_QUEUES
+            .min(geometry.queues)
+            .min(Pool::max_partitions(&geometry))
+            .max(1);
+        let queues = params
+            .queues
+            .unwrap_or_else(ext_params::online_cpus)
+            .clamp(1, queues_max);
+        if params.queues.is_some_and(|q| q > queues_max) {
+            dev_info!(
+                dev,
+                "queues={}: this region allows {}; using {}",
+                params.queues.unwrap_or(0),
+                queues_max,
+                queues
+            );
+        }
+        // Doorbell mode: a vector per channel we may have, MSI-X if the device has them (as
+        // many as it has, the channels sharing them round-robin), else one INTx line.
         let vectors = if doorbell {
-            match dev.alloc_irq_vectors(1, 1) {
+            match dev.alloc_irq_vectors(1, queues_max) {
                 Ok(v) => Some(v),
                 Err(e) => {
                     dev_warn!(
@@ -221,9 +242,9 @@ impl pci::Driver for IvshmemNet {
         } else {
             None
         };
-        let irq = match &vectors {
-            None if doorbell => Ok((Irq::Polled, None)),
-            None => Ok((Irq::None, None)),
+        let irq: Result<(Irq, KVec<u32>)> = match &vectors {
+            None if doorbell => Ok((Irq::Polled, KVec::new())),
+            None => Ok((Irq::None, KVec::new())),
             Some(v) => {
                 // INTx stays masked (IntrMask) until its handler is in place:
                 // `Net::irq_unmask`, called by the registration once it requested the line.
@@ -235,10 +256,18 @@ impl pci::Driver for IvshmemNet {
                     let _ = regs.write32(regs::INTR_MASK, 0);
                     let _ = regs.read32(regs::INTR_STATUS);
                 }
-                v.irq(0).map(|n| (kind, Some(n)))
+                let mut irqs = KVec::with_capacity(v.count() as usize, GFP_KERNEL)?;
+                for i in 0..v.count() {
+                    irqs.push(v.irq(i)?, GFP_KERNEL)?;
+                }
+                Ok((kind, irqs))
             }
         };
-        let (irq, irq_num) = irq?;
+        let (irq, irqs) = match irq {
+            Ok((kind, irqs)) => (kind, irqs),
+            Err(e) => return Err(e),
+        };
+        let nvec = (irqs.len() as u32).max(1);
         let features = link::feature::CSUM
             | link::feature::GSO
             | if doorbell { link::feature::DOORBELL } else { 0 }
@@ -253,6 +282,8 @@ impl pci::Driver for IvshmemNet {
             .attach(&shm, mac, mtu)
             .and_then(|()| own.set_features(&shm, features))
             .and_then(|()| own.set_doorbell_id(&shm, if doorbell { ivposition } else { 0 }))
+            .and_then(|()| own.set_queues(&shm, queues))
+            .and_then(|()| own.set_vectors(&shm, nvec))
             .and_then(|()| own.set_state(&shm, PeerState::Ready));
         if let Err(e) = written {
             dev_err!(dev, "cannot write our control block: {:?}", e);
@@ -261,23 +292,21 @@ impl pci::Driver for IvshmemNet {
 
         // `Net` owns `shm` from here on: failing to make it, or dropping it, gives our place
         // back.
-        let data = Net::new(shm, regs, irq, attached, own, params, dev.into())?;
+        let counts = Queues {
+            active: queues,
+            max: queues_max,
+            vectors: nvec,
+        };
+        let data = Net::new(shm, regs, irq, attached, own, params, dev.into(), counts)?;
         let cfg = net::Config {
             mac,
             min_mtu: frame::MIN_MTU,
             max_mtu,
             mtu,
             tso_max: Some(frame::tso_max(max_frame)),
-            queues_max: 1,
-            queues: 1,
-            irqs: match irq_num {
-                Some(n) => {
-                    let mut v = KVec::with_capacity(1, GFP_KERNEL)?;
-                    v.push(n, GFP_KERNEL)?;
-                    v
-                }
-                None => KVec::new(),
-            },
+            queues_max,
+            queues,
+            irqs,
             irq_affinity: irq == Irq::Msix,
         };
         let mut netreg = net::Registration::new(dev, data, &cfg)?;
@@ -293,12 +322,15 @@ impl pci::Driver for IvshmemNet {
         }
         dev_info!(
             dev,
-            "{}: peer id {} ({}), MAC {}, max MTU {}, {}",
+            "{}: peer id {} ({}), MAC {}, max MTU {}, {} of {} channels, {} vectors, {}",
             netreg.device().name(),
             netreg.data().id(),
             how,
             Mac(mac),
             max_mtu,
+            queues,
+            queues_max,
+            nvec,
             match irq {
                 Irq::None => "polling",
                 Irq::Msix => "MSI-X doorbells",

@@ -9,31 +9,45 @@
 //! work is continued in one file per concern, each an `impl super::Net`:
 //!
 //! - [`tx`]: `start_xmit`, copying frames into the rings, publishing and kicking, stopping and
-//!   waking the queue.
-//! - [`rx`]: the NAPI poll, taking frames off the rings, giving space back, receive events.
+//!   waking the queues.
+//! - [`rx`]: the NAPI polls, taking frames off the rings, giving space back, receive events.
 //! - [`links`]: the timer, housekeeping, the link handshake with each peer, resets, repairs,
 //!   kicks and liveness.
 //! - [`transparent`]: transparent mode: the peer table, the checks of what peers publish, and
 //!   the netfilter hook that diverts packets of the regular interface.
 //!
+//! # Channels
+//!
+//! A channel `c` (below the active count `n`, `queues=` or one per online CPU, changed by
+//! `ethtool -L`) is transmit queue `c`, receive queue `c`, NAPI context `c` and, in doorbell
+//! mode, interrupt vector `c % vectors`. A link's queue count `k` is the smaller of our `n` and
+//! the peer's (its `QUEUES` word) when the link comes up; ring `(i -> j, q)` carries channel
+//! `q < k`. Transmit queue `t` sends to a peer on ring `t % k` from partition `t % k` of our
+//! pool, under that channel's `tx` lock; NAPI context `c` receives from ring `c` of every
+//! peer whose link has more than `c` queues, under channel `c`'s `rx` lock.
+//!
 //! # Who touches what
 //!
-//! | state                       | lock          | used by                                     |
-//! |-----------------------------|---------------|---------------------------------------------|
-//! | our control block, links    | `ctl`         | timer (softirq), open/stop/change_mtu       |
-//! | producers (us -> j), MACs   | `tx`          | `start_xmit`, TX wake (NAPI, timer), links  |
-//! | consumers (j -> us)         | `rx`          | NAPI poll, link changes                     |
-//! | transparent-mode peer table | `transparent` | timer (links), netfilter hook, NAPI poll    |
-//! | counters, reset requests    | none          | atomics                                     |
+//! | state                          | lock          | used by                                  |
+//! |--------------------------------|---------------|------------------------------------------|
+//! | our control block, links       | `ctl`         | timer (softirq), open/stop/change_mtu    |
+//! | peers' MACs, MTUs, queue counts| `peers`       | `start_xmit`, offloads, links            |
+//! | channel c: partition c, rings c to peers, stopped queues | `tx` (of c) | `start_xmit`, TX wake (NAPI c, timer), links |
+//! | channel c: rings c from peers  | `rx` (of c)   | NAPI poll c, link changes                |
+//! | transparent-mode peer table    | `transparent` | timer (links), netfilter hook, NAPI poll |
+//! | counters, reset requests, acks | none          | atomics                                  |
 //!
-//! The locks nest only as `ctl` before `rx`, `tx` or `transparent`, `rx` before `tx` (a frame
-//! handed to the stack under `rx` may make it transmit, e.g. a TCP ACK) and `rx` before
-//! `transparent`; nothing takes `ctl` or `rx` while holding `tx` or `transparent`, the
-//! netfilter hook releases `transparent` before it takes `tx`, and the link code takes `tx`,
-//! `rx` and `transparent` one after the other, never nested. Lockdep checks this in
-//! `make test-reliability`. All four disable bottom halves, since process context shares them
-//! with softirqs. A ring half is reset only while its link is down in the `tx`/`rx` masks, so
-//! the data path never sees a half-reset ring.
+//! The locks nest only as `ctl` before `peers`, a `tx`, an `rx` or `transparent`, an `rx`
+//! before `peers` or a `tx` (a frame handed to the stack under `rx` may make it transmit, e.g.
+//! a TCP ACK) and an `rx` before `transparent`; nothing takes `ctl` or an `rx` while holding
+//! `peers`, a `tx` or `transparent`; transmit releases `peers` before it takes a `tx`, and
+//! never holds two channels' locks at once; the netfilter hook releases `transparent` before
+//! it takes `peers` or a `tx`; the link code takes `peers`, each channel's `tx` and `rx`, and
+//! `transparent` one after the other, never nested. (All channels' `tx` locks are one lockdep
+//! class, as are their `rx` locks: none is ever taken inside another of its class.) Lockdep
+//! checks this in `make test-reliability`. All of them disable bottom halves, since process
+//! context shares them with softirqs. A ring half is reset only while its link is down in its
+//! channel's `tx`/`rx` masks, so the data path never sees a half-reset ring.
 //!
 //! Everything a peer wrote is read once and checked by the ring and link code. When it cannot
 //! be right, the data path stops using that peer's rings at once, counts it, logs at most once
@@ -50,8 +64,8 @@ use crate::ext::{
     errno::eopnotsupp,
     io::IoMem,
     net::{
-        Device, Ethtool, NapiPoll, Operations, QueueStats, RingParam, RxQueueStats, SkBuff,
-        Stats64, TxQueueStats, Xmit,
+        Channels, Device, Ethtool, NapiPoll, Operations, QueueStats, RingParam, RxQueueStats,
+        SkBuff, Stats64, TxQueueStats, Xmit,
     },
     netfilter::{self, PostRoutingHook},
     pci,
@@ -60,7 +74,7 @@ use crate::ext::{
 };
 use crate::params::Params;
 use crate::protocol::frame;
-use crate::protocol::layout::{self, Attached, Claimed, Geometry, MAX_PEERS};
+use crate::protocol::layout::{self, Attached, Claimed, Geometry, MAX_PEERS, MAX_QUEUES};
 use crate::protocol::link::{feature, Accepted, Addrs, Link, LiveClock, Own, PeerState, Probe};
 use crate::protocol::ring::{Consumer, Pool, Producer};
 use crate::ratelimit::Ratelimit;
@@ -120,43 +134,28 @@ impl AsMut<[u32]> for Starts {
     }
 }
 
-/// Our producer of the ring to peer `j`, and what we know of `j` for transmitting.
+/// What we know of peer `j` for transmitting, whatever the channel: copied from its control
+/// block when its link came up.
+#[derive(Clone, Copy, Default)]
 struct TxPeer {
-    prod: Producer<Starts>,
-    /// The peer's MAC, MTU and feature bits, copied from its control block (used only in
-    /// comparisons).
+    /// The peer's MAC, MTU and feature bits (used only in comparisons).
     mac: [u8; 6],
     mtu: u32,
     features: u32,
+    /// The link's queue count: the smaller of ours and the peer's `QUEUES` when the link
+    /// came up ([`link::link_queues`]). Ring `c` of the link carries channel `c`, `c` below it.
+    queues: u32,
     /// The word in the peer's slot when its link last came up: its seat's token. A MAC
     /// claim belongs to the seat (see [`Net::claim_mac`]).
     seat: u32,
-    /// The peer's epoch we acknowledged: a ring error while the peer's epoch differs is the
-    /// peer restarting, not corruption.
-    ack: u32,
-    /// The peer's consumer index when it last moved, and when (on the [`LiveClock`]): its
-    /// liveness in doorbell mode, whether it holds the transmit queue in polling mode.
-    last_cons: u32,
-    cons_change_ms: u64,
-    /// Whether frames were in flight when we last looked: frames found in flight after a
-    /// look that found none were published since, and their wait starts now, however long
-    /// ago that look was (the timer may have slept).
-    was_waiting: bool,
 }
 
-/// Transmit state, under the `tx` lock.
-struct Tx {
-    /// Our transmit pool: every frame we send, to whichever peer, is written there (one
-    /// transmit queue, so one allocator over the whole pool).
-    pool: Pool,
-    /// Indexed by peer id; `None` for our own id.
-    peers: KVec<Option<TxPeer>>,
+/// The peers as transmit sees them, under the `peers` lock.
+struct Peers {
+    /// Indexed by peer id (our own entry unused).
+    peers: KVec<TxPeer>,
     /// Peers whose links carry traffic.
     up: u64,
-    /// Peers whose full ring stopped the queue (out of descriptor slots).
-    stopped_for: u64,
-    /// Peers with committed frames not yet published (batching with `xmit_more`).
-    unpublished: u64,
     /// Peers whose MAC we send unicast to: the first to claim it while no other peer held it
     /// (see [`Net::claim_mac`]); kept while the peer's link is down, for as long as its seat
     /// (slot word) holds the token it had when the link came up.
@@ -166,25 +165,67 @@ struct Tx {
     mac_refused: u64,
 }
 
-/// Our consumer of the ring from peer `j`.
+/// Our producer of ring `c` to peer `j`, with its liveness watch.
+struct TxRing {
+    prod: Producer<Starts>,
+    /// The peer's consumer index when it last moved, and when (on the [`LiveClock`]): its
+    /// liveness in doorbell mode, whether it holds a transmit queue in polling mode.
+    last_cons: u32,
+    cons_change_ms: u64,
+    /// Whether frames were in flight when we last looked: frames found in flight after a
+    /// look that found none were published since, and their wait starts now, however long
+    /// ago that look was (the timer may have slept).
+    was_waiting: bool,
+}
+
+/// Transmit state of channel `c`, under its `tx` lock.
+struct Tx {
+    /// Partition `c` of our transmit pool (the whole pool with one channel): every frame on
+    /// a ring `c`, to whichever peer, is written there.
+    pool: Pool,
+    /// Ring `c` to each peer, indexed by peer id; `None` for our own id.
+    rings: KVec<Option<TxRing>>,
+    /// Peers whose links carry traffic on this channel (up, and `c` below the link's queue
+    /// count).
+    up: u64,
+    /// Transmit queues (bit `t`) that stopped themselves because this channel's pool or one
+    /// of its rings was full; its reclaim wakes exactly those.
+    stopped: u32,
+    /// Peers whose full ring stopped a queue (out of descriptor slots).
+    stopped_for: u64,
+    /// Peers with committed frames not yet published (batching with `xmit_more`).
+    unpublished: u64,
+}
+
+/// Our consumer of ring `c` from peer `j`.
 struct RxPeer {
     cons: Consumer,
     /// The peer's feature bits when the link came up: offloads it may use.
     features: u32,
-    /// See [`TxPeer::ack`].
-    ack: u32,
 }
 
-/// Receive state, under the `rx` lock.
+/// Receive state of channel `c`, under its `rx` lock.
 struct Rx {
-    /// Indexed by peer id; `None` for our own id.
+    /// Ring `c` from each peer, indexed by peer id; `None` for our own id.
     peers: KVec<Option<RxPeer>>,
-    /// Peers whose links carry traffic.
+    /// Peers whose links carry traffic on this channel.
     up: u64,
     /// Where the next poll starts, so that one busy peer cannot starve the others.
     next: u32,
     /// Doorbell mode: we asked every peer not to kick us (someone is busy polling us).
     quiet: bool,
+}
+
+/// Channel `c`: transmit queues `t` with `t % k == c` for a link of `k` queues send on ring `c`
+/// of that link; NAPI context `c` receives from ring `c` of every link.
+#[pin_data]
+struct Chan {
+    #[pin]
+    tx: SpinLockBh<Tx>,
+    #[pin]
+    rx: SpinLockBh<Rx>,
+    /// `Tx::stopped`, readable without the lock (written under it): whether a wake-up is due.
+    stopped: AtomicU32,
 }
 
 /// Control state, under the `ctl` lock.
@@ -266,12 +307,29 @@ pub(crate) struct Net {
     /// is up and we publish it (0: off), and its ifindex; read by the hook and the NAPI poll.
     regular_mac: AtomicU64,
     regular_ifindex: AtomicI32,
+    /// The channels, `queues_max` of them; the first [`Net::queues`] are active.
+    chans: KVec<Pin<KBox<Chan>>>,
+    /// Active channels (`n`, `1..=queues_max`), as published in our control block.
+    queues: AtomicU32,
+    /// The most channels we may have: `queues=`'s cap (8, the layout's queues, the pool
+    /// partitions the pool allows).
+    queues_max: u32,
+    /// Doorbell mode: the interrupt vectors we listen on (published as `VECTORS`); vector `v`
+    /// serves the channels `c` with `c % vectors == v`.
+    vectors: u32,
+    /// The epoch of each peer we acknowledged: a ring error while the peer's epoch differs is
+    /// the peer restarting, not corruption.
+    acks: [AtomicU32; MAX_PEERS as usize],
+    /// Doorbell mode: the vectors each peer listens on (its `VECTORS` when its link came up).
+    peer_vectors: [AtomicU32; MAX_PEERS as usize],
+    /// Per transmit queue: the channels holding frames it committed without publishing them
+    /// (`xmit_more`), published at the end of its batch. Only the queue's own `start_xmit`
+    /// touches its entry (the stack serialises a queue's transmits).
+    pending: [AtomicU32; MAX_QUEUES as usize],
     #[pin]
     ctl: SpinLockBh<Ctl>,
     #[pin]
-    tx: SpinLockBh<Tx>,
-    #[pin]
-    rx: SpinLockBh<Rx>,
+    peers: SpinLockBh<Peers>,
     #[pin]
     transparent: SpinLockBh<transparent::Peers>,
 }
@@ -289,56 +347,26 @@ impl Net {
         own: Own,
         params: Params,
         pdev: ARef<pci::Device>,
+        counts: Queues,
     ) -> Result<impl PinInit<Self, Error>> {
         let me = own.id();
         let geometry = attached.geometry;
         let n = geometry.max_peers;
-        let mut tx_peers = KVec::with_capacity(n as usize, GFP_KERNEL)?;
-        let mut rx_peers = KVec::with_capacity(n as usize, GFP_KERNEL)?;
         let mut links = KVec::with_capacity(n as usize, GFP_KERNEL)?;
+        let mut tx_peers = KVec::with_capacity(n as usize, GFP_KERNEL)?;
         let mut transparent_peers = KVec::with_capacity(n as usize, GFP_KERNEL)?;
         let mut transparent_seats = KVec::with_capacity(n as usize, GFP_KERNEL)?;
-        for j in 0..n {
+        for _ in 0..n {
             links.push(Link::default(), GFP_KERNEL)?;
+            tx_peers.push(TxPeer::default(), GFP_KERNEL)?;
             transparent_peers.push(None, GFP_KERNEL)?;
             transparent_seats.push(0, GFP_KERNEL)?;
-            if j == me {
-                tx_peers.push(None, GFP_KERNEL)?;
-                rx_peers.push(None, GFP_KERNEL)?;
-                continue;
-            }
-            let starts = Starts(KVec::from_elem(
-                0,
-                geometry.ring_slots as usize,
-                GFP_KERNEL,
-            )?);
-            let prod = Producer::with_storage(&geometry, me, j, 0, starts).map_err(|_| EINVAL)?;
-            let cons = Consumer::new(&geometry, j, me, 0).map_err(|_| EINVAL)?;
-            tx_peers.push(
-                Some(TxPeer {
-                    prod,
-                    mac: [0; 6],
-                    mtu: 0,
-                    features: 0,
-                    seat: 0,
-                    ack: 0,
-                    last_cons: 0,
-                    cons_change_ms: 0,
-                    was_waiting: false,
-                }),
-                GFP_KERNEL,
-            )?;
-            rx_peers.push(
-                Some(RxPeer {
-                    cons,
-                    features: 0,
-                    ack: 0,
-                }),
-                GFP_KERNEL,
-            )?;
         }
-        let pool = Pool::new(&geometry, me).map_err(|_| EINVAL)?;
-        let stats = Stats::new(n, me)?;
+        let mut chans = KVec::with_capacity(counts.max as usize, GFP_KERNEL)?;
+        for c in 0..counts.max {
+            chans.push(Self::new_chan(&geometry, me, c, counts)?, GFP_KERNEL)?;
+        }
+        let stats = Stats::new(n, me, counts.max)?;
         // Departures before we came are none of our business.
         let departures = layout::departures(&shm).unwrap_or(0);
         let features = feature::CSUM
@@ -395,26 +423,21 @@ impl Net {
                 },
                 "ivshmem_net::ctl"
             ),
-            tx <- new_spinlock_bh!(
-                Tx {
-                    pool,
+            chans,
+            queues: AtomicU32::new(counts.active),
+            queues_max: counts.max,
+            vectors: counts.vectors,
+            acks: [const { AtomicU32::new(0) }; MAX_PEERS as usize],
+            peer_vectors: [const { AtomicU32::new(1) }; MAX_PEERS as usize],
+            pending: [const { AtomicU32::new(0) }; MAX_QUEUES as usize],
+            peers <- new_spinlock_bh!(
+                Peers {
                     peers: tx_peers,
                     up: 0,
-                    stopped_for: 0,
-                    unpublished: 0,
                     mac_owner: 0,
                     mac_refused: 0,
                 },
-                "ivshmem_net::tx"
-            ),
-            rx <- new_spinlock_bh!(
-                Rx {
-                    peers: rx_peers,
-                    up: 0,
-                    next: 0,
-                    quiet: false,
-                },
-                "ivshmem_net::rx"
+                "ivshmem_net::peers"
             ),
             transparent <- new_spinlock_bh!(
                 transparent::Peers {
@@ -451,6 +474,99 @@ impl Net {
         let me = self.me;
         (0..self.geometry.max_peers).filter(move |&j| j != me)
     }
+
+    /// The active channel count `n`.
+    pub(super) fn queues(&self) -> u32 {
+        self.queues.load(Ordering::Relaxed)
+    }
+
+    /// Channel `c` (`None` beyond `queues_max`).
+    fn chan(&self, c: u32) -> Option<&Chan> {
+        self.chans.get(c as usize).map(|c| &**c)
+    }
+
+    /// The active channels with their index.
+    fn active(&self) -> impl Iterator<Item = (u32, &Chan)> {
+        let n = self.queues() as usize;
+        self.chans
+            .iter()
+            .take(n)
+            .enumerate()
+            .map(|(c, ch)| (c as u32, &**ch))
+    }
+
+    /// Channel `c` of peer `me`, its pool partitioned for `queues.active` channels (channels
+    /// beyond them are idle until `ethtool -L` activates them: no link is up on them).
+    fn new_chan(g: &Geometry, me: u32, c: u32, queues: Queues) -> Result<Pin<KBox<Chan>>> {
+        let n = g.max_peers;
+        let mut rings = KVec::with_capacity(n as usize, GFP_KERNEL)?;
+        let mut rx_peers = KVec::with_capacity(n as usize, GFP_KERNEL)?;
+        for j in 0..n {
+            if j == me {
+                rings.push(None, GFP_KERNEL)?;
+                rx_peers.push(None, GFP_KERNEL)?;
+                continue;
+            }
+            let starts = Starts(KVec::from_elem(0, g.ring_slots as usize, GFP_KERNEL)?);
+            let prod = Producer::with_storage(g, me, j, c, starts).map_err(|_| EINVAL)?;
+            let cons = Consumer::new(g, j, me, c).map_err(|_| EINVAL)?;
+            rings.push(
+                Some(TxRing {
+                    prod,
+                    last_cons: 0,
+                    cons_change_ms: 0,
+                    was_waiting: false,
+                }),
+                GFP_KERNEL,
+            )?;
+            rx_peers.push(Some(RxPeer { cons, features: 0 }), GFP_KERNEL)?;
+        }
+        let pool = partition(g, me, c, queues.active)?;
+        KBox::pin_init(
+            pin_init!(Chan {
+                tx <- new_spinlock_bh!(
+                    Tx {
+                        pool,
+                        rings,
+                        up: 0,
+                        stopped: 0,
+                        stopped_for: 0,
+                        unpublished: 0,
+                    },
+                    "ivshmem_net::tx"
+                ),
+                rx <- new_spinlock_bh!(
+                    Rx {
+                        peers: rx_peers,
+                        up: 0,
+                        next: 0,
+                        quiet: false,
+                    },
+                    "ivshmem_net::rx"
+                ),
+                stopped: AtomicU32::new(0),
+            }),
+            GFP_KERNEL,
+        )
+    }
+}
+
+/// Partition `c` of peer `me`'s pool split for `n` channels; an idle channel (`c >= n`) gets
+/// the partition `c % n`, which it never writes (no link is up on it).
+fn partition(g: &Geometry, me: u32, c: u32, n: u32) -> Result<Pool> {
+    let n = n.max(1);
+    Pool::partition(g, me, c % n, n).map_err(|_| EINVAL)
+}
+
+/// How many channels a device has: active, most, and the doorbell vectors serving them.
+#[derive(Clone, Copy, Debug)]
+pub(crate) struct Queues {
+    /// Active at first (`queues=`, or one per online CPU), `1..=max`.
+    pub(crate) active: u32,
+    /// The most `ethtool -L` may ask for.
+    pub(crate) max: u32,
+    /// Doorbell mode: interrupt vectors we listen on (1 without MSI-X or interrupts).
+    pub(crate) vectors: u32,
 }
 
 #[pinned_drop]
@@ -528,8 +644,8 @@ impl Operations for Net {
         self.xmit(dev, skb)
     }
 
-    fn poll(&self, dev: &Device, _q: u32, napi: NapiPoll<'_>, budget: u32) -> u32 {
-        self.napi_poll(dev, napi, budget)
+    fn poll(&self, dev: &Device, q: u32, napi: NapiPoll<'_>, budget: u32) -> u32 {
+        self.napi_poll(dev, q, napi, budget)
     }
 
     fn timer(&self, dev: &Device) {
@@ -540,7 +656,7 @@ impl Operations for Net {
         self.offloads_to(dst)
     }
 
-    fn interrupt(&self, dev: &Device, _vector: u32) -> bool {
+    fn interrupt(&self, dev: &Device, vector: u32) -> bool {
         match self.irq {
             Irq::None | Irq::Polled => return false,
             // A shared line: ours only if the device says so (reading clears it).
@@ -553,7 +669,11 @@ impl Operations for Net {
         }
         self.stats.global.doorbells_received.inc();
         if self.running.load(Ordering::Relaxed) {
-            dev.napi_schedule(0);
+            // Vector `v` serves channels `v`, `v + vectors`, ...
+            let step = self.vectors.max(1) as usize;
+            for c in (vector..self.queues()).step_by(step) {
+                dev.napi_schedule(c);
+            }
         } else {
             // Interface down: no NAPI, but a peer may be asking whether we are alive (a
             // joining guest probing slots): one timer tick beats the heartbeat.
@@ -606,36 +726,52 @@ impl Operations for Net {
     }
 }
 
-/// Netdev netlink's per-queue statistics (`qstats-get`): the one queue pair counts everything,
-/// from the counters `stats` (`ip -s link`) and `ethtool -S` read, so the three agree.
+/// Netdev netlink's per-queue statistics (`qstats-get`): each active queue pair reports the
+/// packets and bytes of its channel, and its transmit queue's stops and wakes; the device's
+/// base is the rest (channels no longer active, and everything not counted per queue), so
+/// base plus queues equals what `stats` (`ip -s link`) and `ethtool -S` show, and stays
+/// monotonic whatever `ethtool -L` does.
 #[vtable]
 impl QueueStats for Net {
-    fn rx_queue_stats(&self, _idx: u32, s: &mut RxQueueStats) {
-        let g = &self.stats.global;
-        s.packets = Some(g.rx_packets.get());
-        s.bytes = Some(g.rx_bytes.get());
-        s.alloc_fail = Some(g.rx_drop_nomem.get());
-        s.hw_drops = Some(g.rx_drop_oversize.get() + g.rx_drop_error.get());
+    fn rx_queue_stats(&self, idx: u32, s: &mut RxQueueStats) {
+        let q = self.stats.queue(idx);
+        s.packets = Some(q.rx_packets.get());
+        s.bytes = Some(q.rx_bytes.get());
     }
 
-    fn tx_queue_stats(&self, _idx: u32, s: &mut TxQueueStats) {
-        let g = &self.stats.global;
-        s.packets = Some(g.tx_packets.get());
-        s.bytes = Some(g.tx_bytes.get());
-        s.hw_drops =
-            Some(g.tx_drop_no_peer.get() + g.tx_drop_too_big.get() + g.tx_drop_error.get());
-        s.hw_drop_errors = Some(g.tx_drop_error.get());
-        s.stop = Some(g.tx_queue_stops.get());
-        s.wake = Some(g.tx_queue_wakes.get());
+    fn tx_queue_stats(&self, idx: u32, s: &mut TxQueueStats) {
+        let q = self.stats.queue(idx);
+        s.packets = Some(q.tx_packets.get());
+        s.bytes = Some(q.tx_bytes.get());
+        s.stop = Some(q.tx_stops.get());
+        s.wake = Some(q.tx_wakes.get());
     }
 
     fn base_stats(&self, rx: &mut RxQueueStats, tx: &mut TxQueueStats) {
-        // Queue pair 0 is always there and counts everything: nothing besides it, but every
-        // field it reports is complete for the device.
-        let zero = Some(0);
-        (rx.packets, rx.bytes, rx.alloc_fail, rx.hw_drops) = (zero, zero, zero, zero);
-        (tx.packets, tx.bytes, tx.hw_drops, tx.hw_drop_errors) = (zero, zero, zero, zero);
-        (tx.stop, tx.wake) = (zero, zero);
+        let g = &self.stats.global;
+        // The active queues' counts are read before the totals: the base can only come out
+        // larger (counts landing in between), never below zero.
+        let (mut rp, mut rb, mut tp, mut tb, mut ts, mut tw) = (0u64, 0u64, 0u64, 0u64, 0u64, 0u64);
+        for c in 0..self.queues() {
+            let q = self.stats.queue(c);
+            rp += q.rx_packets.get();
+            rb += q.rx_bytes.get();
+            tp += q.tx_packets.get();
+            tb += q.tx_bytes.get();
+            ts += q.tx_stops.get();
+            tw += q.tx_wakes.get();
+        }
+        rx.packets = Some(g.rx_packets.get().saturating_sub(rp));
+        rx.bytes = Some(g.rx_bytes.get().saturating_sub(rb));
+        rx.alloc_fail = Some(g.rx_drop_nomem.get());
+        rx.hw_drops = Some(g.rx_drop_oversize.get() + g.rx_drop_error.get());
+        tx.packets = Some(g.tx_packets.get().saturating_sub(tp));
+        tx.bytes = Some(g.tx_bytes.get().saturating_sub(tb));
+        tx.hw_drops =
+            Some(g.tx_drop_no_peer.get() + g.tx_drop_too_big.get() + g.tx_drop_error.get());
+        tx.hw_drop_errors = Some(g.tx_drop_error.get());
+        tx.stop = Some(g.tx_queue_stops.get().saturating_sub(ts));
+        tx.wake = Some(g.tx_queue_wakes.get().saturating_sub(tw));
     }
 }
 
@@ -664,6 +800,13 @@ impl Ethtool for Net {
             rx: slots,
             tx_max: slots,
             tx: slots,
+        }
+    }
+
+    fn channels(&self, dev: &Device) -> Channels {
+        Channels {
+            max: self.queues_max,
+            count: dev.queues(),
         }
     }
 

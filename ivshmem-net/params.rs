@@ -3,7 +3,7 @@
 //! The module parameters (declared in `rust/params.c`), checked once at load time.
 
 use crate::ext::params as raw;
-use crate::protocol::layout::{MAX_PEERS, MIN_PEERS};
+use crate::protocol::layout::{MAX_PEERS, MAX_QUEUES, MIN_PEERS};
 use kernel::{prelude::*, str::CStr};
 
 /// Longest timer interval: the heartbeat must advance at least every 100 ms.
@@ -25,6 +25,9 @@ pub(crate) struct Params {
     /// `poll_us=`: while traffic flows, how soon (µs) to poll again after a poll that found
     /// frames or a send; 0: only the timer polls.
     pub(crate) poll_us: u32,
+    /// `queues=`: channels wanted, `None` for one per online CPU (either way capped at probe
+    /// by what the region allows).
+    pub(crate) queues: Option<u32>,
     /// `transparent=`: the regular interface of transparent mode, `None` when off.
     pub(crate) transparent: Option<&'static CStr>,
 }
@@ -77,6 +80,18 @@ impl Params {
             pr_err!("poll_us={} is out of range 0..={}\n", poll_us, MAX_POLL_US);
             return Err(EINVAL);
         }
+        let queues = match raw::queues() {
+            0 => None,
+            q if q <= MAX_QUEUES => Some(q),
+            q => {
+                pr_err!(
+                    "queues={} is out of range 0..={} (0: one per online CPU)\n",
+                    q,
+                    MAX_QUEUES
+                );
+                return Err(EINVAL);
+            }
+        };
         let name = raw::transparent();
         let transparent = match name.len() {
             0 => None,
@@ -104,6 +119,7 @@ impl Params {
             poll_ms,
             poll_idle_ms,
             poll_us,
+            queues,
             transparent,
         })
     }

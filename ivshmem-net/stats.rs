@@ -1,7 +1,7 @@
 // SPDX-License-Identifier: GPL-2.0
 
-//! Counters: monotonic, never cleared, updated without locks. One table per kind drives both
-//! the `ethtool -S` names and values, so they cannot drift apart.
+//! Counters: monotonic, never cleared, updated without locks. One table per kind (device,
+//! peer, channel) drives both the `ethtool -S` names and values, so they cannot drift apart.
 
 use core::fmt::Write;
 use core::sync::atomic::{AtomicU64, Ordering};
@@ -139,7 +139,39 @@ pub(crate) struct Peer {
     pub(crate) heartbeat_losses: Counter,
 }
 
+/// Counters of one channel (queue pair): its transmit queue's frames and stops, its receive
+/// queue's frames and drops.
+#[derive(Default)]
+pub(crate) struct Queue {
+    /// Frames (and bytes) the stack handed to transmit queue `c` that went into a ring.
+    pub(crate) tx_packets: Counter,
+    pub(crate) tx_bytes: Counter,
+    /// Times transmit queue `c` stopped itself because a channel's pool or ring was full, and
+    /// was woken again (also counted in the global `tx_queue_stops`/`tx_queue_wakes`).
+    pub(crate) tx_stops: Counter,
+    pub(crate) tx_wakes: Counter,
+    /// Frames (and bytes) NAPI context `c` took off the rings `c` and handed on.
+    pub(crate) rx_packets: Counter,
+    pub(crate) rx_bytes: Counter,
+    /// Frames NAPI context `c` dropped (no buffer, oversize, copy failed: also in the global
+    /// `rx_drop_*`).
+    pub(crate) rx_drops: Counter,
+}
+
 type Field<S> = (&'static str, fn(&S) -> &Counter);
+
+/// `ethtool -S` names (`tx_queue<c>_packets`: the part before the channel number, the part
+/// after) and values of each channel's counters, shown for every channel the device may
+/// have (`ethtool -l`'s maximum), active or not.
+const QUEUE: &[(&str, &str, fn(&Queue) -> &Counter)] = &[
+    ("tx_queue", "_packets", |s| &s.tx_packets),
+    ("tx_queue", "_bytes", |s| &s.tx_bytes),
+    ("tx_queue", "_stops", |s| &s.tx_stops),
+    ("tx_queue", "_wakes", |s| &s.tx_wakes),
+    ("rx_queue", "_packets", |s| &s.rx_packets),
+    ("rx_queue", "_bytes", |s| &s.rx_bytes),
+    ("rx_queue", "_drops", |s| &s.rx_drops),
+];
 
 /// `ethtool -S` names and values of the device-wide counters, in order.
 const GLOBAL: &[Field<Global>] = &[
@@ -198,22 +230,37 @@ pub(crate) struct Stats {
     /// Indexed by peer id; our own id's entry exists but is never reported.
     peers: KVec<Peer>,
     spare: Peer,
+    /// Indexed by channel.
+    queues: KVec<Queue>,
+    spare_queue: Queue,
     me: u32,
 }
 
 impl Stats {
     /// Counters for a device that is peer `me` of `max_peers`.
-    pub(crate) fn new(max_peers: u32, me: u32) -> Result<Self> {
+    pub(crate) fn new(max_peers: u32, me: u32, queues: u32) -> Result<Self> {
         let mut peers = KVec::with_capacity(max_peers as usize, GFP_KERNEL)?;
         for _ in 0..max_peers {
             peers.push(Peer::default(), GFP_KERNEL)?;
+        }
+        let mut qs = KVec::with_capacity(queues as usize, GFP_KERNEL)?;
+        for _ in 0..queues {
+            qs.push(Queue::default(), GFP_KERNEL)?;
         }
         Ok(Stats {
             global: Global::default(),
             peers,
             spare: Peer::default(),
+            queues: qs,
+            spare_queue: Queue::default(),
             me,
         })
+    }
+
+    /// The counters of channel `c` (beyond the device's channels, a spare set that is never
+    /// reported).
+    pub(crate) fn queue(&self, c: u32) -> &Queue {
+        self.queues.get(c as usize).unwrap_or(&self.spare_queue)
     }
 
     /// The counters of the link with peer `j` (our own id and unknown ids get a spare set
@@ -237,7 +284,7 @@ impl Stats {
 
     /// Number of `ethtool -S` counters.
     pub(crate) fn count(&self) -> usize {
-        GLOBAL.len() + (self.peers.len() - 1) * PEER.len()
+        GLOBAL.len() + (self.peers.len() - 1) * PEER.len() + self.queues.len() * QUEUE.len()
     }
 
     /// Writes the name of counter `i` into `out` (truncated; the caller NUL-pads).
@@ -248,8 +295,16 @@ impl Stats {
             return;
         }
         let k = i - GLOBAL.len();
-        if let Some((j, _)) = self.reported().nth(k / PEER.len()) {
-            let _ = write!(w, "peer{}_{}", j, PEER[k % PEER.len()].0);
+        let peers = (self.peers.len() - 1) * PEER.len();
+        if k < peers {
+            if let Some((j, _)) = self.reported().nth(k / PEER.len()) {
+                let _ = write!(w, "peer{}_{}", j, PEER[k % PEER.len()].0);
+            }
+            return;
+        }
+        let k = k - peers;
+        if let Some((pre, post, _)) = QUEUE.get(k % QUEUE.len()) {
+            let _ = write!(w, "{}{}{}", pre, k / QUEUE.len(), post);
         }
     }
 
@@ -259,7 +314,14 @@ impl Stats {
         let peers = self
             .reported()
             .flat_map(|(_, p)| PEER.iter().map(move |(_, f)| f(p).get()));
-        for (slot, v) in out.iter_mut().zip(Iterator::chain(global, peers)) {
+        let queues = self
+            .queues
+            .iter()
+            .flat_map(|q| QUEUE.iter().map(move |(_, _, f)| f(q).get()));
+        for (slot, v) in out
+            .iter_mut()
+            .zip(Iterator::chain(Iterator::chain(global, peers), queues))
+        {
             *slot = v;
         }
     }

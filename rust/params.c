@@ -4,6 +4,7 @@
  * and read through the getters below; the driver validates every value (ivshmem-net/params.rs)
  * and refuses to load with a clear message when one is out of range.
  */
+#include <linux/cpumask.h>
 #include <linux/moduleparam.h>
 
 #include "params.h"
@@ -33,6 +34,12 @@ module_param(poll_us, uint, 0444);
 MODULE_PARM_DESC(poll_us, "Polling mode: while traffic flows, poll again this many microseconds "
 			  "after a poll that found frames or a send, 0..1000 (default 20); 0: only the "
 			  "poll_ms timer polls");
+
+static unsigned int queues;
+module_param(queues, uint, 0444);
+MODULE_PARM_DESC(queues, "Channels (transmit and receive queue pairs, NAPI contexts, doorbell "
+			 "vectors), 0..8: 0 (default) one per online CPU; capped at what the "
+			 "region's layout and pool partitions allow; ethtool -L changes it");
 
 static char *transparent = "";
 module_param(transparent, charp, 0444);
@@ -68,4 +75,14 @@ unsigned int ivnet_param_poll_idle_ms(void)
 unsigned int ivnet_param_poll_us(void)
 {
 	return poll_us;
+}
+
+unsigned int ivnet_param_queues(void)
+{
+	return queues;
+}
+
+unsigned int ivnet_online_cpus(void)
+{
+	return num_online_cpus();
 }

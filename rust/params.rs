@@ -35,6 +35,18 @@ pub fn poll_idle_ms() -> u32 {
     unsafe { bindings::ivnet_param_poll_idle_ms() }
 }
 
+/// `queues=` (0: automatic).
+pub fn queues() -> u32 {
+    // SAFETY: as in `id`.
+    unsafe { bindings::ivnet_param_queues() }
+}
+
+/// The number of online CPUs now (the default of `queues=`).
+pub fn online_cpus() -> u32 {
+    // SAFETY: reads the online CPU mask's weight; any context.
+    unsafe { bindings::ivnet_online_cpus() }
+}
+
 /// `transparent=`: the interface name (empty: off).
 pub fn transparent() -> &'static CStr {
     // SAFETY: a static string (or the empty literal) written only by the module loader,

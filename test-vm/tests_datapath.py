@@ -56,6 +56,9 @@ GLOBAL_STATS = ["tx_packets", "tx_bytes", "rx_packets", "rx_bytes", "tx_ring_ful
 PEER_STATS = ["tx_packets", "tx_bytes", "rx_packets", "rx_bytes", "tx_ring_full",
               "rx_drop_oversize", "bad_desc", "resets", "heartbeat_losses"]
 
+TX_QUEUE_STATS = ["packets", "bytes", "stops", "wakes"]
+RX_QUEUE_STATS = ["packets", "bytes", "drops"]
+
 ETH_HDR = 14
 IPV4_HDR = 20
 UDP_HDR = 8
@@ -577,6 +580,7 @@ def test_pair_ping_ipv4_ipv6_and_ethtool():
     with pair() as (a, b):
         hdr = a.g.cluster.region_header()
         ring_slots = struct.unpack_from("<I", hdr, 0x1c)[0]
+        layout_queues = struct.unpack_from("<I", hdr, 0x44)[0]
         for n, o in ((a, b), (b, a)):
             info = n.link_info()
             first = int(n.mac.split(":")[0], 16)
@@ -638,16 +642,22 @@ done
             check(ring_slots and ring_slots & (ring_slots - 1) == 0,
                   "ring slots %d not a power of two" % ring_slots)
             # One queue pair; the ring size cannot change at runtime, and says why.
+            # Channels: one per online CPU by default (these guests have one), at most what
+            # the layout has queues for (header word 0x44) and 8.
+            cpus = int(n.run("grep -c ^processor /proc/cpuinfo", timeout=30, check=True).out)
             r = n.run("%s -l %s" % (ETHTOOL, IFACE), timeout=30, check=True)
-            check(re.findall(r"^Combined:\s+(\d+)$", r.out, re.M) == ["1", "1"],
-                  "%s: ethtool -l should show 1 combined channel (max and current):\n%s"
-                  % (n.name, r.out))
+            combined = [int(v) for v in re.findall(r"^Combined:\s+(\d+)$", r.out, re.M)]
+            check(len(combined) == 2 and combined[1] == min(cpus, combined[0])
+                  and 1 <= combined[0] <= min(8, layout_queues),
+                  "%s: ethtool -l should show up to %d combined channels, %d of them active:\n%s"
+                  % (n.name, min(8, layout_queues), cpus, r.out))
+            max_combined = combined[0] if combined else 0
             # The same through the ioctl, whose reply also carries the `cmd` the core set
             # (ETHTOOL_GCHANNELS, 0x3c) and the driver must leave alone; the tool poisons
             # every field first, so each one printed is what the kernel wrote.
             r = n.run("ivnet-gchannels %s" % IFACE, timeout=30, check=True)
-            want = ("cmd=0x3c max_rx=0 max_tx=0 max_other=0 max_combined=1 rx=0 tx=0 other=0 "
-                    "combined=1")
+            want = ("cmd=0x3c max_rx=0 max_tx=0 max_other=0 max_combined=%d rx=0 tx=0 other=0 "
+                    "combined=%d" % (max_combined, min(cpus, max_combined)))
             check(r.out.strip() == want,
                   "%s: ETHTOOL_GCHANNELS ioctl: expected %r, got %r" % (n.name, want, r.out))
             r = n.run("%s -G %s rx %d tx %d" % (ETHTOOL, IFACE, ring_slots // 2, ring_slots // 2),
@@ -663,12 +673,16 @@ done
             names = [k for k, _ in rows]
             peer_names = ["peer%d_%s" % (j, s) for j in range(MAX_PEERS) if j != n.id
                           for s in PEER_STATS]
+            # Then each channel's, for every channel the device may have (ethtool -l's max).
+            peer_names += ["%s_queue%d_%s" % (d, c, s) for c in range(max_combined)
+                           for d, stats in (("tx", TX_QUEUE_STATS), ("rx", RX_QUEUE_STATS))
+                           for s in stats]
             check(names[:len(GLOBAL_STATS)] == GLOBAL_STATS,
                   "%s: ethtool -S should start with the global counters %s, got %s"
                   % (n.name, GLOBAL_STATS, names[:len(GLOBAL_STATS)]))
             rest = names[len(GLOBAL_STATS):]
             check(sorted(rest) == sorted(peer_names) and len(rest) == len(set(rest)),
-                  "%s (peer id %d): per-peer counters wrong: missing %s, unexpected %s" % (
+                  "%s (peer id %d): per-peer and per-queue counters wrong: missing %s, unexpected %s" % (
                       n.name, n.id, sorted(set(peer_names) - set(rest)),
                       sorted(set(rest) - set(peer_names))))
             s = dict(rows)

@@ -1,7 +1,7 @@
 // SPDX-License-Identifier: GPL-2.0
 
-//! Links with the peers, under the `ctl` lock (taking `tx`, `rx` and `transparent` one at a
-//! time, never nested): the timer's housekeeping beats our heartbeat, repairs what someone
+//! Links with the peers, under the `ctl` lock (taking `peers`, each channel's `tx` and `rx`,
+//! and `transparent` one at a time, never nested): the timer's housekeeping beats our heartbeat, repairs what someone
 //! overwrote, runs the handshake of [`crate::protocol::link`] with every peer, restarts links
 //! the data path gave up on, judges liveness, kicks peers that owe us an answer and sets the
 //! carrier.
@@ -45,7 +45,7 @@ impl super::Net {
         let later = self.housekeeping(dev, now);
         let running = self.running.load(Ordering::Relaxed);
         let next = if !self.interrupts() {
-            let busy = self.busy.swap(false, Ordering::Relaxed) || dev.queue_stopped(0);
+            let busy = self.busy.swap(false, Ordering::Relaxed) || self.any_stopped();
             let mut ctl = self.ctl.lock();
             ctl.interval_ms = if busy {
                 self.params.poll_ms
@@ -63,8 +63,10 @@ impl super::Net {
             later
         };
         if running {
-            self.tx_wake(dev);
-            dev.napi_schedule(0);
+            self.tx_wake_all(dev);
+            for c in 0..self.queues() {
+                dev.napi_schedule(c);
+            }
         }
         match next {
             // Doorbell mode: someone may have armed the timer while this ran (a `flush`
@@ -80,6 +82,28 @@ impl super::Net {
     /// IVPositions differ: QEMU's ivshmem cannot take an id back after a disconnect, so the
     /// server never reuses one while slot ids are reused.
     pub(super) fn kick(&self, j: u32) {
+        self.kick_vector(j, 0);
+    }
+
+    /// Doorbell mode: kicks `j` about the rings of channel `c`, on the vector of its that
+    /// serves them ([`link::kick_vector`]).
+    pub(super) fn kick_chan(&self, j: u32, c: u32) {
+        let vectors = self
+            .peer_vectors
+            .get(j as usize)
+            .map_or(1, |v| v.load(Ordering::Relaxed));
+        self.kick_vector(j, link::kick_vector(c, vectors));
+    }
+
+    /// The epoch of `j` we acknowledged (see [`super::Net::acks`]).
+    pub(super) fn acked(&self, j: u32) -> u32 {
+        self.acks
+            .get(j as usize)
+            .map_or(0, |a| a.load(Ordering::Relaxed))
+    }
+
+    /// Doorbell mode: interrupts vector `vector` of peer `j`.
+    fn kick_vector(&self, j: u32, vector: u32) {
         if self.irq == Irq::None {
             return;
         }
@@ -96,7 +120,11 @@ impl super::Net {
                 id => id,
             },
         };
-        if self.regs.write32(regs::DOORBELL, id << 16).is_ok() {
+        if self
+            .regs
+            .write32(regs::DOORBELL, id << 16 | (vector & 0xffff))
+            .is_ok()
+        {
             self.stats.global.doorbells_sent.inc();
         }
     }
@@ -192,7 +220,7 @@ impl super::Net {
             dev.carrier_off();
         }
         let stale = core::mem::take(&mut ctl.neigh_stale);
-        let next = if watch || dev.queue_stopped(0) {
+        let next = if watch || self.any_stopped() {
             Some(WATCH_MS)
         } else if audit || !any_up {
             Some(AUDIT_MS)
@@ -324,42 +352,50 @@ impl super::Net {
             Action::Stay => {
                 if link.up {
                     // The peer may change its MTU while up.
-                    if let Some(Some(p)) = self.tx.lock().peers.get_mut(j as usize) {
+                    if let Some(p) = self.peers.lock().peers.get_mut(j as usize) {
                         p.mtu = view.mtu;
                     }
                 }
             }
             Action::Resync(epoch) => {
                 self.reset_halves(j);
-                if let Some(Some(p)) = self.tx.lock().peers.get_mut(j as usize) {
-                    p.ack = epoch;
-                }
-                if let Some(Some(p)) = self.rx.lock().peers.get_mut(j as usize) {
-                    p.ack = epoch;
+                if let Some(a) = self.acks.get(j as usize) {
+                    a.store(epoch, Ordering::Relaxed);
                 }
                 let _ = ctl.own.ack(&self.shm, j, epoch);
                 self.kick(j);
             }
             Action::Up => {
                 link.up = true;
-                let mut tx = self.tx.lock();
-                if let Some(Some(p)) = tx.peers.get_mut(j as usize) {
+                // The queue count of the link, fixed while it is up: the peer's `QUEUES`
+                // from the same view that brought it up.
+                let k = link::link_queues(self.queues(), view.queues);
+                if let Some(v) = self.peer_vectors.get(j as usize) {
+                    v.store(view.vectors, Ordering::Relaxed);
+                }
+                // The channels first: transmit finds the peer in `peers` only once its rings
+                // take frames.
+                for (_, ch) in self.active().take(k as usize) {
+                    ch.tx.lock().up |= bit(j);
+                    let mut rx = ch.rx.lock();
+                    if let Some(Some(p)) = rx.peers.get_mut(j as usize) {
+                        p.features = view.features;
+                    }
+                    rx.up |= bit(j);
+                }
+                let mut peers = self.peers.lock();
+                if let Some(p) = peers.peers.get_mut(j as usize) {
                     if p.mac != view.mac && p.mac != [0; 6] {
                         ctl.neigh_stale = true;
                     }
                     p.mac = view.mac;
                     p.mtu = view.mtu;
                     p.features = view.features;
+                    p.queues = k;
                 }
-                self.claim_mac(dev, &mut tx, j, view.mac, dev.mac());
-                tx.up |= bit(j);
-                drop(tx);
-                let mut rx = self.rx.lock();
-                if let Some(Some(p)) = rx.peers.get_mut(j as usize) {
-                    p.features = view.features;
-                }
-                rx.up |= bit(j);
-                drop(rx);
+                self.claim_mac(dev, &mut peers, j, view.mac, dev.mac());
+                peers.up |= bit(j);
+                drop(peers);
                 self.log_link(dev, j, Some(view.mac), "");
             }
             Action::Down(reason) => {
@@ -452,50 +488,62 @@ impl super::Net {
     /// oldest frames we sent it have waited while it consumed none, or `None` when nothing is
     /// in flight.
     fn waiting_ms(&self, j: u32, now: u64) -> Option<u64> {
-        let mut tx = self.tx.lock();
-        let Some(Some(p)) = tx.peers.get_mut(j as usize) else {
-            return None;
-        };
-        let n = p.prod.in_flight(&self.shm).unwrap_or(0);
-        let cons = p.prod.published().wrapping_sub(n);
-        if n == 0 || cons != p.last_cons || !p.was_waiting {
-            p.cons_change_ms = now;
+        // The longest wait over the link's rings.
+        let mut longest = None;
+        for ch in self.chans.iter() {
+            let mut tx = ch.tx.lock();
+            let Some(Some(p)) = tx.rings.get_mut(j as usize) else {
+                continue;
+            };
+            let n = p.prod.in_flight(&self.shm).unwrap_or(0);
+            let cons = p.prod.published().wrapping_sub(n);
+            if n == 0 || cons != p.last_cons || !p.was_waiting {
+                p.cons_change_ms = now;
+            }
+            p.last_cons = cons;
+            p.was_waiting = n > 0;
+            if n > 0 {
+                longest = longest.max(Some(now.saturating_sub(p.cons_change_ms)));
+            }
         }
-        p.last_cons = cons;
-        p.was_waiting = n > 0;
-        (n > 0).then(|| now.saturating_sub(p.cons_change_ms))
+        longest
     }
 
     /// The indices peer `j` writes as it moves data with us, read raw (only compared: a sign
     /// of life when they change): its consumer index on our ring, its producer index on its.
     fn ring_indices(&self, j: u32) -> [u32; 2] {
-        let cons = match self.tx.lock().peers.get(j as usize) {
-            Some(Some(p)) => p.prod.cons_idx_raw(&self.shm).unwrap_or(0),
-            _ => 0,
-        };
-        let prod = match self.rx.lock().peers.get(j as usize) {
-            Some(Some(p)) => p.cons.prod_idx_raw(&self.shm).unwrap_or(0),
-            _ => 0,
-        };
+        // Summed over the link's rings: the indices only move forward, so the sums change
+        // whenever one of them does.
+        let (mut cons, mut prod) = (0u32, 0u32);
+        for ch in self.chans.iter() {
+            if let Some(Some(p)) = ch.tx.lock().rings.get(j as usize) {
+                cons = cons.wrapping_add(p.prod.cons_idx_raw(&self.shm).unwrap_or(0));
+            }
+            if let Some(Some(p)) = ch.rx.lock().peers.get(j as usize) {
+                prod = prod.wrapping_add(p.cons.prod_idx_raw(&self.shm).unwrap_or(0));
+            }
+        }
         [cons, prod]
     }
 
     /// Resets our halves of the rings with `j` (producer to it, consumer from it). The link
     /// must be down in both masks.
     pub(super) fn reset_halves(&self, j: u32) {
-        let mut tx = self.tx.lock();
-        tx.up &= !bit(j);
-        tx.stopped_for &= !bit(j);
-        if let Some(Some(p)) = tx.peers.get_mut(j as usize) {
-            let _ = p.prod.reset(&self.shm);
+        self.peers.lock().up &= !bit(j);
+        for ch in self.chans.iter() {
+            let mut tx = ch.tx.lock();
+            tx.up &= !bit(j);
+            tx.stopped_for &= !bit(j);
+            if let Some(Some(p)) = tx.rings.get_mut(j as usize) {
+                let _ = p.prod.reset(&self.shm);
+            }
+            drop(tx);
+            let mut rx = ch.rx.lock();
+            rx.up &= !bit(j);
+            if let Some(Some(p)) = rx.peers.get_mut(j as usize) {
+                let _ = p.cons.reset(&self.shm);
+            }
         }
-        drop(tx);
-        let mut rx = self.rx.lock();
-        rx.up &= !bit(j);
-        if let Some(Some(p)) = rx.peers.get_mut(j as usize) {
-            let _ = p.cons.reset(&self.shm);
-        }
-        drop(rx);
         self.withdraw(j);
     }
 
@@ -503,14 +551,17 @@ impl super::Net {
     /// dropped: it shares our pool with every other peer's frames, and a peer that went away
     /// must not hold it (the ring is reset before the link comes up again).
     pub(super) fn link_down(&self, j: u32) {
-        let mut tx = self.tx.lock();
-        tx.up &= !bit(j);
-        tx.stopped_for &= !bit(j);
-        if let Some(Some(p)) = tx.peers.get_mut(j as usize) {
-            p.prod.abandon();
+        self.peers.lock().up &= !bit(j);
+        for ch in self.chans.iter() {
+            let mut tx = ch.tx.lock();
+            tx.up &= !bit(j);
+            tx.stopped_for &= !bit(j);
+            if let Some(Some(p)) = tx.rings.get_mut(j as usize) {
+                p.prod.abandon();
+            }
+            drop(tx);
+            ch.rx.lock().up &= !bit(j);
         }
-        drop(tx);
-        self.rx.lock().up &= !bit(j);
         self.withdraw(j);
     }
 

@@ -1,12 +1,13 @@
 // SPDX-License-Identifier: GPL-2.0
 
-//! Receive, under the `rx` lock, in the NAPI poll: frames are taken off every peer's ring into
+//! Receive, in NAPI context `c` under channel `c`'s `rx` lock: frames are taken off ring `c` of
+//! every peer whose link has more than `c` queues into
 //! socket buffers (a linear head and page fragments), checked against what the peer announced,
 //! handed to GRO (or, in transparent mode, to the regular interface), and their space given
 //! back to the peer every few frames. In doorbell mode the poll asks the peers for a kick on
 //! their next frame before NAPI sleeps, or not to kick while a socket busy-polls us.
 
-use super::{bit, transparent::Target, Rx, WATCH_MS};
+use super::{bit, transparent::Target, Chan, Rx, WATCH_MS};
 use crate::ext::{
     net::{Device, Napi, NapiPoll, Offload},
     time,
@@ -29,13 +30,19 @@ const RX_HEAD: u32 = 256;
 const LINGER_US: u32 = 2000;
 
 impl super::Net {
-    /// The NAPI poll: in doorbell mode, a look at the links first (kicks announce link
-    /// changes too); then up to `budget` frames from the peers whose links are up, starting
+    /// The poll of NAPI context `c`: in doorbell mode, NAPI 0 looks at the links first
+    /// (kicks announce link changes too, on vector 0); then up to `budget` frames from ring
+    /// `c` of the peers whose links are up on channel `c`, starting
     /// where the last poll stopped; then, if the rings ran dry, NAPI completes and the peers
     /// are asked to kick us on their next frame.
-    pub(super) fn napi_poll(&self, dev: &Device, napi: NapiPoll<'_>, budget: u32) -> u32 {
+    pub(super) fn napi_poll(&self, dev: &Device, c: u32, napi: NapiPoll<'_>, budget: u32) -> u32 {
         self.stats.global.rx_polls.inc();
-        if self.interrupts() {
+        let Some(ch) = self.chan(c) else {
+            // Never scheduled: NAPI contexts beyond our channels are not polled.
+            let _ = napi.complete_done(0);
+            return 0;
+        };
+        if self.interrupts() && c == 0 {
             // Kicks also announce link changes: look at the links, at most once a ms.
             let now = time::now_ms();
             if self.last_manage_ms.swap(now, Ordering::Relaxed) != now {
@@ -57,14 +64,14 @@ impl super::Net {
         }
         let n = self.geometry.max_peers;
         let mut done = 0;
-        let mut rx = self.rx.lock();
+        let mut rx = ch.rx.lock();
         let start = rx.next % n;
         for k in 0..n {
             let j = (start + k) % n;
             if rx.up & bit(j) == 0 {
                 continue;
             }
-            done += self.receive(dev, &napi, &mut rx, j, budget - done);
+            done += self.receive(dev, &napi, &mut rx, c, j, budget - done);
             if done >= budget {
                 rx.next = (j + 1) % n;
                 break;
@@ -77,17 +84,17 @@ impl super::Net {
         if !self.interrupts() {
             self.keep_polling(dev, done > 0);
         }
-        self.tx_wake(dev);
+        self.tx_wake(dev, c);
         if done < budget {
             let completed = napi.complete_done(done);
             if self.interrupts() {
                 if !completed {
                     // Busy polling (or work noted meanwhile): we will be polled again, so a
                     // kick would only cost both sides an interrupt.
-                    self.quiet_rx_events();
-                } else if self.arm_rx_events() {
+                    self.quiet_rx_events(ch);
+                } else if self.arm_rx_events(ch) {
                     // A frame slipped in before the peer could see our event: poll again.
-                    dev.napi_schedule(0);
+                    dev.napi_schedule(c);
                 }
             }
         }
@@ -118,12 +125,14 @@ impl super::Net {
         }
     }
 
-    /// Receives up to `budget` frames from peer `j`; returns how many it took off the ring.
-    fn receive(&self, dev: &Device, napi: &Napi, rx: &mut Rx, j: u32, budget: u32) -> u32 {
+    /// Receives up to `budget` frames from ring `c` of peer `j`; returns how many it took off
+    /// the ring.
+    fn receive(&self, dev: &Device, napi: &Napi, rx: &mut Rx, c: u32, j: u32, budget: u32) -> u32 {
         let Some(Some(p)) = rx.peers.get_mut(j as usize) else {
             return 0;
         };
         let (global, peer) = (&self.stats.global, self.stats.peer(j));
+        let queue = self.stats.queue(c);
         // Our MTU (not the peer's) and the largest frame we advertise bound what we take.
         let (mtu, max_frame) = (dev.mtu(), self.max_frame());
         let mut done = 0;
@@ -166,6 +175,7 @@ impl super::Net {
                 // fine.
                 global.rx_drop_oversize.inc();
                 peer.rx_drop_oversize.inc();
+                queue.rx_drops.inc();
                 None
             } else {
                 match napi.alloc_rx_skb(d.len, RX_HEAD) {
@@ -175,10 +185,12 @@ impl super::Net {
                     Err(e) if e == E2BIG => {
                         global.rx_drop_oversize.inc();
                         peer.rx_drop_oversize.inc();
+                        queue.rx_drops.inc();
                         None
                     }
                     Err(_) => {
                         global.rx_drop_nomem.inc();
+                        queue.rx_drops.inc();
                         None
                     }
                 }
@@ -201,6 +213,7 @@ impl super::Net {
                 Some(Ok(Ok(skb))) => Some(skb),
                 Some(Ok(Err(_))) => {
                     global.rx_drop_error.inc();
+                    queue.rx_drops.inc();
                     None
                 }
             };
@@ -236,8 +249,11 @@ impl super::Net {
                             global.transparent_rx_dropped.inc();
                         }
                     }
+                    // Device totals before the queue's (see `send`).
                     global.rx_packets.inc();
                     global.rx_bytes.add(d.len.into());
+                    queue.rx_packets.inc();
+                    queue.rx_bytes.add(d.len.into());
                     peer.rx_packets.inc();
                     peer.rx_bytes.add(d.len.into());
                 }
@@ -245,35 +261,35 @@ impl super::Net {
             p.cons.pop();
             unpublished += 1;
             if unpublished == PUBLISH_EVERY {
-                self.give_back(&mut p.cons, j);
+                self.give_back(&mut p.cons, c, j);
                 unpublished = 0;
             }
         }
         if unpublished > 0 {
-            self.give_back(&mut p.cons, j);
+            self.give_back(&mut p.cons, c, j);
         }
         if let Some(e) = broken {
-            let acked = p.ack;
             rx.up &= !bit(j);
-            self.ring_broken(dev, j, acked, e);
+            self.ring_broken(dev, j, self.acked(j), e);
         }
         done
     }
 
-    /// Publishes our consumer index, kicking the producer if it waits for the space.
-    fn give_back(&self, cons: &mut Consumer, j: u32) {
+    /// Publishes our consumer index on ring `c` from `j`, kicking the producer (on the
+    /// vector serving its channel `c`) if it waits for the space.
+    fn give_back(&self, cons: &mut Consumer, c: u32, j: u32) {
         let Ok(old) = cons.publish(&self.shm) else {
             return;
         };
         if self.irq != Irq::None && cons.kick_needed(&self.shm, old) == Ok(true) {
-            self.kick(j);
+            self.kick_chan(j, c);
         }
     }
 
     /// Doorbell mode, before NAPI sleeps: asks every peer to kick us on its next frame, then
     /// looks again. Returns whether a frame arrived meanwhile (poll again).
-    fn arm_rx_events(&self) -> bool {
-        let mut rx = self.rx.lock();
+    fn arm_rx_events(&self, ch: &Chan) -> bool {
+        let mut rx = ch.rx.lock();
         rx.quiet = false;
         let up = rx.up;
         let mut more = false;
@@ -292,8 +308,8 @@ impl super::Net {
     /// to kick us, with an event index it cannot reach. The poll that ends the busy polling
     /// completes NAPI and re-arms the events with [`super::Net::arm_rx_events`], which looks at the
     /// rings again after, so no frame is left without a kick.
-    fn quiet_rx_events(&self) {
-        let mut rx = self.rx.lock();
+    fn quiet_rx_events(&self, ch: &Chan) {
+        let mut rx = ch.rx.lock();
         if rx.quiet {
             return;
         }

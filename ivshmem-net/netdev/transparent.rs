@@ -221,12 +221,19 @@ impl super::Net {
             netfilter::Confirm::Leave => return fallback(),
             netfilter::Confirm::Failed => return netfilter::Verdict::Drop,
         }
-        let mut tx = self.tx.lock();
+        // Not from a transmit queue of ours: counted on queue 0, sent on the link's channel 0.
+        let Some(d) = self.dest(j) else {
+            return fallback();
+        };
+        let (c, Some(ch)) = self.chan_for(0, &d) else {
+            return fallback();
+        };
+        let mut tx = ch.tx.lock();
         if tx.up & bit(j) == 0 {
             return fallback();
         }
-        let sent = self.send(dev, &mut tx, j, skb, &meta, &hdr);
-        self.flush(dev, &mut tx);
+        let sent = self.send(dev, &mut tx, 0, &d, skb, &meta, &hdr);
+        self.flush(dev, &mut tx, c);
         drop(tx);
         match sent {
             Sent::Ok => {

@@ -1,22 +1,27 @@
 // SPDX-License-Identifier: GPL-2.0
 
-//! Transmit, under the `tx` lock: frames from `start_xmit` (and from transparent mode's hook)
-//! are copied into our transmit pool and described in the ring of the peer that owns the
-//! destination MAC (every peer whose link is up, for broadcast and multicast), published in
-//! batches (`xmit_more`), and the peer is kicked if its consumer asked for it. A full pool or
-//! ring stops the queue until a quarter of the pool (and of that ring's descriptors) is free
-//! again, in doorbell mode with events asking the peers holding it to kick us then.
+//! Transmit, under a channel's `tx` lock: a frame from `start_xmit` on transmit queue `t`
+//! (and from transparent mode's hook) goes to the peer that owns the destination MAC (every
+//! peer whose link is up, for broadcast and multicast), on ring `c = t % k` of a link of `k`
+//! queues: it is copied into partition `c` of our transmit pool and described in that ring,
+//! published in batches (`xmit_more`), and the peer is kicked on the vector serving channel
+//! `c` if its consumer asked for it. A full partition or ring stops queue `t` until a quarter
+//! of the partition (and of that ring's descriptors) is free again, in doorbell mode with
+//! events asking the peers holding it to kick us then; channel `c`'s reclaim wakes the queues
+//! it stopped. What we know of the peers (MACs, MTUs, offloads, queue counts) is read under
+//! the `peers` lock, released before the channel's is taken.
 
-use super::{bit, Mac, Tx, WATCH_MS};
+use super::{bit, Chan, Mac, Peers, Tx, WATCH_MS};
 use crate::dev_warn;
 use crate::ext::{
     net::{self, Device, Offload, SkBuff, Xmit},
     time,
 };
 use crate::protocol::frame::{self, ETH_HLEN};
+use crate::protocol::layout::MAX_QUEUES;
 use crate::protocol::layout::{self, Error as LayoutError};
-use crate::protocol::link::feature;
-use crate::protocol::ring::{footprint, Desc};
+use crate::protocol::link::{self, feature};
+use crate::protocol::ring::{Desc, Pool};
 use crate::regs::Irq;
 use crate::stats::{Counter, Global};
 use core::sync::atomic::Ordering;
@@ -45,9 +50,11 @@ enum Verdict {
 
 /// The room a stopped queue waits for before it wakes, with frames of up to `len` bytes and
 /// rings of `slots` descriptors: a quarter of the descriptors of the ring that ran out of them,
-/// and a quarter of the pool or a frame's footprint if that is more (descriptors, pool bytes).
-fn wake_need(slots: u32, pool: u32, len: u32) -> (u32, u32) {
-    ((slots / 4).max(1), footprint(len).max(pool / 4))
+/// and a quarter of the partition or what a frame needs there if that is more (descriptors,
+/// partition bytes; a frame never wraps inside a partition of several, so it may need the
+/// partition's tail too: [`Pool::needs`]).
+fn wake_need(slots: u32, pool: &Pool, len: u32) -> (u32, u32) {
+    ((slots / 4).max(1), pool.needs(len).max(pool.len() / 4))
 }
 
 /// The ring descriptor's offload fields for a frame whose socket buffer carries `o`.
@@ -63,19 +70,29 @@ pub(super) fn desc_of(o: &Offload) -> Desc {
     }
 }
 
+/// Where a frame for peer `j` goes: what we know of `j` (copied out of the `peers` lock).
+#[derive(Clone, Copy)]
+pub(super) struct Dest {
+    pub(super) j: u32,
+    mtu: u32,
+    features: u32,
+    /// The link's queue count.
+    queues: u32,
+}
+
 impl super::Net {
-    /// `start_xmit`: puts `skb` into the ring(s) it is for and publishes the batch.
+    /// `start_xmit` on transmit queue `t`: puts `skb` into the ring(s) it is for and publishes
+    /// the batch.
     pub(super) fn xmit(&self, dev: &Device, mut skb: SkBuff) -> Xmit {
         let global = &self.stats.global;
-        let mut tx = self.tx.lock();
-        let verdict = self.xmit_one(dev, &mut tx, &mut skb);
+        let t = skb.queue_mapping().min(MAX_QUEUES - 1);
+        let verdict = self.xmit_one(dev, t, &mut skb);
         // Publish the batch unless the stack promises more frames right away. A frame handed
         // back as busy ends the batch: what is committed must reach the peer, or its space
         // would never come back.
-        if matches!(verdict, Verdict::Busy) || !net::xmit_more() || dev.queue_stopped(0) {
-            self.flush(dev, &mut tx);
+        if matches!(verdict, Verdict::Busy) || !net::xmit_more() || dev.queue_stopped(t) {
+            self.flush_pending(dev, t);
         }
-        drop(tx);
         match verdict {
             Verdict::Sent => {
                 skb.consume();
@@ -91,29 +108,69 @@ impl super::Net {
         }
     }
 
+    /// Publishes what transmit queue `t` committed on any channel in its batch.
+    fn flush_pending(&self, dev: &Device, t: u32) {
+        let Some(pending) = self.pending.get(t as usize) else {
+            return;
+        };
+        let chans = pending.swap(0, Ordering::Relaxed);
+        for (c, ch) in self.chans.iter().enumerate() {
+            if chans & (1 << c) != 0 {
+                self.flush(dev, &mut ch.tx.lock(), c as u32);
+            }
+        }
+    }
+
+    /// What we know of peer `j` for sending, if its link is up.
+    pub(super) fn dest(&self, j: u32) -> Option<Dest> {
+        let peers = self.peers.lock();
+        if peers.up & bit(j) == 0 {
+            return None;
+        }
+        peers.peers.get(j as usize).map(|p| Dest {
+            j,
+            mtu: p.mtu,
+            features: p.features,
+            queues: p.queues,
+        })
+    }
+
+    /// The channel transmit queue `t` uses to reach `d` ([`link::ring_for`]).
+    pub(super) fn chan_for(&self, t: u32, d: &Dest) -> (u32, Option<&Chan>) {
+        let c = link::ring_for(t, d.queues);
+        (c, self.chan(c))
+    }
+
     /// Copies the frame of `skb` (described by `meta`), behind the link-layer header
-    /// `prefix` if the packet has none yet, into the ring to peer `j`; the caller publishes
+    /// `prefix` if the packet has none yet, into ring `c` to `d` (channel `c`'s `tx`, locked by
+    /// the caller), for transmit queue `t`'s counters; the caller publishes
     /// ([`super::Net::flush`]).
+    #[allow(clippy::too_many_arguments)]
     pub(super) fn send(
         &self,
         dev: &Device,
         tx: &mut Tx,
-        j: u32,
+        t: u32,
+        d: &Dest,
         skb: &SkBuff,
         meta: &Desc,
         prefix: &[u8],
     ) -> Sent {
+        let j = d.j;
         let len = skb.len().saturating_add(prefix.len() as u32);
-        let Some(Some(p)) = tx.peers.get_mut(j as usize) else {
+        if tx.up & bit(j) == 0 {
+            return Sent::Broken;
+        }
+        let Some(Some(p)) = tx.rings.get_mut(j as usize) else {
             return Sent::Broken;
         };
         let needs_csum = meta.flags & VIRTIO_NET_HDR_F_NEEDS_CSUM != 0;
         let gso_size = (meta.gso_type != 0).then_some(meta.gso_size);
-        if !frame::fits_mtu(len, gso_size, p.mtu) || len > p.prod.ring().max_frame() {
+        if !frame::fits_mtu(len, gso_size, d.mtu) || len > p.prod.ring().max_frame() {
             return Sent::TooBig;
         }
-        if (needs_csum && p.features & feature::CSUM == 0)
-            || (meta.gso_type != 0 && p.features & feature::GSO == 0)
+        if (needs_csum && d.features & feature::CSUM == 0)
+            || (meta.gso_type != 0 && d.features & feature::GSO == 0)
         {
             // `offloads_for` keeps such frames from us; only a race with a link change
             // gets here.
@@ -123,12 +180,12 @@ impl super::Net {
         if matches!(span, Ok(None)) {
             // No room as far as we know: take back what the peers consumed, and look again.
             self.reclaim(dev, tx);
-            span = match tx.peers.get_mut(j as usize) {
+            span = match tx.rings.get_mut(j as usize) {
                 Some(Some(p)) if tx.up & bit(j) != 0 => p.prod.reserve(&self.shm, &tx.pool, len),
                 _ => return Sent::Broken,
             };
         }
-        let Some(Some(p)) = tx.peers.get_mut(j as usize) else {
+        let Some(Some(p)) = tx.rings.get_mut(j as usize) else {
             return Sent::Broken;
         };
         let res = span.and_then(|span| match span {
@@ -155,23 +212,28 @@ impl super::Net {
                 let peer = self.stats.peer(j);
                 peer.tx_packets.inc();
                 peer.tx_bytes.add(len.into());
+                // Device totals before the queue's: qstats' base (totals minus queues) is
+                // read queues first, so it never sees a queue ahead of the totals.
                 self.stats.global.tx_packets.inc();
                 self.stats.global.tx_bytes.add(len.into());
+                let q = self.stats.queue(t);
+                q.tx_packets.inc();
+                q.tx_bytes.add(len.into());
                 Sent::Ok
             }
             Ok(false) => Sent::Full,
             Err(e) => {
-                let acked = p.ack;
                 tx.up &= !bit(j);
                 tx.unpublished &= !bit(j);
-                self.ring_broken(dev, j, acked, e);
+                self.ring_broken(dev, j, self.acked(j), e);
                 Sent::Broken
             }
         }
     }
 
-    /// Puts one frame into the ring(s) it is for; the caller publishes.
-    fn xmit_one(&self, dev: &Device, tx: &mut Tx, skb: &mut SkBuff) -> Verdict {
+    /// Puts one frame from transmit queue `t` into the ring(s) it is for; the caller
+    /// publishes ([`Self::flush_pending`]).
+    fn xmit_one(&self, dev: &Device, t: u32, skb: &mut SkBuff) -> Verdict {
         if skb.len() < ETH_HLEN
             || (skb.head().len() < ETH_HLEN as usize && skb.linearize().is_err())
         {
@@ -185,17 +247,28 @@ impl super::Net {
         let global = &self.stats.global;
         let mut dst = [0u8; 6];
         dst.copy_from_slice(skb.head().get(..6).unwrap_or(&[0; 6]));
+        let pending = self.pending.get(t as usize);
 
         if dst[0] & 1 != 0 {
             // Broadcast and multicast: a copy to every peer whose link is up. A full ring
             // loses its copy rather than stopping everybody's traffic.
+            let up = self.peers.lock().up;
             let mut sent = false;
-            for j in self.others() {
-                if tx.up & bit(j) == 0 {
+            for j in self.others().filter(|&j| up & bit(j) != 0) {
+                let Some(d) = self.dest(j) else {
                     continue;
-                }
-                match self.send(dev, tx, j, skb, &meta, &[]) {
-                    Sent::Ok => sent = true,
+                };
+                let (c, Some(ch)) = self.chan_for(t, &d) else {
+                    continue;
+                };
+                let mut tx = ch.tx.lock();
+                match self.send(dev, &mut tx, t, &d, skb, &meta, &[]) {
+                    Sent::Ok => {
+                        sent = true;
+                        if let Some(p) = pending {
+                            p.fetch_or(1 << c, Ordering::Relaxed);
+                        }
+                    }
                     Sent::Full => {
                         global.tx_ring_full.inc();
                         self.stats.peer(j).tx_ring_full.inc();
@@ -213,38 +286,56 @@ impl super::Net {
         }
 
         // Only the first claimant of a MAC gets unicast for it (`claim_mac`).
-        let owners = tx.up & tx.mac_owner;
-        let owner = self.others().find(|&j| {
-            owners & bit(j) != 0
-                && matches!(tx.peers.get(j as usize), Some(Some(p)) if p.mac == dst)
-        });
-        let Some(j) = owner else {
+        let owner = {
+            let peers = self.peers.lock();
+            let owners = peers.up & peers.mac_owner;
+            self.others().find(|&j| {
+                owners & bit(j) != 0
+                    && matches!(peers.peers.get(j as usize), Some(p) if p.mac == dst)
+            })
+        };
+        let Some(d) = owner.and_then(|j| self.dest(j)) else {
             return Verdict::Dropped(Some(|g| &g.tx_drop_no_peer));
         };
+        let (c, Some(ch)) = self.chan_for(t, &d) else {
+            return Verdict::Dropped(Some(|g| &g.tx_drop_no_peer));
+        };
+        let j = d.j;
         let len = self.max_len(dev);
-        match self.send(dev, tx, j, skb, &meta, &[]) {
+        let mut tx = ch.tx.lock();
+        if tx.up & bit(j) == 0 {
+            // The link went down (or is being restarted) since we looked.
+            return Verdict::Dropped(Some(|g| &g.tx_drop_no_peer));
+        }
+        let verdict = match self.send(dev, &mut tx, t, &d, skb, &meta, &[]) {
             Sent::Ok => {
+                if let Some(p) = pending {
+                    p.fetch_or(1 << c, Ordering::Relaxed);
+                }
                 // Stop before the next frame can find the pool or the ring full.
-                if !self.room(dev, tx, Some(j), len, false) {
-                    self.stop_for(dev, tx, j);
+                if !self.room(dev, &mut tx, Some(j), len, false) {
+                    self.stop_for(dev, &mut tx, ch, c, t, j);
                 }
                 Verdict::Sent
             }
             Sent::Full => {
-                self.stop_for(dev, tx, j);
+                self.stop_for(dev, &mut tx, ch, c, t, j);
                 global.tx_ring_full.inc();
                 self.stats.peer(j).tx_ring_full.inc();
                 Verdict::Busy
             }
             Sent::TooBig => Verdict::Dropped(Some(|g| &g.tx_drop_too_big)),
             Sent::Unsupported | Sent::Broken => Verdict::Dropped(Some(|g| &g.tx_drop_error)),
-        }
+        };
+        drop(tx);
+        verdict
     }
 
-    /// Publishes every committed frame, kicking each peer whose consumer asked for it. In
-    /// doorbell mode, makes sure the timer watches the frames (a dead peer never consumes
-    /// them, and nobody else would notice).
-    pub(super) fn flush(&self, dev: &Device, tx: &mut Tx) {
+    /// Publishes every frame committed on channel `c` (`tx` its state), kicking each peer
+    /// whose consumer asked for it on the vector serving the channel. In doorbell mode, makes
+    /// sure the timer watches the frames (a dead peer never consumes them, and nobody else
+    /// would notice).
+    pub(super) fn flush(&self, dev: &Device, tx: &mut Tx, c: u32) {
         if tx.unpublished != 0 && self.interrupts() && !self.watching.swap(true, Ordering::Relaxed)
         {
             // Within, not at: a broken ring may have asked for the next jiffy (`ring_broken`).
@@ -256,7 +347,7 @@ impl super::Net {
             self.keep_polling(dev, true);
         }
         for j in self.others().filter(|&j| pending & bit(j) != 0) {
-            let Some(Some(p)) = tx.peers.get_mut(j as usize) else {
+            let Some(Some(p)) = tx.rings.get_mut(j as usize) else {
                 continue;
             };
             let Ok(old) = p.prod.publish(&self.shm) else {
@@ -264,7 +355,7 @@ impl super::Net {
             };
             if self.irq != Irq::None {
                 match p.prod.kick_needed(&self.shm, old) {
-                    Ok(true) => self.kick(j),
+                    Ok(true) => self.kick_chan(j, c),
                     Ok(false) => self.stats.global.kicks_suppressed.inc(),
                     Err(_) => {}
                 }
@@ -272,39 +363,39 @@ impl super::Net {
         }
     }
 
-    /// Takes back the pool bytes of every frame the peers consumed: reads each linked peer's
-    /// consumer index once ([`crate::protocol::ring::Producer::collect`]; an impossible one
-    /// breaks that link), then moves the pool's tail past everything no ring holds any more.
-    /// Rings of links that are down but not yet reset keep what they hold. Returns the bytes
-    /// that came back.
+    /// Takes back the pool bytes of every frame the peers consumed on this channel: reads
+    /// each linked peer's consumer index once
+    /// ([`crate::protocol::ring::Producer::collect`]; an impossible one breaks that link),
+    /// then moves the partition's tail past everything no ring holds any more. Rings of links
+    /// that are down but not yet reset keep what they hold. Returns the bytes that came back.
     pub(super) fn reclaim(&self, dev: &Device, tx: &mut Tx) -> u32 {
         let up = tx.up;
         for j in self.others().filter(|&j| up & bit(j) != 0) {
-            let Some(Some(p)) = tx.peers.get_mut(j as usize) else {
+            let Some(Some(p)) = tx.rings.get_mut(j as usize) else {
                 continue;
             };
             if let Err(e) = p.prod.collect(&self.shm) {
-                let acked = p.ack;
                 tx.up &= !bit(j);
                 tx.unpublished &= !bit(j);
-                self.ring_broken(dev, j, acked, e);
+                self.ring_broken(dev, j, self.acked(j), e);
             }
         }
-        tx.pool.reclaim(tx.peers.iter().flatten().map(|p| &p.prod))
+        tx.pool.reclaim(tx.rings.iter().flatten().map(|p| &p.prod))
     }
 
-    /// Whether the pool has room for a frame of `len` bytes and the ring to `j` a descriptor
-    /// for it, or, with `wake`, [`wake_need`] of both (the hysteresis for waking the queue; `j`
-    /// none if no ring ran out of descriptors). Reclaims if what we knew was not enough.
+    /// Whether the partition has room for a frame of `len` bytes and the ring to `j` a
+    /// descriptor for it, or, with `wake`, [`wake_need`] of both (the hysteresis for waking
+    /// the queues; `j` none if no ring ran out of descriptors). Reclaims if what we knew was
+    /// not enough.
     fn room(&self, dev: &Device, tx: &mut Tx, j: Option<u32>, len: u32, wake: bool) -> bool {
-        let (slots, bytes) = if wake {
-            wake_need(self.geometry.ring_slots, tx.pool.len(), len)
-        } else {
-            (1, footprint(len))
-        };
         let enough = |tx: &Tx| {
+            let (slots, bytes) = if wake {
+                wake_need(self.geometry.ring_slots, &tx.pool, len)
+            } else {
+                (1, tx.pool.needs(len))
+            };
             tx.pool.free() >= bytes
-                && j.is_none_or(|j| match tx.peers.get(j as usize) {
+                && j.is_none_or(|j| match tx.rings.get(j as usize) {
                     Some(Some(p)) => p.prod.free_slots() >= slots,
                     _ => true,
                 })
@@ -316,62 +407,65 @@ impl super::Net {
         enough(tx)
     }
 
-    /// Whether frames sent to `j` are what keeps the stopped queue stopped: its ring lacks
-    /// the descriptors the queue waits for (it stopped for them), or the pool lacks the room
-    /// the queue waits for and `j`'s oldest frame in flight is the oldest of all, which the
-    /// pool's tail cannot pass ([`crate::protocol::ring::Pool::reclaim`]). Takes back what
-    /// the peers consumed first, so that only what they still hold counts.
+    /// Whether frames sent to `j` are what keeps a stopped queue stopped, on some channel:
+    /// its ring there lacks the descriptors the queues wait for (they stopped for them), or the
+    /// channel's partition lacks the room they wait for and `j`'s oldest frame in flight there
+    /// is the oldest of all, which the partition's tail cannot pass
+    /// ([`crate::protocol::ring::Pool::reclaim`]). Takes back what the peers consumed first,
+    /// so that only what they still hold counts.
     pub(super) fn holds_queue(&self, dev: &Device, j: u32) -> bool {
-        if !dev.queue_stopped(0) {
-            return false;
-        }
-        let mut tx = self.tx.lock();
-        let (slots, bytes) = wake_need(self.geometry.ring_slots, tx.pool.len(), self.max_len(dev));
-        self.reclaim(dev, &mut tx);
-        let Some(Some(p)) = tx.peers.get(j as usize).filter(|_| tx.up & bit(j) != 0) else {
-            return false;
-        };
-        if tx.stopped_for & bit(j) != 0 && p.prod.free_slots() < slots {
-            return true;
-        }
-        let oldest = tx
-            .peers
-            .iter()
-            .flatten()
-            .filter_map(|p| p.prod.oldest())
-            .min();
-        tx.pool.free() < bytes && oldest.is_some() && p.prod.oldest() == oldest
+        let len = self.max_len(dev);
+        self.chans.iter().any(|ch| {
+            if ch.stopped.load(Ordering::Relaxed) == 0 {
+                return false;
+            }
+            let mut tx = ch.tx.lock();
+            let (slots, bytes) = wake_need(self.geometry.ring_slots, &tx.pool, len);
+            self.reclaim(dev, &mut tx);
+            let Some(Some(p)) = tx.rings.get(j as usize).filter(|_| tx.up & bit(j) != 0) else {
+                return false;
+            };
+            if tx.stopped_for & bit(j) != 0 && p.prod.free_slots() < slots {
+                return true;
+            }
+            let oldest = tx
+                .rings
+                .iter()
+                .flatten()
+                .filter_map(|p| p.prod.oldest())
+                .min();
+            tx.pool.free() < bytes && oldest.is_some() && p.prod.oldest() == oldest
+        })
     }
 
-    /// Queue stopped: in doorbell mode, asks every linked peer holding back the room
-    /// [`Self::room`] wakes the queue for (pool bytes, and descriptors of the rings in
-    /// `stopped_for`) to kick us once it no longer does, then looks again (so a kick cannot be
-    /// lost: see [`crate::protocol::ring::Producer::arm_wake`]). Returns whether there is room
-    /// already.
+    /// Queues stopped on this channel: in doorbell mode, asks every linked peer holding back
+    /// the room [`Self::room`] wakes them for (partition bytes, and descriptors of the rings
+    /// in `stopped_for`) to kick us once it no longer does, then looks again (so a kick cannot
+    /// be lost: see [`crate::protocol::ring::Producer::arm_wake`]). Returns whether there is
+    /// room already.
     fn arm_tx_event(&self, dev: &Device, tx: &mut Tx, len: u32) -> bool {
         let slots_full = tx.stopped_for & tx.up;
         if self.irq == Irq::None {
             return self.room_for_all(dev, tx, len);
         }
-        let (slots, bytes) = wake_need(self.geometry.ring_slots, tx.pool.len(), len);
+        let (slots, bytes) = wake_need(self.geometry.ring_slots, &tx.pool, len);
         let target = tx.pool.wake_target(bytes);
         let up = tx.up;
         for j in self.others().filter(|&j| up & bit(j) != 0) {
-            let Some(Some(p)) = tx.peers.get_mut(j as usize) else {
+            let Some(Some(p)) = tx.rings.get_mut(j as usize) else {
                 continue;
             };
             let want = if slots_full & bit(j) != 0 { slots } else { 0 };
             if let Err(e) = p.prod.arm_wake(&self.shm, want, target) {
-                let acked = p.ack;
                 tx.up &= !bit(j);
                 tx.unpublished &= !bit(j);
-                self.ring_broken(dev, j, acked, e);
+                self.ring_broken(dev, j, self.acked(j), e);
             }
         }
         self.room_for_all(dev, tx, len)
     }
 
-    /// [`Self::room`] to wake the queue, for the pool and every ring in `stopped_for`.
+    /// [`Self::room`] to wake the queues, for the partition and every ring in `stopped_for`.
     fn room_for_all(&self, dev: &Device, tx: &mut Tx, len: u32) -> bool {
         if !self.room(dev, tx, None, len, true) {
             return false;
@@ -382,52 +476,72 @@ impl super::Net {
             .all(|j| self.room(dev, tx, Some(j), len, true))
     }
 
-    /// Wakes the queue once the pool and every ring that stopped it have room again (or their
-    /// link is gone).
-    pub(super) fn tx_wake(&self, dev: &Device) {
-        if !dev.queue_stopped(0) {
+    /// Wakes the transmit queues stopped on channel `c` once its partition and every ring
+    /// that stopped them have room again (or their link is gone).
+    pub(super) fn tx_wake(&self, dev: &Device, c: u32) {
+        let Some(ch) = self.chan(c) else {
+            return;
+        };
+        if ch.stopped.load(Ordering::Relaxed) == 0 {
             return;
         }
         let len = self.max_len(dev);
-        let mut tx = self.tx.lock();
-        if self.arm_tx_event(dev, &mut tx, len) {
-            tx.stopped_for = 0;
-            self.wake_queue(dev);
+        let mut tx = ch.tx.lock();
+        if tx.stopped != 0 && self.arm_tx_event(dev, &mut tx, len) {
+            self.wake_queues(dev, &mut tx, ch);
         }
     }
 
-    /// Stops the queue because the pool or the ring to `j` is (about to be) full, and arms the
-    /// wake-up; if there is room again already, lets the stack retry at once.
-    fn stop_for(&self, dev: &Device, tx: &mut Tx, j: u32) {
+    /// [`Self::tx_wake`] for every channel.
+    pub(super) fn tx_wake_all(&self, dev: &Device) {
+        for c in 0..self.queues_max {
+            self.tx_wake(dev, c);
+        }
+    }
+
+    /// Whether any transmit queue is stopped.
+    pub(super) fn any_stopped(&self) -> bool {
+        self.chans
+            .iter()
+            .any(|ch| ch.stopped.load(Ordering::Relaxed) != 0)
+    }
+
+    /// Stops transmit queue `t` because channel `c`'s partition or its ring to `j` is (about
+    /// to be) full, and arms the wake-up; if there is room again already, lets the stack retry
+    /// at once.
+    fn stop_for(&self, dev: &Device, tx: &mut Tx, ch: &Chan, c: u32, t: u32, j: u32) {
         // The ring's descriptors count only if they are what ran out.
-        if matches!(tx.peers.get(j as usize), Some(Some(p)) if p.prod.free_slots() == 0) {
+        if matches!(tx.rings.get(j as usize), Some(Some(p)) if p.prod.free_slots() == 0) {
             tx.stopped_for |= bit(j);
         }
-        self.stop_queue_full(dev);
+        if !dev.queue_stopped(t) {
+            self.stats.global.tx_queue_stops.inc();
+            self.stats.queue(t).tx_stops.inc();
+        }
+        dev.stop_queue(t);
+        tx.stopped |= 1 << t;
+        ch.stopped.store(tx.stopped, Ordering::Relaxed);
         // Let everything committed reach the peers first: frames that are not published
         // cannot be consumed, and would hold the room we wait for.
-        self.flush(dev, tx);
+        self.flush(dev, tx, c);
         if self.arm_tx_event(dev, tx, self.max_len(dev)) {
-            tx.stopped_for = 0;
-            self.wake_queue(dev);
+            self.wake_queues(dev, tx, ch);
         }
     }
 
-    /// Stops the transmit queue because a ring is (about to be) full, counting it
-    /// (`tx_queue_stops`, the `stop` of the queue statistics) unless it was stopped already.
-    fn stop_queue_full(&self, dev: &Device) {
-        if !dev.queue_stopped(0) {
-            self.stats.global.tx_queue_stops.inc();
+    /// Wakes the transmit queues stopped on this channel, counting each that was stopped
+    /// (`tx_queue_wakes`).
+    fn wake_queues(&self, dev: &Device, tx: &mut Tx, ch: &Chan) {
+        let stopped = core::mem::take(&mut tx.stopped);
+        tx.stopped_for = 0;
+        ch.stopped.store(0, Ordering::Relaxed);
+        for t in (0..MAX_QUEUES).filter(|&t| stopped & (1 << t) != 0) {
+            if dev.queue_stopped(t) {
+                self.stats.global.tx_queue_wakes.inc();
+                self.stats.queue(t).tx_wakes.inc();
+            }
+            dev.wake_queue(t);
         }
-        dev.stop_queue(0);
-    }
-
-    /// Wakes the transmit queue, counting it (`tx_queue_wakes`) if it was stopped.
-    fn wake_queue(&self, dev: &Device) {
-        if dev.queue_stopped(0) {
-            self.stats.global.tx_queue_wakes.inc();
-        }
-        dev.wake_queue(0);
     }
 
     /// Largest frame we send or accept at the current MTU ([`frame::max_len`]).
@@ -437,11 +551,11 @@ impl super::Net {
 
     /// The offloads (checksum, segmentation) every peer a frame to `dst` goes to accepts.
     pub(super) fn offloads_to(&self, dst: &[u8; 6]) -> (bool, bool) {
-        let tx = self.tx.lock();
+        let peers = self.peers.lock();
         let mut all = feature::CSUM | feature::GSO;
-        for j in self.others().filter(|&j| tx.up & bit(j) != 0) {
-            if let Some(Some(p)) = tx.peers.get(j as usize) {
-                if dst[0] & 1 != 0 || (p.mac == *dst && tx.mac_owner & bit(j) != 0) {
+        for j in self.others().filter(|&j| peers.up & bit(j) != 0) {
+            if let Some(p) = peers.peers.get(j as usize) {
+                if dst[0] & 1 != 0 || (p.mac == *dst && peers.mac_owner & bit(j) != 0) {
                     all &= p.features;
                 }
             }
@@ -460,12 +574,19 @@ impl super::Net {
     /// ends only once its slot word no longer holds the token it had when its link came up
     /// (freed on unload, or taken over by staleness) while its link is down. So a refused
     /// claimant gets nothing by restarting its link while the holder is merely down.
-    pub(super) fn claim_mac(&self, dev: &Device, tx: &mut Tx, j: u32, mac: [u8; 6], own: [u8; 6]) {
+    pub(super) fn claim_mac(
+        &self,
+        dev: &Device,
+        tx: &mut Peers,
+        j: u32,
+        mac: [u8; 6],
+        own: [u8; 6],
+    ) {
         // Whatever `j` held before (a restart with a new MAC) is given up first.
         tx.mac_owner &= !bit(j);
         // The seat `j` claims from: its slot word now (0 if unreadable, which no holder has).
         let seat = layout::slot_token(&self.shm, &self.geometry, j).unwrap_or(0);
-        if let Some(Some(p)) = tx.peers.get_mut(j as usize) {
+        if let Some(p) = tx.peers.get_mut(j as usize) {
             p.seat = seat;
         }
         self.release_vacated(tx);
@@ -509,13 +630,13 @@ impl super::Net {
     /// Ends the MAC claims of holders whose link is down and whose seat changed hands (their
     /// slot word is not the token it held when their link came up): they unloaded, or a
     /// staleness takeover gave their id to someone else.
-    fn release_vacated(&self, tx: &mut Tx) {
+    fn release_vacated(&self, tx: &mut Peers) {
         for k in self.others() {
             let b = bit(k);
             if tx.mac_owner & b == 0 || tx.up & b != 0 {
                 continue;
             }
-            let Some(Some(p)) = tx.peers.get(k as usize) else {
+            let Some(p) = tx.peers.get(k as usize) else {
                 continue;
             };
             let now = layout::slot_token(&self.shm, &self.geometry, k);
@@ -528,7 +649,7 @@ impl super::Net {
 
     /// Who holds `mac` against peer `j`: `Some(Some(k))` another peer whose claim came first,
     /// `Some(None)` us, `None` nobody.
-    fn mac_holder(&self, tx: &Tx, j: u32, mac: [u8; 6], own: [u8; 6]) -> Option<Option<u32>> {
+    fn mac_holder(&self, tx: &Peers, j: u32, mac: [u8; 6], own: [u8; 6]) -> Option<Option<u32>> {
         if mac == own {
             return Some(None);
         }
@@ -536,7 +657,7 @@ impl super::Net {
             .find(|&k| {
                 k != j
                     && tx.mac_owner & bit(k) != 0
-                    && matches!(tx.peers.get(k as usize), Some(Some(p)) if p.mac == mac)
+                    && matches!(tx.peers.get(k as usize), Some(p) if p.mac == mac)
             })
             .map(Some)
     }
