@@ -80,7 +80,7 @@ use crate::protocol::ring::{Consumer, Pool, Producer};
 use crate::ratelimit::Ratelimit;
 use crate::regs::{self, Irq};
 use crate::stats::Stats;
-use crate::{dev_warn, new_spinlock_bh};
+use crate::{dev_info, dev_warn, new_spinlock_bh};
 use core::fmt;
 use core::sync::atomic::{AtomicBool, AtomicI32, AtomicU32, AtomicU64, Ordering};
 use kernel::{c_str, prelude::*, types::ARef};
@@ -808,6 +808,48 @@ impl Ethtool for Net {
             max: self.queues_max,
             count: dev.queues(),
         }
+    }
+
+    /// `ethtool -L combined N`: the device has `count` queue pairs already; every link is
+    /// restarted with the new count (our `QUEUES` word first, then new epochs, so each peer
+    /// resets its halves and both sides agree on the link's queue count when it comes up
+    /// again), the pool split into `count` partitions. Frames in flight on the old rings are
+    /// abandoned (TCP retransmits them).
+    fn set_channels(&self, dev: &Device, count: u32) -> Result {
+        if count == 0 || count > self.queues_max {
+            return Err(EINVAL);
+        }
+        // Partitions for the new count before anything changes (they cannot fail below
+        // `queues_max`, which `Pool::max_partitions` bounds).
+        let mut pools = KVec::with_capacity(self.chans.len(), GFP_KERNEL)?;
+        for c in 0..self.queues_max {
+            pools.push(partition(&self.geometry, self.me, c, count)?, GFP_KERNEL)?;
+        }
+        let mut ctl = self.ctl.lock();
+        ctl.own.set_queues(&self.shm, count).map_err(|_| EINVAL)?;
+        self.queues.store(count, Ordering::Relaxed);
+        for j in self.others() {
+            // Down in every channel's masks and reset: no frame is in flight on any ring, so
+            // the partitions can be replaced.
+            self.reset_halves(j);
+            let _ = ctl.own.bump_epoch(&self.shm, j);
+            if let Some(link) = ctl.links.get_mut(j as usize) {
+                *link = Link::default();
+            }
+        }
+        for (ch, pool) in self.chans.iter().zip(pools) {
+            ch.tx.lock().pool = pool;
+        }
+        let running = ctl.running;
+        drop(ctl);
+        dev_info!(&self.pdev, "{}: {} channels; relinking", dev.name(), count);
+        if running {
+            self.kick_all();
+            // Queues stopped on a ring that is gone find room in the fresh partitions.
+            self.tx_wake_all(dev);
+            dev.timer_arm(1);
+        }
+        Ok(())
     }
 
     fn set_ringparam(&self, want: RingParam) -> core::result::Result<(), (Error, &'static CStr)> {
