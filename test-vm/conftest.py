@@ -36,7 +36,8 @@ import vm
 # Run order of the groups: host checks, cargo, VM tests in polling mode, in doorbell mode, the
 # bench smoke run; within a group, files in this order, then as written.
 FILE_ORDER = ["tests_host", "tests_cargo", "tests_foundation", "tests_datapath", "tests_links",
-              "tests_reliability", "tests_transparent", "tests_hotplug", "tests_bench"]
+              "tests_queues", "tests_reliability", "tests_transparent", "tests_hotplug",
+              "tests_bench"]
 MODES = ("plain", "doorbell")
 
 
