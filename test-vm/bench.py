@@ -19,6 +19,13 @@ smallest; round-trip p50, p99, p99.9), and both guests' CPU use during each (/pr
 and after). On the host: ring-bench (the ring without guests; its JSON) and its memcpy
 bandwidth.
 
+Several queues (issue 19): pair 3 (mA, mB) has 2 vCPUs per guest, ivshmem-doorbell with 2
+vectors and a virtio-net NIC with 2 queue pairs (mq=on, multi-queue taps). TCP 4 streams and
+UDP 64-byte datagrams, each from two iperf3 clients pinned one per vCPU (iperf3 3.12 runs one
+thread: a single client would send from one CPU, hence one queue), over ivshmem-net with 2
+queues, virtio-net with 2 queue pairs, and ivshmem-net with 1 queue (`ethtool -L combined 1`
+on both guests).
+
 Region size: the pairs above use a 32 MiB region. A full run also measures the ivshmem paths
 (TCP 1 and 4 streams) on pairs with 16 and 64 MiB regions, for the second chart
 (`--regions` changes the sizes; the smoke run measures 32 MiB only).
@@ -29,7 +36,10 @@ measured in the same run, not as absolute numbers.
 Writes bench/results/<timestamp>.{json,md,png} and <timestamp>-regions.png (or --out DIR);
 the charts are drawn with matplotlib (Agg, no display needed).
 
-    bench.py [--smoke] [--out DIR] [--profile] [--regions MIB,MIB...]
+    bench.py [--smoke] [--out DIR] [--profile] [--regions MIB,MIB...] [--only-queues]
+
+--only-queues: pair 3 alone (the several-queue figures; no charts, no ring-bench), for
+working on them without the whole run.
 
 --smoke: 1-second iperf3 runs, 300 round trips, 2-second sockperf runs, ring-bench --quick
 (about 1.5 min); used by `make test` to check that every path works and yields numbers (the
@@ -89,10 +99,12 @@ def say(msg):
 class Netns:
     """A network namespace with a bridge and two tap devices, all up; removed by close()."""
 
-    def __init__(self, taps, prefix="ivnb"):
+    def __init__(self, taps, prefix="ivnb", multi_queue=False):
         self.name = "%s-%d" % (prefix, os.getpid())
         self.taps = taps
         self.made = False
+        # Taps for virtio-net with several queue pairs (QEMU opens one file per queue).
+        self.tap_mode = ["mode", "tap"] + (["multi_queue"] if multi_queue else [])
 
     def sh(self, *cmd):
         subprocess.run(["ip", "netns", "exec", self.name] + list(cmd), check=True,
@@ -104,7 +116,7 @@ class Netns:
         self.made = True
         self.sh("ip", "link", "add", "ivbr0", "type", "bridge")
         for t in self.taps:
-            self.sh("ip", "tuntap", "add", "dev", t, "mode", "tap")
+            self.sh("ip", "tuntap", "add", "dev", t, *self.tap_mode)
             self.sh("ip", "link", "set", t, "master", "ivbr0")
             self.sh("ip", "link", "set", t, "up")
         self.sh("ip", "link", "set", "ivbr0", "up")
@@ -113,7 +125,7 @@ class Netns:
     def add_tap(self, tap):
         """One more tap device on the bridge, up (e.g. for a migrated guest's destination)."""
         self.taps.append(tap)
-        self.sh("ip", "tuntap", "add", "dev", tap, "mode", "tap")
+        self.sh("ip", "tuntap", "add", "dev", tap, *self.tap_mode)
         self.sh("ip", "link", "set", tap, "master", "ivbr0")
         self.sh("ip", "link", "set", tap, "up")
 
@@ -412,6 +424,153 @@ def guest_info(g):
                  check=True).out.split("\n")[:3]
 
 
+# ------------------------------------------------------------------ several queues
+
+# vCPUs of pair 3 and the queues (ivshmem-net channels, virtio-net queue pairs) they get.
+MQ = 2
+MQ_PATHS = ["ivshmem-net 2 queues", "ivshmem-net 1 queue", "virtio-net mq 2"]
+# One iperf3 server per pinned client: iperf3 3.12 serves one test at a time.
+MQ_PORTS = [5211, 5212]
+
+
+def pinned_iperf(ip, args, seconds):
+    """One shell command: an iperf3 client pinned to each vCPU (`taskset`, port MQ_PORTS[cpu])
+    with `args`, all at once; prints each client's JSON after a separator line."""
+    clients = " ".join("taskset -c %d iperf3 -c %s -p %d %s -t %d -J > /tmp/mq%d.json 2>&1 &"
+                       % (cpu, ip, MQ_PORTS[cpu], args, seconds, cpu) for cpu in range(MQ))
+    show = "; ".join("echo @@CLIENT; cat /tmp/mq%d.json" % cpu for cpu in range(MQ))
+    return "sh -c '%s wait; %s'" % (clients, show)
+
+
+def pinned_json(out):
+    """The clients' JSON documents of a `pinned_iperf` run."""
+    docs = [json.loads(part) for part in out.split("@@CLIENT\n")[1:]]
+    if len(docs) != MQ:
+        raise vm.AgentError("pinned iperf3: %d client outputs, want %d: %s" % (len(docs), MQ, out[-1500:]))
+    for d in docs:
+        if "error" in d:
+            raise vm.AgentError("pinned iperf3 failed: %s" % d["error"])
+    return docs
+
+
+def run_queues_path(name, client, server, ip, plan):
+    """TCP 4 streams (2 per pinned client) and UDP 64-byte datagrams (one flow per pinned
+    client) of one path of pair 3."""
+    res = {"path": name, "target": ip}
+    t = int(plan["iperf_t"].split()[1])
+    say("%s: TCP 4 streams, 2 per vCPU (iperf3 -t %d)" % (name, t))
+    out, cc, sc, hc = measure(client, server, pinned_iperf(ip, "-P 2", t), 120)
+    docs = pinned_json(out)
+    rx = [d["end"]["sum_received"] for d in docs]
+    res["tcp4"] = {"gbit_s": sum(r["bits_per_second"] for r in rx) / 1e9,
+                   "per_client_gbit_s": [r["bits_per_second"] / 1e9 for r in rx],
+                   "bytes": sum(r["bytes"] for r in rx),
+                   "retransmits": sum(d["end"]["sum_sent"].get("retransmits") or 0 for d in docs),
+                   "cpu_client_pct": cc, "cpu_server_pct": sc, **hc}
+    say("%s: TCP 4: %.3f Gbit/s (%s per client; %s)" % (
+        name, res["tcp4"]["gbit_s"], " + ".join("%.3f" % g for g in res["tcp4"]["per_client_gbit_s"]),
+        cpu_str(res["tcp4"])))
+    say("%s: UDP 64-byte datagrams, one flow per vCPU (iperf3 -t %d)" % (name, t))
+    out, cc, sc, hc = measure(client, server, pinned_iperf(ip, "-u -l 64 -b 0", t), 120)
+    rx_pps, tx_pps, lost, packets = 0.0, 0.0, 0, 0
+    for d in pinned_json(out):
+        s = d["end"].get("sum_received") or d["end"]["sum"]
+        sent = d["end"].get("sum_sent") or s
+        if s["seconds"] > 0:
+            rx_pps += (s["packets"] - s["lost_packets"]) / s["seconds"]
+        if sent["seconds"] > 0:
+            tx_pps += sent["packets"] / sent["seconds"]
+        lost += s["lost_packets"]
+        packets += s["packets"]
+    res["udp64"] = {"rx_pps": rx_pps, "tx_pps": tx_pps, "packets": packets, "lost_packets": lost,
+                    "loss_pct": 100.0 * lost / packets if packets else 0.0,
+                    "cpu_client_pct": cc, "cpu_server_pct": sc, **hc}
+    say("%s: UDP 64 B: %.0f packets/s received, %.1f %% lost (%s)"
+        % (name, rx_pps, res["udp64"]["loss_pct"], cpu_str(res["udp64"])))
+    return res
+
+
+def channels(g, dev):
+    """(maximum, current) combined channels of `dev` in guest `g` (`ethtool -l`)."""
+    out = g.run("ethtool -l %s" % dev, check=True).out
+    got = [int(x) for x in re.findall(r"^Combined:\s+(\d+)$", out, re.M)]
+    if len(got) != 2:
+        raise vm.AgentError("%s: ethtool -l %s: %s" % (g.name, dev, out))
+    return tuple(got)
+
+
+def run_queues(plan, mem_mb, initrd, clusters, namespaces):
+    """Pair 3: 2-vCPU guests, ivshmem-net (doorbell, 2 vectors) with 2 queues and 1, and
+    virtio-net with 2 queue pairs; returns {"paths": {name: results}, "guest": {...}}."""
+    ns = Netns(["ivtapC", "ivtapD"], prefix="ivnq", multi_queue=True)
+    namespaces.append(ns)
+    ns.open()
+    c = vm.Cluster([{"name": "mA", "netns": ns.name, "mem_mb": mem_mb, "vcpus": MQ,
+                     "taps": [("ivtapC", "52:54:00:1c:00:01", MQ)]},
+                    {"name": "mB", "netns": ns.name, "mem_mb": mem_mb, "vcpus": MQ,
+                     "taps": [("ivtapD", "52:54:00:1c:00:02", MQ)]}],
+                   shm_size=REGION_MIB << 20, doorbell=MQ, initrd=initrd)
+    clusters.append(c)
+    c.start()
+    a, b = c["mA"], c["mB"]
+    say("pair 3 (mA, mB) up: %d vCPUs each, ivshmem-doorbell with %d vectors + virtio-net "
+        "mq=on with %d queue pairs; accel %s" % (MQ, MQ, MQ, c.accel))
+    servers = " && ".join("iperf3 -s -D -p %d --logfile /tmp/iperf3-%d.log" % (p, p) for p in MQ_PORTS)
+    for g, n in ((a, 1), (b, 2)):
+        g.run("insmod %s && ip addr add 10.92.0.%d/24 dev ivshm0 && ip link set ivshm0 up && "
+              "ip addr add 10.93.0.%d/24 dev eth0 && ip link set eth0 up && "
+              "ethtool -L eth0 combined %d && %s" % (KO, n, n, MQ, servers), check=True)
+    out = {"guest": {"vcpus": MQ, "mem_mb": mem_mb}, "paths": {}}
+    for g in (a, b):
+        for dev in ("ivshm0", "eth0"):
+            ch = channels(g, dev)
+            if ch[1] != MQ:
+                raise vm.Failed("%s: %s has %s combined channels (max, current), want %d current"
+                                % (g.name, dev, ch, MQ))
+    wait_reachable(a, "10.92.0.2")
+    wait_reachable(a, "10.93.0.2")
+    out["paths"][MQ_PATHS[0]] = run_queues_path(MQ_PATHS[0], a, b, "10.92.0.2", plan)
+    out["paths"][MQ_PATHS[2]] = run_queues_path(MQ_PATHS[2], a, b, "10.93.0.2", plan)
+    for g in (a, b):
+        g.run("ethtool -L ivshm0 combined 1", check=True)
+        if channels(g, "ivshm0")[1] != 1:
+            raise vm.Failed("%s: ethtool -L ivshm0 combined 1 did not take" % g.name)
+    wait_reachable(a, "10.92.0.2")
+    out["paths"][MQ_PATHS[1]] = run_queues_path(MQ_PATHS[1], a, b, "10.92.0.2", plan)
+    check_splats(c)
+    c.close()
+    return out
+
+
+def queues_markdown(q):
+    """The several-queue table (pair 3) in markdown."""
+    res = q["paths"]
+    base = res.get("virtio-net mq 2")
+    lines = ["## Several queues (pair 3: %d vCPUs per guest, doorbell with %d vectors)" % (MQ, MQ), "",
+             "TCP: 4 streams as 2 iperf3 clients (2 streams each) pinned one per vCPU; UDP: 64-byte "
+             "datagrams at full offered rate, one flow per vCPU. Ratio to virtio-net with %d queue "
+             "pairs; *vs 1 queue*: ivshmem-net 2 queues over 1 queue." % MQ, "",
+             "| metric | " + " | ".join(MQ_PATHS) + " | 2 queues vs 1 queue |",
+             "|---|" + "---:|" * (len(MQ_PATHS) + 1)]
+    for key, label, unit, get in (("tcp4", "TCP 4 streams", "Gbit/s", lambda r: r["tcp4"]["gbit_s"]),
+                                  ("udp64", "UDP 64 B received", "packets/s", lambda r: r["udp64"]["rx_pps"]),
+                                  ("udp64", "UDP 64 B loss", "%", lambda r: r["udp64"]["loss_pct"]),
+                                  ("tcp4", "host CPU of both QEMU, TCP 4", "% of a CPU", lambda r: qemu_sum(r["tcp4"])),
+                                  ("udp64", "host CPU of both QEMU, UDP 64 B", "% of a CPU",
+                                   lambda r: qemu_sum(r["udp64"]))):
+        cells = []
+        for p in MQ_PATHS:
+            v = value(get, res.get(p, {}))
+            r = ratio(v, value(get, base)) if base else None
+            cells.append("-" if v is None else "%s (%s)" % (fmt(v), "%.2f×" % r if r is not None else "n/a"))
+        two, one = value(get, res.get(MQ_PATHS[0], {})), value(get, res.get(MQ_PATHS[1], {}))
+        r = ratio(two, one)
+        lines.append("| %s, %s | %s | %s |" % (label, unit, " | ".join(cells),
+                                                 "%.2f×" % r if r is not None else "-"))
+    lines.append("")
+    return "\n".join(lines)
+
+
 # ------------------------------------------------------------------ host side
 
 def ring_bench(smoke):
@@ -556,6 +715,8 @@ def markdown(doc):
         for p, v in pts.items():
             for mib, t1, t4 in v:
                 lines.append("| %s | %d | %s | %s |" % (p, mib, fmt(t1), fmt(t4)))
+    if doc.get("queues"):
+        lines += ["", queues_markdown(doc["queues"])]
     rb = doc["ring_bench"]
     lines += ["", "## Host (no guests running)", "",
               "memcpy bandwidth (64 MiB buffer): %.2f GB/s" % rb["memcpy"]["gb_per_sec"], "",
@@ -764,6 +925,8 @@ def main():
                     help="region sizes in MiB for the ivshmem paths' TCP figures, comma-separated "
                          "[%s; smoke: %d, the main pairs' size]"
                          % (",".join(map(str, FULL_REGIONS)), REGION_MIB))
+    ap.add_argument("--only-queues", action="store_true",
+                    help="pair 3 alone: the several-queue figures (no charts, no ring-bench)")
     args = ap.parse_args()
     try:
         pyplot()
@@ -793,7 +956,10 @@ def main():
            "region_mib": REGION_MIB, "regions": []}
     say("%s run; results to %s" % ("smoke" if smoke else "full", out_dir))
 
+    if args.only_queues:
+        return main_queues(args, plan, stamp, mem_mb, out_dir)
     ns = Netns(["ivtapA", "ivtapB"])
+    namespaces = [ns]
     clusters = []
     try:
         ns.open()
@@ -845,13 +1011,16 @@ def main():
         check_splats(c2)
         c2.close()
 
+        doc["queues"] = run_queues(plan, mem_mb, args.initrd, clusters, namespaces)
+
         for mib in args.regions:
             if mib != REGION_MIB:
                 doc["regions"] += run_region(mib, plan, mem_mb, args.initrd, clusters)
     finally:
         for c in clusters:
             c.close()
-        ns.close()
+        for n in namespaces:
+            n.close()
 
     rb = ring_bench(smoke)
     doc["ring_bench"] = rb
@@ -920,10 +1089,52 @@ def check_results(doc, pngs):
                 bad.append("%s: no %s figures" % (p, key))
             elif not (sp["observations"] > 0 and 0 < sp["p50_us"] <= sp["p99_us"] <= sp["p99_9_us"]):
                 bad.append("%s %s: %r" % (p, key, sp))
+    bad += check_queues(doc.get("queues"))
     for png in pngs:
         if not png.exists() or png.read_bytes()[:8] != b"\x89PNG\r\n\x1a\n":
             bad.append("%s: not written" % png)
     return bad
+
+
+def check_queues(q):
+    """Problems with the several-queue figures (pair 3): every path measured, each figure
+    positive."""
+    if q is None:
+        return ["no several-queue figures (pair 3)"]
+    bad = []
+    for p in MQ_PATHS:
+        r = q["paths"].get(p)
+        if r is None:
+            bad.append("%s: not measured" % p)
+        elif not (r["tcp4"]["gbit_s"] > 0 and all(g > 0 for g in r["tcp4"]["per_client_gbit_s"])
+                  and r["udp64"]["rx_pps"] > 0):
+            bad.append("%s: %r" % (p, {k: r[k] for k in ("tcp4", "udp64")}))
+    return bad
+
+
+def main_queues(args, plan, stamp, mem_mb, out_dir):
+    """--only-queues: pair 3 alone; writes <stamp>-queues.{json,md}."""
+    clusters, namespaces = [], []
+    doc = {"timestamp": stamp, "smoke": args.smoke, "plan": plan, "host": host_info()}
+    try:
+        doc["queues"] = run_queues(plan, mem_mb, args.initrd, clusters, namespaces)
+    finally:
+        for c in clusters:
+            c.close()
+        for n in namespaces:
+            n.close()
+    doc["seconds"] = round(time.time() - T0, 1)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    stem = out_dir / (stamp + "-queues")
+    Path(str(stem) + ".json").write_text(json.dumps(doc, indent=1))
+    md = queues_markdown(doc["queues"])
+    Path(str(stem) + ".md").write_text(md)
+    print(md)
+    say("wrote %s.{json,md} in %.0f s" % (stem, time.time() - T0))
+    problems = check_queues(doc["queues"])
+    for p in problems:
+        say("FAILED: " + p)
+    return 1 if problems else 0
 
 
 def check_splats(c):

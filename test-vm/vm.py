@@ -255,7 +255,7 @@ class Guest:
         self.migrations = 0  # live migrations done (`migrate_to`): this QEMU is the n-th
         self.vcpus = vcpus  # virtual CPUs (the guest kernel brings each up from ACPI's MADT)
         self.netns = netns  # run QEMU inside this network namespace (ip netns exec)
-        self.taps = list(taps)  # [(ifname, mac)]: a virtio-net NIC on each tap device
+        self.taps = list(taps)  # [(ifname, mac[, queue pairs])]: a virtio-net NIC on each tap
         self.cmdline = cmdline  # extra kernel command line
         self.plain = plain  # ivshmem-plain on the shared region even in a doorbell cluster
         self.name = name
@@ -336,14 +336,18 @@ class Guest:
             path, size = self.ivshmem
             cmd += self._ivshmem_args("ivshmem0", "shm", path=path, size=size)
             self.ivshmem_id, self.ivshmem_backend = "ivshmem0", "shm"
-        for i, (ifname, mac) in enumerate(self.taps):
+        for i, tap in enumerate(self.taps):
             # QEMU's userspace virtio-net backend (vhost off) on a tap device that must exist
-            # (in `netns` if given); the guest sees it as eth<i>.
+            # (in `netns` if given); the guest sees it as eth<i>. A third element asks for
+            # that many queue pairs (mq=on; the tap must be multi_queue, see bench.Netns).
+            ifname, mac = tap[:2]
+            pairs = tap[2] if len(tap) > 2 else 1
             nic = "nic%d" % i
-            cmd += ["-netdev", "tap,id=n%d,ifname=%s,script=no,downscript=no,vhost=off"
-                    % (i, ifname),
-                    "-device", "virtio-net-pci,netdev=n%d,mac=%s,id=%s%s"
-                    % (i, mac, nic, ",addr=%02x.0" % slots[nic] if nic in slots else "")]
+            cmd += ["-netdev", "tap,id=n%d,ifname=%s,script=no,downscript=no,vhost=off%s"
+                    % (i, ifname, ",queues=%d" % pairs if pairs > 1 else ""),
+                    "-device", "virtio-net-pci,netdev=n%d,mac=%s,id=%s%s%s"
+                    % (i, mac, nic, ",mq=on,vectors=%d" % (2 * pairs + 2) if pairs > 1 else "",
+                       ",addr=%02x.0" % slots[nic] if nic in slots else "")]
         if incoming is not None:
             cmd += ["-incoming", incoming]
         if self.netns:
@@ -585,7 +589,7 @@ class Guest:
               % (self.name, self.ivshmem_id))
         n = self.migrations + 1
         if taps is not None:
-            check([m for _, m in taps] == [m for _, m in self.taps],
+            check([t[1] for t in taps] == [t[1] for t in self.taps],
                   "%s: the destination NICs must keep the MACs %s" % (self.name, self.taps))
         slots = self.pci_slots()
         old = {"proc": self.proc, "sock": self.sock, "qmp": self.qmp, "taps": self.taps,
@@ -730,7 +734,8 @@ class Cluster:
     `guests` is a list of names, or of dicts {"name", "ivshmem": "shared"|"plain-shared"|None|
     size_bytes ("plain-shared": ivshmem-plain on the shared region even with `doorbell`),
     "cmdline": extra kernel command line,
-    "netns": run QEMU in that network namespace, "taps": [(tap ifname, MAC)] virtio-net NICs,
+    "netns": run QEMU in that network namespace, "taps": [(tap ifname, MAC[, queue pairs])]
+    virtio-net NICs,
     "mem_mb", "vcpus" (default 1), "master" (ivshmem master=on), "args"}; a size gives that guest a private region of its own. With
     `doorbell=N` the shared guests use ivshmem-doorbell with N vectors instead of ivshmem-plain:
     the cluster runs our ivshmem-server (build/bin) for them, whose shared memory is the same
