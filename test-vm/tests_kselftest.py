@@ -39,10 +39,6 @@ ALLOWED = {
     # tests expect such a device to say so (EOPNOTSUPP), which is what XFAIL records.
     "stats.check_pause": ("XFAIL", "pause not supported by the device"),
     "stats.check_fec": ("XFAIL", "FEC not supported by the device"),
-    # TEMPORARY, must disappear: ivshm0 has one queue, so the test cannot take one away and
-    # give it back; it runs once the multi-queue work (issue 19) gives it more (issue 23
-    # item 3). Delete this entry then.
-    "queues.addremove_queues": ("SKIP", "cannot decrement queue: already at 1"),
 }
 
 KTAP_RESULT = re.compile(r"^(not )?ok (\d+) (\S+?)(?: # (\S+)\s*(.*?))?\s*$")
@@ -131,6 +127,14 @@ def test_kernel_driver_selftests():
                                     "/usr/local/bin/ethtool", "/bin/dash"],
                   "gA: the selftest image's commands are not the ones it needs:\n%s" % r.out)
             dp.bring_up([a, b])
+            # gA has one vCPU, so one channel by default: two, so that queues.addremove_queues
+            # can take one away and give it back (gB keeps one: the link runs one queue).
+            r = a.run("ethtool -L %s combined 2 && ethtool -l %s" % (dp.IFACE, dp.IFACE),
+                      timeout=30)
+            cur = r.out.split("Current hardware settings:")[-1]
+            check(re.search(r"^Combined:\s+2$", cur, re.M),
+                  "gA: ethtool -L combined 2 did not take:\n%s" % r.out)
+            dp.ping_until(a, b.ip4)
             dp.ping(a, b.ip4)
             dp.ping(b, a.ip6)
             for script in ("stats", "queues"):
