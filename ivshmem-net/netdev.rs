@@ -295,9 +295,9 @@ pub(crate) struct Net {
     logs: Logs,
     /// Doorbell mode: when the NAPI poll last looked at the links, in ms.
     last_manage_ms: AtomicU64,
-    /// Polling mode: polls without frames the poll hrtimer still follows up within
-    /// `poll_us` before leaving it to the timer (see `keep_polling`).
-    linger: AtomicU32,
+    /// Polling mode: until when (ns, [`crate::ext::time::now_ns`]) polls that find nothing are still
+    /// followed up within `poll_us` before polling is left to the timer (see `keep_polling`).
+    linger_until_ns: AtomicU64,
     /// Doorbell mode: the timer is armed to fire within [`WATCH_MS`] (frames in flight are
     /// being watched); an audit ([`AUDIT_MS`]) does not count.
     watching: AtomicBool,
@@ -401,7 +401,7 @@ impl Net {
                 repair: Ratelimit::new(1000, 1),
             },
             last_manage_ms: AtomicU64::new(0),
-            linger: AtomicU32::new(0),
+            linger_until_ns: AtomicU64::new(0),
             watching: AtomicBool::new(false),
             running: AtomicBool::new(false),
             regular_mac: AtomicU64::new(0),

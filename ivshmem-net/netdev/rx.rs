@@ -25,8 +25,8 @@ const PUBLISH_EVERY: u32 = 16;
 /// page fragments. Holds the Ethernet, IP and TCP headers the stack (and transparent mode's
 /// source check) reads first; `virtio_net_hdr_to_skb` pulls more if an offload needs it.
 const RX_HEAD: u32 = 256;
-/// Polling mode: how long (µs of `poll_us` polls) the poll hrtimer keeps following up polls
-/// that find nothing before leaving polling to the timer ([`super::Net::keep_polling`]).
+/// Polling mode: how long (µs) after the last frame the poll hrtimer keeps following up
+/// polls that find nothing before leaving polling to the timer ([`super::Net::keep_polling`]).
 const LINGER_US: u32 = 2000;
 
 impl super::Net {
@@ -103,26 +103,24 @@ impl super::Net {
 
     /// Polling mode with `poll_us`: traffic is flowing (`found`: this poll took frames, or we
     /// just sent some and an answer may follow), so poll again within `poll_us` rather than
-    /// at the next timer tick, and keep doing so through [`LINGER_US`] of polls that find
-    /// nothing; then only the timer polls (every `poll_ms`, backing off to `poll_idle_ms`),
-    /// so an idle guest pays no more than before.
+    /// at the next timer tick, and keep doing so for [`LINGER_US`] after the last frame; then
+    /// only the timer polls (every `poll_ms`, backing off to `poll_idle_ms`), so an idle guest
+    /// pays no more than before. The linger is measured in time, not in polls: a socket busy
+    /// polling us runs many empty polls within microseconds, and counting those would end the
+    /// linger just before that socket goes to sleep waiting for an answer.
     pub(super) fn keep_polling(&self, dev: &Device, found: bool) {
         let us = self.params.poll_us;
         if us == 0 {
             return;
         }
-        let polls = (LINGER_US / us).max(1);
-        let left = if found {
-            self.linger.store(polls, Ordering::Relaxed);
-            polls
-        } else {
-            self.linger
-                .fetch_update(Ordering::Relaxed, Ordering::Relaxed, |n| n.checked_sub(1))
-                .unwrap_or(0)
-        };
-        if left > 0 {
-            dev.poll_within_ns(u64::from(us) * 1000);
+        let now = time::now_ns();
+        if found {
+            self.linger_until_ns
+                .store(now + u64::from(LINGER_US) * 1000, Ordering::Relaxed);
+        } else if now >= self.linger_until_ns.load(Ordering::Relaxed) {
+            return;
         }
+        dev.poll_within_ns(u64::from(us) * 1000);
     }
 
     /// Receives up to `budget` frames from ring `c` of peer `j`; returns how many it took off
