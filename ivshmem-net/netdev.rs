@@ -57,6 +57,7 @@
 
 mod links;
 mod rx;
+use rx::RX_THREAD_NICE;
 mod transparent;
 mod tx;
 
@@ -226,6 +227,15 @@ struct Chan {
     rx: SpinLockBh<Rx>,
     /// `Tx::stopped`, readable without the lock (written under it): whether a wake-up is due.
     stopped: AtomicU32,
+    /// Where NAPI context `c` polls (`rx_threads`, see `place_poll` in `rx.rs`), written only
+    /// by its poll: when the current window started (jiffies ms)...
+    window_start_ms: AtomicU64,
+    /// ...the frames its polls received since...
+    window_frames: AtomicU32,
+    /// ...whether the last window asks for the move to its kernel thread...
+    move_due: AtomicBool,
+    /// ...and whether we moved it there.
+    threaded: AtomicBool,
 }
 
 /// Control state, under the `ctl` lock.
@@ -295,9 +305,9 @@ pub(crate) struct Net {
     logs: Logs,
     /// Doorbell mode: when the NAPI poll last looked at the links, in ms.
     last_manage_ms: AtomicU64,
-    /// Polling mode: until when (ns, [`crate::ext::time::now_ns`]) polls that find nothing are still
-    /// followed up within `poll_us` before polling is left to the timer (see `keep_polling`).
-    linger_until_ns: AtomicU64,
+    /// Polling mode: until when (jiffies ms) polls that find nothing are still followed up
+    /// within `poll_us` before polling is left to the timer (see `keep_polling`).
+    linger_until_ms: AtomicU64,
     /// Doorbell mode: the timer is armed to fire within [`WATCH_MS`] (frames in flight are
     /// being watched); an audit ([`AUDIT_MS`]) does not count.
     watching: AtomicBool,
@@ -401,7 +411,7 @@ impl Net {
                 repair: Ratelimit::new(1000, 1),
             },
             last_manage_ms: AtomicU64::new(0),
-            linger_until_ns: AtomicU64::new(0),
+            linger_until_ms: AtomicU64::new(0),
             watching: AtomicBool::new(false),
             running: AtomicBool::new(false),
             regular_mac: AtomicU64::new(0),
@@ -545,6 +555,10 @@ impl Net {
                     "ivshmem_net::rx"
                 ),
                 stopped: AtomicU32::new(0),
+                window_start_ms: AtomicU64::new(0),
+                window_frames: AtomicU32::new(0),
+                move_due: AtomicBool::new(false),
+                threaded: AtomicBool::new(false),
             }),
             GFP_KERNEL,
         )
@@ -603,6 +617,11 @@ impl Operations for Net {
             .map_err(|_| EIO)?;
         ctl.running = true;
         self.running.store(true, Ordering::Relaxed);
+        for ch in self.chans.iter() {
+            // Enabling NAPI put every context back in softirq context.
+            ch.move_due.store(false, Ordering::Relaxed);
+            ch.threaded.store(false, Ordering::Relaxed);
+        }
         ctl.interval_ms = self.params.poll_ms;
         drop(ctl);
         self.kick_all();
@@ -654,6 +673,10 @@ impl Operations for Net {
 
     fn offloads_for(&self, dst: &[u8; 6]) -> (bool, bool) {
         self.offloads_to(dst)
+    }
+
+    fn napi_thread_nice(&self) -> Option<i32> {
+        self.params.rx_threads.then_some(RX_THREAD_NICE)
     }
 
     fn interrupt(&self, dev: &Device, vector: u32) -> bool {

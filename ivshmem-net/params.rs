@@ -28,6 +28,8 @@ pub(crate) struct Params {
     /// `queues=`: channels wanted, `None` for one per online CPU (either way capped at probe
     /// by what the region allows).
     pub(crate) queues: Option<u32>,
+    /// `rx_threads=`: receive polls under sustained load move to the NAPI threads.
+    pub(crate) rx_threads: bool,
     /// `transparent=`: the regular interface of transparent mode, `None` when off.
     pub(crate) transparent: Option<&'static CStr>,
 }
@@ -92,6 +94,14 @@ impl Params {
                 return Err(EINVAL);
             }
         };
+        let rx_threads = match raw::rx_threads() {
+            0 => false,
+            1 => true,
+            v => {
+                pr_err!("rx_threads={} is out of range 0..=1\n", v);
+                return Err(EINVAL);
+            }
+        };
         let name = raw::transparent();
         let transparent = match name.len() {
             0 => None,
@@ -120,6 +130,7 @@ impl Params {
             poll_idle_ms,
             poll_us,
             queues,
+            rx_threads,
             transparent,
         })
     }

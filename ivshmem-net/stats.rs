@@ -64,6 +64,11 @@ pub(crate) struct Global {
     pub(crate) peer_resets: Counter,
     /// Links taken down because the peer's heartbeat stopped.
     pub(crate) heartbeat_losses: Counter,
+    /// `rx_threads`: times a receive queue's NAPI context moved to its kernel thread (its
+    /// polls kept using their whole budget).
+    pub(crate) rx_to_thread: Counter,
+    /// `rx_threads`: times it came back to softirq context.
+    pub(crate) rx_to_softirq: Counter,
     /// Polling mode: links restarted because frames we sent the peer stayed unconsumed for
     /// the liveness timeout while they kept the transmit queue stopped (the pool they hold is
     /// every peer's); also counted in `peer_resets`. Doorbell mode counts such a peer in
@@ -189,6 +194,8 @@ const GLOBAL: &[Field<Global>] = &[
     ("rx_drop_oversize", |s| &s.rx_drop_oversize),
     ("rx_drop_error", |s| &s.rx_drop_error),
     ("rx_polls", |s| &s.rx_polls),
+    ("rx_to_thread", |s| &s.rx_to_thread),
+    ("rx_to_softirq", |s| &s.rx_to_softirq),
     ("rx_bad_desc", |s| &s.rx_bad_desc),
     ("peer_resets", |s| &s.peer_resets),
     ("heartbeat_losses", |s| &s.heartbeat_losses),

@@ -41,6 +41,14 @@ MODULE_PARM_DESC(queues, "Channels (transmit and receive queue pairs, NAPI conte
 			 "vectors), 0..8: 0 (default) one per online CPU; capped at what the "
 			 "region's layout and pool partitions allow; ethtool -L changes it");
 
+static unsigned int rx_threads = 1;
+module_param(rx_threads, uint, 0444);
+MODULE_PARM_DESC(rx_threads, "1 (default): a receive queue whose polls keep using their whole "
+			     "budget moves from softirq context to its kernel thread "
+			     "(napi/<dev>-<id>, nice 19), so applications run first and a full "
+			     "ring slows the sender instead of a full socket dropping, and comes "
+			     "back after 50 ms without; 0: always softirq context");
+
 static char *transparent = "";
 module_param(transparent, charp, 0444);
 MODULE_PARM_DESC(transparent, "Transparent mode: name of a regular interface (e.g. eth0) whose "
@@ -80,6 +88,11 @@ unsigned int ivnet_param_poll_us(void)
 unsigned int ivnet_param_queues(void)
 {
 	return queues;
+}
+
+unsigned int ivnet_param_rx_threads(void)
+{
+	return rx_threads;
 }
 
 unsigned int ivnet_online_cpus(void)

@@ -41,6 +41,12 @@ pub fn queues() -> u32 {
     unsafe { bindings::ivnet_param_queues() }
 }
 
+/// `rx_threads=` (0 or 1).
+pub fn rx_threads() -> u32 {
+    // SAFETY: as in `id`.
+    unsafe { bindings::ivnet_param_rx_threads() }
+}
+
 /// The number of online CPUs now (the default of `queues=`).
 pub fn online_cpus() -> u32 {
     // SAFETY: reads the online CPU mask's weight; any context.

@@ -1,6 +1,6 @@
 // SPDX-License-Identifier: GPL-2.0
 
-//! Sleeping, the jiffies clock and the monotonic nanosecond clock.
+//! Sleeping and the jiffies clock.
 
 use super::bindings;
 
@@ -22,13 +22,6 @@ pub fn jiffies() -> usize {
 pub fn now_ms() -> u64 {
     // SAFETY: a pure conversion.
     unsafe { bindings::jiffies64_to_msecs(jiffies() as u64) }
-}
-
-/// Nanoseconds since boot on the monotonic clock (the clocksource read as is, without the
-/// tick's granularity). Any context, including hard interrupts.
-pub fn now_ns() -> u64 {
-    // SAFETY: `ktime_get_mono_fast_ns` has no preconditions; it is NMI-safe by design.
-    unsafe { bindings::ktime_get_mono_fast_ns() }
 }
 
 /// `ms` milliseconds in jiffies, rounded up.

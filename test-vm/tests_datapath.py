@@ -1230,6 +1230,69 @@ def test_poll_us_fast_polling_transfers_and_unloads():
         no_splats(c)
 
 
+def _napi_threads(node):
+    """The nice values of the device's NAPI threads (napi/ivshm0-<id>)."""
+    out = node.run("ps -o comm,nice | grep '^napi/%s-' || true" % IFACE, check=True).out
+    return [int(line.split()[-1]) for line in out.splitlines() if line.strip()]
+
+
+def test_rx_threads_flood_moves_poll_and_back():
+    """`rx_threads=1` (the default): gB's NAPI contexts get kernel threads at nice 19 while
+    the device stays in softirq mode (`threaded` reads 0). A UDP flood of 64-byte datagrams
+    from gA keeps gB's polls full, so the context moves to its thread (`rx_to_thread`), where
+    the receiving application runs first: the ring, not the socket, holds what it cannot take
+    yet, and gA's queue stops instead of gB's socket dropping most datagrams (it dropped about
+    80 % in softirq context). Once traffic is light the context comes back
+    (`rx_to_softirq`). A 16 MiB TCP transfer checks every byte through the moves. gA runs
+    with `rx_threads=0`: no threads, and a flood the other way never moves anything."""
+    with vm.Cluster(["gA", "gB"]) as c:
+        a, b = Node(c["gA"], 1), Node(c["gB"], 2)
+        bring_up([a, b], params={"gA": "rx_threads=0"})
+        threads = _napi_threads(b)
+        check(threads and all(n == 19 for n in threads),
+              "gB: NAPI threads and their nice values: %r" % threads)
+        check(_napi_threads(a) == [], "gA (rx_threads=0) has NAPI threads")
+        check(b.run("cat /sys/class/net/%s/threaded" % IFACE, check=True).out.strip() == "0",
+              "gB: the device itself became threaded")
+        before = {n: n.stat_dict() for n in (a, b)}
+        b.run("iperf3 -s -D -1 -p 5297", timeout=30, check=True)
+        r = a.run("for i in $(seq 50); do iperf3 -c %s -p 5297 -u -l 64 -b 0 -t 3 -J > /tmp/u.json "
+                  "&& cat /tmp/u.json && exit 0; usleep 100000; done; exit 1" % b.ip4,
+                  timeout=120, check=True)
+        end = json.loads(r.out)["end"]
+        got = end.get("sum_received") or end["sum"]
+        sent, lost = got["packets"], got["lost_packets"]
+        mid = {n: n.stat_dict() for n in (a, b)}
+        moved = delta(before[b], mid[b], "rx_to_thread")
+        print("    info: UDP 64 B flood: %d datagrams sent, %d lost (%.1f %%); gB's poll moved to "
+              "its thread %d times; gA's queue stopped %d times"
+              % (sent, lost, 100.0 * lost / max(sent, 1), moved,
+                 delta(before[a], mid[a], "tx_queue_stops")), flush=True)
+        check(moved >= 1, "gB's poll never moved to its thread under the flood")
+        check(sent > 1000, "the flood sent only %d datagrams" % sent)
+        check(lost * 4 < sent, "gB's socket lost %d of %d datagrams" % (lost, sent))
+        # Light traffic brings it back: pings after 50 ms without a full poll.
+        time.sleep(0.2)
+        ping(a, b.ip4, count=3)
+        back = delta(before[b], b.stat_dict(), "rx_to_softirq")
+        check(back == moved, "gB: moved to its thread %d times, back %d times" % (moved, back))
+        # The other way: gA never moves.
+        a.run("iperf3 -s -D -1 -p 5296", timeout=30, check=True)
+        b.run("for i in $(seq 50); do iperf3 -c %s -p 5296 -u -l 64 -b 0 -t 2 >/dev/null "
+              "&& exit 0; usleep 100000; done; exit 1" % a.ip4, timeout=120, check=True)
+        tcp_transfers([(a, b), (b, a)], 16 << 20, timeout=600)
+        after = {n: n.stat_dict() for n in (a, b)}
+        check(delta(before[a], after[a], "rx_to_thread") == 0, "gA (rx_threads=0) moved its poll")
+        for n in (a, b):
+            check(delta(before[n], after[n], "rx_bad_desc") == 0, "%s: rx_bad_desc grew" % n.name)
+            for k in ("rx_drop_nomem", "rx_drop_oversize", "rx_drop_error"):
+                check(delta(before[n], after[n], k) == 0, "%s: %s grew" % (n.name, k))
+        no_splats(c)
+
+
+test_rx_threads_flood_moves_poll_and_back.modes = ("plain", "doorbell")
+
+
 # ---------------------------------------------------------------- guests with several vCPUs
 
 def test_smp_guests_bring_up_every_cpu():

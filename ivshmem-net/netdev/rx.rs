@@ -25,9 +25,26 @@ const PUBLISH_EVERY: u32 = 16;
 /// page fragments. Holds the Ethernet, IP and TCP headers the stack (and transparent mode's
 /// source check) reads first; `virtio_net_hdr_to_skb` pulls more if an offload needs it.
 const RX_HEAD: u32 = 256;
-/// Polling mode: how long (µs) after the last frame the poll hrtimer keeps following up
-/// polls that find nothing before leaving polling to the timer ([`super::Net::keep_polling`]).
-const LINGER_US: u32 = 2000;
+/// Polling mode: how long (ms, on the jiffies clock: 2 to 3 ms) after the last frame the
+/// poll hrtimer keeps following up polls that find nothing before leaving polling to the
+/// timer ([`super::Net::keep_polling`]).
+const LINGER_MS: u64 = 2;
+/// `rx_threads`: the window (ms, on the jiffies clock) over which a context's received
+/// frames are counted.
+const WINDOW_MS: u64 = 10;
+/// `rx_threads`: a context that received more frames than this in a window in softirq
+/// context (30,000 frames/s, more than its application can take under emulation and a
+/// fraction of a flood's) moves to its thread.
+const THREAD_ABOVE_FRAMES: u32 = 300;
+/// `rx_threads`: a context that we moved comes back to softirq context (where a lone frame
+/// is received sooner, without waking a thread) after a window with fewer frames than this
+/// (10,000 frames/s, several times a request/response exchange's rate under TCG).
+const SOFTIRQ_BELOW_FRAMES: u32 = 100;
+/// `rx_threads`: the nice value of the NAPI threads. The lowest priority: while an
+/// application that reads what we receive can run, it runs first; frames wait in the ring,
+/// whose being full stops the sender's queue, instead of being received only to be dropped at
+/// a full socket (receive livelock). Spare CPU time still goes to the poll at once.
+pub(super) const RX_THREAD_NICE: i32 = 19;
 
 impl super::Net {
     /// The poll of NAPI context `c`: in doorbell mode, NAPI 0 looks at the links first
@@ -62,6 +79,10 @@ impl super::Net {
                 }
             }
         }
+        // Moving to the thread: this poll completes (one frame short of its budget) so that
+        // the next scheduling wakes the thread.
+        let moving = budget > 1 && self.place_poll(&napi, ch);
+        let budget = if moving { budget - 1 } else { budget };
         let n = self.geometry.max_peers;
         let mut done = 0;
         let mut rx = ch.rx.lock();
@@ -81,13 +102,19 @@ impl super::Net {
         if done > 0 {
             self.busy.store(true, Ordering::Relaxed);
         }
+        if done > 0 {
+            self.count_poll(&napi, ch, done);
+        }
         if !self.interrupts() {
             self.keep_polling(dev, done > 0);
         }
         self.tx_wake(dev, c);
         if done < budget {
             let completed = napi.complete_done(done);
-            if self.interrupts() {
+            if moving && completed {
+                // Frames are waiting (the last polls were full): the thread takes them.
+                dev.napi_schedule(c);
+            } else if self.interrupts() {
                 if !completed {
                     // Busy polling (or work noted meanwhile): we will be polled again, so a
                     // kick would only cost both sides an interrupt.
@@ -101,9 +128,56 @@ impl super::Net {
         done
     }
 
+    /// `rx_threads`, at the start of a poll of channel `ch`'s context: moves it to its kernel
+    /// thread if the last window asked for it ([`THREAD_ABOVE_FRAMES`]). Returns whether it moved
+    /// (this poll must complete for the move to take effect).
+    fn place_poll(&self, napi: &Napi, ch: &Chan) -> bool {
+        if !self.params.rx_threads
+            || ch.threaded.load(Ordering::Relaxed)
+            || !ch.move_due.swap(false, Ordering::Relaxed)
+        {
+            return false;
+        }
+        if !napi.set_threaded(true) {
+            // No thread, or the administrator made the device threaded: nothing to move.
+            return false;
+        }
+        ch.threaded.store(true, Ordering::Relaxed);
+        self.stats.global.rx_to_thread.inc();
+        true
+    }
+
+    /// `rx_threads`, at the end of a poll that received `done` frames: counts them, and a
+    /// window that is over decides where the context polls next: to its thread after more
+    /// than [`THREAD_ABOVE_FRAMES`] in softirq context (the move is made by the next poll,
+    /// [`super::Net::place_poll`]), back after fewer than [`SOFTIRQ_BELOW_FRAMES`] in the
+    /// thread. The gap between the two keeps a load near either from moving it to and fro.
+    fn count_poll(&self, napi: &Napi, ch: &Chan, done: u32) {
+        if !self.params.rx_threads {
+            return;
+        }
+        let now = time::now_ms();
+        if now.wrapping_sub(ch.window_start_ms.load(Ordering::Relaxed)) >= WINDOW_MS {
+            let frames = ch.window_frames.load(Ordering::Relaxed);
+            if ch.threaded.load(Ordering::Relaxed) {
+                if frames < SOFTIRQ_BELOW_FRAMES {
+                    ch.threaded.store(false, Ordering::Relaxed);
+                    if napi.set_threaded(false) {
+                        self.stats.global.rx_to_softirq.inc();
+                    }
+                }
+            } else if frames > THREAD_ABOVE_FRAMES {
+                ch.move_due.store(true, Ordering::Relaxed);
+            }
+            ch.window_start_ms.store(now, Ordering::Relaxed);
+            ch.window_frames.store(0, Ordering::Relaxed);
+        }
+        ch.window_frames.fetch_add(done, Ordering::Relaxed);
+    }
+
     /// Polling mode with `poll_us`: traffic is flowing (`found`: this poll took frames, or we
     /// just sent some and an answer may follow), so poll again within `poll_us` rather than
-    /// at the next timer tick, and keep doing so for [`LINGER_US`] after the last frame; then
+    /// at the next timer tick, and keep doing so for [`LINGER_MS`] after the last frame; then
     /// only the timer polls (every `poll_ms`, backing off to `poll_idle_ms`), so an idle guest
     /// pays no more than before. The linger is measured in time, not in polls: a socket busy
     /// polling us runs many empty polls within microseconds, and counting those would end the
@@ -113,11 +187,13 @@ impl super::Net {
         if us == 0 {
             return;
         }
-        let now = time::now_ns();
+        // The jiffies clock: reading it costs nothing, unlike a clocksource under emulation,
+        // and a linger of milliseconds needs no finer one.
+        let now = time::now_ms();
         if found {
-            self.linger_until_ns
-                .store(now + u64::from(LINGER_US) * 1000, Ordering::Relaxed);
-        } else if now >= self.linger_until_ns.load(Ordering::Relaxed) {
+            self.linger_until_ms
+                .store(now + LINGER_MS, Ordering::Relaxed);
+        } else if now > self.linger_until_ms.load(Ordering::Relaxed) {
             return;
         }
         dev.poll_within_ns(u64::from(us) * 1000);

@@ -1,9 +1,12 @@
 // SPDX-License-Identifier: GPL-2.0
 /*
- * NAPI receive helpers: allocating a receive buffer inside a poll, and handing a frame to the
- * stack as if it had arrived on another device (transparent mode).
+ * NAPI receive helpers: allocating a receive buffer inside a poll, handing a frame to the
+ * stack as if it had arrived on another device (transparent mode), and moving a NAPI context
+ * between softirq context and its kernel thread.
  */
 #include <linux/etherdevice.h>
+#include <linux/rtnetlink.h>
+#include <linux/sched.h>
 #include <net/busy_poll.h>
 #include <net/net_namespace.h>
 
@@ -62,4 +65,31 @@ int ivnet_skb_receive_on(struct sk_buff *skb, struct napi_struct *napi, int ifin
 	netif_receive_skb(skb);
 	rcu_read_unlock();
 	return 0;
+}
+
+int ivnet_napi_prepare_threads(struct net_device *dev, int nice)
+{
+	struct napi_struct *napi;
+	int err = 0;
+
+	ASSERT_RTNL();
+	if (!dev->threaded) {
+		/* Creates the missing threads; switching back clears the contexts' bits only. */
+		err = dev_set_threaded(dev, true);
+		dev_set_threaded(dev, false);
+	}
+	list_for_each_entry(napi, &dev->napi_list, dev_list)
+		if (napi->thread)
+			set_user_nice(napi->thread, nice);
+	return err;
+}
+
+bool ivnet_napi_set_threaded(struct napi_struct *napi, bool on)
+{
+	if (!READ_ONCE(napi->thread) || READ_ONCE(napi->dev->threaded))
+		return false;
+	/* As dev_set_threaded(): the thread exists before the bit says to use it. */
+	smp_mb__before_atomic();
+	assign_bit(NAPI_STATE_THREADED, &napi->state, on);
+	return true;
 }

@@ -21,4 +21,17 @@ struct sk_buff *ivnet_napi_alloc_rx_skb(struct napi_struct *napi, unsigned int l
  */
 int ivnet_skb_receive_on(struct sk_buff *skb, struct napi_struct *napi, int ifindex);
 
+/*
+ * Gives every NAPI context of `dev` its kernel thread (napi/<dev>-<id>), as writing 1 to the
+ * `threaded` sysfs attribute does, without leaving the device threaded unless it was, and sets
+ * each thread's nice value to `nice`. Caller holds RTNL. 0 or the error of creating a thread.
+ */
+int ivnet_napi_prepare_threads(struct net_device *dev, int nice);
+/*
+ * Moves `napi` to its thread (`on`) or back to softirq context: takes effect at its next
+ * scheduling, as the `threaded` attribute does. False, changing nothing, if it has no thread or
+ * the whole device was made threaded through that attribute (the administrator's choice wins).
+ */
+bool ivnet_napi_set_threaded(struct napi_struct *napi, bool on);
+
 #endif

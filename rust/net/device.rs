@@ -247,6 +247,17 @@ impl Device {
         }
     }
 
+    /// Gives every NAPI context its kernel thread with nice value `nice`, leaving the
+    /// contexts where they are (see [`super::Operations::napi_thread_nice`]). Only the `open`
+    /// trampoline calls it, under RTNL. May sleep.
+    pub(super) fn napi_prepare_threads(&self, nice: i32) -> Result {
+        // SAFETY: the core calls `ndo_open` under RTNL, which `dev_set_threaded` needs (the
+        // `threaded` attribute takes it too); the device is registered.
+        kernel::error::to_result(unsafe {
+            bindings::ivnet_napi_prepare_threads(self.as_raw(), nice)
+        })
+    }
+
     /// Disables every NAPI context and waits for running polls to finish: only the `stop`
     /// trampoline does, and the `open` one if the driver's open fails (`ops.rs`), each after
     /// enabling them. May sleep.

@@ -40,6 +40,17 @@ impl Napi {
         NonNull::new(p).map(RxSkb).ok_or(ENOMEM)
     }
 
+    /// Moves this context to its kernel thread (`on`) or back to softirq context, from its
+    /// next scheduling on (a poll running now finishes where it is). The thread is the one
+    /// [`super::Operations::napi_thread_nice`] had prepared; `false`, changing nothing, if
+    /// there is none, or if the administrator made the whole device threaded (its `threaded`
+    /// sysfs attribute), whose choice stands.
+    pub fn set_threaded(&self, on: bool) -> bool {
+        // SAFETY: called inside this NAPI context's poll: the context is added to its device,
+        // whose threads live as long as it is.
+        unsafe { bindings::ivnet_napi_set_threaded(self.as_raw(), on) }
+    }
+
     /// Hands a received frame to the stack through GRO.
     pub fn gro_receive(&self, skb: SkBuff) {
         // SAFETY: called inside this NAPI context's poll; ownership of the buffer passes on.

@@ -83,6 +83,14 @@ pub trait Operations: Ethtool + QueueStats + Send + Sync + Sized + 'static {
     ///
     /// [`Config::irqs`]: super::Config::irq
     fn irq_unmask(&self) {}
+    /// Whether the NAPI contexts get kernel threads, and at which nice value: `Some(nice)`
+    /// makes each `open` create the missing threads (as writing 1 to the `threaded` sysfs
+    /// attribute would, but leaving the contexts in softirq context) and set their nice value,
+    /// so that a poll can move a context there ([`super::Napi::set_threaded`]). Without it
+    /// (`None`), the threads are the administrator's business alone.
+    fn napi_thread_nice(&self) -> Option<i32> {
+        None
+    }
     /// The interrupts of [`Config::irqs`] are about to be freed (on unbind, or on an error path
     /// after it was requested): keep the device from raising it any more and acknowledge what
     /// it raised, so that no level-triggered line stays asserted with nobody to handle it.
@@ -134,6 +142,13 @@ impl<T: Operations> Adapter<T> {
     unsafe extern "C" fn open(dev: *mut bindings::net_device) -> i32 {
         // SAFETY: by the function's safety requirement.
         let (dev, data) = unsafe { Self::data(dev) };
+        if let Some(nice) = data.napi_thread_nice() {
+            // Without threads the contexts only stay in softirq context (`set_threaded`
+            // refuses): worth a line, not a failed open.
+            if let Err(e) = dev.napi_prepare_threads(nice) {
+                kernel::pr_warn!("NAPI threads not created ({:?}): softirq only\n", e);
+            }
+        }
         // NAPI is enabled here, not by the driver: before its `open`, which may make interrupts
         // and timers schedule it, and disabled again if that fails, so a failed open leaves it
         // disabled as it found it (the next open would enable it twice: `BUG_ON`).
