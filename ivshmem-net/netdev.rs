@@ -230,8 +230,9 @@ struct Chan {
     /// Where NAPI context `c` polls (`rx_threads`, see `place_poll` in `rx.rs`), written only
     /// by its poll: when the current window started (jiffies ms)...
     window_start_ms: AtomicU64,
-    /// ...the frames its polls received since...
-    window_frames: AtomicU32,
+    /// ...its receive queue's packet and byte counters then...
+    window_packets: AtomicU64,
+    window_bytes: AtomicU64,
     /// ...whether the last window asks for the move to its kernel thread...
     move_due: AtomicBool,
     /// ...and whether we moved it there.
@@ -556,7 +557,8 @@ impl Net {
                 ),
                 stopped: AtomicU32::new(0),
                 window_start_ms: AtomicU64::new(0),
-                window_frames: AtomicU32::new(0),
+                window_packets: AtomicU64::new(0),
+                window_bytes: AtomicU64::new(0),
                 move_due: AtomicBool::new(false),
                 threaded: AtomicBool::new(false),
             }),
@@ -617,10 +619,18 @@ impl Operations for Net {
             .map_err(|_| EIO)?;
         ctl.running = true;
         self.running.store(true, Ordering::Relaxed);
-        for ch in self.chans.iter() {
-            // Enabling NAPI put every context back in softirq context.
+        let now = crate::ext::time::now_ms();
+        for (c, ch) in self.chans.iter().enumerate() {
+            // Enabling NAPI put every context back in softirq context; its first window
+            // starts now.
+            let queue = self.stats.queue(c as u32);
             ch.move_due.store(false, Ordering::Relaxed);
             ch.threaded.store(false, Ordering::Relaxed);
+            ch.window_start_ms.store(now, Ordering::Relaxed);
+            ch.window_packets
+                .store(queue.rx_packets.get(), Ordering::Relaxed);
+            ch.window_bytes
+                .store(queue.rx_bytes.get(), Ordering::Relaxed);
         }
         ctl.interval_ms = self.params.poll_ms;
         drop(ctl);

@@ -34,12 +34,17 @@ const LINGER_MS: u64 = 2;
 const WINDOW_MS: u64 = 10;
 /// `rx_threads`: a context that received more frames than this in a window in softirq
 /// context (30,000 frames/s, more than its application can take under emulation and a
-/// fraction of a flood's) moves to its thread.
-const THREAD_ABOVE_FRAMES: u32 = 300;
+/// fraction of a flood's) moves to its thread...
+const THREAD_ABOVE_FRAMES: u64 = 300;
+/// ...and so does one that received more bytes than this (1 MiB in 10 ms, about 840 Mbit/s:
+/// a TCP stream, whose large frames are few).
+const THREAD_ABOVE_BYTES: u64 = 1 << 20;
 /// `rx_threads`: a context that we moved comes back to softirq context (where a lone frame
 /// is received sooner, without waking a thread) after a window with fewer frames than this
-/// (10,000 frames/s, several times a request/response exchange's rate under TCG).
-const SOFTIRQ_BELOW_FRAMES: u32 = 100;
+/// (10,000 frames/s, several times a request/response exchange's rate under TCG)...
+const SOFTIRQ_BELOW_FRAMES: u64 = 100;
+/// ...and fewer bytes than this (256 KiB in 10 ms, about 210 Mbit/s).
+const SOFTIRQ_BELOW_BYTES: u64 = 256 << 10;
 /// `rx_threads`: the nice value of the NAPI threads. The lowest priority: while an
 /// application that reads what we receive can run, it runs first; frames wait in the ring,
 /// whose being full stops the sender's queue, instead of being received only to be dropped at
@@ -101,15 +106,18 @@ impl super::Net {
         drop(rx);
         if done > 0 {
             self.busy.store(true, Ordering::Relaxed);
+            self.count_poll(&napi, ch, c);
         }
-        if done > 0 {
-            self.count_poll(&napi, ch, done);
-        }
+        // Polling mode: while polls keep finding frames, NAPI stays scheduled and polls again
+        // at once (the poll reports its whole budget without completing), rather than after
+        // an hrtimer costing an emulated timer reprogramming per poll; the first poll that
+        // finds nothing completes and leaves the rest to the hrtimer's linger.
+        let again = !self.interrupts() && done > 0 && !moving;
         if !self.interrupts() {
-            self.keep_polling(dev, done > 0);
+            self.keep_polling(dev, done > 0, !again);
         }
         self.tx_wake(dev, c);
-        if done < budget {
+        if done < budget && !again {
             let completed = napi.complete_done(done);
             if moving && completed {
                 // Frames are waiting (the last polls were full): the thread takes them.
@@ -147,32 +155,36 @@ impl super::Net {
         true
     }
 
-    /// `rx_threads`, at the end of a poll that received `done` frames: counts them, and a
-    /// window that is over decides where the context polls next: to its thread after more
-    /// than [`THREAD_ABOVE_FRAMES`] in softirq context (the move is made by the next poll,
-    /// [`super::Net::place_poll`]), back after fewer than [`SOFTIRQ_BELOW_FRAMES`] in the
-    /// thread. The gap between the two keeps a load near either from moving it to and fro.
-    fn count_poll(&self, napi: &Napi, ch: &Chan, done: u32) {
+    /// `rx_threads`, at the end of a poll of channel `c` that received frames: a window that
+    /// is over decides where the context polls next, from what its receive queue's counters
+    /// moved in it: to its thread after more than [`THREAD_ABOVE_FRAMES`] or
+    /// [`THREAD_ABOVE_BYTES`] in softirq context (the move is made by the next poll,
+    /// [`super::Net::place_poll`]), back after fewer than [`SOFTIRQ_BELOW_FRAMES`] and
+    /// [`SOFTIRQ_BELOW_BYTES`] in the thread. The gap between the two keeps a load near
+    /// either from moving it to and fro.
+    fn count_poll(&self, napi: &Napi, ch: &Chan, c: u32) {
         if !self.params.rx_threads {
             return;
         }
         let now = time::now_ms();
-        if now.wrapping_sub(ch.window_start_ms.load(Ordering::Relaxed)) >= WINDOW_MS {
-            let frames = ch.window_frames.load(Ordering::Relaxed);
-            if ch.threaded.load(Ordering::Relaxed) {
-                if frames < SOFTIRQ_BELOW_FRAMES {
-                    ch.threaded.store(false, Ordering::Relaxed);
-                    if napi.set_threaded(false) {
-                        self.stats.global.rx_to_softirq.inc();
-                    }
-                }
-            } else if frames > THREAD_ABOVE_FRAMES {
-                ch.move_due.store(true, Ordering::Relaxed);
-            }
-            ch.window_start_ms.store(now, Ordering::Relaxed);
-            ch.window_frames.store(0, Ordering::Relaxed);
+        if now.wrapping_sub(ch.window_start_ms.load(Ordering::Relaxed)) < WINDOW_MS {
+            return;
         }
-        ch.window_frames.fetch_add(done, Ordering::Relaxed);
+        let queue = self.stats.queue(c);
+        let (packets, bytes) = (queue.rx_packets.get(), queue.rx_bytes.get());
+        let frames = packets.wrapping_sub(ch.window_packets.swap(packets, Ordering::Relaxed));
+        let bytes_in = bytes.wrapping_sub(ch.window_bytes.swap(bytes, Ordering::Relaxed));
+        ch.window_start_ms.store(now, Ordering::Relaxed);
+        if ch.threaded.load(Ordering::Relaxed) {
+            if frames < SOFTIRQ_BELOW_FRAMES && bytes_in < SOFTIRQ_BELOW_BYTES {
+                ch.threaded.store(false, Ordering::Relaxed);
+                if napi.set_threaded(false) {
+                    self.stats.global.rx_to_softirq.inc();
+                }
+            }
+        } else if frames > THREAD_ABOVE_FRAMES || bytes_in > THREAD_ABOVE_BYTES {
+            ch.move_due.store(true, Ordering::Relaxed);
+        }
     }
 
     /// Polling mode with `poll_us`: traffic is flowing (`found`: this poll took frames, or we
@@ -182,7 +194,7 @@ impl super::Net {
     /// pays no more than before. The linger is measured in time, not in polls: a socket busy
     /// polling us runs many empty polls within microseconds, and counting those would end the
     /// linger just before that socket goes to sleep waiting for an answer.
-    pub(super) fn keep_polling(&self, dev: &Device, found: bool) {
+    pub(super) fn keep_polling(&self, dev: &Device, found: bool, arm: bool) {
         let us = self.params.poll_us;
         if us == 0 {
             return;
@@ -194,6 +206,10 @@ impl super::Net {
             self.linger_until_ms
                 .store(now + LINGER_MS, Ordering::Relaxed);
         } else if now > self.linger_until_ms.load(Ordering::Relaxed) {
+            return;
+        }
+        if !arm {
+            // NAPI polls again by itself.
             return;
         }
         dev.poll_within_ns(u64::from(us) * 1000);

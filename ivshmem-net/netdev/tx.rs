@@ -344,7 +344,7 @@ impl super::Net {
         let pending = core::mem::take(&mut tx.unpublished);
         if pending != 0 && !self.interrupts() {
             // Polling mode: an answer to what we publish may follow within microseconds.
-            self.keep_polling(dev, true);
+            self.keep_polling(dev, true, true);
         }
         for j in self.others().filter(|&j| pending & bit(j) != 0) {
             let Some(Some(p)) = tx.rings.get_mut(j as usize) else {
