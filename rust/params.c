@@ -32,8 +32,9 @@ MODULE_PARM_DESC(poll_idle_ms, "Polling mode: longest interval when idle, in ms,
 static unsigned int poll_us = 20;
 module_param(poll_us, uint, 0444);
 MODULE_PARM_DESC(poll_us, "Polling mode: while traffic flows, poll again this many microseconds "
-			  "after a poll that found frames or a send, 0..1000 (default 20); 0: only the "
-			  "poll_ms timer polls");
+			  "after a poll that found nothing or a send (a poll that found frames is "
+			  "followed by another at once), 0..1000 (default 20); 0: only the poll_ms "
+			  "timer polls");
 
 static unsigned int queues;
 module_param(queues, uint, 0444);
@@ -43,11 +44,11 @@ MODULE_PARM_DESC(queues, "Channels (transmit and receive queue pairs, NAPI conte
 
 static unsigned int rx_threads = 1;
 module_param(rx_threads, uint, 0444);
-MODULE_PARM_DESC(rx_threads, "1 (default): a receive queue whose polls keep using their whole "
-			     "budget moves from softirq context to its kernel thread "
-			     "(napi/<dev>-<id>, nice 19), so applications run first and a full "
-			     "ring slows the sender instead of a full socket dropping, and comes "
-			     "back after 50 ms without; 0: always softirq context");
+MODULE_PARM_DESC(rx_threads, "1 (default): a receive queue taking over 300 frames or 1 MiB in "
+			     "10 ms moves from softirq context to its kernel thread "
+			     "(napi/<dev>-<id>, nice 19), so applications run first and a full ring "
+			     "slows the sender instead of a full socket dropping; it comes back below "
+			     "100 frames and 256 KiB; 0: always softirq context");
 
 static char *transparent = "";
 module_param(transparent, charp, 0444);
