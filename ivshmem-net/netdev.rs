@@ -76,7 +76,9 @@ use crate::ext::{
 use crate::params::Params;
 use crate::protocol::frame;
 use crate::protocol::layout::{self, Attached, Claimed, Geometry, MAX_PEERS, MAX_QUEUES};
-use crate::protocol::link::{feature, Accepted, Addrs, Link, LiveClock, Own, PeerState, Probe};
+use crate::protocol::link::{
+    feature, Accepted, Addrs, HoldDown, Link, LiveClock, Own, PeerState, Probe,
+};
 use crate::protocol::ring::{Consumer, Pool, Producer};
 use crate::ratelimit::Ratelimit;
 use crate::regs::{self, Irq};
@@ -257,6 +259,9 @@ struct Ctl {
     garbage: u64,
     /// When each peer was last kicked for an answer (`links::REKICK_MS`), in ms.
     rekick_ms: [u64; MAX_PEERS as usize],
+    /// Polling mode: how long each peer's link stays down after it was reset for holding our
+    /// transmit pool ([`crate::protocol::link::HoldDown`]).
+    holds: [HoldDown; MAX_PEERS as usize],
     /// Doorbell mode: the header's `departures` word when we last looked (see
     /// `protocol::link::Probe`).
     departures: u32,
@@ -427,6 +432,7 @@ impl Net {
                     mismatch_logged: 0,
                     garbage: 0,
                     rekick_ms: [0; MAX_PEERS as usize],
+                holds: [HoldDown::default(); MAX_PEERS as usize],
                     departures,
                     probes: [Probe::default(); MAX_PEERS as usize],
                     neigh_stale: false,

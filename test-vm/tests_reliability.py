@@ -497,6 +497,17 @@ def test_peer_holding_the_pool_is_reset():
         if polling:
             check("peer %d left our frames unconsumed" % hid in a.current_kmsg(),
                   "gA: no warning naming the hog (peer %d)" % hid)
+            # Held down before it may link again (1 s the first time, then twice as long).
+            check("held down for 1000 ms" in a.current_kmsg(),
+                  "gA: the first reset should hold the hog down for 1000 ms:\n%s"
+                  % a.current_kmsg()[-1500:])
+            events = [(float(t), up is not None) for t, up in re.findall(
+                r"\[\s*([\d.]+)\] ivshmem_net \S+: ivshm0: link to peer %d "
+                r"(?:\([0-9a-fA-F:]{17}\) (up)|down \(unconsumed\))" % hid, a.current_kmsg())]
+            gaps = [b[0] - d[0] for d, b in zip(events, events[1:]) if not d[1] and b[1]]
+            print("    info: the hog relinked %s s after each reset" % ["%.2f" % g for g in gaps],
+                  flush=True)
+            check(all(g >= 0.95 for g in gaps), "the hog relinked too soon: %s" % gaps)
         # The hog may be reset again meanwhile: it gets a copy of every broadcast (the ARP
         # for gC after the link change flushed gA's neighbours) and holds it too.
         print("    info: gA's %s during the transfer after: %d (frames to the hog: %d)"

@@ -298,14 +298,19 @@ impl super::Net {
                 .is_some_and(|ms| ms > link::HEARTBEAT_TIMEOUT_MS);
             if was_up && stalled && self.holds_queue(dev, j) {
                 self.stats.global.pool_hog_resets.inc();
+                // Not linked again at once: it would hold the pool again with the next frame
+                // it gets (a broadcast will do).
+                let hold_ms = ctl.holds.get_mut(j as usize).map_or(0, |h| h.reset(now));
                 if let Some(missed) = self.logs.ring.check(now) {
                     dev_warn!(
                         &self.pdev,
                         "{}: peer {} left our frames unconsumed for over {} ms while they held \
-                         our transmit queue (every peer's traffic) stopped; resetting the link{}",
+                         our transmit queue (every peer's traffic) stopped; resetting the link, \
+                         held down for {} ms{}",
                         dev.name(),
                         j,
                         link::HEARTBEAT_TIMEOUT_MS,
+                        hold_ms,
                         missed
                     );
                 }
@@ -365,6 +370,9 @@ impl super::Net {
                 let _ = ctl.own.ack(&self.shm, j, epoch);
                 self.kick(j);
             }
+            // Held down after holding our pool: the handshake is done, the link waits (the
+            // watch looks again).
+            Action::Up if !ctl.holds.get(j as usize).map_or(true, |h| h.allows(now)) => {}
             Action::Up => {
                 link.up = true;
                 // The queue count of the link, fixed while it is up: the peer's `QUEUES`

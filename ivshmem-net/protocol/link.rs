@@ -80,12 +80,14 @@ use super::frame::IpVersion;
 use super::layout::{Error, Geometry, Region, MAX_PEERS, MAX_QUEUES};
 
 mod handshake;
+mod hold;
 mod probe;
 
 pub use handshake::{
     decide, decide_with, Action, DownReason, Link, LiveClock, Liveness, HEARTBEAT_TIMEOUT_MS,
     MAX_LOOK_GAP_MS,
 };
+pub use hold::{HoldDown, HOLD_DOWN_FORGIVE_MS, HOLD_DOWN_MAX_MS, HOLD_DOWN_MIN_MS};
 pub use probe::{Probe, ProbeState, PROBE_REKICK_MS, PROBE_TIMEOUT_MS};
 
 /// Byte offsets inside a control block.

@@ -659,3 +659,37 @@ fn queue_and_vector_mapping_cover_every_channel() {
         assert_eq!(link_queues(ours, theirs), ours.min(theirs));
     }
 }
+
+/// A pool hog reset over and over: each hold-down twice the last, capped, every one of them
+/// enforced to the millisecond; a peer that stays out of trouble long enough starts over.
+#[test]
+fn hold_down_doubles_caps_and_forgives() {
+    let mut hold = HoldDown::default();
+    let mut now = 10_000;
+    let mut seen = Vec::new();
+    for _ in 0..10 {
+        assert!(hold.allows(now), "a reset comes only once linked again");
+        let ms = hold.reset(now);
+        assert!(!hold.allows(now));
+        assert!(!hold.allows(now + ms - 1));
+        assert!(hold.allows(now + ms));
+        seen.push(ms);
+        // Linked again as soon as allowed, reset again after the liveness timeout.
+        now += ms + HEARTBEAT_TIMEOUT_MS;
+    }
+    assert_eq!(
+        seen,
+        [1_000, 2_000, 4_000, 8_000, 16_000, 32_000, 60_000, 60_000, 60_000, 60_000]
+    );
+    assert!(seen.iter().all(|&ms| (HOLD_DOWN_MIN_MS..=HOLD_DOWN_MAX_MS).contains(&ms)));
+    // Just within the forgiveness window: still the longest; past it: the shortest.
+    let end = now - HEARTBEAT_TIMEOUT_MS;
+    assert_eq!(hold.reset(end + HOLD_DOWN_FORGIVE_MS), HOLD_DOWN_MAX_MS);
+    let end = end + HOLD_DOWN_FORGIVE_MS + HOLD_DOWN_MAX_MS;
+    assert_eq!(hold.reset(end + HOLD_DOWN_FORGIVE_MS + 1), HOLD_DOWN_MIN_MS);
+    // A clock near its end saturates instead of wrapping into an endless or no hold-down.
+    let mut late = HoldDown::default();
+    assert_eq!(late.reset(u64::MAX - 10), HOLD_DOWN_MIN_MS);
+    assert!(!late.allows(u64::MAX - 1));
+    assert!(late.allows(u64::MAX));
+}
