@@ -87,7 +87,7 @@ impl super::Net {
         // Moving to the thread: this poll completes (one frame short of its budget) so that
         // the next scheduling wakes the thread.
         let moving = budget > 1 && self.place_poll(&napi, ch);
-        let budget = if moving { budget - 1 } else { budget };
+        let take = if moving { budget - 1 } else { budget };
         let n = self.geometry.max_peers;
         let mut done = 0;
         let mut rx = ch.rx.lock();
@@ -97,8 +97,8 @@ impl super::Net {
             if rx.up & bit(j) == 0 {
                 continue;
             }
-            done += self.receive(dev, &napi, &mut rx, c, j, budget - done);
-            if done >= budget {
+            done += self.receive(dev, &napi, &mut rx, c, j, take - done);
+            if done >= take {
                 rx.next = (j + 1) % n;
                 break;
             }
@@ -120,7 +120,7 @@ impl super::Net {
         if done < budget && !again {
             let completed = napi.complete_done(done);
             if moving && completed {
-                // Frames are waiting (the last polls were full): the thread takes them.
+                // Traffic keeps coming (the last window was busy): the thread takes it on.
                 dev.napi_schedule(c);
             } else if self.interrupts() {
                 if !completed {
