@@ -135,6 +135,22 @@ impl super::Net {
         })
     }
 
+    /// What we know for sending of the peer that gets unicast for `mac`, if its link is up:
+    /// only the first claimant of a MAC does (`claim_mac`). One look under the `peers` lock.
+    fn owner_of(&self, mac: &[u8; 6]) -> Option<Dest> {
+        let peers = self.peers.lock();
+        let owners = peers.up & peers.mac_owner;
+        self.others().find_map(|j| {
+            let p = peers.peers.get(j as usize)?;
+            (owners & bit(j) != 0 && p.mac == *mac).then_some(Dest {
+                j,
+                mtu: p.mtu,
+                features: p.features,
+                queues: p.queues,
+            })
+        })
+    }
+
     /// The channel transmit queue `t` uses to reach `d` ([`link::ring_for`]).
     pub(super) fn chan_for(&self, t: u32, d: &Dest) -> (u32, Option<&Chan>) {
         let c = link::ring_for(t, d.queues);
@@ -285,16 +301,7 @@ impl super::Net {
             };
         }
 
-        // Only the first claimant of a MAC gets unicast for it (`claim_mac`).
-        let owner = {
-            let peers = self.peers.lock();
-            let owners = peers.up & peers.mac_owner;
-            self.others().find(|&j| {
-                owners & bit(j) != 0
-                    && matches!(peers.peers.get(j as usize), Some(p) if p.mac == dst)
-            })
-        };
-        let Some(d) = owner.and_then(|j| self.dest(j)) else {
+        let Some(d) = self.owner_of(&dst) else {
             return Verdict::Dropped(Some(|g| &g.tx_drop_no_peer));
         };
         let (c, Some(ch)) = self.chan_for(t, &d) else {
