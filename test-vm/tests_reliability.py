@@ -501,7 +501,7 @@ def test_peer_holding_the_pool_is_reset():
             check("held down for 1000 ms" in a.current_kmsg(),
                   "gA: the first reset should hold the hog down for 1000 ms:\n%s"
                   % a.current_kmsg()[-1500:])
-            events = [(float(t), up is not None) for t, up in re.findall(
+            events = [(float(t), up == "up") for t, up in re.findall(
                 r"\[\s*([\d.]+)\] ivshmem_net \S+: ivshm0: link to peer %d "
                 r"(?:\([0-9a-fA-F:]{17}\) (up)|down \(unconsumed\))" % hid, a.current_kmsg())]
             gaps = [b[0] - d[0] for d, b in zip(events, events[1:]) if not d[1] and b[1]]

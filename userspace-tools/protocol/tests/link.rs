@@ -681,7 +681,9 @@ fn hold_down_doubles_caps_and_forgives() {
         seen,
         [1_000, 2_000, 4_000, 8_000, 16_000, 32_000, 60_000, 60_000, 60_000, 60_000]
     );
-    assert!(seen.iter().all(|&ms| (HOLD_DOWN_MIN_MS..=HOLD_DOWN_MAX_MS).contains(&ms)));
+    assert!(seen
+        .iter()
+        .all(|&ms| (HOLD_DOWN_MIN_MS..=HOLD_DOWN_MAX_MS).contains(&ms)));
     // Just within the forgiveness window: still the longest; past it: the shortest.
     let end = now - HEARTBEAT_TIMEOUT_MS;
     assert_eq!(hold.reset(end + HOLD_DOWN_FORGIVE_MS), HOLD_DOWN_MAX_MS);

@@ -342,12 +342,21 @@ impl Client {
         self.try_recv().expect("a message from the server")
     }
 
-    /// Asserts that nothing arrives within `ms`.
+    /// Asserts that nothing arrives within `ms`. A wait a signal interrupted (`EINTR`, seen
+    /// once under load) goes on for the rest of the time.
     pub fn expect_quiet(&self, ms: u64) {
-        self.sock
-            .set_read_timeout(Some(Duration::from_millis(ms)))
-            .unwrap();
-        let r = self.try_recv();
+        let deadline = std::time::Instant::now() + Duration::from_millis(ms);
+        let r = loop {
+            let left = deadline.saturating_duration_since(std::time::Instant::now());
+            if left.is_zero() {
+                break Err(io::Error::from(io::ErrorKind::TimedOut));
+            }
+            self.sock.set_read_timeout(Some(left)).unwrap();
+            match self.try_recv() {
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+                r => break r,
+            }
+        };
         self.sock.set_read_timeout(Some(TIMEOUT)).unwrap();
         match r {
             Err(e)
