@@ -137,8 +137,9 @@ impl super::Net {
     }
 
     /// `rx_threads`, at the start of a poll of channel `ch`'s context: moves it to its kernel
-    /// thread if the last window asked for it ([`THREAD_ABOVE_FRAMES`]). Returns whether it moved
-    /// (this poll must complete for the move to take effect).
+    /// thread if the last window asked for it ([`THREAD_ABOVE_FRAMES`],
+    /// [`THREAD_ABOVE_BYTES`]). Returns whether it moved (this poll must complete for the move
+    /// to take effect).
     fn place_poll(&self, napi: &Napi, ch: &Chan) -> bool {
         if !self.params.rx_threads
             || ch.threaded.load(Ordering::Relaxed)
@@ -193,7 +194,9 @@ impl super::Net {
     /// only the timer polls (every `poll_ms`, backing off to `poll_idle_ms`), so an idle guest
     /// pays no more than before. The linger is measured in time, not in polls: a socket busy
     /// polling us runs many empty polls within microseconds, and counting those would end the
-    /// linger just before that socket goes to sleep waiting for an answer.
+    /// linger just before that socket goes to sleep waiting for an answer. `arm` is false
+    /// when NAPI polls again by itself (a poll that found frames did not complete): the
+    /// linger is noted, the hrtimer left alone.
     pub(super) fn keep_polling(&self, dev: &Device, found: bool, arm: bool) {
         let us = self.params.poll_us;
         if us == 0 {
