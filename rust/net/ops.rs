@@ -83,6 +83,13 @@ pub trait Operations: Ethtool + QueueStats + Send + Sync + Sized + 'static {
     ///
     /// [`Config::irqs`]: super::Config::irq
     fn irq_unmask(&self) {}
+    /// The interrupts of [`Config::irqs`] are about to be freed (on unbind, or on an error path
+    /// after it was requested): keep the device from raising it any more and acknowledge what
+    /// it raised, so that no level-triggered line stays asserted with nobody to handle it.
+    /// Without it nothing is done.
+    ///
+    /// [`Config::irqs`]: super::Config::irq
+    fn irq_mask(&self) {}
     /// Whether the NAPI contexts get kernel threads, and at which nice value: `Some(nice)`
     /// makes each `open` create the missing threads (as writing 1 to the `threaded` sysfs
     /// attribute would, but leaving the contexts in softirq context) and set their nice value,
@@ -91,13 +98,6 @@ pub trait Operations: Ethtool + QueueStats + Send + Sync + Sized + 'static {
     fn napi_thread_nice(&self) -> Option<i32> {
         None
     }
-    /// The interrupts of [`Config::irqs`] are about to be freed (on unbind, or on an error path
-    /// after it was requested): keep the device from raising it any more and acknowledge what
-    /// it raised, so that no level-triggered line stays asserted with nobody to handle it.
-    /// Without it nothing is done.
-    ///
-    /// [`Config::irqs`]: super::Config::irq
-    fn irq_mask(&self) {}
 
     /// `ndo_change_mtu` (the core already checked `min_mtu..=max_mtu`). Without it the core
     /// sets the MTU itself.
