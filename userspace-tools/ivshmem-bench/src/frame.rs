@@ -38,6 +38,14 @@ pub fn stamp(buf: &mut [u8], seq: u64) {
     buf[len - 8..].copy_from_slice(&(!seq).to_le_bytes());
 }
 
+/// Where [`check`] looks at the payload of frame `seq` with `payload` bytes between header and
+/// trailer (`payload > 0`). Fibonacci hashing spreads consecutive numbers over the payload
+/// without a division (a 64-bit one cost 64-byte ring runs some 3 %).
+fn sample(seq: u64, payload: usize) -> usize {
+    let spread = u64::from((seq as u32).wrapping_mul(0x9e37_79b9));
+    16 + ((spread * payload as u64) >> 32) as usize
+}
+
 /// The sequence number of `buf` if it is a well-formed frame of its length, else `None`.
 pub fn check(buf: &[u8]) -> Option<u64> {
     let len = buf.len();
@@ -52,7 +60,7 @@ pub fn check(buf: &[u8]) -> Option<u64> {
     }
     let payload = len - MIN_LEN;
     if payload > 0 {
-        let i = 16 + (seq % payload as u64) as usize;
+        let i = sample(seq, payload);
         if buf[i] != pattern(i) {
             return None;
         }
@@ -81,7 +89,7 @@ mod tests {
             g[3] ^= 1;
             assert_eq!(check(&g), None, "sequence number");
             if len > MIN_LEN {
-                let i = 16 + (5 % (len - MIN_LEN));
+                let i = sample(5, len - MIN_LEN);
                 let mut g = f.clone();
                 g[i] ^= 0x80;
                 assert_eq!(check(&g), None, "payload sample");

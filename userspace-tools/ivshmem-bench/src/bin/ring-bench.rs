@@ -5,7 +5,8 @@
 //!
 //! The parent process creates a region file in `/dev/shm`, sets it up with the layout's
 //! `attach` for two peers and runs itself again as the other peer (`--child`): a sink for the
-//! one-way runs, an echo for the ping-pong runs. Ring sides busy-poll; socket sides block in
+//! one-way runs, an echo for the ping-pong runs. Ring sides poll (the one-way sink pausing
+//! briefly when it finds the ring empty, see `SINK_IDLE`); socket sides block in
 //! the kernel as ordinary programs do. Every frame carries its sequence number and length and
 //! is checked on receipt (see `ivshmem_bench::frame`); bad or missing frames are errors.
 
@@ -39,6 +40,13 @@ const MAX_FRAME: usize = 1 << 20;
 const STALL: Duration = Duration::from_secs(10);
 /// Spins before [`spin_until`] starts yielding the CPU now and then (some microseconds).
 const SPIN_ALONE: u32 = 4096;
+/// How long a one-way ring receiver that found the ring empty waits before it looks again.
+/// A 64-byte run's sender fills the 512 slots in some 20 µs, so the sink is never the one
+/// that holds it up. Two threads, 64 B frames, 6 runs on this 2-vCPU VM: 14 M frames/s
+/// looking again at once, 24 M with 4 µs (docs/benchmarks.md, What was tried).
+const SINK_IDLE: Duration = Duration::from_micros(4);
+/// Looks at an empty ring preceded by [`SINK_IDLE`]; later ones follow at once.
+const SINK_IDLE_LOOKS: u32 = 4;
 /// Round trips before the timed ones.
 const LAT_WARMUP: usize = 1000;
 
@@ -50,7 +58,8 @@ USAGE:
 
 Two processes (this one and a copy of itself) exchange frames of 64 B, 1500 B and 64 KiB:
   - through the ivshmem-net ring (Producer/Consumer of the layout crate) in a 32 MiB region
-    file in /dev/shm shared by both, set up for 2 peers, both sides busy-polling;
+    file in /dev/shm shared by both, set up for 2 peers; the sender busy-polls, the
+    receiver looks again 4 µs after it found the ring empty (the echo at once);
   - through a Unix-domain stream socket pair, 4-byte length before each frame;
   - through TCP over 127.0.0.1 (TCP_NODELAY), framed the same way.
 For each: one-way throughput (frames/s and GB/s of frame bytes, sender to drained receiver;
@@ -455,7 +464,17 @@ fn child_ring(mode: &str, path: &Path) -> Res<Tally> {
     }
 }
 
+/// Waits `d` reading only the clock: no `PAUSE` (which exits to the hypervisor on VMs like this
+/// one, tens of ns each) and no look at the ring.
+fn idle(d: Duration) {
+    let t = Instant::now();
+    while t.elapsed() < d {}
+}
+
 /// Receives and checks frames from `c` until the end marker, giving them back 32 at a time.
+/// Finding the ring empty, it looks again [`SINK_IDLE`] later, as a receiver polled by a timer
+/// or a kick would, instead of at once: each look at an empty ring pulls the line that holds
+/// `prod_idx` (and the descriptor the sender writes next) away from the sender.
 fn sink(r: &MmapRegion, c: &mut Consumer) -> Res<Tally> {
     let mut buf = vec![0u8; MAX_FRAME];
     let mut t = Tally::default();
@@ -467,7 +486,14 @@ fn sink(r: &MmapRegion, c: &mut Consumer) -> Res<Tally> {
                 c.publish(r).map_err(err("publish"))?;
                 batch = 0;
             }
+            let mut looks = 0;
             spin_until("sink", || {
+                // Only at first: a sender that is away longer (more threads than CPUs) gets
+                // the CPU sooner from spin_until's yields.
+                if looks < SINK_IDLE_LOOKS {
+                    idle(SINK_IDLE);
+                    looks += 1;
+                }
                 Ok((c.pending(r).map_err(err("pending"))? > 0).then_some(()))
             })?;
             continue;
