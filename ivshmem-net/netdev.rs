@@ -249,8 +249,9 @@ struct Ctl {
     clock: LiveClock,
     /// Whether the interface is up (we are in `Run`).
     running: bool,
-    /// Current timer interval.
-    interval_ms: u32,
+    /// Polling mode: when (ms, jiffies clock) a tick last found the data path busy; the
+    /// timer's interval grows with the quiet since ([`idle_interval_ms`]).
+    busy_ms: u64,
     /// Peers in the other interrupt mode whom we told the log about.
     mismatch_logged: u64,
     /// Peers whose control block turned to garbage while their link was up: kept watched and
@@ -427,7 +428,7 @@ impl Net {
                     links,
                     clock: LiveClock::default(),
                     running: false,
-                    interval_ms: params.poll_ms,
+                    busy_ms: 0,
                     mismatch_logged: 0,
                     garbage: 0,
                     rekick_ms: [0; MAX_PEERS as usize],
@@ -637,7 +638,7 @@ impl Operations for Net {
             ch.window_bytes
                 .store(queue.rx_bytes.get(), Ordering::Relaxed);
         }
-        ctl.interval_ms = self.params.poll_ms;
+        ctl.busy_ms = now;
         drop(ctl);
         self.kick_all();
         dev.start_queues();
