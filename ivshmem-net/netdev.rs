@@ -314,6 +314,9 @@ pub(crate) struct Net {
     /// Polling mode: until when (jiffies ms) polls that find nothing are still followed up
     /// within `poll_us` before polling is left to the timer (see `keep_polling`).
     linger_until_ms: AtomicU64,
+    /// Polling mode: when (jiffies ms) a poll last found frames; the longer ago, the later
+    /// polls that find nothing are followed up (see `keep_polling`).
+    found_ms: AtomicU64,
     /// Doorbell mode: the timer is armed to fire within [`WATCH_MS`] (frames in flight are
     /// being watched); an audit ([`AUDIT_MS`]) does not count.
     watching: AtomicBool,
@@ -418,6 +421,7 @@ impl Net {
             },
             last_manage_ms: AtomicU64::new(0),
             linger_until_ms: AtomicU64::new(0),
+            found_ms: AtomicU64::new(0),
             watching: AtomicBool::new(false),
             running: AtomicBool::new(false),
             regular_mac: AtomicU64::new(0),

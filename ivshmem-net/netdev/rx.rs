@@ -29,6 +29,27 @@ const RX_HEAD: u32 = 256;
 /// poll hrtimer keeps following up polls that find nothing before leaving polling to the
 /// timer ([`super::Net::keep_polling`]).
 const LINGER_MS: u64 = 2;
+/// Polling mode: while lingering, polls that find nothing are followed up `poll_us` later
+/// for the first millisecond after frames were last found (an answer under TCG takes some
+/// 50-150 µs), then twice as late per further millisecond, up to this many doublings
+/// (`8 * poll_us`). A guest that only sends (a UDP flood's sender) finds nothing in its
+/// polls: without the backoff its hrtimer interrupted it every `poll_us` (50,000 times a
+/// second at 20 µs, each an emulated timer reprogramming under TCG) for as long as it sent.
+/// Time, not a count of empty polls: a socket busy polling us makes many within microseconds.
+const MAX_GAP_SHIFT: u64 = 3;
+
+/// What a poll (or a send) that asks for the next poll found, for
+/// [`super::Net::keep_polling`].
+#[derive(Clone, Copy, PartialEq, Eq)]
+pub(super) enum Found {
+    /// Frames: more may follow at once.
+    Frames,
+    /// Nothing: we have just sent some, and an answer may follow.
+    Sent,
+    /// Nothing.
+    Nothing,
+}
+
 /// `rx_threads`: the window (ms, on the jiffies clock) over which a context's received
 /// frames are counted.
 const WINDOW_MS: u64 = 10;
@@ -114,7 +135,12 @@ impl super::Net {
         // finds nothing completes and leaves the rest to the hrtimer's linger.
         let again = !self.interrupts() && done > 0 && !moving;
         if !self.interrupts() {
-            self.keep_polling(dev, done > 0, !again);
+            let found = if done > 0 {
+                Found::Frames
+            } else {
+                Found::Nothing
+            };
+            self.keep_polling(dev, found, !again);
         }
         self.tx_wake(dev, c);
         if done < budget && !again {
@@ -188,34 +214,50 @@ impl super::Net {
         }
     }
 
-    /// Polling mode with `poll_us`: traffic is flowing (`found`: this poll took frames, or we
-    /// just sent some and an answer may follow), so poll again within `poll_us` rather than
-    /// at the next timer tick, and keep doing so for [`LINGER_MS`] after the last frame; then
-    /// only the timer polls (every `poll_ms`, backing off to `poll_idle_ms`), so an idle guest
+    /// Polling mode with `poll_us`: traffic is flowing (this poll took frames, or we just sent
+    /// some and an answer may follow), so poll again within microseconds rather than at the
+    /// next timer tick, and keep doing so for [`LINGER_MS`] after the last frame; then only
+    /// the timer polls (every `poll_ms`, backing off to `poll_idle_ms`), so an idle guest
     /// pays no more than before. The linger is measured in time, not in polls: a socket busy
     /// polling us runs many empty polls within microseconds, and counting those would end the
     /// linger just before that socket goes to sleep waiting for an answer. `arm` is false
     /// when NAPI polls again by itself (a poll that found frames did not complete): the
     /// linger is noted, the hrtimer left alone.
-    pub(super) fn keep_polling(&self, dev: &Device, found: bool, arm: bool) {
-        let us = self.params.poll_us;
+    ///
+    /// The follow-ups come `poll_us` apart, later once frames were last found some
+    /// milliseconds ago ([`MAX_GAP_SHIFT`]); a send keeps the pace unless a transmit queue is
+    /// stopped (we then wait for room that the peer frees by consuming: look again in
+    /// `poll_us`).
+    pub(super) fn keep_polling(&self, dev: &Device, found: Found, arm: bool) {
+        let us = u64::from(self.params.poll_us);
         if us == 0 {
             return;
         }
         // The jiffies clock: reading it costs nothing, unlike a clocksource under emulation,
         // and a linger of milliseconds needs no finer one.
         let now = time::now_ms();
-        if found {
-            self.linger_until_ms
-                .store(now + LINGER_MS, Ordering::Relaxed);
-        } else if now > self.linger_until_ms.load(Ordering::Relaxed) {
-            return;
+        match found {
+            Found::Nothing if now > self.linger_until_ms.load(Ordering::Relaxed) => return,
+            Found::Nothing => {}
+            Found::Frames => {
+                self.found_ms.store(now, Ordering::Relaxed);
+                self.linger_until_ms
+                    .store(now + LINGER_MS, Ordering::Relaxed);
+            }
+            Found::Sent => self
+                .linger_until_ms
+                .store(now + LINGER_MS, Ordering::Relaxed),
         }
         if !arm {
             // NAPI polls again by itself.
             return;
         }
-        dev.poll_within_ns(u64::from(us) * 1000);
+        if found == Found::Sent && self.any_stopped() {
+            dev.poll_sooner_ns(us * 1000);
+            return;
+        }
+        let quiet_ms = now.saturating_sub(self.found_ms.load(Ordering::Relaxed));
+        dev.poll_within_ns((us * 1000) << quiet_ms.min(MAX_GAP_SHIFT));
     }
 
     /// Receives up to `budget` frames from ring `c` of peer `j`; returns how many it took off

@@ -11,7 +11,7 @@
 //! it stopped. What we know of the peers (MACs, MTUs, offloads, queue counts) is read under
 //! the `peers` lock, released before the channel's is taken.
 
-use super::{bit, Chan, Mac, Peers, Tx, WATCH_MS};
+use super::{bit, rx::Found, Chan, Mac, Peers, Tx, WATCH_MS};
 use crate::dev_warn;
 use crate::ext::{
     net::{self, Device, Offload, SkBuff, Xmit},
@@ -351,7 +351,7 @@ impl super::Net {
         let pending = core::mem::take(&mut tx.unpublished);
         if pending != 0 && !self.interrupts() {
             // Polling mode: an answer to what we publish may follow within microseconds.
-            self.keep_polling(dev, true, true);
+            self.keep_polling(dev, Found::Sent, true);
         }
         for j in self.others().filter(|&j| pending & bit(j) != 0) {
             let Some(Some(p)) = tx.rings.get_mut(j as usize) else {

@@ -21,3 +21,11 @@ void ivnet_hrtimer_arm_within(struct hrtimer *timer, u64 ns)
 	if (!hrtimer_is_queued(timer))
 		hrtimer_start(timer, ns_to_ktime(ns), HRTIMER_MODE_REL);
 }
+
+void ivnet_hrtimer_arm_sooner(struct hrtimer *timer, u64 ns)
+{
+	/* Queued to fire within that already: left alone. */
+	if (hrtimer_is_queued(timer) && ktime_to_ns(hrtimer_get_remaining(timer)) <= (s64)ns)
+		return;
+	hrtimer_start(timer, ns_to_ktime(ns), HRTIMER_MODE_REL);
+}

@@ -310,6 +310,12 @@ impl Device {
         unsafe { bindings::ivnet_hrtimer_arm_within(self.poll_timer(), ns) };
     }
 
+    /// Like [`Device::poll_within_ns`], but an hrtimer armed for later is brought forward.
+    pub fn poll_sooner_ns(&self, ns: u64) {
+        // SAFETY: as in `poll_within_ns`.
+        unsafe { bindings::ivnet_hrtimer_arm_sooner(self.poll_timer(), ns) };
+    }
+
     /// Makes sure the device's timer fires within `delay` jiffies: arms it if it is idle, brings
     /// it forward if it is armed for later, leaves it if it fires sooner (`timer_reduce`).
     pub fn timer_arm_within(&self, delay: usize) {
