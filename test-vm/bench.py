@@ -282,6 +282,23 @@ def run_path(name, client, server, ip, plan, only=ALL_CASES):
     return res
 
 
+def run_idle(name, guests, plan):
+    """Host CPU of the guests' QEMU processes while they sit idle (links up, servers
+    listening, nothing sent), over plan["idle_t"] seconds after 1 s of quiet: what an idle
+    guest pays for the path (issue 17: a polling guest's timer keeps waking it)."""
+    say("%s: idle, %d s" % (name, plan["idle_t"]))
+    time.sleep(1)
+    pids = [qemu_pid(g) for g in guests]
+    h0, w0 = qemu_ticks(pids), time.time()
+    time.sleep(plan["idle_t"])
+    h1, w1 = qemu_ticks(pids), time.time()
+    pct = [round(100.0 * (b - a) / HZ / (w1 - w0), 2) if a is not None and b is not None else None
+           for a, b in zip(h0, h1)]
+    res = {"qemu_cpu_pct": pct, "seconds": round(w1 - w0, 1)}
+    say("%s: idle guests' QEMU %s %% of a host CPU" % (name, " / ".join(str(v) for v in pct)))
+    return res
+
+
 def run_udp(name, client, server, ip, plan, res):
     say("%s: UDP 64-byte datagrams, full offered rate (iperf3 %s)" % (name, plan["udp_t"]))
     prof = {}
@@ -692,6 +709,12 @@ def markdown(doc):
             cells.append("%s (%s)" % (who, "%.2f×" % r if r is not None else "n/a"))
         lines.append("| host CPU %% of the QEMU processes during %s, client / server | %s |"
                      % (label, " | ".join(cells)))
+    idle = [(p, res[p]["idle"]) for p in PATHS if "idle" in res.get(p, {})]
+    if idle:
+        lines.append("| host CPU %% of the QEMU processes, guests idle (%s), client / server | %s |" % (
+            "; ".join("%s: %s s" % (p, i["seconds"]) for p, i in idle),
+            " | ".join(" / ".join("%.2f" % v if v is not None else "-" for v in res[p]["idle"]["qemu_cpu_pct"])
+                       if "idle" in res[p] else "-" for p in PATHS)))
     lines.append("")
     lines.append("CPU ratios compare the sum over both guests (loopback: one guest doing both "
                  "ends). Guest CPU is from the guests' /proc/stat, which this kernel samples at "
@@ -943,13 +966,15 @@ def main():
         # iperf3's shortest run is 1 s (with -n, very short transfers report 0 bytes received).
         # sockperf needs about 2 s to report anything: 400 ms of warm-up are not counted.
         plan = {"iperf_t": "-t 1", "udp_t": "-t 1", "rr_count": 300, "rr_timeout": 60, "sp_t": 2,
-                "describe": "smoke: iperf3 -t 1 per case, 300 round trips, sockperf -t 2"}
+                "idle_t": 2,
+                "describe": "smoke: iperf3 -t 1 per case, 300 round trips, sockperf -t 2, idle 2 s"}
     else:
         # 10,000 round trips take about 2 ms each in polling mode under TCG (poll_ms=1 on
         # both sides), so about 20-30 s: within the budget.
         plan = {"iperf_t": "-t 5", "udp_t": "-t 5", "rr_count": 10000, "rr_timeout": 240, "sp_t": 5,
+                "idle_t": 10,
                 "describe": "iperf3 -t 5 per case, ivnet-rr 10,000 round trips (+100 warm-up), "
-                            "sockperf ping-pong -t 5"}
+                            "sockperf ping-pong -t 5, guests idle 10 s"}
     stamp = time.strftime("%Y%m%d-%H%M%S")
     mem_mb = 256
     doc = {"timestamp": stamp, "smoke": smoke, "plan": plan, "host": host_info(), "paths": {},
@@ -982,7 +1007,9 @@ def main():
         wait_reachable(a, "10.90.0.2")
         wait_reachable(a, "10.91.0.2")
         say("pair 1: ivshm0 10.90.0.0/24 and eth0 10.91.0.0/24 reachable")
+        idle = run_idle("pair 1 (ivshmem-doorbell and virtio-net)", [a, b], plan)
         doc["paths"]["ivshmem-doorbell"] = run_path("ivshmem-doorbell", a, b, "10.90.0.2", plan)
+        doc["paths"]["ivshmem-doorbell"]["idle"] = idle
         doc["paths"]["virtio-net"] = run_path("virtio-net", a, b, "10.91.0.2", plan)
         doc["paths"]["loopback"] = run_path("loopback", a, None, "127.0.0.1", plan)
         c1.parallel(lambda g: reload_transparent(g, {"bA": "10.90.0.1", "bB": "10.90.0.2"}[g.name]))
@@ -1007,7 +1034,9 @@ def main():
         cc, d = c2["bC"], c2["bD"]
         c2.parallel(lambda g: setup_guest(g, {"bC": "10.90.0.1", "bD": "10.90.0.2"}[g.name]))
         wait_reachable(cc, "10.90.0.2")
+        idle = run_idle("pair 2 (ivshmem-polling)", [cc, d], plan)
         doc["paths"]["ivshmem-polling"] = run_path("ivshmem-polling", cc, d, "10.90.0.2", plan)
+        doc["paths"]["ivshmem-polling"]["idle"] = idle
         check_splats(c2)
         c2.close()
 
