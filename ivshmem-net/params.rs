@@ -23,7 +23,8 @@ pub(crate) struct Params {
     /// `poll_idle_ms=`: longest timer interval when idle.
     pub(crate) poll_idle_ms: u32,
     /// `poll_us=`: while traffic flows, how soon (µs) to poll again after a poll that found
-    /// frames or a send; 0: only the timer polls.
+    /// nothing (up to 8 times later once frames were last found over a millisecond ago);
+    /// 0: only the timer polls.
     pub(crate) poll_us: u32,
     /// `queues=`: channels wanted, `None` for one per online CPU (either way capped at probe
     /// by what the region allows).

@@ -27,15 +27,15 @@ MODULE_PARM_DESC(poll_ms, "Polling mode: timer interval while traffic flows, in 
 static unsigned int poll_idle_ms = 32;
 module_param(poll_idle_ms, uint, 0444);
 MODULE_PARM_DESC(poll_idle_ms, "Polling mode: longest interval when idle, in ms, poll_ms..100 "
-			       "(default 32); the interval is an eighth of the time since the last "
-			       "traffic, from poll_ms up to this");
+			       "(default 32); the interval is an eighth of the time since frames were "
+			       "last received, from poll_ms up to this");
 
 static unsigned int poll_us = 20;
 module_param(poll_us, uint, 0444);
 MODULE_PARM_DESC(poll_us, "Polling mode: while traffic flows, poll again this many microseconds "
-			  "after a poll that found nothing or a send (a poll that found frames is "
-			  "followed by another at once), 0..1000 (default 20); 0: only the poll_ms "
-			  "timer polls");
+			  "after a poll that found nothing (a poll that found frames is followed by "
+			  "another at once; up to 8 times later once frames were last found over 1 ms "
+			  "ago), 0..1000 (default 20); 0: only the poll_ms timer polls");
 
 static unsigned int queues;
 module_param(queues, uint, 0444);

@@ -45,7 +45,8 @@ fn idle_interval_ms(quiet_ms: u64, poll_ms: u32, poll_idle_ms: u32) -> u32 {
 impl super::Net {
     /// The timer: housekeeping, then the next tick. In polling mode it ticks every `poll_ms`
     /// while the data path is busy, backing off to `poll_idle_ms` ([`idle_interval_ms`]),
-    /// and schedules the NAPI poll each time; in doorbell mode it runs only while something needs watching or auditing.
+    /// and schedules the NAPI poll each time; in doorbell mode it runs only while something
+    /// needs watching or auditing.
     pub(super) fn tick(&self, dev: &Device) {
         let now = time::now_ms();
         if self.interrupts() {

@@ -36,6 +36,8 @@ const LINGER_MS: u64 = 2;
 /// polls: without the backoff its hrtimer interrupted it every `poll_us` (50,000 times a
 /// second at 20 µs, each an emulated timer reprogramming under TCG) for as long as it sent.
 /// Time, not a count of empty polls: a socket busy polling us makes many within microseconds.
+/// The clock is jiffies: "per millisecond" holds at HZ=1000 (the test kernel's); at HZ=250 the
+/// gap goes from `poll_us` to `8 * poll_us` after the first jiffy.
 const MAX_GAP_SHIFT: u64 = 3;
 
 /// What a poll (or a send) that asks for the next poll found, for
@@ -225,9 +227,14 @@ impl super::Net {
     /// linger is noted, the hrtimer left alone.
     ///
     /// The follow-ups come `poll_us` apart, later once frames were last found some
-    /// milliseconds ago ([`MAX_GAP_SHIFT`]); a send keeps the pace unless a transmit queue is
-    /// stopped (we then wait for room that the peer frees by consuming: look again in
-    /// `poll_us`).
+    /// milliseconds ago ([`MAX_GAP_SHIFT`]); a send keeps the pace. While a transmit queue is
+    /// stopped we wait for room that the peer frees by consuming: the follow-ups keep coming,
+    /// every `poll_us` during the linger and at the slowest after it, until the queue wakes
+    /// (`stop_for` brings the first forward).
+    ///
+    /// A send after the linger ended (the first in a while: a request, a ping) also brings
+    /// the timer back to `poll_ms`, so that an answer that takes longer than the linger is
+    /// not left to an interval grown long in the quiet before.
     pub(super) fn keep_polling(&self, dev: &Device, found: Found, arm: bool) {
         let us = u64::from(self.params.poll_us);
         if us == 0 {
@@ -236,28 +243,42 @@ impl super::Net {
         // The jiffies clock: reading it costs nothing, unlike a clocksource under emulation,
         // and a linger of milliseconds needs no finer one.
         let now = time::now_ms();
+        let lingering = now <= self.linger_until_ms.load(Ordering::Relaxed);
+        let stopped = self.any_stopped();
         match found {
-            Found::Nothing if now > self.linger_until_ms.load(Ordering::Relaxed) => return,
+            Found::Nothing if !lingering && !stopped => return,
             Found::Nothing => {}
             Found::Frames => {
                 self.found_ms.store(now, Ordering::Relaxed);
                 self.linger_until_ms
                     .store(now + LINGER_MS, Ordering::Relaxed);
             }
-            Found::Sent => self
-                .linger_until_ms
-                .store(now + LINGER_MS, Ordering::Relaxed),
+            Found::Sent => {
+                self.linger_until_ms
+                    .store(now + LINGER_MS, Ordering::Relaxed);
+                if !lingering {
+                    self.busy.store(true, Ordering::Relaxed);
+                    dev.timer_arm_within(time::ms_to_jiffies(self.params.poll_ms));
+                }
+            }
         }
         if !arm {
             // NAPI polls again by itself.
             return;
         }
-        if found == Found::Sent && self.any_stopped() {
-            dev.poll_sooner_ns(us * 1000);
-            return;
-        }
-        let quiet_ms = now.saturating_sub(self.found_ms.load(Ordering::Relaxed));
-        dev.poll_within_ns((us * 1000) << quiet_ms.min(MAX_GAP_SHIFT));
+        let shift = if stopped {
+            // Waiting for room: at full pace while the linger lasts, then at the slowest
+            // (a peer that stopped consuming is reset after HEARTBEAT_TIMEOUT_MS).
+            if lingering {
+                0
+            } else {
+                MAX_GAP_SHIFT
+            }
+        } else {
+            let quiet_ms = now.saturating_sub(self.found_ms.load(Ordering::Relaxed));
+            quiet_ms.min(MAX_GAP_SHIFT)
+        };
+        dev.poll_within_ns((us * 1000) << shift);
     }
 
     /// Receives up to `budget` frames from ring `c` of peer `j`; returns how many it took off

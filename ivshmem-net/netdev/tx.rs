@@ -531,6 +531,11 @@ impl super::Net {
         // Let everything committed reach the peers first: frames that are not published
         // cannot be consumed, and would hold the room we wait for.
         self.flush(dev, tx, c);
+        if !self.interrupts() && self.params.poll_us != 0 {
+            // Polling mode: look for that room in `poll_us`, even if the hrtimer was armed
+            // for later (the follow-ups back off while nothing is received).
+            dev.poll_sooner_ns(u64::from(self.params.poll_us) * 1000);
+        }
         if self.arm_tx_event(dev, tx, self.max_len(dev)) {
             self.wake_queues(dev, tx, ch);
         }

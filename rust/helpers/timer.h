@@ -11,7 +11,10 @@ void ivnet_timer_setup(struct timer_list *timer, void (*fn)(struct timer_list *)
 void ivnet_hrtimer_setup(struct hrtimer *timer, enum hrtimer_restart (*fn)(struct hrtimer *));
 /* Arms `timer` to fire in `ns` unless it is queued already (then it fires when it was to). */
 void ivnet_hrtimer_arm_within(struct hrtimer *timer, u64 ns);
-/* Makes `timer` fire within `ns`: armed, or brought forward if it is queued for later. */
+/*
+ * Makes `timer` fire within `ns`: armed, or brought forward if it is queued for later. Not
+ * atomic against a concurrent ivnet_hrtimer_arm_within(), whose later expiry may win.
+ */
 void ivnet_hrtimer_arm_sooner(struct hrtimer *timer, u64 ns);
 
 #endif

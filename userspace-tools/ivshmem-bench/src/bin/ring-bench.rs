@@ -59,7 +59,7 @@ USAGE:
 Two processes (this one and a copy of itself) exchange frames of 64 B, 1500 B and 64 KiB:
   - through the ivshmem-net ring (Producer/Consumer of the layout crate) in a 32 MiB region
     file in /dev/shm shared by both, set up for 2 peers; the sender busy-polls, the
-    receiver looks again 4 µs after it found the ring empty (the echo at once);
+    receiver's first 4 looks at a ring it found empty come 4 µs apart (the echo's at once);
   - through a Unix-domain stream socket pair, 4-byte length before each frame;
   - through TCP over 127.0.0.1 (TCP_NODELAY), framed the same way.
 For each: one-way throughput (frames/s and GB/s of frame bytes, sender to drained receiver;
