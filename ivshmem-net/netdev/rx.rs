@@ -228,9 +228,9 @@ impl super::Net {
     ///
     /// The follow-ups come `poll_us` apart, later once frames were last found some
     /// milliseconds ago ([`MAX_GAP_SHIFT`]); a send keeps the pace. While a transmit queue is
-    /// stopped we wait for room that the peer frees by consuming: the follow-ups keep coming,
-    /// every `poll_us` during the linger and at the slowest after it, until the queue wakes
-    /// (`stop_for` brings the first forward).
+    /// stopped we wait for room that the peer frees by consuming: `stop_for` brings the first
+    /// look forward to `poll_us`, and the follow-ups keep coming after the linger too, at the
+    /// slowest pace, until the queue wakes.
     ///
     /// A send after the linger ended (the first in a while: a request, a ping) also brings
     /// the timer back to `poll_ms`, so that an answer that takes longer than the linger is
@@ -266,16 +266,12 @@ impl super::Net {
             // NAPI polls again by itself.
             return;
         }
-        let shift = if stopped {
-            // Waiting for room: at full pace while the linger lasts, then at the slowest
-            // (a peer that stopped consuming is reset after HEARTBEAT_TIMEOUT_MS).
-            if lingering {
-                0
-            } else {
-                MAX_GAP_SHIFT
-            }
+        let quiet_ms = now.saturating_sub(self.found_ms.load(Ordering::Relaxed));
+        // Waiting for room after the linger: at the slowest pace (a peer that stopped
+        // consuming is reset after HEARTBEAT_TIMEOUT_MS).
+        let shift = if stopped && !lingering {
+            MAX_GAP_SHIFT
         } else {
-            let quiet_ms = now.saturating_sub(self.found_ms.load(Ordering::Relaxed));
             quiet_ms.min(MAX_GAP_SHIFT)
         };
         dev.poll_within_ns((us * 1000) << shift);
