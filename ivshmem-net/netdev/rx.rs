@@ -244,9 +244,8 @@ impl super::Net {
         // and a linger of milliseconds needs no finer one.
         let now = time::now_ms();
         let lingering = now <= self.linger_until_ms.load(Ordering::Relaxed);
-        let stopped = self.any_stopped();
         match found {
-            Found::Nothing if !lingering && !stopped => return,
+            Found::Nothing if !lingering && !self.any_stopped() => return,
             Found::Nothing => {}
             Found::Frames => {
                 self.found_ms.store(now, Ordering::Relaxed);
@@ -269,7 +268,7 @@ impl super::Net {
         let quiet_ms = now.saturating_sub(self.found_ms.load(Ordering::Relaxed));
         // Waiting for room after the linger: at the slowest pace (a peer that stopped
         // consuming is reset after HEARTBEAT_TIMEOUT_MS).
-        let shift = if stopped && !lingering {
+        let shift = if !lingering && self.any_stopped() {
             MAX_GAP_SHIFT
         } else {
             quiet_ms.min(MAX_GAP_SHIFT)
