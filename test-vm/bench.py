@@ -188,6 +188,13 @@ def qemu_ticks(pids):
 HZ = os.sysconf("SC_CLK_TCK")
 
 
+def qemu_pct(h0, h1, seconds, digits):
+    """Each QEMU's CPU between two `qemu_ticks` samples `seconds` apart, in % of a host CPU
+    (None where a sample is missing)."""
+    return [round(100.0 * (b - a) / HZ / seconds, digits) if a is not None and b is not None
+            else None for a, b in zip(h0, h1)]
+
+
 def perf_start(guests, seconds):
     """--profile: starts a system-wide cpu-clock sampling in each guest, in the background."""
     for g in guests:
@@ -229,8 +236,7 @@ def measure(client, server, cmd, timeout, prof=None):
                    "cat /tmp/o; [ $rc = 0 ] || cat /tmp/e; exit $rc" % (timeout, cmd),
                    timeout=timeout + 30)
     h1, w1 = qemu_ticks(pids), time.time()
-    host = [round(100.0 * (b - a) / HZ / (w1 - w0), 1) if a is not None and b is not None else None
-            for a, b in zip(h0, h1)] + [None]
+    host = qemu_pct(h0, h1, w1 - w0, 1) + [None]
     s1 = server.run("head -1 /proc/stat", check=True).out if server else None
     if PROFILE and prof is not None:
         prof.update(perf_report(guests))
@@ -292,8 +298,7 @@ def run_idle(name, guests, plan):
     h0, w0 = qemu_ticks(pids), time.time()
     time.sleep(plan["idle_t"])
     h1, w1 = qemu_ticks(pids), time.time()
-    pct = [round(100.0 * (b - a) / HZ / (w1 - w0), 2) if a is not None and b is not None else None
-           for a, b in zip(h0, h1)]
+    pct = qemu_pct(h0, h1, w1 - w0, 2)
     res = {"qemu_cpu_pct": pct, "seconds": round(w1 - w0, 1)}
     say("%s: idle guests' QEMU %s %% of a host CPU" % (name, " / ".join(str(v) for v in pct)))
     return res
