@@ -11,13 +11,20 @@ Two guest pairs (1 vCPU and the same memory each):
          Then the module is reloaded with transparent=eth0 on both and TCP 1 stream and
          request/response run again to bB's virtio-net address: "transparent" (transparent
          mode; the packets go through shared memory, eth0's counters stay still).
-  pair 2 (bC, bD): ivshmem-plain, ivshmem-net polling mode (poll_ms=1).
+  pair 2 (bC, bD): ivshmem-plain, ivshmem-net polling mode, and a virtio-net NIC each on
+         the same bridge.
 For each path: iperf3 TCP 1 and 4 streams (Gbit/s), iperf3 UDP 64-byte datagrams at full
 offered rate (received packets/s and loss), ivnet-rr 1-byte TCP request/response (p50, p99;
 also with socket busy polling), sockperf ping-pong over UDP and TCP (14-byte messages, its
 smallest; round-trip p50, p99, p99.9), and both guests' CPU use during each (/proc/stat before
 and after). On the host: ring-bench (the ring without guests; its JSON) and its memcpy
 bandwidth.
+
+TCP is measured in rounds (3 in a full run): each round runs every path of the pair once in
+turn (the ivshmem path, virtio-net, loopback), and the table gives each path's median trial,
+its ratio taken against the virtio-net median of the same pair. A single 5 s trial under TCG
+moves by a third between minutes on a shared machine; interleaving makes the paths share the
+slow and the fast minutes, and the median drops one outlier.
 
 Several queues (issue 19): pair 3 (mA, mB) has 2 vCPUs per guest, ivshmem-doorbell with 2
 vectors and a virtio-net NIC with 2 queue pairs (mq=on, multi-queue taps). TCP 4 streams and
@@ -28,7 +35,9 @@ on both guests).
 
 Region size: the pairs above use a 32 MiB region. A full run also measures the ivshmem paths
 (TCP 1 and 4 streams) on pairs with 16 and 64 MiB regions, for the second chart
-(`--regions` changes the sizes; the smoke run measures 32 MiB only).
+(`--regions` changes the sizes; the smoke run measures 32 MiB only). Each of those pairs has
+virtio-net NICs too, and runs its TCP rounds with virtio-net and loopback interleaved.
+The report ends with issue 17's targets, each marked met or not from this run's figures.
 
 Guests run under TCG unless KVM works, so guest figures are meant as ratios between paths
 measured in the same run, not as absolute numbers.
@@ -256,28 +265,18 @@ def cpu_str(c):
 
 
 ALL_CASES = ("tcp1", "tcp4", "udp64", "rr1", "sp_udp", "sp_tcp")
+TCP_CASES = {"tcp1": 1, "tcp4": 4}
+# Everything but TCP: what `run_path` measures once, after a pair's interleaved TCP rounds.
+ONCE_CASES = tuple(k for k in ALL_CASES if k not in TCP_CASES)
 
 
 def run_path(name, client, server, ip, plan, only=ALL_CASES):
     """The measurements of one path (or those in `only`); `server` is None for loopback
     (client is both)."""
     res = {"path": name, "target": ip}
-    t = plan["iperf_t"]
-    for key, streams in (("tcp1", 1), ("tcp4", 4)):
-        if key not in only:
-            continue
-        say("%s: TCP %d stream%s (iperf3 %s)" % (name, streams, "s" * (streams > 1), t))
-        prof = {}
-        out, cc, sc, hc = measure(client, server, "iperf3 -c %s %s -P %d -J" % (ip, t, streams), 120,
-                                  prof)
-        j = json.loads(out)
-        rx = j["end"]["sum_received"]
-        res[key] = {"gbit_s": rx["bits_per_second"] / 1e9, "seconds": rx["seconds"],
-                    "bytes": rx["bytes"], "retransmits": j["end"]["sum_sent"].get("retransmits"),
-                    "cpu_client_pct": cc, "cpu_server_pct": sc, **hc}
-        if prof:
-            res[key]["profile"] = prof
-        say("%s: TCP %d: %.3f Gbit/s (%s)" % (name, streams, res[key]["gbit_s"], cpu_str(res[key])))
+    for key in TCP_CASES:
+        if key in only:
+            res[key] = run_tcp(name, client, server, ip, plan, key)
     if "udp64" in only:
         run_udp(name, client, server, ip, plan, res)
     if "rr1" in only:
@@ -286,6 +285,60 @@ def run_path(name, client, server, ip, plan, only=ALL_CASES):
         if "sp_" + proto in only:
             sockperf_once(name, client, server, ip, plan, res, proto)
     return res
+
+
+def run_tcp(name, client, server, ip, plan, key):
+    """One iperf3 TCP trial (`key`: "tcp1" or "tcp4"); returns its record."""
+    streams = TCP_CASES[key]
+    t = plan["iperf_t"]
+    say("%s: TCP %d stream%s (iperf3 %s)" % (name, streams, "s" * (streams > 1), t))
+    prof = {}
+    out, cc, sc, hc = measure(client, server, "iperf3 -c %s %s -P %d -J" % (ip, t, streams), 120,
+                              prof)
+    j = json.loads(out)
+    rx = j["end"]["sum_received"]
+    rec = {"gbit_s": rx["bits_per_second"] / 1e9, "seconds": rx["seconds"],
+           "bytes": rx["bytes"], "retransmits": j["end"]["sum_sent"].get("retransmits"),
+           "cpu_client_pct": cc, "cpu_server_pct": sc, **hc}
+    if prof:
+        rec["profile"] = prof
+    say("%s: TCP %d: %.3f Gbit/s (%s)" % (name, streams, rec["gbit_s"], cpu_str(rec)))
+    return rec
+
+
+def tcp_rounds(runs, plan):
+    """The TCP figures of one guest pair, interleaved so that the paths share the machine's
+    slow and fast minutes: plan["tcp_rounds"] rounds, each running one trial of every
+    (path, client, server, ip, keys) in `runs` in turn. Returns {path: {key: record}}, the
+    record that of the median trial (by Gbit/s; the lower middle of an even count), with
+    every trial's Gbit/s in order in "trials_gbit_s". Under TCG a single 5 s trial on this
+    kind of machine moves by a third between minutes (docs/benchmarks.md)."""
+    n = plan["tcp_rounds"]
+    trials = {}
+    for i in range(n):
+        for name, client, server, ip, keys in runs:
+            for key in keys:
+                label = name if n == 1 else "%s (round %d/%d)" % (name, i + 1, n)
+                trials.setdefault(name, {}).setdefault(key, []).append(
+                    run_tcp(label, client, server, ip, plan, key))
+    out = {}
+    for name, per_key in trials.items():
+        for key, recs in per_key.items():
+            med = dict(sorted(recs, key=lambda r: r["gbit_s"])[(len(recs) - 1) // 2])
+            med["trials_gbit_s"] = [r["gbit_s"] for r in recs]
+            out.setdefault(name, {})[key] = med
+    return out
+
+
+def same_pair(tcp, path, bases):
+    """Notes in `path`'s TCP records of `tcp` (from `tcp_rounds`) the medians of the paths
+    in `bases` (virtio-net, loopback) measured in the same pair: the ratios of region and
+    polling pairs are taken against these, not against pair 1's."""
+    for key, rec in tcp[path].items():
+        for b in bases:
+            other = tcp.get(b, {}).get(key)
+            if other is not None:
+                rec["same_pair"] = dict(rec.get("same_pair", {}), **{b: other["gbit_s"]})
 
 
 def run_idle(name, guests, plan):
@@ -408,16 +461,59 @@ def sockperf_once(name, client, server, ip, plan, res, proto):
            r["dropped"], cpu_str(r)))
 
 
-def setup_guest(g, ivip, ethip=None):
+def setup_guest(g, ivip, ethip=None, servers=True):
+    """Loads the module and gives ivshm0 (and eth0, with `ethip`) an address; starts iperf3's
+    server and, with `servers`, ivnet-rr's and sockperf's."""
     script = ("insmod %s && ip addr add %s/24 dev ivshm0 && ip link set ivshm0 up" % (KO, ivip))
     if ethip:
         script += (" && ip link show eth0 >/dev/null && ip addr add %s/24 dev eth0 && "
                    "ip link set eth0 up" % ethip)
-    script += " && iperf3 -s -D --logfile /tmp/iperf3.log && " + RR_SERVER
+    script += " && iperf3 -s -D --logfile /tmp/iperf3.log"
+    if not servers:
+        g.run(script, check=True)
+        return
     g.run("command -v sockperf >/dev/null || { echo 'no sockperf in the guest image: "
           "make deps && make initramfs'; exit 1; }", check=True)
-    g.run(script, check=True)
+    g.run(script + " && " + RR_SERVER, check=True)
     g.run(SP_SERVER, timeout=30, check=True)
+
+
+# Each pair's guests: a virtio-net NIC on one of the namespace's taps (a pair at a time uses
+# them: the previous pair's QEMU has exited), ivshm0 in 10.90.0.0/24, eth0 in 10.91.0.0/24.
+TAPS = [("ivtapA", "52:54:00:1b:00:01"), ("ivtapB", "52:54:00:1b:00:02")]
+IV_IPS = ("10.90.0.1", "10.90.0.2")
+ETH_IPS = ("10.91.0.1", "10.91.0.2")
+
+
+def pair_cluster(names, ns, mem_mb, mib, doorbell, initrd, clusters):
+    """Two guests `names` with a `mib` MiB region (doorbell or plain) and a virtio-net NIC
+    each on the namespace's bridge; started, appended to `clusters`."""
+    c = vm.Cluster([{"name": n, "netns": ns.name, "mem_mb": mem_mb, "taps": [tap]}
+                    for n, tap in zip(names, TAPS)],
+                   shm_size=mib << 20, doorbell=doorbell, initrd=initrd)
+    clusters.append(c)
+    c.start()
+    return c
+
+
+def setup_pair(c, names, servers=True):
+    """Both guests of `c` set up (`setup_guest`); waits until each address of the other guest
+    answers."""
+    a = c[names[0]]
+    c.parallel(lambda g: setup_guest(g, IV_IPS[names.index(g.name)], ETH_IPS[names.index(g.name)],
+                                     servers))
+    wait_reachable(a, IV_IPS[1])
+    wait_reachable(a, ETH_IPS[1])
+
+
+def pair_tcp(path, a, b, plan):
+    """The interleaved TCP rounds of a pair: `path` over ivshm0, virtio-net over eth0, and
+    loopback (1 stream) inside `a`; `path`'s records note the other two's medians."""
+    tcp = tcp_rounds([(path, a, b, IV_IPS[1], tuple(TCP_CASES)),
+                      ("virtio-net", a, b, ETH_IPS[1], tuple(TCP_CASES)),
+                      ("loopback", a, None, "127.0.0.1", ("tcp1",))], plan)
+    same_pair(tcp, path, ("virtio-net", "loopback"))
+    return tcp
 
 
 def ivshm_counter(g, name):
@@ -651,6 +747,14 @@ def ratio(v, b):
     return v / b if b and v is not None else None
 
 
+def tcp_base(r, key, default):
+    """The virtio-net figure that path result `r`'s TCP `key` is compared with: virtio-net's
+    median measured in the same pair, interleaved with it, if there is one; else `default`
+    (pair 1's)."""
+    rec = r.get(key) if isinstance(r, dict) else None
+    return (rec or {}).get("same_pair", {}).get(BASE, default)
+
+
 def value(get, r):
     """A metric of one path's results; None if that path did not measure it."""
     try:
@@ -677,7 +781,10 @@ def markdown(doc):
                 doc["host"]["cpu"], doc["host"]["cpus"], doc["host"]["qemu"]),
              "Durations: %s. Ratio = path / virtio-net (QEMU userspace backend, tap + bridge); "
              "for loss, latency and CPU lower is better. Under TCG the guest figures are those of "
-             "emulated CPUs, one trial each: compare paths within a run, not across machines." % doc["plan"]["describe"],
+             "emulated CPUs: compare paths within a run, not across machines. TCP: the median of "
+             "%d interleaved rounds (trials below), its ratio against virtio-net measured in the "
+             "same guest pair; everything else one trial, against pair 1's virtio-net."
+             % (doc["plan"]["describe"], doc["plan"].get("tcp_rounds", 1)),
              "",
              "| metric | " + " | ".join(PATHS) + " |",
              "|---|" + "---:|" * len(PATHS)]
@@ -685,6 +792,8 @@ def markdown(doc):
         cells = []
         for p in PATHS:
             v, b = value(get, res[p]), get(base)
+            if key in TCP_CASES:
+                b = tcp_base(res[p], key, b)
             r = ratio(v, b)
             cells.append("%s (%s)" % (fmt(v), "%.2f×" % r if r is not None else "n/a")
                          if v is not None else "-")
@@ -720,6 +829,13 @@ def markdown(doc):
             "; ".join("%s: %s s" % (p, i["seconds"]) for p, i in idle),
             " | ".join(" / ".join("%.2f" % v if v is not None else "-" for v in res[p]["idle"]["qemu_cpu_pct"])
                        if "idle" in res[p] else "-" for p in PATHS)))
+    lines += ["", "TCP trials, Gbit/s in the order run (the median is in the table): " + "; ".join(
+        "%s %s [%s]" % (p, k, ", ".join("%.2f" % g for g in res[p][k]["trials_gbit_s"]))
+        for p in PATHS if p in res for k in TCP_CASES if "trials_gbit_s" in res[p].get(k, {}))
+        + ". Pair 2's own virtio-net and loopback: " + "; ".join(
+            "%s %s %.2f [%s]" % (b, k, rec["gbit_s"], ", ".join("%.2f" % g for g in rec["trials_gbit_s"]))
+            for per in doc.get("baselines", {}).values() for b, recs in per.items()
+            for k, rec in recs.items()) + "."]
     lines.append("")
     lines.append("CPU ratios compare the sum over both guests (loopback: one guest doing both "
                  "ends). Guest CPU is from the guests' /proc/stat, which this kernel samples at "
@@ -739,10 +855,34 @@ def markdown(doc):
     pts = region_points(doc)
     if doc.get("regions"):
         lines += ["", "## Region size (ivshmem-net paths, TCP, Gbit/s)", "",
-                  "| path | region MiB | TCP 1 stream | TCP 4 streams |", "|---|---:|---:|---:|"]
+                  "Each size and mode is a guest pair of its own, with virtio-net and loopback "
+                  "measured in the same pair, interleaved (medians; ratios against these).", "",
+                  "| path | region MiB | TCP 1 stream | × virtio-net | × loopback | TCP 4 streams "
+                  "| × virtio-net | virtio-net 1 / 4 streams | loopback |",
+                  "|---|---:|---:|---:|---:|---:|---:|---:|---:|"]
         for p, v in pts.items():
             for mib, t1, t4 in v:
-                lines.append("| %s | %d | %s | %s |" % (p, mib, fmt(t1), fmt(t4)))
+                cells = []
+                for rec, bases in ((t1, (BASE, "loopback")), (t4, (BASE,))):
+                    cells.append(fmt(rec["gbit_s"]) if rec else "-")
+                    for b in bases:
+                        r = ratio(rec["gbit_s"], rec.get("same_pair", {}).get(b)) if rec else None
+                        cells.append("%.2f×" % r if r is not None else "-")
+                sp1, sp4 = ((t or {}).get("same_pair", {}) for t in (t1, t4))
+                cells.append("%s / %s" % (fmt(sp1.get(BASE)), fmt(sp4.get(BASE))))
+                cells.append(fmt(sp1.get("loopback")))
+                lines.append("| %s | %d | %s |" % (p, mib, " | ".join(cells)))
+        lines += ["", "Trials, Gbit/s in the order run: " + "; ".join(
+            "%s %d MiB %s [%s]" % (e["path"], e["region_mib"], k,
+                                   ", ".join("%.2f" % g for g in e[k]["trials_gbit_s"]))
+            for e in doc["regions"] for k in TCP_CASES if "trials_gbit_s" in e[k]) + "."]
+    tg = targets(doc)
+    if tg:
+        lines += ["", "## Issue 17's targets in this run", "",
+                  "| target | this run | met |", "|---|---|---|"]
+        for what, got, met in tg:
+            lines.append("| %s | %s | %s |" % (what, got, {True: "yes", False: "**no**",
+                                                          None: "n/a"}[met]))
     if doc.get("queues"):
         lines += ["", queues_markdown(doc["queues"])]
     rb = doc["ring_bench"]
@@ -789,12 +929,14 @@ def pyplot():
     return plt
 
 
-# Panels of the main chart: (title, y-axis label, log scale, [(variant label, getter)...]).
-# Each panel groups the bars by path, a bar per variant; each bar is labelled with its ratio
-# to virtio-net's bar of the same variant.
+# Panels of the main chart: (title, y-axis label, log scale, [(variant label, getter[, TCP
+# key])...]). Each panel groups the bars by path, a bar per variant; each bar is labelled with
+# its ratio to virtio-net's bar of the same variant (for TCP, to virtio-net measured in the
+# same pair: `tcp_base`).
 PANELS = [
     ("TCP throughput (iperf3), higher is better", "Gbit/s received", False,
-     [("1 stream", lambda r: r["tcp1"]["gbit_s"]), ("4 streams", lambda r: r["tcp4"]["gbit_s"])]),
+     [("1 stream", lambda r: r["tcp1"]["gbit_s"], "tcp1"),
+      ("4 streams", lambda r: r["tcp4"]["gbit_s"], "tcp4")]),
     ("UDP 64-byte datagrams (iperf3 -b 0), higher is better", "packets/s received", False,
      [("received", lambda r: r["udp64"]["rx_pps"])]),
     ("host CPU of both QEMU processes, lower is better", "% of one host CPU", False,
@@ -828,7 +970,7 @@ def chart(doc, path):
         width = 0.8 / n
         top = 0.0
         missing = set()
-        for j, (vlabel, get) in enumerate(variants):
+        for j, (vlabel, get, *tcp_key) in enumerate(variants):
             base = value(get, res[BASE])
             xs, ys, labels = [], [], []
             for i, p in enumerate(paths):
@@ -838,7 +980,7 @@ def chart(doc, path):
                     continue
                 xs.append(i - 0.4 + width * (j + 0.5))
                 ys.append(v)
-                r = ratio(v, base)
+                r = ratio(v, tcp_base(res[p], tcp_key[0], base) if tcp_key else base)
                 labels.append("%.2f×" % r if r is not None else "")
             bars = ax.bar(xs, ys, width * 0.92, label=vlabel, color=shades[j % len(shades)])
             ax.bar_label(bars, labels, rotation=90, padding=2, fontsize=8)
@@ -861,7 +1003,7 @@ def chart(doc, path):
         # A path that has none of a panel's variants (loopback has no busy polling, transparent
         # runs TCP 1 stream, RR and sockperf only) says so instead of showing an empty slot.
         for i in sorted(missing):
-            if all(value(get, res[paths[i]]) is None for _l, get in variants):
+            if all(value(get, res[paths[i]]) is None for _l, get, *_k in variants):
                 ax.text(i, 0.02, "not measured", transform=ax.get_xaxis_transform(),
                         ha="center", va="bottom", fontsize=8, color="#777777")
         ax.set_xlim(-0.6, len(paths) - 0.4)
@@ -879,46 +1021,114 @@ def chart(doc, path):
 
 
 def region_points(doc):
-    """{path: [(region MiB, tcp1 Gbit/s, tcp4 Gbit/s)...]} for the ivshmem paths, from the
-    main pairs and any --regions pairs, sorted by size."""
+    """{path: [(region MiB, tcp1 record, tcp4 record or None)...]} for the ivshmem paths, from
+    the main pairs and any --regions pairs, sorted by size."""
     pts = {}
     for p in ("ivshmem-doorbell", "ivshmem-polling"):
         r = doc["paths"].get(p)
         if r and "tcp1" in r:
-            pts.setdefault(p, []).append((doc.get("region_mib", REGION_MIB), r["tcp1"]["gbit_s"],
-                                          value(lambda x: x["tcp4"]["gbit_s"], r)))
+            pts.setdefault(p, []).append((doc.get("region_mib", REGION_MIB), r["tcp1"], r.get("tcp4")))
     for e in doc.get("regions", []):
-        pts.setdefault(e["path"], []).append((e["region_mib"], e["tcp1"]["gbit_s"],
-                                              value(lambda x: x["tcp4"]["gbit_s"], e)))
-    return {p: sorted(v) for p, v in pts.items()}
+        pts.setdefault(e["path"], []).append((e["region_mib"], e["tcp1"], e.get("tcp4")))
+    return {p: sorted(v, key=lambda t: t[0]) for p, v in pts.items()}
+
+
+def region_value(doc, path, mib, key):
+    """TCP record `key` of an ivshmem path at `mib` MiB in this run, or None."""
+    for m, t1, t4 in region_points(doc).get(path, []):
+        if m == mib:
+            return {"tcp1": t1, "tcp4": t4}[key]
+    return None
+
+
+def targets(doc):
+    """Issue 17's targets as measured in this run: [(target, figures, met or None)]."""
+    res = doc["paths"]
+    if BASE not in res or doc["smoke"]:
+        return []
+    rows = []
+
+    def tcp(path, mib, key, base, at_least, what):
+        rec = region_value(doc, path, mib, key)
+        b = (rec or {}).get("same_pair", {}).get(base)
+        r = ratio(rec["gbit_s"], b) if rec else None
+        rows.append((what % mib, "%.3g× (%.2f / %.2f Gbit/s)" % (r, rec["gbit_s"], b)
+                     if r is not None else "not measured", None if r is None else r >= at_least))
+
+    sizes = sorted({m for v in region_points(doc).values() for m, _a, _b in v})
+    for mib in sizes:
+        tcp("ivshmem-doorbell", mib, "tcp1", BASE, 1.5, "doorbell TCP 1 stream ≥ 1.5× virtio-net, %d MiB")
+        tcp("ivshmem-doorbell", mib, "tcp1", "loopback", 0.95, "doorbell TCP 1 stream ≥ 0.95× loopback, %d MiB")
+        tcp("ivshmem-doorbell", mib, "tcp4", BASE, 1.3, "doorbell TCP 4 streams ≥ 1.3× virtio-net, %d MiB")
+    if 16 in sizes:
+        tcp("ivshmem-polling", 16, "tcp1", BASE, 1.2, "polling TCP 1 stream ≥ 1.2× virtio-net, %d MiB")
+    base = res[BASE]
+
+    def one(what, path, get, want, better_low):
+        v, b = value(get, res.get(path, {})), value(get, base)
+        r = ratio(v, b)
+        rows.append((what, "%.3g× (%s / %s)" % (r, fmt(v), fmt(b)) if r is not None else "not measured",
+                     None if r is None else (r <= want if better_low else r >= want)))
+
+    one("polling RR p50 ≤ 1.0× virtio-net", "ivshmem-polling", lambda r: r["rr1"]["p50_us"], 1.0, True)
+    one("doorbell RR p50 ≤ 0.9× virtio-net", "ivshmem-doorbell", lambda r: r["rr1"]["p50_us"], 0.9, True)
+    one("doorbell RR p50, busy polling, ≤ 0.1× virtio-net", "ivshmem-doorbell",
+        lambda r: r["rr1_busy"]["p50_us"], 0.1, True)
+    for p in ("ivshmem-doorbell", "ivshmem-polling"):
+        one("%s UDP 64 B received ≥ 1.5× virtio-net" % p, p, lambda r: r["udp64"]["rx_pps"], 1.5, False)
+        v, b = value(lambda r: r["udp64"]["loss_pct"], res.get(p, {})), value(
+            lambda r: r["udp64"]["loss_pct"], base)
+        rows.append(("%s UDP 64 B loss ≤ virtio-net's" % p,
+                     "%.2f %% (virtio-net %.2f %%)" % (v, b) if None not in (v, b) else "not measured",
+                     None if None in (v, b) else v <= b))
+    idle = value(lambda r: r["idle"]["qemu_cpu_pct"], res.get("ivshmem-polling", {}))
+    rows.append(("idle polling guest ≤ 2 % of a host CPU (its QEMU)",
+                 " / ".join("%.2f %%" % v for v in idle) if idle else "not measured",
+                 None if not idle else max(idle) <= 2.0))
+    rb = doc.get("ring_bench") or {}
+    th = {(t["transport"], t["frame_bytes"]): t["frames_per_sec"] for t in rb.get("throughput", [])}
+    r = ratio(th.get(("ring", 1500)), th.get(("unix", 1500)))
+    rows.append(("ring-bench 1500 B ≥ 5× a Unix socket", "%.1f×" % r if r else "not measured",
+                 None if r is None else r >= 5))
+    v = th.get(("ring", 64))
+    rows.append(("ring-bench 64 B ≥ 20 M frames/s (median of its trials)",
+                 "%.1f M" % (v / 1e6) if v else "not measured", None if v is None else v >= 20e6))
+    lat = [l["p50_us"] for l in rb.get("latency", []) if l["transport"] == "ring"]
+    rows.append(("ring-bench ping-pong p50 < 1 µs", "%.2f µs" % lat[0] if lat else "not measured",
+                 None if not lat else lat[0] < 1.0))
+    return rows
 
 
 def region_chart(doc, path):
-    """Throughput against the region's size, a line per ivshmem-net mode, with virtio-net and
-    loopback of the same run as horizontal lines; writes a PNG to `path`."""
+    """Throughput against the region's size, a line per ivshmem-net mode, each point labelled
+    with its ratio to virtio-net measured in the same pair; virtio-net's and loopback's own
+    figures in each pair as markers (they do not depend on the region: their spread is the
+    machine's); writes a PNG to `path`."""
     plt = pyplot()
     pts = region_points(doc)
     sizes = sorted({s for v in pts.values() for s, _a, _b in v})
     fig, axes = plt.subplots(1, 2, figsize=(13, 5.5), dpi=100)
-    for ax, (idx, title) in zip(axes, ((1, "TCP 1 stream"), (2, "TCP 4 streams"))):
+    for ax, (idx, key, title) in zip(axes, ((1, "tcp1", "TCP 1 stream"), (2, "tcp4", "TCP 4 streams"))):
         top = 0.0
+        marks = {}
         for p, v in pts.items():
             sel = [(t[0], t[idx]) for t in v if t[idx] is not None]
-            xs, ys = [x for x, _y in sel], [y for _x, y in sel]
+            xs, ys = [x for x, _r in sel], [r["gbit_s"] for _x, r in sel]
             ax.plot(xs, ys, marker="o", color=COLORS.get(p), label=p)
-            key = "tcp1" if idx == 1 else "tcp4"
-            base = value(lambda r: r[key]["gbit_s"], doc["paths"].get(BASE, {}))
-            for x, y in zip(xs, ys):
-                r = ratio(y, base)
-                ax.annotate("%.2f" % y + (" (%.2f×)" % r if r is not None else ""), (x, y),
-                            textcoords="offset points", xytext=(0, 7), ha="center", fontsize=8)
+            for x, (_x, rec) in zip(xs, sel):
+                r = ratio(rec["gbit_s"], tcp_base({key: rec}, key, None))
+                ax.annotate("%.2f" % rec["gbit_s"] + (" (%.2f×)" % r if r is not None else ""),
+                            (x, rec["gbit_s"]), textcoords="offset points", xytext=(0, 7),
+                            ha="center", fontsize=8)
+                for b, g in rec.get("same_pair", {}).items():
+                    marks.setdefault(b, []).append((x, g))
             top = max([top] + ys)
-        for p, style in (("virtio-net", "--"), ("loopback", ":")):
-            key = "tcp1" if idx == 1 else "tcp4"
-            v = value(lambda r: r[key]["gbit_s"], doc["paths"].get(p, {}))
-            if v is not None:
-                ax.axhline(v, color=COLORS[p], linestyle=style, label="%s (%.2f)" % (p, v))
-                top = max(top, v)
+        for b, style in (("virtio-net", "x"), ("loopback", "+")):
+            if marks.get(b):
+                ax.plot([x for x, _g in marks[b]], [g for _x, g in marks[b]], style,
+                        color=COLORS[b], markersize=9, linestyle="none",
+                        label="%s, each pair's own" % b)
+                top = max([top] + [g for _x, g in marks[b]])
         ax.set_xscale("log", base=2)
         ax.set_xticks(sizes)
         ax.set_xticklabels([str(s) for s in sizes])
@@ -927,7 +1137,7 @@ def region_chart(doc, path):
                         sizes[-1] * (2.5 if len(sizes) == 1 else 1.4))
         ax.set_ylim(0, top * 1.25 if top else 1)
         ax.set_xlabel("region size, MiB (default max_peers)")
-        ax.set_ylabel("Gbit/s received (iperf3)")
+        ax.set_ylabel("Gbit/s received (iperf3, median of the rounds)")
         ax.set_title(title + ", higher is better", fontsize=11)
         ax.grid(alpha=0.3)
         ax.legend(fontsize=8, loc="best")
@@ -971,19 +1181,21 @@ def main():
         # iperf3's shortest run is 1 s (with -n, very short transfers report 0 bytes received).
         # sockperf needs about 2 s to report anything: 400 ms of warm-up are not counted.
         plan = {"iperf_t": "-t 1", "udp_t": "-t 1", "rr_count": 300, "rr_timeout": 60, "sp_t": 2,
-                "idle_t": 2,
-                "describe": "smoke: iperf3 -t 1 per case, 300 round trips, sockperf -t 2, idle 2 s"}
+                "idle_t": 2, "tcp_rounds": 1,
+                "describe": "smoke: iperf3 -t 1 per case, one TCP round, 300 round trips, "
+                            "sockperf -t 2, idle 2 s"}
     else:
         # 10,000 round trips take about 2 ms each in polling mode under TCG (poll_ms=1 on
         # both sides), so about 20-30 s: within the budget.
         plan = {"iperf_t": "-t 5", "udp_t": "-t 5", "rr_count": 10000, "rr_timeout": 240, "sp_t": 5,
-                "idle_t": 10,
-                "describe": "iperf3 -t 5 per case, ivnet-rr 10,000 round trips (+100 warm-up), "
-                            "sockperf ping-pong -t 5, guests idle 10 s"}
+                "idle_t": 10, "tcp_rounds": 3,
+                "describe": "iperf3 -t 5 per case, TCP the median of 3 interleaved rounds, "
+                            "ivnet-rr 10,000 round trips (+100 warm-up), sockperf ping-pong -t 5, "
+                            "guests idle 10 s"}
     stamp = time.strftime("%Y%m%d-%H%M%S")
     mem_mb = 256
     doc = {"timestamp": stamp, "smoke": smoke, "plan": plan, "host": host_info(), "paths": {},
-           "region_mib": REGION_MIB, "regions": []}
+           "region_mib": REGION_MIB, "regions": [], "baselines": {}}
     say("%s run; results to %s" % ("smoke" if smoke else "full", out_dir))
 
     if args.only_queues:
@@ -995,28 +1207,23 @@ def main():
         ns.open()
         say("netns %s: bridge ivbr0 with taps ivtapA, ivtapB" % ns.name)
         # Pair 1: doorbell ivshmem-net + virtio-net on the bridge; QEMU runs inside the netns.
-        c1 = vm.Cluster([{"name": "bA", "netns": ns.name, "mem_mb": mem_mb,
-                          "taps": [("ivtapA", "52:54:00:1b:00:01")]},
-                         {"name": "bB", "netns": ns.name, "mem_mb": mem_mb,
-                          "taps": [("ivtapB", "52:54:00:1b:00:02")]}],
-                        shm_size=REGION_MIB << 20, doorbell=1, initrd=args.initrd)
-        clusters.append(c1)
-        c1.start()
+        c1 = pair_cluster(("bA", "bB"), ns, mem_mb, REGION_MIB, 1, args.initrd, clusters)
         doc["accel"], doc["accel_reason"] = c1.accel, c1.accel_reason
         say("pair 1 (bA, bB) up: ivshmem-doorbell + virtio-net (tap, vhost=off); accel %s" % c1.accel)
         a, b = c1["bA"], c1["bB"]
         kern, ncpu, mem = guest_info(a)
         doc["guest"] = {"kernel": kern, "vcpus": int(ncpu), "mem_mb": mem_mb, "memtotal": mem.split(":")[1].strip()}
-        c1.parallel(lambda g: setup_guest(g, *{"bA": ("10.90.0.1", "10.91.0.1"),
-                                                "bB": ("10.90.0.2", "10.91.0.2")}[g.name]))
-        wait_reachable(a, "10.90.0.2")
-        wait_reachable(a, "10.91.0.2")
+        setup_pair(c1, ("bA", "bB"))
         say("pair 1: ivshm0 10.90.0.0/24 and eth0 10.91.0.0/24 reachable")
         idle = run_idle("pair 1 (ivshmem-doorbell and virtio-net)", [a, b], plan)
-        doc["paths"]["ivshmem-doorbell"] = run_path("ivshmem-doorbell", a, b, "10.90.0.2", plan)
+        tcp = tcp_rounds([(p, a, srv, ip, tuple(TCP_CASES)) for p, srv, ip in (
+            ("ivshmem-doorbell", b, IV_IPS[1]), ("virtio-net", b, ETH_IPS[1]),
+            ("loopback", None, "127.0.0.1"))], plan)
+        same_pair(tcp, "ivshmem-doorbell", ("virtio-net", "loopback"))
+        for p, srv, ip in (("ivshmem-doorbell", b, IV_IPS[1]), ("virtio-net", b, ETH_IPS[1]),
+                           ("loopback", None, "127.0.0.1")):
+            doc["paths"][p] = dict(run_path(p, a, srv, ip, plan, only=ONCE_CASES), **tcp[p])
         doc["paths"]["ivshmem-doorbell"]["idle"] = idle
-        doc["paths"]["virtio-net"] = run_path("virtio-net", a, b, "10.91.0.2", plan)
-        doc["paths"]["loopback"] = run_path("loopback", a, None, "127.0.0.1", plan)
         c1.parallel(lambda g: reload_transparent(g, {"bA": "10.90.0.1", "bB": "10.90.0.2"}[g.name]))
         wait_transparent(a)
         wait_transparent(b)
@@ -1031,16 +1238,17 @@ def main():
         check_splats(c1)
         c1.close()
 
-        c2 = vm.Cluster([{"name": "bC", "mem_mb": mem_mb}, {"name": "bD", "mem_mb": mem_mb}],
-                        shm_size=REGION_MIB << 20, doorbell=None, initrd=args.initrd)
-        clusters.append(c2)
-        c2.start()
-        say("pair 2 (bC, bD) up: ivshmem-plain (polling)")
+        c2 = pair_cluster(("bC", "bD"), ns, mem_mb, REGION_MIB, None, args.initrd, clusters)
+        say("pair 2 (bC, bD) up: ivshmem-plain (polling) + virtio-net")
         cc, d = c2["bC"], c2["bD"]
-        c2.parallel(lambda g: setup_guest(g, {"bC": "10.90.0.1", "bD": "10.90.0.2"}[g.name]))
-        wait_reachable(cc, "10.90.0.2")
-        idle = run_idle("pair 2 (ivshmem-polling)", [cc, d], plan)
-        doc["paths"]["ivshmem-polling"] = run_path("ivshmem-polling", cc, d, "10.90.0.2", plan)
+        setup_pair(c2, ("bC", "bD"))
+        idle = run_idle("pair 2 (ivshmem-polling and virtio-net)", [cc, d], plan)
+        tcp = pair_tcp("ivshmem-polling", cc, d, plan)
+        doc["baselines"]["ivshmem-polling %d MiB" % REGION_MIB] = {
+            k: v for k, v in tcp.items() if k != "ivshmem-polling"}
+        doc["paths"]["ivshmem-polling"] = dict(
+            run_path("ivshmem-polling", cc, d, IV_IPS[1], plan, only=ONCE_CASES),
+            **tcp["ivshmem-polling"])
         doc["paths"]["ivshmem-polling"]["idle"] = idle
         check_splats(c2)
         c2.close()
@@ -1049,7 +1257,7 @@ def main():
 
         for mib in args.regions:
             if mib != REGION_MIB:
-                doc["regions"] += run_region(mib, plan, mem_mb, args.initrd, clusters)
+                doc["regions"] += run_region(mib, plan, mem_mb, args.initrd, clusters, ns)
     finally:
         for c in clusters:
             c.close()
@@ -1090,23 +1298,21 @@ def region_list(text):
     return sizes
 
 
-def run_region(mib, plan, mem_mb, initrd, clusters):
+def run_region(mib, plan, mem_mb, initrd, clusters, ns):
     """TCP 1 and 4 streams over ivshmem-net in both modes on a `mib` MiB region (a pair per
-    mode); returns one entry per mode for doc["regions"]."""
+    mode), interleaved with virtio-net and loopback in the same pair; returns one entry per
+    mode for doc["regions"]."""
     out = []
     for path, doorbell in (("ivshmem-doorbell", 1), ("ivshmem-polling", None)):
-        c = vm.Cluster([{"name": "rA", "mem_mb": mem_mb}, {"name": "rB", "mem_mb": mem_mb}],
-                       shm_size=mib << 20, doorbell=doorbell, initrd=initrd)
-        clusters.append(c)
-        c.start()
-        say("region %d MiB: pair (rA, rB) up, %s" % (mib, path))
+        c = pair_cluster(("rA", "rB"), ns, mem_mb, mib, doorbell, initrd, clusters)
+        say("region %d MiB: pair (rA, rB) up, %s + virtio-net" % (mib, path))
         a, b = c["rA"], c["rB"]
-        for g, ip in ((a, "10.90.0.1"), (b, "10.90.0.2")):
-            g.run("insmod %s && ip addr add %s/24 dev ivshm0 && ip link set ivshm0 up && "
-                  "iperf3 -s -D --logfile /tmp/iperf3.log" % (KO, ip), check=True)
-        wait_reachable(a, "10.90.0.2")
-        r = run_path("%s %d MiB" % (path, mib), a, b, "10.90.0.2", plan, only=("tcp1", "tcp4"))
-        out.append({"region_mib": mib, "path": path, "tcp1": r["tcp1"], "tcp4": r["tcp4"]})
+        setup_pair(c, ("rA", "rB"), servers=False)
+        label = "%s %d MiB" % (path, mib)
+        tcp = pair_tcp(label, a, b, plan)
+        out.append({"region_mib": mib, "path": path, "tcp1": tcp[label]["tcp1"],
+                    "tcp4": tcp[label]["tcp4"],
+                    "baselines": {k: v for k, v in tcp.items() if k != label}})
         check_splats(c)
         c.close()
     return out

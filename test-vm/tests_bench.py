@@ -45,6 +45,16 @@ def test_bench_smoke():
                 v = r[key][side]
                 check(v is None if (side == "cpu_server_pct" and p == "loopback")
                       else 0 <= v <= 100, "%s %s %s: %r" % (p, key, side, v))
+    rounds = doc["plan"]["tcp_rounds"]
+    for p in ("ivshmem-doorbell", "ivshmem-polling"):
+        for key in ("tcp1", "tcp4"):
+            rec = paths[p][key]
+            # Its own pair's virtio-net, measured in the same rounds (the ratio's base).
+            check(len(rec["trials_gbit_s"]) == rounds and rec["gbit_s"] in rec["trials_gbit_s"]
+                  and rec["same_pair"].get("virtio-net", 0) > 0,
+                  "%s %s: no interleaved rounds with virtio-net: %r" % (p, key, rec))
+        check(paths[p]["tcp1"]["same_pair"].get("loopback", 0) > 0,
+              "%s tcp1: no loopback in the same pair: %r" % (p, paths[p]["tcp1"]))
     tp = paths.get("transparent", {})
     check(tp.get("tcp1", {}).get("gbit_s", 0) > 0 and tp.get("rr1", {}).get("errors") == 0
           and tp.get("transparent_tx_packets", 0) > 0,
