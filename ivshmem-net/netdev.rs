@@ -238,6 +238,12 @@ struct Chan {
     move_due: AtomicBool,
     /// ...and whether we moved it there.
     threaded: AtomicBool,
+    /// Polling mode: whether context `c` is held, its last poll having asked to be polled
+    /// again at once (it found frames, or it spins: `spin` in `rx.rs`), so that a send needs
+    /// no hrtimer to look for the answer...
+    held: AtomicBool,
+    /// ...and since when (jiffies ms).
+    held_since_ms: AtomicU64,
 }
 
 /// Control state, under the `ctl` lock.
@@ -317,6 +323,12 @@ pub(crate) struct Net {
     /// Polling mode: when (jiffies ms) a poll last found frames; the longer ago, the later
     /// polls that find nothing are followed up (see `keep_polling`).
     found_ms: AtomicU64,
+    /// Polling mode: when (jiffies ms) the current linger began (frames found or sent after
+    /// the last linger had ended).
+    linger_since_ms: AtomicU64,
+    /// Polling mode: when (jiffies ms, 0 for never) a socket last busy polled one of our
+    /// NAPI contexts; no context spins for a while after (see `spin` in `rx.rs`).
+    busy_polled_ms: AtomicU64,
     /// Doorbell mode: the timer is armed to fire within [`WATCH_MS`] (frames in flight are
     /// being watched); an audit ([`AUDIT_MS`]) does not count.
     watching: AtomicBool,
@@ -422,6 +434,8 @@ impl Net {
             last_manage_ms: AtomicU64::new(0),
             linger_until_ms: AtomicU64::new(0),
             found_ms: AtomicU64::new(0),
+            linger_since_ms: AtomicU64::new(0),
+            busy_polled_ms: AtomicU64::new(0),
             watching: AtomicBool::new(false),
             running: AtomicBool::new(false),
             regular_mac: AtomicU64::new(0),
@@ -570,6 +584,8 @@ impl Net {
                 window_packets: AtomicU64::new(0),
                 window_bytes: AtomicU64::new(0),
                 move_due: AtomicBool::new(false),
+                held: AtomicBool::new(false),
+                held_since_ms: AtomicU64::new(0),
                 threaded: AtomicBool::new(false),
             }),
             GFP_KERNEL,
@@ -636,6 +652,7 @@ impl Operations for Net {
             let queue = self.stats.queue(c as u32);
             ch.move_due.store(false, Ordering::Relaxed);
             ch.threaded.store(false, Ordering::Relaxed);
+            ch.held.store(false, Ordering::Relaxed);
             ch.window_start_ms.store(now, Ordering::Relaxed);
             ch.window_packets
                 .store(queue.rx_packets.get(), Ordering::Relaxed);

@@ -58,6 +58,12 @@ pub(crate) struct Global {
     pub(crate) rx_drop_error: Counter,
     /// NAPI polls.
     pub(crate) rx_polls: Counter,
+    /// Polling mode: polls that found nothing and polled again at once (the context spins
+    /// in its thread while traffic flows), also counted in `rx_polls`.
+    pub(crate) rx_spins: Counter,
+    /// Polls made by a socket busy polling us (`net.core.busy_read`, `SO_BUSY_POLL`), also
+    /// counted in `rx_polls`.
+    pub(crate) rx_busy_polls: Counter,
     /// Impossible ring indices or descriptors written by a peer, or runt frames.
     pub(crate) rx_bad_desc: Counter,
     /// Links taken down because the peer left, restarted, or broke the protocol.
@@ -194,6 +200,8 @@ const GLOBAL: &[Field<Global>] = &[
     ("rx_drop_oversize", |s| &s.rx_drop_oversize),
     ("rx_drop_error", |s| &s.rx_drop_error),
     ("rx_polls", |s| &s.rx_polls),
+    ("rx_spins", |s| &s.rx_spins),
+    ("rx_busy_polls", |s| &s.rx_busy_polls),
     ("rx_to_thread", |s| &s.rx_to_thread),
     ("rx_to_softirq", |s| &s.rx_to_softirq),
     ("rx_bad_desc", |s| &s.rx_bad_desc),

@@ -46,7 +46,7 @@ LINK_LINE = re.compile(
 
 GLOBAL_STATS = ["tx_packets", "tx_bytes", "rx_packets", "rx_bytes", "tx_ring_full",
                 "tx_queue_stops", "tx_queue_wakes", "tx_drop_no_peer", "tx_drop_too_big", "tx_drop_error", "rx_drop_nomem",
-                "rx_drop_oversize", "rx_drop_error", "rx_polls", "rx_to_thread", "rx_to_softirq", "rx_bad_desc", "peer_resets", "heartbeat_losses",
+                "rx_drop_oversize", "rx_drop_error", "rx_polls", "rx_spins", "rx_busy_polls", "rx_to_thread", "rx_to_softirq", "rx_bad_desc", "peer_resets", "heartbeat_losses",
                 "pool_hog_resets", "own_stalls",
                 "doorbells_sent", "doorbells_received", "kicks_suppressed", "doorbells_repeated", "departure_probes",
                 "peer_mac_conflicts", "region_repairs",

@@ -80,8 +80,13 @@ impl super::Net {
         };
         if running {
             self.tx_wake_all(dev);
-            for c in 0..self.queues() {
-                dev.napi_schedule(c);
+            // Not a context that is held (polling again at once by itself): scheduling it
+            // would only mark it missed, and keep it from completing when it lets go
+            // (`release` in rx.rs).
+            for (c, ch) in self.active() {
+                if !ch.held.load(Ordering::Relaxed) {
+                    dev.napi_schedule(c);
+                }
             }
         }
         match next {

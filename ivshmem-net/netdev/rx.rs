@@ -52,6 +52,15 @@ pub(super) enum Found {
     Nothing,
 }
 
+/// Polling mode: a context held this long (ms, on the jiffies clock: 2 to 3 ms) is let go by
+/// the next poll after which another task wants the CPU ([`super::Net::release`]).
+const SPIN_SLICE_MS: u64 = 2;
+/// Polling mode: a context in softirq context moves to its thread to spin once traffic has
+/// been flowing (lingering without a break) this long (ms, on the jiffies clock).
+const SPIN_MOVE_MS: u64 = 10;
+/// Polling mode: no context spins for this long (ms) after a socket busy polled one.
+const BUSY_POLL_HOLD_MS: u64 = 1000;
+
 /// `rx_threads`: the window (ms, on the jiffies clock) over which a context's received
 /// frames are counted.
 const WINDOW_MS: u64 = 10;
@@ -82,6 +91,14 @@ impl super::Net {
     /// are asked to kick us on their next frame.
     pub(super) fn napi_poll(&self, dev: &Device, c: u32, napi: NapiPoll<'_>, budget: u32) -> u32 {
         self.stats.global.rx_polls.inc();
+        if napi.in_busy_poll() {
+            self.stats.global.rx_busy_polls.inc();
+            if !self.interrupts() {
+                // A socket polls us itself: leave the context free for it (see `spin`).
+                self.busy_polled_ms
+                    .store(time::now_ms().max(1), Ordering::Relaxed);
+            }
+        }
         let Some(ch) = self.chan(c) else {
             // Never scheduled: NAPI contexts beyond our channels are not polled.
             let _ = napi.complete_done(0);
@@ -133,9 +150,24 @@ impl super::Net {
         }
         // Polling mode: while polls keep finding frames, NAPI stays scheduled and polls again
         // at once (the poll reports its whole budget without completing), rather than after
-        // an hrtimer costing an emulated timer reprogramming per poll; the first poll that
-        // finds nothing completes and leaves the rest to the hrtimer's linger.
-        let again = !self.interrupts() && done > 0 && !moving;
+        // an hrtimer costing an emulated timer reprogramming per poll; so does a poll that
+        // finds nothing while the context spins (`spin`). Otherwise the first poll that finds
+        // nothing completes and leaves the rest to the hrtimer's linger.
+        let spin = !self.interrupts() && done == 0 && !moving && self.spin(ch);
+        let held = !self.interrupts() && (done > 0 || spin) && !moving;
+        let released = held && self.release(&napi, ch, done);
+        let again = held && !released;
+        if !again {
+            ch.held.store(false, Ordering::Relaxed);
+            if done == 0 {
+                self.leave_thread(&napi, ch);
+            }
+        }
+        if released {
+            // The next look comes late enough for the task we let run to reach its receive
+            // (and busy poll us, if it does) first.
+            dev.poll_within_ns(u64::from(self.params.poll_us) * 1000 << MAX_GAP_SHIFT);
+        }
         if !self.interrupts() {
             let found = if done > 0 {
                 Found::Frames
@@ -162,6 +194,91 @@ impl super::Net {
             }
         }
         done
+    }
+
+    /// Whether polls linger after traffic (polling mode with `poll_us`, see `keep_polling`).
+    fn lingers(&self) -> bool {
+        !self.interrupts() && self.params.poll_us != 0
+    }
+
+    /// Polling mode, a poll of channel `ch` that found nothing: whether it spins, that is
+    /// NAPI polls again at once instead of leaving the next look to the poll hrtimer.
+    ///
+    /// Under emulation each hrtimer expiry is dear: the guest programs the emulated local
+    /// APIC timer, and QEMU's main loop wakes to arm and then to fire it (about 4 wake-ups per
+    /// expiry, so a TCP stream's sender woke it 19,000 times a second, a quarter of a host
+    /// CPU taken from the vCPUs). A spinning context costs none of that and sees an answer at
+    /// once. It spins only:
+    /// - while lingering (frames found or sent within [`LINGER_MS`]): an idle guest halts;
+    /// - in the context's own thread, at nice 19 ([`RX_THREAD_NICE`]): it gets the CPU only
+    ///   when nothing else wants it. A context in softirq context that would spin is moved to
+    ///   its thread by its next poll ([`super::Net::place_poll`]);
+    /// - unless a socket busy polled us within [`BUSY_POLL_HOLD_MS`]: a busy poller can only
+    ///   poll a context nobody holds, and while we spun it would wait out its whole
+    ///   `busy_read` for nothing ([`super::Net::release`] lets it in now and then, to be
+    ///   noticed).
+    fn spin(&self, ch: &Chan) -> bool {
+        if self.params.poll_us == 0 || !self.params.rx_threads {
+            return false;
+        }
+        let now = time::now_ms();
+        if now > self.linger_until_ms.load(Ordering::Relaxed) {
+            return false;
+        }
+        let busy = self.busy_polled_ms.load(Ordering::Relaxed);
+        if busy != 0 && now.wrapping_sub(busy) < BUSY_POLL_HOLD_MS {
+            return false;
+        }
+        if !ch.threaded.load(Ordering::Relaxed) {
+            // Traffic that keeps flowing, not a lone exchange (a ping a second would move
+            // the context to and fro).
+            if now.wrapping_sub(self.linger_since_ms.load(Ordering::Relaxed)) >= SPIN_MOVE_MS {
+                ch.move_due.store(true, Ordering::Relaxed);
+            }
+            return false;
+        }
+        self.stats.global.rx_spins.inc();
+        true
+    }
+
+    /// Polling mode, a poll of channel `ch` that would have NAPI poll it again at once (it
+    /// found frames, or it spins): whether it completes instead, leaving the next look to the
+    /// hrtimer. Once the context has been held for [`SPIN_SLICE_MS`], the first such poll
+    /// after which another task wants the CPU (typically one this poll woke with data: its
+    /// frames are handed over from GRO first, so that the wake-up happens now) completes: if
+    /// that task is a socket that busy polls us, it finds the context free, polls it, and is
+    /// noticed ([`BUSY_POLL_HOLD_MS`]). Otherwise it would busy poll a context we hold, in
+    /// vain for its whole `busy_read`. Notes whether the context stays held, and since when.
+    fn release(&self, napi: &Napi, ch: &Chan, done: u32) -> bool {
+        let now = time::now_ms();
+        let due = ch.held.load(Ordering::Relaxed)
+            && now.wrapping_sub(ch.held_since_ms.load(Ordering::Relaxed)) >= SPIN_SLICE_MS;
+        if due && done > 0 {
+            napi.flush_gro();
+        }
+        let release = due && napi.need_resched();
+        if release {
+            ch.held.store(false, Ordering::Relaxed);
+        } else if !ch.held.swap(true, Ordering::Relaxed) {
+            ch.held_since_ms.store(now, Ordering::Relaxed);
+        }
+        release
+    }
+
+    /// Polling mode, a poll that found nothing and completes: once the linger is over, a
+    /// context in its thread comes back to softirq context, where the timer's next look
+    /// wakes no thread (an idle guest's looks cost less there).
+    fn leave_thread(&self, napi: &Napi, ch: &Chan) {
+        if !self.lingers()
+            || !ch.threaded.load(Ordering::Relaxed)
+            || time::now_ms() <= self.linger_until_ms.load(Ordering::Relaxed)
+        {
+            return;
+        }
+        ch.threaded.store(false, Ordering::Relaxed);
+        if napi.set_threaded(false) {
+            self.stats.global.rx_to_softirq.inc();
+        }
     }
 
     /// `rx_threads`, at the start of a poll of channel `ch`'s context: moves it to its kernel
@@ -205,7 +322,8 @@ impl super::Net {
         let bytes_in = bytes.wrapping_sub(ch.window_bytes.swap(bytes, Ordering::Relaxed));
         ch.window_start_ms.store(now, Ordering::Relaxed);
         if ch.threaded.load(Ordering::Relaxed) {
-            if frames < SOFTIRQ_BELOW_FRAMES && bytes_in < SOFTIRQ_BELOW_BYTES {
+            // Polling mode with `poll_us`: when the linger ends instead (`leave_thread`).
+            if !self.lingers() && frames < SOFTIRQ_BELOW_FRAMES && bytes_in < SOFTIRQ_BELOW_BYTES {
                 ch.threaded.store(false, Ordering::Relaxed);
                 if napi.set_threaded(false) {
                     self.stats.global.rx_to_softirq.inc();
@@ -248,11 +366,17 @@ impl super::Net {
             Found::Nothing if !lingering && !self.any_stopped() => return,
             Found::Nothing => {}
             Found::Frames => {
+                if !lingering {
+                    self.linger_since_ms.store(now, Ordering::Relaxed);
+                }
                 self.found_ms.store(now, Ordering::Relaxed);
                 self.linger_until_ms
                     .store(now + LINGER_MS, Ordering::Relaxed);
             }
             Found::Sent => {
+                if !lingering {
+                    self.linger_since_ms.store(now, Ordering::Relaxed);
+                }
                 self.linger_until_ms
                     .store(now + LINGER_MS, Ordering::Relaxed);
                 if !lingering {

@@ -351,7 +351,9 @@ impl super::Net {
         let pending = core::mem::take(&mut tx.unpublished);
         if pending != 0 && !self.interrupts() {
             // Polling mode: an answer to what we publish may follow within microseconds.
-            self.keep_polling(dev, Found::Sent, true);
+            // Every context polling again at once will see the answer without the hrtimer.
+            let held = self.active().all(|(_, ch)| ch.held.load(Ordering::Relaxed));
+            self.keep_polling(dev, Found::Sent, !held);
         }
         for j in self.others().filter(|&j| pending & bit(j) != 0) {
             let Some(Some(p)) = tx.rings.get_mut(j as usize) else {

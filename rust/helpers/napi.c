@@ -84,6 +84,23 @@ int ivnet_napi_prepare_threads(struct net_device *dev, int nice)
 	return err;
 }
 
+void ivnet_napi_flush_gro(struct napi_struct *napi)
+{
+	if (napi->gro_bitmask)
+		napi_gro_flush(napi, false);
+	/* gro_normal_list(), which is inline in net/gro.h, through the exported entry point. */
+	if (napi->rx_count) {
+		netif_receive_skb_list(&napi->rx_list);
+		INIT_LIST_HEAD(&napi->rx_list);
+		napi->rx_count = 0;
+	}
+}
+
+bool ivnet_napi_in_busy_poll(const struct napi_struct *napi)
+{
+	return test_bit(NAPI_STATE_IN_BUSY_POLL, &napi->state);
+}
+
 bool ivnet_napi_set_threaded(struct napi_struct *napi, bool on)
 {
 	if (!READ_ONCE(napi->thread) || READ_ONCE(napi->dev->threaded))

@@ -33,5 +33,14 @@ int ivnet_napi_prepare_threads(struct net_device *dev, int nice);
  * the whole device was made threaded through that attribute (the administrator's choice wins).
  */
 bool ivnet_napi_set_threaded(struct napi_struct *napi, bool on);
+/*
+ * Whether `napi` is being polled by a socket busy polling it (napi_busy_loop() owns it).
+ */
+bool ivnet_napi_in_busy_poll(const struct napi_struct *napi);
+/*
+ * Inside a poll of `napi`: hands the stack what GRO holds, as napi_complete_done() does
+ * (napi_gro_flush() and the GRO_NORMAL list), without completing.
+ */
+void ivnet_napi_flush_gro(struct napi_struct *napi);
 
 #endif

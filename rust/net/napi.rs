@@ -51,6 +51,30 @@ impl Napi {
         unsafe { bindings::ivnet_napi_set_threaded(self.as_raw(), on) }
     }
 
+    /// Hands the stack every frame GRO holds now, as completing the poll would, without
+    /// completing it: the sockets they are for see them (and wake their readers) before the
+    /// poll ends.
+    pub fn flush_gro(&self) {
+        // SAFETY: called inside this NAPI context's poll (type invariant), which owns its GRO
+        // lists.
+        unsafe { bindings::ivnet_napi_flush_gro(self.as_raw()) }
+    }
+
+    /// Whether another task waits for this CPU (the kernel's `need_resched()`), for instance
+    /// one that this poll woke by handing it data.
+    pub fn need_resched(&self) -> bool {
+        // SAFETY: only reads the current task's flags; a poll runs on a CPU, in a task.
+        unsafe { bindings::need_resched() }
+    }
+
+    /// Whether this poll is a socket's busy polling (`napi_busy_loop`, `net.core.busy_read`
+    /// or `SO_BUSY_POLL`) rather than NAPI's own scheduling.
+    pub fn in_busy_poll(&self) -> bool {
+        // SAFETY: called inside this NAPI context's poll (type invariant); the helper only
+        // reads its state bits.
+        unsafe { bindings::ivnet_napi_in_busy_poll(self.as_raw()) }
+    }
+
     /// Hands a received frame to the stack through GRO.
     pub fn gro_receive(&self, skb: SkBuff) {
         // SAFETY: called inside this NAPI context's poll; ownership of the buffer passes on.
