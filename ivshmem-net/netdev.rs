@@ -732,7 +732,14 @@ impl Operations for Net {
             // Vector `v` serves channels `v`, `v + vectors`, ...
             let step = self.vectors.max(1) as usize;
             for c in (vector..self.queues()).step_by(step) {
-                dev.napi_schedule(c);
+                // Not a held context (spinning, `spin` in rx.rs): it looks again by itself,
+                // and scheduling it would keep it from completing when it lets go.
+                if !self
+                    .chan(c)
+                    .is_some_and(|ch| ch.held.load(Ordering::Relaxed))
+                {
+                    dev.napi_schedule(c);
+                }
             }
         } else {
             // Interface down: no NAPI, but a peer may be asking whether we are alive (a

@@ -93,11 +93,9 @@ impl super::Net {
         self.stats.global.rx_polls.inc();
         if napi.in_busy_poll() {
             self.stats.global.rx_busy_polls.inc();
-            if !self.interrupts() {
-                // A socket polls us itself: leave the context free for it (see `spin`).
-                self.busy_polled_ms
-                    .store(time::now_ms().max(1), Ordering::Relaxed);
-            }
+            // A socket polls us itself: leave the context free for it (see `spin`).
+            self.busy_polled_ms
+                .store(time::now_ms().max(1), Ordering::Relaxed);
         }
         let Some(ch) = self.chan(c) else {
             // Never scheduled: NAPI contexts beyond our channels are not polled.
@@ -153,8 +151,17 @@ impl super::Net {
         // an hrtimer costing an emulated timer reprogramming per poll; so does a poll that
         // finds nothing while the context spins (`spin`). Otherwise the first poll that finds
         // nothing completes and leaves the rest to the hrtimer's linger.
-        let spin = !self.interrupts() && done == 0 && !moving && self.spin(ch);
-        let held = !self.interrupts() && (done > 0 || spin) && !moving;
+        // Doorbell mode holds a context only in its thread: one in softirq context completes
+        // after each poll and waits for a kick, as before spinning.
+        if self.interrupts() && done > 0 {
+            self.note_traffic(Found::Frames, time::now_ms());
+        }
+        let spin = done == 0 && !moving && self.spin(ch);
+        if !moving {
+            self.spin_move(ch);
+        }
+        let held = !moving
+            && (spin || (done > 0 && (!self.interrupts() || ch.threaded.load(Ordering::Relaxed))));
         let released = held && self.release(&napi, ch, done);
         let again = held && !released;
         if !again {
@@ -162,8 +169,11 @@ impl super::Net {
             if done == 0 {
                 self.leave_thread(&napi, ch);
             }
+        } else if self.interrupts() {
+            // Doorbell mode: we look again at once, so the peers need not kick us.
+            self.quiet_rx_events(ch);
         }
-        if released {
+        if released && !self.interrupts() {
             // The next look comes late enough for the task we let run to reach its receive
             // (and busy poll us, if it does) first.
             dev.poll_within_ns(u64::from(self.params.poll_us) * 1000 << MAX_GAP_SHIFT);
@@ -196,9 +206,10 @@ impl super::Net {
         done
     }
 
-    /// Whether polls linger after traffic (polling mode with `poll_us`, see `keep_polling`).
-    fn lingers(&self) -> bool {
-        !self.interrupts() && self.params.poll_us != 0
+    /// Whether contexts spin (`spin`), which needs their threads (`rx_threads`) and, in
+    /// polling mode, the linger of `poll_us` (`keep_polling`).
+    fn spins(&self) -> bool {
+        self.params.rx_threads && (self.interrupts() || self.params.poll_us != 0)
     }
 
     /// Polling mode, a poll of channel `ch` that found nothing: whether it spins, that is
@@ -212,13 +223,13 @@ impl super::Net {
     /// - while lingering (frames found or sent within [`LINGER_MS`]): an idle guest halts;
     /// - in the context's own thread, at nice 19 ([`RX_THREAD_NICE`]): it gets the CPU only
     ///   when nothing else wants it. A context in softirq context that would spin is moved to
-    ///   its thread by its next poll ([`super::Net::place_poll`]);
+    ///   its thread ([`super::Net::spin_move`]);
     /// - unless a socket busy polled us within [`BUSY_POLL_HOLD_MS`]: a busy poller can only
     ///   poll a context nobody holds, and while we spun it would wait out its whole
     ///   `busy_read` for nothing ([`super::Net::release`] lets it in now and then, to be
     ///   noticed).
     fn spin(&self, ch: &Chan) -> bool {
-        if self.params.poll_us == 0 || !self.params.rx_threads {
+        if !self.spins() {
             return false;
         }
         let now = time::now_ms();
@@ -230,15 +241,28 @@ impl super::Net {
             return false;
         }
         if !ch.threaded.load(Ordering::Relaxed) {
-            // Traffic that keeps flowing, not a lone exchange (a ping a second would move
-            // the context to and fro).
-            if now.wrapping_sub(self.linger_since_ms.load(Ordering::Relaxed)) >= SPIN_MOVE_MS {
-                ch.move_due.store(true, Ordering::Relaxed);
-            }
             return false;
         }
         self.stats.global.rx_spins.inc();
         true
+    }
+
+    /// At the end of a poll of channel `ch`'s context, in softirq context: asks its next poll
+    /// to move it to its thread ([`super::Net::place_poll`]) if it would spin there, that is
+    /// once traffic has kept flowing for [`SPIN_MOVE_MS`] (not for a lone exchange: a ping a
+    /// second would move it to and fro) and no socket busy polls us.
+    fn spin_move(&self, ch: &Chan) {
+        if !self.spins() || ch.threaded.load(Ordering::Relaxed) {
+            return;
+        }
+        let now = time::now_ms();
+        let busy = self.busy_polled_ms.load(Ordering::Relaxed);
+        if now <= self.linger_until_ms.load(Ordering::Relaxed)
+            && now.wrapping_sub(self.linger_since_ms.load(Ordering::Relaxed)) >= SPIN_MOVE_MS
+            && (busy == 0 || now.wrapping_sub(busy) >= BUSY_POLL_HOLD_MS)
+        {
+            ch.move_due.store(true, Ordering::Relaxed);
+        }
     }
 
     /// Polling mode, a poll of channel `ch` that would have NAPI poll it again at once (it
@@ -269,7 +293,7 @@ impl super::Net {
     /// context in its thread comes back to softirq context, where the timer's next look
     /// wakes no thread (an idle guest's looks cost less there).
     fn leave_thread(&self, napi: &Napi, ch: &Chan) {
-        if !self.lingers()
+        if !self.spins()
             || !ch.threaded.load(Ordering::Relaxed)
             || time::now_ms() <= self.linger_until_ms.load(Ordering::Relaxed)
         {
@@ -322,8 +346,10 @@ impl super::Net {
         let bytes_in = bytes.wrapping_sub(ch.window_bytes.swap(bytes, Ordering::Relaxed));
         ch.window_start_ms.store(now, Ordering::Relaxed);
         if ch.threaded.load(Ordering::Relaxed) {
-            // Polling mode with `poll_us`: when the linger ends instead (`leave_thread`).
-            if !self.lingers() && frames < SOFTIRQ_BELOW_FRAMES && bytes_in < SOFTIRQ_BELOW_BYTES {
+            // Not while traffic keeps flowing (it may be spinning): `leave_thread` moves it
+            // back when the linger ends.
+            let lingering = self.spins() && now <= self.linger_until_ms.load(Ordering::Relaxed);
+            if !lingering && frames < SOFTIRQ_BELOW_FRAMES && bytes_in < SOFTIRQ_BELOW_BYTES {
                 ch.threaded.store(false, Ordering::Relaxed);
                 if napi.set_threaded(false) {
                     self.stats.global.rx_to_softirq.inc();
@@ -358,32 +384,15 @@ impl super::Net {
         if us == 0 {
             return;
         }
-        // The jiffies clock: reading it costs nothing, unlike a clocksource under emulation,
-        // and a linger of milliseconds needs no finer one.
         let now = time::now_ms();
-        let lingering = now <= self.linger_until_ms.load(Ordering::Relaxed);
+        let lingering = self.note_traffic(found, now);
         match found {
             Found::Nothing if !lingering && !self.any_stopped() => return,
-            Found::Nothing => {}
-            Found::Frames => {
-                if !lingering {
-                    self.linger_since_ms.store(now, Ordering::Relaxed);
-                }
-                self.found_ms.store(now, Ordering::Relaxed);
-                self.linger_until_ms
-                    .store(now + LINGER_MS, Ordering::Relaxed);
+            Found::Sent if !lingering => {
+                self.busy.store(true, Ordering::Relaxed);
+                dev.timer_arm_within(time::ms_to_jiffies(self.params.poll_ms));
             }
-            Found::Sent => {
-                if !lingering {
-                    self.linger_since_ms.store(now, Ordering::Relaxed);
-                }
-                self.linger_until_ms
-                    .store(now + LINGER_MS, Ordering::Relaxed);
-                if !lingering {
-                    self.busy.store(true, Ordering::Relaxed);
-                    dev.timer_arm_within(time::ms_to_jiffies(self.params.poll_ms));
-                }
-            }
+            _ => {}
         }
         if !arm {
             // NAPI polls again by itself.
@@ -398,6 +407,26 @@ impl super::Net {
             quiet_ms.min(MAX_GAP_SHIFT)
         };
         dev.poll_within_ns((us * 1000) << shift);
+    }
+
+    /// Notes what a poll found or that we sent, at `now` (jiffies ms): frames and sends
+    /// extend the linger to [`LINGER_MS`] from now (and one that starts it notes when).
+    /// Returns whether we were lingering before. The jiffies clock: reading it costs nothing,
+    /// unlike a clocksource under emulation, and a linger of milliseconds needs no finer one.
+    pub(super) fn note_traffic(&self, found: Found, now: u64) -> bool {
+        let lingering = now <= self.linger_until_ms.load(Ordering::Relaxed);
+        if found == Found::Nothing {
+            return lingering;
+        }
+        if !lingering {
+            self.linger_since_ms.store(now, Ordering::Relaxed);
+        }
+        if found == Found::Frames {
+            self.found_ms.store(now, Ordering::Relaxed);
+        }
+        self.linger_until_ms
+            .store(now + LINGER_MS, Ordering::Relaxed);
+        lingering
     }
 
     /// Receives up to `budget` frames from ring `c` of peer `j`; returns how many it took off

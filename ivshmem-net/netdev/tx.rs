@@ -349,7 +349,10 @@ impl super::Net {
             dev.timer_arm_within(time::ms_to_jiffies(WATCH_MS));
         }
         let pending = core::mem::take(&mut tx.unpublished);
-        if pending != 0 && !self.interrupts() {
+        if pending != 0 && self.interrupts() {
+            // An answer may follow: a context may spin for it (`spin` in rx.rs).
+            self.note_traffic(Found::Sent, time::now_ms());
+        } else if pending != 0 {
             // Polling mode: an answer to what we publish may follow within microseconds.
             // Every context polling again at once will see the answer without the hrtimer.
             let held = self.active().all(|(_, ch)| ch.held.load(Ordering::Relaxed));
