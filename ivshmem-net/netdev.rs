@@ -238,9 +238,9 @@ struct Chan {
     move_due: AtomicBool,
     /// ...and whether we moved it there.
     threaded: AtomicBool,
-    /// Polling mode: whether context `c` is held, its last poll having asked to be polled
-    /// again at once (it found frames, or it spins: `spin` in `rx.rs`), so that a send needs
-    /// no hrtimer to look for the answer...
+    /// Whether context `c` is held, its last poll having asked to be polled again at once
+    /// (it found frames, or it spins: `spin` in `rx.rs`), so that a send needs no hrtimer to
+    /// look for the answer, and a timer or a kick need not schedule it...
     held: AtomicBool,
     /// ...and since when (jiffies ms).
     held_since_ms: AtomicU64,
@@ -317,17 +317,18 @@ pub(crate) struct Net {
     logs: Logs,
     /// Doorbell mode: when the NAPI poll last looked at the links, in ms.
     last_manage_ms: AtomicU64,
-    /// Polling mode: until when (jiffies ms) polls that find nothing are still followed up
-    /// within `poll_us` before polling is left to the timer (see `keep_polling`).
+    /// Until when (jiffies ms) traffic is taken to flow (`note_traffic` in `rx.rs`): contexts
+    /// spin, and in polling mode polls that find nothing are still followed up within
+    /// `poll_us` before polling is left to the timer (see `keep_polling`).
     linger_until_ms: AtomicU64,
     /// Polling mode: when (jiffies ms) a poll last found frames; the longer ago, the later
     /// polls that find nothing are followed up (see `keep_polling`).
     found_ms: AtomicU64,
-    /// Polling mode: when (jiffies ms) the current linger began (frames found or sent after
-    /// the last linger had ended).
+    /// When (jiffies ms) the current linger began (frames found or sent after the last
+    /// linger had ended; `note_traffic` in `rx.rs`).
     linger_since_ms: AtomicU64,
-    /// Polling mode: when (jiffies ms, 0 for never) a socket last busy polled one of our
-    /// NAPI contexts; no context spins for a while after (see `spin` in `rx.rs`).
+    /// When (jiffies ms, 0 for never) a socket last busy polled one of our NAPI contexts; no
+    /// context spins for a while after (see `spin` in `rx.rs`).
     busy_polled_ms: AtomicU64,
     /// Doorbell mode: the timer is armed to fire within [`WATCH_MS`] (frames in flight are
     /// being watched); an audit ([`AUDIT_MS`]) does not count.

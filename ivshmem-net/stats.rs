@@ -58,8 +58,8 @@ pub(crate) struct Global {
     pub(crate) rx_drop_error: Counter,
     /// NAPI polls.
     pub(crate) rx_polls: Counter,
-    /// Polling mode: polls that found nothing and polled again at once (the context spins
-    /// in its thread while traffic flows), also counted in `rx_polls`.
+    /// Polls that found nothing and polled again at once (the context spins in its thread
+    /// while traffic flows), also counted in `rx_polls`.
     pub(crate) rx_spins: Counter,
     /// Polls made by a socket busy polling us (`net.core.busy_read`, `SO_BUSY_POLL`), also
     /// counted in `rx_polls`.

@@ -5,7 +5,9 @@
 //! socket buffers (a linear head and page fragments), checked against what the peer announced,
 //! handed to GRO (or, in transparent mode, to the regular interface), and their space given
 //! back to the peer every few frames. In doorbell mode the poll asks the peers for a kick on
-//! their next frame before NAPI sleeps, or not to kick while a socket busy-polls us.
+//! their next frame before NAPI sleeps, or not to kick while a socket busy-polls us or the
+//! context spins. While traffic flows, a context in its thread spins (polls again at once)
+//! in both modes: see `spin`.
 
 use super::{bit, transparent::Target, Chan, Rx, WATCH_MS};
 use crate::ext::{
@@ -25,9 +27,10 @@ const PUBLISH_EVERY: u32 = 16;
 /// page fragments. Holds the Ethernet, IP and TCP headers the stack (and transparent mode's
 /// source check) reads first; `virtio_net_hdr_to_skb` pulls more if an offload needs it.
 const RX_HEAD: u32 = 256;
-/// Polling mode: how long (ms, on the jiffies clock: 2 to 3 ms) after the last frame the
-/// poll hrtimer keeps following up polls that find nothing before leaving polling to the
-/// timer ([`super::Net::keep_polling`]).
+/// How long (ms, on the jiffies clock: 2 to 3 ms) after the last frame found or sent traffic
+/// is taken to be flowing ([`super::Net::note_traffic`]): a context spins that long
+/// ([`super::Net::spin`]), and in polling mode the poll hrtimer keeps following up polls that
+/// find nothing before leaving polling to the timer ([`super::Net::keep_polling`]).
 const LINGER_MS: u64 = 2;
 /// Polling mode: while lingering, polls that find nothing are followed up `poll_us` later
 /// for the first millisecond after frames were last found (an answer under TCG takes some
@@ -52,13 +55,13 @@ pub(super) enum Found {
     Nothing,
 }
 
-/// Polling mode: a context held this long (ms, on the jiffies clock: 2 to 3 ms) is let go by
-/// the next poll after which another task wants the CPU ([`super::Net::release`]).
+/// A context held this long (ms, on the jiffies clock: 2 to 3 ms) is let go by the next poll
+/// after which another task wants the CPU ([`super::Net::release`]).
 const SPIN_SLICE_MS: u64 = 2;
-/// Polling mode: a context in softirq context moves to its thread to spin once traffic has
-/// been flowing (lingering without a break) this long (ms, on the jiffies clock).
+/// A context in softirq context moves to its thread to spin once traffic has been flowing
+/// (lingering without a break) this long (ms, on the jiffies clock).
 const SPIN_MOVE_MS: u64 = 10;
-/// Polling mode: no context spins for this long (ms) after a socket busy polled one.
+/// No context spins for this long (ms) after a socket busy polled one.
 const BUSY_POLL_HOLD_MS: u64 = 1000;
 
 /// `rx_threads`: the window (ms, on the jiffies clock) over which a context's received
@@ -146,13 +149,13 @@ impl super::Net {
             self.busy.store(true, Ordering::Relaxed);
             self.count_poll(&napi, ch, c);
         }
-        // Polling mode: while polls keep finding frames, NAPI stays scheduled and polls again
-        // at once (the poll reports its whole budget without completing), rather than after
-        // an hrtimer costing an emulated timer reprogramming per poll; so does a poll that
-        // finds nothing while the context spins (`spin`). Otherwise the first poll that finds
-        // nothing completes and leaves the rest to the hrtimer's linger.
-        // Doorbell mode holds a context only in its thread: one in softirq context completes
-        // after each poll and waits for a kick, as before spinning.
+        // A held context: NAPI polls it again at once (the poll reports its whole budget
+        // without completing). Polling mode holds one while polls keep finding frames, rather
+        // than after an hrtimer costing an emulated timer reprogramming per poll; doorbell
+        // mode only in its thread (in softirq context it completes after each poll and waits
+        // for a kick). In both, a poll that finds nothing holds it while it spins (`spin`).
+        // Otherwise the poll completes: polling mode leaves the rest to the hrtimer's linger,
+        // doorbell mode asks the peers for a kick.
         if self.interrupts() && done > 0 {
             self.note_traffic(Found::Frames, time::now_ms());
         }
@@ -212,14 +215,16 @@ impl super::Net {
         self.params.rx_threads && (self.interrupts() || self.params.poll_us != 0)
     }
 
-    /// Polling mode, a poll of channel `ch` that found nothing: whether it spins, that is
-    /// NAPI polls again at once instead of leaving the next look to the poll hrtimer.
+    /// A poll of channel `ch` that found nothing: whether it spins, that is NAPI polls again
+    /// at once instead of leaving the next look to the poll hrtimer (polling mode) or to a
+    /// peer's kick (doorbell mode, which asks the peers not to kick meanwhile).
     ///
-    /// Under emulation each hrtimer expiry is dear: the guest programs the emulated local
-    /// APIC timer, and QEMU's main loop wakes to arm and then to fire it (about 4 wake-ups per
-    /// expiry, so a TCP stream's sender woke it 19,000 times a second, a quarter of a host
-    /// CPU taken from the vCPUs). A spinning context costs none of that and sees an answer at
-    /// once. It spins only:
+    /// Under emulation either is dear. Each hrtimer expiry has the guest program the emulated
+    /// local APIC timer, and QEMU's main loop wakes to arm and then to fire it (about 4
+    /// wake-ups per expiry: a TCP stream's sender woke it 19,000 times a second, a quarter of
+    /// a host CPU taken from the vCPUs). Each kick is an emulated MMIO write on the sender and
+    /// an eventfd, a main-loop wake-up and an interrupt on the receiver. A spinning context
+    /// costs none of that and sees an answer at once. It spins only:
     /// - while lingering (frames found or sent within [`LINGER_MS`]): an idle guest halts;
     /// - in the context's own thread, at nice 19 ([`RX_THREAD_NICE`]): it gets the CPU only
     ///   when nothing else wants it. A context in softirq context that would spin is moved to
@@ -265,9 +270,9 @@ impl super::Net {
         }
     }
 
-    /// Polling mode, a poll of channel `ch` that would have NAPI poll it again at once (it
-    /// found frames, or it spins): whether it completes instead, leaving the next look to the
-    /// hrtimer. Once the context has been held for [`SPIN_SLICE_MS`], the first such poll
+    /// A poll of channel `ch` that would have NAPI poll it again at once (it found frames,
+    /// or it spins): whether it completes instead, leaving the next look to the hrtimer or
+    /// a kick. Once the context has been held for [`SPIN_SLICE_MS`], the first such poll
     /// after which another task wants the CPU (typically one this poll woke with data: its
     /// frames are handed over from GRO first, so that the wake-up happens now) completes: if
     /// that task is a socket that busy polls us, it finds the context free, polls it, and is
@@ -289,9 +294,9 @@ impl super::Net {
         release
     }
 
-    /// Polling mode, a poll that found nothing and completes: once the linger is over, a
-    /// context in its thread comes back to softirq context, where the timer's next look
-    /// wakes no thread (an idle guest's looks cost less there).
+    /// A poll that found nothing and completes: once the linger is over, a context in its
+    /// thread comes back to softirq context, where the next look (the timer's, a kick's)
+    /// wakes no thread (an idle polling guest's looks cost less there).
     fn leave_thread(&self, napi: &Napi, ch: &Chan) {
         if !self.spins()
             || !ch.threaded.load(Ordering::Relaxed)
