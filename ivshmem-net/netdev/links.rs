@@ -663,4 +663,40 @@ impl super::Net {
             );
         }
     }
+
+    /// A doorbell interrupt on `vector` (the `interrupt` operation): schedules the NAPI
+    /// contexts of the channels the vector serves, or, while the interface is down, has the
+    /// timer beat the heartbeat. Returns whether the interrupt was ours.
+    pub(super) fn doorbell(&self, dev: &Device, vector: u32) -> bool {
+        match self.irq {
+            Irq::None | Irq::Polled => return false,
+            // A shared line: ours only if the device says so (reading clears it).
+            Irq::Intx => {
+                if self.regs.read32(regs::INTR_STATUS).map_or(true, |s| s == 0) {
+                    return false;
+                }
+            }
+            Irq::Msix => {}
+        }
+        self.stats.global.doorbells_received.inc();
+        if self.running.load(Ordering::Relaxed) {
+            // Vector `v` serves channels `v`, `v + vectors`, ...
+            let step = self.vectors.max(1) as usize;
+            for c in (vector..self.queues()).step_by(step) {
+                // Not a held context (spinning, `spin` in rx.rs): it looks again by itself,
+                // and scheduling it would keep it from completing when it lets go.
+                if !self
+                    .chan(c)
+                    .is_some_and(|ch| ch.held.load(Ordering::Relaxed))
+                {
+                    dev.napi_schedule(c);
+                }
+            }
+        } else {
+            // Interface down: no NAPI, but a peer may be asking whether we are alive (a
+            // joining guest probing slots): one timer tick beats the heartbeat.
+            dev.timer_arm(1);
+        }
+        true
+    }
 }
