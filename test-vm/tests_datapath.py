@@ -1230,6 +1230,77 @@ def test_poll_us_fast_polling_transfers_and_unloads():
         no_splats(c)
 
 
+def _rr(client, server_ip, count, port=7879):
+    """ivnet-rr: `count` 1-byte TCP round trips from `client` to the server at server_ip;
+    its JSON report (every echoed byte checked: errors must be 0)."""
+    r = client.run("ivnet-rr client %s --port %d --count %d --size 1 --json"
+                   % (server_ip, port, count), timeout=300, check=True)
+    return json.loads(r.out.strip().splitlines()[-1])
+
+
+def test_contexts_spin_while_traffic_flows_and_let_busy_pollers_in():
+    """While traffic flows, a receive queue's NAPI context moves to its nice-19 thread and
+    spins there (polls again at once instead of waiting for the poll timer or a kick):
+    `rx_spins` grows on both sides of a 32 MiB transfer each way (sha256 intact), and of
+    1,000 request/response round trips. Once the traffic stops the context comes back to
+    softirq context (every move to the thread is matched by one back) and spins no more: an
+    idle second adds no `rx_spins`. With socket busy polling on (`net.core.busy_read`), the
+    busy-polling sockets reach the context themselves (`rx_busy_polls` grows on both sides:
+    a spinning context must let them in), and the round trips stay correct."""
+    with vm.Cluster(["gA", "gB"]) as c:
+        a, b = Node(c["gA"], 1), Node(c["gB"], 2)
+        bring_up([a, b])
+        b.run("(ivnet-rr server --port 7879 </dev/null >/tmp/rr.log 2>&1 &); "
+              "for i in $(seq 100); do grep -q listening /tmp/rr.log && exit 0; sleep 0.1; "
+              "done; exit 1", check=True)
+        before = {n: n.stat_dict() for n in (a, b)}
+        tcp_transfers([(a, b), (b, a)], 32 << 20, timeout=1200)
+        rr = _rr(a, b.ip4, 1000)
+        check(rr["count"] == 1000 and rr["errors"] == 0, "ivnet-rr: %r" % rr)
+        mid = {n: n.stat_dict() for n in (a, b)}
+        for n in (a, b):
+            spins = delta(before[n], mid[n], "rx_spins")
+            moved = delta(before[n], mid[n], "rx_to_thread")
+            print("    info: %s: %d spins, moved to its thread %d times" % (n.name, spins, moved),
+                  flush=True)
+            check(spins > 0, "%s: no context spun under traffic" % n.name)
+            check(moved >= 1, "%s: no context moved to its thread to spin" % n.name)
+        check_no_drops(before, mid, (a, b))
+        # Quiet: back in softirq context, and no spinning while idle.
+        time.sleep(0.5)
+        quiet = {n: n.stat_dict() for n in (a, b)}
+        time.sleep(1)
+        idle = {n: n.stat_dict() for n in (a, b)}
+        for n in (a, b):
+            check(delta(before[n], quiet[n], "rx_to_thread")
+                  == delta(before[n], quiet[n], "rx_to_softirq"),
+                  "%s: a context stayed in its thread after the traffic: %r"
+                  % (n.name, {k: delta(before[n], quiet[n], k)
+                              for k in ("rx_to_thread", "rx_to_softirq")}))
+            check(delta(quiet[n], idle[n], "rx_spins") == 0,
+                  "%s: spun while idle (%d)" % (n.name, delta(quiet[n], idle[n], "rx_spins")))
+        # Socket busy polling: the echo server restarted so that its sockets take it.
+        for n in (a, b):
+            n.run("sysctl -w net.core.busy_read=200 net.core.busy_poll=200 >/dev/null", check=True)
+        b.run("killall ivnet-rr; sleep 0.2; rm -f /tmp/rr.log; "
+              "(ivnet-rr server --port 7879 </dev/null >/tmp/rr.log 2>&1 &); "
+              "for i in $(seq 100); do grep -q listening /tmp/rr.log && exit 0; sleep 0.1; "
+              "done; exit 1", check=True)
+        busy0 = {n: n.stat_dict() for n in (a, b)}
+        rr = _rr(a, b.ip4, 2000)
+        check(rr["count"] == 2000 and rr["errors"] == 0, "ivnet-rr, busy polling: %r" % rr)
+        busy1 = {n: n.stat_dict() for n in (a, b)}
+        for n in (a, b):
+            polls = delta(busy0[n], busy1[n], "rx_busy_polls")
+            print("    info: %s: %d busy polls over 2,000 round trips (p50 %.0f us)"
+                  % (n.name, polls, rr["p50_us"]), flush=True)
+            check(polls > 0, "%s: no socket busy polled the context" % n.name)
+        no_splats(c)
+
+
+test_contexts_spin_while_traffic_flows_and_let_busy_pollers_in.modes = ("plain", "doorbell")
+
+
 def _napi_threads(node):
     """The nice values of the device's NAPI threads (napi/ivshm0-<id>)."""
     out = node.run("ps -o comm,nice | grep '^napi/%s-' || true" % IFACE, check=True).out

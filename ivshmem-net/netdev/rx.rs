@@ -426,11 +426,14 @@ impl super::Net {
         if !lingering {
             self.linger_since_ms.store(now, Ordering::Relaxed);
         }
-        if found == Found::Frames {
+        // Written once a millisecond at most: every send and poll comes here, from every CPU.
+        if found == Found::Frames && self.found_ms.load(Ordering::Relaxed) != now {
             self.found_ms.store(now, Ordering::Relaxed);
         }
-        self.linger_until_ms
-            .store(now + LINGER_MS, Ordering::Relaxed);
+        if self.linger_until_ms.load(Ordering::Relaxed) != now + LINGER_MS {
+            self.linger_until_ms
+                .store(now + LINGER_MS, Ordering::Relaxed);
+        }
         lingering
     }
 
