@@ -506,12 +506,13 @@ def setup_pair(c, names, servers=True):
     wait_reachable(a, ETH_IPS[1])
 
 
-def pair_tcp(path, a, b, plan):
+def pair_tcp(path, a, b, plan, loopback=("tcp1",)):
     """The interleaved TCP rounds of a pair: `path` over ivshm0, virtio-net over eth0, and
-    loopback (1 stream) inside `a`; `path`'s records note the other two's medians."""
+    loopback (the `loopback` cases) inside `a`; `path`'s records note the other two's
+    medians."""
     tcp = tcp_rounds([(path, a, b, IV_IPS[1], tuple(TCP_CASES)),
                       ("virtio-net", a, b, ETH_IPS[1], tuple(TCP_CASES)),
-                      ("loopback", a, None, "127.0.0.1", ("tcp1",))], plan)
+                      ("loopback", a, None, "127.0.0.1", loopback)], plan)
     same_pair(tcp, path, ("virtio-net", "loopback"))
     return tcp
 
@@ -1216,10 +1217,7 @@ def main():
         setup_pair(c1, ("bA", "bB"))
         say("pair 1: ivshm0 10.90.0.0/24 and eth0 10.91.0.0/24 reachable")
         idle = run_idle("pair 1 (ivshmem-doorbell and virtio-net)", [a, b], plan)
-        tcp = tcp_rounds([(p, a, srv, ip, tuple(TCP_CASES)) for p, srv, ip in (
-            ("ivshmem-doorbell", b, IV_IPS[1]), ("virtio-net", b, ETH_IPS[1]),
-            ("loopback", None, "127.0.0.1"))], plan)
-        same_pair(tcp, "ivshmem-doorbell", ("virtio-net", "loopback"))
+        tcp = pair_tcp("ivshmem-doorbell", a, b, plan, loopback=tuple(TCP_CASES))
         for p, srv, ip in (("ivshmem-doorbell", b, IV_IPS[1]), ("virtio-net", b, ETH_IPS[1]),
                            ("loopback", None, "127.0.0.1")):
             doc["paths"][p] = dict(run_path(p, a, srv, ip, plan, only=ONCE_CASES), **tcp[p])

@@ -80,13 +80,8 @@ impl super::Net {
         };
         if running {
             self.tx_wake_all(dev);
-            // Not a context that is held (polling again at once by itself): scheduling it
-            // would only mark it missed, and keep it from completing when it lets go
-            // (`release` in rx.rs).
-            for (c, ch) in self.active() {
-                if !ch.held.load(Ordering::Relaxed) {
-                    dev.napi_schedule(c);
-                }
+            for c in 0..self.queues() {
+                self.schedule_poll(dev, c);
             }
         }
         match next {
@@ -664,6 +659,18 @@ impl super::Net {
         }
     }
 
+    /// Schedules the NAPI poll of channel `c`, unless its context is held (polling again at
+    /// once by itself, see `spin` in rx.rs): scheduling it would only mark it missed, and keep
+    /// it from completing when it lets go (`release`).
+    fn schedule_poll(&self, dev: &Device, c: u32) {
+        if !self
+            .chan(c)
+            .is_some_and(|ch| ch.held.load(Ordering::Relaxed))
+        {
+            dev.napi_schedule(c);
+        }
+    }
+
     /// A doorbell interrupt on `vector` (the `interrupt` operation): schedules the NAPI
     /// contexts of the channels the vector serves, or, while the interface is down, has the
     /// timer beat the heartbeat. Returns whether the interrupt was ours.
@@ -683,14 +690,7 @@ impl super::Net {
             // Vector `v` serves channels `v`, `v + vectors`, ...
             let step = self.vectors.max(1) as usize;
             for c in (vector..self.queues()).step_by(step) {
-                // Not a held context (spinning, `spin` in rx.rs): it looks again by itself,
-                // and scheduling it would keep it from completing when it lets go.
-                if !self
-                    .chan(c)
-                    .is_some_and(|ch| ch.held.load(Ordering::Relaxed))
-                {
-                    dev.napi_schedule(c);
-                }
+                self.schedule_poll(dev, c);
             }
         } else {
             // Interface down: no NAPI, but a peer may be asking whether we are alive (a

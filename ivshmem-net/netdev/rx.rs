@@ -156,21 +156,22 @@ impl super::Net {
         // for a kick). In both, a poll that finds nothing holds it while it spins (`spin`).
         // Otherwise the poll completes: polling mode leaves the rest to the hrtimer's linger,
         // doorbell mode asks the peers for a kick.
+        let now = time::now_ms();
         if self.interrupts() && done > 0 {
-            self.note_traffic(Found::Frames, time::now_ms());
+            self.note_traffic(Found::Frames, now);
         }
-        let spin = done == 0 && !moving && self.spin(ch);
+        let spin = done == 0 && !moving && self.spin(ch, now);
         if !moving {
-            self.spin_move(ch);
+            self.spin_move(ch, now);
         }
         let held = !moving
             && (spin || (done > 0 && (!self.interrupts() || ch.threaded.load(Ordering::Relaxed))));
-        let released = held && self.release(&napi, ch, done);
+        let released = held && self.release(&napi, ch, done, now);
         let again = held && !released;
         if !again {
             ch.held.store(false, Ordering::Relaxed);
             if done == 0 {
-                self.leave_thread(&napi, ch);
+                self.leave_thread(&napi, ch, now);
             }
         } else if self.interrupts() {
             // Doorbell mode: we look again at once, so the peers need not kick us.
@@ -215,6 +216,17 @@ impl super::Net {
         self.params.rx_threads && (self.interrupts() || self.params.poll_us != 0)
     }
 
+    /// Whether traffic is taken to flow at `now` (jiffies ms; see `note_traffic`).
+    fn lingering(&self, now: u64) -> bool {
+        now <= self.linger_until_ms.load(Ordering::Relaxed)
+    }
+
+    /// Whether a socket busy polled us within [`BUSY_POLL_HOLD_MS`] of `now`.
+    fn busy_polled(&self, now: u64) -> bool {
+        let busy = self.busy_polled_ms.load(Ordering::Relaxed);
+        busy != 0 && now.wrapping_sub(busy) < BUSY_POLL_HOLD_MS
+    }
+
     /// A poll of channel `ch` that found nothing: whether it spins, that is NAPI polls again
     /// at once instead of leaving the next look to the poll hrtimer (polling mode) or to a
     /// peer's kick (doorbell mode, which asks the peers not to kick meanwhile).
@@ -233,19 +245,12 @@ impl super::Net {
     ///   poll a context nobody holds, and while we spun it would wait out its whole
     ///   `busy_read` for nothing ([`super::Net::release`] lets it in now and then, to be
     ///   noticed).
-    fn spin(&self, ch: &Chan) -> bool {
-        if !self.spins() {
-            return false;
-        }
-        let now = time::now_ms();
-        if now > self.linger_until_ms.load(Ordering::Relaxed) {
-            return false;
-        }
-        let busy = self.busy_polled_ms.load(Ordering::Relaxed);
-        if busy != 0 && now.wrapping_sub(busy) < BUSY_POLL_HOLD_MS {
-            return false;
-        }
-        if !ch.threaded.load(Ordering::Relaxed) {
+    fn spin(&self, ch: &Chan, now: u64) -> bool {
+        if !self.spins()
+            || !self.lingering(now)
+            || self.busy_polled(now)
+            || !ch.threaded.load(Ordering::Relaxed)
+        {
             return false;
         }
         self.stats.global.rx_spins.inc();
@@ -256,15 +261,13 @@ impl super::Net {
     /// to move it to its thread ([`super::Net::place_poll`]) if it would spin there, that is
     /// once traffic has kept flowing for [`SPIN_MOVE_MS`] (not for a lone exchange: a ping a
     /// second would move it to and fro) and no socket busy polls us.
-    fn spin_move(&self, ch: &Chan) {
+    fn spin_move(&self, ch: &Chan, now: u64) {
         if !self.spins() || ch.threaded.load(Ordering::Relaxed) {
             return;
         }
-        let now = time::now_ms();
-        let busy = self.busy_polled_ms.load(Ordering::Relaxed);
-        if now <= self.linger_until_ms.load(Ordering::Relaxed)
+        if self.lingering(now)
             && now.wrapping_sub(self.linger_since_ms.load(Ordering::Relaxed)) >= SPIN_MOVE_MS
-            && (busy == 0 || now.wrapping_sub(busy) >= BUSY_POLL_HOLD_MS)
+            && !self.busy_polled(now)
         {
             ch.move_due.store(true, Ordering::Relaxed);
         }
@@ -278,8 +281,7 @@ impl super::Net {
     /// that task is a socket that busy polls us, it finds the context free, polls it, and is
     /// noticed ([`BUSY_POLL_HOLD_MS`]). Otherwise it would busy poll a context we hold, in
     /// vain for its whole `busy_read`. Notes whether the context stays held, and since when.
-    fn release(&self, napi: &Napi, ch: &Chan, done: u32) -> bool {
-        let now = time::now_ms();
+    fn release(&self, napi: &Napi, ch: &Chan, done: u32, now: u64) -> bool {
         let due = ch.held.load(Ordering::Relaxed)
             && now.wrapping_sub(ch.held_since_ms.load(Ordering::Relaxed)) >= SPIN_SLICE_MS;
         if due && done > 0 {
@@ -297,11 +299,8 @@ impl super::Net {
     /// A poll that found nothing and completes: once the linger is over, a context in its
     /// thread comes back to softirq context, where the next look (the timer's, a kick's)
     /// wakes no thread (an idle polling guest's looks cost less there).
-    fn leave_thread(&self, napi: &Napi, ch: &Chan) {
-        if !self.spins()
-            || !ch.threaded.load(Ordering::Relaxed)
-            || time::now_ms() <= self.linger_until_ms.load(Ordering::Relaxed)
-        {
+    fn leave_thread(&self, napi: &Napi, ch: &Chan, now: u64) {
+        if !self.spins() || !ch.threaded.load(Ordering::Relaxed) || self.lingering(now) {
             return;
         }
         ch.threaded.store(false, Ordering::Relaxed);
@@ -353,7 +352,7 @@ impl super::Net {
         if ch.threaded.load(Ordering::Relaxed) {
             // Not while traffic keeps flowing (it may be spinning): `leave_thread` moves it
             // back when the linger ends.
-            let lingering = self.spins() && now <= self.linger_until_ms.load(Ordering::Relaxed);
+            let lingering = self.spins() && self.lingering(now);
             if !lingering && frames < SOFTIRQ_BELOW_FRAMES && bytes_in < SOFTIRQ_BELOW_BYTES {
                 ch.threaded.store(false, Ordering::Relaxed);
                 if napi.set_threaded(false) {
@@ -419,7 +418,7 @@ impl super::Net {
     /// Returns whether we were lingering before. The jiffies clock: reading it costs nothing,
     /// unlike a clocksource under emulation, and a linger of milliseconds needs no finer one.
     pub(super) fn note_traffic(&self, found: Found, now: u64) -> bool {
-        let lingering = now <= self.linger_until_ms.load(Ordering::Relaxed);
+        let lingering = self.lingering(now);
         if found == Found::Nothing {
             return lingering;
         }
