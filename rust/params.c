@@ -24,10 +24,10 @@ module_param(poll_ms, uint, 0444);
 MODULE_PARM_DESC(poll_ms, "Polling mode: timer interval while traffic flows, in ms, 1..100 "
 			  "(default 1)");
 
-static unsigned int poll_idle_ms = 32;
+static unsigned int poll_idle_ms = 64;
 module_param(poll_idle_ms, uint, 0444);
 MODULE_PARM_DESC(poll_idle_ms, "Polling mode: longest interval when idle, in ms, poll_ms..100 "
-			       "(default 32); the interval is an eighth of the time since frames were "
+			       "(default 64); the interval is an eighth of the time since frames were "
 			       "last received, from poll_ms up to this");
 
 static unsigned int poll_us = 20;

@@ -35,8 +35,10 @@ const IDLE_SHARE: u64 = 8;
 /// then an eighth of the quiet, up to `poll_idle_ms`. Every tick wakes an idle guest, which
 /// under TCG costs its QEMU some 0.3-0.6 ms of host CPU; a frame that breaks a quiet waits
 /// for the next tick, so the longer the quiet, the less a few milliseconds more matter. The
-/// interval reaches 32 ms (the default `poll_idle_ms`) after 256 ms of quiet, some 40 ticks
+/// interval reaches 64 ms (the default `poll_idle_ms`) after 512 ms of quiet, some 45 ticks
 /// in; doubling per tick got to 4 ms in 3 ticks and then woke the guest 250 times a second.
+/// The wake-up is the cost, not the work: a tick that skipped both the housekeeping and the
+/// NAPI poll cost an idle guest as much (docs/benchmarks.md#idle-polling-guest).
 fn idle_interval_ms(quiet_ms: u64, poll_ms: u32, poll_idle_ms: u32) -> u32 {
     let share = u32::try_from(quiet_ms / IDLE_SHARE).unwrap_or(u32::MAX);
     share.clamp(poll_ms, poll_idle_ms.max(poll_ms))
