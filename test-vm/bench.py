@@ -268,6 +268,8 @@ ALL_CASES = ("tcp1", "tcp4", "udp64", "rr1", "sp_udp", "sp_tcp")
 TCP_CASES = {"tcp1": 1, "tcp4": 4}
 # Everything but TCP: what `run_path` measures once, after a pair's interleaved TCP rounds.
 ONCE_CASES = tuple(k for k in ALL_CASES if k not in TCP_CASES)
+# What a pair measures once per path after its interleaved TCP and request/response rounds.
+PAIR_CASES = tuple(k for k in ONCE_CASES if k != "rr1")
 
 
 def run_path(name, client, server, ip, plan, only=ALL_CASES):
@@ -321,24 +323,31 @@ def tcp_rounds(runs, plan):
                 label = name if n == 1 else "%s (round %d/%d)" % (name, i + 1, n)
                 trials.setdefault(name, {}).setdefault(key, []).append(
                     run_tcp(label, client, server, ip, plan, key))
+    return medians(trials, "gbit_s")
+
+
+def medians(trials, field):
+    """{path: {key: [record, ...]}} to {path: {key: record}}: the record of the median trial
+    by `field` (the lower middle of an even count), with every trial's `field` in order in
+    "trials_<field>"."""
     out = {}
     for name, per_key in trials.items():
         for key, recs in per_key.items():
-            med = dict(sorted(recs, key=lambda r: r["gbit_s"])[(len(recs) - 1) // 2])
-            med["trials_gbit_s"] = [r["gbit_s"] for r in recs]
+            med = dict(sorted(recs, key=lambda r: r[field])[(len(recs) - 1) // 2])
+            med["trials_" + field] = [r[field] for r in recs]
             out.setdefault(name, {})[key] = med
     return out
 
 
-def same_pair(tcp, path, bases):
-    """Notes in `path`'s TCP records of `tcp` (from `tcp_rounds`) the medians of the paths
-    in `bases` (virtio-net, loopback) measured in the same pair: the ratios of region and
-    polling pairs are taken against these, not against pair 1's."""
-    for key, rec in tcp[path].items():
+def same_pair(recs, path, bases, field="gbit_s"):
+    """Notes in `path`'s records of `recs` (from `tcp_rounds` or `rr_rounds`) the medians
+    (`field`) of the paths in `bases` (virtio-net, loopback) measured in the same pair: the
+    ratios of region and polling pairs are taken against these, not against pair 1's."""
+    for key, rec in recs[path].items():
         for b in bases:
-            other = tcp.get(b, {}).get(key)
+            other = recs.get(b, {}).get(key)
             if other is not None:
-                rec["same_pair"] = dict(rec.get("same_pair", {}), **{b: other["gbit_s"]})
+                rec["same_pair"] = dict(rec.get("same_pair", {}), **{b: other[field]})
 
 
 def run_idle(name, guests, plan):
@@ -379,24 +388,56 @@ def run_udp(name, client, server, ip, plan, res):
 
 
 def run_rr(name, client, server, ip, plan, res):
-    rr_once(name, client, server, ip, plan, res, "rr1")
-    if server is not None:
-        # The same with socket busy polling on both sides (what a latency-minded user sets):
-        # a blocked receive spins on the device's NAPI poll for up to BUSY_POLL_US instead of
-        # waiting for an interrupt. Loopback has no NAPI, so it has no such figure. A socket
-        # takes the setting when it is created (accepted ones from their listener), so the
-        # echo server restarts after each change.
-        busy = "sysctl -w net.core.busy_read=%d net.core.busy_poll=%d >/dev/null"
-        for g in (client, server):
-            g.run(busy % (BUSY_POLL_US, BUSY_POLL_US), check=True)
-        restart_rr_server(server)
-        try:
-            rr_once(name + " (busy polling)", client, server, ip, plan, res, "rr1_busy")
-        finally:
-            for g in (client, server):
-                g.run(busy % (0, 0), check=True)
-            restart_rr_server(server)
+    """One request/response trial of one path, then one with busy polling (not loopback)."""
+    res.update(rr_rounds([(name, client, server, ip)], dict(plan, rr_rounds=1))[name])
     return res
+
+
+def busy_polling(guests, servers, on):
+    """Socket busy polling on both sides (what a latency-minded user sets) or off again: a
+    blocked receive spins on the device's NAPI poll for up to BUSY_POLL_US instead of waiting
+    for an interrupt. A socket takes the setting when it is created (accepted ones from their
+    listener), so the echo servers restart after each change."""
+    us = BUSY_POLL_US if on else 0
+    for g in guests:
+        g.run("sysctl -w net.core.busy_read=%d net.core.busy_poll=%d >/dev/null" % (us, us),
+              check=True)
+    for g in servers:
+        restart_rr_server(g)
+
+
+def rr_rounds(runs, plan):
+    """The request/response figures of one guest pair, interleaved as `tcp_rounds` does:
+    plan["rr_rounds"] rounds, each running ivnet-rr once over every (path, client, server, ip)
+    in `runs`, then once more with busy polling over those with a server (loopback has no
+    NAPI to busy-poll). Returns {path: {"rr1": record, "rr1_busy": record}}, each the record
+    of the median trial by p50, every trial's p50 in "trials_p50_us". One trial's busy-polling
+    p50 moved between 49 and 99 µs from run to run on unchanged code (docs/benchmarks.md)."""
+    n = plan.get("rr_rounds", 1)
+    guests = list({id(g): g for _n, c, s, _ip in runs for g in (c, s) if g is not None}.values())
+    servers = list({id(s): s for _n, _c, s, _ip in runs if s is not None}.values())
+    trials = {}
+
+    def once(i, name, client, server, ip, key):
+        label = name + (" (busy polling)" if key == "rr1_busy" else "")
+        if n > 1:
+            label += " (round %d/%d)" % (i + 1, n)
+        trials.setdefault(name, {}).setdefault(key, []).append(
+            rr_once(label, client, server, ip, plan))
+
+    for i in range(n):
+        for name, client, server, ip in runs:
+            once(i, name, client, server, ip, "rr1")
+        if not servers:
+            continue
+        busy_polling(guests, servers, True)
+        try:
+            for name, client, server, ip in runs:
+                if server is not None:
+                    once(i, name, client, server, ip, "rr1_busy")
+        finally:
+            busy_polling(guests, servers, False)
+    return medians(trials, "p50_us")
 
 
 def restart_rr_server(g):
@@ -405,15 +446,17 @@ def restart_rr_server(g):
           "sleep 0.1; done; exit 1", check=True)
 
 
-def rr_once(name, client, server, ip, plan, res, key):
+def rr_once(name, client, server, ip, plan):
+    """One ivnet-rr trial; returns its record."""
     say("%s: TCP request/response, 1 byte, %d round trips (ivnet-rr)" % (name, plan["rr_count"]))
     out, cc, sc, hc = measure(client, server, "ivnet-rr client %s --port %d --count %d --size 1 --json"
                           % (ip, RR_PORT, plan["rr_count"]), plan["rr_timeout"])
     j = json.loads(out.strip().splitlines()[-1])
-    res[key] = {k: j[k] for k in ("count", "p50_us", "p90_us", "p99_us", "max_us", "mean_us",
-                                  "transactions_per_sec", "errors")}
-    res[key].update(cpu_client_pct=cc, cpu_server_pct=sc, **hc)
-    say("%s: RR: p50 %.1f us, p99 %.1f us (%s)" % (name, j["p50_us"], j["p99_us"], cpu_str(res[key])))
+    rec = {k: j[k] for k in ("count", "p50_us", "p90_us", "p99_us", "max_us", "mean_us",
+                             "transactions_per_sec", "errors")}
+    rec.update(cpu_client_pct=cc, cpu_server_pct=sc, **hc)
+    say("%s: RR: p50 %.1f us, p99 %.1f us (%s)" % (name, j["p50_us"], j["p99_us"], cpu_str(rec)))
+    return rec
 
 
 ANSI = re.compile(r"\x1b\[[0-9;]*m")
@@ -515,6 +558,16 @@ def pair_tcp(path, a, b, plan, loopback=("tcp1",)):
                       ("loopback", a, None, "127.0.0.1", loopback)], plan)
     same_pair(tcp, path, ("virtio-net", "loopback"))
     return tcp
+
+
+def pair_rr(path, a, b, plan, loopback=False):
+    """The interleaved request/response rounds of a pair: `path` over ivshm0, virtio-net over
+    eth0 and, with `loopback`, loopback inside `a`; `path`'s records note virtio-net's
+    median p50."""
+    rr = rr_rounds([(path, a, b, IV_IPS[1]), ("virtio-net", a, b, ETH_IPS[1])]
+                   + ([("loopback", a, None, "127.0.0.1")] if loopback else []), plan)
+    same_pair(rr, path, ("virtio-net",), "p50_us")
+    return rr
 
 
 def ivshm_counter(g, name):
@@ -748,11 +801,16 @@ def ratio(v, b):
     return v / b if b and v is not None else None
 
 
+# METRICS keys whose ratio is taken against virtio-net in the same pair (interleaved rounds),
+# and the case whose record notes that figure.
+SAME_PAIR = {"tcp1": "tcp1", "tcp4": "tcp4", "rr_p50": "rr1", "rr_busy_p50": "rr1_busy"}
+
+
 def tcp_base(r, key, default):
-    """The virtio-net figure that path result `r`'s TCP `key` is compared with: virtio-net's
-    median measured in the same pair, interleaved with it, if there is one; else `default`
-    (pair 1's)."""
-    rec = r.get(key) if isinstance(r, dict) else None
+    """The virtio-net figure that path result `r`'s `key` (a case, or a METRICS key of
+    SAME_PAIR) is compared with: virtio-net's median measured in the same pair, interleaved
+    with it, if there is one; else `default` (pair 1's)."""
+    rec = r.get(SAME_PAIR.get(key, key)) if isinstance(r, dict) else None
     return (rec or {}).get("same_pair", {}).get(BASE, default)
 
 
@@ -784,8 +842,10 @@ def markdown(doc):
              "for loss, latency and CPU lower is better. Under TCG the guest figures are those of "
              "emulated CPUs: compare paths within a run, not across machines. TCP: the median of "
              "%d interleaved rounds (trials below), its ratio against virtio-net measured in the "
-             "same guest pair; everything else one trial, against pair 1's virtio-net."
-             % (doc["plan"]["describe"], doc["plan"].get("tcp_rounds", 1)),
+             "same guest pair; RR p50 likewise (%d rounds; the p99 and CPU figures are the median "
+             "trial's); everything else one trial, against pair 1's virtio-net."
+             % (doc["plan"]["describe"], doc["plan"].get("tcp_rounds", 1),
+                doc["plan"].get("rr_rounds", 1)),
              "",
              "| metric | " + " | ".join(PATHS) + " |",
              "|---|" + "---:|" * len(PATHS)]
@@ -793,7 +853,7 @@ def markdown(doc):
         cells = []
         for p in PATHS:
             v, b = value(get, res[p]), get(base)
-            if key in TCP_CASES:
+            if key in SAME_PAIR:
                 b = tcp_base(res[p], key, b)
             r = ratio(v, b)
             cells.append("%s (%s)" % (fmt(v), "%.2f×" % r if r is not None else "n/a")
@@ -836,7 +896,14 @@ def markdown(doc):
         + ". Pair 2's own virtio-net and loopback: " + "; ".join(
             "%s %s %.2f [%s]" % (b, k, rec["gbit_s"], ", ".join("%.2f" % g for g in rec["trials_gbit_s"]))
             for per in doc.get("baselines", {}).values() for b, recs in per.items()
-            for k, rec in recs.items()) + "."]
+            for k, rec in recs.items() if k in TCP_CASES) + "."]
+    lines += ["", "RR trials, p50 in µs in the order run: " + "; ".join(
+        "%s %s [%s]" % (p, k, ", ".join("%.1f" % v for v in res[p][k]["trials_p50_us"]))
+        for p in PATHS if p in res for k in ("rr1", "rr1_busy")
+        if "trials_p50_us" in res[p].get(k, {})) + ". Pair 2's own virtio-net: " + "; ".join(
+            "%s %s %.1f [%s]" % (b, k, rec["p50_us"], ", ".join("%.1f" % v for v in rec["trials_p50_us"]))
+            for per in doc.get("baselines", {}).values() for b, recs in per.items()
+            for k, rec in recs.items() if "trials_p50_us" in rec) + "."]
     lines.append("")
     lines.append("CPU ratios compare the sum over both guests (loopback: one guest doing both "
                  "ends). Guest CPU is from the guests' /proc/stat, which this kernel samples at "
@@ -1065,16 +1132,21 @@ def targets(doc):
         tcp("ivshmem-polling", 16, "tcp1", BASE, 1.2, "polling TCP 1 stream ≥ 1.2× virtio-net, %d MiB")
     base = res[BASE]
 
-    def one(what, path, get, want, better_low):
+    def one(what, path, get, want, better_low, case=None):
         v, b = value(get, res.get(path, {})), value(get, base)
+        if case is not None:
+            # Against virtio-net in the same pair, interleaved, where the pair measured one.
+            b = tcp_base(res.get(path, {}), case, b)
         r = ratio(v, b)
         rows.append((what, "%.3g× (%s / %s)" % (r, fmt(v), fmt(b)) if r is not None else "not measured",
                      None if r is None else (r <= want if better_low else r >= want)))
 
-    one("polling RR p50 ≤ 1.0× virtio-net", "ivshmem-polling", lambda r: r["rr1"]["p50_us"], 1.0, True)
-    one("doorbell RR p50 ≤ 0.9× virtio-net", "ivshmem-doorbell", lambda r: r["rr1"]["p50_us"], 0.9, True)
+    one("polling RR p50 ≤ 1.0× virtio-net", "ivshmem-polling", lambda r: r["rr1"]["p50_us"], 1.0,
+        True, "rr1")
+    one("doorbell RR p50 ≤ 0.9× virtio-net", "ivshmem-doorbell", lambda r: r["rr1"]["p50_us"], 0.9,
+        True, "rr1")
     one("doorbell RR p50, busy polling, ≤ 0.1× virtio-net", "ivshmem-doorbell",
-        lambda r: r["rr1_busy"]["p50_us"], 0.1, True)
+        lambda r: r["rr1_busy"]["p50_us"], 0.1, True, "rr1_busy")
     for p in ("ivshmem-doorbell", "ivshmem-polling"):
         one("%s UDP 64 B received ≥ 1.5× virtio-net" % p, p, lambda r: r["udp64"]["rx_pps"], 1.5, False)
         v, b = value(lambda r: r["udp64"]["loss_pct"], res.get(p, {})), value(
@@ -1182,16 +1254,17 @@ def main():
         # iperf3's shortest run is 1 s (with -n, very short transfers report 0 bytes received).
         # sockperf needs about 2 s to report anything: 400 ms of warm-up are not counted.
         plan = {"iperf_t": "-t 1", "udp_t": "-t 1", "rr_count": 300, "rr_timeout": 60, "sp_t": 2,
-                "idle_t": 2, "tcp_rounds": 1,
+                "idle_t": 2, "tcp_rounds": 1, "rr_rounds": 1,
                 "describe": "smoke: iperf3 -t 1 per case, one TCP round, 300 round trips, "
                             "sockperf -t 2, idle 2 s"}
     else:
         # 10,000 round trips take about 2 ms each in polling mode under TCG (poll_ms=1 on
         # both sides), so about 20-30 s: within the budget.
         plan = {"iperf_t": "-t 5", "udp_t": "-t 5", "rr_count": 10000, "rr_timeout": 240, "sp_t": 5,
-                "idle_t": 10, "tcp_rounds": 3,
+                "idle_t": 10, "tcp_rounds": 3, "rr_rounds": 3,
                 "describe": "iperf3 -t 5 per case, TCP the median of 3 interleaved rounds, "
-                            "ivnet-rr 10,000 round trips (+100 warm-up), sockperf ping-pong -t 5, "
+                            "ivnet-rr 10,000 round trips (+100 warm-up), RR the median of 3 "
+                            "interleaved rounds, sockperf ping-pong -t 5, "
                             "guests idle 10 s"}
     stamp = time.strftime("%Y%m%d-%H%M%S")
     mem_mb = 256
@@ -1218,9 +1291,11 @@ def main():
         say("pair 1: ivshm0 10.90.0.0/24 and eth0 10.91.0.0/24 reachable")
         idle = run_idle("pair 1 (ivshmem-doorbell and virtio-net)", [a, b], plan)
         tcp = pair_tcp("ivshmem-doorbell", a, b, plan, loopback=tuple(TCP_CASES))
+        rr = pair_rr("ivshmem-doorbell", a, b, plan, loopback=True)
         for p, srv, ip in (("ivshmem-doorbell", b, IV_IPS[1]), ("virtio-net", b, ETH_IPS[1]),
                            ("loopback", None, "127.0.0.1")):
-            doc["paths"][p] = dict(run_path(p, a, srv, ip, plan, only=ONCE_CASES), **tcp[p])
+            doc["paths"][p] = dict(run_path(p, a, srv, ip, plan, only=PAIR_CASES), **tcp[p],
+                                   **rr[p])
         doc["paths"]["ivshmem-doorbell"]["idle"] = idle
         c1.parallel(lambda g: reload_transparent(g, {"bA": "10.90.0.1", "bB": "10.90.0.2"}[g.name]))
         wait_transparent(a)
@@ -1242,11 +1317,12 @@ def main():
         setup_pair(c2, ("bC", "bD"))
         idle = run_idle("pair 2 (ivshmem-polling and virtio-net)", [cc, d], plan)
         tcp = pair_tcp("ivshmem-polling", cc, d, plan)
+        rr = pair_rr("ivshmem-polling", cc, d, plan)
         doc["baselines"]["ivshmem-polling %d MiB" % REGION_MIB] = {
-            k: v for k, v in tcp.items() if k != "ivshmem-polling"}
+            k: dict(v, **rr.get(k, {})) for k, v in tcp.items() if k != "ivshmem-polling"}
         doc["paths"]["ivshmem-polling"] = dict(
-            run_path("ivshmem-polling", cc, d, IV_IPS[1], plan, only=ONCE_CASES),
-            **tcp["ivshmem-polling"])
+            run_path("ivshmem-polling", cc, d, IV_IPS[1], plan, only=PAIR_CASES),
+            **tcp["ivshmem-polling"], **rr["ivshmem-polling"])
         doc["paths"]["ivshmem-polling"]["idle"] = idle
         check_splats(c2)
         c2.close()

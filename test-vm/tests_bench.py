@@ -55,6 +55,13 @@ def test_bench_smoke():
                   "%s %s: no interleaved rounds with virtio-net: %r" % (p, key, rec))
         check(paths[p]["tcp1"]["same_pair"].get("loopback", 0) > 0,
               "%s tcp1: no loopback in the same pair: %r" % (p, paths[p]["tcp1"]))
+        for key in ("rr1", "rr1_busy"):
+            rec = paths[p][key]
+            # Request/response likewise: rounds interleaved with the pair's own virtio-net.
+            check(len(rec["trials_p50_us"]) == doc["plan"]["rr_rounds"]
+                  and rec["p50_us"] in rec["trials_p50_us"] and rec["errors"] == 0
+                  and rec["same_pair"].get("virtio-net", 0) > 0,
+                  "%s %s: no interleaved rounds with virtio-net: %r" % (p, key, rec))
     tp = paths.get("transparent", {})
     check(tp.get("tcp1", {}).get("gbit_s", 0) > 0 and tp.get("rr1", {}).get("errors") == 0
           and tp.get("transparent_tx_packets", 0) > 0,
