@@ -31,6 +31,9 @@ pub(crate) struct Params {
     pub(crate) queues: Option<u32>,
     /// `rx_threads=`: receive polls under sustained load move to the NAPI threads.
     pub(crate) rx_threads: bool,
+    /// `rx_spin=`, resolved at load (-1: whether the guest has one online CPU): receive
+    /// contexts in their threads spin while traffic flows (`spin` in `netdev/rx.rs`).
+    pub(crate) rx_spin: bool,
     /// `transparent=`: the regular interface of transparent mode, `None` when off.
     pub(crate) transparent: Option<&'static CStr>,
 }
@@ -103,6 +106,23 @@ impl Params {
                 return Err(EINVAL);
             }
         };
+        let rx_spin = match raw::rx_spin() {
+            // A spinning vCPU never halts. On a guest with one vCPU it spins only when that
+            // vCPU has nothing else to run; with several, the host CPU it takes may be one
+            // its siblings need: two 2-vCPU guests on a 2-CPU host ran TCP at half the rate
+            // with spinning (docs/benchmarks.md, Spinning while traffic flows).
+            -1 => raw::online_cpus() == 1,
+            0 => false,
+            1 => true,
+            v => {
+                pr_err!(
+                    "rx_spin={} is out of range -1..=1 (-1: only on a guest with one CPU)
+",
+                    v
+                );
+                return Err(EINVAL);
+            }
+        };
         let name = raw::transparent();
         let transparent = match name.len() {
             0 => None,
@@ -132,6 +152,7 @@ impl Params {
             poll_us,
             queues,
             rx_threads,
+            rx_spin,
             transparent,
         })
     }

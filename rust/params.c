@@ -51,6 +51,14 @@ MODULE_PARM_DESC(rx_threads, "1 (default): a receive queue taking over 300 frame
 			     "slows the sender instead of a full socket dropping; it comes back below "
 			     "100 frames and 256 KiB; 0: always softirq context");
 
+static int rx_spin = -1;
+module_param(rx_spin, int, 0444);
+MODULE_PARM_DESC(rx_spin, "-1 (default): while traffic flows, a receive queue in its thread "
+			  "(rx_threads) polls again at once instead of waiting for a kick or the "
+			  "poll timer, on a guest with one online CPU at load; 1: on any guest; "
+			  "0: never. A spinning vCPU does not halt: where the host has no CPU to "
+			  "spare for it, the guest's other vCPUs run slower");
+
 static char *transparent = "";
 module_param(transparent, charp, 0444);
 MODULE_PARM_DESC(transparent, "Transparent mode: name of a regular interface (e.g. eth0) whose "
@@ -95,6 +103,11 @@ unsigned int ivnet_param_queues(void)
 unsigned int ivnet_param_rx_threads(void)
 {
 	return rx_threads;
+}
+
+int ivnet_param_rx_spin(void)
+{
+	return rx_spin;
 }
 
 unsigned int ivnet_online_cpus(void)

@@ -13,6 +13,7 @@ unsigned int ivnet_param_poll_idle_ms(void);
 const char *ivnet_param_transparent(void);
 unsigned int ivnet_param_queues(void);
 unsigned int ivnet_param_rx_threads(void);
+int ivnet_param_rx_spin(void);
 /* num_online_cpus(), for the default of `queues`. */
 unsigned int ivnet_online_cpus(void);
 

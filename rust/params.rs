@@ -47,7 +47,13 @@ pub fn rx_threads() -> u32 {
     unsafe { bindings::ivnet_param_rx_threads() }
 }
 
-/// The number of online CPUs now (the default of `queues=`).
+/// `rx_spin=` (-1, 0 or 1).
+pub fn rx_spin() -> i32 {
+    // SAFETY: as in `id`.
+    unsafe { bindings::ivnet_param_rx_spin() }
+}
+
+/// The number of online CPUs now (the default of `queues=` and of `rx_spin=`).
 pub fn online_cpus() -> u32 {
     // SAFETY: reads the online CPU mask's weight; any context.
     unsafe { bindings::ivnet_online_cpus() }

@@ -154,7 +154,7 @@ def test_make_install():
         prose = " ".join(l.lstrip("#").strip() for l in text.splitlines() if l.startswith("#"))
         parms = re.findall(r"^parm:\s+(\w+):(.*) \((\w+)\)$", info, re.M)
         check({p[0] for p in parms} == {"id", "max_peers", "poll_ms", "poll_idle_ms", "poll_us",
-                                        "queues", "rx_threads", "transparent"},
+                                        "queues", "rx_threads", "rx_spin", "transparent"},
               "unexpected parameters: %r" % parms)
         for name, desc, _ in parms:
             check("%s: %s" % (name, desc) in prose,

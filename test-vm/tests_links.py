@@ -81,7 +81,9 @@ def test_bad_module_parameters_refused():
                              ("poll_ms=5 poll_idle_ms=2", "poll_idle_ms=2 is out of range"),
                              ("poll_us=1001", "poll_us=1001 is out of range 0..=1000"),
                              ("queues=9", "queues=9 is out of range 0..=8"),
-                             ("rx_threads=2", "rx_threads=2 is out of range 0..=1")]:
+                             ("rx_threads=2", "rx_threads=2 is out of range 0..=1"),
+                             ("rx_spin=2", "rx_spin=2 is out of range -1..=1"),
+                             ("rx_spin=-2", "rx_spin=-2 is out of range -1..=1")]:
             r = a.run("dmesg -c >/dev/null; insmod %s %s; echo rc=$?; dmesg; "
                       "echo mods=$(lsmod | grep -c ivshmem_net) "
                       "ifs=$(ls /sys/class/net | grep -c ivshm)" % (KO, params), timeout=30)

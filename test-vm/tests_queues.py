@@ -193,7 +193,8 @@ def test_two_queues_carry_traffic_and_count_it():
     each CPU) runs while 32 MiB go each way with ivnet-stream (sha256 at both ends and on the
     host equal); afterwards every queue's transmit counters on each sender and receive
     counters on each receiver have moved, the queues add up to the device's counters, nothing
-    was dropped. netdev netlink lists both queue pairs, each tied to its own NAPI context
+    was dropped, and no context spun (`rx_spin` spins only on a guest with one CPU by
+    default). netdev netlink lists both queue pairs, each tied to its own NAPI context
     (with its own interrupt in doorbell mode, where both vectors fired), and its per-queue
     statistics equal `ethtool -S`."""
     dp.drop_pair()
@@ -224,6 +225,10 @@ def test_two_queues_carry_traffic_and_count_it():
         for n in (a, b):
             check_queues_add_up(n, before[n], after[n], QUEUES)
         dp.check_no_drops(before, after, (a, b), "with two queues")
+        for n in (a, b):
+            # `rx_spin=-1` (the default): contexts of a guest with several CPUs do not spin.
+            spins = dp.delta(before[n], after[n], "rx_spins")
+            check(spins == 0, "%s: 2 CPUs, yet its contexts spun %d times" % (n.name, spins))
         for n in (a, b):
             q = dp.qstats(n)
             e = n.stat_dict()

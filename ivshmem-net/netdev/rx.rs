@@ -210,10 +210,12 @@ impl super::Net {
         done
     }
 
-    /// Whether contexts spin (`spin`), which needs their threads (`rx_threads`) and, in
-    /// polling mode, the linger of `poll_us` (`keep_polling`).
+    /// Whether contexts spin (`spin`): `rx_spin`, which needs their threads (`rx_threads`)
+    /// and, in polling mode, the linger of `poll_us` (`keep_polling`).
     fn spins(&self) -> bool {
-        self.params.rx_threads && (self.interrupts() || self.params.poll_us != 0)
+        self.params.rx_spin
+            && self.params.rx_threads
+            && (self.interrupts() || self.params.poll_us != 0)
     }
 
     /// Whether traffic is taken to flow at `now` (jiffies ms; see `note_traffic`).
