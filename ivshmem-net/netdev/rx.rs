@@ -80,6 +80,14 @@ const THREAD_ABOVE_BYTES: u64 = 1 << 20;
 const SOFTIRQ_BELOW_FRAMES: u64 = 100;
 /// ...and fewer bytes than this (256 KiB in 10 ms, about 210 Mbit/s).
 const SOFTIRQ_BELOW_BYTES: u64 = 256 << 10;
+/// The first frame a poll takes from a ring goes to the stack at once (`Napi::receive_now`)
+/// rather than through GRO if it is no GSO frame and at most this many bytes past the
+/// Ethernet header: GRO merges nothing that small (a 1-byte TCP request is 53 bytes, a pure
+/// ACK 52) but costs a round of lookups per frame, dear under emulation, and a lone request
+/// waits for them. Later frames of the poll (a burst of ACKs) still go through GRO, whose
+/// list hands them to the stack together.
+const RECEIVE_NOW_MAX: u32 = 128;
+
 /// `rx_threads`: the nice value of the NAPI threads. The lowest priority: while an
 /// application that reads what we receive can run, it runs first; frames wait in the ring,
 /// whose being full stops the sender's queue, instead of being received only to be dropped at
@@ -540,7 +548,14 @@ impl super::Net {
                     match regular {
                         Target::Ours => {
                             if skb.eth_type_trans(dev).is_ok() {
-                                napi.gro_receive(skb);
+                                if done == 1
+                                    && offload.gso_size == 0
+                                    && skb.len() <= RECEIVE_NOW_MAX
+                                {
+                                    napi.receive_now(skb);
+                                } else {
+                                    napi.gro_receive(skb);
+                                }
                             } else {
                                 // Shorter than its Ethernet header (the runt check above keeps
                                 // such frames from here).

@@ -96,6 +96,15 @@ void ivnet_napi_flush_gro(struct napi_struct *napi)
 	}
 }
 
+void ivnet_napi_receive_now(struct napi_struct *napi, struct sk_buff *skb)
+{
+	/* Whatever GRO holds was received before: it goes first, so no frame overtakes an
+	 * earlier one of its flow. */
+	ivnet_napi_flush_gro(napi);
+	skb_mark_napi_id(skb, napi);
+	netif_receive_skb(skb);
+}
+
 bool ivnet_napi_in_busy_poll(const struct napi_struct *napi)
 {
 	return test_bit(NAPI_STATE_IN_BUSY_POLL, &napi->state);

@@ -42,5 +42,10 @@ bool ivnet_napi_in_busy_poll(const struct napi_struct *napi);
  * (napi_gro_flush() and the GRO_NORMAL list), without completing.
  */
 void ivnet_napi_flush_gro(struct napi_struct *napi);
+/*
+ * Inside a poll of `napi`: hands `skb` (after eth_type_trans) to the stack at once, not
+ * through GRO, after what GRO holds; marks it with `napi`'s id for busy polling.
+ */
+void ivnet_napi_receive_now(struct napi_struct *napi, struct sk_buff *skb);
 
 #endif

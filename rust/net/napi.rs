@@ -75,6 +75,15 @@ impl Napi {
         unsafe { bindings::ivnet_napi_in_busy_poll(self.as_raw()) }
     }
 
+    /// Hands a received frame to the stack at once (`netif_receive_skb`), not through GRO,
+    /// after every frame GRO holds ([`Napi::flush_gro`]): it overtakes none of its flow.
+    pub fn receive_now(&self, skb: SkBuff) {
+        // SAFETY: called inside this NAPI context's poll (type invariant), which owns its GRO
+        // lists and may hand frames to the stack (softirq or its thread, BHs off); ownership
+        // of the buffer passes on.
+        unsafe { bindings::ivnet_napi_receive_now(self.as_raw(), skb.into_raw()) }
+    }
+
     /// Hands a received frame to the stack through GRO.
     pub fn gro_receive(&self, skb: SkBuff) {
         // SAFETY: called inside this NAPI context's poll; ownership of the buffer passes on.
