@@ -116,8 +116,7 @@ impl Params {
             1 => true,
             v => {
                 pr_err!(
-                    "rx_spin={} is out of range -1..=1 (-1: only on a guest with one CPU)
-",
+                    "rx_spin={} is out of range -1..=1 (-1: only on a guest with one CPU)\n",
                     v
                 );
                 return Err(EINVAL);

@@ -14,7 +14,7 @@ const char *ivnet_param_transparent(void);
 unsigned int ivnet_param_queues(void);
 unsigned int ivnet_param_rx_threads(void);
 int ivnet_param_rx_spin(void);
-/* num_online_cpus(), for the default of `queues`. */
+/* num_online_cpus(), for the defaults of `queues` and `rx_spin`. */
 unsigned int ivnet_online_cpus(void);
 
 #endif
