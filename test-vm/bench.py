@@ -819,7 +819,7 @@ def ratio(v, b):
 SAME_PAIR = {"tcp1": "tcp1", "tcp4": "tcp4", "rr_p50": "rr1", "rr_busy_p50": "rr1_busy"}
 
 
-def tcp_base(r, key, default):
+def pair_base(r, key, default):
     """The virtio-net figure that path result `r`'s `key` (a case, or a METRICS key of
     SAME_PAIR) is compared with: virtio-net's median measured in the same pair, interleaved
     with it, if there is one; else `default` (pair 1's)."""
@@ -867,7 +867,7 @@ def markdown(doc):
         for p in PATHS:
             v, b = value(get, res[p]), get(base)
             if key in SAME_PAIR:
-                b = tcp_base(res[p], key, b)
+                b = pair_base(res[p], key, b)
             r = ratio(v, b)
             cells.append("%s (%s)" % (fmt(v), "%.2f×" % r if r is not None else "n/a")
                          if v is not None else "-")
@@ -1017,7 +1017,7 @@ def pyplot():
 # Panels of the main chart: (title, y-axis label, log scale, [(variant label, getter[, TCP
 # key])...]). Each panel groups the bars by path, a bar per variant; each bar is labelled with
 # its ratio to virtio-net's bar of the same variant (for TCP, to virtio-net measured in the
-# same pair: `tcp_base`).
+# same pair: `pair_base`).
 PANELS = [
     ("TCP throughput (iperf3), higher is better", "Gbit/s received", False,
      [("1 stream", lambda r: r["tcp1"]["gbit_s"], "tcp1"),
@@ -1065,7 +1065,7 @@ def chart(doc, path):
                     continue
                 xs.append(i - 0.4 + width * (j + 0.5))
                 ys.append(v)
-                r = ratio(v, tcp_base(res[p], tcp_key[0], base) if tcp_key else base)
+                r = ratio(v, pair_base(res[p], tcp_key[0], base) if tcp_key else base)
                 labels.append("%.2f×" % r if r is not None else "")
             bars = ax.bar(xs, ys, width * 0.92, label=vlabel, color=shades[j % len(shades)])
             ax.bar_label(bars, labels, rotation=90, padding=2, fontsize=8)
@@ -1166,7 +1166,7 @@ def targets(doc):
         paired = None
         if case is not None:
             # Against virtio-net in the same pair, interleaved, where the pair measured one.
-            b = tcp_base(res.get(path, {}), case, b)
+            b = pair_base(res.get(path, {}), case, b)
             paired = paired_ratio(res.get(path, {}).get(case), BASE)
         r = ratio(v, b)
         if r is None:
@@ -1224,7 +1224,7 @@ def region_chart(doc, path):
             xs, ys = [x for x, _r in sel], [r["gbit_s"] for _x, r in sel]
             ax.plot(xs, ys, marker="o", color=COLORS.get(p), label=p)
             for x, (_x, rec) in zip(xs, sel):
-                r = ratio(rec["gbit_s"], tcp_base({key: rec}, key, None))
+                r = ratio(rec["gbit_s"], pair_base({key: rec}, key, None))
                 ax.annotate("%.2f" % rec["gbit_s"] + (" (%.2f×)" % r if r is not None else ""),
                             (x, rec["gbit_s"]), textcoords="offset points", xytext=(0, 7),
                             ha="center", fontsize=8)
