@@ -50,9 +50,9 @@ const SINK_IDLE_LOOKS: u32 = 4;
 /// One-way senders publish `prod_idx` once per this many frames (and before they wait for
 /// room, and after the end marker), as the driver publishes once per `xmit_more` batch: a
 /// receiver that keeps up then reads each descriptor line once it is full rather than while
-/// the sender still writes it, and `prod_idx` once per burst. Four interleaved runs of 3
-/// trials on this 2-vCPU VM, 64 B frames, medians of the runs: 17.2 M frames/s publishing
-/// every frame, 18.9 M every 16, 19.5 M every 32 (docs/benchmarks.md, ring-bench).
+/// the sender still writes it, and `prod_idx` once per burst. Three runs on this 2-vCPU VM
+/// alternating with a build that published every frame, medians of 3 trials: 64 B 28.9,
+/// 16.6, 27.8 M frames/s against 18.3, 18.1, 17.8 M (docs/benchmarks.md, What was tried).
 const BURST: u32 = 32;
 /// Round trips before the timed ones.
 const LAT_WARMUP: usize = 1000;
