@@ -1246,7 +1246,9 @@ def test_contexts_spin_while_traffic_flows_and_let_busy_pollers_in():
     softirq context (every move to the thread is matched by one back) and spins no more: an
     idle second adds no `rx_spins`. With socket busy polling on (`net.core.busy_read`), the
     busy-polling sockets reach the context themselves (`rx_busy_polls` grows on both sides:
-    a spinning context must let them in), and the round trips stay correct."""
+    a spinning context must let them in), and the round trips stay correct. In doorbell
+    mode, once busy polling is off again, pings are answered without waiting for a repeated
+    kick (the peers, asked not to kick while sockets busy polled, are asked again)."""
     with vm.Cluster(["gA", "gB"]) as c:
         a, b = Node(c["gA"], 1), Node(c["gB"], 2)
         bring_up([a, b])
@@ -1295,6 +1297,24 @@ def test_contexts_spin_while_traffic_flows_and_let_busy_pollers_in():
             print("    info: %s: %d busy polls over 2,000 round trips (p50 %.0f us)"
                   % (n.name, polls, rr["p50_us"]), flush=True)
             check(polls > 0, "%s: no socket busy polled the context" % n.name)
+        if c.doorbell is not None:
+            # Doorbell mode: the peers were asked not to kick us while sockets busy polled
+            # (`quiet_rx_events` in rx.rs). Once no socket busy polls, kicks must be asked for
+            # again: a ping (no busy polling) right after is answered at once, not after the
+            # timer's watch repeats a kick for frames left unconsumed (`doorbells_repeated`,
+            # after links.rs's WAKE_AGAIN_MS = 200 ms).
+            for n in (a, b):
+                n.run("sysctl -w net.core.busy_read=0 net.core.busy_poll=0 >/dev/null",
+                      check=True)
+            r = b.run("ping -c 5 -i 0.2 -w 10 %s" % a.ip4, timeout=40)
+            rtts = [float(x) for x in re.findall(r"time=([\d.]+) ms", r.out)]
+            done = {n: n.stat_dict() for n in (a, b)}
+            print("    info: pings after busy polling: %s ms" % rtts, flush=True)
+            check(len(rtts) == 5, "no reply to some pings after busy polling:\n%s" % r.out)
+            check(max(rtts) < 100, "a ping after busy polling took %.1f ms" % max(rtts))
+            for n in (a, b):
+                check(delta(busy1[n], done[n], "doorbells_repeated") == 0,
+                      "%s: a frame after busy polling waited for a repeated kick" % n.name)
         no_splats(c)
 
 
