@@ -263,6 +263,45 @@ def test_two_queues_carry_traffic_and_count_it():
         no_splats(c)
 
 
+def test_answers_go_back_on_the_queue_their_flow_came_in_on():
+    """XPS by receive queue: a socket sends on the transmit queue whose number is the receive
+    queue its flow came in on (the receive path records it), so both directions of a flow
+    use one ring number, and each side handles the flow on one CPU. Both guests show the
+    maps in sysfs (`tx-<q>/xps_rxqs` holds bit q). gA's iperf3 client, pinned to CPU 1, sends
+    on queue 1; gB's server, pinned to CPU 0, whose CPU map alone would send its ACKs on
+    queue 0, sends them all on queue 1 (a handful of other frames, ARP and the like, may use
+    queue 0). The bytes arrive (iperf3's receiver count)."""
+    dp.drop_pair()
+    with vm.Cluster(SMP, doorbell=vectors()) as c:
+        a, b = Node(c["gA"], 1), Node(c["gB"], 2)
+        dp.bring_up([a, b])
+        for n in (a, b):
+            maps = n.run("cat %s/queues/tx-0/xps_rxqs %s/queues/tx-1/xps_rxqs" % (SYS, SYS),
+                         timeout=30, check=True).out.split()
+            check([int(m, 16) for m in maps] == [1, 2],
+                  "%s: xps_rxqs of tx-0, tx-1: %s, want bits 0 and 1" % (n.name, maps))
+        port = next(dp._ports)
+        b.run("taskset -c 0 iperf3 -s -D -1 -p {port}; i=0; while [ $i -lt 200 ]; do "
+              "netstat -ltn 2>/dev/null | grep -q ':{port} ' && exit 0; usleep 50000; "
+              "i=$((i + 1)); done; echo never listened; exit 1".format(port=port),
+              timeout=60, check=True)
+        before = {n: n.stat_dict() for n in (a, b)}
+        r = a.run("taskset -c 1 iperf3 -c %s -p %d -t 4 -J" % (b.ip4, port), timeout=120)
+        check(r.rc == 0, "iperf3 gA -> gB failed:\n%s" % r.out[-2000:])
+        got = json.loads(r.out)["end"]["sum_received"]["bytes"]
+        check(got > 0, "gB received nothing")
+        after = dict(zip((a, b), dp.quiet_stats([a, b])))
+        sent = {n: [queue_delta(before[n], after[n], "tx", q) for q in range(QUEUES)]
+                for n in (a, b)}
+        print("    info: %d MiB; frames per transmit queue: gA %s, gB %s"
+              % (got >> 20, sent[a], sent[b]), flush=True)
+        check(sent[a][1] >= 1000 and sent[a][0] <= 10,
+              "gA's client on CPU 1 sent on queues %s, want queue 1" % sent[a])
+        check(sent[b][1] >= 100 and sent[b][0] <= 10,
+              "gB's server on CPU 0 answered on queues %s, want queue 1 (its flow's)" % sent[b])
+        no_splats(c)
+
+
 def test_set_channels_under_traffic():
     """`ethtool -L ivshm0 combined 1`, then `2`, on each guest while 128 MiB go each way:
     every link re-runs its handshake each time, the stack's queues follow, and both transfers
@@ -485,7 +524,8 @@ def test_four_vcpu_guests_four_queues():
         no_splats(c)
 
 
-for _t in (test_two_queues_carry_traffic_and_count_it, test_set_channels_under_traffic,
+for _t in (test_two_queues_carry_traffic_and_count_it,
+           test_answers_go_back_on_the_queue_their_flow_came_in_on, test_set_channels_under_traffic,
            test_one_queue_guest_links_with_two_queue_guest,
            test_garbage_in_queue_1_ring_resets_only_that_link, test_four_vcpu_guests_four_queues):
     _t.modes = ("plain", "doorbell")

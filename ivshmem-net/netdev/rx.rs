@@ -547,6 +547,10 @@ impl super::Net {
                 } else {
                     match regular {
                         Target::Ours => {
+                            // The socket it reaches answers on our transmit queue `c` (XPS by
+                            // receive queue), so on ring `c` of the link, which the peer polls
+                            // on the CPU it sends ring `c`'s frames from.
+                            skb.record_rx_queue(c);
                             if skb.eth_type_trans(dev).is_ok() {
                                 if done == 1
                                     && offload.gso_size == 0

@@ -144,6 +144,22 @@ int ivnet_netdev_set_queues(struct net_device *dev, unsigned int n, struct napi_
 		}
 		free_cpumask_var(mask);
 	}
+	/*
+	 * XPS by receive queue, which comes first: a socket whose packets come in on receive
+	 * queue q (recorded by the receive path) sends on transmit queue q, so a flow's two
+	 * directions share a ring number and each side handles the flow on one CPU. Sockets
+	 * that have received nothing yet use the CPU maps above. Same failure rule.
+	 */
+	if (dev->reg_state == NETREG_REGISTERED) {
+		unsigned long *rxqs = bitmap_zalloc(dev->num_rx_queues, GFP_KERNEL);
+
+		for (q = 0; rxqs && q < n; q++) {
+			bitmap_zero(rxqs, dev->num_rx_queues);
+			__set_bit(q, rxqs);
+			__netif_set_xps_queue(dev, rxqs, q, XPS_RXQS);
+		}
+		bitmap_free(rxqs);
+	}
 out:
 	if (napi_enabled)
 		ivnet_netdev_queues_napi(dev, napis, dev->real_num_tx_queues);

@@ -49,3 +49,8 @@ unsigned int ivnet_skb_gso_type(const struct sk_buff *skb, bool *encapsulation)
 	*encapsulation = skb->encapsulation;
 	return skb_is_gso(skb) ? skb_shinfo(skb)->gso_type : 0;
 }
+
+void ivnet_skb_record_rx_queue(struct sk_buff *skb, u16 queue)
+{
+	skb_record_rx_queue(skb, queue);
+}

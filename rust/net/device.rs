@@ -148,9 +148,11 @@ impl Device {
         unsafe { (*self.private::<()>()).queues_max }
     }
 
-    /// Sets the number of active queue pairs to `n` (`1..=queues_max`), with XPS (CPU `c`
-    /// sends on queue `c % n`; only once the device is registered) and, while NAPI is enabled, each active queue pair tied to its
-    /// NAPI context (netdev netlink's `queue-get`), the queues beyond `n` untied first.
+    /// Sets the number of active queue pairs to `n` (`1..=queues_max`), with XPS (only once
+    /// the device is registered: a socket whose packets came in on receive queue `q`, as
+    /// [`super::SkBuff::record_rx_queue`] records, sends on transmit queue `q`; other senders
+    /// on CPU `c` on queue `c % n`) and, while NAPI is enabled, each active queue pair tied to
+    /// its NAPI context (netdev netlink's `queue-get`), the queues beyond `n` untied first.
     ///
     /// # Safety
     ///

@@ -143,6 +143,18 @@ impl SkBuff {
         })
     }
 
+    /// Records that the frame came in on receive queue `q` (`skb_record_rx_queue`): the
+    /// socket that gets it notes the queue, and XPS sends what the socket sends next on
+    /// transmit queue `q` (the receive-queue maps set with the device's queues). A queue
+    /// beyond `u16` is not recorded.
+    pub fn record_rx_queue(&mut self, q: u32) {
+        let Ok(q) = u16::try_from(q) else {
+            return;
+        };
+        // SAFETY: valid and owned by the type invariant; this only sets its queue mapping.
+        unsafe { bindings::ivnet_skb_record_rx_queue(self.0.as_ptr(), q) };
+    }
+
     /// The frame's offload metadata (checksum to fill in, segmentation), in the form of a
     /// `virtio_net_hdr` (`virtio_net_hdr_from_skb`). `EINVAL` for a segmentation type it cannot
     /// express.
